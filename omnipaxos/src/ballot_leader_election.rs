@@ -1,0 +1,241 @@
+//! Ballot Leader Election (BLE): who should lead, decided from quorum-connected
+//! heartbeat rounds.
+//!
+//! ```text
+//!   every election_tick_timeout ticks, server s:
+//!     1. evaluates the round that just ended:
+//!          qc(s)      = replies + 1 >= read quorum
+//!          candidates = {own ballot if qc(s)}
+//!                     ∪ {ballot of each reply that says it is quorum-connected}
+//!                     ∪ {leader each reply heard directly and saw quorum-connected}
+//!          top        = max(candidates)
+//!          top >  leader            -> follow top
+//!          top <  leader (or none)  -> leader is gone: if qc(s), take over with
+//!                                      n = max(leader.n, promise.n) + 1
+//!     2. opens the next round: HeartbeatRequest{round} to every peer
+//!   on HeartbeatRequest: reply {round, own ballot, qc(s), directly seen leader}
+//! ```
+//!
+//! Only quorum-connected servers may be candidates, which is what keeps a
+//! cluster live under partial connectivity (Omni-Paxos paper, section 4): a
+//! leader that loses its quorum stops being a candidate, and a server that
+//! reaches a quorum takes over even if it cannot reach the old leader. Replies
+//! carry the leader the replier hears directly, so a server in a chain
+//! (A — B — C, no A — C link) follows the leader through the middle server
+//! instead of starting a competing election.
+
+use crate::{
+    ballot::Ballot,
+    clock::LogicalClock,
+    config::OmniPaxosConfig,
+    messages::{BLEMessage, HeartbeatMsg, HeartbeatReply, HeartbeatRequest},
+    quorum::Quorum,
+    util::{ConfigurationId, NodeId},
+};
+
+pub(crate) struct BallotLeaderElection {
+    pid: NodeId,
+    peers: Vec<NodeId>,
+    configuration_id: ConfigurationId,
+    quorum: Quorum,
+    /// The heartbeat round in progress; replies to other rounds are stale.
+    round: u32,
+    /// Replies received in the current round, at most one per peer.
+    replies: Vec<(NodeId, HeartbeatReply)>,
+    /// Peers that answered the last completed round (for the dashboard).
+    connected: Vec<NodeId>,
+    /// This server's ballot: raised when it takes over, priority set by the user.
+    current_ballot: Ballot,
+    /// The leader this server follows (possibly itself).
+    leader: Option<Ballot>,
+    /// The leader as this server reports it to others: only one it heard
+    /// directly (or is) and that is quorum-connected, so that a dead leader
+    /// cannot be kept alive by servers repeating each other.
+    direct_leader: Option<Ballot>,
+    /// Whether this server heard from a read quorum in the last round.
+    quorum_connected: bool,
+    /// Fires at the end of every heartbeat round.
+    heartbeat_timer: LogicalClock,
+    outgoing: Vec<BLEMessage>,
+}
+
+impl BallotLeaderElection {
+    pub(crate) fn with(config: &OmniPaxosConfig) -> Self {
+        let mut ble = Self {
+            pid: config.pid,
+            peers: config.peers.clone(),
+            configuration_id: config.configuration_id,
+            quorum: Quorum::with(config.flexible_quorum, config.peers.len() + 1),
+            round: 0,
+            replies: Vec::with_capacity(config.peers.len()),
+            connected: Vec::with_capacity(config.peers.len()),
+            current_ballot: Ballot::with(0, config.leader_priority, config.pid),
+            leader: None,
+            direct_leader: None,
+            // Optimistic at start, so that the first round elects the top
+            // ballot at once instead of every server first electing itself.
+            quorum_connected: true,
+            heartbeat_timer: LogicalClock::with(config.election_tick_timeout),
+            outgoing: Vec::with_capacity(config.peers.len() * 2),
+        };
+        ble.new_round();
+        ble
+    }
+
+    pub(crate) fn leader(&self) -> Option<Ballot> {
+        self.leader
+    }
+
+    pub(crate) fn current_ballot(&self) -> Ballot {
+        self.current_ballot
+    }
+
+    pub(crate) fn is_quorum_connected(&self) -> bool {
+        self.quorum_connected
+    }
+
+    pub(crate) fn connected_peers(&self) -> &[NodeId] {
+        &self.connected
+    }
+
+    pub(crate) fn outgoing_mut(&mut self) -> &mut Vec<BLEMessage> {
+        &mut self.outgoing
+    }
+
+    /// Counts a tick; at the end of a round returns the new leader, if it changed.
+    /// `promise` is the highest ballot Sequence Paxos promised: a takeover must exceed it.
+    pub(crate) fn tick(&mut self, promise: Ballot) -> Option<Ballot> {
+        if !self.heartbeat_timer.tick_and_check() {
+            return None;
+        }
+        let new_leader = self.end_round(promise);
+        self.new_round();
+        new_leader
+    }
+
+    pub(crate) fn handle(&mut self, msg: BLEMessage) {
+        match msg.msg {
+            HeartbeatMsg::Request(req) => {
+                let reply = HeartbeatReply {
+                    round: req.round,
+                    ballot: self.current_ballot,
+                    quorum_connected: self.quorum_connected,
+                    leader: self.direct_leader,
+                };
+                self.send(msg.from, HeartbeatMsg::Reply(reply));
+            }
+            HeartbeatMsg::Reply(reply) => {
+                // Replies from an older round or a repeated reply say nothing new.
+                if reply.round == self.round && !self.replies.iter().any(|(p, _)| *p == msg.from) {
+                    self.replies.push((msg.from, reply));
+                }
+            }
+        }
+    }
+
+    /// Sets this server's leader priority; a priority above the leader's makes
+    /// this server take over at the end of the round (if quorum-connected).
+    pub(crate) fn set_priority(&mut self, priority: u32) {
+        self.current_ballot.priority = priority;
+    }
+
+    /// Raises this server's ballot above every ballot it knows; if it is
+    /// quorum-connected it leads from now on and returns its ballot.
+    pub(crate) fn try_become_leader(&mut self, promise: Ballot) -> Option<Ballot> {
+        self.raise_ballot_above(promise);
+        if self.quorum_connected {
+            self.leader = Some(self.current_ballot);
+            self.direct_leader = Some(self.current_ballot);
+            Some(self.current_ballot)
+        } else {
+            None
+        }
+    }
+
+    /// Makes sure this server's ballot is above the leader it knows and `promise`.
+    fn raise_ballot_above(&mut self, promise: Ballot) {
+        let known = self
+            .leader
+            .map_or(0, |l| l.n)
+            .max(promise.n)
+            .max(self.current_ballot.n);
+        self.current_ballot.n = known + 1;
+    }
+
+    fn end_round(&mut self, promise: Ballot) -> Option<Ballot> {
+        let replies = std::mem::take(&mut self.replies);
+        self.connected.clear();
+        self.connected.extend(replies.iter().map(|(p, _)| *p));
+        self.quorum_connected = self.quorum.is_read_quorum(replies.len() + 1);
+
+        let mut top = self.quorum_connected.then_some(self.current_ballot);
+        for (_, reply) in &replies {
+            if reply.quorum_connected {
+                top = top.max(Some(reply.ballot));
+            }
+            top = top.max(reply.leader);
+        }
+
+        let previous = self.leader;
+        match (top, previous) {
+            (Some(t), Some(p)) if t >= p => self.leader = Some(t),
+            (Some(t), None) => self.leader = Some(t),
+            _ if self.quorum_connected => {
+                // The leader was not heard from, directly or through a peer: take over.
+                self.raise_ballot_above(promise);
+                self.leader = Some(self.current_ballot);
+            }
+            // Not connected to a quorum: nothing to do but wait.
+            _ => {}
+        }
+        if let Some(l) = self.leader {
+            if self.quorum_connected
+                && l.pid != self.pid
+                && self.current_ballot.priority > l.priority
+            {
+                // A server with a higher priority than the leader takes over
+                // with the leader's round number, which its priority then outranks.
+                self.current_ballot.n = self.current_ballot.n.max(l.n);
+                self.leader = Some(self.current_ballot);
+            }
+        }
+        if self.leader == Some(self.current_ballot) && self.current_ballot <= promise {
+            // Elected with a ballot Sequence Paxos already promised past (after a
+            // restart, say): lead with a fresh ballot instead.
+            self.raise_ballot_above(promise);
+            self.leader = Some(self.current_ballot);
+        }
+        // Report only a leader that is this server or answered this round
+        // itself as quorum-connected.
+        self.direct_leader = self.leader.filter(|l| {
+            (*l == self.current_ballot && self.quorum_connected)
+                || replies
+                    .iter()
+                    .any(|(_, r)| r.ballot == *l && r.quorum_connected)
+        });
+        // Keep the allocation for the next round.
+        self.replies = replies;
+        self.replies.clear();
+        (self.leader != previous).then_some(self.leader).flatten()
+    }
+
+    fn new_round(&mut self) {
+        self.round = self.round.wrapping_add(1);
+        for i in 0..self.peers.len() {
+            let to = self.peers[i];
+            self.send(
+                to,
+                HeartbeatMsg::Request(HeartbeatRequest { round: self.round }),
+            );
+        }
+    }
+
+    fn send(&mut self, to: NodeId, msg: HeartbeatMsg) {
+        self.outgoing.push(BLEMessage {
+            configuration_id: self.configuration_id,
+            from: self.pid,
+            to,
+            msg,
+        });
+    }
+}

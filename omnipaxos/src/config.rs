@@ -1,0 +1,360 @@
+//! [`OmniPaxosConfig`]: a flat struct of settings with one validating [`build`](OmniPaxosConfig::build).
+
+use crate::{
+    errors::ConfigError,
+    omni_paxos::OmniPaxos,
+    storage::{Entry, Storage},
+    util::{ConfigurationId, NodeId},
+};
+use std::collections::HashSet;
+
+/// The settings of one server. Every field is public; start from `Default` and
+/// set what you need:
+///
+/// ```
+/// use omnipaxos::OmniPaxosConfig;
+/// let config = OmniPaxosConfig {
+///     configuration_id: 1,
+///     pid: 2,
+///     peers: vec![1, 3],
+///     ..Default::default()
+/// };
+/// assert!(config.validate().is_ok());
+/// ```
+///
+/// Timeouts count calls to [`OmniPaxos::tick`]; the driver decides how long a
+/// tick is (the runtime's `tick_interval`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
+pub struct OmniPaxosConfig {
+    /// The id of the configuration (cluster membership) this server belongs to; at least 1.
+    /// Messages of other configurations are ignored.
+    pub configuration_id: ConfigurationId,
+    /// This server's id: non-zero and unique in the cluster.
+    pub pid: NodeId,
+    /// The other servers of the configuration; empty for a one-server cluster.
+    pub peers: Vec<NodeId>,
+    /// Ticks per heartbeat round. A leader that stops answering is replaced after
+    /// one to two rounds.
+    pub election_tick_timeout: u64,
+    /// Ticks before an unanswered message (prepare, resync request, forwarded
+    /// proposal) is sent again.
+    pub resend_message_tick_timeout: u64,
+    /// Ticks a partly filled batch waits before the leader sends it anyway.
+    pub flush_batch_tick_timeout: u64,
+    /// How many proposals the leader gathers before it writes them and sends
+    /// them to followers; 1 sends each at once.
+    pub batch_size: usize,
+    /// How many proposals a server holds while it has no leader to send them
+    /// to; more are refused with [`ProposeErr::BufferFull`](crate::ProposeErr::BufferFull).
+    pub buffer_size: usize,
+    /// This server's leader priority: among servers that are quorum-connected, the
+    /// one with the highest priority becomes leader, taking over from a healthy
+    /// leader of lower priority.
+    pub leader_priority: u32,
+    /// Read and write quorum sizes; `None` uses majorities.
+    pub flexible_quorum: Option<FlexibleQuorum>,
+    /// Where the `logging` feature writes this server's protocol log; without the
+    /// feature the field is accepted and ignored (so one config file serves both builds).
+    pub logger_file_path: Option<String>,
+}
+
+impl Default for OmniPaxosConfig {
+    fn default() -> Self {
+        Self {
+            configuration_id: 1,
+            pid: 0,
+            peers: Vec::new(),
+            election_tick_timeout: 10,
+            resend_message_tick_timeout: 20,
+            flush_batch_tick_timeout: 1,
+            batch_size: 1,
+            buffer_size: 100_000,
+            leader_priority: 0,
+            flexible_quorum: None,
+            logger_file_path: None,
+        }
+    }
+}
+
+/// Quorum sizes other than majorities: leader election and Prepare wait for
+/// `read_quorum_size` servers, deciding waits for `write_quorum_size`.
+/// Every read quorum must meet every write quorum: `read + write > n`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(deny_unknown_fields))]
+pub struct FlexibleQuorum {
+    /// Servers (including the leader) that must promise before a leader may accept.
+    pub read_quorum_size: usize,
+    /// Servers (including the leader) that must accept before an entry is decided.
+    pub write_quorum_size: usize,
+}
+
+impl OmniPaxosConfig {
+    /// Checks every setting; the error names the first field that is wrong.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.configuration_id == 0 {
+            return Err(ConfigError::field("configuration_id", "must be at least 1"));
+        }
+        if self.pid == 0 {
+            return Err(ConfigError::field("pid", "must be non-zero"));
+        }
+        let mut seen = HashSet::with_capacity(self.peers.len());
+        for &peer in &self.peers {
+            if peer == 0 {
+                return Err(ConfigError::field("peers", "node id 0 is not allowed"));
+            }
+            if peer == self.pid {
+                return Err(ConfigError::field(
+                    "peers",
+                    format!("contains this server's own pid {peer}"),
+                ));
+            }
+            if !seen.insert(peer) {
+                return Err(ConfigError::field("peers", format!("lists {peer} twice")));
+            }
+        }
+        for (field, value) in [
+            ("election_tick_timeout", self.election_tick_timeout),
+            (
+                "resend_message_tick_timeout",
+                self.resend_message_tick_timeout,
+            ),
+            ("flush_batch_tick_timeout", self.flush_batch_tick_timeout),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::field(field, "must be at least 1 tick"));
+            }
+        }
+        if self.batch_size == 0 {
+            return Err(ConfigError::field("batch_size", "must be at least 1"));
+        }
+        if self.buffer_size < self.batch_size {
+            return Err(ConfigError::field(
+                "buffer_size",
+                format!("must be at least batch_size ({})", self.batch_size),
+            ));
+        }
+        if let Some(fq) = self.flexible_quorum {
+            let n = self.peers.len() + 1;
+            for (field, q) in [
+                ("flexible_quorum.read_quorum_size", fq.read_quorum_size),
+                ("flexible_quorum.write_quorum_size", fq.write_quorum_size),
+            ] {
+                if q < 2 || q > n {
+                    return Err(ConfigError::field(
+                        field,
+                        format!("must be between 2 and the cluster size {n}, is {q}"),
+                    ));
+                }
+            }
+            if fq.read_quorum_size + fq.write_quorum_size <= n {
+                return Err(ConfigError::field(
+                    "flexible_quorum",
+                    format!(
+                        "read ({}) + write ({}) quorum sizes must exceed the cluster size {n}, \
+                         or a leader could miss a decided entry",
+                        fq.read_quorum_size, fq.write_quorum_size
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Validates the config and creates the server on `storage`.
+    ///
+    /// A fresh storage starts a new log; a storage that holds state from an
+    /// earlier run resumes it (call [`OmniPaxos::fail_recovery`] after a crash).
+    pub fn build<T, S>(self, storage: S) -> Result<OmniPaxos<T, S>, ConfigError>
+    where
+        T: Entry,
+        S: Storage<T>,
+    {
+        self.validate()?;
+        OmniPaxos::new(self, storage)
+    }
+
+    /// Reads a config from a TOML file with the same keys as the struct fields;
+    /// unknown keys are an error that names them.
+    ///
+    /// ```toml
+    /// configuration_id = 1
+    /// pid = 2
+    /// peers = [1, 3]
+    /// logger_file_path = "/omnipaxos/logs"
+    /// ```
+    #[cfg(feature = "toml_config")]
+    pub fn with_toml(file_path: impl AsRef<std::path::Path>) -> Result<Self, ConfigError> {
+        let path = file_path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Io {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        })?;
+        let config = Self::from_toml_str(&text).map_err(|e| match e {
+            ConfigError::Parse { field, detail, .. } => ConfigError::Parse {
+                path: path.to_path_buf(),
+                field,
+                detail,
+            },
+            other => other,
+        })?;
+        Ok(config)
+    }
+
+    /// Parses a config from TOML text; see [`with_toml`](Self::with_toml).
+    /// The result is parsed but not validated: [`build`](Self::build) validates.
+    #[cfg(feature = "toml_config")]
+    pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e: toml::de::Error| {
+            let detail = e.to_string();
+            ConfigError::Parse {
+                path: std::path::PathBuf::new(),
+                field: field_named_in(e.message()),
+                detail,
+            }
+        })
+    }
+}
+
+/// Picks the field name out of a serde message such as "unknown field `foo`, expected ...".
+#[cfg(feature = "toml_config")]
+fn field_named_in(message: &str) -> Option<String> {
+    let start = message.find('`')? + 1;
+    let len = message[start..].find('`')?;
+    Some(message[start..start + len].to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid() -> OmniPaxosConfig {
+        OmniPaxosConfig {
+            pid: 2,
+            peers: vec![1, 3],
+            ..Default::default()
+        }
+    }
+
+    fn bad_field(config: OmniPaxosConfig) -> String {
+        match config.validate() {
+            Err(ConfigError::InvalidField { field, .. }) => field,
+            other => panic!("expected an invalid field, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn default_with_pid_is_valid_and_one_node_cluster_is_valid() {
+        assert_eq!(valid().validate(), Ok(()));
+        let single = OmniPaxosConfig {
+            pid: 7,
+            ..Default::default()
+        };
+        assert_eq!(single.validate(), Ok(()));
+    }
+
+    #[test]
+    fn each_invalid_setting_names_its_field() {
+        assert_eq!(bad_field(OmniPaxosConfig { pid: 0, ..valid() }), "pid");
+        assert_eq!(
+            bad_field(OmniPaxosConfig {
+                configuration_id: 0,
+                ..valid()
+            }),
+            "configuration_id"
+        );
+        assert_eq!(
+            bad_field(OmniPaxosConfig {
+                peers: vec![1, 2],
+                ..valid()
+            }),
+            "peers"
+        );
+        assert_eq!(
+            bad_field(OmniPaxosConfig {
+                peers: vec![1, 1],
+                ..valid()
+            }),
+            "peers"
+        );
+        assert_eq!(
+            bad_field(OmniPaxosConfig {
+                peers: vec![0],
+                ..valid()
+            }),
+            "peers"
+        );
+        assert_eq!(
+            bad_field(OmniPaxosConfig {
+                election_tick_timeout: 0,
+                ..valid()
+            }),
+            "election_tick_timeout"
+        );
+        assert_eq!(
+            bad_field(OmniPaxosConfig {
+                resend_message_tick_timeout: 0,
+                ..valid()
+            }),
+            "resend_message_tick_timeout"
+        );
+        assert_eq!(
+            bad_field(OmniPaxosConfig {
+                batch_size: 0,
+                ..valid()
+            }),
+            "batch_size"
+        );
+        assert_eq!(
+            bad_field(OmniPaxosConfig {
+                buffer_size: 0,
+                ..valid()
+            }),
+            "buffer_size"
+        );
+    }
+
+    #[test]
+    fn flexible_quorums_must_intersect_and_fit_the_cluster() {
+        let five = OmniPaxosConfig {
+            pid: 1,
+            peers: vec![2, 3, 4, 5],
+            ..Default::default()
+        };
+        let fq = |r, w| OmniPaxosConfig {
+            flexible_quorum: Some(FlexibleQuorum {
+                read_quorum_size: r,
+                write_quorum_size: w,
+            }),
+            ..five.clone()
+        };
+        assert_eq!(fq(4, 2).validate(), Ok(()));
+        assert_eq!(bad_field(fq(3, 2)), "flexible_quorum");
+        assert_eq!(bad_field(fq(1, 5)), "flexible_quorum.read_quorum_size");
+        assert_eq!(bad_field(fq(4, 6)), "flexible_quorum.write_quorum_size");
+    }
+
+    #[cfg(feature = "toml_config")]
+    #[test]
+    fn toml_reads_the_seed_keys_and_names_unknown_ones() {
+        let config = OmniPaxosConfig::from_toml_str(
+            "configuration_id = 1\npid = 2\npeers = [1, 3]\nlogger_file_path = \"/omnipaxos/logs\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.pid, 2);
+        assert_eq!(config.peers, vec![1, 3]);
+        assert_eq!(config.election_tick_timeout, 10);
+        match OmniPaxosConfig::from_toml_str("pid = 2\nelection_timeout = 5\n") {
+            Err(ConfigError::Parse { field, .. }) => {
+                assert_eq!(field.as_deref(), Some("election_timeout"))
+            }
+            other => panic!("expected a parse error, got {other:?}"),
+        }
+        match OmniPaxosConfig::from_toml_str("pid = \"two\"\n") {
+            Err(ConfigError::Parse { detail, .. }) => assert!(detail.contains("pid"), "{detail}"),
+            other => panic!("expected a parse error, got {other:?}"),
+        }
+    }
+}

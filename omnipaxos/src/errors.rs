@@ -1,0 +1,190 @@
+//! Error types, one enum per failure domain.
+
+use crate::util::NodeId;
+use std::{fmt, path::PathBuf};
+
+/// An invalid [`OmniPaxosConfig`](crate::OmniPaxosConfig): the user's to fix.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A field holds a value that cannot work; `field` names it and `reason` says why.
+    #[error("invalid config field `{field}`: {reason}")]
+    InvalidField {
+        /// The name of the offending field, as in the struct and the TOML file.
+        field: String,
+        /// What is wrong with its value.
+        reason: String,
+    },
+    /// The configuration file could not be read.
+    #[error("cannot read config file {}: {detail}", path.display())]
+    Io {
+        /// The file that was asked for.
+        path: PathBuf,
+        /// What the operating system said.
+        detail: String,
+    },
+    /// The configuration file is not valid TOML for this config, for example
+    /// because of an unknown key or a value of the wrong type.
+    #[error("malformed config file {}: {detail}", path.display())]
+    Parse {
+        /// The file that was read.
+        path: PathBuf,
+        /// The field, if the parser named one.
+        field: Option<String>,
+        /// What the parser said, with line and column.
+        detail: String,
+    },
+    /// The storage handed to `build` could not be read.
+    #[error("cannot read the storage given to build: {0}")]
+    Storage(#[from] StorageError),
+}
+
+impl ConfigError {
+    pub(crate) fn field(field: &str, reason: impl Into<String>) -> Self {
+        Self::InvalidField {
+            field: field.to_owned(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// A storage operation failed: the backend's fault (disk, corruption), or a
+/// request the storage cannot satisfy.
+///
+/// Once the protocol sees one of these on a write it stops acting (see
+/// [`OmniPaxos::get_storage_failure`](crate::OmniPaxos::get_storage_failure)):
+/// it never sends a message that claims what it failed to persist.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StorageError {
+    /// An I/O operation failed.
+    #[error("storage i/o failed during {operation}{}: {detail}", fmt_path(path))]
+    Io {
+        /// What the storage was doing, e.g. `"append entries"`.
+        operation: String,
+        /// The file or directory involved, if any.
+        path: Option<PathBuf>,
+        /// What the operating system or backend said.
+        detail: String,
+    },
+    /// Stored data is damaged or belongs to something else.
+    #[error("storage is corrupt{}: {detail}", fmt_path(path))]
+    Corrupt {
+        /// The file or directory involved, if any.
+        path: Option<PathBuf>,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// An entry or state value could not be encoded or decoded.
+    #[error("storage could not (de)serialise {what}: {detail}")]
+    Serialization {
+        /// What was being encoded or decoded.
+        what: String,
+        /// What the codec said.
+        detail: String,
+    },
+    /// The request names indices that the storage cannot serve.
+    #[error("index {idx} is out of range for {operation} (log holds {compacted_idx}..{log_len})")]
+    IndexOutOfRange {
+        /// The operation that was asked for.
+        operation: String,
+        /// The offending index.
+        idx: u64,
+        /// The first index the log holds.
+        compacted_idx: u64,
+        /// The log length.
+        log_len: u64,
+    },
+    /// Any other backend failure.
+    #[error("storage backend failed during {operation}: {detail}")]
+    Backend {
+        /// What the storage was doing.
+        operation: String,
+        /// What the backend said.
+        detail: String,
+    },
+}
+
+fn fmt_path(path: &Option<PathBuf>) -> String {
+    path.as_ref()
+        .map(|p| format!(" at {}", p.display()))
+        .unwrap_or_default()
+}
+
+/// A proposal ([`append`](crate::OmniPaxos::append)) that was not taken; the entry is handed back.
+#[derive(Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProposeErr<T> {
+    /// The configuration has a stop-sign: it takes no more entries. Append in the next configuration.
+    #[error("the configuration is being reconfigured and takes no more entries")]
+    PendingReconfigEntry(T),
+    /// The node buffers `buffer_size` proposals already (no leader yet, or an
+    /// unreachable one); retry once a leader is known.
+    #[error("the proposal buffer is full")]
+    BufferFull(T),
+    /// A storage write failed earlier and the node has stopped acting.
+    #[error("the node stopped after a storage failure")]
+    StorageFailure(T),
+}
+
+impl<T> ProposeErr<T> {
+    /// Gives the rejected entry back.
+    pub fn into_entry(self) -> T {
+        match self {
+            Self::PendingReconfigEntry(t) | Self::BufferFull(t) | Self::StorageFailure(t) => t,
+        }
+    }
+}
+
+impl<T> fmt::Debug for ProposeErr<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The entry may be large or lack a useful Debug; the variant is what matters.
+        let name = match self {
+            Self::PendingReconfigEntry(_) => "PendingReconfigEntry",
+            Self::BufferFull(_) => "BufferFull",
+            Self::StorageFailure(_) => "StorageFailure",
+        };
+        f.debug_tuple(name).finish_non_exhaustive()
+    }
+}
+
+/// A trim or snapshot that was refused; the state is unchanged.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CompactionErr {
+    /// The index is not decided yet; `decided_idx` is the highest index that would work.
+    #[error("index {requested} is not decided (decided index is {decided_idx})")]
+    UndecidedIndex {
+        /// The index asked for.
+        requested: u64,
+        /// The current decided index.
+        decided_idx: u64,
+    },
+    /// Not every server has accepted up to the index; `min_accepted` would work.
+    #[error(
+        "not every server has accepted up to {requested} (all have accepted up to {min_accepted})"
+    )]
+    NotAllAccepted {
+        /// The index asked for.
+        requested: u64,
+        /// The highest index that every server has accepted.
+        min_accepted: u64,
+    },
+    /// The log is already compacted past the index.
+    #[error("index {requested} is already compacted (compacted index is {compacted_idx})")]
+    AlreadyCompacted {
+        /// The index asked for.
+        requested: u64,
+        /// The current compacted index.
+        compacted_idx: u64,
+    },
+    /// Only the leader may trim; `leader` is the current one, if known.
+    #[error("only the leader may trim (current leader: {leader:?})")]
+    NotCurrentLeader {
+        /// The current leader, if known.
+        leader: Option<NodeId>,
+    },
+    /// The storage failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}

@@ -1,0 +1,288 @@
+//! The messages servers exchange.
+//!
+//! ```text
+//!  Ballot Leader Election (every election_tick_timeout ticks)
+//!    every server ──HeartbeatRequest{round}──▶ every peer
+//!    every peer   ──HeartbeatReply{round, ballot, quorum_connected, leader}──▶ requester
+//!
+//!  Sequence Paxos, leader L and follower F
+//!    L ──Prepare{n, decided_idx, n_accepted, accepted_idx}──▶ F      (new leader, or resync)
+//!    F ──Promise{n, n_accepted, decided_idx, accepted_idx, log_sync}──▶ L
+//!    L ──AcceptSync{n, seq, decided_idx, log_sync}──▶ F             (F's log := L's log)
+//!    L ──AcceptDecide{n, seq, decided_idx, entries}──▶ F            (steady state)
+//!    F ──Accepted{n, accepted_idx}──▶ L
+//!    L ──Decide{n, seq, decided_idx}──▶ F                           (decided index moved)
+//!    F ──PrepareReq{n}──▶ L             (F missed a message or restarted: please resync me)
+//!    F ──NotAccepted{n}──▶ L            (F promised a higher ballot n)
+//!    F ──ProposalForward{seq, entries}──▶ L ──ProposalAck{seq, first_idx}──▶ F
+//! ```
+//!
+//! With feature `serde`, every type here is `Serialize` and `Deserialize`.
+
+use crate::{
+    ballot::Ballot,
+    storage::Entry,
+    util::{ConfigurationId, NodeId, StopSign},
+};
+
+/// A message for [`OmniPaxos::handle_incoming`](crate::OmniPaxos::handle_incoming).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub enum Message<T: Entry> {
+    /// A message of the replication protocol.
+    SequencePaxos(PaxosMessage<T>),
+    /// A message of leader election.
+    BLE(BLEMessage),
+}
+
+impl<T: Entry> Message<T> {
+    /// The server that sent the message.
+    pub fn get_sender(&self) -> NodeId {
+        match self {
+            Self::SequencePaxos(m) => m.from,
+            Self::BLE(m) => m.from,
+        }
+    }
+
+    /// The server the message is for.
+    pub fn get_receiver(&self) -> NodeId {
+        match self {
+            Self::SequencePaxos(m) => m.to,
+            Self::BLE(m) => m.to,
+        }
+    }
+
+    /// The configuration the message belongs to.
+    pub fn get_configuration_id(&self) -> ConfigurationId {
+        match self {
+            Self::SequencePaxos(m) => m.configuration_id,
+            Self::BLE(m) => m.configuration_id,
+        }
+    }
+}
+
+/// A Sequence Paxos message with its envelope.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct PaxosMessage<T: Entry> {
+    /// The configuration the sender belongs to; other configurations ignore it.
+    pub configuration_id: ConfigurationId,
+    /// The sender.
+    pub from: NodeId,
+    /// The receiver.
+    pub to: NodeId,
+    /// The message.
+    pub msg: PaxosMsg<T>,
+}
+
+/// The Sequence Paxos messages.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[allow(missing_docs)] // Each variant carries the struct of the same name, documented there.
+pub enum PaxosMsg<T: Entry> {
+    PrepareReq(PrepareReq),
+    Prepare(Prepare),
+    Promise(Promise<T>),
+    AcceptSync(AcceptSync<T>),
+    AcceptDecide(AcceptDecide<T>),
+    Accepted(Accepted),
+    Decide(Decide),
+    NotAccepted(NotAccepted),
+    ProposalForward(ProposalForward<T>),
+    ProposalAck(ProposalAck),
+}
+
+/// Orders the accept-phase messages a leader sends one follower, so that the
+/// follower notices a lost message and asks to be resynchronised.
+///
+/// `session` grows each time the leader (re)synchronises the follower;
+/// `counter` grows with each message within a session, starting at 1 with the
+/// `AcceptSync`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct SequenceNumber {
+    /// The synchronisation session.
+    pub session: u64,
+    /// The position in the session.
+    pub counter: u64,
+}
+
+/// A follower asks the leader of ballot `n` to prepare it again (it restarted or missed a message).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct PrepareReq {
+    /// The ballot of the leader the follower wants to follow.
+    pub n: Ballot,
+}
+
+/// A new leader asks for a promise, and tells the follower what its own log looks like.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct Prepare {
+    /// The leader's ballot.
+    pub n: Ballot,
+    /// The leader's decided index.
+    pub decided_idx: u64,
+    /// The ballot in which the leader last accepted.
+    pub n_accepted: Ballot,
+    /// The length of the leader's log.
+    pub accepted_idx: u64,
+}
+
+/// A follower promises ballot `n` and sends the part of its log that the leader may lack.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct Promise<T: Entry> {
+    /// The promised ballot.
+    pub n: Ballot,
+    /// The ballot in which the follower last accepted.
+    pub n_accepted: Ballot,
+    /// The follower's decided index.
+    pub decided_idx: u64,
+    /// The length of the follower's log.
+    pub accepted_idx: u64,
+    /// The follower's log from where it may be ahead of the leader, if it may be.
+    pub log_sync: Option<LogSync<T>>,
+}
+
+/// A log suffix to install at `sync_idx`, replacing what is there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct LogSync<T: Entry> {
+    /// Where the suffix starts.
+    pub sync_idx: u64,
+    /// The entries from `sync_idx` on.
+    pub suffix: Vec<T>,
+    /// The stop-sign after the suffix, if the sender has one.
+    pub stopsign: Option<StopSign>,
+}
+
+/// The leader brings a promised follower's log up to date and starts a session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct AcceptSync<T: Entry> {
+    /// The leader's ballot.
+    pub n: Ballot,
+    /// The session this message opens.
+    pub seq_num: SequenceNumber,
+    /// The leader's decided index.
+    pub decided_idx: u64,
+    /// What the follower installs.
+    pub log_sync: LogSync<T>,
+}
+
+/// The leader replicates new entries and tells the decided index.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct AcceptDecide<T: Entry> {
+    /// The leader's ballot.
+    pub n: Ballot,
+    /// The position of this message in the session.
+    pub seq_num: SequenceNumber,
+    /// The leader's decided index.
+    pub decided_idx: u64,
+    /// Entries to append at the end of the follower's log.
+    pub entries: Vec<T>,
+}
+
+/// A follower reports how much of the leader's log it has accepted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct Accepted {
+    /// The ballot accepted in.
+    pub n: Ballot,
+    /// The follower's log length.
+    pub accepted_idx: u64,
+}
+
+/// The leader moved the decided index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct Decide {
+    /// The leader's ballot.
+    pub n: Ballot,
+    /// The position of this message in the session.
+    pub seq_num: SequenceNumber,
+    /// The leader's decided index.
+    pub decided_idx: u64,
+}
+
+/// A follower refuses a message of an older ballot: it promised `n`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct NotAccepted {
+    /// The higher ballot the follower promised.
+    pub n: Ballot,
+}
+
+/// A follower forwards proposals to the leader it knows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct ProposalForward<T: Entry> {
+    /// The ballot of the leader the proposals are meant for.
+    pub n: Ballot,
+    /// Numbers the forwarding server's batches so that the leader appends a retried batch once.
+    pub seq: u64,
+    /// The proposals.
+    pub entries: Vec<T>,
+}
+
+/// The leader appended a forwarded batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct ProposalAck {
+    /// The leader's ballot.
+    pub n: Ballot,
+    /// The batch appended.
+    pub seq: u64,
+    /// The log index the first entry of the batch got.
+    pub first_idx: u64,
+}
+
+/// A leader election message with its envelope.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct BLEMessage {
+    /// The configuration the sender belongs to; other configurations ignore it.
+    pub configuration_id: ConfigurationId,
+    /// The sender.
+    pub from: NodeId,
+    /// The receiver.
+    pub to: NodeId,
+    /// The message.
+    pub msg: HeartbeatMsg,
+}
+
+/// The leader election messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub enum HeartbeatMsg {
+    /// Opens a heartbeat round.
+    Request(HeartbeatRequest),
+    /// Answers a round.
+    Reply(HeartbeatReply),
+}
+
+/// Asks a peer for its view in heartbeat round `round`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct HeartbeatRequest {
+    /// The requester's round.
+    pub round: u32,
+}
+
+/// A peer's view: its ballot, whether it reaches a quorum, and the leader it sees directly.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct HeartbeatReply {
+    /// The round being answered.
+    pub round: u32,
+    /// The replier's own ballot.
+    pub ballot: Ballot,
+    /// Whether the replier heard from a quorum in its last round.
+    pub quorum_connected: bool,
+    /// The leader the replier heard from directly (or is) in its last round, if
+    /// that leader is quorum-connected. Lets a server follow a leader it has no
+    /// direct link to (the chained scenario).
+    pub leader: Option<Ballot>,
+}

@@ -1,0 +1,353 @@
+//! [`OmniPaxos`]: one server of a replicated log, as a pure state machine.
+
+pub use crate::config::{FlexibleQuorum, OmniPaxosConfig};
+use crate::{
+    ballot::Ballot,
+    ballot_leader_election::BallotLeaderElection,
+    errors::{ConfigError, ProposeErr, StorageError},
+    messages::Message,
+    sequence_paxos::{Role, SequencePaxos},
+    storage::{Entry, Storage, internal::InternalStorage},
+    ui::{OmniPaxosStates, PeerState},
+    util::{LogEntry, NodeId, SnapshottedEntry, StopSign},
+};
+use std::ops::{Bound, RangeBounds};
+
+/// One server of a replicated log: Ballot Leader Election decides who leads,
+/// Sequence Paxos replicates the log under that leader.
+///
+/// `OmniPaxos` does no I/O and keeps no time. Its methods come in four groups:
+///
+/// * **inputs** — [`handle_incoming`](Self::handle_incoming) for every message
+///   the network delivers, [`tick`](Self::tick) at a fixed interval (timeouts
+///   count ticks), [`reconnected`](Self::reconnected) when a link comes back,
+///   and [`fail_recovery`](Self::fail_recovery) once after a restart;
+/// * **commands** — [`append`](Self::append), [`set_priority`](Self::set_priority),
+///   [`try_become_leader`](Self::try_become_leader);
+/// * **outputs** — [`outgoing_messages`](Self::outgoing_messages) /
+///   [`take_outgoing_messages`](Self::take_outgoing_messages), the messages to send;
+/// * **queries** — [`read`](Self::read), [`read_entries`](Self::read_entries),
+///   [`read_decided_suffix`](Self::read_decided_suffix), `get_*`.
+///
+/// A driver loops: feed what arrived and tick when the interval passed, issue
+/// commands, then drain the outgoing messages and send each to
+/// [`Message::get_receiver`], then apply newly decided entries to the state
+/// machine. Draining after every batch of inputs keeps latency low; the order
+/// within one iteration does not matter for safety.
+pub struct OmniPaxos<T, S>
+where
+    T: Entry,
+    S: Storage<T>,
+{
+    ble: BallotLeaderElection,
+    seq_paxos: SequencePaxos<T, S>,
+    /// The validated config; leader election is rebuilt from it on recovery,
+    /// and `set_priority` keeps its priority current.
+    config: OmniPaxosConfig,
+    #[cfg(feature = "logging")]
+    logger: slog::Logger,
+}
+
+impl<T, S> OmniPaxos<T, S>
+where
+    T: Entry,
+    S: Storage<T>,
+{
+    /// Called by [`OmniPaxosConfig::build`] after validation.
+    pub(crate) fn new(config: OmniPaxosConfig, storage: S) -> Result<Self, ConfigError> {
+        let storage = InternalStorage::load(storage)?;
+        #[cfg(feature = "logging")]
+        let logger = crate::logging::create_logger(&config)?;
+        let ble = BallotLeaderElection::with(&config);
+        let seq_paxos = SequencePaxos::with(&config, storage);
+        Ok(Self {
+            ble,
+            seq_paxos,
+            config,
+            #[cfg(feature = "logging")]
+            logger,
+        })
+    }
+
+    // ---- inputs ----
+
+    /// Handles a message from a peer. Messages for another server, from a
+    /// server outside the configuration or from another configuration are
+    /// dropped, as are stale or duplicated ones; nothing a peer sends can make
+    /// this panic.
+    pub fn handle_incoming(&mut self, m: Message<T>) {
+        if m.get_receiver() != self.config.pid
+            || m.get_configuration_id() != self.config.configuration_id
+            || !self.config.peers.contains(&m.get_sender())
+        {
+            return;
+        }
+        match m {
+            Message::SequencePaxos(p) => self.seq_paxos.handle(p),
+            Message::BLE(b) => {
+                if !self.seq_paxos.is_halted() {
+                    self.ble.handle(b);
+                }
+            }
+        }
+    }
+
+    /// Advances logical time by one tick. Call it at a fixed interval; every
+    /// timeout in [`OmniPaxosConfig`] counts these calls.
+    pub fn tick(&mut self) {
+        if self.seq_paxos.is_halted() {
+            return;
+        }
+        let promise = self.seq_paxos.storage.promise();
+        if let Some(leader) = self.ble.tick(promise) {
+            self.on_new_leader(leader);
+        } else if self.ble.leader() == Some(self.ble.current_ballot())
+            && self.seq_paxos.role() != Role::Leader
+            && self.ble.current_ballot() <= self.seq_paxos.storage.promise()
+        {
+            // Elected, but Sequence Paxos promised a higher ballot meanwhile:
+            // lead again with a ballot above that promise.
+            if let Some(leader) = self.ble.try_become_leader(self.seq_paxos.storage.promise()) {
+                self.on_new_leader(leader);
+            }
+        }
+        self.seq_paxos.tick();
+    }
+
+    fn on_new_leader(&mut self, leader: Ballot) {
+        #[cfg(feature = "logging")]
+        slog::info!(self.logger, "new leader"; "pid" => self.config.pid, "leader" => leader.pid, "n" => leader.n);
+        self.seq_paxos.handle_leader(leader);
+        self.log_storage_failure();
+    }
+
+    fn log_storage_failure(&self) {
+        #[cfg(feature = "logging")]
+        if let Some(e) = self.seq_paxos.storage_failure() {
+            slog::error!(self.logger, "storage failed; node stopped"; "pid" => self.config.pid, "error" => %e);
+        }
+    }
+
+    /// Tells the server that the link to `pid` was down and is back: messages
+    /// sent meanwhile may be lost, so the two resynchronise.
+    pub fn reconnected(&mut self, pid: NodeId) {
+        self.seq_paxos.reconnected(pid);
+    }
+
+    /// Call once after building a server on storage that survived a crash: it
+    /// forgets what it believed before the crash and asks the current leader
+    /// to synchronise it.
+    pub fn fail_recovery(&mut self) {
+        self.ble = BallotLeaderElection::with(&self.config);
+        self.seq_paxos.fail_recovery();
+    }
+
+    // ---- commands ----
+
+    /// Proposes `entry` for the log.
+    ///
+    /// On the leader it is appended (and sent to followers) at once; on a
+    /// follower it is forwarded to the leader and sent again until the leader
+    /// acknowledges it; with no leader known it waits in a buffer of
+    /// `buffer_size` entries. `Ok` means accepted for proposal, not decided:
+    /// watch [`get_decided_idx`](Self::get_decided_idx). A forwarded entry
+    /// whose leader fails before acknowledging it is sent to the next leader,
+    /// so in that case it may be decided twice; entries that must not repeat
+    /// should carry an id the state machine checks.
+    pub fn append(&mut self, entry: T) -> Result<(), ProposeErr<T>> {
+        let r = self.seq_paxos.append(entry);
+        self.log_storage_failure();
+        r
+    }
+
+    /// Sets this server's leader priority. If it exceeds the current leader's,
+    /// this server takes over at the end of the current heartbeat round.
+    pub fn set_priority(&mut self, priority: u32) {
+        self.config.leader_priority = priority;
+        self.ble.set_priority(priority);
+    }
+
+    /// Makes this server try to lead now with a ballot above every ballot it
+    /// knows. It succeeds if it is connected to a quorum.
+    pub fn try_become_leader(&mut self) {
+        if self.seq_paxos.is_halted() {
+            return;
+        }
+        if let Some(leader) = self.ble.try_become_leader(self.seq_paxos.storage.promise()) {
+            self.on_new_leader(leader);
+        }
+    }
+
+    // ---- outputs ----
+
+    /// Returns the messages to send, leaving none behind.
+    pub fn outgoing_messages(&mut self) -> Vec<Message<T>> {
+        let mut buf = Vec::new();
+        self.take_outgoing_messages(&mut buf);
+        buf
+    }
+
+    /// Moves the messages to send into `buf` (appending), so a driver can reuse
+    /// one buffer for the life of the server.
+    pub fn take_outgoing_messages(&mut self, buf: &mut Vec<Message<T>>) {
+        if self.seq_paxos.is_halted() {
+            // A stopped server says nothing, not even heartbeats, so that others replace it.
+            self.ble.outgoing_mut().clear();
+            return;
+        }
+        self.seq_paxos.take_outgoing(buf);
+        buf.extend(self.ble.outgoing_mut().drain(..).map(Message::BLE));
+    }
+
+    // ---- queries ----
+
+    /// This server's id.
+    pub fn get_pid(&self) -> NodeId {
+        self.config.pid
+    }
+
+    /// Reads the entry at `idx`; `None` if the log does not reach it (or the
+    /// storage failed to read it).
+    pub fn read(&self, idx: u64) -> Option<LogEntry<T>> {
+        self.read_entries(idx..=idx).and_then(|mut v| v.pop())
+    }
+
+    /// Reads the entries in `range`; `None` if the range goes past the end of
+    /// the log. A compacted part of the range is returned as one `Trimmed` or
+    /// `Snapshotted` entry.
+    pub fn read_entries<R: RangeBounds<u64>>(&self, range: R) -> Option<Vec<LogEntry<T>>> {
+        let storage = &self.seq_paxos.storage;
+        let log_len = storage.log_len();
+        let stopsign = storage.stopsign().cloned();
+        let end_of_log = log_len + u64::from(stopsign.is_some());
+        let from = match range.start_bound() {
+            Bound::Included(&i) => i,
+            Bound::Excluded(&i) => i.checked_add(1)?,
+            Bound::Unbounded => 0,
+        };
+        let to = match range.end_bound() {
+            Bound::Included(&i) => i.checked_add(1)?,
+            Bound::Excluded(&i) => i,
+            Bound::Unbounded => end_of_log,
+        };
+        if from >= to || to > end_of_log {
+            return None;
+        }
+        let decided = storage.decided_idx();
+        let compacted = storage.compacted_idx();
+        let mut out = Vec::with_capacity((to - from) as usize);
+        if from < compacted {
+            out.push(self.compacted_entry(compacted)?);
+        }
+        let entries_from = from.max(compacted);
+        let entries_to = to.min(log_len);
+        if entries_from < entries_to {
+            let entries = storage.get_entries(entries_from, entries_to).ok()?;
+            out.extend(entries.into_iter().zip(entries_from..).map(|(e, idx)| {
+                if idx < decided {
+                    LogEntry::Decided(e)
+                } else {
+                    LogEntry::Undecided(e)
+                }
+            }));
+        }
+        if to > log_len {
+            if let Some(ss) = stopsign {
+                out.push(LogEntry::StopSign(ss, decided > log_len));
+            }
+        }
+        Some(out)
+    }
+
+    fn compacted_entry(&self, compacted: u64) -> Option<LogEntry<T>> {
+        match self.seq_paxos.storage.get_snapshot().ok()? {
+            Some(snapshot) => Some(LogEntry::Snapshotted(SnapshottedEntry {
+                trimmed_idx: compacted,
+                snapshot,
+            })),
+            None => Some(LogEntry::Trimmed(compacted)),
+        }
+    }
+
+    /// Reads the decided entries from `from_idx` on; `None` if there are none.
+    pub fn read_decided_suffix(&self, from_idx: u64) -> Option<Vec<LogEntry<T>>> {
+        let decided = self.get_decided_idx();
+        if from_idx < decided {
+            self.read_entries(from_idx..decided)
+        } else {
+            None
+        }
+    }
+
+    /// Entries below this index are decided.
+    pub fn get_decided_idx(&self) -> u64 {
+        self.seq_paxos.storage.decided_idx()
+    }
+
+    /// Entries below this index are compacted (trimmed or snapshotted).
+    pub fn get_compacted_idx(&self) -> u64 {
+        self.seq_paxos.storage.compacted_idx()
+    }
+
+    /// The server this one considers leader, if any.
+    pub fn get_current_leader(&self) -> Option<NodeId> {
+        self.get_current_leader_ballot().map(|b| b.pid)
+    }
+
+    /// The ballot of the server this one considers leader, if any.
+    pub fn get_current_leader_ballot(&self) -> Option<Ballot> {
+        self.ble.leader()
+    }
+
+    /// Whether this server leads and is replicating (past its prepare phase).
+    pub fn is_leader(&self) -> bool {
+        self.seq_paxos.role() == Role::Leader
+            && self.seq_paxos.phase() == crate::sequence_paxos::Phase::Accept
+            && !self.seq_paxos.is_halted()
+    }
+
+    /// The highest ballot this server promised.
+    pub fn get_promise(&self) -> Ballot {
+        self.seq_paxos.storage.promise()
+    }
+
+    /// The stop-sign, once this configuration has one.
+    pub fn is_reconfigured(&self) -> Option<StopSign> {
+        self.seq_paxos.storage.stopsign().cloned()
+    }
+
+    /// The storage failure that stopped this server, if one did.
+    pub fn get_storage_failure(&self) -> Option<&StorageError> {
+        self.seq_paxos.storage_failure()
+    }
+
+    /// A copy of the state a dashboard shows.
+    pub fn get_ui_states(&self) -> OmniPaxosStates {
+        let storage = &self.seq_paxos.storage;
+        let connected = self.ble.connected_peers();
+        OmniPaxosStates {
+            pid: self.config.pid,
+            current_ballot: self.ble.current_ballot(),
+            current_leader: self.ble.leader(),
+            role: self.seq_paxos.role(),
+            phase: self.seq_paxos.phase(),
+            promise: storage.promise(),
+            accepted_round: storage.accepted_round(),
+            decided_idx: storage.decided_idx(),
+            accepted_idx: storage.log_len(),
+            compacted_idx: storage.compacted_idx(),
+            quorum_connected: self.ble.is_quorum_connected(),
+            cluster_state: self
+                .config
+                .peers
+                .iter()
+                .map(|&pid| PeerState {
+                    pid,
+                    connected: connected.contains(&pid),
+                    accepted_idx: self.seq_paxos.peer_accepted_idx(pid),
+                })
+                .collect(),
+            storage_failed: self.seq_paxos.is_halted(),
+        }
+    }
+}

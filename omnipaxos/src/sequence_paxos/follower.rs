@@ -1,0 +1,291 @@
+//! What only a follower does: promise, install the leader's log, accept,
+//! learn decisions, and forward proposals.
+
+use super::{ForwardedBatch, Phase, Role, SequencePaxos};
+use crate::{
+    messages::{
+        AcceptDecide, AcceptSync, Accepted, Decide, LogSync, Message, PaxosMessage, PaxosMsg,
+        Prepare, PrepareReq, Promise, ProposalAck, ProposalForward, SequenceNumber,
+    },
+    storage::{Entry, Storage, StorageResult},
+    util::NodeId,
+};
+
+/// What a follower makes of a sequence number from its leader.
+enum SeqCheck {
+    /// The next message: handle it.
+    Next,
+    /// Already seen (a duplicate) or from an older session: ignore it.
+    Old,
+    /// A message was lost: ask to be synchronised again.
+    Gap,
+}
+
+impl<T, S> SequencePaxos<T, S>
+where
+    T: Entry,
+    S: Storage<T>,
+{
+    pub(super) fn handle_prepare(&mut self, from: NodeId, prep: Prepare) -> StorageResult<()> {
+        let promise = self.storage.promise();
+        if prep.n < promise || prep.n.pid != from {
+            if prep.n < promise {
+                let msg = self.not_accepted();
+                self.send(from, msg);
+            }
+            return Ok(());
+        }
+        if prep.n > promise {
+            self.storage.set_promise(prep.n)?;
+        }
+        self.become_follower_of(prep.n);
+        self.phase = Phase::Prepare;
+        let n_accepted = self.storage.accepted_round().unwrap_or_default();
+        let accepted_idx = self.storage.log_len();
+        // Send what the leader may lack: after a higher accepted round, our log
+        // beyond its decided prefix; in the same round, what we have past its end.
+        let sync_from = if n_accepted > prep.n_accepted {
+            Some(prep.decided_idx)
+        } else if n_accepted == prep.n_accepted && accepted_idx > prep.accepted_idx {
+            Some(prep.accepted_idx)
+        } else {
+            None
+        };
+        let log_sync = match sync_from {
+            Some(idx) => {
+                debug_assert!(
+                    idx <= accepted_idx,
+                    "a later round's log holds every decided entry"
+                );
+                let sync_idx = idx.min(accepted_idx).max(self.storage.compacted_idx());
+                Some(LogSync {
+                    sync_idx,
+                    suffix: self.storage.get_suffix(sync_idx)?,
+                    stopsign: None,
+                })
+            }
+            None => None,
+        };
+        let promise = Promise {
+            n: prep.n,
+            n_accepted,
+            decided_idx: self.storage.decided_idx(),
+            accepted_idx,
+            log_sync,
+        };
+        self.send(from, PaxosMsg::Promise(promise));
+        Ok(())
+    }
+
+    pub(super) fn handle_accept_sync(
+        &mut self,
+        from: NodeId,
+        sync: AcceptSync<T>,
+    ) -> StorageResult<()> {
+        if sync.n != self.storage.promise()
+            || self.phase != Phase::Prepare
+            || self.role != Role::Follower
+            || sync.n.pid != from
+        {
+            return Ok(());
+        }
+        let LogSync {
+            sync_idx, suffix, ..
+        } = sync.log_sync;
+        if sync_idx > self.storage.log_len() || sync_idx < self.storage.compacted_idx() {
+            // Not something a correct leader sends us: ask to start over.
+            self.send(from, PaxosMsg::PrepareReq(PrepareReq { n: sync.n }));
+            return Ok(());
+        }
+        self.storage
+            .sync_log(sync.n, sync_idx, suffix, sync.decided_idx)?;
+        self.last_seq = sync.seq_num;
+        self.phase = Phase::Accept;
+        self.open_accepted = None;
+        self.send_accepted();
+        // Proposals that waited for a leader go to it now.
+        let pending = std::mem::take(&mut self.pending);
+        self.resend_forwarded();
+        if !pending.is_empty() {
+            if let Err(rejected) = self.forward(pending) {
+                // Cannot happen: pending is bounded by the same buffer size. Keep them anyway.
+                self.pending = rejected;
+            }
+        }
+        Ok(())
+    }
+
+    fn check_seq(&self, seq: SequenceNumber) -> SeqCheck {
+        if seq.session < self.last_seq.session {
+            return SeqCheck::Old;
+        }
+        if seq.session > self.last_seq.session {
+            // A new session we never saw the AcceptSync of.
+            return SeqCheck::Gap;
+        }
+        match seq.counter {
+            c if c <= self.last_seq.counter => SeqCheck::Old,
+            c if c == self.last_seq.counter + 1 => SeqCheck::Next,
+            _ => SeqCheck::Gap,
+        }
+    }
+
+    /// Checks that a message from the leader is the next in its session; if
+    /// not, either drops it or asks to be synchronised again.
+    fn accept_in_order(
+        &mut self,
+        from: NodeId,
+        n: crate::ballot::Ballot,
+        seq: SequenceNumber,
+    ) -> bool {
+        if n != self.storage.promise() {
+            if n < self.storage.promise() {
+                let msg = self.not_accepted();
+                self.send(from, msg);
+            }
+            return false;
+        }
+        if self.phase != Phase::Accept || self.role != Role::Follower {
+            return false;
+        }
+        match self.check_seq(seq) {
+            SeqCheck::Next => {
+                self.last_seq = seq;
+                true
+            }
+            SeqCheck::Old => false,
+            SeqCheck::Gap => {
+                self.phase = Phase::Prepare;
+                self.send(from, PaxosMsg::PrepareReq(PrepareReq { n }));
+                false
+            }
+        }
+    }
+
+    pub(super) fn handle_accept_decide(
+        &mut self,
+        from: NodeId,
+        acc: AcceptDecide<T>,
+    ) -> StorageResult<()> {
+        if !self.accept_in_order(from, acc.n, acc.seq_num) {
+            return Ok(());
+        }
+        let appended = !acc.entries.is_empty();
+        self.storage
+            .append_and_decide(acc.entries, acc.decided_idx)?;
+        if appended {
+            self.send_accepted();
+        }
+        Ok(())
+    }
+
+    pub(super) fn handle_decide(&mut self, from: NodeId, dec: Decide) -> StorageResult<()> {
+        if self.accept_in_order(from, dec.n, dec.seq_num) {
+            self.storage.raise_decided_idx(dec.decided_idx)?;
+        }
+        Ok(())
+    }
+
+    /// Tells the leader our log length, in the `Accepted` still waiting in the
+    /// outgoing buffer if there is one.
+    fn send_accepted(&mut self) {
+        let accepted_idx = self.storage.log_len();
+        if let Some(i) = self.open_accepted {
+            if let Message::SequencePaxos(PaxosMessage {
+                msg: PaxosMsg::Accepted(acc),
+                ..
+            }) = &mut self.outgoing[i]
+            {
+                acc.accepted_idx = accepted_idx;
+                return;
+            }
+        }
+        self.open_accepted = Some(self.outgoing.len());
+        let to = self.leader.pid;
+        let msg = Accepted {
+            n: self.leader,
+            accepted_idx,
+        };
+        self.send(to, PaxosMsg::Accepted(msg));
+    }
+
+    /// Forwards proposals to the leader and keeps them until it acknowledges
+    /// them. Hands them back if that would exceed `buffer_size`.
+    pub(super) fn forward(&mut self, entries: Vec<T>) -> Result<(), Vec<T>> {
+        if self.forwarded_len + entries.len() > self.buffer_size {
+            return Err(entries);
+        }
+        self.forwarded_len += entries.len();
+        if let (Some(i), Some(batch)) = (self.open_forward, self.forwarded.back_mut()) {
+            if let Message::SequencePaxos(PaxosMessage {
+                msg: PaxosMsg::ProposalForward(fwd),
+                ..
+            }) = &mut self.outgoing[i]
+            {
+                if fwd.seq == batch.seq {
+                    fwd.entries.extend_from_slice(&entries);
+                    batch.entries.extend(entries);
+                    return Ok(());
+                }
+            }
+        }
+        let seq = self.next_forward_seq;
+        self.next_forward_seq += 1;
+        let msg = ProposalForward {
+            n: self.leader,
+            seq,
+            entries: entries.clone(),
+        };
+        self.forwarded.push_back(ForwardedBatch { seq, entries });
+        self.open_forward = Some(self.outgoing.len());
+        let to = self.leader.pid;
+        self.send(to, PaxosMsg::ProposalForward(msg));
+        Ok(())
+    }
+
+    /// Sends every unacknowledged forwarded batch to the current leader again.
+    fn resend_forwarded(&mut self) {
+        let to = self.leader.pid;
+        for i in 0..self.forwarded.len() {
+            let batch = &self.forwarded[i];
+            let msg = ProposalForward {
+                n: self.leader,
+                seq: batch.seq,
+                entries: batch.entries.clone(),
+            };
+            self.send(to, PaxosMsg::ProposalForward(msg));
+        }
+        self.open_forward = None;
+    }
+
+    pub(super) fn handle_proposal_ack(&mut self, ack: ProposalAck) {
+        if let Some(pos) = self.forwarded.iter().position(|b| b.seq == ack.seq) {
+            let batch = self.forwarded.remove(pos).expect("position is in range");
+            self.forwarded_len -= batch.entries.len();
+            if self.open_forward.is_some() && pos == self.forwarded.len() {
+                // The acknowledged batch was the open one; later entries start a new batch.
+                self.open_forward = None;
+            }
+        }
+    }
+
+    /// Asks again for what has not come: to be prepared (while waiting for a
+    /// leader's log), or acknowledgement of forwarded proposals.
+    pub(super) fn resend_as_follower(&mut self) {
+        match self.phase {
+            Phase::Prepare if self.leader.pid != self.pid && self.leader.pid != 0 => {
+                let to = self.leader.pid;
+                self.send(to, PaxosMsg::PrepareReq(PrepareReq { n: self.leader }));
+            }
+            Phase::Recover => {
+                let n = self.storage.promise();
+                for i in 0..self.peers.len() {
+                    let to = self.peers[i];
+                    self.send(to, PaxosMsg::PrepareReq(PrepareReq { n }));
+                }
+            }
+            Phase::Accept => self.resend_forwarded(),
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,404 @@
+//! What only a leader does: prepare, adopt the most up-to-date log,
+//! synchronise followers, replicate, and decide.
+
+use super::{FollowerProgress, Phase, PromiseMeta, RECENT_FORWARDS, Role, SequencePaxos};
+use crate::{
+    ballot::Ballot,
+    messages::{
+        AcceptDecide, AcceptSync, Accepted, Decide, LogSync, Message, NotAccepted, PaxosMessage,
+        PaxosMsg, Prepare, PrepareReq, Promise, ProposalAck, ProposalForward,
+    },
+    storage::{Entry, Storage, StorageResult},
+    util::NodeId,
+};
+
+impl<T, S> SequencePaxos<T, S>
+where
+    T: Entry,
+    S: Storage<T>,
+{
+    /// Starts leading ballot `n`: persist the promise, then ask every peer for one.
+    pub(super) fn become_leader(&mut self, n: Ballot) -> StorageResult<()> {
+        self.storage.set_promise(n)?;
+        self.leader = n;
+        self.role = Role::Leader;
+        self.phase = Phase::Prepare;
+        for p in &mut self.progress {
+            *p = FollowerProgress {
+                seq: p.seq,
+                ..FollowerProgress::default()
+            };
+        }
+        self.recent_forwards.clear();
+        let own = PromiseMeta {
+            n_accepted: self.storage.accepted_round().unwrap_or_default(),
+            accepted_idx: self.storage.log_len(),
+            decided_idx: self.storage.decided_idx(),
+        };
+        self.max_promise = Some((own, self.pid, None));
+        let prepare = self.prepare_msg();
+        for i in 0..self.peers.len() {
+            let to = self.peers[i];
+            self.send(to, PaxosMsg::Prepare(prepare));
+        }
+        if self.quorum.is_read_quorum(1) {
+            self.finish_prepare()?;
+        }
+        Ok(())
+    }
+
+    fn prepare_msg(&self) -> Prepare {
+        Prepare {
+            n: self.leader,
+            decided_idx: self.storage.decided_idx(),
+            n_accepted: self.storage.accepted_round().unwrap_or_default(),
+            accepted_idx: self.storage.log_len(),
+        }
+    }
+
+    /// Prepares one follower again (it asked, reconnected, or never answered):
+    /// it is left out of replication until it promises and is synchronised.
+    pub(super) fn prepare_follower(&mut self, pid: NodeId) {
+        let Some(slot) = self.slot(pid) else { return };
+        let p = &mut self.progress[slot];
+        *p = FollowerProgress {
+            seq: p.seq,
+            ..FollowerProgress::default()
+        };
+        let prepare = self.prepare_msg();
+        self.send(pid, PaxosMsg::Prepare(prepare));
+    }
+
+    pub(super) fn handle_prepare_req(&mut self, from: NodeId, req: PrepareReq) {
+        // A follower that promised a higher ballot will not be ours: ignore it.
+        if self.role == Role::Leader && req.n <= self.leader {
+            self.prepare_follower(from);
+        }
+    }
+
+    pub(super) fn handle_promise(&mut self, from: NodeId, prom: Promise<T>) -> StorageResult<()> {
+        if self.role != Role::Leader || prom.n != self.leader {
+            return Ok(());
+        }
+        let Some(slot) = self.slot(from) else {
+            return Ok(());
+        };
+        if self.progress[slot].promise.is_some() {
+            // A duplicate: the follower is already promised in this ballot.
+            return Ok(());
+        }
+        let meta = PromiseMeta {
+            n_accepted: prom.n_accepted,
+            accepted_idx: prom.accepted_idx,
+            decided_idx: prom.decided_idx,
+        };
+        self.progress[slot].promise = Some(meta);
+        match self.phase {
+            Phase::Prepare => {
+                let better = self.max_promise.as_ref().is_none_or(|(max, _, _)| {
+                    (meta.n_accepted, meta.accepted_idx) > (max.n_accepted, max.accepted_idx)
+                });
+                if better {
+                    self.max_promise = Some((meta, from, prom.log_sync));
+                }
+                let promised = 1 + self.progress.iter().filter(|p| p.promise.is_some()).count();
+                if self.quorum.is_read_quorum(promised) {
+                    self.finish_prepare()?;
+                }
+            }
+            // A late promise: synchronise this follower alone.
+            Phase::Accept => self.send_accept_sync(slot)?,
+            Phase::Recover | Phase::None => {}
+        }
+        Ok(())
+    }
+
+    /// A read quorum promised: adopt the most up-to-date log, accept it in our
+    /// ballot, and synchronise every promised follower.
+    fn finish_prepare(&mut self) -> StorageResult<()> {
+        let (max, max_pid, sync) = self.max_promise.take().expect("set when leadership began");
+        let log_len = self.storage.log_len();
+        let (sync_idx, suffix) = match sync {
+            // The follower computed its suffix against our Prepare, and our log
+            // has not changed since: install it where it says.
+            Some(s)
+                if max_pid != self.pid
+                    && s.sync_idx <= log_len
+                    && s.sync_idx >= self.storage.compacted_idx()
+                    && s.sync_idx >= self.storage.decided_idx() =>
+            {
+                (s.sync_idx, s.suffix)
+            }
+            _ => (log_len, Vec::new()),
+        };
+        let decided = self
+            .progress
+            .iter()
+            .filter_map(|p| p.promise.map(|m| m.decided_idx))
+            .fold(self.storage.decided_idx(), u64::max);
+        self.storage
+            .sync_log(self.leader, sync_idx, suffix, decided)?;
+        self.synced_round = max.n_accepted;
+        self.synced_len = self.storage.log_len();
+        self.phase = Phase::Accept;
+        for slot in 0..self.progress.len() {
+            if self.progress[slot].promise.is_some() {
+                self.send_accept_sync(slot)?;
+            }
+        }
+        // Proposals that waited for this leadership, including ones this
+        // server forwarded to an earlier leader without an acknowledgement.
+        let mut waiting = std::mem::take(&mut self.pending);
+        for batch in std::mem::take(&mut self.forwarded) {
+            waiting.extend(batch.entries);
+        }
+        self.forwarded_len = 0;
+        for entry in waiting {
+            self.accept_entry(entry)?;
+        }
+        self.flush_batch()?;
+        self.update_decided()
+    }
+
+    /// Sends one promised follower the part of our log it lacks, opening a new session.
+    fn send_accept_sync(&mut self, slot: usize) -> StorageResult<()> {
+        let meta = self.progress[slot]
+            .promise
+            .expect("only promised followers are synchronised");
+        // Logs accepted in the same round are prefixes of that round's leader
+        // log, so such a follower only needs what follows its own log; any
+        // other follower is sent everything past its decided index.
+        let from = if meta.n_accepted == self.leader {
+            meta.accepted_idx
+        } else if meta.n_accepted == self.synced_round {
+            meta.accepted_idx.min(self.synced_len)
+        } else {
+            meta.decided_idx
+        };
+        let sync_idx = from
+            .min(self.storage.log_len())
+            .max(self.storage.compacted_idx());
+        let suffix = self.storage.get_suffix(sync_idx)?;
+        let p = &mut self.progress[slot];
+        p.seq.session += 1;
+        p.seq.counter = 1;
+        p.synced = true;
+        p.accepted_idx = None;
+        p.open_accept = None;
+        let msg = AcceptSync {
+            n: self.leader,
+            seq_num: p.seq,
+            decided_idx: self.storage.decided_idx(),
+            log_sync: LogSync {
+                sync_idx,
+                suffix,
+                stopsign: None,
+            },
+        };
+        let to = self.peers[slot];
+        self.send(to, PaxosMsg::AcceptSync(msg));
+        Ok(())
+    }
+
+    /// Appends a proposal to the leader's log (through the batch) and replicates it.
+    pub(super) fn accept_entry(&mut self, entry: T) -> StorageResult<()> {
+        self.batch.push(entry);
+        if self.batch.len() >= self.batch_size {
+            self.flush_batch()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the gathered batch and sends it to every synchronised follower.
+    pub(super) fn flush_batch(&mut self) -> StorageResult<()> {
+        if self.batch.is_empty() || self.phase != Phase::Accept {
+            return Ok(());
+        }
+        self.flush_timer.reset();
+        let entries = std::mem::replace(&mut self.batch, Vec::with_capacity(self.batch_size));
+        for slot in 0..self.progress.len() {
+            if self.progress[slot].synced {
+                self.push_accept(slot, &entries);
+            }
+        }
+        self.storage.append_entries(entries)?;
+        self.update_decided()
+    }
+
+    /// Adds entries to the follower's open `AcceptDecide` if the driver has not
+    /// taken it yet, else opens a new one.
+    fn push_accept(&mut self, slot: usize, entries: &[T]) {
+        let decided_idx = self.storage.decided_idx();
+        if let Some(i) = self.progress[slot].open_accept {
+            if let Message::SequencePaxos(PaxosMessage { msg, .. }) = &mut self.outgoing[i] {
+                match msg {
+                    PaxosMsg::AcceptDecide(acc) => {
+                        acc.entries.extend_from_slice(entries);
+                        acc.decided_idx = decided_idx;
+                        return;
+                    }
+                    PaxosMsg::Decide(dec) => {
+                        // Turn the waiting Decide into an AcceptDecide with the same number.
+                        *msg = PaxosMsg::AcceptDecide(AcceptDecide {
+                            n: dec.n,
+                            seq_num: dec.seq_num,
+                            decided_idx,
+                            entries: entries.to_vec(),
+                        });
+                        return;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let p = &mut self.progress[slot];
+        p.seq.counter += 1;
+        let msg = AcceptDecide {
+            n: self.leader,
+            seq_num: p.seq,
+            decided_idx,
+            entries: entries.to_vec(),
+        };
+        p.open_accept = Some(self.outgoing.len());
+        let to = self.peers[slot];
+        self.send(to, PaxosMsg::AcceptDecide(msg));
+    }
+
+    pub(super) fn handle_accepted(&mut self, from: NodeId, acc: Accepted) -> StorageResult<()> {
+        if self.role != Role::Leader || self.phase != Phase::Accept || acc.n != self.leader {
+            return Ok(());
+        }
+        let Some(slot) = self.slot(from) else {
+            return Ok(());
+        };
+        let p = &mut self.progress[slot];
+        if !p.synced {
+            return Ok(());
+        }
+        // Clamped: a follower cannot have accepted more than we sent it.
+        let idx = acc.accepted_idx.min(self.storage.log_len());
+        p.accepted_idx = Some(p.accepted_idx.map_or(idx, |a| a.max(idx)));
+        self.update_decided()
+    }
+
+    /// Decides the highest index that a write quorum accepted in this ballot,
+    /// and tells the followers.
+    fn update_decided(&mut self) -> StorageResult<()> {
+        self.scratch.clear();
+        self.scratch.push(self.storage.log_len());
+        self.scratch
+            .extend(self.progress.iter().filter_map(|p| p.accepted_idx));
+        if !self.quorum.is_write_quorum(self.scratch.len()) {
+            return Ok(());
+        }
+        self.scratch.sort_unstable_by(|a, b| b.cmp(a));
+        let candidate = self.scratch[self.quorum.write - 1];
+        if !self.storage.raise_decided_idx(candidate)? {
+            return Ok(());
+        }
+        for slot in 0..self.progress.len() {
+            if self.progress[slot].synced {
+                self.push_decide(slot);
+            }
+        }
+        Ok(())
+    }
+
+    /// Tells a follower the decided index, in its open message if there is one.
+    fn push_decide(&mut self, slot: usize) {
+        let decided_idx = self.storage.decided_idx();
+        if let Some(i) = self.progress[slot].open_accept {
+            if let Message::SequencePaxos(PaxosMessage { msg, .. }) = &mut self.outgoing[i] {
+                match msg {
+                    PaxosMsg::AcceptDecide(acc) => {
+                        acc.decided_idx = decided_idx;
+                        return;
+                    }
+                    PaxosMsg::Decide(dec) => {
+                        dec.decided_idx = decided_idx;
+                        return;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let p = &mut self.progress[slot];
+        p.seq.counter += 1;
+        let msg = Decide {
+            n: self.leader,
+            seq_num: p.seq,
+            decided_idx,
+        };
+        p.open_accept = Some(self.outgoing.len());
+        let to = self.peers[slot];
+        self.send(to, PaxosMsg::Decide(msg));
+    }
+
+    pub(super) fn handle_forward(
+        &mut self,
+        from: NodeId,
+        fwd: ProposalForward<T>,
+    ) -> StorageResult<()> {
+        // Only a leader that is replicating can give the batch a place in the
+        // log; anyone else ignores it and the follower retries.
+        if self.role != Role::Leader || self.phase != Phase::Accept || self.slot(from).is_none() {
+            return Ok(());
+        }
+        let first_idx = match self
+            .recent_forwards
+            .iter()
+            .find(|(o, s, _)| *o == from && *s == fwd.seq)
+        {
+            // A retry of a batch already appended: acknowledge it again.
+            Some(&(_, _, first_idx)) => first_idx,
+            None => {
+                let first_idx = self.storage.log_len() + self.batch.len() as u64;
+                for entry in fwd.entries {
+                    self.accept_entry(entry)?;
+                }
+                if self.recent_forwards.len() == RECENT_FORWARDS {
+                    self.recent_forwards.pop_front();
+                }
+                self.recent_forwards.push_back((from, fwd.seq, first_idx));
+                first_idx
+            }
+        };
+        let ack = ProposalAck {
+            n: self.leader,
+            seq: fwd.seq,
+            first_idx,
+        };
+        self.send(from, PaxosMsg::ProposalAck(ack));
+        Ok(())
+    }
+
+    pub(super) fn handle_not_accepted(&mut self, _from: NodeId, na: NotAccepted) {
+        // A follower promised a higher ballot: another leader exists. Leader
+        // election hears of it through heartbeats and hands us the new leader;
+        // until then there is nothing safe to do but stop expecting that follower.
+        debug_assert!(self.role != Role::Leader || na.n != self.leader);
+    }
+
+    /// Sends again what may have been lost: Prepare to peers that did not
+    /// promise, and a Decide to every synchronised follower, which also lets a
+    /// follower that missed the last message notice the gap.
+    pub(super) fn resend_as_leader(&mut self) {
+        let prepare = self.prepare_msg();
+        for slot in 0..self.progress.len() {
+            let to = self.peers[slot];
+            if self.progress[slot].promise.is_none() {
+                self.send(to, PaxosMsg::Prepare(prepare));
+            } else if self.phase == Phase::Accept && self.progress[slot].synced {
+                self.progress[slot].open_accept = None;
+                self.push_decide(slot);
+            }
+        }
+    }
+
+    /// The message a follower sends when it refuses an older ballot.
+    pub(super) fn not_accepted(&self) -> PaxosMsg<T> {
+        PaxosMsg::NotAccepted(NotAccepted {
+            n: self.storage.promise(),
+        })
+    }
+}

@@ -1,0 +1,404 @@
+//! Sequence Paxos: replicates the log under the leader that Ballot Leader
+//! Election chose.
+//!
+//! ```text
+//!  leader L (ballot n)                        follower F
+//!  ── Prepare phase ───────────────────────────────────────────────────────
+//!   Prepare{n, ld, na, la}        ──────────▶  promise n; send what L may lack
+//!                                 ◀──────────  Promise{n, na, ld, la, log_sync}
+//!   on a read quorum of promises: adopt the most up-to-date log
+//!   (highest na, then longest), accept it in round n
+//!  ── Accept phase ────────────────────────────────────────────────────────
+//!   AcceptSync{n, seq, ld, log_sync} ───────▶  install L's log from sync_idx
+//!                                 ◀──────────  Accepted{n, la}
+//!   append -> AcceptDecide{n, seq, ld, entries} ▶ append
+//!                                 ◀──────────  Accepted{n, la}
+//!   write quorum accepted idx -> decided; Decide{n, seq, ld} ▶
+//!  ── Repair ──────────────────────────────────────────────────────────────
+//!   F sees a gap in seq, or restarted   ──▶  PrepareReq{n}: L prepares F again
+//! ```
+//!
+//! `leader.rs` holds what only a leader does, `follower.rs` what only a
+//! follower does; this file holds the state and the dispatch.
+
+mod follower;
+mod leader;
+
+use crate::{
+    ballot::Ballot,
+    clock::LogicalClock,
+    config::OmniPaxosConfig,
+    errors::{ProposeErr, StorageError},
+    messages::{Message, PaxosMessage, PaxosMsg, SequenceNumber},
+    quorum::Quorum,
+    storage::{Entry, Storage, StorageResult, internal::InternalStorage},
+    util::{ConfigurationId, NodeId},
+};
+use std::collections::VecDeque;
+
+/// Whether this server leads or follows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub enum Role {
+    /// This server leads the current ballot.
+    Leader,
+    /// This server follows another (or has no leader yet).
+    Follower,
+}
+
+/// Where in the protocol this server is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub enum Phase {
+    /// Leader: gathering promises. Follower: promised, waiting for the leader's log.
+    Prepare,
+    /// Replicating: the log is synchronised with the leader's.
+    Accept,
+    /// Restarted after a crash: waiting to be prepared by the current leader.
+    Recover,
+    /// No leader known yet.
+    None,
+}
+
+/// The leader's view of one follower in the current ballot.
+#[derive(Clone, Debug, Default)]
+struct FollowerProgress {
+    /// The follower's promise, once received in this ballot.
+    promise: Option<PromiseMeta>,
+    /// How much of the leader's log the follower accepted; `None` until it
+    /// received its `AcceptSync`.
+    accepted_idx: Option<u64>,
+    /// The last sequence number sent to the follower.
+    seq: SequenceNumber,
+    /// Whether the follower was sent its `AcceptSync` in this ballot, so
+    /// that new entries go to it.
+    synced: bool,
+    /// Index, in the outgoing buffer, of an `AcceptDecide` to this follower
+    /// that is not yet taken by the driver: new entries join it instead of
+    /// making a new message.
+    open_accept: Option<usize>,
+}
+
+/// What a promise told the leader about the follower's log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct PromiseMeta {
+    n_accepted: Ballot,
+    accepted_idx: u64,
+    decided_idx: u64,
+}
+
+/// Proposals a follower forwarded and the leader has not acknowledged yet.
+#[derive(Debug)]
+struct ForwardedBatch<T> {
+    seq: u64,
+    entries: Vec<T>,
+}
+
+pub(crate) struct SequencePaxos<T, S>
+where
+    T: Entry,
+    S: Storage<T>,
+{
+    pub(crate) storage: InternalStorage<S, T>,
+    pid: NodeId,
+    peers: Vec<NodeId>,
+    configuration_id: ConfigurationId,
+    quorum: Quorum,
+    role: Role,
+    phase: Phase,
+    /// The ballot of the leader this server follows or is.
+    leader: Ballot,
+    /// Per peer, in the order of `peers`: the leader's view of each follower.
+    progress: Vec<FollowerProgress>,
+    /// The most up-to-date promise seen in the prepare phase (with its log
+    /// suffix); the leader adopts its log.
+    max_promise: Option<(PromiseMeta, NodeId, Option<crate::messages::LogSync<T>>)>,
+    /// The round in which the adopted log was accepted.
+    synced_round: Ballot,
+    /// The length of the log the leader synchronised from the promises: the
+    /// prefix it shares with followers that accepted in `max_promise`'s round.
+    synced_len: u64,
+    /// Follower: the last sequence number received from the leader.
+    last_seq: SequenceNumber,
+    /// Proposals waiting for a leader (or for this leader's prepare phase to end).
+    pending: Vec<T>,
+    /// Leader: proposals gathered for the next batch.
+    batch: Vec<T>,
+    /// Follower: forwarded batches not yet acknowledged by the leader.
+    forwarded: VecDeque<ForwardedBatch<T>>,
+    /// How many entries `forwarded` holds, bounded by `buffer_size`.
+    forwarded_len: usize,
+    next_forward_seq: u64,
+    /// Follower: index, in the outgoing buffer, of an `Accepted` not yet taken.
+    open_accepted: Option<usize>,
+    /// Follower: index, in the outgoing buffer, of a `ProposalForward` not yet taken.
+    open_forward: Option<usize>,
+    /// Leader: recently appended forwarded batches per origin, `(origin, seq, first_idx)`,
+    /// so that a retried batch is acknowledged rather than appended twice.
+    recent_forwards: VecDeque<(NodeId, u64, u64)>,
+    buffer_size: usize,
+    batch_size: usize,
+    /// Fires when unanswered messages are sent again.
+    resend_timer: LogicalClock,
+    /// Fires when a partly filled batch is sent anyway.
+    flush_timer: LogicalClock,
+    outgoing: Vec<Message<T>>,
+    /// Reused buffer for the decided-index computation.
+    scratch: Vec<u64>,
+    /// Set by the first failed storage write; from then on this server stays silent.
+    storage_failure: Option<StorageError>,
+}
+
+/// How many forwarded batches a leader remembers for deduplication.
+const RECENT_FORWARDS: usize = 4096;
+
+impl<T, S> SequencePaxos<T, S>
+where
+    T: Entry,
+    S: Storage<T>,
+{
+    pub(crate) fn with(config: &OmniPaxosConfig, storage: InternalStorage<S, T>) -> Self {
+        let peers = config.peers.clone();
+        let promise = storage.promise();
+        Self {
+            storage,
+            pid: config.pid,
+            configuration_id: config.configuration_id,
+            quorum: Quorum::with(config.flexible_quorum, peers.len() + 1),
+            role: Role::Follower,
+            phase: Phase::None,
+            leader: promise,
+            progress: vec![FollowerProgress::default(); peers.len()],
+            peers,
+            max_promise: None,
+            synced_round: Ballot::default(),
+            synced_len: 0,
+            forwarded_len: 0,
+            open_accepted: None,
+            open_forward: None,
+            last_seq: SequenceNumber::default(),
+            pending: Vec::with_capacity(config.batch_size),
+            batch: Vec::with_capacity(config.batch_size),
+            forwarded: VecDeque::new(),
+            next_forward_seq: 1,
+            recent_forwards: VecDeque::new(),
+            buffer_size: config.buffer_size,
+            batch_size: config.batch_size,
+            resend_timer: LogicalClock::with(config.resend_message_tick_timeout),
+            flush_timer: LogicalClock::with(config.flush_batch_tick_timeout),
+            outgoing: Vec::with_capacity(config.buffer_size.min(1024)),
+            scratch: Vec::with_capacity(config.peers.len() + 1),
+            storage_failure: None,
+        }
+    }
+
+    pub(crate) fn role(&self) -> Role {
+        self.role
+    }
+
+    pub(crate) fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    pub(crate) fn storage_failure(&self) -> Option<&StorageError> {
+        self.storage_failure.as_ref()
+    }
+
+    pub(crate) fn peer_accepted_idx(&self, pid: NodeId) -> Option<u64> {
+        if self.role != Role::Leader {
+            return None;
+        }
+        self.slot(pid).and_then(|i| self.progress[i].accepted_idx)
+    }
+
+    /// Moves the outgoing messages into `buf`.
+    pub(crate) fn take_outgoing(&mut self, buf: &mut Vec<Message<T>>) {
+        if buf.is_empty() {
+            std::mem::swap(buf, &mut self.outgoing);
+        } else {
+            buf.append(&mut self.outgoing);
+        }
+        self.close_open_messages();
+    }
+
+    fn close_open_messages(&mut self) {
+        for p in &mut self.progress {
+            p.open_accept = None;
+        }
+        self.open_accepted = None;
+        self.open_forward = None;
+    }
+
+    /// Records a failed storage write: this server stops acting, and drops
+    /// whatever it was about to send, since those messages may vouch for the
+    /// write that failed.
+    fn fail(&mut self, err: StorageError) {
+        if self.storage_failure.is_none() {
+            self.storage_failure = Some(err);
+        }
+        self.outgoing.clear();
+        self.close_open_messages();
+    }
+
+    /// Runs a step that writes to storage, turning a failure into a halt.
+    fn guard(&mut self, result: StorageResult<()>) {
+        if let Err(e) = result {
+            self.fail(e);
+        }
+    }
+
+    pub(crate) fn is_halted(&self) -> bool {
+        self.storage_failure.is_some()
+    }
+
+    fn slot(&self, pid: NodeId) -> Option<usize> {
+        self.peers.iter().position(|p| *p == pid)
+    }
+
+    fn send(&mut self, to: NodeId, msg: PaxosMsg<T>) {
+        self.outgoing.push(Message::SequencePaxos(PaxosMessage {
+            configuration_id: self.configuration_id,
+            from: self.pid,
+            to,
+            msg,
+        }));
+    }
+
+    /// Leader election chose `n`: lead it if it is ours, else follow it.
+    pub(crate) fn handle_leader(&mut self, n: Ballot) {
+        if self.is_halted() || n <= self.leader && self.phase != Phase::None {
+            return;
+        }
+        if n.pid == self.pid {
+            if n > self.storage.promise() {
+                let r = self.become_leader(n);
+                self.guard(r);
+            }
+        } else {
+            self.become_follower_of(n);
+        }
+    }
+
+    /// A new leader is known; proposals waiting here go to it once it synchronised us.
+    fn become_follower_of(&mut self, n: Ballot) {
+        self.leader = n;
+        if self.role == Role::Leader {
+            // Proposals this server gathered as leader but did not send go to
+            // the new leader instead of being lost.
+            let batch = std::mem::take(&mut self.batch);
+            self.pending.extend(batch);
+        }
+        self.role = Role::Follower;
+        if n > self.storage.promise() || self.phase == Phase::None {
+            self.phase = Phase::Prepare;
+        }
+    }
+
+    pub(crate) fn handle(&mut self, msg: PaxosMessage<T>) {
+        if self.is_halted() {
+            return;
+        }
+        let from = msg.from;
+        let result = match msg.msg {
+            PaxosMsg::PrepareReq(req) => {
+                self.handle_prepare_req(from, req);
+                Ok(())
+            }
+            PaxosMsg::Prepare(prep) => self.handle_prepare(from, prep),
+            PaxosMsg::Promise(prom) => self.handle_promise(from, prom),
+            PaxosMsg::AcceptSync(sync) => self.handle_accept_sync(from, sync),
+            PaxosMsg::AcceptDecide(acc) => self.handle_accept_decide(from, acc),
+            PaxosMsg::Accepted(acc) => self.handle_accepted(from, acc),
+            PaxosMsg::Decide(dec) => self.handle_decide(from, dec),
+            PaxosMsg::NotAccepted(na) => {
+                self.handle_not_accepted(from, na);
+                Ok(())
+            }
+            PaxosMsg::ProposalForward(fwd) => self.handle_forward(from, fwd),
+            PaxosMsg::ProposalAck(ack) => {
+                self.handle_proposal_ack(ack);
+                Ok(())
+            }
+        };
+        self.guard(result);
+    }
+
+    /// Proposes an entry: appended here if this server leads, forwarded if it
+    /// follows a known leader, held until a leader is known otherwise.
+    pub(crate) fn append(&mut self, entry: T) -> Result<(), ProposeErr<T>> {
+        if self.is_halted() {
+            return Err(ProposeErr::StorageFailure(entry));
+        }
+        if self.storage.stopsign().is_some() {
+            return Err(ProposeErr::PendingReconfigEntry(entry));
+        }
+        match (self.role, self.phase) {
+            (Role::Leader, Phase::Accept) => {
+                let r = self.accept_entry(entry);
+                self.guard(r);
+                Ok(())
+            }
+            (Role::Follower, Phase::Accept) => self.forward(vec![entry]).map_err(|mut v| {
+                ProposeErr::BufferFull(v.pop().expect("forward hands back what it was given"))
+            }),
+            _ => {
+                if self.pending.len() >= self.buffer_size {
+                    return Err(ProposeErr::BufferFull(entry));
+                }
+                self.pending.push(entry);
+                Ok(())
+            }
+        }
+    }
+
+    pub(crate) fn tick(&mut self) {
+        if self.is_halted() {
+            return;
+        }
+        if self.role == Role::Leader && self.flush_timer.tick_and_check() {
+            let r = self.flush_batch();
+            self.guard(r);
+        }
+        if self.resend_timer.tick_and_check() {
+            match self.role {
+                Role::Leader => self.resend_as_leader(),
+                Role::Follower => self.resend_as_follower(),
+            }
+        }
+    }
+
+    /// A link to `pid` came back: messages sent in the meantime may be lost,
+    /// so resynchronise with it.
+    pub(crate) fn reconnected(&mut self, pid: NodeId) {
+        if self.is_halted() || pid == self.pid {
+            return;
+        }
+        match self.role {
+            Role::Leader => self.prepare_follower(pid),
+            Role::Follower if pid == self.leader.pid => {
+                self.phase = Phase::Prepare;
+                self.send(
+                    pid,
+                    PaxosMsg::PrepareReq(crate::messages::PrepareReq { n: self.leader }),
+                );
+            }
+            Role::Follower => {}
+        }
+    }
+
+    /// Called after a restart on persisted storage: forget volatile state and
+    /// ask every peer to be prepared by whoever leads now.
+    pub(crate) fn fail_recovery(&mut self) {
+        self.role = Role::Follower;
+        self.phase = Phase::Recover;
+        self.leader = self.storage.promise();
+        for p in &mut self.progress {
+            *p = FollowerProgress::default();
+        }
+        let n = self.storage.promise();
+        for i in 0..self.peers.len() {
+            let to = self.peers[i];
+            self.send(to, PaxosMsg::PrepareReq(crate::messages::PrepareReq { n }));
+        }
+    }
+}

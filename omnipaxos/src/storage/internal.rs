@@ -1,0 +1,173 @@
+//! The protocol's view of the user's [`Storage`]: every write goes through
+//! here, and the small state the protocol consults on every message (promise,
+//! accepted round, decided index, log length) is cached so that reading it
+//! never touches the backend.
+
+use crate::{
+    ballot::Ballot,
+    storage::{Entry, Storage, StorageOp, StorageResult},
+    util::StopSign,
+};
+use std::marker::PhantomData;
+
+pub(crate) struct InternalStorage<S, T>
+where
+    T: Entry,
+    S: Storage<T>,
+{
+    storage: S,
+    /// Highest ballot promised; a default ballot means none yet.
+    promise: Ballot,
+    /// Ballot in which the log was last accepted, if ever.
+    accepted_round: Option<Ballot>,
+    decided_idx: u64,
+    /// One past the last index of the log (the "accepted index").
+    log_len: u64,
+    compacted_idx: u64,
+    stopsign: Option<StopSign>,
+    _entry: PhantomData<T>,
+}
+
+impl<S, T> InternalStorage<S, T>
+where
+    T: Entry,
+    S: Storage<T>,
+{
+    /// Loads the cached state from the storage.
+    pub(crate) fn load(storage: S) -> StorageResult<Self> {
+        let promise = storage.get_promise()?.unwrap_or_default();
+        let accepted_round = storage.get_accepted_round()?;
+        let decided_idx = storage.get_decided_idx()?;
+        let log_len = storage.get_log_len()?;
+        let compacted_idx = storage.get_compacted_idx()?;
+        let stopsign = storage.get_stopsign()?;
+        debug_assert!(decided_idx <= log_len, "decided index past the log end");
+        debug_assert!(compacted_idx <= log_len, "compacted index past the log end");
+        Ok(Self {
+            storage,
+            promise,
+            accepted_round,
+            decided_idx,
+            log_len,
+            compacted_idx,
+            stopsign,
+            _entry: PhantomData,
+        })
+    }
+
+    pub(crate) fn promise(&self) -> Ballot {
+        self.promise
+    }
+
+    pub(crate) fn accepted_round(&self) -> Option<Ballot> {
+        self.accepted_round
+    }
+
+    pub(crate) fn decided_idx(&self) -> u64 {
+        self.decided_idx
+    }
+
+    pub(crate) fn log_len(&self) -> u64 {
+        self.log_len
+    }
+
+    pub(crate) fn compacted_idx(&self) -> u64 {
+        self.compacted_idx
+    }
+
+    pub(crate) fn stopsign(&self) -> Option<&StopSign> {
+        self.stopsign.as_ref()
+    }
+
+    pub(crate) fn set_promise(&mut self, n: Ballot) -> StorageResult<()> {
+        debug_assert!(n >= self.promise, "promise must never go down");
+        self.storage.set_promise(n)?;
+        self.promise = n;
+        Ok(())
+    }
+
+    /// Raises the decided index (never lowers it), clamped to the log length.
+    pub(crate) fn raise_decided_idx(&mut self, idx: u64) -> StorageResult<bool> {
+        let idx = idx.min(self.log_len);
+        if idx <= self.decided_idx {
+            return Ok(false);
+        }
+        self.storage.set_decided_idx(idx)?;
+        self.decided_idx = idx;
+        Ok(true)
+    }
+
+    pub(crate) fn append_entries(&mut self, entries: Vec<T>) -> StorageResult<u64> {
+        let n = entries.len() as u64;
+        if n > 0 {
+            self.storage.append_entries(entries)?;
+            self.log_len += n;
+        }
+        Ok(self.log_len)
+    }
+
+    /// Appends entries and raises the decided index in one atomic write: what
+    /// a follower does for each `AcceptDecide`.
+    pub(crate) fn append_and_decide(
+        &mut self,
+        entries: Vec<T>,
+        decided_idx: u64,
+    ) -> StorageResult<u64> {
+        let new_len = self.log_len + entries.len() as u64;
+        let new_decided = decided_idx.min(new_len).max(self.decided_idx);
+        if new_decided == self.decided_idx {
+            return self.append_entries(entries);
+        }
+        let mut ops = Vec::with_capacity(2);
+        if !entries.is_empty() {
+            ops.push(StorageOp::AppendEntries(entries));
+        }
+        ops.push(StorageOp::SetDecidedIndex(new_decided));
+        self.storage.write_atomically(ops)?;
+        self.log_len = new_len;
+        self.decided_idx = new_decided;
+        Ok(self.log_len)
+    }
+
+    /// Replaces the log from `sync_idx` on with `suffix`, records that the log
+    /// is now accepted in `round`, and raises the decided index, atomically:
+    /// the log synchronisation of a new leader or of a follower.
+    pub(crate) fn sync_log(
+        &mut self,
+        round: Ballot,
+        sync_idx: u64,
+        suffix: Vec<T>,
+        decided_idx: u64,
+    ) -> StorageResult<()> {
+        debug_assert!(sync_idx <= self.log_len && sync_idx >= self.compacted_idx);
+        let new_len = sync_idx + suffix.len() as u64;
+        let new_decided = decided_idx.min(new_len).max(self.decided_idx);
+        debug_assert!(new_decided <= new_len, "sync would cut decided entries");
+        let mut ops = Vec::with_capacity(3);
+        // Appending at the current end is a plain append; anything else truncates first.
+        if sync_idx != self.log_len || !suffix.is_empty() {
+            ops.push(StorageOp::AppendOnPrefix(sync_idx, suffix));
+        }
+        ops.push(StorageOp::SetAcceptedRound(round));
+        if new_decided != self.decided_idx {
+            ops.push(StorageOp::SetDecidedIndex(new_decided));
+        }
+        self.storage.write_atomically(ops)?;
+        self.log_len = new_len;
+        self.accepted_round = Some(round);
+        self.decided_idx = new_decided;
+        Ok(())
+    }
+
+    pub(crate) fn get_entries(&self, from: u64, to: u64) -> StorageResult<Vec<T>> {
+        self.storage.get_entries(from, to)
+    }
+
+    pub(crate) fn get_suffix(&self, from: u64) -> StorageResult<Vec<T>> {
+        self.storage.get_suffix(from)
+    }
+
+    pub(crate) fn get_snapshot(&self) -> StorageResult<Option<T::Snapshot>> {
+        self.storage.get_snapshot()
+    }
+}

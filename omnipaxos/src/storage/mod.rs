@@ -1,0 +1,131 @@
+//! The traits a user implements: [`Entry`] for the log's element type,
+//! [`Snapshot`] for compacting it, and [`Storage`] for persisting it.
+
+pub(crate) mod internal;
+
+use crate::{ballot::Ballot, errors::StorageError, util::StopSign};
+use std::fmt::Debug;
+
+/// The element type of the replicated log.
+///
+/// Usually derived with `#[derive(Entry)]` (feature `macros`), which sets
+/// `Snapshot = NoSnapshot`; write `#[snapshot(MySnapshot)]` under the derive to
+/// name a snapshot type instead.
+pub trait Entry: Clone + Debug {
+    /// The snapshot type that can replace a prefix of the log; [`NoSnapshot`] if none.
+    type Snapshot: Snapshot<Self>;
+}
+
+/// A compact stand-in for a prefix of the log, built from its entries.
+pub trait Snapshot<T: Entry>: Clone + Debug {
+    /// Builds a snapshot from consecutive entries.
+    fn create(entries: &[T]) -> Self;
+    /// Folds `delta`, a snapshot of the entries that follow this one, into `self`.
+    fn merge(&mut self, delta: Self);
+    /// Whether snapshots are in use; `false` makes compaction a plain trim.
+    fn use_snapshots() -> bool;
+}
+
+/// The snapshot type of entries that do not use snapshots.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct NoSnapshot;
+
+impl<T: Entry> Snapshot<T> for NoSnapshot {
+    fn create(_entries: &[T]) -> Self {
+        Self
+    }
+
+    fn merge(&mut self, _delta: Self) {}
+
+    fn use_snapshots() -> bool {
+        false
+    }
+}
+
+/// The result of a storage operation.
+pub type StorageResult<R> = Result<R, StorageError>;
+
+/// One write in a [`Storage::write_atomically`] batch.
+#[derive(Clone, Debug)]
+pub enum StorageOp<T: Entry> {
+    /// Append one entry at the end of the log.
+    AppendEntry(T),
+    /// Append entries at the end of the log.
+    AppendEntries(Vec<T>),
+    /// Drop every entry at index `from_idx` and above, then append the entries there.
+    AppendOnPrefix(u64, Vec<T>),
+    /// Persist the highest ballot promised.
+    SetPromise(Ballot),
+    /// Persist the decided index.
+    SetDecidedIndex(u64),
+    /// Persist the ballot in which the log was last accepted.
+    SetAcceptedRound(Ballot),
+    /// Persist the compacted index.
+    SetCompactedIdx(u64),
+    /// Drop every entry below the index.
+    Trim(u64),
+    /// Persist (or clear) the stop-sign.
+    SetStopsign(Option<StopSign>),
+    /// Persist (or clear) the snapshot.
+    SetSnapshot(Option<T::Snapshot>),
+}
+
+/// Where a server keeps its log and its protocol state.
+///
+/// All indices are absolute: the entry appended first has index 0 for the
+/// whole life of the log, and trimming does not renumber anything. The log
+/// holds indices `get_compacted_idx()..get_log_len()`.
+///
+/// Implementations must make a write durable (as durable as the backend is
+/// meant to be) before returning `Ok`, and must apply
+/// [`write_atomically`](Self::write_atomically) all-or-nothing. The
+/// `omnipaxos_storage` crate ships a conformance suite that checks these rules
+/// against any implementation.
+pub trait Storage<T: Entry> {
+    /// Applies every op in order, or none of them if any fails.
+    fn write_atomically(&mut self, ops: Vec<StorageOp<T>>) -> StorageResult<()>;
+    /// Appends one entry at the end of the log.
+    fn append_entry(&mut self, entry: T) -> StorageResult<()>;
+    /// Appends entries at the end of the log.
+    fn append_entries(&mut self, entries: Vec<T>) -> StorageResult<()>;
+    /// Drops every entry at `from_idx` and above, then appends `entries` there.
+    ///
+    /// `from_idx` is at most the log length and at least the compacted index.
+    fn append_on_prefix(&mut self, from_idx: u64, entries: Vec<T>) -> StorageResult<()>;
+    /// Persists the highest ballot this server promised.
+    fn set_promise(&mut self, n_prom: Ballot) -> StorageResult<()>;
+    /// Persists the decided index: entries below it are decided.
+    fn set_decided_idx(&mut self, ld: u64) -> StorageResult<()>;
+    /// Returns the decided index (0 for a new log).
+    fn get_decided_idx(&self) -> StorageResult<u64>;
+    /// Persists the ballot in which the log was last accepted.
+    fn set_accepted_round(&mut self, na: Ballot) -> StorageResult<()>;
+    /// Returns the ballot in which the log was last accepted, if any.
+    fn get_accepted_round(&self) -> StorageResult<Option<Ballot>>;
+    /// Returns the entries in `[from, to)`, clamped to what the log holds:
+    /// indices below the compacted index and at or past the log length are left out.
+    fn get_entries(&self, from: u64, to: u64) -> StorageResult<Vec<T>>;
+    /// Returns the length of the log: one more than the index of the last entry
+    /// (compacted entries count).
+    fn get_log_len(&self) -> StorageResult<u64>;
+    /// Returns the entries from `from` to the end of the log, clamped as in
+    /// [`get_entries`](Self::get_entries).
+    fn get_suffix(&self, from: u64) -> StorageResult<Vec<T>>;
+    /// Returns the highest ballot promised, if any.
+    fn get_promise(&self) -> StorageResult<Option<Ballot>>;
+    /// Persists (or clears) the stop-sign.
+    fn set_stopsign(&mut self, s: Option<StopSign>) -> StorageResult<()>;
+    /// Returns the stop-sign, if any.
+    fn get_stopsign(&self) -> StorageResult<Option<StopSign>>;
+    /// Drops every entry below `idx` (at most the log length). Indices do not shift.
+    fn trim(&mut self, idx: u64) -> StorageResult<()>;
+    /// Persists the compacted index.
+    fn set_compacted_idx(&mut self, idx: u64) -> StorageResult<()>;
+    /// Returns the compacted index: entries below it are trimmed or snapshotted.
+    fn get_compacted_idx(&self) -> StorageResult<u64>;
+    /// Persists (or clears) the snapshot.
+    fn set_snapshot(&mut self, snapshot: Option<T::Snapshot>) -> StorageResult<()>;
+    /// Returns the snapshot, if any.
+    fn get_snapshot(&self) -> StorageResult<Option<T::Snapshot>>;
+}

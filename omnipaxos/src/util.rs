@@ -1,0 +1,91 @@
+//! Small shared types: node ids, the entries a read returns, stop-signs.
+
+use crate::storage::Entry;
+
+/// The id of a server. Ids are any non-zero numbers; they need not be `1..=n`.
+pub type NodeId = u64;
+
+/// The id of a cluster configuration. Configuration ids start at 1.
+pub type ConfigurationId = u32;
+
+/// The index below which a log was trimmed (compacted away without a snapshot).
+pub type TrimmedIndex = u64;
+
+/// What a read of one log index returns.
+#[derive(Clone, Debug)]
+pub enum LogEntry<T: Entry> {
+    /// The entry is decided: it is in the log of every future leader and will never change.
+    Decided(T),
+    /// The entry is accepted locally but not known to be decided; it may still be replaced.
+    Undecided(T),
+    /// The index was compacted away by a trim; everything below the given index is gone.
+    Trimmed(TrimmedIndex),
+    /// The index is covered by a snapshot.
+    Snapshotted(SnapshottedEntry<T>),
+    /// The last entry of a configuration: a stop-sign, with whether it is decided.
+    StopSign(StopSign, bool),
+}
+
+/// A snapshot that stands in for a compacted prefix of the log.
+#[derive(Clone, Debug)]
+pub struct SnapshottedEntry<T: Entry> {
+    /// The snapshot covers indices `0..trimmed_idx`.
+    pub trimmed_idx: TrimmedIndex,
+    /// The snapshot itself.
+    pub snapshot: T::Snapshot,
+}
+
+// Written by hand: a derive would not require `T::Snapshot: PartialEq`.
+impl<T> PartialEq for LogEntry<T>
+where
+    T: Entry + PartialEq,
+    T::Snapshot: PartialEq,
+{
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Decided(a), Self::Decided(b)) | (Self::Undecided(a), Self::Undecided(b)) => {
+                a == b
+            }
+            (Self::Trimmed(a), Self::Trimmed(b)) => a == b,
+            (Self::Snapshotted(a), Self::Snapshotted(b)) => a == b,
+            (Self::StopSign(a, x), Self::StopSign(b, y)) => a == b && x == y,
+            _ => false,
+        }
+    }
+}
+
+impl<T> PartialEq for SnapshottedEntry<T>
+where
+    T: Entry,
+    T::Snapshot: PartialEq,
+{
+    fn eq(&self, other: &Self) -> bool {
+        self.trimmed_idx == other.trimmed_idx && self.snapshot == other.snapshot
+    }
+}
+
+/// The entry that ends a configuration and names the next one.
+///
+/// Once a stop-sign is decided the configuration accepts no more entries; the
+/// servers in `nodes` continue the log under `config_id`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct StopSign {
+    /// The id of the next configuration.
+    pub config_id: ConfigurationId,
+    /// The servers of the next configuration.
+    pub nodes: Vec<NodeId>,
+    /// Free-form data the user attaches to the reconfiguration.
+    pub metadata: Option<Vec<u8>>,
+}
+
+impl StopSign {
+    /// Creates a stop-sign for configuration `config_id` with servers `nodes`.
+    pub fn with(config_id: ConfigurationId, nodes: Vec<NodeId>, metadata: Option<Vec<u8>>) -> Self {
+        Self {
+            config_id,
+            nodes,
+            metadata,
+        }
+    }
+}

@@ -1,0 +1,600 @@
+//! One message into a fresh node, then the exact messages out and the exact
+//! storage effect: a test per handler (STYLE.md 13).
+
+use omnipaxos::{
+    Ballot, OmniPaxos, OmniPaxosConfig, ProposeErr,
+    messages::*,
+    storage::{Entry, NoSnapshot},
+    util::LogEntry,
+};
+use omnipaxos_storage::memory_storage::MemoryStorage;
+use pretty_assertions::assert_eq;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct E(u64);
+
+impl Entry for E {
+    type Snapshot = NoSnapshot;
+}
+
+type Node = OmniPaxos<E, MemoryStorage<E>>;
+
+const CONFIG: u32 = 1;
+
+/// Node `pid` of the cluster {1, 2, 3}, with its start-up heartbeats drained.
+fn node(pid: u64) -> Node {
+    let peers = [1, 2, 3].into_iter().filter(|p| *p != pid).collect();
+    let mut n: Node = OmniPaxosConfig {
+        configuration_id: CONFIG,
+        pid,
+        peers,
+        ..Default::default()
+    }
+    .build(MemoryStorage::default())
+    .unwrap();
+    n.outgoing_messages();
+    n
+}
+
+fn sp(from: u64, to: u64, msg: PaxosMsg<E>) -> Message<E> {
+    Message::SequencePaxos(PaxosMessage {
+        configuration_id: CONFIG,
+        from,
+        to,
+        msg,
+    })
+}
+
+/// The Sequence Paxos messages a node has to send (heartbeats left out).
+fn paxos_out(n: &mut Node) -> Vec<Message<E>> {
+    n.outgoing_messages()
+        .into_iter()
+        .filter(|m| matches!(m, Message::SequencePaxos(_)))
+        .collect()
+}
+
+const B1: Ballot = Ballot::with(1, 0, 1);
+
+fn prepare_empty(n: Ballot) -> Prepare {
+    Prepare {
+        n,
+        decided_idx: 0,
+        n_accepted: Ballot::default(),
+        accepted_idx: 0,
+    }
+}
+
+/// Node 2 following leader 1 in ballot B1, synchronised with log `log`, decided `decided`.
+fn synced_follower(log: Vec<E>, decided: u64) -> Node {
+    let mut f = node(2);
+    f.handle_incoming(sp(1, 2, PaxosMsg::Prepare(prepare_empty(B1))));
+    f.handle_incoming(sp(
+        1,
+        2,
+        PaxosMsg::AcceptSync(AcceptSync {
+            n: B1,
+            seq_num: SequenceNumber {
+                session: 1,
+                counter: 1,
+            },
+            decided_idx: decided,
+            log_sync: LogSync {
+                sync_idx: 0,
+                suffix: log,
+                stopsign: None,
+            },
+        }),
+    ));
+    f.outgoing_messages();
+    f
+}
+
+/// Node 1 leading ballot B1 with node 2 promised and synchronised.
+fn leader_with_follower_2() -> Node {
+    let mut l = node(1);
+    l.try_become_leader();
+    l.outgoing_messages();
+    l.handle_incoming(sp(
+        2,
+        1,
+        PaxosMsg::Promise(Promise {
+            n: B1,
+            n_accepted: Ballot::default(),
+            decided_idx: 0,
+            accepted_idx: 0,
+            log_sync: None,
+        }),
+    ));
+    l.outgoing_messages();
+    l
+}
+
+#[test]
+fn fresh_follower_promises_a_prepare_and_persists_the_promise() {
+    let mut f = node(2);
+    f.handle_incoming(sp(1, 2, PaxosMsg::Prepare(prepare_empty(B1))));
+    assert_eq!(
+        paxos_out(&mut f),
+        vec![sp(
+            2,
+            1,
+            PaxosMsg::Promise(Promise {
+                n: B1,
+                n_accepted: Ballot::default(),
+                decided_idx: 0,
+                accepted_idx: 0,
+                log_sync: None,
+            })
+        )]
+    );
+    assert_eq!(f.get_promise(), B1);
+}
+
+#[test]
+fn follower_with_higher_promise_rejects_prepare_with_not_accepted() {
+    let mut f = node(2);
+    let high = Ballot::with(5, 0, 3);
+    f.handle_incoming(sp(3, 2, PaxosMsg::Prepare(prepare_empty(high))));
+    f.outgoing_messages();
+    f.handle_incoming(sp(1, 2, PaxosMsg::Prepare(prepare_empty(B1))));
+    assert_eq!(
+        paxos_out(&mut f),
+        vec![sp(2, 1, PaxosMsg::NotAccepted(NotAccepted { n: high }))]
+    );
+    assert_eq!(f.get_promise(), high);
+}
+
+#[test]
+fn follower_that_accepted_in_a_later_round_sends_its_log_beyond_the_leaders_decided_prefix() {
+    // The follower accepted [7, 8, 9] in B1; a new leader that accepted in an
+    // older round with 1 decided entry must get everything from index 1.
+    let mut f = synced_follower(vec![E(7), E(8), E(9)], 1);
+    let b2 = Ballot::with(2, 0, 3);
+    f.handle_incoming(sp(
+        3,
+        2,
+        PaxosMsg::Prepare(Prepare {
+            n: b2,
+            decided_idx: 1,
+            n_accepted: Ballot::default(),
+            accepted_idx: 1,
+        }),
+    ));
+    assert_eq!(
+        paxos_out(&mut f),
+        vec![sp(
+            2,
+            3,
+            PaxosMsg::Promise(Promise {
+                n: b2,
+                n_accepted: B1,
+                decided_idx: 1,
+                accepted_idx: 3,
+                log_sync: Some(LogSync {
+                    sync_idx: 1,
+                    suffix: vec![E(8), E(9)],
+                    stopsign: None,
+                }),
+            })
+        )]
+    );
+}
+
+#[test]
+fn follower_installs_accept_sync_and_reports_its_log_length() {
+    let mut f = node(2);
+    f.handle_incoming(sp(1, 2, PaxosMsg::Prepare(prepare_empty(B1))));
+    f.outgoing_messages();
+    f.handle_incoming(sp(
+        1,
+        2,
+        PaxosMsg::AcceptSync(AcceptSync {
+            n: B1,
+            seq_num: SequenceNumber {
+                session: 1,
+                counter: 1,
+            },
+            decided_idx: 1,
+            log_sync: LogSync {
+                sync_idx: 0,
+                suffix: vec![E(10), E(11)],
+                stopsign: None,
+            },
+        }),
+    ));
+    assert_eq!(
+        paxos_out(&mut f),
+        vec![sp(
+            2,
+            1,
+            PaxosMsg::Accepted(Accepted {
+                n: B1,
+                accepted_idx: 2
+            })
+        )]
+    );
+    assert_eq!(f.read(0), Some(LogEntry::Decided(E(10))));
+    assert_eq!(f.read(1), Some(LogEntry::Undecided(E(11))));
+    assert_eq!(f.get_decided_idx(), 1);
+}
+
+fn accept_decide(counter: u64, decided_idx: u64, entries: Vec<E>) -> Message<E> {
+    sp(
+        1,
+        2,
+        PaxosMsg::AcceptDecide(AcceptDecide {
+            n: B1,
+            seq_num: SequenceNumber {
+                session: 1,
+                counter,
+            },
+            decided_idx,
+            entries,
+        }),
+    )
+}
+
+#[test]
+fn follower_appends_the_next_accept_decide_and_learns_the_decided_index() {
+    let mut f = synced_follower(vec![E(1)], 0);
+    f.handle_incoming(accept_decide(2, 1, vec![E(2), E(3)]));
+    assert_eq!(
+        paxos_out(&mut f),
+        vec![sp(
+            2,
+            1,
+            PaxosMsg::Accepted(Accepted {
+                n: B1,
+                accepted_idx: 3
+            })
+        )]
+    );
+    assert_eq!(f.get_decided_idx(), 1);
+    assert_eq!(f.read(2), Some(LogEntry::Undecided(E(3))));
+}
+
+#[test]
+fn follower_ignores_a_duplicated_accept_decide() {
+    let mut f = synced_follower(vec![], 0);
+    f.handle_incoming(accept_decide(2, 0, vec![E(1)]));
+    f.outgoing_messages();
+    f.handle_incoming(accept_decide(2, 0, vec![E(1)]));
+    assert_eq!(paxos_out(&mut f), vec![]);
+    assert_eq!(f.read_entries(..).unwrap().len(), 1);
+}
+
+#[test]
+fn follower_that_misses_a_message_asks_the_leader_to_prepare_it_again() {
+    let mut f = synced_follower(vec![], 0);
+    f.handle_incoming(accept_decide(3, 0, vec![E(2)]));
+    assert_eq!(
+        paxos_out(&mut f),
+        vec![sp(2, 1, PaxosMsg::PrepareReq(PrepareReq { n: B1 }))]
+    );
+    assert_eq!(f.read(0), None, "nothing appended past the gap");
+}
+
+#[test]
+fn follower_applies_a_decide() {
+    let mut f = synced_follower(vec![E(1), E(2)], 0);
+    f.handle_incoming(sp(
+        1,
+        2,
+        PaxosMsg::Decide(Decide {
+            n: B1,
+            seq_num: SequenceNumber {
+                session: 1,
+                counter: 2,
+            },
+            decided_idx: 2,
+        }),
+    ));
+    assert_eq!(paxos_out(&mut f), vec![]);
+    assert_eq!(f.get_decided_idx(), 2);
+}
+
+#[test]
+fn follower_answers_an_accept_decide_of_an_older_ballot_with_not_accepted() {
+    let mut f = synced_follower(vec![], 0);
+    let b2 = Ballot::with(2, 0, 3);
+    f.handle_incoming(sp(3, 2, PaxosMsg::Prepare(prepare_empty(b2))));
+    f.outgoing_messages();
+    f.handle_incoming(accept_decide(2, 0, vec![E(1)]));
+    assert_eq!(
+        paxos_out(&mut f),
+        vec![sp(2, 1, PaxosMsg::NotAccepted(NotAccepted { n: b2 }))]
+    );
+    assert_eq!(f.read(0), None);
+}
+
+#[test]
+fn follower_forwards_a_proposal_to_the_leader() {
+    let mut f = synced_follower(vec![], 0);
+    f.append(E(42)).unwrap();
+    assert_eq!(
+        paxos_out(&mut f),
+        vec![sp(
+            2,
+            1,
+            PaxosMsg::ProposalForward(ProposalForward {
+                n: B1,
+                seq: 1,
+                entries: vec![E(42)],
+            })
+        )]
+    );
+}
+
+#[test]
+fn messages_for_another_node_configuration_or_from_a_stranger_are_ignored() {
+    let mut f = node(2);
+    let prep = PaxosMsg::Prepare(prepare_empty(B1));
+    f.handle_incoming(sp(1, 3, prep.clone()));
+    f.handle_incoming(sp(9, 2, prep.clone()));
+    f.handle_incoming(Message::SequencePaxos(PaxosMessage {
+        configuration_id: 7,
+        from: 1,
+        to: 2,
+        msg: prep,
+    }));
+    assert_eq!(f.outgoing_messages(), vec![]);
+    assert_eq!(f.get_promise(), Ballot::default());
+}
+
+#[test]
+fn a_prepare_whose_ballot_names_another_server_is_ignored() {
+    let mut f = node(2);
+    f.handle_incoming(sp(3, 2, PaxosMsg::Prepare(prepare_empty(B1))));
+    assert_eq!(paxos_out(&mut f), vec![]);
+    assert_eq!(f.get_promise(), Ballot::default());
+}
+
+#[test]
+fn new_leader_persists_its_promise_and_prepares_every_peer() {
+    let mut l = node(1);
+    l.try_become_leader();
+    assert_eq!(
+        paxos_out(&mut l),
+        vec![
+            sp(1, 2, PaxosMsg::Prepare(prepare_empty(B1))),
+            sp(1, 3, PaxosMsg::Prepare(prepare_empty(B1))),
+        ]
+    );
+    assert_eq!(l.get_promise(), B1);
+    assert!(!l.is_leader(), "still in the prepare phase");
+}
+
+#[test]
+fn leader_with_a_quorum_of_promises_synchronises_the_follower() {
+    let mut l = node(1);
+    l.try_become_leader();
+    l.outgoing_messages();
+    l.append(E(5)).unwrap(); // held until the prepare phase ends
+    l.handle_incoming(sp(
+        2,
+        1,
+        PaxosMsg::Promise(Promise {
+            n: B1,
+            n_accepted: Ballot::default(),
+            decided_idx: 0,
+            accepted_idx: 0,
+            log_sync: None,
+        }),
+    ));
+    assert_eq!(
+        paxos_out(&mut l),
+        vec![
+            sp(
+                1,
+                2,
+                PaxosMsg::AcceptSync(AcceptSync {
+                    n: B1,
+                    seq_num: SequenceNumber {
+                        session: 1,
+                        counter: 1
+                    },
+                    decided_idx: 0,
+                    log_sync: LogSync {
+                        sync_idx: 0,
+                        suffix: vec![],
+                        stopsign: None,
+                    },
+                })
+            ),
+            sp(
+                1,
+                2,
+                PaxosMsg::AcceptDecide(AcceptDecide {
+                    n: B1,
+                    seq_num: SequenceNumber {
+                        session: 1,
+                        counter: 2
+                    },
+                    decided_idx: 0,
+                    entries: vec![E(5)],
+                })
+            ),
+        ]
+    );
+    assert!(l.is_leader());
+    assert_eq!(l.read(0), Some(LogEntry::Undecided(E(5))));
+}
+
+#[test]
+fn leader_adopts_the_log_of_the_most_up_to_date_promise() {
+    let mut l = node(1);
+    l.try_become_leader();
+    l.outgoing_messages();
+    l.handle_incoming(sp(
+        2,
+        1,
+        PaxosMsg::Promise(Promise {
+            n: B1,
+            n_accepted: Ballot::with(0, 0, 3),
+            decided_idx: 0,
+            accepted_idx: 2,
+            log_sync: Some(LogSync {
+                sync_idx: 0,
+                suffix: vec![E(1), E(2)],
+                stopsign: None,
+            }),
+        }),
+    ));
+    assert_eq!(l.read_entries(..).unwrap().len(), 2);
+    assert_eq!(l.read(1), Some(LogEntry::Undecided(E(2))));
+}
+
+#[test]
+fn leader_decides_once_a_quorum_accepted_and_tells_followers() {
+    let mut l = leader_with_follower_2();
+    l.append(E(9)).unwrap();
+    l.outgoing_messages();
+    l.handle_incoming(sp(
+        2,
+        1,
+        PaxosMsg::Accepted(Accepted {
+            n: B1,
+            accepted_idx: 1,
+        }),
+    ));
+    assert_eq!(
+        paxos_out(&mut l),
+        vec![sp(
+            1,
+            2,
+            PaxosMsg::Decide(Decide {
+                n: B1,
+                seq_num: SequenceNumber {
+                    session: 1,
+                    counter: 3
+                },
+                decided_idx: 1,
+            })
+        )]
+    );
+    assert_eq!(l.get_decided_idx(), 1);
+    assert_eq!(l.read(0), Some(LogEntry::Decided(E(9))));
+}
+
+#[test]
+fn leader_prepares_a_follower_that_asks() {
+    let mut l = leader_with_follower_2();
+    l.handle_incoming(sp(2, 1, PaxosMsg::PrepareReq(PrepareReq { n: B1 })));
+    assert_eq!(
+        paxos_out(&mut l),
+        vec![sp(
+            1,
+            2,
+            PaxosMsg::Prepare(Prepare {
+                n: B1,
+                decided_idx: 0,
+                n_accepted: B1,
+                accepted_idx: 0,
+            })
+        )]
+    );
+}
+
+#[test]
+fn leader_appends_a_forwarded_batch_once_and_acknowledges_every_retry() {
+    let mut l = leader_with_follower_2();
+    let fwd = || {
+        sp(
+            3,
+            1,
+            PaxosMsg::ProposalForward(ProposalForward {
+                n: B1,
+                seq: 4,
+                entries: vec![E(1), E(2)],
+            }),
+        )
+    };
+    l.handle_incoming(fwd());
+    let out = paxos_out(&mut l);
+    assert!(out.contains(&sp(
+        1,
+        3,
+        PaxosMsg::ProposalAck(ProposalAck {
+            n: B1,
+            seq: 4,
+            first_idx: 0
+        })
+    )));
+    l.handle_incoming(fwd());
+    assert_eq!(
+        paxos_out(&mut l),
+        vec![sp(
+            1,
+            3,
+            PaxosMsg::ProposalAck(ProposalAck {
+                n: B1,
+                seq: 4,
+                first_idx: 0
+            })
+        )]
+    );
+    assert_eq!(
+        l.read_entries(..).unwrap().len(),
+        2,
+        "the retry was not appended again"
+    );
+}
+
+#[test]
+fn a_node_without_a_leader_buffers_proposals_up_to_buffer_size() {
+    let mut n: Node = OmniPaxosConfig {
+        pid: 1,
+        peers: vec![2, 3],
+        buffer_size: 1,
+        ..Default::default()
+    }
+    .build(MemoryStorage::default())
+    .unwrap();
+    n.append(E(1)).unwrap();
+    match n.append(E(2)) {
+        Err(ProposeErr::BufferFull(e)) => assert_eq!(e, E(2)),
+        other => panic!("expected BufferFull, got {other:?}"),
+    }
+}
+
+#[test]
+fn heartbeat_request_gets_a_reply_with_ballot_and_connectivity() {
+    let mut f = node(2);
+    f.handle_incoming(Message::BLE(BLEMessage {
+        configuration_id: CONFIG,
+        from: 1,
+        to: 2,
+        msg: HeartbeatMsg::Request(HeartbeatRequest { round: 3 }),
+    }));
+    assert_eq!(
+        f.outgoing_messages(),
+        vec![Message::BLE(BLEMessage {
+            configuration_id: CONFIG,
+            from: 2,
+            to: 1,
+            msg: HeartbeatMsg::Reply(HeartbeatReply {
+                round: 3,
+                ballot: Ballot::with(0, 0, 2),
+                quorum_connected: true,
+                leader: None,
+            }),
+        })]
+    );
+}
+
+#[test]
+fn one_node_cluster_decides_alone() {
+    let mut n: Node = OmniPaxosConfig {
+        pid: 7,
+        ..Default::default()
+    }
+    .build(MemoryStorage::default())
+    .unwrap();
+    for _ in 0..10 {
+        n.tick();
+    }
+    assert!(n.is_leader());
+    n.append(E(1)).unwrap();
+    assert_eq!(n.get_decided_idx(), 1);
+    assert_eq!(n.outgoing_messages(), vec![]);
+}
