@@ -33,6 +33,9 @@ use crate::{
     util::{ConfigurationId, NodeId},
 };
 
+/// How many times per round a request goes out to a peer that has not answered.
+const RETRIES_PER_ROUND: u64 = 3;
+
 pub(crate) struct BallotLeaderElection {
     pid: NodeId,
     peers: Vec<NodeId>,
@@ -52,10 +55,21 @@ pub(crate) struct BallotLeaderElection {
     /// directly (or is) and that is quorum-connected, so that a dead leader
     /// cannot be kept alive by servers repeating each other.
     direct_leader: Option<Ballot>,
+    /// The highest ballot whose leader prepared this server during the current
+    /// round: direct evidence that the leader is alive, which heartbeat
+    /// replies sent before that leader took over cannot show.
+    prepared_by: Option<Ballot>,
+    /// The highest ballot a follower refused this server's Prepare for, in
+    /// the current round.
+    rejected_by: Option<Ballot>,
     /// Whether this server heard from a read quorum in the last round.
     quorum_connected: bool,
     /// Fires at the end of every heartbeat round.
     heartbeat_timer: LogicalClock,
+    /// Fires a few times per round: the round's request goes again to peers
+    /// that have not answered, so that one lost message does not make a live
+    /// leader look dead.
+    retry_timer: LogicalClock,
     outgoing: Vec<BLEMessage>,
 }
 
@@ -72,10 +86,15 @@ impl BallotLeaderElection {
             current_ballot: Ballot::with(0, config.leader_priority, config.pid),
             leader: None,
             direct_leader: None,
+            prepared_by: None,
+            rejected_by: None,
             // Optimistic at start, so that the first round elects the top
             // ballot at once instead of every server first electing itself.
             quorum_connected: true,
             heartbeat_timer: LogicalClock::with(config.election_tick_timeout),
+            retry_timer: LogicalClock::with(
+                (config.election_tick_timeout / RETRIES_PER_ROUND).max(1),
+            ),
             outgoing: Vec::with_capacity(config.peers.len() * 2),
         };
         ble.new_round();
@@ -103,12 +122,24 @@ impl BallotLeaderElection {
     }
 
     /// Counts a tick; at the end of a round returns the new leader, if it changed.
-    /// `promise` is the highest ballot Sequence Paxos promised: a takeover must exceed it.
-    pub(crate) fn tick(&mut self, promise: Ballot) -> Option<Ballot> {
+    /// `promise` is the highest ballot Sequence Paxos promised (a takeover must
+    /// exceed it); `leading` is the ballot Sequence Paxos leads, if it leads.
+    /// `rejected_by` is the highest ballot a follower refused our Prepare for.
+    pub(crate) fn tick(
+        &mut self,
+        promise: Ballot,
+        leading: Option<Ballot>,
+        rejected_by: Option<Ballot>,
+    ) -> Option<Ballot> {
         if !self.heartbeat_timer.tick_and_check() {
+            if self.retry_timer.tick_and_check() {
+                self.retry_round();
+            }
             return None;
         }
-        let new_leader = self.end_round(promise);
+        self.retry_timer.reset();
+        self.rejected_by = self.rejected_by.max(rejected_by);
+        let new_leader = self.end_round(promise, leading);
         self.new_round();
         new_leader
     }
@@ -130,6 +161,13 @@ impl BallotLeaderElection {
                     self.replies.push((msg.from, reply));
                 }
             }
+        }
+    }
+
+    /// Sequence Paxos promised `n` to another server's Prepare this round.
+    pub(crate) fn observe_prepare(&mut self, n: Ballot) {
+        if n.pid != self.pid {
+            self.prepared_by = self.prepared_by.max(Some(n));
         }
     }
 
@@ -162,7 +200,7 @@ impl BallotLeaderElection {
         self.current_ballot.n = known + 1;
     }
 
-    fn end_round(&mut self, promise: Ballot) -> Option<Ballot> {
+    fn end_round(&mut self, promise: Ballot, leading: Option<Ballot>) -> Option<Ballot> {
         let replies = std::mem::take(&mut self.replies);
         self.connected.clear();
         self.connected.extend(replies.iter().map(|(p, _)| *p));
@@ -175,17 +213,19 @@ impl BallotLeaderElection {
             }
             top = top.max(reply.leader);
         }
+        top = top.max(self.prepared_by.take());
 
         let previous = self.leader;
         match (top, previous) {
             (Some(t), Some(p)) if t >= p => self.leader = Some(t),
             (Some(t), None) => self.leader = Some(t),
-            _ if self.quorum_connected => {
+            _ if self.quorum_connected && self.is_best_candidate(&replies) => {
                 // The leader was not heard from, directly or through a peer: take over.
                 self.raise_ballot_above(promise);
                 self.leader = Some(self.current_ballot);
             }
-            // Not connected to a quorum: nothing to do but wait.
+            // Not connected to a quorum, or a better-placed peer will take
+            // over: wait for the next round.
             _ => {}
         }
         if let Some(l) = self.leader {
@@ -199,10 +239,15 @@ impl BallotLeaderElection {
                 self.leader = Some(self.current_ballot);
             }
         }
-        if self.leader == Some(self.current_ballot) && self.current_ballot <= promise {
-            // Elected with a ballot Sequence Paxos already promised past (after a
-            // restart, say): lead with a fresh ballot instead.
-            self.raise_ballot_above(promise);
+        let rejected_by = self.rejected_by.take();
+        if self.leader == Some(self.current_ballot)
+            && ((self.current_ballot <= promise && leading != Some(self.current_ballot))
+                || rejected_by.is_some_and(|r| r > self.current_ballot))
+        {
+            // Elected with a ballot that Sequence Paxos (here, or at a follower
+            // that refused us) already promised past, and no live leader of
+            // that ballot was heard: lead with a fresh ballot instead.
+            self.raise_ballot_above(promise.max(rejected_by.unwrap_or_default()));
             self.leader = Some(self.current_ballot);
         }
         // Report only a leader that is this server or answered this round
@@ -217,6 +262,29 @@ impl BallotLeaderElection {
         self.replies = replies;
         self.replies.clear();
         (self.leader != previous).then_some(self.leader).flatten()
+    }
+
+    /// When the leader is gone, only the quorum-connected server with the
+    /// highest (priority, pid) among those heard takes over, so that servers
+    /// whose rounds end together do not all start competing elections.
+    fn is_best_candidate(&self, replies: &[(NodeId, HeartbeatReply)]) -> bool {
+        let me = (self.current_ballot.priority, self.pid);
+        replies
+            .iter()
+            .filter(|(_, r)| r.quorum_connected)
+            .all(|(pid, r)| (r.ballot.priority, *pid) < me)
+    }
+
+    fn retry_round(&mut self) {
+        for i in 0..self.peers.len() {
+            let to = self.peers[i];
+            if !self.replies.iter().any(|(p, _)| *p == to) {
+                self.send(
+                    to,
+                    HeartbeatMsg::Request(HeartbeatRequest { round: self.round }),
+                );
+            }
+        }
     }
 
     fn new_round(&mut self) {

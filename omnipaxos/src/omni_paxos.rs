@@ -83,7 +83,16 @@ where
             return;
         }
         match m {
-            Message::SequencePaxos(p) => self.seq_paxos.handle(p),
+            Message::SequencePaxos(p) => {
+                let promise = self.seq_paxos.storage.promise();
+                self.seq_paxos.handle(p);
+                let new_promise = self.seq_paxos.storage.promise();
+                if new_promise > promise {
+                    // Another server prepared us: leader election learns of
+                    // that leader now, not a round late through heartbeats.
+                    self.ble.observe_prepare(new_promise);
+                }
+            }
             Message::BLE(b) => {
                 if !self.seq_paxos.is_halted() {
                     self.ble.handle(b);
@@ -99,17 +108,14 @@ where
             return;
         }
         let promise = self.seq_paxos.storage.promise();
-        if let Some(leader) = self.ble.tick(promise) {
+        // If leader election picks this server while Sequence Paxos has promised
+        // a higher ballot, it raises its own ballot above that promise at the end
+        // of the round, so a stale election never blocks leadership.
+        let leading =
+            (self.seq_paxos.role() == Role::Leader).then(|| self.seq_paxos.storage.promise());
+        let rejected_by = self.seq_paxos.take_rejected_by();
+        if let Some(leader) = self.ble.tick(promise, leading, rejected_by) {
             self.on_new_leader(leader);
-        } else if self.ble.leader() == Some(self.ble.current_ballot())
-            && self.seq_paxos.role() != Role::Leader
-            && self.ble.current_ballot() <= self.seq_paxos.storage.promise()
-        {
-            // Elected, but Sequence Paxos promised a higher ballot meanwhile:
-            // lead again with a ballot above that promise.
-            if let Some(leader) = self.ble.try_become_leader(self.seq_paxos.storage.promise()) {
-                self.on_new_leader(leader);
-            }
         }
         self.seq_paxos.tick();
     }

@@ -3,6 +3,7 @@
 
 use super::{ForwardedBatch, Phase, Role, SequencePaxos};
 use crate::{
+    ballot::Ballot,
     messages::{
         AcceptDecide, AcceptSync, Accepted, Decide, LogSync, Message, PaxosMessage, PaxosMsg,
         Prepare, PrepareReq, Promise, ProposalAck, ProposalForward, SequenceNumber,
@@ -37,6 +38,8 @@ where
         }
         if prep.n > promise {
             self.storage.set_promise(prep.n)?;
+            // Sequence numbers are per ballot.
+            self.last_seq = SequenceNumber::default();
         }
         self.become_follower_of(prep.n);
         self.phase = Phase::Prepare;
@@ -89,16 +92,35 @@ where
         {
             return Ok(());
         }
+        if sync.seq_num.session <= self.last_seq.session {
+            // A delayed copy of an earlier session's sync: installing it could
+            // cut entries we have accepted (and acknowledged) since.
+            return Ok(());
+        }
         let LogSync {
-            sync_idx, suffix, ..
+            mut sync_idx,
+            mut suffix,
+            ..
         } = sync.log_sync;
-        if sync_idx > self.storage.log_len() || sync_idx < self.storage.compacted_idx() {
+        let log_len = self.storage.log_len();
+        if sync_idx > log_len || sync_idx < self.storage.compacted_idx() {
             // Not something a correct leader sends us: ask to start over.
             self.send(from, PaxosMsg::PrepareReq(PrepareReq { n: sync.n }));
             return Ok(());
         }
+        if self.storage.accepted_round() == Some(sync.n) && sync_idx < log_len {
+            // We already accepted in this ballot, so our log is a prefix of the
+            // leader's: keep it and take only what lies beyond it. A resync
+            // within a ballot never removes an entry the leader may have
+            // counted as accepted here.
+            let have = ((log_len - sync_idx) as usize).min(suffix.len());
+            suffix = suffix.split_off(have);
+            sync_idx += have as u64;
+        }
+        let (prev_round, prev_len) = (self.storage.accepted_round(), log_len);
         self.storage
             .sync_log(sync.n, sync_idx, suffix, sync.decided_idx)?;
+        self.settle_forwards_after_sync(prev_round, prev_len, sync_idx);
         self.last_seq = sync.seq_num;
         self.phase = Phase::Accept;
         self.open_accepted = None;
@@ -182,6 +204,9 @@ where
     pub(super) fn handle_decide(&mut self, from: NodeId, dec: Decide) -> StorageResult<()> {
         if self.accept_in_order(from, dec.n, dec.seq_num) {
             self.storage.raise_decided_idx(dec.decided_idx)?;
+            if !self.forwarded.is_empty() {
+                self.prune_decided_forwards();
+            }
         }
         Ok(())
     }
@@ -236,18 +261,28 @@ where
             seq,
             entries: entries.clone(),
         };
-        self.forwarded.push_back(ForwardedBatch { seq, entries });
+        self.forwarded.push_back(ForwardedBatch {
+            seq,
+            entries,
+            acked: None,
+        });
         self.open_forward = Some(self.outgoing.len());
         let to = self.leader.pid;
         self.send(to, PaxosMsg::ProposalForward(msg));
         Ok(())
     }
 
-    /// Sends every unacknowledged forwarded batch to the current leader again.
+    /// Sends the forwarded batches that the current leader has not
+    /// acknowledged to it again. Batches acknowledged by an earlier leader
+    /// and not decided may have been lost with it, so they go again too.
     fn resend_forwarded(&mut self) {
         let to = self.leader.pid;
         for i in 0..self.forwarded.len() {
-            let batch = &self.forwarded[i];
+            let batch = &mut self.forwarded[i];
+            if batch.acked.is_some_and(|(n, _)| n == self.leader) {
+                continue;
+            }
+            batch.acked = None;
             let msg = ProposalForward {
                 n: self.leader,
                 seq: batch.seq,
@@ -259,13 +294,58 @@ where
     }
 
     pub(super) fn handle_proposal_ack(&mut self, ack: ProposalAck) {
+        if ack.n != self.leader {
+            return;
+        }
         if let Some(pos) = self.forwarded.iter().position(|b| b.seq == ack.seq) {
-            let batch = self.forwarded.remove(pos).expect("position is in range");
-            self.forwarded_len -= batch.entries.len();
-            if self.open_forward.is_some() && pos == self.forwarded.len() {
-                // The acknowledged batch was the open one; later entries start a new batch.
+            self.forwarded[pos].acked = Some((ack.n, ack.first_idx));
+            if pos + 1 == self.forwarded.len() {
+                // The open batch is acknowledged; later entries start a new one.
                 self.open_forward = None;
             }
+        }
+        self.prune_decided_forwards();
+    }
+
+    /// After our log was synchronised in a new ballot: a batch that an earlier
+    /// leader acknowledged survived if we had accepted its indices in that
+    /// leader's ballot and the sync kept them (everything below `kept_until`
+    /// was kept). Such a batch now waits for the new leader to decide it;
+    /// any other acknowledged batch may be lost and is sent again by
+    /// `resend_forwarded`.
+    pub(super) fn settle_forwards_after_sync(
+        &mut self,
+        prev_round: Option<Ballot>,
+        prev_len: u64,
+        kept_until: u64,
+    ) {
+        let leader = self.leader;
+        for batch in &mut self.forwarded {
+            if let Some((n, first)) = batch.acked {
+                let end = first + batch.entries.len() as u64;
+                batch.acked = (prev_round == Some(n) && end <= prev_len.min(kept_until))
+                    .then_some((leader, first));
+            }
+        }
+    }
+
+    /// Drops forwarded batches that the leader which acknowledged them has
+    /// since decided: the decided index we learn from that same leader covers them.
+    fn prune_decided_forwards(&mut self) {
+        let decided = self.storage.decided_idx();
+        let leader = self.leader;
+        let before = self.forwarded.len();
+        let mut freed = 0;
+        self.forwarded.retain(|b| match b.acked {
+            Some((n, first)) if n == leader && first + b.entries.len() as u64 <= decided => {
+                freed += b.entries.len();
+                false
+            }
+            _ => true,
+        });
+        self.forwarded_len -= freed;
+        if self.forwarded.len() != before {
+            self.open_forward = None;
         }
     }
 

@@ -136,8 +136,10 @@ where
             .iter()
             .filter_map(|p| p.promise.map(|m| m.decided_idx))
             .fold(self.storage.decided_idx(), u64::max);
+        let (prev_round, prev_len) = (self.storage.accepted_round(), log_len);
         self.storage
             .sync_log(self.leader, sync_idx, suffix, decided)?;
+        self.settle_forwards_after_sync(prev_round, prev_len, sync_idx);
         self.synced_round = max.n_accepted;
         self.synced_len = self.storage.log_len();
         self.phase = Phase::Accept;
@@ -147,10 +149,13 @@ where
             }
         }
         // Proposals that waited for this leadership, including ones this
-        // server forwarded to an earlier leader without an acknowledgement.
+        // server forwarded to an earlier leader that are not known to be in
+        // the log we now lead (see `settle_forwards_after_sync`).
         let mut waiting = std::mem::take(&mut self.pending);
         for batch in std::mem::take(&mut self.forwarded) {
-            waiting.extend(batch.entries);
+            if batch.acked.is_none() {
+                waiting.extend(batch.entries);
+            }
         }
         self.forwarded_len = 0;
         for entry in waiting {
@@ -373,10 +378,18 @@ where
     }
 
     pub(super) fn handle_not_accepted(&mut self, _from: NodeId, na: NotAccepted) {
-        // A follower promised a higher ballot: another leader exists. Leader
-        // election hears of it through heartbeats and hands us the new leader;
-        // until then there is nothing safe to do but stop expecting that follower.
-        debug_assert!(self.role != Role::Leader || na.n != self.leader);
+        // A follower promised a higher ballot. If that ballot's leader is alive
+        // and quorum-connected, leader election hears of it and hands it to us;
+        // if it is gone (its followers restarted still promising it), leader
+        // election learns of it here and outbids it at the end of the round.
+        if self.role == Role::Leader && na.n > self.leader {
+            self.rejected_by = self.rejected_by.max(Some(na.n));
+        }
+    }
+
+    /// The highest ballot that refused this leader since the last call.
+    pub(crate) fn take_rejected_by(&mut self) -> Option<Ballot> {
+        self.rejected_by.take()
     }
 
     /// Sends again what may have been lost: Prepare to peers that did not

@@ -87,11 +87,14 @@ struct PromiseMeta {
     decided_idx: u64,
 }
 
-/// Proposals a follower forwarded and the leader has not acknowledged yet.
+/// Proposals a follower forwarded, kept until they are decided: a leader
+/// that acknowledged them may still be deposed before deciding them.
 #[derive(Debug)]
 struct ForwardedBatch<T> {
     seq: u64,
     entries: Vec<T>,
+    /// The leader's ballot and the index it gave the first entry, once acknowledged.
+    acked: Option<(Ballot, u64)>,
 }
 
 pub(crate) struct SequencePaxos<T, S>
@@ -124,7 +127,7 @@ where
     pending: Vec<T>,
     /// Leader: proposals gathered for the next batch.
     batch: Vec<T>,
-    /// Follower: forwarded batches not yet acknowledged by the leader.
+    /// Follower: forwarded batches not yet known to be decided.
     forwarded: VecDeque<ForwardedBatch<T>>,
     /// How many entries `forwarded` holds, bounded by `buffer_size`.
     forwarded_len: usize,
@@ -145,6 +148,9 @@ where
     outgoing: Vec<Message<T>>,
     /// Reused buffer for the decided-index computation.
     scratch: Vec<u64>,
+    /// Leader: the highest ballot a follower refused us for, since leader
+    /// election last looked.
+    rejected_by: Option<Ballot>,
     /// Set by the first failed storage write; from then on this server stays silent.
     storage_failure: Option<StorageError>,
 }
@@ -189,6 +195,7 @@ where
             outgoing: Vec::with_capacity(config.buffer_size.min(1024)),
             scratch: Vec::with_capacity(config.peers.len() + 1),
             storage_failure: None,
+            rejected_by: None,
         }
     }
 

@@ -1,0 +1,745 @@
+//! [`MemoryStorage`]: the log and the protocol state in plain memory.
+
+use omnipaxos::{
+    ballot::Ballot,
+    errors::StorageError,
+    storage::{Entry, Storage, StorageOp, StorageResult},
+    util::StopSign,
+};
+
+/// A [`Storage`] that keeps everything in memory and loses it all when dropped.
+///
+/// Use it for tests, simulations, and servers that recover by catching up from
+/// their peers rather than from their own disk. Every write takes effect
+/// before it returns and cannot fail for lack of space (short of the process
+/// running out of memory); a write can only fail because it names indices
+/// the log does not hold ([`StorageError::IndexOutOfRange`]), and then it
+/// changes nothing.
+///
+/// Indices are absolute, as the [`Storage`] trait requires: trimming drops a
+/// prefix of the log but never renumbers the entries after it.
+///
+/// ```
+/// use omnipaxos::{macros::Entry, storage::Storage};
+/// use omnipaxos_storage::memory_storage::MemoryStorage;
+///
+/// #[derive(Clone, Debug, PartialEq, Entry)]
+/// struct KeyValue(u64);
+///
+/// let mut storage = MemoryStorage::default();
+/// storage.append_entries(vec![KeyValue(0), KeyValue(1), KeyValue(2)])?;
+/// storage.trim(2)?;
+/// assert_eq!(storage.get_suffix(0)?, vec![KeyValue(2)]);
+/// assert_eq!(storage.get_log_len()?, 3);
+/// # Ok::<(), omnipaxos::errors::StorageError>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct MemoryStorage<T: Entry> {
+    /// The entries still held; `log[i]` has the absolute index `trimmed_idx + i`.
+    log: Vec<T>,
+    /// The absolute index of `log[0]`: every entry below it was dropped by a
+    /// trim. Kept apart from `compacted_idx` because the trait lets the
+    /// protocol trim and record the compacted index in separate calls.
+    trimmed_idx: u64,
+    /// The highest ballot promised, if any.
+    promise: Option<Ballot>,
+    /// The ballot in which the log was last accepted, if any.
+    accepted_round: Option<Ballot>,
+    /// Entries below this index are decided.
+    decided_idx: u64,
+    /// Entries below this index are trimmed or covered by `snapshot`, as the
+    /// protocol last recorded.
+    compacted_idx: u64,
+    /// The stop-sign of this configuration, once one is accepted.
+    stopsign: Option<StopSign>,
+    /// The snapshot that stands in for the compacted prefix, if the entry type
+    /// uses snapshots and one was taken.
+    snapshot: Option<T::Snapshot>,
+}
+
+// Written by hand: a derive would demand `T: Default`, which entries need not be.
+impl<T: Entry> Default for MemoryStorage<T> {
+    fn default() -> Self {
+        Self {
+            log: Vec::new(),
+            trimmed_idx: 0,
+            promise: None,
+            accepted_round: None,
+            decided_idx: 0,
+            compacted_idx: 0,
+            stopsign: None,
+            snapshot: None,
+        }
+    }
+}
+
+/// The index arithmetic of a [`MemoryStorage`], without the entries: enough to
+/// check a whole batch of ops before any of them is applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Bounds {
+    trimmed_idx: u64,
+    log_len: u64,
+    compacted_idx: u64,
+}
+
+impl Bounds {
+    /// The first index the log serves: entries below it were trimmed or
+    /// declared compacted.
+    fn first_idx(self) -> u64 {
+        self.trimmed_idx.max(self.compacted_idx)
+    }
+
+    fn out_of_range(self, operation: &str, idx: u64) -> StorageError {
+        StorageError::IndexOutOfRange {
+            operation: operation.to_owned(),
+            idx,
+            compacted_idx: self.first_idx(),
+            log_len: self.log_len,
+        }
+    }
+
+    /// Checks that `op` can be applied to a log with these bounds, and moves
+    /// the bounds to where they are after it.
+    fn check<T: Entry>(&mut self, op: &StorageOp<T>) -> StorageResult<()> {
+        match op {
+            StorageOp::AppendEntry(_) => self.log_len += 1,
+            StorageOp::AppendEntries(entries) => self.log_len += entries.len() as u64,
+            StorageOp::AppendOnPrefix(from_idx, entries) => {
+                if *from_idx < self.first_idx() || *from_idx > self.log_len {
+                    return Err(self.out_of_range("append on prefix", *from_idx));
+                }
+                self.log_len = from_idx + entries.len() as u64;
+            }
+            StorageOp::Trim(idx) => {
+                if *idx > self.log_len {
+                    return Err(self.out_of_range("trim", *idx));
+                }
+                // Trimming below what is already gone is a no-op, not an error:
+                // the entries asked to be dropped are dropped.
+                self.trimmed_idx = self.trimmed_idx.max(*idx);
+            }
+            // Both indices count entries of the log, so neither may point
+            // past its end; a value that does is a protocol bug that the
+            // storage refuses to persist.
+            StorageOp::SetDecidedIndex(idx) => {
+                if *idx > self.log_len {
+                    return Err(self.out_of_range("set decided index", *idx));
+                }
+            }
+            StorageOp::SetCompactedIdx(idx) => {
+                if *idx > self.log_len {
+                    return Err(self.out_of_range("set compacted index", *idx));
+                }
+                self.compacted_idx = *idx;
+            }
+            StorageOp::SetPromise(_)
+            | StorageOp::SetAcceptedRound(_)
+            | StorageOp::SetStopsign(_)
+            | StorageOp::SetSnapshot(_) => {}
+        }
+        Ok(())
+    }
+}
+
+impl<T: Entry> MemoryStorage<T> {
+    fn bounds(&self) -> Bounds {
+        Bounds {
+            trimmed_idx: self.trimmed_idx,
+            log_len: self.trimmed_idx + self.log.len() as u64,
+            compacted_idx: self.compacted_idx,
+        }
+    }
+
+    /// The position in `log` of the absolute index `idx`.
+    fn offset(&self, idx: u64) -> usize {
+        debug_assert!(
+            idx >= self.trimmed_idx && idx - self.trimmed_idx <= self.log.len() as u64,
+            "index {idx} is outside the held log {}..{}",
+            self.trimmed_idx,
+            self.trimmed_idx + self.log.len() as u64,
+        );
+        // In range by the assertion above, so it fits in `usize` like `log.len()` does.
+        (idx - self.trimmed_idx) as usize
+    }
+
+    /// Checks `op` alone, then applies it.
+    fn write(&mut self, op: StorageOp<T>) -> StorageResult<()> {
+        self.bounds().check(&op)?;
+        self.apply(op);
+        Ok(())
+    }
+
+    /// Applies an op that [`Bounds::check`] accepted for the current state;
+    /// cannot fail.
+    fn apply(&mut self, op: StorageOp<T>) {
+        match op {
+            StorageOp::AppendEntry(entry) => self.log.push(entry),
+            StorageOp::AppendEntries(mut entries) => self.log.append(&mut entries),
+            StorageOp::AppendOnPrefix(from_idx, mut entries) => {
+                let keep = self.offset(from_idx);
+                self.log.truncate(keep);
+                self.log.append(&mut entries);
+            }
+            StorageOp::Trim(idx) => {
+                if idx > self.trimmed_idx {
+                    let drop = self.offset(idx);
+                    self.log.drain(..drop);
+                    self.trimmed_idx = idx;
+                }
+            }
+            StorageOp::SetPromise(ballot) => self.promise = Some(ballot),
+            StorageOp::SetDecidedIndex(idx) => self.decided_idx = idx,
+            StorageOp::SetAcceptedRound(ballot) => self.accepted_round = Some(ballot),
+            StorageOp::SetCompactedIdx(idx) => self.compacted_idx = idx,
+            StorageOp::SetStopsign(stopsign) => self.stopsign = stopsign,
+            StorageOp::SetSnapshot(snapshot) => self.snapshot = snapshot,
+        }
+    }
+}
+
+impl<T: Entry> Storage<T> for MemoryStorage<T> {
+    /// Checks every op against the bounds the log will have when its turn
+    /// comes, and only if all pass applies them in order. Nothing is copied:
+    /// the check needs only three indices, and once it passes no op can fail.
+    fn write_atomically(&mut self, ops: Vec<StorageOp<T>>) -> StorageResult<()> {
+        let mut bounds = self.bounds();
+        for op in &ops {
+            bounds.check(op)?;
+        }
+        for op in ops {
+            self.apply(op);
+        }
+        debug_assert_eq!(
+            self.bounds(),
+            bounds,
+            "applied ops moved the log differently than checked"
+        );
+        Ok(())
+    }
+
+    fn append_entry(&mut self, entry: T) -> StorageResult<()> {
+        self.log.push(entry);
+        Ok(())
+    }
+
+    fn append_entries(&mut self, mut entries: Vec<T>) -> StorageResult<()> {
+        self.log.append(&mut entries);
+        Ok(())
+    }
+
+    fn append_on_prefix(&mut self, from_idx: u64, entries: Vec<T>) -> StorageResult<()> {
+        self.write(StorageOp::AppendOnPrefix(from_idx, entries))
+    }
+
+    fn set_promise(&mut self, n_prom: Ballot) -> StorageResult<()> {
+        self.promise = Some(n_prom);
+        Ok(())
+    }
+
+    fn set_decided_idx(&mut self, ld: u64) -> StorageResult<()> {
+        self.write(StorageOp::SetDecidedIndex(ld))
+    }
+
+    fn get_decided_idx(&self) -> StorageResult<u64> {
+        Ok(self.decided_idx)
+    }
+
+    fn set_accepted_round(&mut self, na: Ballot) -> StorageResult<()> {
+        self.accepted_round = Some(na);
+        Ok(())
+    }
+
+    fn get_accepted_round(&self) -> StorageResult<Option<Ballot>> {
+        Ok(self.accepted_round)
+    }
+
+    fn get_entries(&self, from: u64, to: u64) -> StorageResult<Vec<T>> {
+        let bounds = self.bounds();
+        let from = from.max(bounds.first_idx());
+        let to = to.min(bounds.log_len);
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        Ok(self.log[self.offset(from)..self.offset(to)].to_vec())
+    }
+
+    fn get_log_len(&self) -> StorageResult<u64> {
+        Ok(self.bounds().log_len)
+    }
+
+    fn get_suffix(&self, from: u64) -> StorageResult<Vec<T>> {
+        self.get_entries(from, u64::MAX)
+    }
+
+    fn get_promise(&self) -> StorageResult<Option<Ballot>> {
+        Ok(self.promise)
+    }
+
+    fn set_stopsign(&mut self, s: Option<StopSign>) -> StorageResult<()> {
+        self.stopsign = s;
+        Ok(())
+    }
+
+    fn get_stopsign(&self) -> StorageResult<Option<StopSign>> {
+        Ok(self.stopsign.clone())
+    }
+
+    fn trim(&mut self, idx: u64) -> StorageResult<()> {
+        self.write(StorageOp::Trim(idx))
+    }
+
+    fn set_compacted_idx(&mut self, idx: u64) -> StorageResult<()> {
+        self.write(StorageOp::SetCompactedIdx(idx))
+    }
+
+    fn get_compacted_idx(&self) -> StorageResult<u64> {
+        Ok(self.compacted_idx)
+    }
+
+    fn set_snapshot(&mut self, snapshot: Option<T::Snapshot>) -> StorageResult<()> {
+        self.snapshot = snapshot;
+        Ok(())
+    }
+
+    fn get_snapshot(&self) -> StorageResult<Option<T::Snapshot>> {
+        Ok(self.snapshot.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use omnipaxos::{macros::Entry, storage::Snapshot};
+    use std::cell::Cell;
+
+    /// An entry whose snapshot is the sum of the values it replaces.
+    #[derive(Clone, Debug, PartialEq, Eq, Entry)]
+    #[snapshot(Sum)]
+    struct Value(u64);
+
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    struct Sum(u64);
+
+    impl Snapshot<Value> for Sum {
+        fn create(entries: &[Value]) -> Self {
+            Self(entries.iter().map(|v| v.0).sum())
+        }
+
+        fn merge(&mut self, delta: Self) {
+            self.0 += delta.0;
+        }
+
+        fn use_snapshots() -> bool {
+            true
+        }
+    }
+
+    fn values(range: std::ops::Range<u64>) -> Vec<Value> {
+        range.map(Value).collect()
+    }
+
+    /// A storage holding `0..len`, trimmed and compacted below `trimmed`.
+    fn storage_with(len: u64, trimmed: u64) -> MemoryStorage<Value> {
+        let mut storage = MemoryStorage::default();
+        storage.append_entries(values(0..len)).unwrap();
+        storage
+            .write_atomically(vec![
+                StorageOp::Trim(trimmed),
+                StorageOp::SetCompactedIdx(trimmed),
+            ])
+            .unwrap();
+        storage
+    }
+
+    /// Everything a reader can observe, to compare whole states.
+    #[derive(Debug, PartialEq)]
+    struct Observed {
+        suffix: Vec<Value>,
+        log_len: u64,
+        compacted_idx: u64,
+        decided_idx: u64,
+        promise: Option<Ballot>,
+        accepted_round: Option<Ballot>,
+        stopsign: Option<StopSign>,
+        snapshot: Option<Sum>,
+    }
+
+    fn observe(storage: &MemoryStorage<Value>) -> Observed {
+        Observed {
+            suffix: storage.get_suffix(0).unwrap(),
+            log_len: storage.get_log_len().unwrap(),
+            compacted_idx: storage.get_compacted_idx().unwrap(),
+            decided_idx: storage.get_decided_idx().unwrap(),
+            promise: storage.get_promise().unwrap(),
+            accepted_round: storage.get_accepted_round().unwrap(),
+            stopsign: storage.get_stopsign().unwrap(),
+            snapshot: storage.get_snapshot().unwrap(),
+        }
+    }
+
+    fn out_of_range(operation: &str, idx: u64, compacted_idx: u64, log_len: u64) -> StorageError {
+        StorageError::IndexOutOfRange {
+            operation: operation.to_owned(),
+            idx,
+            compacted_idx,
+            log_len,
+        }
+    }
+
+    #[test]
+    fn new_storage_is_empty_and_has_no_state() {
+        let storage = MemoryStorage::<Value>::default();
+        assert_eq!(
+            observe(&storage),
+            Observed {
+                suffix: vec![],
+                log_len: 0,
+                compacted_idx: 0,
+                decided_idx: 0,
+                promise: None,
+                accepted_round: None,
+                stopsign: None,
+                snapshot: None,
+            }
+        );
+    }
+
+    #[test]
+    fn appends_extend_the_log_in_order() {
+        let mut storage = MemoryStorage::default();
+        storage.append_entry(Value(0)).unwrap();
+        storage.append_entries(values(1..4)).unwrap();
+        storage.append_entries(vec![]).unwrap();
+        storage.append_entry(Value(4)).unwrap();
+        assert_eq!(storage.get_log_len().unwrap(), 5);
+        assert_eq!(storage.get_suffix(0).unwrap(), values(0..5));
+    }
+
+    #[test]
+    fn get_entries_clamps_to_the_held_range() {
+        let storage = storage_with(10, 4);
+        assert_eq!(storage.get_entries(5, 7).unwrap(), values(5..7));
+        assert_eq!(
+            storage.get_entries(0, 6).unwrap(),
+            values(4..6),
+            "below the compacted index"
+        );
+        assert_eq!(
+            storage.get_entries(8, 100).unwrap(),
+            values(8..10),
+            "past the log end"
+        );
+        assert_eq!(storage.get_entries(0, u64::MAX).unwrap(), values(4..10));
+        assert_eq!(storage.get_entries(7, 7).unwrap(), vec![]);
+        assert_eq!(storage.get_entries(7, 3).unwrap(), vec![], "reversed range");
+        assert_eq!(storage.get_entries(10, 12).unwrap(), vec![]);
+        assert_eq!(storage.get_entries(0, 4).unwrap(), vec![], "all compacted");
+        assert_eq!(storage.get_suffix(6).unwrap(), values(6..10));
+        assert_eq!(storage.get_suffix(2).unwrap(), values(4..10));
+        assert_eq!(storage.get_suffix(10).unwrap(), vec![]);
+        assert_eq!(storage.get_suffix(u64::MAX).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn trim_drops_a_prefix_without_renumbering() {
+        let mut storage = storage_with(6, 0);
+        storage.trim(2).unwrap();
+        assert_eq!(storage.get_log_len().unwrap(), 6);
+        assert_eq!(storage.get_entries(2, 4).unwrap(), values(2..4));
+
+        storage.append_entry(Value(6)).unwrap();
+        storage.trim(5).unwrap();
+        assert_eq!(storage.get_log_len().unwrap(), 7);
+        assert_eq!(storage.get_suffix(0).unwrap(), values(5..7));
+        assert_eq!(storage.get_entries(6, 7).unwrap(), vec![Value(6)]);
+    }
+
+    #[test]
+    fn trim_to_the_log_end_empties_the_log_but_keeps_its_length() {
+        let mut storage = storage_with(3, 0);
+        storage.trim(3).unwrap();
+        assert_eq!(storage.get_log_len().unwrap(), 3);
+        assert_eq!(storage.get_suffix(0).unwrap(), vec![]);
+        storage.append_entry(Value(3)).unwrap();
+        assert_eq!(storage.get_suffix(0).unwrap(), vec![Value(3)]);
+        assert_eq!(storage.get_log_len().unwrap(), 4);
+    }
+
+    #[test]
+    fn trim_below_an_earlier_trim_changes_nothing() {
+        let mut storage = storage_with(6, 4);
+        let before = observe(&storage);
+        storage.trim(2).unwrap();
+        storage.trim(4).unwrap();
+        assert_eq!(observe(&storage), before);
+    }
+
+    #[test]
+    fn trim_beyond_the_log_end_is_out_of_range_and_changes_nothing() {
+        let mut storage = storage_with(6, 2);
+        let before = observe(&storage);
+        assert_eq!(storage.trim(7), Err(out_of_range("trim", 7, 2, 6)));
+        assert_eq!(observe(&storage), before);
+    }
+
+    #[test]
+    fn trim_does_not_move_the_compacted_index() {
+        let mut storage = storage_with(6, 0);
+        storage.trim(3).unwrap();
+        assert_eq!(storage.get_compacted_idx().unwrap(), 0);
+        storage.set_compacted_idx(3).unwrap();
+        assert_eq!(storage.get_compacted_idx().unwrap(), 3);
+    }
+
+    #[test]
+    fn compacted_index_alone_hides_the_entries_below_it() {
+        let mut storage = storage_with(6, 0);
+        storage.set_compacted_idx(4).unwrap();
+        assert_eq!(storage.get_suffix(0).unwrap(), values(4..6));
+        assert_eq!(
+            storage.append_on_prefix(3, vec![]),
+            Err(out_of_range("append on prefix", 3, 4, 6))
+        );
+    }
+
+    #[test]
+    fn append_on_prefix_replaces_the_suffix_at_an_absolute_index() {
+        let mut storage = storage_with(6, 2);
+        storage.append_on_prefix(4, values(40..43)).unwrap();
+        assert_eq!(storage.get_log_len().unwrap(), 7);
+        assert_eq!(
+            storage.get_suffix(0).unwrap(),
+            [values(2..4), values(40..43)].concat()
+        );
+    }
+
+    #[test]
+    fn append_on_prefix_may_shorten_the_log() {
+        let mut storage = storage_with(6, 2);
+        storage.append_on_prefix(3, vec![Value(30)]).unwrap();
+        assert_eq!(storage.get_log_len().unwrap(), 4);
+        assert_eq!(storage.get_suffix(0).unwrap(), vec![Value(2), Value(30)]);
+    }
+
+    #[test]
+    fn append_on_prefix_at_either_end_of_the_held_range_works() {
+        let mut storage = storage_with(6, 2);
+        storage.append_on_prefix(6, vec![Value(6)]).unwrap();
+        assert_eq!(storage.get_suffix(0).unwrap(), values(2..7));
+        storage.append_on_prefix(2, vec![Value(20)]).unwrap();
+        assert_eq!(storage.get_log_len().unwrap(), 3);
+        assert_eq!(storage.get_suffix(0).unwrap(), vec![Value(20)]);
+    }
+
+    #[test]
+    fn append_on_prefix_outside_the_held_range_is_out_of_range_and_changes_nothing() {
+        let mut storage = storage_with(6, 2);
+        let before = observe(&storage);
+        assert_eq!(
+            storage.append_on_prefix(7, vec![Value(7)]),
+            Err(out_of_range("append on prefix", 7, 2, 6))
+        );
+        assert_eq!(
+            storage.append_on_prefix(1, vec![Value(1)]),
+            Err(out_of_range("append on prefix", 1, 2, 6))
+        );
+        assert_eq!(observe(&storage), before);
+    }
+
+    #[test]
+    fn decided_and_compacted_indices_past_the_log_end_are_refused() {
+        let mut storage = storage_with(3, 0);
+        assert_eq!(
+            storage.set_decided_idx(4),
+            Err(out_of_range("set decided index", 4, 0, 3))
+        );
+        assert_eq!(
+            storage.set_compacted_idx(4),
+            Err(out_of_range("set compacted index", 4, 0, 3))
+        );
+        storage.set_decided_idx(3).unwrap();
+        storage.set_compacted_idx(3).unwrap();
+        assert_eq!(storage.get_decided_idx().unwrap(), 3);
+        assert_eq!(storage.get_compacted_idx().unwrap(), 3);
+    }
+
+    #[test]
+    fn state_round_trips_and_can_be_cleared() {
+        let mut storage = MemoryStorage::<Value>::default();
+        let stopsign = StopSign::with(2, vec![5, 6, 7], Some(vec![1, 2]));
+        storage.set_promise(Ballot::with(3, 1, 5)).unwrap();
+        storage.set_accepted_round(Ballot::with(2, 0, 6)).unwrap();
+        storage.set_stopsign(Some(stopsign.clone())).unwrap();
+        storage.set_snapshot(Some(Sum(42))).unwrap();
+        assert_eq!(storage.get_promise().unwrap(), Some(Ballot::with(3, 1, 5)));
+        assert_eq!(
+            storage.get_accepted_round().unwrap(),
+            Some(Ballot::with(2, 0, 6))
+        );
+        assert_eq!(storage.get_stopsign().unwrap(), Some(stopsign));
+        assert_eq!(storage.get_snapshot().unwrap(), Some(Sum(42)));
+
+        storage.set_stopsign(None).unwrap();
+        storage.set_snapshot(None).unwrap();
+        assert_eq!(storage.get_stopsign().unwrap(), None);
+        assert_eq!(storage.get_snapshot().unwrap(), None);
+    }
+
+    #[test]
+    fn write_atomically_applies_every_op_in_order() {
+        let mut storage = storage_with(4, 0);
+        let stopsign = StopSign::with(2, vec![1, 2], None);
+        storage
+            .write_atomically(vec![
+                StorageOp::AppendOnPrefix(2, values(20..22)),
+                StorageOp::AppendEntry(Value(22)),
+                StorageOp::AppendEntries(values(23..25)),
+                StorageOp::SetPromise(Ballot::with(4, 0, 2)),
+                StorageOp::SetAcceptedRound(Ballot::with(4, 0, 2)),
+                // Both are checked against the log as the appends above left it.
+                StorageOp::SetDecidedIndex(7),
+                StorageOp::Trim(3),
+                StorageOp::SetCompactedIdx(3),
+                StorageOp::SetSnapshot(Some(Sum(20))),
+                StorageOp::SetStopsign(Some(stopsign.clone())),
+            ])
+            .unwrap();
+        assert_eq!(
+            observe(&storage),
+            Observed {
+                suffix: values(21..25),
+                log_len: 7,
+                compacted_idx: 3,
+                decided_idx: 7,
+                promise: Some(Ballot::with(4, 0, 2)),
+                accepted_round: Some(Ballot::with(4, 0, 2)),
+                stopsign: Some(stopsign),
+                snapshot: Some(Sum(20)),
+            }
+        );
+    }
+
+    #[test]
+    fn write_atomically_with_an_empty_batch_changes_nothing() {
+        let mut storage = storage_with(4, 1);
+        let before = observe(&storage);
+        storage.write_atomically(vec![]).unwrap();
+        assert_eq!(observe(&storage), before);
+    }
+
+    #[test]
+    fn write_atomically_with_one_failing_op_changes_nothing() {
+        let mut storage = storage_with(4, 1);
+        storage.set_promise(Ballot::with(1, 0, 1)).unwrap();
+        let before = observe(&storage);
+        let batch = |failing: StorageOp<Value>| {
+            vec![
+                StorageOp::AppendEntries(values(4..6)),
+                StorageOp::SetPromise(Ballot::with(9, 0, 9)),
+                StorageOp::SetAcceptedRound(Ballot::with(9, 0, 9)),
+                StorageOp::SetDecidedIndex(5),
+                StorageOp::SetStopsign(Some(StopSign::with(2, vec![1], None))),
+                StorageOp::SetSnapshot(Some(Sum(1))),
+                StorageOp::Trim(2),
+                failing,
+                StorageOp::AppendEntry(Value(99)),
+            ]
+        };
+        // Each op is valid against the original log but not against the log
+        // as the ops before it leave it, or is invalid outright.
+        let cases = [
+            (StorageOp::Trim(7), out_of_range("trim", 7, 2, 6)),
+            (
+                StorageOp::AppendOnPrefix(1, vec![]),
+                out_of_range("append on prefix", 1, 2, 6),
+            ),
+            (
+                StorageOp::AppendOnPrefix(7, vec![]),
+                out_of_range("append on prefix", 7, 2, 6),
+            ),
+            (
+                StorageOp::SetDecidedIndex(7),
+                out_of_range("set decided index", 7, 2, 6),
+            ),
+            (
+                StorageOp::SetCompactedIdx(7),
+                out_of_range("set compacted index", 7, 2, 6),
+            ),
+        ];
+        for (failing, error) in cases {
+            assert_eq!(storage.write_atomically(batch(failing)), Err(error));
+            assert_eq!(observe(&storage), before);
+        }
+    }
+
+    #[test]
+    fn a_batch_is_checked_against_the_log_its_earlier_ops_leave() {
+        let mut storage = MemoryStorage::default();
+        storage
+            .write_atomically(vec![
+                StorageOp::AppendEntries(values(0..5)),
+                StorageOp::Trim(5),
+                StorageOp::AppendOnPrefix(5, values(5..7)),
+                StorageOp::SetCompactedIdx(5),
+            ])
+            .unwrap();
+        assert_eq!(storage.get_log_len().unwrap(), 7);
+        assert_eq!(storage.get_suffix(0).unwrap(), values(5..7));
+
+        // Shortening the log first makes a later trim to the old end invalid.
+        let before = observe(&storage);
+        let result = storage.write_atomically(vec![
+            StorageOp::AppendOnPrefix(6, vec![]),
+            StorageOp::Trim(7),
+        ]);
+        assert_eq!(result, Err(out_of_range("trim", 7, 5, 6)));
+        assert_eq!(observe(&storage), before);
+    }
+
+    #[test]
+    fn clones_are_independent() {
+        let mut original = storage_with(3, 0);
+        let copy = original.clone();
+        original.append_on_prefix(1, vec![Value(10)]).unwrap();
+        original.set_promise(Ballot::with(1, 0, 1)).unwrap();
+        assert_eq!(copy.get_suffix(0).unwrap(), values(0..3));
+        assert_eq!(copy.get_promise().unwrap(), None);
+    }
+
+    thread_local! {
+        static CLONES: Cell<usize> = const { Cell::new(0) };
+    }
+
+    /// An entry that counts how often it is cloned on this thread.
+    #[derive(Debug, Entry)]
+    struct Counted;
+
+    impl Clone for Counted {
+        fn clone(&self) -> Self {
+            CLONES.set(CLONES.get() + 1);
+            Self
+        }
+    }
+
+    #[test]
+    fn writes_move_entries_and_reads_clone_only_what_they_return() {
+        let mut storage = MemoryStorage::default();
+        storage
+            .append_entries((0..100).map(|_| Counted).collect())
+            .unwrap();
+        storage.append_entry(Counted).unwrap();
+        storage
+            .append_on_prefix(50, (0..10).map(|_| Counted).collect())
+            .unwrap();
+        storage
+            .write_atomically(vec![
+                StorageOp::AppendEntries((0..10).map(|_| Counted).collect()),
+                StorageOp::Trim(20),
+            ])
+            .unwrap();
+        assert_eq!(CLONES.get(), 0, "writes cloned entries");
+
+        assert_eq!(storage.get_entries(30, 33).unwrap().len(), 3);
+        assert_eq!(CLONES.get(), 3, "a read cloned more than it returned");
+    }
+}

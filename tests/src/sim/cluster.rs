@@ -1,0 +1,739 @@
+//! [`SimCluster`]: N servers, one network, one clock, one seed.
+
+use crate::{
+    invariants::{Invariants, NodeView, Violation},
+    sim::{
+        network::{Fate, Network},
+        options::SimOptions,
+        storage::SharedStorage,
+        value::Value,
+    },
+};
+use omnipaxos::{
+    OmniPaxos, OmniPaxosConfig, ProposeErr,
+    messages::Message,
+    util::{LogEntry, NodeId},
+};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use std::{cell::Cell, collections::BTreeMap};
+
+/// One simulated server: its configuration and storage, which outlive a
+/// crash, and the running protocol instance, which does not.
+struct SimNode {
+    /// What the server is (re)built from; `set_priority` updates it so a
+    /// restart keeps the priority.
+    config: OmniPaxosConfig,
+    /// The server's persistent state.
+    storage: SharedStorage,
+    /// The running server; `None` while crashed.
+    paxos: Option<OmniPaxos<Value, SharedStorage>>,
+    /// How many times the server was restarted.
+    incarnation: u32,
+}
+
+/// A cluster of `OmniPaxos` servers driven tick by tick in one thread.
+///
+/// A test builds a cluster, scripts commands (propose, cut links, crash,
+/// restart) between steps, and waits for outcomes with
+/// [`run_until`](Self::run_until). After every step, and after every command,
+/// the cluster checks all [`invariants`](crate::invariants) and panics on a
+/// violation with the property, the tick, the seed and a replay command.
+///
+/// Time is counted in ticks: each [`step`](Self::step) calls `tick()` once on
+/// every running server, so `k * election_tick_timeout` steps are `k`
+/// election timeouts for every server.
+pub struct SimCluster {
+    /// The knobs of this run, including the seed.
+    options: SimOptions,
+    /// The only source of randomness of the run, seeded from `options.seed`.
+    rng: ChaCha8Rng,
+    /// The number of steps taken so far.
+    now: u64,
+    /// The ids of the configuration, in ascending order.
+    ids: Vec<NodeId>,
+    /// The servers by id; iteration in id order keeps runs deterministic.
+    nodes: BTreeMap<NodeId, SimNode>,
+    /// The messages in flight and the state of the links.
+    network: Network,
+    /// The safety properties and their records.
+    invariants: Invariants,
+    /// The number the next minted [`Value`] gets.
+    next_value: u64,
+    /// A reused buffer for `take_outgoing_messages`.
+    outbox: Vec<Message<Value>>,
+    /// Whether to print a line per delivered message and per command.
+    trace: bool,
+    /// Set once the simulator itself reported a failure, so that `Drop` does
+    /// not print the replay line a second time.
+    reported: Cell<bool>,
+}
+
+impl SimCluster {
+    /// Builds a cluster of servers with the given ids (non-zero, distinct, any
+    /// order, need not be contiguous), all running and fully connected.
+    pub fn new(ids: &[NodeId], options: SimOptions) -> Self {
+        options.validate();
+        let mut sorted = ids.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert!(!sorted.is_empty(), "a cluster needs at least one server");
+        assert_eq!(
+            sorted.len(),
+            ids.len(),
+            "server ids must be distinct: {ids:?}"
+        );
+        assert!(sorted[0] != 0, "server id 0 is not allowed");
+        let nodes = sorted
+            .iter()
+            .map(|&pid| {
+                let config = options.config_for(pid, &sorted);
+                let storage = SharedStorage::new();
+                let paxos = config
+                    .clone()
+                    .build(storage.clone())
+                    .unwrap_or_else(|e| panic!("config of server {pid} is invalid: {e}"));
+                let node = SimNode {
+                    config,
+                    storage,
+                    paxos: Some(paxos),
+                    incarnation: 0,
+                };
+                (pid, node)
+            })
+            .collect();
+        Self {
+            rng: ChaCha8Rng::seed_from_u64(options.seed),
+            invariants: Invariants::new(sorted.len(), options.allow_duplicate_decisions),
+            trace: options.trace || std::env::var_os("SIM_TRACE").is_some_and(|v| v != "0"),
+            options,
+            now: 0,
+            ids: sorted,
+            nodes,
+            network: Network::new(),
+            next_value: 1,
+            outbox: Vec::new(),
+            reported: Cell::new(false),
+        }
+    }
+
+    /// Prints one trace line, if tracing is on.
+    fn trace(&self, what: impl FnOnce() -> String) {
+        if self.trace {
+            eprintln!("[t={}] {}", self.now, what());
+        }
+    }
+
+    // ----- time -------------------------------------------------------------
+
+    /// Advances time by one tick: ticks every running server (in id order),
+    /// moves their outgoing messages into the network, delivers every message
+    /// that is due, and checks the invariants.
+    ///
+    /// Messages a server sends while handling a delivery wait in its outbox
+    /// until the next step, so one network hop takes at least one tick.
+    pub fn step(&mut self) {
+        self.now += 1;
+        for node in self.nodes.values_mut() {
+            if let Some(paxos) = node.paxos.as_mut() {
+                paxos.tick();
+            }
+        }
+        self.collect_outgoing();
+        for msg in self.network.take_due(self.now) {
+            let to = msg.get_receiver();
+            self.trace(|| format!("{} -> {to}: {msg:?}", msg.get_sender()));
+            match self.nodes.get_mut(&to).and_then(|n| n.paxos.as_mut()) {
+                Some(paxos) => paxos.handle_incoming(msg),
+                None => self.network.note_undeliverable(),
+            }
+        }
+        self.check_invariants();
+    }
+
+    /// Moves every running server's outgoing messages into the network,
+    /// after checking that each is addressed sensibly.
+    fn collect_outgoing(&mut self) {
+        let mut outbox = std::mem::take(&mut self.outbox);
+        let live = self.live_ids();
+        for &pid in &live {
+            let start = outbox.len();
+            self.node_mut(pid).take_outgoing_messages(&mut outbox);
+            let misaddressed = outbox[start..].iter().find(|m| {
+                let (from, to) = (m.get_sender(), m.get_receiver());
+                from != pid || to == pid || !self.ids.contains(&to)
+            });
+            if let Some(msg) = misaddressed {
+                let detail = format!(
+                    "server {pid} sent a message from {} to {} in cluster {:?}: {msg:?}",
+                    msg.get_sender(),
+                    msg.get_receiver(),
+                    self.ids
+                );
+                self.fail("message_addressing", &detail);
+            }
+        }
+        for msg in outbox.drain(..) {
+            let (from, to) = (msg.get_sender(), msg.get_receiver());
+            let receiver_up = live.contains(&to);
+            let fate = self
+                .network
+                .send(msg, self.now, receiver_up, &self.options, &mut self.rng);
+            if !matches!(fate, Fate::Queued { due, copy_due: None } if due == self.now) {
+                self.trace(|| format!("{from} -> {to}: {fate:?}"));
+            }
+        }
+        self.outbox = outbox;
+    }
+
+    /// Takes `ticks` steps.
+    pub fn run_for(&mut self, ticks: u64) {
+        for _ in 0..ticks {
+            self.step();
+        }
+    }
+
+    /// Steps until `done` holds, and returns the number of steps taken (0 if
+    /// it held already). Panics, printing the seed and a replay command, if it
+    /// does not hold within `max_ticks` steps.
+    #[track_caller]
+    pub fn run_until(&mut self, mut done: impl FnMut(&Self) -> bool, max_ticks: u64) -> u64 {
+        let start = self.now;
+        while !done(self) {
+            if self.now - start >= max_ticks {
+                let detail = format!(
+                    "the awaited condition did not hold within {max_ticks} ticks (started at tick {start})\n{}",
+                    self.describe()
+                );
+                self.fail("run_until", &detail);
+            }
+            self.step();
+        }
+        self.now - start
+    }
+
+    /// The number of steps taken so far.
+    pub fn now(&self) -> u64 {
+        self.now
+    }
+
+    /// The options of this run.
+    pub fn options(&self) -> &SimOptions {
+        &self.options
+    }
+
+    /// The seed of this run.
+    pub fn seed(&self) -> u64 {
+        self.options.seed
+    }
+
+    /// The run's random number generator, for test scripts that make random
+    /// choices (the soak): drawing from it keeps the whole run one function of
+    /// the seed.
+    pub fn rng(&mut self) -> &mut ChaCha8Rng {
+        &mut self.rng
+    }
+
+    // ----- servers ----------------------------------------------------------
+
+    /// The ids of the configuration, ascending.
+    pub fn ids(&self) -> &[NodeId] {
+        &self.ids
+    }
+
+    /// The ids of the running servers, ascending.
+    pub fn live_ids(&self) -> Vec<NodeId> {
+        self.nodes
+            .iter()
+            .filter(|(_, n)| n.paxos.is_some())
+            .map(|(&p, _)| p)
+            .collect()
+    }
+
+    /// Whether server `pid` is running.
+    #[track_caller]
+    pub fn is_up(&self, pid: NodeId) -> bool {
+        self.sim_node(pid).paxos.is_some()
+    }
+
+    #[track_caller]
+    fn sim_node(&self, pid: NodeId) -> &SimNode {
+        self.nodes
+            .get(&pid)
+            .unwrap_or_else(|| panic!("server {pid} is not in the cluster {:?}", self.ids))
+    }
+
+    #[track_caller]
+    fn sim_node_mut(&mut self, pid: NodeId) -> &mut SimNode {
+        let ids = &self.ids;
+        self.nodes
+            .get_mut(&pid)
+            .unwrap_or_else(|| panic!("server {pid} is not in the cluster {ids:?}"))
+    }
+
+    /// The running server `pid`, to query it. Panics if it is crashed.
+    #[track_caller]
+    pub fn node(&self, pid: NodeId) -> &OmniPaxos<Value, SharedStorage> {
+        self.sim_node(pid)
+            .paxos
+            .as_ref()
+            .unwrap_or_else(|| panic!("server {pid} is crashed"))
+    }
+
+    /// The running server `pid`, to call it directly. Panics if it is crashed.
+    /// The invariants are checked at the next step.
+    #[track_caller]
+    pub fn node_mut(&mut self, pid: NodeId) -> &mut OmniPaxos<Value, SharedStorage> {
+        self.sim_node_mut(pid)
+            .paxos
+            .as_mut()
+            .unwrap_or_else(|| panic!("server {pid} is crashed"))
+    }
+
+    /// Server `pid`'s storage, which is there whether or not the server runs.
+    #[track_caller]
+    pub fn storage(&self, pid: NodeId) -> &SharedStorage {
+        &self.sim_node(pid).storage
+    }
+
+    /// Crashes server `pid`: its `OmniPaxos` value and unsent messages are
+    /// dropped, as are the messages in flight from or to it. Its storage stays.
+    #[track_caller]
+    pub fn crash(&mut self, pid: NodeId) {
+        let node = self.sim_node_mut(pid);
+        assert!(node.paxos.is_some(), "server {pid} is already crashed");
+        node.paxos = None;
+        self.network.drop_involving(pid);
+        self.trace(|| format!("crash {pid}"));
+        self.check_invariants();
+    }
+
+    /// Restarts crashed server `pid` from its configuration on the storage it
+    /// had, and calls `fail_recovery()` on it, as a process does after a crash.
+    #[track_caller]
+    pub fn restart(&mut self, pid: NodeId) {
+        let node = self.sim_node_mut(pid);
+        assert!(
+            node.paxos.is_none(),
+            "server {pid} is running; crash it first"
+        );
+        let mut paxos = node
+            .config
+            .clone()
+            .build(node.storage.clone())
+            .unwrap_or_else(|e| panic!("rebuilding server {pid} failed: {e}"));
+        paxos.fail_recovery();
+        node.paxos = Some(paxos);
+        node.incarnation += 1;
+        self.trace(|| format!("restart {pid}"));
+        if self.options.call_reconnected {
+            for peer in self.live_ids() {
+                if peer != pid {
+                    self.node_mut(peer).reconnected(pid);
+                }
+            }
+        }
+        self.check_invariants();
+    }
+
+    /// Sets server `pid`'s leader priority, now and for later restarts.
+    #[track_caller]
+    pub fn set_priority(&mut self, pid: NodeId, priority: u32) {
+        let node = self.sim_node_mut(pid);
+        node.config.leader_priority = priority;
+        if let Some(paxos) = node.paxos.as_mut() {
+            paxos.set_priority(priority);
+        }
+        self.trace(|| format!("set_priority {pid} {priority}"));
+        self.check_invariants();
+    }
+
+    /// Asks server `pid` to try to take over leadership.
+    #[track_caller]
+    pub fn try_become_leader(&mut self, pid: NodeId) {
+        self.node_mut(pid).try_become_leader();
+        self.trace(|| format!("try_become_leader {pid}"));
+        self.check_invariants();
+    }
+
+    // ----- proposals --------------------------------------------------------
+
+    /// A value no one has proposed yet.
+    pub fn next_value(&mut self) -> Value {
+        let value = Value(self.next_value);
+        self.next_value += 1;
+        value
+    }
+
+    /// Appends `value` at server `pid` and returns what `append` returned.
+    /// A value `append` takes is recorded as proposed, for the validity check;
+    /// proposing a recorded value again is a bug in the test and panics.
+    #[track_caller]
+    pub fn propose(&mut self, pid: NodeId, value: Value) -> Result<(), ProposeErr<Value>> {
+        assert!(
+            !self.invariants.was_proposed(&value),
+            "{value:?} was proposed before; values must be unique (use next_value)"
+        );
+        self.next_value = self.next_value.max(value.0 + 1);
+        let result = self.node_mut(pid).append(value);
+        self.trace(|| format!("propose {value:?} at {pid}: {result:?}"));
+        if result.is_ok() {
+            self.invariants.record_proposal(value);
+        }
+        self.check_invariants();
+        result
+    }
+
+    /// Proposes a fresh value at server `pid` and returns it; panics if
+    /// `append` refuses it.
+    #[track_caller]
+    pub fn propose_new(&mut self, pid: NodeId) -> Value {
+        let value = self.next_value();
+        if let Err(e) = self.propose(pid, value) {
+            panic!("server {pid} refused {value:?}: {e}");
+        }
+        value
+    }
+
+    // ----- observations -----------------------------------------------------
+
+    /// A running server that leads (`is_leader()`); if several believe they
+    /// do, the one with the highest ballot.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.nodes
+            .iter()
+            .filter_map(|(&pid, n)| n.paxos.as_ref().map(|p| (pid, p)))
+            .filter(|(_, p)| p.is_leader())
+            .max_by_key(|(_, p)| p.get_promise())
+            .map(|(pid, _)| pid)
+    }
+
+    /// The leader, if every running server also names it as its current leader.
+    pub fn agreed_leader(&self) -> Option<NodeId> {
+        let leader = self.leader()?;
+        self.nodes
+            .values()
+            .filter_map(|n| n.paxos.as_ref())
+            .all(|p| p.get_current_leader() == Some(leader))
+            .then_some(leader)
+    }
+
+    /// Steps until every running server agrees on one leader that leads, and
+    /// returns it. Panics after `max_ticks` steps.
+    #[track_caller]
+    pub fn wait_for_leader(&mut self, max_ticks: u64) -> NodeId {
+        self.run_until(|c| c.agreed_leader().is_some(), max_ticks);
+        self.agreed_leader()
+            .expect("run_until returned, so the leader is agreed")
+    }
+
+    /// Server `pid`'s decided index: from the running server, or from its
+    /// storage while it is crashed.
+    #[track_caller]
+    pub fn decided_idx(&self, pid: NodeId) -> u64 {
+        let node = self.sim_node(pid);
+        match &node.paxos {
+            Some(paxos) => paxos.get_decided_idx(),
+            None => node.storage.decided_idx(),
+        }
+    }
+
+    /// Server `pid`'s decided entries, read through `read_entries` (or from
+    /// its storage while it is crashed). Reads the whole decided log: for
+    /// assertions, not for predicates polled every tick.
+    #[track_caller]
+    pub fn decided_entries(&self, pid: NodeId) -> Vec<Value> {
+        let node = self.sim_node(pid);
+        let decided = self.decided_idx(pid);
+        let Some(paxos) = &node.paxos else {
+            return node.storage.entries(0, decided);
+        };
+        if decided == 0 {
+            return Vec::new();
+        }
+        paxos
+            .read_entries(0..decided)
+            .unwrap_or_else(|| panic!("server {pid} cannot read its decided log 0..{decided}"))
+            .into_iter()
+            .map(|entry| match entry {
+                LogEntry::Decided(v) => v,
+                other => panic!("server {pid} reads {other:?} below its decided index {decided}"),
+            })
+            .collect()
+    }
+
+    /// The cluster-wide decided log the invariants keep: index `i` holds what
+    /// every server that decided `i` decided there.
+    pub fn decided_log(&self) -> &[Value] {
+        self.invariants.decided_log()
+    }
+
+    /// Whether server `pid` has decided `value`. Cheap: answered from the
+    /// cluster-wide record and the server's decided index.
+    #[track_caller]
+    pub fn is_decided(&self, pid: NodeId, value: &Value) -> bool {
+        self.invariants
+            .decided_index_of(value)
+            .is_some_and(|idx| self.decided_idx(pid) > idx)
+    }
+
+    /// Whether any server has decided `value`.
+    pub fn decided_by_any(&self, value: &Value) -> bool {
+        self.invariants.decided_index_of(value).is_some()
+    }
+
+    /// Whether every running server has decided `value`.
+    pub fn all_live_decided(&self, value: &Value) -> bool {
+        self.live_ids().iter().all(|&p| self.is_decided(p, value))
+    }
+
+    /// How many times `value` appears in server `pid`'s decided log.
+    #[track_caller]
+    pub fn count_decided(&self, pid: NodeId, value: &Value) -> usize {
+        self.decided_entries(pid)
+            .iter()
+            .filter(|&v| v == value)
+            .count()
+    }
+
+    /// One line per server with what a reader of a failed run wants first:
+    /// up or down, role and phase, the leader it follows, its ballots and
+    /// indices, and which links are cut.
+    pub fn describe(&self) -> String {
+        let mut out = String::new();
+        for (&pid, node) in &self.nodes {
+            let line = match &node.paxos {
+                None => format!(
+                    "  server {pid}: CRASHED, stored promise {:?}, stored decided idx {}",
+                    node.storage.promise(),
+                    node.storage.decided_idx()
+                ),
+                Some(paxos) => {
+                    let ui = paxos.get_ui_states();
+                    format!(
+                        "  server {pid}: {:?}/{:?}{} follows {:?}, ble ballot {:?}, promise {:?}, \
+                         accepted round {:?}, decided {} of {}, quorum-connected {}",
+                        ui.role,
+                        ui.phase,
+                        if paxos.is_leader() {
+                            " (is_leader)"
+                        } else {
+                            ""
+                        },
+                        ui.current_leader,
+                        ui.current_ballot,
+                        ui.promise,
+                        ui.accepted_round,
+                        ui.decided_idx,
+                        ui.accepted_idx,
+                        ui.quorum_connected
+                    )
+                }
+            };
+            out.push_str(&line);
+            out.push('\n');
+        }
+        let cut: Vec<String> = self
+            .network
+            .cut_links()
+            .map(|(a, b)| format!("{a}->{b}"))
+            .collect();
+        out.push_str(&format!(
+            "  cut links: [{}]; {} messages in flight; {:?}",
+            cut.join(", "),
+            self.network.in_flight(),
+            self.network.stats()
+        ));
+        out
+    }
+
+    /// The network, to inspect links and counters.
+    pub fn network(&self) -> &Network {
+        &self.network
+    }
+
+    // ----- links ------------------------------------------------------------
+
+    /// Cuts the link from `from` to `to` one way: what `from` sends to `to`
+    /// is lost, including what is already in flight; the reverse still works.
+    #[track_caller]
+    pub fn cut(&mut self, from: NodeId, to: NodeId) {
+        self.assert_link(from, to);
+        self.network.cut(from, to);
+        self.trace(|| format!("cut {from} -> {to}"));
+    }
+
+    /// Cuts the link between `a` and `b` both ways.
+    #[track_caller]
+    pub fn cut_both(&mut self, a: NodeId, b: NodeId) {
+        self.cut(a, b);
+        self.cut(b, a);
+    }
+
+    /// Cuts every link from and to `pid`. The server keeps running.
+    #[track_caller]
+    pub fn isolate(&mut self, pid: NodeId) {
+        for peer in self.ids.clone() {
+            if peer != pid {
+                self.cut_both(pid, peer);
+            }
+        }
+    }
+
+    /// Restores the link between `a` and `b`, both ways (use
+    /// [`heal_one_way`](Self::heal_one_way) to undo a single [`cut`](Self::cut)).
+    #[track_caller]
+    pub fn heal(&mut self, a: NodeId, b: NodeId) {
+        self.assert_link(a, b);
+        let mut healed = Vec::new();
+        for (x, y) in [(a, b), (b, a)] {
+            if self.network.heal(x, y) {
+                healed.push((x, y));
+            }
+        }
+        self.trace(|| format!("heal {healed:?}"));
+        self.notify_reconnected(&healed);
+    }
+
+    /// Restores the link from `from` to `to` only.
+    #[track_caller]
+    pub fn heal_one_way(&mut self, from: NodeId, to: NodeId) {
+        self.assert_link(from, to);
+        if self.network.heal(from, to) {
+            self.trace(|| format!("heal {from} -> {to}"));
+            self.notify_reconnected(&[(from, to)]);
+        }
+    }
+
+    /// Restores every link from and to `pid`.
+    #[track_caller]
+    pub fn heal_node(&mut self, pid: NodeId) {
+        for peer in self.ids.clone() {
+            if peer != pid {
+                self.heal(pid, peer);
+            }
+        }
+    }
+
+    /// Restores every link.
+    pub fn heal_all(&mut self) {
+        let healed = self.network.heal_all();
+        self.trace(|| format!("heal {healed:?}"));
+        self.notify_reconnected(&healed);
+    }
+
+    /// Makes the listed links, both ways, the only ones up: every other pair of
+    /// servers is cut both ways. Builds the partial partitions of the
+    /// Omni-Paxos paper in one call.
+    #[track_caller]
+    pub fn only_links(&mut self, links: &[(NodeId, NodeId)]) {
+        for &(a, b) in links {
+            self.assert_link(a, b);
+        }
+        self.heal_all();
+        for (i, &a) in self.ids.clone().iter().enumerate() {
+            for &b in &self.ids.clone()[i + 1..] {
+                if !links.contains(&(a, b)) && !links.contains(&(b, a)) {
+                    self.cut_both(a, b);
+                }
+            }
+        }
+    }
+
+    #[track_caller]
+    fn assert_link(&self, a: NodeId, b: NodeId) {
+        assert!(
+            self.ids.contains(&a) && self.ids.contains(&b) && a != b,
+            "({a}, {b}) is not a link between two servers of {:?}",
+            self.ids
+        );
+    }
+
+    /// Tells both ends of each healed link, if the options ask for it.
+    fn notify_reconnected(&mut self, healed: &[(NodeId, NodeId)]) {
+        if !self.options.call_reconnected {
+            return;
+        }
+        for &(a, b) in healed {
+            for (me, peer) in [(a, b), (b, a)] {
+                if let Some(paxos) = self.nodes.get_mut(&me).and_then(|n| n.paxos.as_mut()) {
+                    paxos.reconnected(peer);
+                }
+            }
+        }
+    }
+
+    // ----- checking and failing ---------------------------------------------
+
+    /// Runs every invariant now; panics on a violation.
+    pub fn check_invariants(&mut self) {
+        let views: Vec<NodeView<'_>> = self
+            .nodes
+            .iter()
+            .map(|(&pid, n)| NodeView {
+                pid,
+                paxos: n.paxos.as_ref(),
+                storage: &n.storage,
+                incarnation: n.incarnation,
+            })
+            .collect();
+        let result = self.invariants.check(&views);
+        drop(views);
+        if let Err(Violation { property, detail }) = result {
+            self.fail(property, &detail);
+        }
+    }
+
+    /// The one-line command that reruns this test.
+    pub fn replay_command(&self) -> String {
+        if let Some(cmd) = &self.options.replay_command {
+            return cmd.clone();
+        }
+        let test = std::thread::current()
+            .name()
+            .unwrap_or("<test name>")
+            .to_owned();
+        // Test binaries are named `<target>-<hash>`.
+        let target = std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.file_stem().map(|s| s.to_string_lossy().into_owned()))
+            .map(|stem| match stem.rsplit_once('-') {
+                Some((name, _hash)) => name.to_owned(),
+                None => stem,
+            })
+            .unwrap_or_else(|| "<test file>".to_owned());
+        let selector = if target == "omnipaxos_tests" {
+            "--lib".to_owned()
+        } else {
+            format!("--test {target}")
+        };
+        format!("cargo test -p omnipaxos_tests {selector} -- --exact {test}")
+    }
+
+    /// Panics with `what` went wrong, the tick, the seed and the replay command.
+    #[track_caller]
+    fn fail(&self, property: &str, detail: &str) -> ! {
+        self.reported.set(true);
+        panic!(
+            "[sim] `{property}` failed at tick {} (seed {}): {detail}\n[sim] replay: {}",
+            self.now,
+            self.options.seed,
+            self.replay_command()
+        );
+    }
+}
+
+impl Drop for SimCluster {
+    /// When a test assertion (not the simulator) fails, still say which seed
+    /// and tick the cluster was at and how to replay the run.
+    fn drop(&mut self) {
+        if std::thread::panicking() && !self.reported.get() {
+            eprintln!(
+                "[sim] test failed at tick {} (seed {}); replay: {}",
+                self.now,
+                self.options.seed,
+                self.replay_command()
+            );
+        }
+    }
+}
