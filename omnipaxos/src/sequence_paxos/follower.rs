@@ -154,12 +154,7 @@ where
 
     /// Checks that a message from the leader is the next in its session; if
     /// not, either drops it or asks to be synchronised again.
-    fn accept_in_order(
-        &mut self,
-        from: NodeId,
-        n: crate::ballot::Ballot,
-        seq: SequenceNumber,
-    ) -> bool {
+    fn accept_in_order(&mut self, from: NodeId, n: Ballot, seq: SequenceNumber) -> bool {
         if n != self.storage.promise() {
             if n < self.storage.promise() {
                 let msg = self.not_accepted();
