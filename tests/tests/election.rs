@@ -12,16 +12,6 @@ fn options() -> SimOptions {
     options
 }
 
-/// The ids other than `leader`, ascending.
-fn followers(cluster: &SimCluster, leader: u64) -> Vec<u64> {
-    cluster
-        .ids()
-        .iter()
-        .copied()
-        .filter(|&p| p != leader)
-        .collect()
-}
-
 #[test]
 fn three_servers_agree_on_a_first_leader_within_four_election_timeouts() {
     let mut cluster = SimCluster::new(&[1, 2, 3], options());
@@ -86,7 +76,7 @@ fn a_one_server_cluster_leads_and_decides_alone() {
 fn raising_a_followers_priority_makes_it_take_over() {
     let mut cluster = SimCluster::new(&[1, 2, 3], options());
     let old = cluster.wait_for_leader(4 * ETT);
-    let favourite = followers(&cluster, old)[0];
+    let favourite = cluster.others(old)[0];
     cluster.set_priority(favourite, 10);
     // One round for the others to hear the new priority, one for the favourite
     // to see it outranks the leader, the rest for Prepare and Promise.
@@ -106,7 +96,7 @@ fn try_become_leader_makes_a_follower_take_over() {
     let before = cluster.propose_new(old);
     cluster.run_until(|c| c.all_live_decided(&before), 2 * ETT);
 
-    let challenger = followers(&cluster, old)[1];
+    let challenger = cluster.others(old)[1];
     cluster.try_become_leader(challenger);
     cluster.run_until(|c| c.agreed_leader() == Some(challenger), 4 * ETT);
 
@@ -121,7 +111,7 @@ fn an_isolated_leader_is_replaced_and_cannot_decide_on_its_own() {
     let old = cluster.wait_for_leader(4 * ETT);
     cluster.isolate(old);
     let stranded = cluster.propose_new(old);
-    let rest = followers(&cluster, old);
+    let rest = cluster.others(old);
     cluster.run_until(
         |c| {
             c.leader().is_some_and(|l| {

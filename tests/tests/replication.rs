@@ -17,15 +17,6 @@ fn options() -> SimOptions {
     options
 }
 
-fn followers(cluster: &SimCluster, leader: u64) -> Vec<u64> {
-    cluster
-        .ids()
-        .iter()
-        .copied()
-        .filter(|&p| p != leader)
-        .collect()
-}
-
 /// Asserts every server's decided log is `expected`, entry for entry.
 fn assert_all_decided(cluster: &SimCluster, expected: &[Value]) {
     for &pid in cluster.ids() {
@@ -46,7 +37,7 @@ fn an_append_on_the_leader_is_decided_on_every_server() {
 fn an_append_on_a_follower_is_forwarded_and_decided_on_every_server() {
     let mut cluster = SimCluster::new(&[1, 2, 3], options());
     let leader = cluster.wait_for_leader(4 * ETT);
-    let follower = followers(&cluster, leader)[0];
+    let follower = cluster.others(leader)[0];
     let values: Vec<_> = (0..5).map(|_| cluster.propose_new(follower)).collect();
     cluster.run_until(|c| values.iter().all(|v| c.all_live_decided(v)), 2 * ETT);
     assert_all_decided(&cluster, &values);
@@ -59,7 +50,7 @@ fn a_forward_lost_on_a_cut_link_is_retried_and_decided_exactly_once() {
     let first = cluster.propose_new(leader);
     cluster.run_until(|c| c.all_live_decided(&first), 2 * ETT);
 
-    let follower = followers(&cluster, leader)[0];
+    let follower = cluster.others(leader)[0];
     cluster.cut(follower, leader);
     let value = cluster.propose_new(follower);
     // Shorter than a heartbeat round, so leadership stays put, but long
@@ -121,7 +112,7 @@ fn a_restarted_follower_recovers_from_its_storage_and_catches_up() {
     let mut values: Vec<_> = (0..3).map(|_| cluster.propose_new(leader)).collect();
     cluster.run_until(|c| values.iter().all(|v| c.all_live_decided(v)), 2 * ETT);
 
-    let follower = followers(&cluster, leader)[0];
+    let follower = cluster.others(leader)[0];
     cluster.crash(follower);
     values.extend((0..5).map(|_| cluster.propose_new(leader)));
     cluster.run_until(|c| values.iter().all(|v| c.all_live_decided(v)), 2 * ETT);

@@ -5,8 +5,8 @@ use super::{ForwardedBatch, Phase, Role, SequencePaxos};
 use crate::{
     ballot::Ballot,
     messages::{
-        AcceptDecide, AcceptSync, Accepted, Decide, LogSync, Message, PaxosMessage, PaxosMsg,
-        Prepare, PrepareReq, Promise, ProposalAck, ProposalForward, SequenceNumber,
+        AcceptDecide, AcceptSync, Accepted, Decide, LogSync, Message, NotAccepted, PaxosMessage,
+        PaxosMsg, Prepare, PrepareReq, Promise, ProposalAck, ProposalForward, SequenceNumber,
     },
     storage::{Entry, Storage, StorageResult},
     util::NodeId,
@@ -135,6 +135,13 @@ where
             }
         }
         Ok(())
+    }
+
+    /// The message a follower sends when it refuses an older ballot.
+    pub(super) fn not_accepted(&self) -> PaxosMsg<T> {
+        PaxosMsg::NotAccepted(NotAccepted {
+            n: self.storage.promise(),
+        })
     }
 
     fn check_seq(&self, seq: SequenceNumber) -> SeqCheck {

@@ -1,12 +1,12 @@
 //! What only a leader does: prepare, adopt the most up-to-date log,
 //! synchronise followers, replicate, and decide.
 
-use super::{FollowerProgress, Phase, PromiseMeta, RECENT_FORWARDS, Role, SequencePaxos};
+use super::{FollowerProgress, Phase, PromiseMeta, Role, SequencePaxos};
 use crate::{
     ballot::Ballot,
     messages::{
         AcceptDecide, AcceptSync, Accepted, Decide, LogSync, Message, NotAccepted, PaxosMessage,
-        PaxosMsg, Prepare, PrepareReq, Promise, ProposalAck, ProposalForward,
+        PaxosMsg, Prepare, PrepareReq, Promise, ProposalAck, ProposalForward, SequenceNumber,
     },
     storage::{Entry, Storage, StorageResult},
     util::NodeId,
@@ -220,13 +220,22 @@ where
             return Ok(());
         }
         self.flush_timer.reset();
-        let entries = std::mem::replace(&mut self.batch, Vec::with_capacity(self.batch_size));
+        let mut entries = std::mem::take(&mut self.batch);
         for slot in 0..self.progress.len() {
             if self.progress[slot].synced {
                 self.push_accept(slot, &entries);
             }
         }
-        self.storage.append_entries(entries)?;
+        if entries.len() == 1 {
+            // The common case with batch_size 1: keep the buffer instead of
+            // handing a fresh Vec to storage for every entry.
+            let entry = entries.pop().expect("length checked");
+            self.batch = entries;
+            self.storage.append_entry(entry)?;
+        } else {
+            self.batch = Vec::with_capacity(self.batch_size);
+            self.storage.append_entries(entries)?;
+        }
         self.update_decided()
     }
 
@@ -234,39 +243,58 @@ where
     /// taken it yet, else opens a new one.
     fn push_accept(&mut self, slot: usize, entries: &[T]) {
         let decided_idx = self.storage.decided_idx();
-        if let Some(i) = self.progress[slot].open_accept {
-            if let Message::SequencePaxos(PaxosMessage { msg, .. }) = &mut self.outgoing[i] {
-                match msg {
-                    PaxosMsg::AcceptDecide(acc) => {
-                        acc.entries.extend_from_slice(entries);
-                        acc.decided_idx = decided_idx;
-                        return;
-                    }
-                    PaxosMsg::Decide(dec) => {
-                        // Turn the waiting Decide into an AcceptDecide with the same number.
-                        *msg = PaxosMsg::AcceptDecide(AcceptDecide {
-                            n: dec.n,
-                            seq_num: dec.seq_num,
-                            decided_idx,
-                            entries: entries.to_vec(),
-                        });
-                        return;
-                    }
-                    _ => {}
+        if let Some(msg) = self.open_message(slot) {
+            match msg {
+                PaxosMsg::AcceptDecide(acc) => {
+                    acc.entries.extend_from_slice(entries);
+                    acc.decided_idx = decided_idx;
+                    return;
                 }
+                PaxosMsg::Decide(dec) => {
+                    // Turn the waiting Decide into an AcceptDecide with the same number.
+                    *msg = PaxosMsg::AcceptDecide(AcceptDecide {
+                        n: dec.n,
+                        seq_num: dec.seq_num,
+                        decided_idx,
+                        entries: entries.to_vec(),
+                    });
+                    return;
+                }
+                _ => {}
             }
         }
+        self.send_numbered(slot, |n, seq_num| {
+            PaxosMsg::AcceptDecide(AcceptDecide {
+                n,
+                seq_num,
+                decided_idx,
+                entries: entries.to_vec(),
+            })
+        });
+    }
+
+    /// The accept-phase message to this follower that the driver has not taken yet, if any.
+    fn open_message(&mut self, slot: usize) -> Option<&mut PaxosMsg<T>> {
+        let i = self.progress[slot].open_accept?;
+        match &mut self.outgoing[i] {
+            Message::SequencePaxos(PaxosMessage { msg, .. }) => Some(msg),
+            Message::BLE(_) => None,
+        }
+    }
+
+    /// Sends the follower the next message of its session, and keeps it open
+    /// so that what follows can join it.
+    fn send_numbered(
+        &mut self,
+        slot: usize,
+        make: impl FnOnce(Ballot, SequenceNumber) -> PaxosMsg<T>,
+    ) {
         let p = &mut self.progress[slot];
         p.seq.counter += 1;
-        let msg = AcceptDecide {
-            n: self.leader,
-            seq_num: p.seq,
-            decided_idx,
-            entries: entries.to_vec(),
-        };
+        let msg = make(self.leader, p.seq);
         p.open_accept = Some(self.outgoing.len());
         let to = self.peers[slot];
-        self.send(to, PaxosMsg::AcceptDecide(msg));
+        self.send(to, msg);
     }
 
     pub(super) fn handle_accepted(&mut self, from: NodeId, acc: Accepted) -> StorageResult<()> {
@@ -312,31 +340,17 @@ where
     /// Tells a follower the decided index, in its open message if there is one.
     fn push_decide(&mut self, slot: usize) {
         let decided_idx = self.storage.decided_idx();
-        if let Some(i) = self.progress[slot].open_accept {
-            if let Message::SequencePaxos(PaxosMessage { msg, .. }) = &mut self.outgoing[i] {
-                match msg {
-                    PaxosMsg::AcceptDecide(acc) => {
-                        acc.decided_idx = decided_idx;
-                        return;
-                    }
-                    PaxosMsg::Decide(dec) => {
-                        dec.decided_idx = decided_idx;
-                        return;
-                    }
-                    _ => {}
-                }
-            }
+        match self.open_message(slot) {
+            Some(PaxosMsg::AcceptDecide(acc)) => acc.decided_idx = decided_idx,
+            Some(PaxosMsg::Decide(dec)) => dec.decided_idx = decided_idx,
+            _ => self.send_numbered(slot, |n, seq_num| {
+                PaxosMsg::Decide(Decide {
+                    n,
+                    seq_num,
+                    decided_idx,
+                })
+            }),
         }
-        let p = &mut self.progress[slot];
-        p.seq.counter += 1;
-        let msg = Decide {
-            n: self.leader,
-            seq_num: p.seq,
-            decided_idx,
-        };
-        p.open_accept = Some(self.outgoing.len());
-        let to = self.peers[slot];
-        self.send(to, PaxosMsg::Decide(msg));
     }
 
     pub(super) fn handle_forward(
@@ -349,22 +363,15 @@ where
         if self.role != Role::Leader || self.phase != Phase::Accept || self.slot(from).is_none() {
             return Ok(());
         }
-        let first_idx = match self
-            .recent_forwards
-            .iter()
-            .find(|(o, s, _)| *o == from && *s == fwd.seq)
-        {
+        let first_idx = match self.recent_forwards.get(from, fwd.seq) {
             // A retry of a batch already appended: acknowledge it again.
-            Some(&(_, _, first_idx)) => first_idx,
+            Some(first_idx) => first_idx,
             None => {
                 let first_idx = self.storage.log_len() + self.batch.len() as u64;
                 for entry in fwd.entries {
                     self.accept_entry(entry)?;
                 }
-                if self.recent_forwards.len() == RECENT_FORWARDS {
-                    self.recent_forwards.pop_front();
-                }
-                self.recent_forwards.push_back((from, fwd.seq, first_idx));
+                self.recent_forwards.insert(from, fwd.seq, first_idx);
                 first_idx
             }
         };
@@ -377,7 +384,7 @@ where
         Ok(())
     }
 
-    pub(super) fn handle_not_accepted(&mut self, _from: NodeId, na: NotAccepted) {
+    pub(super) fn handle_not_accepted(&mut self, na: NotAccepted) {
         // A follower promised a higher ballot. If that ballot's leader is alive
         // and quorum-connected, leader election hears of it and hands it to us;
         // if it is gone (its followers restarted still promising it), leader
@@ -406,12 +413,5 @@ where
                 self.push_decide(slot);
             }
         }
-    }
-
-    /// The message a follower sends when it refuses an older ballot.
-    pub(super) fn not_accepted(&self) -> PaxosMsg<T> {
-        PaxosMsg::NotAccepted(NotAccepted {
-            n: self.storage.promise(),
-        })
     }
 }

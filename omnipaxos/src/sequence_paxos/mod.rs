@@ -34,7 +34,7 @@ use crate::{
     storage::{Entry, Storage, StorageResult, internal::InternalStorage},
     util::{ConfigurationId, NodeId},
 };
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
 /// Whether this server leads or follows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -136,9 +136,9 @@ where
     open_accepted: Option<usize>,
     /// Follower: index, in the outgoing buffer, of a `ProposalForward` not yet taken.
     open_forward: Option<usize>,
-    /// Leader: recently appended forwarded batches per origin, `(origin, seq, first_idx)`,
-    /// so that a retried batch is acknowledged rather than appended twice.
-    recent_forwards: VecDeque<(NodeId, u64, u64)>,
+    /// Leader: recently appended forwarded batches, so that a retried batch
+    /// is acknowledged rather than appended twice.
+    recent_forwards: RecentForwards,
     buffer_size: usize,
     batch_size: usize,
     /// Fires when unanswered messages are sent again.
@@ -155,8 +155,38 @@ where
     storage_failure: Option<StorageError>,
 }
 
-/// How many forwarded batches a leader remembers for deduplication.
-const RECENT_FORWARDS: usize = 4096;
+/// The forwarded batches a leader appended in its current ballot, by
+/// `(origin, seq)`, with the index their first entry got. Bounded: the oldest
+/// are forgotten first, by which time their origin has long had the ack.
+#[derive(Debug, Default)]
+struct RecentForwards {
+    first_idx: HashMap<(NodeId, u64), u64>,
+    order: VecDeque<(NodeId, u64)>,
+}
+
+impl RecentForwards {
+    /// How many batches are remembered.
+    const CAPACITY: usize = 4096;
+
+    fn get(&self, origin: NodeId, seq: u64) -> Option<u64> {
+        self.first_idx.get(&(origin, seq)).copied()
+    }
+
+    fn insert(&mut self, origin: NodeId, seq: u64, first_idx: u64) {
+        if self.order.len() == Self::CAPACITY {
+            if let Some(oldest) = self.order.pop_front() {
+                self.first_idx.remove(&oldest);
+            }
+        }
+        self.order.push_back((origin, seq));
+        self.first_idx.insert((origin, seq), first_idx);
+    }
+
+    fn clear(&mut self) {
+        self.first_idx.clear();
+        self.order.clear();
+    }
+}
 
 impl<T, S> SequencePaxos<T, S>
 where
@@ -187,7 +217,7 @@ where
             batch: Vec::with_capacity(config.batch_size),
             forwarded: VecDeque::new(),
             next_forward_seq: 1,
-            recent_forwards: VecDeque::new(),
+            recent_forwards: RecentForwards::default(),
             buffer_size: config.buffer_size,
             batch_size: config.batch_size,
             resend_timer: LogicalClock::with(config.resend_message_tick_timeout),
@@ -318,7 +348,7 @@ where
             PaxosMsg::Accepted(acc) => self.handle_accepted(from, acc),
             PaxosMsg::Decide(dec) => self.handle_decide(from, dec),
             PaxosMsg::NotAccepted(na) => {
-                self.handle_not_accepted(from, na);
+                self.handle_not_accepted(na);
                 Ok(())
             }
             PaxosMsg::ProposalForward(fwd) => self.handle_forward(from, fwd),

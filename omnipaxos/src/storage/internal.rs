@@ -97,6 +97,12 @@ where
         Ok(true)
     }
 
+    pub(crate) fn append_entry(&mut self, entry: T) -> StorageResult<u64> {
+        self.storage.append_entry(entry)?;
+        self.log_len += 1;
+        Ok(self.log_len)
+    }
+
     pub(crate) fn append_entries(&mut self, entries: Vec<T>) -> StorageResult<u64> {
         let n = entries.len() as u64;
         if n > 0 {

@@ -408,6 +408,11 @@ impl SimCluster {
             .map(|(pid, _)| pid)
     }
 
+    /// Every server of the cluster but `pid`, in the order the cluster was created with.
+    pub fn others(&self, pid: NodeId) -> Vec<NodeId> {
+        self.ids().iter().copied().filter(|&p| p != pid).collect()
+    }
+
     /// The leader, if every running server also names it as its current leader.
     pub fn agreed_leader(&self) -> Option<NodeId> {
         let leader = self.leader()?;
