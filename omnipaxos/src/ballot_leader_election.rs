@@ -265,13 +265,15 @@ impl BallotLeaderElection {
     }
 
     /// When the leader is gone, only the quorum-connected server with the
-    /// highest (priority, pid) among those heard takes over, so that servers
-    /// whose rounds end together do not all start competing elections.
+    /// highest (priority, pid) among those that also lack a leader takes
+    /// over, so that servers whose rounds end together do not all start
+    /// competing elections. A peer that reports a live leader will not take
+    /// over, so it does not count: deferring to it could leave nobody leading.
     fn is_best_candidate(&self, replies: &[(NodeId, HeartbeatReply)]) -> bool {
         let me = (self.current_ballot.priority, self.pid);
         replies
             .iter()
-            .filter(|(_, r)| r.quorum_connected)
+            .filter(|(_, r)| r.quorum_connected && r.leader.is_none())
             .all(|(pid, r)| (r.ballot.priority, *pid) < me)
     }
 

@@ -14,7 +14,7 @@
 //!    L ──Decide{n, seq, decided_idx}──▶ F                           (decided index moved)
 //!    F ──PrepareReq{n}──▶ L             (F missed a message or restarted: please resync me)
 //!    F ──NotAccepted{n}──▶ L            (F promised a higher ballot n)
-//!    F ──ProposalForward{seq, entries}──▶ L ──ProposalAck{seq, first_idx}──▶ F
+//!    F ──ProposalForward{id, entries}──▶ L ──ProposalAck{id, first_idx}──▶ F
 //! ```
 //!
 //! With feature `serde`, every type here is `Serialize` and `Deserialize`.
@@ -221,10 +221,26 @@ pub struct NotAccepted {
 pub struct ProposalForward<T: Entry> {
     /// The ballot of the leader the proposals are meant for.
     pub n: Ballot,
-    /// Numbers the forwarding server's batches so that the leader appends a retried batch once.
-    pub seq: u64,
+    /// Names the batch, so that the leader appends a retried batch once.
+    pub id: ForwardId,
     /// The proposals.
     pub entries: Vec<T>,
+}
+
+/// Names a batch of forwarded proposals, unique for its origin within a
+/// leader's ballot, also across restarts of the origin.
+///
+/// `session` is the synchronisation session (see [`SequenceNumber`]) the
+/// origin was in when it first sent the batch; every incarnation of a
+/// server is synchronised in a fresh session before it may forward, so a
+/// restarted server whose `seq` counts from 1 again never reuses an id.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct ForwardId {
+    /// The origin's synchronisation session when the batch was first sent.
+    pub session: u64,
+    /// The origin's count of batches, from 1.
+    pub seq: u64,
 }
 
 /// The leader appended a forwarded batch.
@@ -234,7 +250,7 @@ pub struct ProposalAck {
     /// The leader's ballot.
     pub n: Ballot,
     /// The batch appended.
-    pub seq: u64,
+    pub id: ForwardId,
     /// The log index the first entry of the batch got.
     pub first_idx: u64,
 }

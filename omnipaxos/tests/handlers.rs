@@ -318,7 +318,7 @@ fn follower_forwards_a_proposal_to_the_leader() {
             1,
             PaxosMsg::ProposalForward(ProposalForward {
                 n: B1,
-                seq: 1,
+                id: ForwardId { session: 1, seq: 1 },
                 entries: vec![E(42)],
             })
         )]
@@ -504,7 +504,7 @@ fn leader_appends_a_forwarded_batch_once_and_acknowledges_every_retry() {
             1,
             PaxosMsg::ProposalForward(ProposalForward {
                 n: B1,
-                seq: 4,
+                id: ForwardId { session: 7, seq: 4 },
                 entries: vec![E(1), E(2)],
             }),
         )
@@ -516,7 +516,7 @@ fn leader_appends_a_forwarded_batch_once_and_acknowledges_every_retry() {
         3,
         PaxosMsg::ProposalAck(ProposalAck {
             n: B1,
-            seq: 4,
+            id: ForwardId { session: 7, seq: 4 },
             first_idx: 0
         })
     )));
@@ -528,7 +528,7 @@ fn leader_appends_a_forwarded_batch_once_and_acknowledges_every_retry() {
             3,
             PaxosMsg::ProposalAck(ProposalAck {
                 n: B1,
-                seq: 4,
+                id: ForwardId { session: 7, seq: 4 },
                 first_idx: 0
             })
         )]
@@ -538,6 +538,62 @@ fn leader_appends_a_forwarded_batch_once_and_acknowledges_every_retry() {
         2,
         "the retry was not appended again"
     );
+}
+
+#[test]
+fn leader_appends_a_batch_from_a_restarted_origin_that_reuses_a_seq() {
+    // The origin restarted: its batch numbers count from 1 again, but it was
+    // synchronised in a new session, so the id differs and the batch is new.
+    let mut l = leader_with_follower_2();
+    let fwd = |session| {
+        sp(
+            3,
+            1,
+            PaxosMsg::ProposalForward(ProposalForward {
+                n: B1,
+                id: ForwardId { session, seq: 1 },
+                entries: vec![E(session)],
+            }),
+        )
+    };
+    l.handle_incoming(fwd(1));
+    l.handle_incoming(fwd(2));
+    let acks: Vec<_> = paxos_out(&mut l)
+        .into_iter()
+        .filter(|m| {
+            matches!(
+                m,
+                Message::SequencePaxos(PaxosMessage {
+                    msg: PaxosMsg::ProposalAck(_),
+                    ..
+                })
+            )
+        })
+        .collect();
+    assert_eq!(
+        acks,
+        vec![
+            sp(
+                1,
+                3,
+                PaxosMsg::ProposalAck(ProposalAck {
+                    n: B1,
+                    id: ForwardId { session: 1, seq: 1 },
+                    first_idx: 0
+                })
+            ),
+            sp(
+                1,
+                3,
+                PaxosMsg::ProposalAck(ProposalAck {
+                    n: B1,
+                    id: ForwardId { session: 2, seq: 1 },
+                    first_idx: 1
+                })
+            ),
+        ]
+    );
+    assert_eq!(l.read_entries(..).unwrap().len(), 2);
 }
 
 #[test]

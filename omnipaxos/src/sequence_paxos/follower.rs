@@ -5,8 +5,9 @@ use super::{ForwardedBatch, Phase, Role, SequencePaxos};
 use crate::{
     ballot::Ballot,
     messages::{
-        AcceptDecide, AcceptSync, Accepted, Decide, LogSync, Message, NotAccepted, PaxosMessage,
-        PaxosMsg, Prepare, PrepareReq, Promise, ProposalAck, ProposalForward, SequenceNumber,
+        AcceptDecide, AcceptSync, Accepted, Decide, ForwardId, LogSync, Message, NotAccepted,
+        PaxosMessage, PaxosMsg, Prepare, PrepareReq, Promise, ProposalAck, ProposalForward,
+        SequenceNumber,
     },
     storage::{Entry, Storage, StorageResult},
     util::NodeId,
@@ -117,16 +118,15 @@ where
             suffix = suffix.split_off(have);
             sync_idx += have as u64;
         }
-        let (prev_round, prev_len) = (self.storage.accepted_round(), log_len);
-        self.storage
-            .sync_log(sync.n, sync_idx, suffix, sync.decided_idx)?;
-        self.settle_forwards_after_sync(prev_round, prev_len, sync_idx);
+        let mut cut = self.install_sync(sync.n, sync_idx, suffix, sync.decided_idx)?;
         self.last_seq = sync.seq_num;
         self.phase = Phase::Accept;
         self.open_accepted = None;
         self.send_accepted();
-        // Proposals that waited for a leader go to it now.
-        let pending = std::mem::take(&mut self.pending);
+        // Proposals that waited for a leader go to it now, with our own
+        // proposals from when we led that the sync cut.
+        cut.append(&mut self.pending);
+        let pending = cut;
         self.resend_forwarded();
         if !pending.is_empty() {
             if let Err(rejected) = self.forward(pending) {
@@ -249,22 +249,25 @@ where
                 ..
             }) = &mut self.outgoing[i]
             {
-                if fwd.seq == batch.seq {
+                if fwd.id == batch.id {
                     fwd.entries.extend_from_slice(&entries);
                     batch.entries.extend(entries);
                     return Ok(());
                 }
             }
         }
-        let seq = self.next_forward_seq;
+        let id = ForwardId {
+            session: self.last_seq.session,
+            seq: self.next_forward_seq,
+        };
         self.next_forward_seq += 1;
         let msg = ProposalForward {
             n: self.leader,
-            seq,
+            id,
             entries: entries.clone(),
         };
         self.forwarded.push_back(ForwardedBatch {
-            seq,
+            id,
             entries,
             acked: None,
         });
@@ -287,7 +290,7 @@ where
             batch.acked = None;
             let msg = ProposalForward {
                 n: self.leader,
-                seq: batch.seq,
+                id: batch.id,
                 entries: batch.entries.clone(),
             };
             self.send(to, PaxosMsg::ProposalForward(msg));
@@ -299,7 +302,7 @@ where
         if ack.n != self.leader {
             return;
         }
-        if let Some(pos) = self.forwarded.iter().position(|b| b.seq == ack.seq) {
+        if let Some(pos) = self.forwarded.iter().position(|b| b.id == ack.id) {
             self.forwarded[pos].acked = Some((ack.n, ack.first_idx));
             if pos + 1 == self.forwarded.len() {
                 // The open batch is acknowledged; later entries start a new one.

@@ -29,7 +29,6 @@ where
                 ..FollowerProgress::default()
             };
         }
-        self.recent_forwards.clear();
         let own = PromiseMeta {
             n_accepted: self.storage.accepted_round().unwrap_or_default(),
             accepted_idx: self.storage.log_len(),
@@ -136,10 +135,9 @@ where
             .iter()
             .filter_map(|p| p.promise.map(|m| m.decided_idx))
             .fold(self.storage.decided_idx(), u64::max);
-        let (prev_round, prev_len) = (self.storage.accepted_round(), log_len);
-        self.storage
-            .sync_log(self.leader, sync_idx, suffix, decided)?;
-        self.settle_forwards_after_sync(prev_round, prev_len, sync_idx);
+        let cut = self.install_sync(self.leader, sync_idx, suffix, decided)?;
+        // Forward deduplication is per ballot: start afresh for this one.
+        self.recent_forwards.clear();
         self.synced_round = max.n_accepted;
         self.synced_len = self.storage.log_len();
         self.phase = Phase::Accept;
@@ -148,10 +146,12 @@ where
                 self.send_accept_sync(slot)?;
             }
         }
-        // Proposals that waited for this leadership, including ones this
-        // server forwarded to an earlier leader that are not known to be in
-        // the log we now lead (see `settle_forwards_after_sync`).
-        let mut waiting = std::mem::take(&mut self.pending);
+        // Proposals that waited for this leadership, our own proposals that
+        // the adopted log cut, and ones this server forwarded to an earlier
+        // leader that are not known to be in the log we now lead (see
+        // `settle_forwards_after_sync`).
+        let mut waiting = cut;
+        waiting.append(&mut self.pending);
         for batch in std::mem::take(&mut self.forwarded) {
             if batch.acked.is_none() {
                 waiting.extend(batch.entries);
@@ -363,21 +363,22 @@ where
         if self.role != Role::Leader || self.phase != Phase::Accept || self.slot(from).is_none() {
             return Ok(());
         }
-        let first_idx = match self.recent_forwards.get(from, fwd.seq) {
+        let first_idx = match self.recent_forwards.first_idx(from, fwd.id) {
             // A retry of a batch already appended: acknowledge it again.
             Some(first_idx) => first_idx,
             None => {
                 let first_idx = self.storage.log_len() + self.batch.len() as u64;
+                let len = fwd.entries.len() as u64;
                 for entry in fwd.entries {
                     self.accept_entry(entry)?;
                 }
-                self.recent_forwards.insert(from, fwd.seq, first_idx);
+                self.recent_forwards.insert(from, fwd.id, first_idx, len);
                 first_idx
             }
         };
         let ack = ProposalAck {
             n: self.leader,
-            seq: fwd.seq,
+            id: fwd.id,
             first_idx,
         };
         self.send(from, PaxosMsg::ProposalAck(ack));

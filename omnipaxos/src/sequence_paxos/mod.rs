@@ -29,7 +29,7 @@ use crate::{
     clock::LogicalClock,
     config::OmniPaxosConfig,
     errors::{ProposeErr, StorageError},
-    messages::{Message, PaxosMessage, PaxosMsg, SequenceNumber},
+    messages::{ForwardId, Message, PaxosMessage, PaxosMsg, SequenceNumber},
     quorum::Quorum,
     storage::{Entry, Storage, StorageResult, internal::InternalStorage},
     util::{ConfigurationId, NodeId},
@@ -91,7 +91,7 @@ struct PromiseMeta {
 /// that acknowledged them may still be deposed before deciding them.
 #[derive(Debug)]
 struct ForwardedBatch<T> {
-    seq: u64,
+    id: ForwardId,
     entries: Vec<T>,
     /// The leader's ballot and the index it gave the first entry, once acknowledged.
     acked: Option<(Ballot, u64)>,
@@ -155,35 +155,44 @@ where
     storage_failure: Option<StorageError>,
 }
 
-/// The forwarded batches a leader appended in its current ballot, by
-/// `(origin, seq)`, with the index their first entry got. Bounded: the oldest
-/// are forgotten first, by which time their origin has long had the ack.
+/// The forwarded batches a leader appended in the ballot it last led, by
+/// `(origin, id)`, with the indices they took. Bounded: the oldest are
+/// forgotten first, by which time their origin has long had the ack.
 #[derive(Debug, Default)]
 struct RecentForwards {
-    first_idx: HashMap<(NodeId, u64), u64>,
-    order: VecDeque<(NodeId, u64)>,
+    /// `(origin, id)` -> `(first_idx, len)`.
+    batches: HashMap<(NodeId, ForwardId), (u64, u64)>,
+    order: VecDeque<(NodeId, ForwardId)>,
 }
 
 impl RecentForwards {
     /// How many batches are remembered.
     const CAPACITY: usize = 4096;
 
-    fn get(&self, origin: NodeId, seq: u64) -> Option<u64> {
-        self.first_idx.get(&(origin, seq)).copied()
+    /// The index the batch's first entry got, if the batch was appended.
+    fn first_idx(&self, origin: NodeId, id: ForwardId) -> Option<u64> {
+        self.batches.get(&(origin, id)).map(|&(first, _)| first)
     }
 
-    fn insert(&mut self, origin: NodeId, seq: u64, first_idx: u64) {
+    fn insert(&mut self, origin: NodeId, id: ForwardId, first_idx: u64, len: u64) {
         if self.order.len() == Self::CAPACITY {
             if let Some(oldest) = self.order.pop_front() {
-                self.first_idx.remove(&oldest);
+                self.batches.remove(&oldest);
             }
         }
-        self.order.push_back((origin, seq));
-        self.first_idx.insert((origin, seq), first_idx);
+        self.order.push_back((origin, id));
+        self.batches.insert((origin, id), (first_idx, len));
+    }
+
+    /// Whether a forwarded batch took log index `idx`.
+    fn covers(&self, idx: u64) -> bool {
+        self.batches
+            .values()
+            .any(|&(first, len)| (first..first + len).contains(&idx))
     }
 
     fn clear(&mut self) {
-        self.first_idx.clear();
+        self.batches.clear();
         self.order.clear();
     }
 }
@@ -286,6 +295,40 @@ where
 
     pub(crate) fn is_halted(&self) -> bool {
         self.storage_failure.is_some()
+    }
+
+    /// Installs a log synchronisation (a new leader adopting the most
+    /// up-to-date log, or a follower taking its leader's) and returns the
+    /// proposals it cut that exist nowhere else, for the caller to propose again.
+    ///
+    /// Those are the entries this server appended itself while it led the
+    /// ballot its log was accepted in: nobody else holds them once the sync
+    /// cuts them, so proposing them again cannot decide them twice. Entries
+    /// that followers forwarded are left out; their origins retry them.
+    fn install_sync(
+        &mut self,
+        round: Ballot,
+        sync_idx: u64,
+        suffix: Vec<T>,
+        decided_idx: u64,
+    ) -> StorageResult<Vec<T>> {
+        let prev_round = self.storage.accepted_round();
+        let prev_len = self.storage.log_len();
+        let mut cut = Vec::new();
+        if prev_round.is_some_and(|r| r.pid == self.pid) && sync_idx < prev_len {
+            let entries = self.storage.get_entries(sync_idx, prev_len)?;
+            cut.extend(
+                entries
+                    .into_iter()
+                    .zip(sync_idx..)
+                    .filter(|(_, idx)| !self.recent_forwards.covers(*idx))
+                    .map(|(e, _)| e),
+            );
+        }
+        self.storage
+            .sync_log(round, sync_idx, suffix, decided_idx)?;
+        self.settle_forwards_after_sync(prev_round, prev_len, sync_idx);
+        Ok(cut)
     }
 
     fn slot(&self, pid: NodeId) -> Option<usize> {
