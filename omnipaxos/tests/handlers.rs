@@ -294,6 +294,37 @@ fn follower_applies_a_decide() {
 }
 
 #[test]
+fn follower_repeats_accepted_when_a_decide_shows_the_leader_lags_its_log() {
+    // Our Accepted for index 1 was lost: the leader's periodic Decide still
+    // says 1, so we tell it again that we hold 2 entries.
+    let mut f = synced_follower(vec![E(1), E(2)], 0);
+    f.handle_incoming(sp(
+        1,
+        2,
+        PaxosMsg::Decide(Decide {
+            n: B1,
+            seq_num: SequenceNumber {
+                session: 1,
+                counter: 2,
+            },
+            decided_idx: 1,
+        }),
+    ));
+    assert_eq!(
+        paxos_out(&mut f),
+        vec![sp(
+            2,
+            1,
+            PaxosMsg::Accepted(Accepted {
+                n: B1,
+                accepted_idx: 2
+            })
+        )]
+    );
+    assert_eq!(f.get_decided_idx(), 1);
+}
+
+#[test]
 fn follower_answers_an_accept_decide_of_an_older_ballot_with_not_accepted() {
     let mut f = synced_follower(vec![], 0);
     let b2 = Ballot::with(2, 0, 3);

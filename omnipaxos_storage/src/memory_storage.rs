@@ -111,12 +111,12 @@ impl Bounds {
                 self.log_len = from_idx + entries.len() as u64;
             }
             StorageOp::Trim(idx) => {
-                if *idx > self.log_len {
-                    return Err(self.out_of_range("trim", *idx));
-                }
                 // Trimming below what is already gone is a no-op, not an error:
-                // the entries asked to be dropped are dropped.
+                // the entries asked to be dropped are dropped. Trimming past
+                // the end empties the log, which then continues at `idx`
+                // (a snapshot installed beyond the local log).
                 self.trimmed_idx = self.trimmed_idx.max(*idx);
+                self.log_len = self.log_len.max(*idx);
             }
             // Both indices count entries of the log, so neither may point
             // past its end; a value that does is a protocol bug that the
@@ -182,7 +182,7 @@ impl<T: Entry> MemoryStorage<T> {
             }
             StorageOp::Trim(idx) => {
                 if idx > self.trimmed_idx {
-                    let drop = self.offset(idx);
+                    let drop = ((idx - self.trimmed_idx) as usize).min(self.log.len());
                     self.log.drain(..drop);
                     self.trimmed_idx = idx;
                 }
@@ -475,11 +475,17 @@ mod tests {
     }
 
     #[test]
-    fn trim_beyond_the_log_end_is_out_of_range_and_changes_nothing() {
+    fn trim_beyond_the_log_end_empties_the_log_which_continues_there() {
+        // How a snapshot that reaches past the local log is installed.
         let mut storage = storage_with(6, 2);
-        let before = observe(&storage);
-        assert_eq!(storage.trim(7), Err(out_of_range("trim", 7, 2, 6)));
-        assert_eq!(observe(&storage), before);
+        storage
+            .write_atomically(vec![StorageOp::Trim(9), StorageOp::SetCompactedIdx(9)])
+            .unwrap();
+        assert_eq!(storage.get_log_len().unwrap(), 9);
+        assert_eq!(storage.get_suffix(0).unwrap(), vec![]);
+        storage.append_entry(Value(9)).unwrap();
+        assert_eq!(storage.get_entries(0, 20).unwrap(), vec![Value(9)]);
+        assert_eq!(storage.get_log_len().unwrap(), 10);
     }
 
     #[test]
@@ -648,7 +654,6 @@ mod tests {
         // Each op is valid against the original log but not against the log
         // as the ops before it leave it, or is invalid outright.
         let cases = [
-            (StorageOp::Trim(7), out_of_range("trim", 7, 2, 6)),
             (
                 StorageOp::AppendOnPrefix(1, vec![]),
                 out_of_range("append on prefix", 1, 2, 6),
@@ -686,13 +691,13 @@ mod tests {
         assert_eq!(storage.get_log_len().unwrap(), 7);
         assert_eq!(storage.get_suffix(0).unwrap(), values(5..7));
 
-        // Shortening the log first makes a later trim to the old end invalid.
+        // Shortening the log first makes a later append at the old end invalid.
         let before = observe(&storage);
         let result = storage.write_atomically(vec![
             StorageOp::AppendOnPrefix(6, vec![]),
-            StorageOp::Trim(7),
+            StorageOp::AppendOnPrefix(7, vec![]),
         ]);
-        assert_eq!(result, Err(out_of_range("trim", 7, 5, 6)));
+        assert_eq!(result, Err(out_of_range("append on prefix", 7, 5, 6)));
         assert_eq!(observe(&storage), before);
     }
 

@@ -206,6 +206,12 @@ where
     pub(super) fn handle_decide(&mut self, from: NodeId, dec: Decide) -> StorageResult<()> {
         if self.accept_in_order(from, dec.n, dec.seq_num) {
             self.storage.raise_decided_idx(dec.decided_idx)?;
+            if dec.decided_idx < self.storage.log_len() {
+                // The leader has not decided all we accepted: our Accepted may
+                // have been lost, and the leader's periodic Decide is our
+                // chance to repeat it.
+                self.send_accepted();
+            }
             if !self.forwarded.is_empty() {
                 self.prune_decided_forwards();
             }

@@ -63,7 +63,7 @@ pub enum StorageOp<T: Entry> {
     SetAcceptedRound(Ballot),
     /// Persist the compacted index.
     SetCompactedIdx(u64),
-    /// Drop every entry below the index.
+    /// Drop every entry below the index (see [`Storage::trim`]).
     Trim(u64),
     /// Persist (or clear) the stop-sign.
     SetStopsign(Option<StopSign>),
@@ -95,7 +95,8 @@ pub trait Storage<T: Entry> {
     fn append_on_prefix(&mut self, from_idx: u64, entries: Vec<T>) -> StorageResult<()>;
     /// Persists the highest ballot this server promised.
     fn set_promise(&mut self, n_prom: Ballot) -> StorageResult<()>;
-    /// Persists the decided index: entries below it are decided.
+    /// Persists the decided index: entries below it are decided. At most the
+    /// log length.
     fn set_decided_idx(&mut self, ld: u64) -> StorageResult<()>;
     /// Returns the decided index (0 for a new log).
     fn get_decided_idx(&self) -> StorageResult<u64>;
@@ -118,9 +119,18 @@ pub trait Storage<T: Entry> {
     fn set_stopsign(&mut self, s: Option<StopSign>) -> StorageResult<()>;
     /// Returns the stop-sign, if any.
     fn get_stopsign(&self) -> StorageResult<Option<StopSign>>;
-    /// Drops every entry below `idx` (at most the log length). Indices do not shift.
+    /// Drops every entry below `idx`. Indices do not shift. If `idx` is past
+    /// the end of the log, the log becomes empty and continues at `idx`
+    /// (`get_log_len()` returns `idx`): this is how a snapshot that reaches
+    /// beyond the local log is installed. Trimming below an earlier trim
+    /// point changes nothing.
+    ///
+    /// The protocol always writes `Trim(i)` and `SetCompactedIdx(i)` together
+    /// in one [`write_atomically`](Self::write_atomically), so the log holds
+    /// exactly `get_compacted_idx()..get_log_len()`.
     fn trim(&mut self, idx: u64) -> StorageResult<()>;
-    /// Persists the compacted index.
+    /// Persists the compacted index: at most the log length, and never above
+    /// the point the log was trimmed to (see [`trim`](Self::trim)).
     fn set_compacted_idx(&mut self, idx: u64) -> StorageResult<()>;
     /// Returns the compacted index: entries below it are trimmed or snapshotted.
     fn get_compacted_idx(&self) -> StorageResult<u64>;
