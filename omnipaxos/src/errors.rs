@@ -184,7 +184,11 @@ pub enum CompactionErr {
         /// The current leader, if known.
         leader: Option<NodeId>,
     },
-    /// The storage failed.
+    /// The entry type does not use snapshots (`Snapshot::use_snapshots()` is
+    /// false): compact with `trim` instead.
+    #[error("the entry type does not use snapshots; use trim")]
+    SnapshotsNotEnabled,
+    /// The storage failed; the server has stopped acting.
     #[error(transparent)]
     Storage(#[from] StorageError),
 }

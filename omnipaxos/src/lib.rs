@@ -100,7 +100,7 @@ pub use crate::{
     config::{FlexibleQuorum, OmniPaxosConfig},
     errors::{CompactionErr, ConfigError, ProposeErr, StorageError},
     omni_paxos::OmniPaxos,
-    sequence_paxos::{Phase, Role},
+    sequence_paxos::{Phase, ReadError, ReadId, Role},
     util::{ConfigurationId, LogEntry, NodeId, StopSign},
 };
 

@@ -15,6 +15,12 @@
 //!    F ──PrepareReq{n}──▶ L             (F missed a message or restarted: please resync me)
 //!    F ──NotAccepted{n}──▶ L            (F promised a higher ballot n)
 //!    F ──ProposalForward{id, entries}──▶ L ──ProposalAck{id, first_idx}──▶ F
+//!
+//!  Linearizable reads
+//!    F ──ReadRequest{id}──▶ L                     (a follower wants a read point)
+//!    L ──ReadConfirm{n, round}──▶ every follower  (do you still promise n?)
+//!    F ──ReadAck{n, round}──▶ L                   (yes; a write quorum confirms)
+//!    L ──ReadResponse{id, read_idx}──▶ F          (serve once decided up to read_idx)
 //! ```
 //!
 //! With feature `serde`, every type here is `Serialize` and `Deserialize`.
@@ -24,10 +30,19 @@ use crate::{
     storage::Entry,
     util::{ConfigurationId, NodeId, StopSign},
 };
+use derive_where::derive_where;
 
 /// A message for [`OmniPaxos::handle_incoming`](crate::OmniPaxos::handle_incoming).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive_where(Clone, Debug)]
+#[derive_where(PartialEq; T, T::Snapshot)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(
+    feature = "serde",
+    serde(bound(
+        serialize = "T: serde::Serialize, T::Snapshot: serde::Serialize",
+        deserialize = "T: serde::Deserialize<'de>, T::Snapshot: serde::Deserialize<'de>"
+    ))
+)]
 pub enum Message<T: Entry> {
     /// A message of the replication protocol.
     SequencePaxos(PaxosMessage<T>),
@@ -62,8 +77,16 @@ impl<T: Entry> Message<T> {
 }
 
 /// A Sequence Paxos message with its envelope.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive_where(Clone, Debug)]
+#[derive_where(PartialEq; T, T::Snapshot)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(
+    feature = "serde",
+    serde(bound(
+        serialize = "T: serde::Serialize, T::Snapshot: serde::Serialize",
+        deserialize = "T: serde::Deserialize<'de>, T::Snapshot: serde::Deserialize<'de>"
+    ))
+)]
 pub struct PaxosMessage<T: Entry> {
     /// The configuration the sender belongs to; other configurations ignore it.
     pub configuration_id: ConfigurationId,
@@ -76,8 +99,16 @@ pub struct PaxosMessage<T: Entry> {
 }
 
 /// The Sequence Paxos messages.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive_where(Clone, Debug)]
+#[derive_where(PartialEq; T, T::Snapshot)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(
+    feature = "serde",
+    serde(bound(
+        serialize = "T: serde::Serialize, T::Snapshot: serde::Serialize",
+        deserialize = "T: serde::Deserialize<'de>, T::Snapshot: serde::Deserialize<'de>"
+    ))
+)]
 #[allow(missing_docs)] // Each variant carries the struct of the same name, documented there.
 pub enum PaxosMsg<T: Entry> {
     PrepareReq(PrepareReq),
@@ -90,6 +121,61 @@ pub enum PaxosMsg<T: Entry> {
     NotAccepted(NotAccepted),
     ProposalForward(ProposalForward<T>),
     ProposalAck(ProposalAck),
+    Compaction(Compaction),
+    ReadRequest(ReadRequest),
+    ReadConfirm(ReadConfirm),
+    ReadAck(ReadAck),
+    ReadResponse(ReadResponse),
+}
+
+/// A follower asks the leader for a linearizable read point.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct ReadRequest {
+    /// The follower's id for the read.
+    pub id: u64,
+}
+
+/// The leader checks that it still leads: every follower that still promises
+/// `n` answers with a [`ReadAck`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct ReadConfirm {
+    /// The leader's ballot.
+    pub n: Ballot,
+    /// The confirmation round.
+    pub round: u64,
+}
+
+/// A follower confirms that it still promises ballot `n`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct ReadAck {
+    /// The ballot still promised.
+    pub n: Ballot,
+    /// The confirmation round answered.
+    pub round: u64,
+}
+
+/// The leader answers a [`ReadRequest`]: the read is linearizable once the
+/// follower has decided up to `read_idx`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct ReadResponse {
+    /// The follower's id for the read.
+    pub id: u64,
+    /// The read point.
+    pub read_idx: u64,
+}
+
+/// A compaction request the receiver carries out on its own log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub enum Compaction {
+    /// From the leader: trim the log below the index (every server accepted it).
+    Trim(u64),
+    /// Snapshot the decided log up to the index (or the whole decided log).
+    Snapshot(Option<u64>),
 }
 
 /// Orders the accept-phase messages a leader sends one follower, so that the
@@ -130,8 +216,16 @@ pub struct Prepare {
 }
 
 /// A follower promises ballot `n` and sends the part of its log that the leader may lack.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive_where(Clone, Debug)]
+#[derive_where(PartialEq; T, T::Snapshot)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(
+    feature = "serde",
+    serde(bound(
+        serialize = "T: serde::Serialize, T::Snapshot: serde::Serialize",
+        deserialize = "T: serde::Deserialize<'de>, T::Snapshot: serde::Deserialize<'de>"
+    ))
+)]
 pub struct Promise<T: Entry> {
     /// The promised ballot.
     pub n: Ballot,
@@ -145,10 +239,23 @@ pub struct Promise<T: Entry> {
     pub log_sync: Option<LogSync<T>>,
 }
 
-/// A log suffix to install at `sync_idx`, replacing what is there.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A log suffix to install at `sync_idx`, replacing what is there, with a
+/// snapshot of everything below `sync_idx` when the receiver may lack entries
+/// the sender has compacted away.
+#[derive_where(Clone, Debug)]
+#[derive_where(PartialEq; T, T::Snapshot)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(
+    feature = "serde",
+    serde(bound(
+        serialize = "T: serde::Serialize, T::Snapshot: serde::Serialize",
+        deserialize = "T: serde::Deserialize<'de>, T::Snapshot: serde::Deserialize<'de>"
+    ))
+)]
 pub struct LogSync<T: Entry> {
+    /// A snapshot of the whole log below `sync_idx`, sent when the sender
+    /// compacted entries the receiver needs.
+    pub decided_snapshot: Option<T::Snapshot>,
     /// Where the suffix starts.
     pub sync_idx: u64,
     /// The entries from `sync_idx` on.
@@ -158,8 +265,16 @@ pub struct LogSync<T: Entry> {
 }
 
 /// The leader brings a promised follower's log up to date and starts a session.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive_where(Clone, Debug)]
+#[derive_where(PartialEq; T, T::Snapshot)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(
+    feature = "serde",
+    serde(bound(
+        serialize = "T: serde::Serialize, T::Snapshot: serde::Serialize",
+        deserialize = "T: serde::Deserialize<'de>, T::Snapshot: serde::Deserialize<'de>"
+    ))
+)]
 pub struct AcceptSync<T: Entry> {
     /// The leader's ballot.
     pub n: Ballot,
@@ -172,7 +287,8 @@ pub struct AcceptSync<T: Entry> {
 }
 
 /// The leader replicates new entries and tells the decided index.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive_where(Clone, Debug)]
+#[derive_where(PartialEq; T, T::Snapshot)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct AcceptDecide<T: Entry> {
     /// The leader's ballot.
@@ -216,7 +332,8 @@ pub struct NotAccepted {
 }
 
 /// A follower forwards proposals to the leader it knows.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive_where(Clone, Debug)]
+#[derive_where(PartialEq; T, T::Snapshot)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ProposalForward<T: Entry> {
     /// The ballot of the leader the proposals are meant for.
@@ -227,17 +344,21 @@ pub struct ProposalForward<T: Entry> {
     pub entries: Vec<T>,
 }
 
-/// Names a batch of forwarded proposals, unique for its origin within a
-/// leader's ballot, also across restarts of the origin.
+/// Names a batch of forwarded proposals, unique for its origin, also across
+/// restarts of the origin and changes of leader.
 ///
-/// `session` is the synchronisation session (see [`SequenceNumber`]) the
-/// origin was in when it first sent the batch; every incarnation of a
-/// server is synchronised in a fresh session before it may forward, so a
-/// restarted server whose `seq` counts from 1 again never reuses an id.
+/// `(ballot, session)` names the synchronisation the origin was in when it
+/// first sent the batch: a leader opens a new session for every
+/// synchronisation of a follower and never reuses one within its ballot, and
+/// every incarnation of a server is synchronised before it may forward. So a
+/// restarted server whose `seq` counts from 1 again never reuses an id, nor
+/// does a batch first sent under an earlier leader and retried to a new one.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ForwardId {
-    /// The origin's synchronisation session when the batch was first sent.
+    /// The ballot of the leader that synchronised the origin.
+    pub ballot: Ballot,
+    /// The origin's synchronisation session in that ballot.
     pub session: u64,
     /// The origin's count of batches, from 1.
     pub seq: u64,

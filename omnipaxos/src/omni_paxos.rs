@@ -4,9 +4,9 @@ pub use crate::config::{FlexibleQuorum, OmniPaxosConfig};
 use crate::{
     ballot::Ballot,
     ballot_leader_election::BallotLeaderElection,
-    errors::{ConfigError, ProposeErr, StorageError},
+    errors::{CompactionErr, ConfigError, ProposeErr, StorageError},
     messages::Message,
-    sequence_paxos::{Role, SequencePaxos},
+    sequence_paxos::{ReadError, ReadId, Role, SequencePaxos},
     storage::{Entry, Storage, internal::InternalStorage},
     ui::{OmniPaxosStates, PeerState},
     util::{LogEntry, NodeId, SnapshottedEntry, StopSign},
@@ -164,6 +164,67 @@ where
         let r = self.seq_paxos.append(entry);
         self.log_storage_failure();
         r
+    }
+
+    /// Trims the log below `trim_idx` (default: the decided index) on every
+    /// server. Call it on the leader once the state machine has applied the
+    /// prefix and no reader needs those entries. If the entry type uses
+    /// snapshots, the trimmed entries are folded into the snapshot, so the
+    /// compacted prefix always stays represented by one complete snapshot.
+    ///
+    /// Refused, with the state unchanged, if this server does not lead
+    /// ([`CompactionErr::NotCurrentLeader`] names the leader), if the index is
+    /// not decided ([`CompactionErr::UndecidedIndex`]), if some server has not
+    /// accepted up to it ([`CompactionErr::NotAllAccepted`] gives the highest
+    /// index that would work), or if it is already compacted. Afterwards reads
+    /// below the index return [`LogEntry::Trimmed`] (or
+    /// [`LogEntry::Snapshotted`] when snapshots are in use).
+    pub fn trim(&mut self, trim_idx: Option<u64>) -> Result<(), CompactionErr> {
+        let r = self.seq_paxos.trim(trim_idx);
+        self.log_storage_failure();
+        r
+    }
+
+    /// Replaces the decided log below `compact_idx` (default: the decided
+    /// index) by a snapshot, built with [`Snapshot::create`] and merged into
+    /// any earlier snapshot. With `local_only` false, every peer is asked to
+    /// do the same (each as far as its own decided index goes).
+    ///
+    /// Works on any server. A server that lags behind a compacted prefix is
+    /// later brought up to date with the snapshot plus the entries after it.
+    /// Refused, with the state unchanged, for an undecided or already
+    /// compacted index, or when the entry type does not use snapshots.
+    /// Afterwards reads below the index return [`LogEntry::Snapshotted`].
+    ///
+    /// [`Snapshot::create`]: crate::storage::Snapshot::create
+    pub fn snapshot(
+        &mut self,
+        compact_idx: Option<u64>,
+        local_only: bool,
+    ) -> Result<(), CompactionErr> {
+        let r = self.seq_paxos.snapshot(compact_idx, local_only);
+        self.log_storage_failure();
+        r
+    }
+
+    /// Starts a linearizable read that writes nothing to the log.
+    ///
+    /// The leader checks with a write quorum that it still leads, then gives
+    /// the read a *read point*: an index such that every entry decided before
+    /// this call lies below it. Collect it with
+    /// [`take_read_points`](Self::take_read_points), then serve the read once
+    /// [`get_decided_idx`](Self::get_decided_idx) reaches the read point (and
+    /// the state machine has applied that far). On a follower the request goes
+    /// to the leader and is retried until answered; with no leader it waits.
+    /// A read outlives a leader change; the caller decides how long to wait.
+    pub fn request_read(&mut self) -> Result<ReadId, ReadError> {
+        self.seq_paxos.request_read()
+    }
+
+    /// Moves the read points of completed linearizable reads, as
+    /// `(read id, read point)`, into `buf` (appending).
+    pub fn take_read_points(&mut self, buf: &mut Vec<(ReadId, u64)>) {
+        self.seq_paxos.take_read_points(buf);
     }
 
     /// Sets this server's leader priority. If it exceeds the current leader's,

@@ -79,6 +79,7 @@ fn synced_follower(log: Vec<E>, decided: u64) -> Node {
             },
             decided_idx: decided,
             log_sync: LogSync {
+                decided_snapshot: None,
                 sync_idx: 0,
                 suffix: log,
                 stopsign: None,
@@ -171,6 +172,7 @@ fn follower_that_accepted_in_a_later_round_sends_its_log_beyond_the_leaders_deci
                 decided_idx: 1,
                 accepted_idx: 3,
                 log_sync: Some(LogSync {
+                    decided_snapshot: None,
                     sync_idx: 1,
                     suffix: vec![E(8), E(9)],
                     stopsign: None,
@@ -196,6 +198,7 @@ fn follower_installs_accept_sync_and_reports_its_log_length() {
             },
             decided_idx: 1,
             log_sync: LogSync {
+                decided_snapshot: None,
                 sync_idx: 0,
                 suffix: vec![E(10), E(11)],
                 stopsign: None,
@@ -349,7 +352,11 @@ fn follower_forwards_a_proposal_to_the_leader() {
             1,
             PaxosMsg::ProposalForward(ProposalForward {
                 n: B1,
-                id: ForwardId { session: 1, seq: 1 },
+                id: ForwardId {
+                    ballot: B1,
+                    session: 1,
+                    seq: 1
+                },
                 entries: vec![E(42)],
             })
         )]
@@ -426,6 +433,7 @@ fn leader_with_a_quorum_of_promises_synchronises_the_follower() {
                     },
                     decided_idx: 0,
                     log_sync: LogSync {
+                        decided_snapshot: None,
                         sync_idx: 0,
                         suffix: vec![],
                         stopsign: None,
@@ -465,6 +473,7 @@ fn leader_adopts_the_log_of_the_most_up_to_date_promise() {
             decided_idx: 0,
             accepted_idx: 2,
             log_sync: Some(LogSync {
+                decided_snapshot: None,
                 sync_idx: 0,
                 suffix: vec![E(1), E(2)],
                 stopsign: None,
@@ -535,7 +544,11 @@ fn leader_appends_a_forwarded_batch_once_and_acknowledges_every_retry() {
             1,
             PaxosMsg::ProposalForward(ProposalForward {
                 n: B1,
-                id: ForwardId { session: 7, seq: 4 },
+                id: ForwardId {
+                    ballot: B1,
+                    session: 7,
+                    seq: 4,
+                },
                 entries: vec![E(1), E(2)],
             }),
         )
@@ -547,7 +560,11 @@ fn leader_appends_a_forwarded_batch_once_and_acknowledges_every_retry() {
         3,
         PaxosMsg::ProposalAck(ProposalAck {
             n: B1,
-            id: ForwardId { session: 7, seq: 4 },
+            id: ForwardId {
+                ballot: B1,
+                session: 7,
+                seq: 4
+            },
             first_idx: 0
         })
     )));
@@ -559,7 +576,11 @@ fn leader_appends_a_forwarded_batch_once_and_acknowledges_every_retry() {
             3,
             PaxosMsg::ProposalAck(ProposalAck {
                 n: B1,
-                id: ForwardId { session: 7, seq: 4 },
+                id: ForwardId {
+                    ballot: B1,
+                    session: 7,
+                    seq: 4
+                },
                 first_idx: 0
             })
         )]
@@ -582,7 +603,11 @@ fn leader_appends_a_batch_from_a_restarted_origin_that_reuses_a_seq() {
             1,
             PaxosMsg::ProposalForward(ProposalForward {
                 n: B1,
-                id: ForwardId { session, seq: 1 },
+                id: ForwardId {
+                    ballot: B1,
+                    session,
+                    seq: 1,
+                },
                 entries: vec![E(session)],
             }),
         )
@@ -609,7 +634,11 @@ fn leader_appends_a_batch_from_a_restarted_origin_that_reuses_a_seq() {
                 3,
                 PaxosMsg::ProposalAck(ProposalAck {
                     n: B1,
-                    id: ForwardId { session: 1, seq: 1 },
+                    id: ForwardId {
+                        ballot: B1,
+                        session: 1,
+                        seq: 1
+                    },
                     first_idx: 0
                 })
             ),
@@ -618,7 +647,11 @@ fn leader_appends_a_batch_from_a_restarted_origin_that_reuses_a_seq() {
                 3,
                 PaxosMsg::ProposalAck(ProposalAck {
                     n: B1,
-                    id: ForwardId { session: 2, seq: 1 },
+                    id: ForwardId {
+                        ballot: B1,
+                        session: 2,
+                        seq: 1
+                    },
                     first_idx: 1
                 })
             ),

@@ -61,6 +61,10 @@ pub mod invariants;
 pub mod sim;
 
 pub use sim::{
-    cluster::SimCluster, network, network::Network, options::SimOptions, storage::SharedStorage,
-    value::Value,
+    cluster::SimCluster,
+    network,
+    network::Network,
+    options::SimOptions,
+    storage::SharedStorage,
+    value::{Value, ValueSnapshot},
 };

@@ -16,10 +16,12 @@
 //! soak carries on with the other seeds and fails at the end listing every
 //! failing seed (stopping early after ten).
 
+use omnipaxos::ReadId;
 use omnipaxos_tests::{SimCluster, SimOptions};
 use rand::{Rng, SeedableRng, seq::SliceRandom};
 use rand_chacha::ChaCha8Rng;
 use std::{
+    collections::HashMap,
     panic,
     sync::{
         Mutex,
@@ -84,9 +86,14 @@ fn run_seed(seed: u64) {
     let ett = options.election_tick_timeout;
     let mut cluster = SimCluster::new(&ids, options);
 
+    // Linearizable reads in flight: (server, read) -> decided log length when
+    // the read began. A crash forgets the server's reads; they are never answered.
+    let mut reads = HashMap::new();
+    let mut points = Vec::new();
     for _ in 0..CHAOS_TICKS {
-        chaos_action(&mut cluster);
+        chaos_action(&mut cluster, &mut reads);
         cluster.step();
+        check_read_points(&mut cluster, &mut reads, &mut points);
     }
 
     cluster.heal_all();
@@ -124,7 +131,7 @@ fn pick_pair(cluster: &mut SimCluster) -> Option<(u64, u64)> {
 /// Proposals are frequent; link changes and crashes are rare enough that the
 /// cluster spends most of the run able to make progress, which is when the
 /// interesting interleavings (leader changes with entries in flight) happen.
-fn chaos_action(cluster: &mut SimCluster) {
+fn chaos_action(cluster: &mut SimCluster, reads: &mut HashMap<(u64, ReadId), u64>) {
     let ids = cluster.ids().to_vec();
     let live = cluster.live_ids();
     let down: Vec<u64> = ids.iter().copied().filter(|p| !live.contains(p)).collect();
@@ -180,8 +187,69 @@ fn chaos_action(cluster: &mut SimCluster) {
                 cluster.try_become_leader(pid);
             }
         }
+        // Compaction, up to what the checked decided log covers so that the
+        // invariants can compare every snapshot with it. Refusals (a follower
+        // that has not accepted, an index already compacted) are legitimate.
+        r if r < 0.226 => {
+            if let Some(pid) = pick(cluster, &live) {
+                if let Some(idx) = compaction_point(cluster, pid) {
+                    let _ = cluster.node_mut(pid).trim(Some(idx));
+                }
+            }
+        }
+        r if r < 0.230 => {
+            if let Some(pid) = pick(cluster, &live) {
+                if let Some(idx) = compaction_point(cluster, pid) {
+                    let local_only = cluster.rng().gen_bool(0.5);
+                    let _ = cluster.node_mut(pid).snapshot(Some(idx), local_only);
+                }
+            }
+        }
+        r if r < 0.250 => {
+            if let Some(pid) = pick(cluster, &live) {
+                if let Ok(id) = cluster.node_mut(pid).request_read() {
+                    // Every write decided by now must lie below the read point.
+                    let decided_before = cluster.decided_log().len() as u64;
+                    reads.insert((pid, id), decided_before);
+                }
+            }
+        }
         _ => {}
     }
+}
+
+/// Linearizability of reads: a read point must cover every write decided
+/// before the read began (the oracle; agreement makes the prefix itself
+/// the same everywhere).
+fn check_read_points(
+    cluster: &mut SimCluster,
+    reads: &mut HashMap<(u64, ReadId), u64>,
+    points: &mut Vec<(ReadId, u64)>,
+) {
+    for pid in cluster.live_ids() {
+        cluster.node_mut(pid).take_read_points(points);
+        for (id, point) in points.drain(..) {
+            if let Some(decided_before) = reads.remove(&(pid, id)) {
+                assert!(
+                    point >= decided_before,
+                    "[sim] stale read (seed {}): server {pid} got read point {point} for {id:?}, \
+                     but {decided_before} entries were decided before the read began",
+                    cluster.seed()
+                );
+            }
+        }
+    }
+}
+
+/// A random index above `pid`'s compacted index, at most its decided index
+/// and the length of the decided log the invariants have checked.
+fn compaction_point(cluster: &mut SimCluster, pid: u64) -> Option<u64> {
+    let node = cluster.node(pid);
+    let low = node.get_compacted_idx() + 1;
+    let high = node
+        .get_decided_idx()
+        .min(cluster.decided_log().len() as u64);
+    (low <= high).then(|| cluster.rng().gen_range(low..=high))
 }
 
 /// After this many failing seeds the soak stops early: the list is long

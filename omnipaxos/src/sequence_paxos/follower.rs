@@ -5,9 +5,8 @@ use super::{ForwardedBatch, Phase, Role, SequencePaxos};
 use crate::{
     ballot::Ballot,
     messages::{
-        AcceptDecide, AcceptSync, Accepted, Decide, ForwardId, LogSync, Message, NotAccepted,
-        PaxosMessage, PaxosMsg, Prepare, PrepareReq, Promise, ProposalAck, ProposalForward,
-        SequenceNumber,
+        AcceptDecide, AcceptSync, Accepted, Decide, ForwardId, Message, NotAccepted, PaxosMessage,
+        PaxosMsg, Prepare, PrepareReq, Promise, ProposalAck, ProposalForward, SequenceNumber,
     },
     storage::{Entry, Storage, StorageResult},
     util::NodeId,
@@ -61,12 +60,7 @@ where
                     idx <= accepted_idx,
                     "a later round's log holds every decided entry"
                 );
-                let sync_idx = idx.min(accepted_idx).max(self.storage.compacted_idx());
-                Some(LogSync {
-                    sync_idx,
-                    suffix: self.storage.get_suffix(sync_idx)?,
-                    stopsign: None,
-                })
+                Some(self.log_sync_from(idx)?)
             }
             None => None,
         };
@@ -98,27 +92,26 @@ where
             // cut entries we have accepted (and acknowledged) since.
             return Ok(());
         }
-        let LogSync {
-            mut sync_idx,
-            mut suffix,
-            ..
-        } = sync.log_sync;
-        let log_len = self.storage.log_len();
-        if sync_idx > log_len || sync_idx < self.storage.compacted_idx() {
-            // Not something a correct leader sends us: ask to start over.
+        let Some(mut log_sync) = self.checked_sync(sync.log_sync) else {
+            // Not something we can install (it starts inside our compacted
+            // prefix, or past our end with no snapshot): ask to start over.
             self.send(from, PaxosMsg::PrepareReq(PrepareReq { n: sync.n }));
             return Ok(());
-        }
-        if self.storage.accepted_round() == Some(sync.n) && sync_idx < log_len {
+        };
+        let log_len = self.storage.log_len();
+        if self.storage.accepted_round() == Some(sync.n)
+            && log_sync.decided_snapshot.is_none()
+            && log_sync.sync_idx < log_len
+        {
             // We already accepted in this ballot, so our log is a prefix of the
             // leader's: keep it and take only what lies beyond it. A resync
             // within a ballot never removes an entry the leader may have
             // counted as accepted here.
-            let have = ((log_len - sync_idx) as usize).min(suffix.len());
-            suffix = suffix.split_off(have);
-            sync_idx += have as u64;
+            let have = ((log_len - log_sync.sync_idx) as usize).min(log_sync.suffix.len());
+            log_sync.suffix = log_sync.suffix.split_off(have);
+            log_sync.sync_idx += have as u64;
         }
-        let mut cut = self.install_sync(sync.n, sync_idx, suffix, sync.decided_idx)?;
+        let mut cut = self.install_sync(sync.n, log_sync, sync.decided_idx)?;
         self.last_seq = sync.seq_num;
         self.phase = Phase::Accept;
         self.open_accepted = None;
@@ -128,6 +121,8 @@ where
         cut.append(&mut self.pending);
         let pending = cut;
         self.resend_forwarded();
+        // Read requests that waited for a leader to synchronise us.
+        self.resend_reads();
         if !pending.is_empty() {
             if let Err(rejected) = self.forward(pending) {
                 // Cannot happen: pending is bounded by the same buffer size. Keep them anyway.
@@ -263,6 +258,7 @@ where
             }
         }
         let id = ForwardId {
+            ballot: self.leader,
             session: self.last_seq.session,
             seq: self.next_forward_seq,
         };

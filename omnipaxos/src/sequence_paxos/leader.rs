@@ -23,6 +23,7 @@ where
         self.leader = n;
         self.role = Role::Leader;
         self.phase = Phase::Prepare;
+        self.reset_reads_for_new_ballot();
         for p in &mut self.progress {
             *p = FollowerProgress {
                 seq: p.seq,
@@ -116,26 +117,23 @@ where
     /// ballot, and synchronise every promised follower.
     fn finish_prepare(&mut self) -> StorageResult<()> {
         let (max, max_pid, sync) = self.max_promise.take().expect("set when leadership began");
-        let log_len = self.storage.log_len();
-        let (sync_idx, suffix) = match sync {
-            // The follower computed its suffix against our Prepare, and our log
-            // has not changed since: install it where it says.
-            Some(s)
-                if max_pid != self.pid
-                    && s.sync_idx <= log_len
-                    && s.sync_idx >= self.storage.compacted_idx()
-                    && s.sync_idx >= self.storage.decided_idx() =>
-            {
-                (s.sync_idx, s.suffix)
-            }
-            _ => (log_len, Vec::new()),
-        };
+        // The follower computed its suffix against our Prepare, and our log
+        // has not changed since: install it where it says.
+        let sync = sync
+            .filter(|s| max_pid != self.pid && s.sync_idx >= self.storage.decided_idx())
+            .and_then(|s| self.checked_sync(s))
+            .unwrap_or_else(|| LogSync {
+                decided_snapshot: None,
+                sync_idx: self.storage.log_len(),
+                suffix: Vec::new(),
+                stopsign: None,
+            });
         let decided = self
             .progress
             .iter()
             .filter_map(|p| p.promise.map(|m| m.decided_idx))
             .fold(self.storage.decided_idx(), u64::max);
-        let cut = self.install_sync(self.leader, sync_idx, suffix, decided)?;
+        let cut = self.install_sync(self.leader, sync, decided)?;
         // Forward deduplication is per ballot: start afresh for this one.
         self.recent_forwards.clear();
         self.synced_round = max.n_accepted;
@@ -161,6 +159,8 @@ where
         for entry in waiting {
             self.accept_entry(entry)?;
         }
+        // Reads that waited for the prepare phase to end.
+        self.start_read_round();
         self.flush_batch()?;
         self.update_decided()
     }
@@ -180,10 +180,7 @@ where
         } else {
             meta.decided_idx
         };
-        let sync_idx = from
-            .min(self.storage.log_len())
-            .max(self.storage.compacted_idx());
-        let suffix = self.storage.get_suffix(sync_idx)?;
+        let log_sync = self.log_sync_from(from)?;
         let p = &mut self.progress[slot];
         p.seq.session += 1;
         p.seq.counter = 1;
@@ -194,11 +191,7 @@ where
             n: self.leader,
             seq_num: p.seq,
             decided_idx: self.storage.decided_idx(),
-            log_sync: LogSync {
-                sync_idx,
-                suffix,
-                stopsign: None,
-            },
+            log_sync,
         };
         let to = self.peers[slot];
         self.send(to, PaxosMsg::AcceptSync(msg));

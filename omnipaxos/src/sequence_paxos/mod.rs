@@ -21,15 +21,19 @@
 //! `leader.rs` holds what only a leader does, `follower.rs` what only a
 //! follower does; this file holds the state and the dispatch.
 
+mod compaction;
 mod follower;
 mod leader;
+mod read;
+
+pub use read::{ReadError, ReadId};
 
 use crate::{
     ballot::Ballot,
     clock::LogicalClock,
     config::OmniPaxosConfig,
     errors::{ProposeErr, StorageError},
-    messages::{ForwardId, Message, PaxosMessage, PaxosMsg, SequenceNumber},
+    messages::{ForwardId, LogSync, Message, PaxosMessage, PaxosMsg, SequenceNumber},
     quorum::Quorum,
     storage::{Entry, Storage, StorageResult, internal::InternalStorage},
     util::{ConfigurationId, NodeId},
@@ -115,7 +119,7 @@ where
     progress: Vec<FollowerProgress>,
     /// The most up-to-date promise seen in the prepare phase (with its log
     /// suffix); the leader adopts its log.
-    max_promise: Option<(PromiseMeta, NodeId, Option<crate::messages::LogSync<T>>)>,
+    max_promise: Option<(PromiseMeta, NodeId, Option<LogSync<T>>)>,
     /// The round in which the adopted log was accepted.
     synced_round: Ballot,
     /// The length of the log the leader synchronised from the promises: the
@@ -148,6 +152,8 @@ where
     outgoing: Vec<Message<T>>,
     /// Reused buffer for the decided-index computation.
     scratch: Vec<u64>,
+    /// Linearizable reads in progress, in either role.
+    reads: read::Reads,
     /// Leader: the highest ballot a follower refused us for, since leader
     /// election last looked.
     rejected_by: Option<Ballot>,
@@ -235,6 +241,7 @@ where
             scratch: Vec::with_capacity(config.peers.len() + 1),
             storage_failure: None,
             rejected_by: None,
+            reads: read::Reads::default(),
         }
     }
 
@@ -308,10 +315,15 @@ where
     fn install_sync(
         &mut self,
         round: Ballot,
-        sync_idx: u64,
-        suffix: Vec<T>,
+        sync: LogSync<T>,
         decided_idx: u64,
     ) -> StorageResult<Vec<T>> {
+        let LogSync {
+            decided_snapshot,
+            sync_idx,
+            suffix,
+            ..
+        } = sync;
         let prev_round = self.storage.accepted_round();
         let prev_len = self.storage.log_len();
         let mut cut = Vec::new();
@@ -326,9 +338,26 @@ where
             );
         }
         self.storage
-            .sync_log(round, sync_idx, suffix, decided_idx)?;
+            .sync_log(round, sync_idx, decided_snapshot, suffix, decided_idx)?;
         self.settle_forwards_after_sync(prev_round, prev_len, sync_idx);
         Ok(cut)
+    }
+
+    /// Checks a log sync against our log: `None` if we cannot install it (it
+    /// starts inside our compacted prefix, or past our log end without a
+    /// snapshot). A snapshot of a prefix we have already decided is dropped:
+    /// our own entries there are the decided ones.
+    fn checked_sync(&self, mut sync: LogSync<T>) -> Option<LogSync<T>> {
+        if sync.sync_idx < self.storage.compacted_idx() {
+            return None;
+        }
+        if sync.decided_snapshot.is_some() && sync.sync_idx <= self.storage.decided_idx() {
+            sync.decided_snapshot = None;
+        }
+        if sync.decided_snapshot.is_none() && sync.sync_idx > self.storage.log_len() {
+            return None;
+        }
+        Some(sync)
     }
 
     fn slot(&self, pid: NodeId) -> Option<usize> {
@@ -361,6 +390,7 @@ where
 
     /// A new leader is known; proposals waiting here go to it once it synchronised us.
     fn become_follower_of(&mut self, n: Ballot) {
+        let changed = n != self.leader || self.role == Role::Leader;
         self.leader = n;
         if self.role == Role::Leader {
             // Proposals this server gathered as leader but did not send go to
@@ -371,6 +401,9 @@ where
         self.role = Role::Follower;
         if n > self.storage.promise() || self.phase == Phase::None {
             self.phase = Phase::Prepare;
+        }
+        if changed {
+            self.reset_reads_for_new_ballot();
         }
     }
 
@@ -397,6 +430,23 @@ where
             PaxosMsg::ProposalForward(fwd) => self.handle_forward(from, fwd),
             PaxosMsg::ProposalAck(ack) => {
                 self.handle_proposal_ack(ack);
+                Ok(())
+            }
+            PaxosMsg::Compaction(c) => self.handle_compaction(from, c),
+            PaxosMsg::ReadRequest(r) => {
+                self.handle_read_request(from, r);
+                Ok(())
+            }
+            PaxosMsg::ReadConfirm(c) => {
+                self.handle_read_confirm(from, c);
+                Ok(())
+            }
+            PaxosMsg::ReadAck(a) => {
+                self.handle_read_ack(from, a);
+                Ok(())
+            }
+            PaxosMsg::ReadResponse(r) => {
+                self.handle_read_response(from, r);
                 Ok(())
             }
         };
@@ -444,6 +494,7 @@ where
                 Role::Leader => self.resend_as_leader(),
                 Role::Follower => self.resend_as_follower(),
             }
+            self.resend_reads();
         }
     }
 

@@ -137,21 +137,33 @@ where
 
     /// Replaces the log from `sync_idx` on with `suffix`, records that the log
     /// is now accepted in `round`, and raises the decided index, atomically:
-    /// the log synchronisation of a new leader or of a follower.
+    /// the log synchronisation of a new leader or of a follower. With a
+    /// `snapshot` (of the whole log below `sync_idx`), the log is first
+    /// compacted up to `sync_idx`, which may lie past its current end.
     pub(crate) fn sync_log(
         &mut self,
         round: Ballot,
         sync_idx: u64,
+        snapshot: Option<T::Snapshot>,
         suffix: Vec<T>,
         decided_idx: u64,
     ) -> StorageResult<()> {
-        debug_assert!(sync_idx <= self.log_len && sync_idx >= self.compacted_idx);
+        debug_assert!(sync_idx >= self.compacted_idx);
+        debug_assert!(snapshot.is_some() || sync_idx <= self.log_len);
         let new_len = sync_idx + suffix.len() as u64;
         let new_decided = decided_idx.min(new_len).max(self.decided_idx);
         debug_assert!(new_decided <= new_len, "sync would cut decided entries");
-        let mut ops = Vec::with_capacity(3);
+        let mut ops = Vec::with_capacity(6);
+        let compacted = if let Some(snapshot) = snapshot {
+            ops.push(StorageOp::SetSnapshot(Some(snapshot)));
+            ops.push(StorageOp::Trim(sync_idx));
+            ops.push(StorageOp::SetCompactedIdx(sync_idx));
+            sync_idx
+        } else {
+            self.compacted_idx
+        };
         // Appending at the current end is a plain append; anything else truncates first.
-        if sync_idx != self.log_len || !suffix.is_empty() {
+        if sync_idx != self.log_len.max(compacted) || !suffix.is_empty() {
             ops.push(StorageOp::AppendOnPrefix(sync_idx, suffix));
         }
         ops.push(StorageOp::SetAcceptedRound(round));
@@ -160,8 +172,23 @@ where
         }
         self.storage.write_atomically(ops)?;
         self.log_len = new_len;
+        self.compacted_idx = compacted;
         self.accepted_round = Some(round);
         self.decided_idx = new_decided;
+        Ok(())
+    }
+
+    /// Compacts the log below `idx`: drops the entries and stores `snapshot`
+    /// (`None` for a plain trim, which also drops any older snapshot, since it
+    /// would no longer cover the whole compacted prefix).
+    pub(crate) fn compact(&mut self, idx: u64, snapshot: Option<T::Snapshot>) -> StorageResult<()> {
+        debug_assert!(idx > self.compacted_idx && idx <= self.decided_idx);
+        self.storage.write_atomically(vec![
+            StorageOp::SetSnapshot(snapshot),
+            StorageOp::Trim(idx),
+            StorageOp::SetCompactedIdx(idx),
+        ])?;
+        self.compacted_idx = idx;
         Ok(())
     }
 

@@ -22,7 +22,9 @@ pub trait Snapshot<T: Entry>: Clone + Debug {
     fn create(entries: &[T]) -> Self;
     /// Folds `delta`, a snapshot of the entries that follow this one, into `self`.
     fn merge(&mut self, delta: Self);
-    /// Whether snapshots are in use; `false` makes compaction a plain trim.
+    /// Whether snapshots are in use. With `false`,
+    /// [`OmniPaxos::snapshot`](crate::OmniPaxos::snapshot) is refused and
+    /// compaction is by [`OmniPaxos::trim`](crate::OmniPaxos::trim) only.
     fn use_snapshots() -> bool;
 }
 

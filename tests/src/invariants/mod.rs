@@ -15,6 +15,7 @@
 //! | [`single_leader_per_ballot`] | `single_leader_per_ballot.rs` | BLE unique ballots; Sequence Paxos leader uniqueness | at most one server ever leads a given ballot, and it is the ballot's owner |
 //! | [`monotonic_ballot`] | `monotonic_ballot.rs` | BLE monotonic ballots; Paxos promise rule | promises, accepted rounds and followed leader ballots never go backwards |
 //! | [`no_lost_decided_entry`] | `no_lost_decided_entry.rs` | quorum intersection behind SC2 | every decided entry is held by the storages of a majority |
+//! | [`snapshot_matches_decided_prefix`] | `snapshot_matches_decided_prefix.rs` | §3 log compaction, SC2 | every server's snapshot equals the snapshot of the decided log below its compacted index |
 //!
 //! [`Invariants`] owns the record each property needs (the cluster-wide
 //! decided log, the proposed values, the ballots seen) and reads the servers
@@ -29,6 +30,7 @@ pub mod monotonic_ballot;
 pub mod no_lost_decided_entry;
 pub mod only_proposed_decided;
 pub mod single_leader_per_ballot;
+pub mod snapshot_matches_decided_prefix;
 
 use crate::sim::{storage::SharedStorage, value::Value};
 use omnipaxos::{OmniPaxos, util::LogEntry, util::NodeId};
@@ -89,6 +91,7 @@ pub struct Invariants {
     leaders: single_leader_per_ballot::SingleLeaderPerBallot,
     ballots: monotonic_ballot::MonotonicBallot,
     quorum: no_lost_decided_entry::NoLostDecidedEntry,
+    snapshots: snapshot_matches_decided_prefix::SnapshotMatchesDecidedPrefix,
 }
 
 impl Invariants {
@@ -103,6 +106,7 @@ impl Invariants {
             leaders: single_leader_per_ballot::SingleLeaderPerBallot::default(),
             ballots: monotonic_ballot::MonotonicBallot::default(),
             quorum: no_lost_decided_entry::NoLostDecidedEntry::new(cluster_size),
+            snapshots: Default::default(),
         }
     }
 
@@ -154,6 +158,7 @@ impl Invariants {
         self.stable.check_rewrites(nodes, &rewrites, log)?;
         self.validity.check_new(log, first_new)?;
         self.quorum.check(nodes, log, first_new, &rewrites)?;
+        self.snapshots.check(nodes, log)?;
         self.leaders.check(nodes)?;
         self.ballots.check(nodes)?;
         Ok(())
@@ -175,7 +180,14 @@ fn read_decided(
             ),
         ));
     };
-    if read.len() as u64 != to - from {
+    // A compacted part of the range reads as one Trimmed/Snapshotted marker.
+    let compacted = paxos.get_compacted_idx();
+    let expected = if from < compacted {
+        1 + to.saturating_sub(compacted)
+    } else {
+        to - from
+    };
+    if read.len() as u64 != expected {
         return Err(Violation::new(
             decided_is_stable::NAME,
             format!(
@@ -185,7 +197,12 @@ fn read_decided(
         ));
     }
     let mut entries = Vec::with_capacity(read.len());
-    for (idx, entry) in (from..to).zip(read) {
+    let first = if from < compacted {
+        compacted - 1
+    } else {
+        from
+    };
+    for (idx, entry) in (first..to).zip(read) {
         match entry {
             LogEntry::Decided(v) => entries.push((idx, v)),
             // Compaction (trim, snapshot) and reconfiguration replace entries

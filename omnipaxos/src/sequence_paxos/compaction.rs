@@ -1,0 +1,197 @@
+//! Compaction: trimming the decided prefix of the log, snapshotting it, and
+//! shipping a snapshot to a server that lacks entries others compacted away.
+//!
+//! ```text
+//!  trim(idx)      leader only, idx <= decided and accepted by every server;
+//!                 with snapshots in use, the entries are folded into the snapshot
+//!                 leader ──Compaction::Trim(idx)──▶ every follower
+//!  snapshot(idx)  any server, idx <= decided; unless local_only:
+//!                 ──Compaction::Snapshot(idx)──▶ every peer
+//!  log sync       a LogSync starting below the sender's compacted index
+//!                 carries the sender's snapshot of everything below it
+//! ```
+
+use super::{Phase, Role, SequencePaxos};
+use crate::{
+    errors::CompactionErr,
+    messages::{Compaction, LogSync, PaxosMsg},
+    storage::{Entry, Snapshot, Storage, StorageResult},
+    util::NodeId,
+};
+
+impl<T, S> SequencePaxos<T, S>
+where
+    T: Entry,
+    S: Storage<T>,
+{
+    /// The log from `from` on, as a [`LogSync`]: with this server's snapshot
+    /// if `from` lies in the compacted prefix.
+    ///
+    /// If the prefix was trimmed without a snapshot, the entries are gone and
+    /// the sync starts at the compacted index; a receiver that lacks them
+    /// refuses it. `trim` only drops what every server accepted, so this
+    /// happens only to a server that lost its storage.
+    pub(super) fn log_sync_from(&self, from: u64) -> StorageResult<LogSync<T>> {
+        let compacted = self.storage.compacted_idx();
+        let (sync_idx, decided_snapshot) = if from < compacted {
+            (compacted, self.storage.get_snapshot()?)
+        } else {
+            (from.min(self.storage.log_len()), None)
+        };
+        Ok(LogSync {
+            decided_snapshot,
+            sync_idx,
+            suffix: self.storage.get_suffix(sync_idx)?,
+            stopsign: None,
+        })
+    }
+
+    /// Leader: trims the log below `idx` (default: the decided index) here and
+    /// on every follower.
+    pub(crate) fn trim(&mut self, idx: Option<u64>) -> Result<(), CompactionErr> {
+        let r = self.try_trim(idx);
+        self.halt_on_storage_error(&r);
+        r
+    }
+
+    fn try_trim(&mut self, idx: Option<u64>) -> Result<(), CompactionErr> {
+        if let Some(e) = self.storage_failure() {
+            return Err(CompactionErr::Storage(e.clone()));
+        }
+        if self.role != Role::Leader || self.phase != Phase::Accept {
+            let leader = (self.leader.pid != 0).then_some(self.leader.pid);
+            return Err(CompactionErr::NotCurrentLeader { leader });
+        }
+        let idx = self.check_compaction_idx(idx)?;
+        // A follower that has not accepted up to `idx` would need the trimmed
+        // entries, which no snapshot can replace: refuse, and say what works.
+        let min_accepted = self
+            .progress
+            .iter()
+            .map(|p| p.accepted_idx.unwrap_or(0))
+            .fold(self.storage.log_len(), u64::min);
+        if idx > min_accepted {
+            return Err(CompactionErr::NotAllAccepted {
+                requested: idx,
+                min_accepted,
+            });
+        }
+        self.compact_locally(idx)?;
+        for i in 0..self.peers.len() {
+            let to = self.peers[i];
+            self.send(to, PaxosMsg::Compaction(Compaction::Trim(idx)));
+        }
+        Ok(())
+    }
+
+    /// Any server: replaces the decided log below `idx` (default: the decided
+    /// index) by a snapshot; unless `local_only`, asks every peer to do the same.
+    pub(crate) fn snapshot(
+        &mut self,
+        idx: Option<u64>,
+        local_only: bool,
+    ) -> Result<(), CompactionErr> {
+        let r = self.try_snapshot(idx, local_only);
+        self.halt_on_storage_error(&r);
+        r
+    }
+
+    fn try_snapshot(&mut self, idx: Option<u64>, local_only: bool) -> Result<(), CompactionErr> {
+        if let Some(e) = self.storage_failure() {
+            return Err(CompactionErr::Storage(e.clone()));
+        }
+        if !T::Snapshot::use_snapshots() {
+            return Err(CompactionErr::SnapshotsNotEnabled);
+        }
+        let idx = self.check_compaction_idx(idx)?;
+        self.snapshot_locally(idx)?;
+        if !local_only {
+            for i in 0..self.peers.len() {
+                let to = self.peers[i];
+                self.send(to, PaxosMsg::Compaction(Compaction::Snapshot(Some(idx))));
+            }
+        }
+        Ok(())
+    }
+
+    /// A failed write during compaction stops the server like any other.
+    fn halt_on_storage_error(&mut self, r: &Result<(), CompactionErr>) {
+        if let Err(CompactionErr::Storage(e)) = r {
+            if self.storage_failure().is_none() {
+                self.fail(e.clone());
+            }
+        }
+    }
+
+    /// The index to compact to, if it is decided and not compacted yet.
+    fn check_compaction_idx(&self, idx: Option<u64>) -> Result<u64, CompactionErr> {
+        let decided_idx = self.storage.decided_idx();
+        let compacted_idx = self.storage.compacted_idx();
+        let requested = idx.unwrap_or(decided_idx);
+        if requested > decided_idx {
+            return Err(CompactionErr::UndecidedIndex {
+                requested,
+                decided_idx,
+            });
+        }
+        if requested <= compacted_idx {
+            return Err(CompactionErr::AlreadyCompacted {
+                requested,
+                compacted_idx,
+            });
+        }
+        Ok(requested)
+    }
+
+    /// Drops the decided entries below `idx`. If the entry type uses
+    /// snapshots they are folded into the snapshot first, so that the
+    /// compacted prefix is always represented by one complete snapshot: a
+    /// later snapshot builds on it, and a lagging server can catch up from it.
+    fn compact_locally(&mut self, idx: u64) -> StorageResult<()> {
+        if T::Snapshot::use_snapshots() {
+            self.snapshot_locally(idx)
+        } else {
+            self.storage.compact(idx, None)
+        }
+    }
+
+    /// Folds the decided entries `compacted..idx` into the snapshot and drops them.
+    fn snapshot_locally(&mut self, idx: u64) -> StorageResult<()> {
+        let entries = self
+            .storage
+            .get_entries(self.storage.compacted_idx(), idx)?;
+        let delta = T::Snapshot::create(&entries);
+        let snapshot = match self.storage.get_snapshot()? {
+            Some(mut snapshot) => {
+                snapshot.merge(delta);
+                snapshot
+            }
+            None => delta,
+        };
+        self.storage.compact(idx, Some(snapshot))
+    }
+
+    /// A peer asks us to compact. We never compact what we have not decided,
+    /// so we go as far as our decided index allows.
+    pub(super) fn handle_compaction(&mut self, from: NodeId, c: Compaction) -> StorageResult<()> {
+        let reach = |idx: Option<u64>, decided: u64| idx.unwrap_or(decided).min(decided);
+        let decided = self.storage.decided_idx();
+        match c {
+            // Only the leader we follow knows that every server accepted the prefix.
+            Compaction::Trim(idx) if from == self.leader.pid && self.role == Role::Follower => {
+                let idx = reach(Some(idx), decided);
+                if idx > self.storage.compacted_idx() {
+                    self.compact_locally(idx)?;
+                }
+            }
+            Compaction::Snapshot(idx) if T::Snapshot::use_snapshots() => {
+                let idx = reach(idx, decided);
+                if idx > self.storage.compacted_idx() {
+                    self.snapshot_locally(idx)?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}

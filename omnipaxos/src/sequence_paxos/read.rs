@@ -1,0 +1,270 @@
+//! Linearizable reads that write nothing to the log.
+//!
+//! ```text
+//!  request_read() on the leader, or ReadRequest from a follower
+//!    -> queued; the next confirmation round takes every queued read
+//!  round: read point = max(decided index, log length adopted at prepare);
+//!         ReadConfirm{n, round} to every follower
+//!  a write quorum (counting the leader) answers ReadAck{n, round}
+//!    -> every read of the round completes with that read point
+//! ```
+//!
+//! Why this is linearizable: every entry decided before the read began is in
+//! the log the leader adopted at prepare or was decided by the leader itself,
+//! so it lies below the read point. And the leader is still the leader when
+//! the round completes: a newer leader needs promises from a read quorum,
+//! which meets every write quorum, and a server that promised a newer ballot
+//! does not acknowledge. A deposed leader that still believes it leads can
+//! therefore never complete a read, partial connectivity or not.
+
+use super::{Phase, Role, SequencePaxos};
+use crate::{
+    messages::{PaxosMsg, ReadAck, ReadConfirm, ReadRequest, ReadResponse},
+    storage::{Entry, Storage},
+    util::NodeId,
+};
+
+/// Names a linearizable read started by [`OmniPaxos::request_read`](crate::OmniPaxos::request_read).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct ReadId(pub u64);
+
+/// Why a linearizable read was not started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReadError {
+    /// `buffer_size` reads are waiting already; retry once some complete.
+    #[error("too many reads are waiting")]
+    BufferFull,
+    /// A storage write failed earlier and the server has stopped acting.
+    #[error("the node stopped after a storage failure")]
+    StorageFailure,
+}
+
+/// A read waiting for a confirmation round: who asked, and its id there.
+#[derive(Clone, Copy, Debug)]
+struct PendingRead {
+    origin: NodeId,
+    id: u64,
+}
+
+/// The leader's confirmation round in flight.
+#[derive(Debug)]
+struct ReadRound {
+    round: u64,
+    read_idx: u64,
+    /// Followers that acknowledged, by slot.
+    acked: Vec<bool>,
+    reads: Vec<PendingRead>,
+}
+
+/// Both roles' state for linearizable reads.
+#[derive(Debug, Default)]
+pub(super) struct Reads {
+    next_id: u64,
+    /// Leader: reads waiting for the next round.
+    queued: Vec<PendingRead>,
+    /// Leader: the round in flight.
+    in_flight: Option<ReadRound>,
+    next_round: u64,
+    /// Follower: our reads the leader has not answered, sent again on resend.
+    requested: Vec<u64>,
+    /// Reads of this server that completed: `(id, read point)`.
+    completed: Vec<(ReadId, u64)>,
+}
+
+impl<T, S> SequencePaxos<T, S>
+where
+    T: Entry,
+    S: Storage<T>,
+{
+    /// Starts a linearizable read; its read point comes out of
+    /// [`take_read_points`](Self::take_read_points).
+    pub(crate) fn request_read(&mut self) -> Result<ReadId, ReadError> {
+        if self.is_halted() {
+            return Err(ReadError::StorageFailure);
+        }
+        let r = &mut self.reads;
+        if r.queued.len() + r.requested.len() + r.in_flight.as_ref().map_or(0, |f| f.reads.len())
+            >= self.buffer_size
+        {
+            return Err(ReadError::BufferFull);
+        }
+        r.next_id += 1;
+        let id = r.next_id;
+        if self.role == Role::Leader {
+            self.reads.queued.push(PendingRead {
+                origin: self.pid,
+                id,
+            });
+            self.start_read_round();
+        } else {
+            self.reads.requested.push(id);
+            if self.phase == Phase::Accept {
+                let to = self.leader.pid;
+                self.send(to, PaxosMsg::ReadRequest(ReadRequest { id }));
+            }
+        }
+        Ok(ReadId(id))
+    }
+
+    /// Moves the completed reads `(id, read point)` into `buf`.
+    pub(crate) fn take_read_points(&mut self, buf: &mut Vec<(ReadId, u64)>) {
+        buf.append(&mut self.reads.completed);
+    }
+
+    pub(super) fn handle_read_request(&mut self, from: NodeId, req: ReadRequest) {
+        if self.role != Role::Leader || self.slot(from).is_none() {
+            return;
+        }
+        // A retried request may be queued twice; the follower keeps the first answer.
+        self.reads.queued.push(PendingRead {
+            origin: from,
+            id: req.id,
+        });
+        self.start_read_round();
+    }
+
+    /// Opens a confirmation round for the queued reads, unless one is in
+    /// flight (the next opens when it completes) or the prepare phase is not over.
+    pub(super) fn start_read_round(&mut self) {
+        if self.reads.in_flight.is_some()
+            || self.reads.queued.is_empty()
+            || self.phase != Phase::Accept
+        {
+            return;
+        }
+        self.reads.next_round += 1;
+        let round = ReadRound {
+            round: self.reads.next_round,
+            read_idx: self.storage.decided_idx().max(self.synced_len),
+            acked: vec![false; self.peers.len()],
+            reads: std::mem::take(&mut self.reads.queued),
+        };
+        let msg = ReadConfirm {
+            n: self.leader,
+            round: round.round,
+        };
+        self.reads.in_flight = Some(round);
+        for i in 0..self.peers.len() {
+            let to = self.peers[i];
+            self.send(to, PaxosMsg::ReadConfirm(msg));
+        }
+        self.complete_read_round_if_confirmed();
+    }
+
+    pub(super) fn handle_read_confirm(&mut self, from: NodeId, c: ReadConfirm) {
+        // Only a server that still promises exactly this leader's ballot vouches for it.
+        if c.n == self.storage.promise() && c.n.pid == from {
+            self.send(
+                from,
+                PaxosMsg::ReadAck(ReadAck {
+                    n: c.n,
+                    round: c.round,
+                }),
+            );
+        }
+    }
+
+    pub(super) fn handle_read_ack(&mut self, from: NodeId, ack: ReadAck) {
+        if self.role != Role::Leader || ack.n != self.leader {
+            return;
+        }
+        let Some(slot) = self.slot(from) else { return };
+        match &mut self.reads.in_flight {
+            Some(round) if round.round == ack.round => round.acked[slot] = true,
+            _ => return,
+        }
+        self.complete_read_round_if_confirmed();
+    }
+
+    fn complete_read_round_if_confirmed(&mut self) {
+        let Some(round) = &self.reads.in_flight else {
+            return;
+        };
+        let confirmed = 1 + round.acked.iter().filter(|a| **a).count();
+        if !self.quorum.is_write_quorum(confirmed) {
+            return;
+        }
+        let round = self.reads.in_flight.take().expect("checked above");
+        for read in round.reads {
+            if read.origin == self.pid {
+                self.reads.completed.push((ReadId(read.id), round.read_idx));
+            } else {
+                let msg = ReadResponse {
+                    id: read.id,
+                    read_idx: round.read_idx,
+                };
+                self.send(read.origin, PaxosMsg::ReadResponse(msg));
+            }
+        }
+        self.start_read_round();
+    }
+
+    pub(super) fn handle_read_response(&mut self, from: NodeId, resp: ReadResponse) {
+        if from != self.leader.pid {
+            return;
+        }
+        if let Some(pos) = self.reads.requested.iter().position(|id| *id == resp.id) {
+            self.reads.requested.swap_remove(pos);
+            self.reads.completed.push((ReadId(resp.id), resp.read_idx));
+        }
+    }
+
+    /// On the resend timer: a leader asks again for the acknowledgements of
+    /// its round; a follower sends its unanswered requests to the current leader.
+    pub(super) fn resend_reads(&mut self) {
+        match self.role {
+            Role::Leader => {
+                if let Some(round) = &self.reads.in_flight {
+                    let msg = ReadConfirm {
+                        n: self.leader,
+                        round: round.round,
+                    };
+                    let missing: Vec<usize> =
+                        (0..self.peers.len()).filter(|&i| !round.acked[i]).collect();
+                    for i in missing {
+                        let to = self.peers[i];
+                        self.send(to, PaxosMsg::ReadConfirm(msg));
+                    }
+                }
+            }
+            Role::Follower if self.phase == Phase::Accept => {
+                let to = self.leader.pid;
+                for i in 0..self.reads.requested.len() {
+                    let id = self.reads.requested[i];
+                    self.send(to, PaxosMsg::ReadRequest(ReadRequest { id }));
+                }
+            }
+            Role::Follower => {}
+        }
+    }
+
+    /// Leadership changed: reads in a round of the old ballot can never be
+    /// confirmed. This server's own are asked for again under the new leader;
+    /// a follower's retries its request on its own.
+    pub(super) fn reset_reads_for_new_ballot(&mut self) {
+        let mut stranded = std::mem::take(&mut self.reads.queued);
+        if let Some(round) = self.reads.in_flight.take() {
+            stranded.extend(round.reads);
+        }
+        for read in stranded {
+            if read.origin == self.pid {
+                if self.role == Role::Leader {
+                    self.reads.queued.push(read);
+                } else {
+                    self.reads.requested.push(read.id);
+                }
+            }
+        }
+        if self.role == Role::Leader {
+            // Our own earlier requests, made as a follower, are now ours to confirm.
+            for id in std::mem::take(&mut self.reads.requested) {
+                self.reads.queued.push(PendingRead {
+                    origin: self.pid,
+                    id,
+                });
+            }
+        }
+    }
+}

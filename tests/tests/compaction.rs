@@ -1,0 +1,208 @@
+//! Compaction: trimming and snapshotting the decided prefix, the refusals
+//! that leave the state unchanged, and bringing a lagging server up to date
+//! with a snapshot plus the entries after it.
+
+use omnipaxos::{CompactionErr, util::LogEntry};
+use omnipaxos_tests::{SimCluster, SimOptions, Value, ValueSnapshot};
+use pretty_assertions::assert_eq;
+
+/// Ticks per heartbeat round in these tests (the default).
+const ETT: u64 = 10;
+
+/// A cluster of `ids` with a leader and `n` decided entries on every server.
+fn with_decided(ids: &[u64], n: usize) -> (SimCluster, u64, Vec<Value>) {
+    let mut cluster = SimCluster::new(ids, SimOptions::default());
+    let leader = cluster.wait_for_leader(4 * ETT);
+    let values: Vec<_> = (0..n).map(|_| cluster.propose_new(leader)).collect();
+    cluster.run_until(|c| values.iter().all(|v| c.all_live_decided(v)), 4 * ETT);
+    (cluster, leader, values)
+}
+
+#[test]
+fn leader_trim_compacts_every_server_and_keeps_the_prefix_in_the_snapshot() {
+    // Non-contiguous ids: compaction must not assume ids 1..=n.
+    let (mut cluster, leader, values) = with_decided(&[5, 7, 9], 20);
+    cluster.node_mut(leader).trim(Some(10)).unwrap();
+    cluster.run_until(
+        |c| c.ids().iter().all(|&p| c.node(p).get_compacted_idx() == 10),
+        2 * ETT,
+    );
+    for &pid in cluster.ids() {
+        let node = cluster.node(pid);
+        // `Value` uses snapshots, so the trimmed prefix lives on in one.
+        match node.read(3) {
+            Some(LogEntry::Snapshotted(s)) => {
+                assert_eq!(
+                    (s.trimmed_idx, s.snapshot),
+                    (10, ValueSnapshot::of(&values[..10]))
+                )
+            }
+            other => panic!("server {pid}: expected a snapshotted entry, got {other:?}"),
+        }
+        assert_eq!(node.read(10), Some(LogEntry::Decided(values[10])));
+    }
+    // The log goes on after a trim.
+    let next = cluster.propose_new(leader);
+    cluster.run_until(|c| c.all_live_decided(&next), 2 * ETT);
+}
+
+#[test]
+fn trim_refusals_name_the_reason_and_change_nothing() {
+    let (mut cluster, leader, _) = with_decided(&[1, 2, 3], 10);
+    let follower = cluster.others(leader)[0];
+    assert_eq!(
+        cluster.node_mut(follower).trim(Some(5)),
+        Err(CompactionErr::NotCurrentLeader {
+            leader: Some(leader)
+        })
+    );
+    assert_eq!(
+        cluster.node_mut(leader).trim(Some(11)),
+        Err(CompactionErr::UndecidedIndex {
+            requested: 11,
+            decided_idx: 10
+        })
+    );
+    cluster.node_mut(leader).trim(Some(5)).unwrap();
+    assert_eq!(
+        cluster.node_mut(leader).trim(Some(5)),
+        Err(CompactionErr::AlreadyCompacted {
+            requested: 5,
+            compacted_idx: 5
+        })
+    );
+    for &pid in cluster.ids() {
+        assert!(cluster.node(pid).get_compacted_idx() <= 5);
+    }
+}
+
+#[test]
+fn trim_waits_for_a_crashed_follower_and_says_what_would_work() {
+    let (mut cluster, leader, _) = with_decided(&[1, 2, 3], 10);
+    let down = cluster.others(leader)[0];
+    cluster.crash(down);
+    let more: Vec<_> = (0..5).map(|_| cluster.propose_new(leader)).collect();
+    cluster.run_until(|c| more.iter().all(|v| c.all_live_decided(v)), 4 * ETT);
+    // The crashed server accepted 10 entries; trimming past them would lose
+    // what it needs to catch up.
+    assert_eq!(
+        cluster.node_mut(leader).trim(Some(15)),
+        Err(CompactionErr::NotAllAccepted {
+            requested: 15,
+            min_accepted: 10
+        })
+    );
+    assert_eq!(cluster.node(leader).get_compacted_idx(), 0);
+    cluster.node_mut(leader).trim(Some(10)).unwrap();
+}
+
+#[test]
+fn a_local_snapshot_on_a_follower_compacts_only_that_follower() {
+    let (mut cluster, leader, values) = with_decided(&[1, 2, 3], 12);
+    let follower = cluster.others(leader)[0];
+    cluster.node_mut(follower).snapshot(Some(8), true).unwrap();
+    cluster.run_for(2 * ETT);
+    for &pid in cluster.ids() {
+        let want = if pid == follower { 8 } else { 0 };
+        assert_eq!(cluster.node(pid).get_compacted_idx(), want, "server {pid}");
+    }
+    match cluster.node(follower).read(2) {
+        Some(LogEntry::Snapshotted(s)) => {
+            assert_eq!(s.trimmed_idx, 8);
+            assert_eq!(s.snapshot, ValueSnapshot::of(&values[..8]));
+        }
+        other => panic!("expected a snapshotted entry, got {other:?}"),
+    }
+    assert_eq!(
+        cluster.node_mut(follower).snapshot(Some(13), true),
+        Err(CompactionErr::UndecidedIndex {
+            requested: 13,
+            decided_idx: 12
+        })
+    );
+}
+
+#[test]
+fn a_global_snapshot_compacts_every_server_and_merges_with_earlier_ones() {
+    let (mut cluster, leader, values) = with_decided(&[1, 2, 3], 12);
+    cluster.node_mut(leader).snapshot(Some(4), false).unwrap();
+    cluster.node_mut(leader).snapshot(None, false).unwrap();
+    cluster.run_until(
+        |c| c.ids().iter().all(|&p| c.node(p).get_compacted_idx() == 12),
+        2 * ETT,
+    );
+    for &pid in cluster.ids() {
+        match cluster.node(pid).read(0) {
+            Some(LogEntry::Snapshotted(s)) => {
+                assert_eq!(s.snapshot, ValueSnapshot::of(&values), "server {pid}")
+            }
+            other => panic!("server {pid}: expected a snapshotted entry, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_follower_behind_the_compacted_prefix_catches_up_from_a_snapshot() {
+    let (mut cluster, leader, _) = with_decided(&[1, 2, 3], 5);
+    let lagging = cluster.others(leader)[0];
+    cluster.crash(lagging);
+    let more: Vec<_> = (0..20).map(|_| cluster.propose_new(leader)).collect();
+    cluster.run_until(|c| more.iter().all(|v| c.all_live_decided(v)), 4 * ETT);
+    // Everyone alive snapshots up to 20: entries 5..20, which the crashed
+    // server never saw, now exist only inside snapshots.
+    cluster.node_mut(leader).snapshot(Some(20), false).unwrap();
+    cluster.run_for(ETT);
+    cluster.restart(lagging);
+    let last = more.last().copied().expect("20 proposals");
+    cluster.run_until(|c| c.all_live_decided(&last), 6 * ETT);
+    let node = cluster.node(lagging);
+    assert_eq!(node.get_decided_idx(), 25);
+    assert_eq!(node.get_compacted_idx(), 20);
+    assert_eq!(node.read(24), Some(LogEntry::Decided(last)));
+    // And it takes part in new decisions.
+    let next = cluster.propose_new(lagging);
+    cluster.run_until(|c| c.all_live_decided(&next), 4 * ETT);
+}
+
+#[test]
+fn a_new_leader_with_a_compacted_log_brings_a_lagging_server_up_to_date() {
+    let (mut cluster, leader, _) = with_decided(&[1, 2, 3, 4, 5], 5);
+    let lagging = cluster.others(leader)[0];
+    cluster.crash(lagging);
+    let more: Vec<_> = (0..10).map(|_| cluster.propose_new(leader)).collect();
+    cluster.run_until(|c| more.iter().all(|v| c.all_live_decided(v)), 4 * ETT);
+    cluster.node_mut(leader).snapshot(None, false).unwrap();
+    cluster.run_for(ETT);
+    // The old leader fails; the new one ships its snapshot to the lagging server.
+    cluster.crash(leader);
+    cluster.restart(lagging);
+    let new_leader = cluster.wait_for_leader(6 * ETT);
+    assert_ne!(new_leader, leader);
+    let next = cluster.propose_new(new_leader);
+    cluster.run_until(|c| c.all_live_decided(&next), 6 * ETT);
+    assert_eq!(cluster.node(lagging).get_compacted_idx(), 15);
+}
+
+#[test]
+fn snapshot_is_refused_for_an_entry_type_without_snapshots() {
+    use omnipaxos::{OmniPaxosConfig, macros::Entry};
+    use omnipaxos_storage::memory_storage::MemoryStorage;
+    #[derive(Clone, Debug, PartialEq, Entry)]
+    struct Plain(u8);
+    let mut node = OmniPaxosConfig {
+        pid: 1,
+        ..Default::default()
+    }
+    .build::<Plain, _>(MemoryStorage::default())
+    .unwrap();
+    while !node.is_leader() {
+        node.tick();
+    }
+    node.append(Plain(1)).unwrap();
+    assert_eq!(
+        node.snapshot(None, false),
+        Err(CompactionErr::SnapshotsNotEnabled)
+    );
+    node.trim(None).unwrap();
+    assert_eq!(node.read(0), Some(LogEntry::Trimmed(1)));
+}
