@@ -154,13 +154,13 @@ fn check_once(batch_size: usize) {
 }
 
 fn decide(c: &mut Criterion) {
-    for batch_size in [1, 100] {
+    for batch_size in [1, 16, 128] {
         check_once(batch_size);
     }
     let mut group = c.benchmark_group("decide");
     group.throughput(Throughput::Elements(ENTRIES));
     group.sample_size(20);
-    for batch_size in [1, 100] {
+    for batch_size in [1, 16, 128] {
         group.bench_with_input(
             BenchmarkId::new("3_nodes_memory_batch_size", batch_size),
             &batch_size,

@@ -131,6 +131,8 @@ impl BallotLeaderElection {
         leading: Option<Ballot>,
         rejected_by: Option<Ballot>,
     ) -> Option<Ballot> {
+        // Kept until the round ends, whichever tick it arrives on.
+        self.rejected_by = self.rejected_by.max(rejected_by);
         if !self.heartbeat_timer.tick_and_check() {
             if self.retry_timer.tick_and_check() {
                 self.retry_round();
@@ -138,7 +140,6 @@ impl BallotLeaderElection {
             return None;
         }
         self.retry_timer.reset();
-        self.rejected_by = self.rejected_by.max(rejected_by);
         let new_leader = self.end_round(promise, leading);
         self.new_round();
         new_leader

@@ -718,3 +718,27 @@ fn one_node_cluster_decides_alone() {
     assert_eq!(n.get_decided_idx(), 1);
     assert_eq!(n.outgoing_messages(), vec![]);
 }
+
+#[test]
+fn leader_outbids_a_higher_ballot_named_in_a_prepare_request() {
+    // Server 2 promised its own ballot 5 and crashed before leading; after a
+    // restart it asks to be prepared under that ballot. Our ballot is lower,
+    // so at the end of the next heartbeat round we take a ballot above 5.
+    let mut l = leader_with_follower_2();
+    l.handle_incoming(sp(
+        2,
+        1,
+        PaxosMsg::PrepareReq(PrepareReq {
+            n: Ballot::with(5, 0, 2),
+        }),
+    ));
+    assert_eq!(paxos_out(&mut l), vec![]);
+    for _ in 0..10 {
+        l.tick();
+    }
+    assert!(
+        l.get_promise() > Ballot::with(5, 0, 2),
+        "promise {:?}",
+        l.get_promise()
+    );
+}

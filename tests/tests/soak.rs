@@ -16,7 +16,7 @@
 //! soak carries on with the other seeds and fails at the end listing every
 //! failing seed (stopping early after ten).
 
-use omnipaxos::ReadId;
+use omnipaxos::{FlexibleQuorum, ReadId};
 use omnipaxos_tests::{SimCluster, SimOptions};
 use rand::{Rng, SeedableRng, seq::SliceRandom};
 use rand_chacha::ChaCha8Rng;
@@ -65,6 +65,11 @@ fn options_for(seed: u64) -> (Vec<u64>, SimOptions) {
         resend_message_tick_timeout: rng.gen_range(5..=25),
         batch_size: *[1_usize, 1, 3].choose(&mut rng).expect("non-empty"),
         call_reconnected: rng.gen_bool(0.5),
+        // Some five-server runs use flexible quorums (read 4, write 2).
+        flexible_quorum: (size == 5 && rng.gen_bool(0.3)).then_some(FlexibleQuorum {
+            read_quorum_size: 4,
+            write_quorum_size: 2,
+        }),
         // `OmniPaxos::append` promises at-least-once only: a forwarded entry
         // whose leader fails before acknowledging it goes to the next leader
         // too, and random crashes and partitions make that happen. The

@@ -70,9 +70,17 @@ where
     }
 
     pub(super) fn handle_prepare_req(&mut self, from: NodeId, req: PrepareReq) {
-        // A follower that promised a higher ballot will not be ours: ignore it.
-        if self.role == Role::Leader && req.n <= self.leader {
+        if self.role != Role::Leader {
+            return;
+        }
+        if req.n <= self.leader {
             self.prepare_follower(from);
+        } else {
+            // The follower promised a higher ballot (for instance its own,
+            // just before it crashed) and will refuse ours: treat it as a
+            // refusal, so that leader election outbids that ballot unless a
+            // live leader holds it.
+            self.rejected_by = self.rejected_by.max(Some(req.n));
         }
     }
 

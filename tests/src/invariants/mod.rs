@@ -14,7 +14,7 @@
 //! | [`only_proposed_decided`] | `only_proposed_decided.rs` | SC1 validity | every decided entry was proposed, and is decided at one index only |
 //! | [`single_leader_per_ballot`] | `single_leader_per_ballot.rs` | BLE unique ballots; Sequence Paxos leader uniqueness | at most one server ever leads a given ballot, and it is the ballot's owner |
 //! | [`monotonic_ballot`] | `monotonic_ballot.rs` | BLE monotonic ballots; Paxos promise rule | promises, accepted rounds and followed leader ballots never go backwards |
-//! | [`no_lost_decided_entry`] | `no_lost_decided_entry.rs` | quorum intersection behind SC2 | every decided entry is held by the storages of a majority |
+//! | [`no_lost_decided_entry`] | `no_lost_decided_entry.rs` | quorum intersection behind SC2 | every decided entry is held by the storages of a write quorum (a majority by default) |
 //! | [`snapshot_matches_decided_prefix`] | `snapshot_matches_decided_prefix.rs` | §3 log compaction, SC2 | every server's snapshot equals the snapshot of the decided log below its compacted index |
 //!
 //! [`Invariants`] owns the record each property needs (the cluster-wide
@@ -95,17 +95,18 @@ pub struct Invariants {
 }
 
 impl Invariants {
-    /// Starts with empty records for a cluster of `cluster_size` servers.
+    /// Starts with empty records for a cluster whose write quorum (majority,
+    /// unless flexible quorums are configured) is `write_quorum` servers.
     /// `allow_duplicates` relaxes validity to "every decided entry was
     /// proposed" (see [`SimOptions::allow_duplicate_decisions`](crate::SimOptions::allow_duplicate_decisions)).
-    pub fn new(cluster_size: usize, allow_duplicates: bool) -> Self {
+    pub fn new(write_quorum: usize, allow_duplicates: bool) -> Self {
         Self {
             stable: decided_is_stable::DecidedIsStable::default(),
             agreement: decided_prefix_agreement::DecidedPrefixAgreement::default(),
             validity: only_proposed_decided::OnlyProposedDecided::new(allow_duplicates),
             leaders: single_leader_per_ballot::SingleLeaderPerBallot::default(),
             ballots: monotonic_ballot::MonotonicBallot::default(),
-            quorum: no_lost_decided_entry::NoLostDecidedEntry::new(cluster_size),
+            quorum: no_lost_decided_entry::NoLostDecidedEntry::new(write_quorum),
             snapshots: Default::default(),
         }
     }

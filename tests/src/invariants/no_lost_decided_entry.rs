@@ -28,15 +28,15 @@ pub const NAME: &str = "no_lost_decided_entry";
 /// The quorum size the check demands.
 #[derive(Debug)]
 pub struct NoLostDecidedEntry {
-    /// A majority of the configuration.
+    /// The write quorum: how many storages must hold a decided entry.
     majority: usize,
 }
 
 impl NoLostDecidedEntry {
-    /// Checks a configuration of `cluster_size` servers with majority quorums.
-    pub fn new(cluster_size: usize) -> Self {
+    /// Checks a configuration whose write quorum is `write_quorum` servers.
+    pub fn new(write_quorum: usize) -> Self {
         Self {
-            majority: cluster_size / 2 + 1,
+            majority: write_quorum,
         }
     }
 
@@ -104,7 +104,7 @@ mod tests {
         for s in &storages[..2] {
             s.clone().append_entry(Value(1)).unwrap();
         }
-        NoLostDecidedEntry::new(3)
+        NoLostDecidedEntry::new(2)
             .check(&views(&storages), &[Value(1)], 0, &[])
             .unwrap();
     }
@@ -117,7 +117,7 @@ mod tests {
             SharedStorage::new(),
         ];
         storages[0].clone().append_entry(Value(1)).unwrap();
-        let err = NoLostDecidedEntry::new(3)
+        let err = NoLostDecidedEntry::new(2)
             .check(&views(&storages), &[Value(1)], 0, &[])
             .unwrap_err();
         assert_eq!(err.property, NAME);
@@ -133,7 +133,7 @@ mod tests {
         for s in &storages[..2] {
             s.clone().append_entries(vec![Value(1), Value(2)]).unwrap();
         }
-        let check = NoLostDecidedEntry::new(3);
+        let check = NoLostDecidedEntry::new(2);
         check
             .check(&views(&storages), &[Value(1), Value(2)], 0, &[])
             .unwrap();

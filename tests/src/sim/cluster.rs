@@ -104,7 +104,12 @@ impl SimCluster {
             .collect();
         Self {
             rng: ChaCha8Rng::seed_from_u64(options.seed),
-            invariants: Invariants::new(sorted.len(), options.allow_duplicate_decisions),
+            invariants: Invariants::new(
+                options
+                    .flexible_quorum
+                    .map_or(sorted.len() / 2 + 1, |fq| fq.write_quorum_size),
+                options.allow_duplicate_decisions,
+            ),
             trace: options.trace || std::env::var_os("SIM_TRACE").is_some_and(|v| v != "0"),
             options,
             now: 0,

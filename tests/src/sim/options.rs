@@ -1,6 +1,6 @@
 //! [`SimOptions`]: every knob of a simulated run, in one place.
 
-use omnipaxos::{OmniPaxosConfig, util::NodeId};
+use omnipaxos::{FlexibleQuorum, OmniPaxosConfig, util::NodeId};
 
 /// The seed and the knobs of one simulated run.
 ///
@@ -38,6 +38,8 @@ pub struct SimOptions {
     pub batch_size: usize,
     /// Passed to every server's [`OmniPaxosConfig::buffer_size`].
     pub buffer_size: usize,
+    /// Passed to every server's [`OmniPaxosConfig::flexible_quorum`].
+    pub flexible_quorum: Option<FlexibleQuorum>,
     /// Whether to call `reconnected(peer)` on both ends when a cut link is
     /// healed or a peer restarts, as a connection-based transport would.
     /// Off by default: the protocol must recover from loss on its own timers,
@@ -75,6 +77,7 @@ impl Default for SimOptions {
             flush_batch_tick_timeout: 1,
             batch_size: 1,
             buffer_size: 100_000,
+            flexible_quorum: None,
             call_reconnected: false,
             allow_duplicate_decisions: false,
             trace: false,
@@ -124,6 +127,7 @@ impl SimOptions {
             flush_batch_tick_timeout: self.flush_batch_tick_timeout,
             batch_size: self.batch_size,
             buffer_size: self.buffer_size,
+            flexible_quorum: self.flexible_quorum,
             ..OmniPaxosConfig::default()
         }
     }
