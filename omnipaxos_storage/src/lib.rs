@@ -1,5 +1,5 @@
 //! Ready-made [`Storage`](omnipaxos::storage::Storage) backends for
-//! [`omnipaxos`].
+//! [`omnipaxos`], and the test suite every backend must pass.
 //!
 //! An `OmniPaxos` node writes its log and its protocol state (promised
 //! ballot, accepted round, decided index, compacted index, stop-sign,
@@ -8,19 +8,74 @@
 //! and a batch given to `write_atomically` is applied whole or not at all.
 //! Log indices are absolute: trimming a prefix never renumbers what follows.
 //!
-//! This crate has two backends that keep those promises to different
-//! degrees of durability:
+//! # Which storage
 //!
-//! * [`MemoryStorage`] keeps everything in
-//!   memory. It is fast and never fails for I/O reasons, but a crash loses
-//!   it all, so a restarted server must catch up from its peers as if new.
-//!   Use it for tests, simulations, and deployments where every server
-//!   failing at once is not a concern.
-//! * `PersistentStorage` (coming next) keeps the entries in an append-only
-//!   commit log and the state in an embedded database, and syncs them
-//!   before a write returns. A server restarted on the same directory
-//!   recovers its state, and only then calls `fail_recovery()`. Choose it when
-//!   a decided entry must survive a crash of the whole cluster.
+//! * [`MemoryStorage`] keeps everything in memory. It is fast and never fails
+//!   for I/O reasons, but a crash loses it all, so a restarted server must
+//!   catch up from its peers as if new. Use it for tests, simulations, and
+//!   deployments where every server failing at once is not a concern.
+//! * [`PersistentStorage`] (feature
+//!   `persistent`, on by default) keeps the entries in a `commitlog` and the
+//!   state in a `sled` database, and syncs both before a write returns. A
+//!   server restarted on the same directory reopens it, builds `OmniPaxos` on
+//!   it and calls `fail_recovery()`. Choose it when a decided entry must
+//!   survive a crash of the whole cluster. Its entries and snapshots are
+//!   serialised with serde (bincode), so they must implement `Serialize` and
+//!   `DeserializeOwned`.
+//!
+//! # The durability contract of `PersistentStorage`
+//!
+//! * **A write is durable when it returns `Ok`.** The commitlog segment and
+//!   index are fsynced and the sled database is flushed (which fsyncs its
+//!   log) before any write method returns, so the write survives `kill -9`
+//!   and, as far as the disk honours fsync, a power loss.
+//! * **Group commit.** A batch ([`write_atomically`](omnipaxos::storage::Storage::write_atomically),
+//!   `append_entries`) costs one sync of each store, however many entries it
+//!   holds; the protocol batches writes (`batch_size`), so under load the
+//!   sync cost is shared by many entries.
+//! * **All-or-nothing across both stores.** The state record in sled says
+//!   which commitlog offsets hold the log; flushing it is the single commit
+//!   point of every batch. Entries past the committed range (a crash between
+//!   writing the commitlog and flushing sled) are ignored and moved out of the
+//!   log on the next open, as is a torn commitlog tail, so a crash at any point recovers
+//!   to the state before or after the batch, never a mix. A batch that
+//!   replaces entries commits them through a redo record and finishes the
+//!   rewrite after the commit point, on open if need be.
+//! * **Trim is cheap.** Trimming moves the log's start in the state record and
+//!   deletes the commitlog segments that lie wholly below it: the cost grows
+//!   with what is dropped, never with what is kept.
+//! * **Bad input is an error, never a panic or a silent repair.** A path that
+//!   is a file, a directory from something else, a missing or truncated
+//!   segment, a damaged entry or state record, or an entry that does not
+//!   deserialise yields a [`StorageError`](omnipaxos::errors::StorageError)
+//!   naming the file and the problem. Open deletes nothing but segments
+//!   below the committed start (trimmed in any state the store could be in);
+//!   what lies past the commit point is moved, byte for byte, into a
+//!   `quarantine/` directory inside the commitlog directory.
+//! * **After a failed write, reopen.** A write that fails half-way (disk
+//!   full, permission denied) returns the error and leaves the storage
+//!   refusing every later call; the protocol stops acting on a storage error
+//!   anyway, and reopening the directory recovers the last committed state.
+//!
+//! The crash tests (`omnipaxos_storage/tests/crash.rs`) kill a writing
+//! process with SIGKILL at random moments and check this contract after each
+//! kill, and open damaged directories.
+//!
+//! One limit is sled's: it checksums its log and treats a damaged record as
+//! the torn end of the log, recovering to the state before it. A flipped
+//! byte in the state database can therefore roll the state back to an
+//! earlier committed one instead of failing the open. The entries committed
+//! after that earlier state are then past the commit point as far as the
+//! open can tell; they end up in `quarantine/`, not deleted, so an operator
+//! can recover them. (Telling such a rollback apart from a torn write needs a
+//! second witness of the commit point in the commitlog itself; that is not
+//! implemented yet.)
+//!
+//! # Testing your own storage
+//!
+//! With the `conformance` feature, the [`conformance`] module runs the whole
+//! `Storage` contract against any implementation; see its documentation for
+//! how to call it from a test.
 //!
 //! ```
 //! use omnipaxos::macros::Entry;
@@ -37,6 +92,19 @@
 //! ```
 #![deny(missing_docs)]
 
+mod bounds;
+#[cfg(feature = "persistent")]
+mod config;
+#[cfg(feature = "conformance")]
+pub mod conformance;
+#[cfg(feature = "persistent")]
+mod error;
 pub mod memory_storage;
+#[cfg(feature = "persistent")]
+pub mod persistent_storage;
+#[cfg(feature = "persistent")]
+mod segments;
 
 pub use memory_storage::MemoryStorage;
+#[cfg(feature = "persistent")]
+pub use persistent_storage::{PersistentStorage, PersistentStorageConfig};

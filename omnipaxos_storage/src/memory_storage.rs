@@ -1,8 +1,8 @@
 //! [`MemoryStorage`]: the log and the protocol state in plain memory.
 
+use crate::bounds::Bounds;
 use omnipaxos::{
     ballot::Ballot,
-    errors::StorageError,
     storage::{Entry, Storage, StorageOp, StorageResult},
     util::StopSign,
 };
@@ -13,7 +13,7 @@ use omnipaxos::{
 /// their peers rather than from their own disk. Every write takes effect
 /// before it returns and cannot fail for lack of space (short of the process
 /// running out of memory); a write can only fail because it names indices
-/// the log does not hold ([`StorageError::IndexOutOfRange`]), and then it
+/// the log does not hold ([`StorageError::IndexOutOfRange`](omnipaxos::errors::StorageError::IndexOutOfRange)), and then it
 /// changes nothing.
 ///
 /// Indices are absolute, as the [`Storage`] trait requires: trimming drops a
@@ -70,74 +70,6 @@ impl<T: Entry> Default for MemoryStorage<T> {
             stopsign: None,
             snapshot: None,
         }
-    }
-}
-
-/// The index arithmetic of a [`MemoryStorage`], without the entries: enough to
-/// check a whole batch of ops before any of them is applied.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Bounds {
-    trimmed_idx: u64,
-    log_len: u64,
-    compacted_idx: u64,
-}
-
-impl Bounds {
-    /// The first index the log serves: entries below it were trimmed or
-    /// declared compacted.
-    fn first_idx(self) -> u64 {
-        self.trimmed_idx.max(self.compacted_idx)
-    }
-
-    fn out_of_range(self, operation: &str, idx: u64) -> StorageError {
-        StorageError::IndexOutOfRange {
-            operation: operation.to_owned(),
-            idx,
-            compacted_idx: self.first_idx(),
-            log_len: self.log_len,
-        }
-    }
-
-    /// Checks that `op` can be applied to a log with these bounds, and moves
-    /// the bounds to where they are after it.
-    fn check<T: Entry>(&mut self, op: &StorageOp<T>) -> StorageResult<()> {
-        match op {
-            StorageOp::AppendEntry(_) => self.log_len += 1,
-            StorageOp::AppendEntries(entries) => self.log_len += entries.len() as u64,
-            StorageOp::AppendOnPrefix(from_idx, entries) => {
-                if *from_idx < self.first_idx() || *from_idx > self.log_len {
-                    return Err(self.out_of_range("append on prefix", *from_idx));
-                }
-                self.log_len = from_idx + entries.len() as u64;
-            }
-            StorageOp::Trim(idx) => {
-                // Trimming below what is already gone is a no-op, not an error:
-                // the entries asked to be dropped are dropped. Trimming past
-                // the end empties the log, which then continues at `idx`
-                // (a snapshot installed beyond the local log).
-                self.trimmed_idx = self.trimmed_idx.max(*idx);
-                self.log_len = self.log_len.max(*idx);
-            }
-            // Both indices count entries of the log, so neither may point
-            // past its end; a value that does is a protocol bug that the
-            // storage refuses to persist.
-            StorageOp::SetDecidedIndex(idx) => {
-                if *idx > self.log_len {
-                    return Err(self.out_of_range("set decided index", *idx));
-                }
-            }
-            StorageOp::SetCompactedIdx(idx) => {
-                if *idx > self.log_len {
-                    return Err(self.out_of_range("set compacted index", *idx));
-                }
-                self.compacted_idx = *idx;
-            }
-            StorageOp::SetPromise(_)
-            | StorageOp::SetAcceptedRound(_)
-            | StorageOp::SetStopsign(_)
-            | StorageOp::SetSnapshot(_) => {}
-        }
-        Ok(())
     }
 }
 
@@ -309,7 +241,7 @@ impl<T: Entry> Storage<T> for MemoryStorage<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use omnipaxos::{macros::Entry, storage::Snapshot};
+    use omnipaxos::{errors::StorageError, macros::Entry, storage::Snapshot};
     use std::cell::Cell;
 
     /// An entry whose snapshot is the sum of the values it replaces.
