@@ -111,13 +111,21 @@ fn fmt_path(path: &Option<PathBuf>) -> String {
         .unwrap_or_default()
 }
 
-/// A proposal ([`append`](crate::OmniPaxos::append)) that was not taken; the entry is handed back.
+/// A proposal ([`append`](crate::OmniPaxos::append) or
+/// [`reconfigure`](crate::OmniPaxos::reconfigure)) that was not taken; what
+/// was proposed is handed back.
 #[derive(Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProposeErr<T> {
     /// The configuration has a stop-sign: it takes no more entries. Append in the next configuration.
     #[error("the configuration is being reconfigured and takes no more entries")]
     PendingReconfigEntry(T),
+    /// A reconfiguration is already proposed or decided in this configuration.
+    #[error("a reconfiguration is already under way")]
+    PendingReconfigConfig(ReconfigurationRequest),
+    /// The requested configuration cannot work; the error names what is wrong.
+    #[error("invalid reconfiguration: {0}")]
+    InvalidReconfiguration(ConfigError),
     /// The node buffers `buffer_size` proposals already (no leader yet, or an
     /// unreachable one); retry once a leader is known.
     #[error("the proposal buffer is full")]
@@ -128,10 +136,13 @@ pub enum ProposeErr<T> {
 }
 
 impl<T> ProposeErr<T> {
-    /// Gives the rejected entry back.
-    pub fn into_entry(self) -> T {
+    /// Gives the rejected entry back, if the proposal was an entry.
+    pub fn into_entry(self) -> Option<T> {
         match self {
-            Self::PendingReconfigEntry(t) | Self::BufferFull(t) | Self::StorageFailure(t) => t,
+            Self::PendingReconfigEntry(t) | Self::BufferFull(t) | Self::StorageFailure(t) => {
+                Some(t)
+            }
+            Self::PendingReconfigConfig(_) | Self::InvalidReconfiguration(_) => None,
         }
     }
 }
@@ -139,12 +150,38 @@ impl<T> ProposeErr<T> {
 impl<T> fmt::Debug for ProposeErr<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // The entry may be large or lack a useful Debug; the variant is what matters.
-        let name = match self {
-            Self::PendingReconfigEntry(_) => "PendingReconfigEntry",
-            Self::BufferFull(_) => "BufferFull",
-            Self::StorageFailure(_) => "StorageFailure",
-        };
-        f.debug_tuple(name).finish_non_exhaustive()
+        match self {
+            Self::PendingReconfigEntry(_) => f.write_str("PendingReconfigEntry(..)"),
+            Self::BufferFull(_) => f.write_str("BufferFull(..)"),
+            Self::StorageFailure(_) => f.write_str("StorageFailure(..)"),
+            Self::PendingReconfigConfig(rc) => {
+                f.debug_tuple("PendingReconfigConfig").field(rc).finish()
+            }
+            Self::InvalidReconfiguration(e) => {
+                f.debug_tuple("InvalidReconfiguration").field(e).finish()
+            }
+        }
+    }
+}
+
+/// A request to move the log to a new configuration: the servers of the next
+/// configuration, and data the application attaches to the change.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct ReconfigurationRequest {
+    /// The servers of the next configuration (non-zero, distinct ids).
+    pub new_configuration: Vec<NodeId>,
+    /// Data carried in the stop-sign for the application.
+    pub metadata: Option<Vec<u8>>,
+}
+
+impl ReconfigurationRequest {
+    /// A request for the configuration `new_configuration`.
+    pub fn with(new_configuration: Vec<NodeId>, metadata: Option<Vec<u8>>) -> Self {
+        Self {
+            new_configuration,
+            metadata,
+        }
     }
 }
 

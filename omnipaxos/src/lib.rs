@@ -98,7 +98,7 @@ pub mod util;
 pub use crate::{
     ballot::Ballot,
     config::{FlexibleQuorum, OmniPaxosConfig},
-    errors::{CompactionErr, ConfigError, ProposeErr, StorageError},
+    errors::{CompactionErr, ConfigError, ProposeErr, ReconfigurationRequest, StorageError},
     omni_paxos::OmniPaxos,
     sequence_paxos::{Phase, ReadError, ReadId, Role},
     util::{ConfigurationId, LogEntry, NodeId, StopSign},

@@ -15,6 +15,8 @@
 //!    F ──PrepareReq{n}──▶ L             (F missed a message or restarted: please resync me)
 //!    F ──NotAccepted{n}──▶ L            (F promised a higher ballot n)
 //!    F ──ProposalForward{id, entries}──▶ L ──ProposalAck{id, first_idx}──▶ F
+//!    L ──AcceptStopSign{n, seq, ss}──▶ F   (the last entry of the configuration)
+//!    F ──ForwardStopSign(ss)──▶ L          (a reconfiguration requested at a follower)
 //!
 //!  Linearizable reads
 //!    F ──ReadRequest{id}──▶ L                     (a follower wants a read point)
@@ -126,6 +128,21 @@ pub enum PaxosMsg<T: Entry> {
     ReadConfirm(ReadConfirm),
     ReadAck(ReadAck),
     ReadResponse(ReadResponse),
+    AcceptStopSign(AcceptStopSign),
+    ForwardStopSign(StopSign),
+}
+
+/// The leader replicates the stop-sign that ends the configuration; it is
+/// the entry after the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct AcceptStopSign {
+    /// The leader's ballot.
+    pub n: Ballot,
+    /// The position of this message in the session.
+    pub seq_num: SequenceNumber,
+    /// The stop-sign.
+    pub ss: StopSign,
 }
 
 /// A follower asks the leader for a linearizable read point.

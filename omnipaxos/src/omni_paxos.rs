@@ -1,6 +1,5 @@
 //! [`OmniPaxos`]: one server of a replicated log, as a pure state machine.
 
-pub use crate::config::{FlexibleQuorum, OmniPaxosConfig};
 use crate::{
     ballot::Ballot,
     ballot_leader_election::BallotLeaderElection,
@@ -10,6 +9,10 @@ use crate::{
     storage::{Entry, Storage, internal::InternalStorage},
     ui::{OmniPaxosStates, PeerState},
     util::{LogEntry, NodeId, SnapshottedEntry, StopSign},
+};
+pub use crate::{
+    config::{FlexibleQuorum, OmniPaxosConfig},
+    errors::ReconfigurationRequest,
 };
 use std::ops::{Bound, RangeBounds};
 
@@ -227,6 +230,78 @@ where
         self.seq_paxos.take_read_points(buf);
     }
 
+    /// Proposes to end this configuration and continue the log with the
+    /// servers in `rc`: a stop-sign is appended after the log (forwarded to
+    /// the leader from a follower; held until a leader is known).
+    ///
+    /// From then on [`append`](Self::append) is refused with
+    /// [`ProposeErr::PendingReconfigEntry`], and a second `reconfigure` with
+    /// [`ProposeErr::PendingReconfigConfig`]. Once the stop-sign is decided,
+    /// [`is_reconfigured`](Self::is_reconfigured) returns it and reads show it
+    /// as the last entry; then build each continuing server's node of the
+    /// next configuration with
+    /// [`into_new_configuration`](Self::into_new_configuration). The next
+    /// configuration's id is this one's plus one. A request with no server, a
+    /// repeated id or id 0 is refused with
+    /// [`ProposeErr::InvalidReconfiguration`].
+    pub fn reconfigure(&mut self, rc: ReconfigurationRequest) -> Result<(), ProposeErr<T>> {
+        let r = self.seq_paxos.reconfigure(rc);
+        self.log_storage_failure();
+        r
+    }
+
+    /// Turns this server, once its configuration's stop-sign is decided, into
+    /// a server of the next configuration on the same storage: the log is
+    /// kept (decided), the stop-sign and the old configuration's ballots are
+    /// dropped. `config` must name the stop-sign's configuration id, this
+    /// server's pid, and the stop-sign's other servers as peers; anything else
+    /// is a [`ConfigError`] naming the field.
+    pub fn into_new_configuration(self, config: OmniPaxosConfig) -> Result<Self, ConfigError> {
+        let Some(ss) = self.is_reconfigured() else {
+            return Err(ConfigError::field(
+                "configuration_id",
+                "this server's configuration has no decided stop-sign yet",
+            ));
+        };
+        config.validate()?;
+        if config.configuration_id != ss.config_id {
+            return Err(ConfigError::field(
+                "configuration_id",
+                format!(
+                    "the stop-sign names configuration {}, not {}",
+                    ss.config_id, config.configuration_id
+                ),
+            ));
+        }
+        if config.pid != self.config.pid || !ss.nodes.contains(&config.pid) {
+            return Err(ConfigError::field(
+                "pid",
+                format!(
+                    "must be this server ({}) and one of the next configuration's servers {:?}",
+                    self.config.pid, ss.nodes
+                ),
+            ));
+        }
+        let mut want: Vec<NodeId> = ss
+            .nodes
+            .iter()
+            .copied()
+            .filter(|&p| p != config.pid)
+            .collect();
+        let mut peers = config.peers.clone();
+        want.sort_unstable();
+        peers.sort_unstable();
+        if want != peers {
+            return Err(ConfigError::field(
+                "peers",
+                format!("must be the next configuration's other servers {want:?}"),
+            ));
+        }
+        let mut storage = self.seq_paxos.into_storage();
+        storage.reset_for_new_configuration()?;
+        config.build(storage.into_inner())
+    }
+
     /// Sets this server's leader priority. If it exceeds the current leader's,
     /// this server takes over at the end of the current heartbeat round.
     pub fn set_priority(&mut self, priority: u32) {
@@ -378,9 +453,13 @@ where
         self.seq_paxos.storage.promise()
     }
 
-    /// The stop-sign, once this configuration has one.
+    /// The stop-sign that ends this configuration, once it is decided.
     pub fn is_reconfigured(&self) -> Option<StopSign> {
-        self.seq_paxos.storage.stopsign().cloned()
+        let storage = &self.seq_paxos.storage;
+        storage
+            .stopsign_decided()
+            .then(|| storage.stopsign().cloned())
+            .flatten()
     }
 
     /// The storage failure that stopped this server, if one did.

@@ -16,6 +16,9 @@ pub(crate) struct Bounds {
     pub(crate) log_len: u64,
     /// The compacted index the protocol recorded.
     pub(crate) compacted_idx: u64,
+    /// Whether a stop-sign is stored: it occupies index `log_len`, so the
+    /// decided index may then be `log_len + 1`.
+    pub(crate) stopsign: bool,
 }
 
 impl Bounds {
@@ -55,10 +58,11 @@ impl Bounds {
                 self.log_len = self.log_len.max(*idx);
             }
             // Both indices count entries of the log, so neither may point
-            // past its end; a value that does is a protocol bug that the
-            // storage refuses to persist.
+            // past its end (for the decided index, past a stored stop-sign,
+            // the entry after the log); a value that does is a protocol bug
+            // that the storage refuses to persist.
             StorageOp::SetDecidedIndex(idx) => {
-                if *idx > self.log_len {
+                if *idx > self.log_len + u64::from(self.stopsign) {
                     return Err(self.out_of_range("set decided index", *idx));
                 }
             }
@@ -68,9 +72,9 @@ impl Bounds {
                 }
                 self.compacted_idx = *idx;
             }
+            StorageOp::SetStopsign(stopsign) => self.stopsign = stopsign.is_some(),
             StorageOp::SetPromise(_)
             | StorageOp::SetAcceptedRound(_)
-            | StorageOp::SetStopsign(_)
             | StorageOp::SetSnapshot(_) => {}
         }
         Ok(())

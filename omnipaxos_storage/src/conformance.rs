@@ -209,6 +209,10 @@ fn cases<F: StorageFactory>() -> Vec<Case<F>> {
             "indices_past_the_log_end_are_refused",
             indices_past_the_end_refused,
         ),
+        (
+            "a_stop_sign_is_the_entry_after_the_log",
+            a_stop_sign_is_the_entry_after_the_log,
+        ),
         ("state_round_trips_and_can_be_cleared", state_round_trips),
         (
             "write_atomically_applies_every_op_in_order",
@@ -493,6 +497,26 @@ fn indices_past_the_end_refused<F: StorageFactory>(factory: &mut F) {
     assert_eq!(storage.get_compacted_idx().unwrap(), 3);
 }
 
+fn a_stop_sign_is_the_entry_after_the_log<F: StorageFactory>(factory: &mut F) {
+    let mut storage = storage_with(factory, 3, 0);
+    assert_refused(
+        storage.set_decided_idx(4),
+        "a decided index past the log end without a stop-sign",
+    );
+    storage
+        .set_stopsign(Some(StopSign::with(2, vec![1, 2], None)))
+        .unwrap();
+    // Deciding the stop-sign: index 3 is its slot.
+    storage.set_decided_idx(4).unwrap();
+    assert_refused(
+        storage.set_decided_idx(5),
+        "a decided index past the stop-sign",
+    );
+    let storage = reopened(factory, storage);
+    assert_eq!(storage.get_decided_idx().unwrap(), 4);
+    assert_eq!(storage.get_log_len().unwrap(), 3);
+}
+
 fn state_round_trips<F: StorageFactory>(factory: &mut F) {
     let mut storage = factory.create();
     let stopsign = StopSign::with(2, vec![5, 6, 7], Some(vec![1, 2]));
@@ -583,7 +607,8 @@ fn failing_batch<F: StorageFactory>(factory: &mut F) {
     let failing = [
         StorageOp::AppendOnPrefix(1, vec![]),
         StorageOp::AppendOnPrefix(7, vec![]),
-        StorageOp::SetDecidedIndex(7),
+        // 7 is the slot of the stop-sign stored earlier in the batch.
+        StorageOp::SetDecidedIndex(8),
         StorageOp::SetCompactedIdx(7),
     ];
     for op in failing {

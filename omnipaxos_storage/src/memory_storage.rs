@@ -79,6 +79,7 @@ impl<T: Entry> MemoryStorage<T> {
             trimmed_idx: self.trimmed_idx,
             log_len: self.trimmed_idx + self.log.len() as u64,
             compacted_idx: self.compacted_idx,
+            stopsign: self.stopsign.is_some(),
         }
     }
 
@@ -595,8 +596,9 @@ mod tests {
                 out_of_range("append on prefix", 7, 2, 6),
             ),
             (
-                StorageOp::SetDecidedIndex(7),
-                out_of_range("set decided index", 7, 2, 6),
+                // 7 would be the stop-sign's slot, stored earlier in the batch.
+                StorageOp::SetDecidedIndex(8),
+                out_of_range("set decided index", 8, 2, 6),
             ),
             (
                 StorageOp::SetCompactedIdx(7),

@@ -113,6 +113,7 @@ impl State {
             trimmed_idx: self.trimmed_idx,
             log_len: self.log_len,
             compacted_idx: self.compacted_idx,
+            stopsign: self.stopsign.is_some(),
         }
     }
 

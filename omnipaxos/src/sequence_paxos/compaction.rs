@@ -42,7 +42,7 @@ where
             decided_snapshot,
             sync_idx,
             suffix: self.storage.get_suffix(sync_idx)?,
-            stopsign: None,
+            stopsign: self.storage.stopsign().cloned(),
         })
     }
 
@@ -125,7 +125,8 @@ where
 
     /// The index to compact to, if it is decided and not compacted yet.
     fn check_compaction_idx(&self, idx: Option<u64>) -> Result<u64, CompactionErr> {
-        let decided_idx = self.storage.decided_idx();
+        // The stop-sign is decided past the log but is not an entry to compact.
+        let decided_idx = self.storage.decided_idx().min(self.storage.log_len());
         let compacted_idx = self.storage.compacted_idx();
         let requested = idx.unwrap_or(decided_idx);
         if requested > decided_idx {
@@ -175,7 +176,7 @@ where
     /// so we go as far as our decided index allows.
     pub(super) fn handle_compaction(&mut self, from: NodeId, c: Compaction) -> StorageResult<()> {
         let reach = |idx: Option<u64>, decided: u64| idx.unwrap_or(decided).min(decided);
-        let decided = self.storage.decided_idx();
+        let decided = self.storage.decided_idx().min(self.storage.log_len());
         match c {
             // Only the leader we follow knows that every server accepted the prefix.
             Compaction::Trim(idx) if from == self.leader.pid && self.role == Role::Follower => {

@@ -44,7 +44,7 @@ where
         self.become_follower_of(prep.n);
         self.phase = Phase::Prepare;
         let n_accepted = self.storage.accepted_round().unwrap_or_default();
-        let accepted_idx = self.storage.log_len();
+        let accepted_idx = self.storage.accepted_idx();
         // Send what the leader may lack: after a higher accepted round, our log
         // beyond its decided prefix; in the same round, what we have past its end.
         let sync_from = if n_accepted > prep.n_accepted {
@@ -121,8 +121,9 @@ where
         cut.append(&mut self.pending);
         let pending = cut;
         self.resend_forwarded();
-        // Read requests that waited for a leader to synchronise us.
+        // Read requests and a stop-sign that waited for a leader to synchronise us.
         self.resend_reads();
+        self.propose_pending_stopsign()?;
         if !pending.is_empty() {
             if let Err(rejected) = self.forward(pending) {
                 // Cannot happen: pending is bounded by the same buffer size. Keep them anyway.
@@ -156,7 +157,7 @@ where
 
     /// Checks that a message from the leader is the next in its session; if
     /// not, either drops it or asks to be synchronised again.
-    fn accept_in_order(&mut self, from: NodeId, n: Ballot, seq: SequenceNumber) -> bool {
+    pub(super) fn accept_in_order(&mut self, from: NodeId, n: Ballot, seq: SequenceNumber) -> bool {
         if n != self.storage.promise() {
             if n < self.storage.promise() {
                 let msg = self.not_accepted();
@@ -201,7 +202,7 @@ where
     pub(super) fn handle_decide(&mut self, from: NodeId, dec: Decide) -> StorageResult<()> {
         if self.accept_in_order(from, dec.n, dec.seq_num) {
             self.storage.raise_decided_idx(dec.decided_idx)?;
-            if dec.decided_idx < self.storage.log_len() {
+            if dec.decided_idx < self.storage.accepted_idx() {
                 // The leader has not decided all we accepted: our Accepted may
                 // have been lost, and the leader's periodic Decide is our
                 // chance to repeat it.
@@ -216,8 +217,8 @@ where
 
     /// Tells the leader our log length, in the `Accepted` still waiting in the
     /// outgoing buffer if there is one.
-    fn send_accepted(&mut self) {
-        let accepted_idx = self.storage.log_len();
+    pub(super) fn send_accepted(&mut self) {
+        let accepted_idx = self.storage.accepted_idx();
         if let Some(i) = self.open_accepted {
             if let Message::SequencePaxos(PaxosMessage {
                 msg: PaxosMsg::Accepted(acc),

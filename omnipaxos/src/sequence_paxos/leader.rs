@@ -32,7 +32,7 @@ where
         }
         let own = PromiseMeta {
             n_accepted: self.storage.accepted_round().unwrap_or_default(),
-            accepted_idx: self.storage.log_len(),
+            accepted_idx: self.storage.accepted_idx(),
             decided_idx: self.storage.decided_idx(),
         };
         self.max_promise = Some((own, self.pid, None));
@@ -52,7 +52,7 @@ where
             n: self.leader,
             decided_idx: self.storage.decided_idx(),
             n_accepted: self.storage.accepted_round().unwrap_or_default(),
-            accepted_idx: self.storage.log_len(),
+            accepted_idx: self.storage.accepted_idx(),
         }
     }
 
@@ -134,7 +134,7 @@ where
                 decided_snapshot: None,
                 sync_idx: self.storage.log_len(),
                 suffix: Vec::new(),
-                stopsign: None,
+                stopsign: self.storage.stopsign().cloned(),
             });
         let decided = self
             .progress
@@ -145,7 +145,7 @@ where
         // Forward deduplication is per ballot: start afresh for this one.
         self.recent_forwards.clear();
         self.synced_round = max.n_accepted;
-        self.synced_len = self.storage.log_len();
+        self.synced_len = self.storage.accepted_idx();
         self.phase = Phase::Accept;
         for slot in 0..self.progress.len() {
             if self.progress[slot].promise.is_some() {
@@ -167,8 +167,9 @@ where
         for entry in waiting {
             self.accept_entry(entry)?;
         }
-        // Reads that waited for the prepare phase to end.
+        // Reads and a stop-sign that waited for the prepare phase to end.
         self.start_read_round();
+        self.propose_pending_stopsign()?;
         self.flush_batch()?;
         self.update_decided()
     }
@@ -285,7 +286,7 @@ where
 
     /// Sends the follower the next message of its session, and keeps it open
     /// so that what follows can join it.
-    fn send_numbered(
+    pub(super) fn send_numbered(
         &mut self,
         slot: usize,
         make: impl FnOnce(Ballot, SequenceNumber) -> PaxosMsg<T>,
@@ -310,16 +311,16 @@ where
             return Ok(());
         }
         // Clamped: a follower cannot have accepted more than we sent it.
-        let idx = acc.accepted_idx.min(self.storage.log_len());
+        let idx = acc.accepted_idx.min(self.storage.accepted_idx());
         p.accepted_idx = Some(p.accepted_idx.map_or(idx, |a| a.max(idx)));
         self.update_decided()
     }
 
     /// Decides the highest index that a write quorum accepted in this ballot,
     /// and tells the followers.
-    fn update_decided(&mut self) -> StorageResult<()> {
+    pub(super) fn update_decided(&mut self) -> StorageResult<()> {
         self.scratch.clear();
-        self.scratch.push(self.storage.log_len());
+        self.scratch.push(self.storage.accepted_idx());
         self.scratch
             .extend(self.progress.iter().filter_map(|p| p.accepted_idx));
         if !self.quorum.is_write_quorum(self.scratch.len()) {

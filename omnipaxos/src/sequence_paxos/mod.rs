@@ -25,6 +25,7 @@ mod compaction;
 mod follower;
 mod leader;
 mod read;
+mod reconfig;
 
 pub use read::{ReadError, ReadId};
 
@@ -36,7 +37,7 @@ use crate::{
     messages::{ForwardId, LogSync, Message, PaxosMessage, PaxosMsg, SequenceNumber},
     quorum::Quorum,
     storage::{Entry, Storage, StorageResult, internal::InternalStorage},
-    util::{ConfigurationId, NodeId},
+    util::{ConfigurationId, NodeId, StopSign},
 };
 use std::collections::{HashMap, VecDeque};
 
@@ -152,6 +153,9 @@ where
     outgoing: Vec<Message<T>>,
     /// Reused buffer for the decided-index computation.
     scratch: Vec<u64>,
+    /// A stop-sign requested here that is not yet in the log: proposed once
+    /// this server leads, or forwarded (and retried) to the leader.
+    pending_stopsign: Option<StopSign>,
     /// Linearizable reads in progress, in either role.
     reads: read::Reads,
     /// Leader: the highest ballot a follower refused us for, since leader
@@ -242,7 +246,13 @@ where
             storage_failure: None,
             rejected_by: None,
             reads: read::Reads::default(),
+            pending_stopsign: None,
         }
+    }
+
+    /// Hands the storage back (to start the next configuration on it).
+    pub(crate) fn into_storage(self) -> InternalStorage<S, T> {
+        self.storage
     }
 
     pub(crate) fn role(&self) -> Role {
@@ -322,7 +332,7 @@ where
             decided_snapshot,
             sync_idx,
             suffix,
-            ..
+            stopsign,
         } = sync;
         let prev_round = self.storage.accepted_round();
         let prev_len = self.storage.log_len();
@@ -337,8 +347,14 @@ where
                     .map(|(e, _)| e),
             );
         }
-        self.storage
-            .sync_log(round, sync_idx, decided_snapshot, suffix, decided_idx)?;
+        self.storage.sync_log(
+            round,
+            sync_idx,
+            decided_snapshot,
+            suffix,
+            stopsign,
+            decided_idx,
+        )?;
         self.settle_forwards_after_sync(prev_round, prev_len, sync_idx);
         Ok(cut)
     }
@@ -449,6 +465,8 @@ where
                 self.handle_read_response(from, r);
                 Ok(())
             }
+            PaxosMsg::AcceptStopSign(acc) => self.handle_accept_stopsign(from, acc),
+            PaxosMsg::ForwardStopSign(ss) => self.handle_forward_stopsign(ss),
         };
         self.guard(result);
     }

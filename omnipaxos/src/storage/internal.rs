@@ -71,12 +71,52 @@ where
         self.log_len
     }
 
+    /// How much of the log this server has accepted: the log length, plus one
+    /// for a stop-sign, which is the entry at index `log_len`.
+    pub(crate) fn accepted_idx(&self) -> u64 {
+        self.log_len + u64::from(self.stopsign.is_some())
+    }
+
+    /// Whether this server holds a decided stop-sign.
+    pub(crate) fn stopsign_decided(&self) -> bool {
+        self.stopsign.is_some() && self.decided_idx > self.log_len
+    }
+
     pub(crate) fn compacted_idx(&self) -> u64 {
         self.compacted_idx
     }
 
     pub(crate) fn stopsign(&self) -> Option<&StopSign> {
         self.stopsign.as_ref()
+    }
+
+    /// Stores (or clears) the stop-sign, the entry after the log.
+    pub(crate) fn set_stopsign(&mut self, stopsign: Option<StopSign>) -> StorageResult<()> {
+        self.storage.set_stopsign(stopsign.clone())?;
+        self.stopsign = stopsign;
+        Ok(())
+    }
+
+    /// Starts the next configuration on this log: the stop-sign is dropped,
+    /// the log stays decided, and the ballots of the old configuration are
+    /// forgotten, all in one write.
+    pub(crate) fn reset_for_new_configuration(&mut self) -> StorageResult<()> {
+        self.storage.write_atomically(vec![
+            StorageOp::SetStopsign(None),
+            StorageOp::SetDecidedIndex(self.log_len),
+            StorageOp::SetPromise(Ballot::default()),
+            StorageOp::SetAcceptedRound(Ballot::default()),
+        ])?;
+        self.stopsign = None;
+        self.decided_idx = self.log_len;
+        self.promise = Ballot::default();
+        self.accepted_round = Some(Ballot::default());
+        Ok(())
+    }
+
+    /// Hands the storage back.
+    pub(crate) fn into_inner(self) -> S {
+        self.storage
     }
 
     pub(crate) fn set_promise(&mut self, n: Ballot) -> StorageResult<()> {
@@ -86,9 +126,9 @@ where
         Ok(())
     }
 
-    /// Raises the decided index (never lowers it), clamped to the log length.
+    /// Raises the decided index (never lowers it), clamped to what is accepted.
     pub(crate) fn raise_decided_idx(&mut self, idx: u64) -> StorageResult<bool> {
-        let idx = idx.min(self.log_len);
+        let idx = idx.min(self.accepted_idx());
         if idx <= self.decided_idx {
             return Ok(false);
         }
@@ -146,14 +186,19 @@ where
         sync_idx: u64,
         snapshot: Option<T::Snapshot>,
         suffix: Vec<T>,
+        stopsign: Option<StopSign>,
         decided_idx: u64,
     ) -> StorageResult<()> {
         debug_assert!(sync_idx >= self.compacted_idx);
         debug_assert!(snapshot.is_some() || sync_idx <= self.log_len);
         let new_len = sync_idx + suffix.len() as u64;
-        let new_decided = decided_idx.min(new_len).max(self.decided_idx);
-        debug_assert!(new_decided <= new_len, "sync would cut decided entries");
-        let mut ops = Vec::with_capacity(6);
+        let new_accepted = new_len + u64::from(stopsign.is_some());
+        let new_decided = decided_idx.min(new_accepted).max(self.decided_idx);
+        debug_assert!(
+            new_decided <= new_accepted,
+            "sync would cut decided entries"
+        );
+        let mut ops = Vec::with_capacity(7);
         let compacted = if let Some(snapshot) = snapshot {
             ops.push(StorageOp::SetSnapshot(Some(snapshot)));
             ops.push(StorageOp::Trim(sync_idx));
@@ -166,12 +211,16 @@ where
         if sync_idx != self.log_len.max(compacted) || !suffix.is_empty() {
             ops.push(StorageOp::AppendOnPrefix(sync_idx, suffix));
         }
+        if stopsign != self.stopsign {
+            ops.push(StorageOp::SetStopsign(stopsign.clone()));
+        }
         ops.push(StorageOp::SetAcceptedRound(round));
         if new_decided != self.decided_idx {
             ops.push(StorageOp::SetDecidedIndex(new_decided));
         }
         self.storage.write_atomically(ops)?;
         self.log_len = new_len;
+        self.stopsign = stopsign;
         self.compacted_idx = compacted;
         self.accepted_round = Some(round);
         self.decided_idx = new_decided;

@@ -98,7 +98,8 @@ pub trait Storage<T: Entry> {
     /// Persists the highest ballot this server promised.
     fn set_promise(&mut self, n_prom: Ballot) -> StorageResult<()>;
     /// Persists the decided index: entries below it are decided. At most the
-    /// log length.
+    /// log length, or the log length + 1 while a stop-sign is stored: the
+    /// stop-sign is the entry at index `get_log_len()`.
     fn set_decided_idx(&mut self, ld: u64) -> StorageResult<()>;
     /// Returns the decided index (0 for a new log).
     fn get_decided_idx(&self) -> StorageResult<u64>;
