@@ -2,6 +2,7 @@
 
 use crate::{
     errors::ConfigError,
+    migration::Migration,
     omni_paxos::OmniPaxos,
     storage::{Entry, Storage},
     util::{ConfigurationId, NodeId},
@@ -174,6 +175,42 @@ impl OmniPaxosConfig {
     {
         self.validate()?;
         OmniPaxos::new(self, storage)
+    }
+
+    /// Validates the config and creates a server that joins this (new)
+    /// configuration without having been in the previous one: it first pulls
+    /// the previous configuration's decided log from `migration.sources`, a
+    /// slice from each in parallel, and takes part (votes, leads, accepts)
+    /// only once it holds all of it. Servers that were in the previous
+    /// configuration use [`OmniPaxos::into_new_configuration`] instead.
+    ///
+    /// A storage that already holds the pulled log (a restart after joining)
+    /// starts at once; one holding a different, shorter log is refused.
+    pub fn build_joining<T, S>(
+        self,
+        storage: S,
+        migration: Migration,
+    ) -> Result<OmniPaxos<T, S>, ConfigError>
+    where
+        T: Entry,
+        S: Storage<T>,
+    {
+        self.validate()?;
+        migration.validate(self.pid)?;
+        let mut node = OmniPaxos::new(self, storage)?;
+        let decided = node.get_decided_idx();
+        if decided < migration.log_len {
+            if node.read_entries(..).is_some_and(|v| !v.is_empty()) {
+                return Err(ConfigError::field(
+                    "migration.log_len",
+                    format!(
+                        "the storage holds a log decided only up to {decided}, not the one to pull"
+                    ),
+                ));
+            }
+            node.start_joining(migration);
+        }
+        Ok(node)
     }
 
     /// Reads a config from a TOML file with the same keys as the struct fields;

@@ -88,6 +88,7 @@ pub mod errors;
 #[cfg(feature = "logging")]
 mod logging;
 pub mod messages;
+mod migration;
 pub mod omni_paxos;
 mod quorum;
 mod sequence_paxos;
@@ -99,6 +100,7 @@ pub use crate::{
     ballot::Ballot,
     config::{FlexibleQuorum, OmniPaxosConfig},
     errors::{CompactionErr, ConfigError, ProposeErr, ReconfigurationRequest, StorageError},
+    migration::Migration,
     omni_paxos::OmniPaxos,
     sequence_paxos::{Phase, ReadError, ReadId, Role},
     util::{ConfigurationId, LogEntry, NodeId, StopSign},

@@ -18,6 +18,10 @@
 //!    L ──AcceptStopSign{n, seq, ss}──▶ F   (the last entry of the configuration)
 //!    F ──ForwardStopSign(ss)──▶ L          (a reconfiguration requested at a follower)
 //!
+//!  Joining a new configuration (any server of the old one serves)
+//!    J ──PullLog{from, to}──▶ S_i           (one slice per source, in parallel)
+//!    S_i ──PullLogReply{from, to, snapshot, entries}──▶ J
+//!
 //!  Linearizable reads
 //!    F ──ReadRequest{id}──▶ L                     (a follower wants a read point)
 //!    L ──ReadConfirm{n, round}──▶ every follower  (do you still promise n?)
@@ -130,6 +134,43 @@ pub enum PaxosMsg<T: Entry> {
     ReadResponse(ReadResponse),
     AcceptStopSign(AcceptStopSign),
     ForwardStopSign(StopSign),
+    PullLog(PullLog),
+    PullLogReply(PullLogReply<T>),
+}
+
+/// A server joining a new configuration asks one source for a slice of the
+/// previous configuration's decided log. Served across configurations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct PullLog {
+    /// First index wanted.
+    pub from_idx: u64,
+    /// One past the last index wanted.
+    pub to_idx: u64,
+}
+
+/// A source's answer to [`PullLog`]: the decided entries `from_idx..to_idx`,
+/// with its snapshot first when the slice starts in its compacted prefix (the
+/// snapshot then covers `0..from_idx` of `entries`).
+#[derive_where(Clone, Debug)]
+#[derive_where(PartialEq; T, T::Snapshot)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(
+    feature = "serde",
+    serde(bound(
+        serialize = "T: serde::Serialize, T::Snapshot: serde::Serialize",
+        deserialize = "T: serde::Deserialize<'de>, T::Snapshot: serde::Deserialize<'de>"
+    ))
+)]
+pub struct PullLogReply<T: Entry> {
+    /// Where `entries` start (the source's compacted index if it sends a snapshot).
+    pub from_idx: u64,
+    /// The end of the slice asked for.
+    pub to_idx: u64,
+    /// The source's snapshot of `0..from_idx`, when it compacted into the slice.
+    pub snapshot: Option<T::Snapshot>,
+    /// The decided entries `from_idx..to_idx`.
+    pub entries: Vec<T>,
 }
 
 /// The leader replicates the stop-sign that ends the configuration; it is

@@ -4,7 +4,8 @@ use crate::{
     ballot::Ballot,
     ballot_leader_election::BallotLeaderElection,
     errors::{CompactionErr, ConfigError, ProposeErr, StorageError},
-    messages::Message,
+    messages::{Message, PaxosMessage, PaxosMsg},
+    migration::{Joining, Migration},
     sequence_paxos::{ReadError, ReadId, Role, SequencePaxos},
     storage::{Entry, Storage, internal::InternalStorage},
     ui::{OmniPaxosStates, PeerState},
@@ -44,6 +45,9 @@ where
 {
     ble: BallotLeaderElection,
     seq_paxos: SequencePaxos<T, S>,
+    /// While joining a new configuration: pulling the previous configuration's
+    /// log. The server takes no other part until that is done.
+    joining: Option<Joining<T>>,
     /// The validated config; leader election is rebuilt from it on recovery,
     /// and `set_priority` keeps its priority current.
     config: OmniPaxosConfig,
@@ -66,6 +70,7 @@ where
         Ok(Self {
             ble,
             seq_paxos,
+            joining: None,
             config,
             #[cfg(feature = "logging")]
             logger,
@@ -79,6 +84,39 @@ where
     /// dropped, as are stale or duplicated ones; nothing a peer sends can make
     /// this panic.
     pub fn handle_incoming(&mut self, m: Message<T>) {
+        if m.get_receiver() != self.config.pid {
+            return;
+        }
+        // Pulling a decided log crosses configurations: a joining server asks
+        // servers of the previous one, which answer whoever asks.
+        if let Message::SequencePaxos(PaxosMessage { from, msg, .. }) = &m {
+            match msg {
+                PaxosMsg::PullLog(req) => {
+                    let (from, req) = (*from, *req);
+                    self.seq_paxos.handle_pull(from, req);
+                    return;
+                }
+                PaxosMsg::PullLogReply(_) => {
+                    if let (
+                        Some(joining),
+                        Message::SequencePaxos(PaxosMessage {
+                            msg: PaxosMsg::PullLogReply(reply),
+                            ..
+                        }),
+                    ) = (&mut self.joining, m)
+                    {
+                        joining.handle_reply(reply);
+                        self.finish_joining();
+                    }
+                    return;
+                }
+                _ => {}
+            }
+        }
+        if self.joining.is_some() {
+            // Not a voter, nor a candidate, until the log is here.
+            return;
+        }
         if m.get_receiver() != self.config.pid
             || m.get_configuration_id() != self.config.configuration_id
             || !self.config.peers.contains(&m.get_sender())
@@ -108,6 +146,10 @@ where
     /// timeout in [`OmniPaxosConfig`] counts these calls.
     pub fn tick(&mut self) {
         if self.seq_paxos.is_halted() {
+            return;
+        }
+        if let Some(joining) = &mut self.joining {
+            joining.tick();
             return;
         }
         let promise = self.seq_paxos.storage.promise();
@@ -337,8 +379,55 @@ where
             self.ble.outgoing_mut().clear();
             return;
         }
+        if let Some(joining) = &mut self.joining {
+            let (configuration_id, from) = (self.config.configuration_id, self.config.pid);
+            buf.extend(joining.take_outgoing().map(|(to, msg)| {
+                Message::SequencePaxos(PaxosMessage {
+                    configuration_id,
+                    from,
+                    to,
+                    msg: PaxosMsg::PullLog(msg),
+                })
+            }));
+            return;
+        }
         self.seq_paxos.take_outgoing(buf);
         buf.extend(self.ble.outgoing_mut().drain(..).map(Message::BLE));
+    }
+
+    /// Starts pulling the previous configuration's log (see [`Migration`]).
+    pub(crate) fn start_joining(&mut self, migration: Migration) {
+        self.joining = Some(Joining::start(
+            migration,
+            self.config.resend_message_tick_timeout,
+        ));
+    }
+
+    /// Installs the pulled log once every slice is in, and starts taking part.
+    fn finish_joining(&mut self) {
+        let Some(pulled) = self.joining.as_mut().and_then(Joining::finish) else {
+            return;
+        };
+        if let Err(e) = self.seq_paxos.install_pulled(pulled) {
+            self.joining = None;
+            self.seq_paxos.fail_with(e);
+            return;
+        }
+        self.joining = None;
+        // Leader election starts its rounds now, not from construction time.
+        self.ble = BallotLeaderElection::with(&self.config);
+    }
+
+    /// Whether this server is still pulling the previous configuration's log
+    /// (see [`OmniPaxosConfig::build_joining`]); it takes no other part until done.
+    pub fn is_migrating(&self) -> bool {
+        self.joining.is_some()
+    }
+
+    /// How many ticks this server has spent pulling the previous
+    /// configuration's log so far, if it is joining.
+    pub fn get_migration_ticks(&self) -> Option<u64> {
+        self.joining.as_ref().map(Joining::ticks)
     }
 
     // ---- queries ----

@@ -5,8 +5,8 @@
 //! server can be replaced by its next-configuration self mid-run.
 
 use omnipaxos::{
-    ConfigError, OmniPaxos, OmniPaxosConfig, ProposeErr, ReconfigurationRequest,
-    messages::Message,
+    ConfigError, Migration, OmniPaxos, OmniPaxosConfig, ProposeErr, ReconfigurationRequest,
+    messages::{Message, PaxosMessage, PaxosMsg},
     util::{LogEntry, NodeId},
 };
 use omnipaxos_storage::memory_storage::MemoryStorage;
@@ -20,6 +20,14 @@ type Node = OmniPaxos<Value, MemoryStorage<Value>>;
 struct Cluster {
     nodes: BTreeMap<NodeId, Option<Node>>,
     buf: Vec<Message<Value>>,
+    /// Log transfers (pull replies) carry at most this many entries per tick
+    /// on each link; `None` delivers everything at once.
+    bandwidth: Option<u64>,
+    /// Pull replies still on the wire: `(arrival tick, message)`.
+    in_transit: Vec<(u64, Message<Value>)>,
+    /// Per link `(from, to)`, the tick at which it is free again.
+    busy_until: BTreeMap<(NodeId, NodeId), u64>,
+    now: u64,
 }
 
 fn config(configuration_id: u32, pid: NodeId, all: &[NodeId]) -> OmniPaxosConfig {
@@ -42,9 +50,17 @@ impl Cluster {
                 )
             })
             .collect();
+        Self::of(nodes)
+    }
+
+    fn of(nodes: BTreeMap<NodeId, Option<Node>>) -> Self {
         Self {
             nodes,
             buf: Vec::new(),
+            bandwidth: None,
+            in_transit: Vec::new(),
+            busy_until: BTreeMap::new(),
+            now: 0,
         }
     }
 
@@ -55,14 +71,45 @@ impl Cluster {
             .expect("server is up")
     }
 
-    /// One tick everywhere, then every message is delivered.
+    /// One tick everywhere, then every message is delivered (pull replies
+    /// when the bandwidth model says they arrive).
     fn step(&mut self) {
+        self.now += 1;
         for node in self.nodes.values_mut().flatten() {
             node.tick();
             node.take_outgoing_messages(&mut self.buf);
         }
+        let now = self.now;
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.in_transit)
+            .into_iter()
+            .partition(|(at, _)| *at <= now);
+        self.in_transit = later;
+        // Transfers that arrive now go straight to their receiver.
+        for (_, m) in due {
+            if let Some(Some(node)) = self.nodes.get_mut(&m.get_receiver()) {
+                node.handle_incoming(m);
+                node.take_outgoing_messages(&mut self.buf);
+            }
+        }
         while !self.buf.is_empty() {
             for m in std::mem::take(&mut self.buf) {
+                if let (
+                    Some(b),
+                    Message::SequencePaxos(PaxosMessage {
+                        from,
+                        to,
+                        msg: PaxosMsg::PullLogReply(r),
+                        ..
+                    }),
+                ) = (self.bandwidth, &m)
+                {
+                    // The link sends one transfer after another.
+                    let link = self.busy_until.entry((*from, *to)).or_insert(now);
+                    let start = (*link).max(now);
+                    *link = start + (r.entries.len() as u64).div_ceil(b).max(1);
+                    self.in_transit.push((*link, m));
+                    continue;
+                }
                 if let Some(Some(node)) = self.nodes.get_mut(&m.get_receiver()) {
                     node.handle_incoming(m);
                     node.take_outgoing_messages(&mut self.buf);
@@ -231,10 +278,7 @@ fn into_new_configuration_refuses_a_config_the_stop_sign_does_not_name() {
 #[test]
 fn the_next_configuration_continues_the_same_log_with_fewer_servers() {
     let mut c = reconfigured(&[1, 2]);
-    let mut next = Cluster {
-        nodes: BTreeMap::new(),
-        buf: Vec::new(),
-    };
+    let mut next = Cluster::of(BTreeMap::new());
     for pid in [1, 2] {
         let old = c.nodes.remove(&pid).flatten().unwrap();
         let node = old.into_new_configuration(config(2, pid, &[1, 2])).unwrap();
@@ -290,4 +334,169 @@ fn a_stop_sign_accepted_by_a_quorum_survives_the_old_leader_crashing() {
             Some(true)
         );
     }
+}
+
+/// Moves the servers of a reconfigured cluster to configuration 2 with
+/// `members`: continuing servers via `into_new_configuration`, new ones via
+/// `build_joining` pulling the log from `sources`. Servers that leave keep
+/// running their old configuration, so that they can serve pulls.
+fn move_to(c: &mut Cluster, members: &[NodeId], sources: &[NodeId]) {
+    let log_len = c
+        .nodes
+        .values()
+        .flatten()
+        .next()
+        .map(|n| n.get_decided_idx() - 1)
+        .expect("a server");
+    for &pid in members {
+        let node = match c.nodes.remove(&pid) {
+            Some(Some(old)) => old.into_new_configuration(config(2, pid, members)).unwrap(),
+            _ => config(2, pid, members)
+                .build_joining(
+                    MemoryStorage::default(),
+                    Migration {
+                        log_len,
+                        sources: sources.to_vec(),
+                    },
+                )
+                .unwrap(),
+        };
+        c.nodes.insert(pid, Some(node));
+    }
+}
+
+/// The decided entries of server `pid`, as values.
+fn decided_values(c: &mut Cluster, pid: NodeId) -> Vec<Value> {
+    let node = c.node(pid);
+    node.read_decided_suffix(0)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|e| match e {
+            LogEntry::Decided(v) => Some(v),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn replacing_one_of_five_servers_keeps_the_log_while_clients_keep_appending() {
+    let mut c = Cluster::new(&[1, 2, 3, 4, 5]);
+    let leader = c.leader();
+    let mut next_value = 0;
+    // Clients append before, during and after the reconfiguration.
+    for _ in 0..20 {
+        c.node(leader).append(Value(next_value)).unwrap();
+        next_value += 1;
+        c.step();
+    }
+    c.node(leader)
+        .reconfigure(ReconfigurationRequest::with(vec![1, 2, 3, 4, 6], None))
+        .unwrap();
+    // Appends racing the stop-sign are refused, never silently dropped.
+    match c.node(leader).append(Value(next_value)) {
+        Err(ProposeErr::PendingReconfigEntry(_)) => {}
+        other => panic!("expected PendingReconfigEntry, got {other:?}"),
+    }
+    c.run_until(Cluster::all_reconfigured, 100);
+    let old_log = decided_values(&mut c, 1);
+    assert_eq!(old_log.len(), 20);
+
+    move_to(&mut c, &[1, 2, 3, 4, 6], &[1, 2, 3, 4, 5]);
+    c.run_until(|c| !c.node(6).is_migrating(), 100);
+    let new_leader = {
+        let mut n = Cluster::of(std::mem::take(&mut c.nodes));
+        n.nodes.remove(&5); // server 5 has left; its old instance is no longer needed
+        let l = n.leader();
+        c.nodes = std::mem::take(&mut n.nodes);
+        l
+    };
+    for v in 100..110 {
+        c.node(new_leader).append(Value(v)).unwrap();
+        c.step();
+    }
+    c.run_until(
+        |c| {
+            [1, 2, 3, 4, 6]
+                .iter()
+                .all(|&p| c.node(p).get_decided_idx() == 30)
+        },
+        200,
+    );
+    for pid in [1, 2, 3, 4, 6] {
+        let log = decided_values(&mut c, pid);
+        assert_eq!(&log[..20], &old_log[..], "server {pid} changed the old log");
+        assert_eq!(&log[20..], &(100..110).map(Value).collect::<Vec<_>>()[..]);
+    }
+}
+
+#[test]
+fn replacing_a_majority_pulls_the_log_before_the_new_servers_take_part() {
+    let (mut c, _) = with_entries(12);
+    let leader = c.leader();
+    c.node(leader)
+        .reconfigure(ReconfigurationRequest::with(vec![1, 4, 5], None))
+        .unwrap();
+    c.run_until(Cluster::all_reconfigured, 100);
+    let old_log = decided_values(&mut c, 1);
+    move_to(&mut c, &[1, 4, 5], &[1, 2, 3]);
+    // The newcomers are a majority of the new configuration: had they voted
+    // with empty logs, a leader could have started the new configuration
+    // from nothing.
+    assert!(c.node(4).is_migrating() && c.node(5).is_migrating());
+    c.run_until(
+        |c| !c.node(4).is_migrating() && !c.node(5).is_migrating(),
+        100,
+    );
+    for pid in [4, 5] {
+        assert_eq!(decided_values(&mut c, pid), old_log, "server {pid}");
+    }
+    c.nodes.remove(&2);
+    c.nodes.remove(&3);
+    let new_leader = c.leader();
+    c.node(new_leader).append(Value(77)).unwrap();
+    c.run_until(
+        |c| [1, 4, 5].iter().all(|&p| c.node(p).get_decided_idx() == 13),
+        100,
+    );
+}
+
+#[test]
+fn pulling_from_three_sources_is_faster_than_from_one() {
+    // A log of 600 entries and links that carry 10 entries per tick: from one
+    // source the transfer takes ~60 ticks, from three ~20.
+    let mut ticks = Vec::new();
+    for sources in [vec![1], vec![1, 2, 3]] {
+        let mut c = Cluster::new(&[1, 2, 3]);
+        let leader = c.leader();
+        for v in 0..600 {
+            c.node(leader).append(Value(v)).unwrap();
+        }
+        c.run_until(
+            |c| {
+                c.nodes
+                    .values()
+                    .flatten()
+                    .all(|n| n.get_decided_idx() == 600)
+            },
+            100,
+        );
+        c.node(leader)
+            .reconfigure(ReconfigurationRequest::with(vec![1, 2, 3, 4], None))
+            .unwrap();
+        c.run_until(Cluster::all_reconfigured, 100);
+        c.bandwidth = Some(10);
+        move_to(&mut c, &[1, 2, 3, 4], &sources);
+        let start = c.now;
+        c.run_until(|c| !c.node(4).is_migrating(), 500);
+        ticks.push(c.now - start);
+        assert_eq!(decided_values(&mut c, 4).len(), 600);
+    }
+    eprintln!(
+        "migration of 600 entries at 10 entries/tick/link: 1 source {} ticks, 3 sources {} ticks",
+        ticks[0], ticks[1]
+    );
+    assert!(
+        ticks[1] * 2 < ticks[0],
+        "parallel pulling is not faster: {ticks:?}"
+    );
 }

@@ -250,6 +250,23 @@ where
         }
     }
 
+    /// Serves a joining server's pull; a failed read stops this server.
+    pub(crate) fn handle_pull(&mut self, from: NodeId, req: crate::messages::PullLog) {
+        let r = self.handle_pull_log(from, req);
+        self.guard(r);
+    }
+
+    /// Installs a log pulled while joining a configuration.
+    pub(crate) fn install_pulled(&mut self, p: crate::migration::Pulled<T>) -> StorageResult<()> {
+        self.storage
+            .install_pulled(p.snapshot, p.start, p.entries, p.log_len)
+    }
+
+    /// Records a storage failure from outside the message handlers.
+    pub(crate) fn fail_with(&mut self, e: StorageError) {
+        self.fail(e);
+    }
+
     /// Hands the storage back (to start the next configuration on it).
     pub(crate) fn into_storage(self) -> InternalStorage<S, T> {
         self.storage
@@ -466,6 +483,9 @@ where
                 Ok(())
             }
             PaxosMsg::AcceptStopSign(acc) => self.handle_accept_stopsign(from, acc),
+            PaxosMsg::PullLog(req) => self.handle_pull_log(from, req),
+            // Replies reach a joining server, which handles them before this.
+            PaxosMsg::PullLogReply(_) => Ok(()),
             PaxosMsg::ForwardStopSign(ss) => self.handle_forward_stopsign(ss),
         };
         self.guard(result);

@@ -13,7 +13,7 @@
 use super::{Phase, Role, SequencePaxos};
 use crate::{
     errors::{ConfigError, ProposeErr, ReconfigurationRequest},
-    messages::{AcceptStopSign, PaxosMsg},
+    messages::{AcceptStopSign, PaxosMsg, PullLog, PullLogReply},
     storage::{Entry, Storage, StorageResult},
     util::{NodeId, StopSign},
 };
@@ -107,6 +107,34 @@ where
         self.pending_stopsign = None;
         self.storage.set_stopsign(Some(acc.ss))?;
         self.send_accepted();
+        Ok(())
+    }
+
+    /// A server joining a later configuration pulls a slice of our decided
+    /// log. Only decided entries are served; a slice we have not decided (or
+    /// trimmed without a snapshot) goes unanswered and the joiner asks another.
+    pub(crate) fn handle_pull_log(&mut self, from: NodeId, req: PullLog) -> StorageResult<()> {
+        let decided = self.storage.decided_idx().min(self.storage.log_len());
+        if self.is_halted() || req.from_idx >= req.to_idx || req.to_idx > decided {
+            return Ok(());
+        }
+        let compacted = self.storage.compacted_idx();
+        let (from_idx, snapshot) = if req.from_idx < compacted {
+            match self.storage.get_snapshot()? {
+                Some(s) => (compacted, Some(s)),
+                None => return Ok(()),
+            }
+        } else {
+            (req.from_idx, None)
+        };
+        let entries = self.storage.get_entries(from_idx, req.to_idx)?;
+        let reply = PullLogReply {
+            from_idx,
+            to_idx: req.to_idx,
+            snapshot,
+            entries,
+        };
+        self.send(from, PaxosMsg::PullLogReply(reply));
         Ok(())
     }
 

@@ -114,6 +114,35 @@ where
         Ok(())
     }
 
+    /// Installs a log pulled from the previous configuration: a snapshot of
+    /// `0..start` if there is one, the entries `start..log_len`, all decided,
+    /// in one write.
+    pub(crate) fn install_pulled(
+        &mut self,
+        snapshot: Option<T::Snapshot>,
+        start: u64,
+        entries: Vec<T>,
+        log_len: u64,
+    ) -> StorageResult<()> {
+        debug_assert_eq!(start + entries.len() as u64, log_len);
+        let mut ops = Vec::with_capacity(5);
+        let has_snapshot = snapshot.is_some();
+        if let Some(s) = snapshot {
+            ops.push(StorageOp::SetSnapshot(Some(s)));
+            ops.push(StorageOp::Trim(start));
+            ops.push(StorageOp::SetCompactedIdx(start));
+        }
+        ops.push(StorageOp::AppendOnPrefix(start, entries));
+        ops.push(StorageOp::SetDecidedIndex(log_len));
+        self.storage.write_atomically(ops)?;
+        if has_snapshot {
+            self.compacted_idx = start;
+        }
+        self.log_len = log_len;
+        self.decided_idx = log_len;
+        Ok(())
+    }
+
     /// Hands the storage back.
     pub(crate) fn into_inner(self) -> S {
         self.storage
