@@ -311,15 +311,40 @@ pub struct Promise<T: Entry> {
     ))
 )]
 pub struct LogSync<T: Entry> {
-    /// A snapshot of the whole log below `sync_idx`, sent when the sender
-    /// compacted entries the receiver needs.
-    pub decided_snapshot: Option<T::Snapshot>,
+    /// A snapshot standing in for decided entries below `sync_idx`: the
+    /// sender's complete snapshot when it compacted entries the receiver
+    /// needs, or a delta when that is shorter than sending the entries.
+    pub decided_snapshot: Option<SnapshotType<T>>,
     /// Where the suffix starts.
     pub sync_idx: u64,
     /// The entries from `sync_idx` on.
     pub suffix: Vec<T>,
     /// The stop-sign after the suffix, if the sender has one.
     pub stopsign: Option<StopSign>,
+}
+
+/// A snapshot in a [`LogSync`].
+#[derive_where(Clone, Debug)]
+#[derive_where(PartialEq; T, T::Snapshot)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(
+    feature = "serde",
+    serde(bound(
+        serialize = "T::Snapshot: serde::Serialize",
+        deserialize = "T::Snapshot: serde::Deserialize<'de>"
+    ))
+)]
+pub enum SnapshotType<T: Entry> {
+    /// Stands for the whole log below the sync index.
+    Complete(T::Snapshot),
+    /// Stands for the decided entries `from_idx..sync_idx`; the receiver
+    /// holds (or snapshotted) everything below `from_idx` and merges.
+    Delta {
+        /// Where the delta starts: the receiver's decided index.
+        from_idx: u64,
+        /// The snapshot of `from_idx..sync_idx`.
+        snapshot: T::Snapshot,
+    },
 }
 
 /// The leader brings a promised follower's log up to date and starts a session.

@@ -27,7 +27,10 @@
 //!   behind a shared handle, so that a crashed server's state outlives its
 //!   `OmniPaxos` value: [`SimCluster::restart`] rebuilds the server on the very
 //!   same storage and calls `fail_recovery()`, as a real process would after a
-//!   crash.
+//!   crash. With [`SimStorage::Persistent`] in the options, each server runs on a
+//!   [`PersistentStorage`](omnipaxos_storage::persistent_storage::PersistentStorage)
+//!   in a temporary directory instead, and a crash and a restart close the
+//!   files and reopen the directory, so recovery goes through the disk.
 //! * [`invariants`] holds the safety properties of the Omni-Paxos paper as named
 //!   code, one file each. The cluster checks all of them after every step and
 //!   panics with the property's name, the tick and the seed on a violation.
@@ -54,7 +57,10 @@
 //! command with `SIM_TRACE=1` to print every delivered message and every
 //! command, tick by tick. The randomized soak (`tests/soak.rs`) takes
 //! `SOAK_SEED=<n>` to rerun one seed and `SOAK_SEEDS=<count>` to change how
-//! many seeds it explores.
+//! many seeds it explores; its sibling on persistent storage
+//! (`tests/soak_persistent.rs`) takes `PERSISTENT_SOAK_SEED` and
+//! `PERSISTENT_SOAK_SEEDS`. Persistent servers keep their files under
+//! `/dev/shm` where it exists; set `SIM_STORAGE_DIR` to use another directory.
 #![deny(missing_docs)]
 
 pub mod invariants;
@@ -64,7 +70,12 @@ pub use sim::{
     cluster::SimCluster,
     network,
     network::Network,
-    options::SimOptions,
+    options::{SimOptions, SimStorage},
     storage::SharedStorage,
     value::{Value, ValueSnapshot},
 };
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+mod readme_doctests {}

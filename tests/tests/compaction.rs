@@ -206,3 +206,27 @@ fn snapshot_is_refused_for_an_entry_type_without_snapshots() {
     node.trim(None).unwrap();
     assert_eq!(node.read(0), Some(LogEntry::Trimmed(1)));
 }
+
+#[test]
+fn a_follower_far_behind_catches_up_from_a_delta_snapshot_instead_of_every_entry() {
+    let (mut cluster, leader, _) = with_decided(&[1, 2, 3], 5);
+    let lagging = cluster.others(leader)[0];
+    cluster.crash(lagging);
+    let more: Vec<_> = (0..100).map(|_| cluster.propose_new(leader)).collect();
+    cluster.run_until(|c| more.iter().all(|v| c.all_live_decided(v)), 6 * ETT);
+    cluster.restart(lagging);
+    cluster.run_until(|c| c.node(lagging).get_decided_idx() == 105, 6 * ETT);
+    // The leader compacted nothing; the lagging server got the 100 decided
+    // entries it missed as one snapshot merged onto its own 5.
+    assert_eq!(cluster.node(leader).get_compacted_idx(), 0);
+    let node = cluster.node(lagging);
+    assert_eq!(node.get_compacted_idx(), 105);
+    match node.read(50) {
+        Some(LogEntry::Snapshotted(s)) => {
+            assert_eq!(s.snapshot, ValueSnapshot::of(&cluster.decided_log()[..105]))
+        }
+        other => panic!("expected a snapshotted entry, got {other:?}"),
+    }
+    let next = cluster.propose_new(lagging);
+    cluster.run_until(|c| c.all_live_decided(&next), 4 * ETT);
+}

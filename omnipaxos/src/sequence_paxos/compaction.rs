@@ -12,9 +12,14 @@
 //! ```
 
 use super::{Phase, Role, SequencePaxos};
+
+/// The fewest decided entries a log sync replaces by a delta snapshot. With
+/// no size information about entries or snapshots, the count stands in for
+/// "a snapshot is shorter than the entries it replaces".
+pub(crate) const DELTA_MIN_ENTRIES: u64 = 64;
 use crate::{
     errors::CompactionErr,
-    messages::{Compaction, LogSync, PaxosMsg},
+    messages::{Compaction, LogSync, PaxosMsg, SnapshotType},
     storage::{Entry, Snapshot, Storage, StorageResult},
     util::NodeId,
 };
@@ -25,16 +30,40 @@ where
     S: Storage<T>,
 {
     /// The log from `from` on, as a [`LogSync`]: with this server's snapshot
-    /// if `from` lies in the compacted prefix.
+    /// if `from` lies in the compacted prefix, or with a delta snapshot of the
+    /// decided entries from `from` on when the receiver has decided exactly up
+    /// to `from` (`from_is_receivers_decided`) and there are at least
+    /// [`DELTA_MIN_ENTRIES`] of them: one snapshot instead of many entries.
     ///
     /// If the prefix was trimmed without a snapshot, the entries are gone and
     /// the sync starts at the compacted index; a receiver that lacks them
     /// refuses it. `trim` only drops what every server accepted, so this
     /// happens only to a server that lost its storage.
-    pub(super) fn log_sync_from(&self, from: u64) -> StorageResult<LogSync<T>> {
+    pub(super) fn log_sync_from(
+        &self,
+        from: u64,
+        from_is_receivers_decided: bool,
+    ) -> StorageResult<LogSync<T>> {
         let compacted = self.storage.compacted_idx();
+        let decided_end = self.storage.decided_idx().min(self.storage.log_len());
         let (sync_idx, decided_snapshot) = if from < compacted {
-            (compacted, self.storage.get_snapshot()?)
+            (
+                compacted,
+                self.storage.get_snapshot()?.map(SnapshotType::Complete),
+            )
+        } else if from_is_receivers_decided
+            && T::Snapshot::use_snapshots()
+            && decided_end >= from.saturating_add(DELTA_MIN_ENTRIES)
+        {
+            let entries = self.storage.get_entries(from, decided_end)?;
+            let snapshot = T::Snapshot::create(&entries);
+            (
+                decided_end,
+                Some(SnapshotType::Delta {
+                    from_idx: from,
+                    snapshot,
+                }),
+            )
         } else {
             (from.min(self.storage.log_len()), None)
         };
@@ -44,6 +73,29 @@ where
             suffix: self.storage.get_suffix(sync_idx)?,
             stopsign: self.storage.stopsign().cloned(),
         })
+    }
+
+    /// Turns a snapshot from a log sync into a complete one, covering the whole
+    /// log below the sync index: a delta is merged onto a snapshot of our own
+    /// decided log below its start.
+    pub(super) fn complete_snapshot(&self, s: SnapshotType<T>) -> StorageResult<T::Snapshot> {
+        match s {
+            SnapshotType::Complete(s) => Ok(s),
+            SnapshotType::Delta { from_idx, snapshot } => {
+                let ours = self
+                    .storage
+                    .get_entries(self.storage.compacted_idx(), from_idx)?;
+                let mut base = match self.storage.get_snapshot()? {
+                    Some(mut base) => {
+                        base.merge(T::Snapshot::create(&ours));
+                        base
+                    }
+                    None => T::Snapshot::create(&ours),
+                };
+                base.merge(snapshot);
+                Ok(base)
+            }
+        }
     }
 
     /// Leader: trims the log below `idx` (default: the decided index) here and

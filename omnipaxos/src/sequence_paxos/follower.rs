@@ -60,7 +60,7 @@ where
                     idx <= accepted_idx,
                     "a later round's log holds every decided entry"
                 );
-                Some(self.log_sync_from(idx)?)
+                Some(self.log_sync_from(idx, idx == prep.decided_idx)?)
             }
             None => None,
         };

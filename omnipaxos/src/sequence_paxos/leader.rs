@@ -189,7 +189,7 @@ where
         } else {
             meta.decided_idx
         };
-        let log_sync = self.log_sync_from(from)?;
+        let log_sync = self.log_sync_from(from, from == meta.decided_idx)?;
         let p = &mut self.progress[slot];
         p.seq.session += 1;
         p.seq.counter = 1;

@@ -34,7 +34,7 @@ use crate::{
     clock::LogicalClock,
     config::OmniPaxosConfig,
     errors::{ProposeErr, StorageError},
-    messages::{ForwardId, LogSync, Message, PaxosMessage, PaxosMsg, SequenceNumber},
+    messages::{ForwardId, LogSync, Message, PaxosMessage, PaxosMsg, SequenceNumber, SnapshotType},
     quorum::Quorum,
     storage::{Entry, Storage, StorageResult, internal::InternalStorage},
     util::{ConfigurationId, NodeId, StopSign},
@@ -364,6 +364,10 @@ where
                     .map(|(e, _)| e),
             );
         }
+        let decided_snapshot = match decided_snapshot {
+            Some(s) => Some(self.complete_snapshot(s)?),
+            None => None,
+        };
         self.storage.sync_log(
             round,
             sync_idx,
@@ -386,6 +390,13 @@ where
         }
         if sync.decided_snapshot.is_some() && sync.sync_idx <= self.storage.decided_idx() {
             sync.decided_snapshot = None;
+        }
+        // A delta builds on our own decided log below its start.
+        if let Some(SnapshotType::Delta { from_idx, .. }) = &sync.decided_snapshot {
+            let (compacted, decided) = (self.storage.compacted_idx(), self.storage.decided_idx());
+            if *from_idx < compacted || *from_idx > decided.min(self.storage.log_len()) {
+                return None;
+            }
         }
         if sync.decided_snapshot.is_none() && sync.sync_idx > self.storage.log_len() {
             return None;

@@ -9,7 +9,7 @@
 
 use super::{NodeView, Violation};
 use crate::sim::value::{Value, ValueSnapshot};
-use omnipaxos::{storage::Storage, util::NodeId};
+use omnipaxos::util::NodeId;
 use std::collections::HashMap;
 
 /// The property's name.
@@ -69,7 +69,7 @@ impl SnapshotMatchesDecidedPrefix {
 mod tests {
     use super::*;
     use crate::sim::storage::SharedStorage;
-    use omnipaxos::storage::StorageOp;
+    use omnipaxos::storage::{Storage, StorageOp};
     use pretty_assertions::assert_eq;
 
     fn view(storage: &SharedStorage) -> Vec<NodeView<'_>> {

@@ -88,7 +88,7 @@ impl SimCluster {
             .iter()
             .map(|&pid| {
                 let config = options.config_for(pid, &sorted);
-                let storage = SharedStorage::new();
+                let storage = SharedStorage::of_kind(options.storage);
                 let paxos = config
                     .clone()
                     .build(storage.clone())
@@ -303,6 +303,10 @@ impl SimCluster {
 
     /// Crashes server `pid`: its `OmniPaxos` value and unsent messages are
     /// dropped, as are the messages in flight from or to it. Its storage stays.
+    ///
+    /// A persistent storage ([`SimStorage::Persistent`](crate::sim::options::SimStorage))
+    /// is closed and its directory reopened at once, so that while the server
+    /// is down the invariants read what the files give back after the crash.
     #[track_caller]
     pub fn crash(&mut self, pid: NodeId) {
         let node = self.sim_node_mut(pid);
@@ -310,18 +314,36 @@ impl SimCluster {
         node.paxos = None;
         self.network.drop_involving(pid);
         self.trace(|| format!("crash {pid}"));
+        self.reopen_storage(pid);
         self.check_invariants();
+    }
+
+    /// Closes and reopens crashed server `pid`'s storage (a no-op in memory),
+    /// failing the run if the files do not give back what was written.
+    #[track_caller]
+    fn reopen_storage(&mut self, pid: NodeId) {
+        if let Err(detail) = self.sim_node(pid).storage.reopen() {
+            self.fail(
+                "storage_survives_restart",
+                &format!("server {pid}: {detail}"),
+            );
+        }
     }
 
     /// Restarts crashed server `pid` from its configuration on the storage it
     /// had, and calls `fail_recovery()` on it, as a process does after a crash.
+    ///
+    /// A persistent storage is first closed and its directory reopened with
+    /// `PersistentStorage::open`, so the restarted server recovers from the
+    /// files, not from values still in memory.
     #[track_caller]
     pub fn restart(&mut self, pid: NodeId) {
-        let node = self.sim_node_mut(pid);
         assert!(
-            node.paxos.is_none(),
+            self.sim_node(pid).paxos.is_none(),
             "server {pid} is running; crash it first"
         );
+        self.reopen_storage(pid);
+        let node = self.sim_node_mut(pid);
         let mut paxos = node
             .config
             .clone()

@@ -5,8 +5,8 @@
 //! | --- | --- |
 //! | [`cluster`] | [`SimCluster`](cluster::SimCluster): servers, `step`, `run_until`, crash and restart, proposals |
 //! | [`network`] | [`Network`](network::Network): in-flight messages, loss, duplication, delay, link cuts |
-//! | [`options`] | [`SimOptions`](options::SimOptions): the seed and every knob of a run |
-//! | [`storage`] | [`SharedStorage`](storage::SharedStorage): a crash-surviving handle on `MemoryStorage` |
+//! | [`options`] | [`SimOptions`](options::SimOptions): the seed and every knob of a run, including the storage kind |
+//! | [`storage`] | [`SharedStorage`](storage::SharedStorage): a crash-surviving handle on `MemoryStorage` or `PersistentStorage` |
 //! | [`value`] | [`Value`](value::Value): the entry type, unique per proposal |
 
 pub mod cluster;

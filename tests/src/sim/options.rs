@@ -57,6 +57,9 @@ pub struct SimOptions {
     /// `SIM_TRACE=1` turns it on too, so a failing test can be replayed with
     /// a trace without editing it.
     pub trace: bool,
+    /// Which storage the servers persist to: memory (the default, fast) or
+    /// `PersistentStorage` files that a restart really reopens.
+    pub storage: SimStorage,
     /// The command printed to replay a failing run. `None` derives
     /// `cargo test ... --exact <test>` from the running test's binary and
     /// thread name, which is right for ordinary `#[test]` functions; the soak
@@ -81,9 +84,26 @@ impl Default for SimOptions {
             call_reconnected: false,
             allow_duplicate_decisions: false,
             trace: false,
+            storage: SimStorage::Memory,
             replay_command: None,
         }
     }
+}
+
+/// The storage backend every simulated server runs on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SimStorage {
+    /// A `MemoryStorage` per server that survives the server's crash inside
+    /// the simulator, as if it were a disk. Restarts find it exactly as it
+    /// was. Fast: what most scenarios and the main soak use.
+    #[default]
+    Memory,
+    /// A `PersistentStorage` per server, in a temporary directory of its own
+    /// that is deleted with the cluster. A crash closes the storage and a
+    /// restart reopens its directory, so recovery goes through the files,
+    /// and each reopen is checked to read back exactly what was written.
+    /// Every write syncs to disk: runs are slower than in memory.
+    Persistent,
 }
 
 impl SimOptions {

@@ -1,13 +1,19 @@
 //! The log entry type the simulated servers replicate.
 
 use omnipaxos::{macros::Entry, storage::Snapshot};
+use serde::{Deserialize, Serialize};
 
 /// One proposal: a number that the cluster hands out once.
 ///
 /// Because every proposal carries a fresh number, a decided entry names exactly
 /// one `append` call. That is what lets the invariants tell a proposed entry
 /// from an invented one, and a retried proposal from a duplicated decision.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Entry)]
+///
+/// It is serde-serialisable so that servers can run on `PersistentStorage`
+/// (see [`SimStorage`](crate::sim::options::SimStorage)).
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Entry, Serialize, Deserialize,
+)]
 #[snapshot(ValueSnapshot)]
 pub struct Value(pub u64);
 
@@ -18,7 +24,7 @@ pub struct Value(pub u64);
 /// `hash(a) * BASE^len(b) + hash(b)` (wrapping), so a snapshot built by
 /// merging deltas equals one built from the whole run at once. That lets the
 /// invariants compare any server's snapshot with the cluster's decided log.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ValueSnapshot {
     /// How many values the snapshot stands for.
     pub count: u64,
