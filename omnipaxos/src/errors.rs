@@ -133,6 +133,10 @@ pub enum ProposeErr<T> {
     /// A storage write failed earlier and the node has stopped acting.
     #[error("the node stopped after a storage failure")]
     StorageFailure(T),
+    /// Writing this proposal failed: it is not in the log, and the node has
+    /// stopped acting. The entry went to the failed write and is not handed back.
+    #[error("the proposal could not be persisted: {0}")]
+    NotPersisted(StorageError),
 }
 
 impl<T> ProposeErr<T> {
@@ -142,7 +146,9 @@ impl<T> ProposeErr<T> {
             Self::PendingReconfigEntry(t) | Self::BufferFull(t) | Self::StorageFailure(t) => {
                 Some(t)
             }
-            Self::PendingReconfigConfig(_) | Self::InvalidReconfiguration(_) => None,
+            Self::PendingReconfigConfig(_)
+            | Self::InvalidReconfiguration(_)
+            | Self::NotPersisted(_) => None,
         }
     }
 }
@@ -160,6 +166,7 @@ impl<T> fmt::Debug for ProposeErr<T> {
             Self::InvalidReconfiguration(e) => {
                 f.debug_tuple("InvalidReconfiguration").field(e).finish()
             }
+            Self::NotPersisted(e) => f.debug_tuple("NotPersisted").field(e).finish(),
         }
     }
 }

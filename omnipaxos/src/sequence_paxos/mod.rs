@@ -512,11 +512,14 @@ where
             return Err(ProposeErr::PendingReconfigEntry(entry));
         }
         match (self.role, self.phase) {
-            (Role::Leader, Phase::Accept) => {
-                let r = self.accept_entry(entry);
-                self.guard(r);
-                Ok(())
-            }
+            (Role::Leader, Phase::Accept) => match self.accept_entry(entry) {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    // Not acknowledged: nothing claiming it was sent either.
+                    self.fail(e.clone());
+                    Err(ProposeErr::NotPersisted(e))
+                }
+            },
             (Role::Follower, Phase::Accept) => self.forward(vec![entry]).map_err(|mut v| {
                 ProposeErr::BufferFull(v.pop().expect("forward hands back what it was given"))
             }),
