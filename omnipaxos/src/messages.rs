@@ -367,6 +367,8 @@ pub struct AcceptSync<T: Entry> {
     pub decided_idx: u64,
     /// What the follower installs.
     pub log_sync: LogSync<T>,
+    /// Acknowledgements of this follower's forwarded batches in the suffix.
+    pub forward_acks: Vec<ProposalAck>,
 }
 
 /// The leader replicates new entries and tells the decided index.
@@ -382,6 +384,10 @@ pub struct AcceptDecide<T: Entry> {
     pub decided_idx: u64,
     /// Entries to append at the end of the follower's log.
     pub entries: Vec<T>,
+    /// Acknowledgements of this follower's forwarded batches whose entries
+    /// travel in this message (or went before it): a follower never holds
+    /// its own forwarded entries without knowing they were acknowledged.
+    pub forward_acks: Vec<ProposalAck>,
 }
 
 /// A follower reports how much of the leader's log it has accepted.

@@ -84,6 +84,7 @@ fn synced_follower(log: Vec<E>, decided: u64) -> Node {
                 suffix: log,
                 stopsign: None,
             },
+            forward_acks: vec![],
         }),
     ));
     f.outgoing_messages();
@@ -203,6 +204,7 @@ fn follower_installs_accept_sync_and_reports_its_log_length() {
                 suffix: vec![E(10), E(11)],
                 stopsign: None,
             },
+            forward_acks: vec![],
         }),
     ));
     assert_eq!(
@@ -233,6 +235,7 @@ fn accept_decide(counter: u64, decided_idx: u64, entries: Vec<E>) -> Message<E> 
             },
             decided_idx,
             entries,
+            forward_acks: vec![],
         }),
     )
 }
@@ -438,6 +441,7 @@ fn leader_with_a_quorum_of_promises_synchronises_the_follower() {
                         suffix: vec![],
                         stopsign: None,
                     },
+                    forward_acks: vec![],
                 })
             ),
             sp(
@@ -451,6 +455,7 @@ fn leader_with_a_quorum_of_promises_synchronises_the_follower() {
                     },
                     decided_idx: 0,
                     entries: vec![E(5)],
+                    forward_acks: vec![],
                 })
             ),
         ]
@@ -740,5 +745,51 @@ fn leader_outbids_a_higher_ballot_named_in_a_prepare_request() {
         l.get_promise() > Ballot::with(5, 0, 2),
         "promise {:?}",
         l.get_promise()
+    );
+}
+
+#[test]
+fn the_acknowledgement_of_a_forwarded_batch_rides_with_its_entries_to_the_origin() {
+    // If the standalone ack is lost but the entries arrive, the origin still
+    // learns that its batch is in the log, so it never proposes it twice.
+    let mut l = leader_with_follower_2();
+    let id = ForwardId {
+        ballot: B1,
+        session: 1,
+        seq: 1,
+    };
+    l.handle_incoming(sp(
+        2,
+        1,
+        PaxosMsg::ProposalForward(ProposalForward {
+            n: B1,
+            id,
+            entries: vec![E(8)],
+        }),
+    ));
+    let ack = ProposalAck {
+        n: B1,
+        id,
+        first_idx: 0,
+    };
+    assert_eq!(
+        paxos_out(&mut l),
+        vec![
+            sp(
+                1,
+                2,
+                PaxosMsg::AcceptDecide(AcceptDecide {
+                    n: B1,
+                    seq_num: SequenceNumber {
+                        session: 1,
+                        counter: 2
+                    },
+                    decided_idx: 0,
+                    entries: vec![E(8)],
+                    forward_acks: vec![ack],
+                })
+            ),
+            sp(1, 2, PaxosMsg::ProposalAck(ack)),
+        ]
     );
 }

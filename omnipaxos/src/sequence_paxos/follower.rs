@@ -112,6 +112,9 @@ where
             log_sync.sync_idx += have as u64;
         }
         let mut cut = self.install_sync(sync.n, log_sync, sync.decided_idx)?;
+        for ack in sync.forward_acks {
+            self.handle_proposal_ack(ack);
+        }
         self.last_seq = sync.seq_num;
         self.phase = Phase::Accept;
         self.open_accepted = None;
@@ -193,6 +196,9 @@ where
         let appended = !acc.entries.is_empty();
         self.storage
             .append_and_decide(acc.entries, acc.decided_idx)?;
+        for ack in acc.forward_acks {
+            self.handle_proposal_ack(ack);
+        }
         if appended {
             self.send_accepted();
         }

@@ -142,8 +142,6 @@ where
             .filter_map(|p| p.promise.map(|m| m.decided_idx))
             .fold(self.storage.decided_idx(), u64::max);
         let cut = self.install_sync(self.leader, sync, decided)?;
-        // Forward deduplication is per ballot: start afresh for this one.
-        self.recent_forwards.clear();
         self.synced_round = max.n_accepted;
         self.synced_len = self.storage.accepted_idx();
         self.phase = Phase::Accept;
@@ -200,6 +198,11 @@ where
             n: self.leader,
             seq_num: p.seq,
             decided_idx: self.storage.decided_idx(),
+            forward_acks: self.recent_forwards.acks_for(
+                self.peers[slot],
+                log_sync.sync_idx,
+                self.leader,
+            ),
             log_sync,
         };
         let to = self.peers[slot];
@@ -245,11 +248,13 @@ where
     /// taken it yet, else opens a new one.
     fn push_accept(&mut self, slot: usize, entries: &[T]) {
         let decided_idx = self.storage.decided_idx();
+        let mut forward_acks = std::mem::take(&mut self.progress[slot].pending_acks);
         if let Some(msg) = self.open_message(slot) {
             match msg {
                 PaxosMsg::AcceptDecide(acc) => {
                     acc.entries.extend_from_slice(entries);
                     acc.decided_idx = decided_idx;
+                    acc.forward_acks.append(&mut forward_acks);
                     return;
                 }
                 PaxosMsg::Decide(dec) => {
@@ -259,6 +264,7 @@ where
                         seq_num: dec.seq_num,
                         decided_idx,
                         entries: entries.to_vec(),
+                        forward_acks,
                     });
                     return;
                 }
@@ -271,6 +277,7 @@ where
                 seq_num,
                 decided_idx,
                 entries: entries.to_vec(),
+                forward_acks,
             })
         });
     }
@@ -371,6 +378,14 @@ where
             None => {
                 let first_idx = self.storage.log_len() + self.batch.len() as u64;
                 let len = fwd.entries.len() as u64;
+                if let Some(slot) = self.slot(from).filter(|&s| self.progress[s].synced) {
+                    let ack = ProposalAck {
+                        n: self.leader,
+                        id: fwd.id,
+                        first_idx,
+                    };
+                    self.progress[slot].pending_acks.push(ack);
+                }
                 for entry in fwd.entries {
                     self.accept_entry(entry)?;
                 }

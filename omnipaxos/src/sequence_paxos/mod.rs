@@ -34,7 +34,10 @@ use crate::{
     clock::LogicalClock,
     config::OmniPaxosConfig,
     errors::{ProposeErr, StorageError},
-    messages::{ForwardId, LogSync, Message, PaxosMessage, PaxosMsg, SequenceNumber, SnapshotType},
+    messages::{
+        ForwardId, LogSync, Message, PaxosMessage, PaxosMsg, ProposalAck, SequenceNumber,
+        SnapshotType,
+    },
     quorum::Quorum,
     storage::{Entry, Storage, StorageResult, internal::InternalStorage},
     util::{ConfigurationId, NodeId, StopSign},
@@ -78,6 +81,9 @@ struct FollowerProgress {
     /// Whether the follower was sent its `AcceptSync` in this ballot, so
     /// that new entries go to it.
     synced: bool,
+    /// Acknowledgements of this follower's forwarded batches, to ride on the
+    /// next `AcceptDecide` to it (the one carrying their entries).
+    pending_acks: Vec<ProposalAck>,
     /// Index, in the outgoing buffer, of an `AcceptDecide` to this follower
     /// that is not yet taken by the driver: new entries join it instead of
     /// making a new message.
@@ -165,9 +171,11 @@ where
     storage_failure: Option<StorageError>,
 }
 
-/// The forwarded batches a leader appended in the ballot it last led, by
-/// `(origin, id)`, with the indices they took. Bounded: the oldest are
-/// forgotten first, by which time their origin has long had the ack.
+/// The forwarded batches a leader appended, by `(origin, id)`, with the
+/// indices they took. A record stays valid while the log holds those indices
+/// unchanged, across ballots (a leader that re-prepares keeps its log), and
+/// is dropped when a log sync cuts them. Bounded: the oldest are forgotten
+/// first, by which time their origin has long had the ack.
 #[derive(Debug, Default)]
 struct RecentForwards {
     /// `(origin, id)` -> `(first_idx, len)`.
@@ -201,9 +209,22 @@ impl RecentForwards {
             .any(|&(first, len)| (first..first + len).contains(&idx))
     }
 
-    fn clear(&mut self) {
-        self.batches.clear();
-        self.order.clear();
+    /// Acknowledgements of `origin`'s batches that took indices from `from` on.
+    fn acks_for(&self, origin: NodeId, from: u64, n: Ballot) -> Vec<ProposalAck> {
+        self.batches
+            .iter()
+            .filter(|&(&(o, _), &(first, _))| o == origin && first >= from)
+            .map(|(&(_, id), &(first_idx, _))| ProposalAck { n, id, first_idx })
+            .collect()
+    }
+
+    /// Forgets the batches that took any index from `idx` on: a log sync cut
+    /// them, so a retry must be appended again.
+    fn forget_from(&mut self, idx: u64) {
+        self.batches
+            .retain(|_, &mut (first, len)| first + len <= idx);
+        let batches = &self.batches;
+        self.order.retain(|key| batches.contains_key(key));
     }
 }
 
@@ -368,6 +389,9 @@ where
             Some(s) => Some(self.complete_snapshot(s)?),
             None => None,
         };
+        if sync_idx < prev_len {
+            self.recent_forwards.forget_from(sync_idx);
+        }
         self.storage.sync_log(
             round,
             sync_idx,
