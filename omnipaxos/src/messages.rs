@@ -190,8 +190,10 @@ pub struct AcceptStopSign {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ReadRequest {
-    /// The follower's id for the read.
-    pub id: u64,
+    /// Names the request, unique across restarts of the follower (see
+    /// [`ForwardId`]), so that an answer meant for an earlier incarnation
+    /// can never complete a later read.
+    pub id: ForwardId,
 }
 
 /// The leader checks that it still leads: every follower that still promises
@@ -220,8 +222,8 @@ pub struct ReadAck {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ReadResponse {
-    /// The follower's id for the read.
-    pub id: u64,
+    /// The request answered.
+    pub id: ForwardId,
     /// The read point.
     pub read_idx: u64,
 }
@@ -433,8 +435,9 @@ pub struct ProposalForward<T: Entry> {
     pub entries: Vec<T>,
 }
 
-/// Names a batch of forwarded proposals, unique for its origin, also across
-/// restarts of the origin and changes of leader.
+/// Names a batch of forwarded proposals (or a follower's read request),
+/// unique for its origin, also across restarts of the origin and changes of
+/// leader.
 ///
 /// `(ballot, session)` names the synchronisation the origin was in when it
 /// first sent the batch: a leader opens a new session for every

@@ -793,3 +793,67 @@ fn the_acknowledgement_of_a_forwarded_batch_rides_with_its_entries_to_the_origin
         ]
     );
 }
+
+#[test]
+fn an_answer_to_a_read_of_an_earlier_incarnation_does_not_complete_a_new_read() {
+    // Before a crash this server asked for a read under session 1; restarted,
+    // it is synchronised in session 2 and asks again with the same local id.
+    let old_id = ForwardId {
+        ballot: B1,
+        session: 1,
+        seq: 1,
+    };
+    let mut f = node(2);
+    f.handle_incoming(sp(1, 2, PaxosMsg::Prepare(prepare_empty(B1))));
+    f.handle_incoming(sp(
+        1,
+        2,
+        PaxosMsg::AcceptSync(AcceptSync {
+            n: B1,
+            seq_num: SequenceNumber {
+                session: 2,
+                counter: 1,
+            },
+            decided_idx: 0,
+            log_sync: LogSync {
+                decided_snapshot: None,
+                sync_idx: 0,
+                suffix: vec![],
+                stopsign: None,
+            },
+            forward_acks: vec![],
+        }),
+    ));
+    f.outgoing_messages();
+    let read = f.request_read().unwrap();
+    let new_id = ForwardId {
+        ballot: B1,
+        session: 2,
+        seq: 1,
+    };
+    assert_eq!(
+        paxos_out(&mut f),
+        vec![sp(2, 1, PaxosMsg::ReadRequest(ReadRequest { id: new_id }))]
+    );
+    let mut points = Vec::new();
+    f.handle_incoming(sp(
+        1,
+        2,
+        PaxosMsg::ReadResponse(ReadResponse {
+            id: old_id,
+            read_idx: 3,
+        }),
+    ));
+    f.take_read_points(&mut points);
+    assert_eq!(points, vec![], "a stale answer completed the read");
+    f.handle_incoming(sp(
+        1,
+        2,
+        PaxosMsg::ReadResponse(ReadResponse {
+            id: new_id,
+            read_idx: 7,
+        }),
+    ));
+    f.take_read_points(&mut points);
+    assert_eq!(points, vec![(read, 7)]);
+}

@@ -19,7 +19,7 @@
 
 use super::{Phase, Role, SequencePaxos};
 use crate::{
-    messages::{PaxosMsg, ReadAck, ReadConfirm, ReadRequest, ReadResponse},
+    messages::{ForwardId, PaxosMsg, ReadAck, ReadConfirm, ReadRequest, ReadResponse},
     storage::{Entry, Storage},
     util::NodeId,
 };
@@ -45,7 +45,24 @@ pub enum ReadError {
 #[derive(Clone, Copy, Debug)]
 struct PendingRead {
     origin: NodeId,
+    id: ReadKey,
+}
+
+/// How a pending read is named: this server's own reads by their
+/// [`ReadId`], a follower's by the id on its request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ReadKey {
+    Own(u64),
+    Remote(ForwardId),
+}
+
+/// One of our reads that the leader has not answered yet.
+#[derive(Clone, Copy, Debug)]
+struct Requested {
     id: u64,
+    /// The id of the request on the wire, set when it is (re)sent under the
+    /// current synchronisation; answers to older requests do not match it.
+    wire: Option<ForwardId>,
 }
 
 /// The leader's confirmation round in flight.
@@ -68,7 +85,9 @@ pub(super) struct Reads {
     in_flight: Option<ReadRound>,
     next_round: u64,
     /// Follower: our reads the leader has not answered, sent again on resend.
-    requested: Vec<u64>,
+    requested: Vec<Requested>,
+    /// Numbers our read requests within a synchronisation session.
+    next_wire_seq: u64,
     /// Reads of this server that completed: `(id, read point)`.
     completed: Vec<(ReadId, u64)>,
 }
@@ -95,15 +114,12 @@ where
         if self.role == Role::Leader {
             self.reads.queued.push(PendingRead {
                 origin: self.pid,
-                id,
+                id: ReadKey::Own(id),
             });
             self.start_read_round();
         } else {
-            self.reads.requested.push(id);
-            if self.phase == Phase::Accept {
-                let to = self.leader.pid;
-                self.send(to, PaxosMsg::ReadRequest(ReadRequest { id }));
-            }
+            self.reads.requested.push(Requested { id, wire: None });
+            self.send_read_requests();
         }
         Ok(ReadId(id))
     }
@@ -120,7 +136,7 @@ where
         // A retried request may be queued twice; the follower keeps the first answer.
         self.reads.queued.push(PendingRead {
             origin: from,
-            id: req.id,
+            id: ReadKey::Remote(req.id),
         });
         self.start_read_round();
     }
@@ -188,14 +204,15 @@ where
         }
         let round = self.reads.in_flight.take().expect("checked above");
         for read in round.reads {
-            if read.origin == self.pid {
-                self.reads.completed.push((ReadId(read.id), round.read_idx));
-            } else {
-                let msg = ReadResponse {
-                    id: read.id,
-                    read_idx: round.read_idx,
-                };
-                self.send(read.origin, PaxosMsg::ReadResponse(msg));
+            match read.id {
+                ReadKey::Own(id) => self.reads.completed.push((ReadId(id), round.read_idx)),
+                ReadKey::Remote(id) => {
+                    let msg = ReadResponse {
+                        id,
+                        read_idx: round.read_idx,
+                    };
+                    self.send(read.origin, PaxosMsg::ReadResponse(msg));
+                }
             }
         }
         self.start_read_round();
@@ -205,9 +222,14 @@ where
         if from != self.leader.pid {
             return;
         }
-        if let Some(pos) = self.reads.requested.iter().position(|id| *id == resp.id) {
-            self.reads.requested.swap_remove(pos);
-            self.reads.completed.push((ReadId(resp.id), resp.read_idx));
+        if let Some(pos) = self
+            .reads
+            .requested
+            .iter()
+            .position(|r| r.wire == Some(resp.id))
+        {
+            let read = self.reads.requested.swap_remove(pos);
+            self.reads.completed.push((ReadId(read.id), resp.read_idx));
         }
     }
 
@@ -229,14 +251,37 @@ where
                     }
                 }
             }
-            Role::Follower if self.phase == Phase::Accept => {
-                let to = self.leader.pid;
-                for i in 0..self.reads.requested.len() {
-                    let id = self.reads.requested[i];
-                    self.send(to, PaxosMsg::ReadRequest(ReadRequest { id }));
+            Role::Follower => self.send_read_requests(),
+        }
+    }
+
+    /// Follower, synchronised with a leader: (re)sends every unanswered read
+    /// request. A request gets a new wire id whenever the synchronisation
+    /// changed since it was last sent, so the answer to a request of an
+    /// earlier incarnation of this server cannot match it.
+    fn send_read_requests(&mut self) {
+        if self.role != Role::Follower || self.phase != Phase::Accept {
+            return;
+        }
+        let (ballot, session, to) = (self.leader, self.last_seq.session, self.leader.pid);
+        for i in 0..self.reads.requested.len() {
+            let current = self.reads.requested[i]
+                .wire
+                .filter(|w| w.ballot == ballot && w.session == session);
+            let wire = match current {
+                Some(w) => w,
+                None => {
+                    self.reads.next_wire_seq += 1;
+                    let w = ForwardId {
+                        ballot,
+                        session,
+                        seq: self.reads.next_wire_seq,
+                    };
+                    self.reads.requested[i].wire = Some(w);
+                    w
                 }
-            }
-            Role::Follower => {}
+            };
+            self.send(to, PaxosMsg::ReadRequest(ReadRequest { id: wire }));
         }
     }
 
@@ -249,20 +294,20 @@ where
             stranded.extend(round.reads);
         }
         for read in stranded {
-            if read.origin == self.pid {
+            if let ReadKey::Own(id) = read.id {
                 if self.role == Role::Leader {
                     self.reads.queued.push(read);
                 } else {
-                    self.reads.requested.push(read.id);
+                    self.reads.requested.push(Requested { id, wire: None });
                 }
             }
         }
         if self.role == Role::Leader {
             // Our own earlier requests, made as a follower, are now ours to confirm.
-            for id in std::mem::take(&mut self.reads.requested) {
+            for r in std::mem::take(&mut self.reads.requested) {
                 self.reads.queued.push(PendingRead {
                     origin: self.pid,
-                    id,
+                    id: ReadKey::Own(r.id),
                 });
             }
         }
