@@ -159,11 +159,19 @@ impl<T: Entry> Joining<T> {
         else {
             return;
         };
-        let expected = reply.to_idx - reply.from_idx;
-        if reply.entries.len() as u64 != expected
-            || reply.from_idx > slice.from && reply.snapshot.is_none()
-        {
-            return; // Not a well-formed answer to this slice: ask again later.
+        // A source that compacted past the whole slice answers with its
+        // snapshot alone (`from_idx >= to_idx`, no entries); one that
+        // compacted past our log end belongs to a later history than the one
+        // we pull, so its answer is not used.
+        let well_formed = match reply.to_idx.checked_sub(reply.from_idx) {
+            Some(expected) => {
+                reply.entries.len() as u64 == expected
+                    && (reply.from_idx <= slice.from || reply.snapshot.is_some())
+            }
+            None => reply.entries.is_empty() && reply.snapshot.is_some(),
+        };
+        if !well_formed || reply.from_idx > self.log_len {
+            return; // Ask again later, perhaps another source.
         }
         if let Some(snapshot) = reply.snapshot {
             // The snapshot covers everything below where the entries start.

@@ -354,7 +354,8 @@ where
     /// Makes this server try to lead now with a ballot above every ballot it
     /// knows. It succeeds if it is connected to a quorum.
     pub fn try_become_leader(&mut self) {
-        if self.seq_paxos.is_halted() {
+        // A server still pulling its log neither votes nor leads.
+        if self.seq_paxos.is_halted() || self.joining.is_some() {
             return;
         }
         if let Some(leader) = self.ble.try_become_leader(self.seq_paxos.storage.promise()) {

@@ -4,19 +4,24 @@
 //! Each seed draws its whole run from its own `ChaCha8Rng`: the cluster size
 //! and ids, the network's loss, duplication and delay, and a script of
 //! proposals at random servers, one-way and two-way link cuts, isolations,
-//! heals, crashes and restarts. After the chaos phase every link is healed and
-//! every server restarted; the cluster must then elect a leader and decide a
-//! fresh proposal on every server within a bound.
+//! heals, crashes and restarts, compactions, linearizable reads and, with
+//! `SOAK_RECONFIG=1`, a few reconfigurations. After the chaos phase every link
+//! is healed and every server of the current configuration restarted; the
+//! cluster must then elect a leader and decide a fresh proposal on every
+//! server of the current configuration within a bound.
 //!
 //! * `SOAK_SEEDS=<n>` runs seeds `0..n` (default 500).
 //! * `SOAK_SEED=<s>` runs seed `s` alone, to replay a failure.
+//! * `SOAK_RECONFIG=1` adds reconfigurations to the chaos (see
+//!   [`reconfigure_randomly`]); off by default until the leader stops
+//!   appending forwarded proposals after its stop-sign.
 //!
 //! Seeds run on all available cores. A failing seed prints its panic (the
 //! broken property, the tick, the seed and the command that replays it); the
 //! soak carries on with the other seeds and fails at the end listing every
 //! failing seed (stopping early after ten).
 
-use omnipaxos::{FlexibleQuorum, ReadId};
+use omnipaxos::{FlexibleQuorum, LogEntry, ReadId};
 use omnipaxos_tests::{SimCluster, SimOptions};
 use rand::{Rng, SeedableRng, seq::SliceRandom};
 use rand_chacha::ChaCha8Rng;
@@ -95,23 +100,97 @@ fn run_seed(seed: u64) {
     // the read began. A crash forgets the server's reads; they are never answered.
     let mut reads = HashMap::new();
     let mut points = Vec::new();
+    let mut reconfigurations = if reconfig_enabled() {
+        MAX_RECONFIGURATIONS
+    } else {
+        0
+    };
     for _ in 0..CHAOS_TICKS {
-        chaos_action(&mut cluster, &mut reads);
+        chaos_action(&mut cluster, &mut reads, &mut reconfigurations);
         cluster.step();
         check_read_points(&mut cluster, &mut reads, &mut points);
     }
 
     cluster.heal_all();
-    for pid in ids.clone() {
+    // A reconfiguration still under way finishes first: its stop-sign is
+    // decided once the network heals, and a proposal made before that could
+    // be refused. Crashed servers come back meanwhile, in whatever
+    // configuration their storage belongs to.
+    cluster.run_until(
+        |c| {
+            c.ids().iter().all(|&p| !c.is_up(p) || c.is_current(p))
+                && c.live_ids()
+                    .iter()
+                    .all(|&p| !c.is_up(p) || !has_stopsign(c, p))
+        },
+        RECOVERY_TIMEOUTS * ett,
+    );
+    let ids = cluster.ids().to_vec();
+    for &pid in &ids {
         if !cluster.is_up(pid) {
             cluster.restart(pid);
         }
     }
+    cluster.run_until(
+        |c| c.ids().iter().all(|&p| c.is_current(p)),
+        RECOVERY_TIMEOUTS * ett,
+    );
     // Liveness: a proposal made at any server the moment the network heals
     // is decided everywhere, whatever leader changes follow.
     let at = ids[cluster.rng().gen_range(0..ids.len())];
     let fresh = cluster.propose_new(at);
     cluster.run_until(|c| c.all_live_decided(&fresh), RECOVERY_TIMEOUTS * ett);
+}
+
+/// At most this many reconfigurations per seed.
+const MAX_RECONFIGURATIONS: u32 = 3;
+
+fn reconfig_enabled() -> bool {
+    std::env::var_os("SOAK_RECONFIG").is_some_and(|v| v != "0")
+}
+
+/// Whether server `pid` of the current configuration has a stop-sign in its
+/// log (decided or not), that is, a reconfiguration under way.
+fn has_stopsign(cluster: &SimCluster, pid: u64) -> bool {
+    if cluster.config_of(pid) != cluster.config_id() {
+        return false;
+    }
+    let node = cluster.node(pid);
+    let end = node.get_ui_states().accepted_idx;
+    matches!(node.read(end), Some(LogEntry::StopSign(..)))
+}
+
+/// Proposes a new configuration at a running server of the current one, if
+/// the current one is complete and none is under way: the same number of
+/// servers with one replaced, one more, or one fewer (never below one; the
+/// size stays with flexible quorums, which are set for five servers). New
+/// servers get ids from 101 up, never used before.
+fn reconfigure_randomly(cluster: &mut SimCluster) -> bool {
+    let ids = cluster.ids().to_vec();
+    if !ids.iter().all(|&p| cluster.is_current(p)) || ids.iter().any(|&p| has_stopsign(cluster, p))
+    {
+        return false;
+    }
+    let Some(at) = pick(cluster, &ids) else {
+        return false;
+    };
+    let fresh = cluster.all_ids().into_iter().max().unwrap_or(0).max(100) + 1;
+    let fixed_size = cluster.options().flexible_quorum.is_some();
+    let mut members = ids.clone();
+    match cluster.rng().gen_range(0..3) {
+        1 if !fixed_size && members.len() < 7 => members.push(fresh),
+        2 if !fixed_size && members.len() > 1 => {
+            let i = cluster.rng().gen_range(0..members.len());
+            members.remove(i);
+        }
+        _ => {
+            let i = cluster.rng().gen_range(0..members.len());
+            members[i] = fresh;
+        }
+    }
+    // Refusals (no leader known yet, a stop-sign already pending) are legitimate.
+    let _ = cluster.reconfigure(at, &members);
+    true
 }
 
 /// One of `from`, drawn from the run's generator.
@@ -136,7 +215,11 @@ fn pick_pair(cluster: &mut SimCluster) -> Option<(u64, u64)> {
 /// Proposals are frequent; link changes and crashes are rare enough that the
 /// cluster spends most of the run able to make progress, which is when the
 /// interesting interleavings (leader changes with entries in flight) happen.
-fn chaos_action(cluster: &mut SimCluster, reads: &mut HashMap<(u64, ReadId), u64>) {
+fn chaos_action(
+    cluster: &mut SimCluster,
+    reads: &mut HashMap<(u64, ReadId), u64>,
+    reconfigurations: &mut u32,
+) {
     let ids = cluster.ids().to_vec();
     let live = cluster.live_ids();
     let down: Vec<u64> = ids.iter().copied().filter(|p| !live.contains(p)).collect();
@@ -218,6 +301,9 @@ fn chaos_action(cluster: &mut SimCluster, reads: &mut HashMap<(u64, ReadId), u64
                     reads.insert((pid, id), decided_before);
                 }
             }
+        }
+        r if r < 0.2515 && *reconfigurations > 0 && reconfigure_randomly(cluster) => {
+            *reconfigurations -= 1;
         }
         _ => {}
     }

@@ -212,6 +212,14 @@ where
 
     /// Appends a proposal to the leader's log (through the batch) and replicates it.
     pub(super) fn accept_entry(&mut self, entry: T) -> StorageResult<()> {
+        if self.storage.stopsign().is_some() {
+            // The stop-sign is the last entry of this configuration: nothing
+            // may follow it. Direct appends are refused before this point;
+            // what arrives here (a proposal buffered while no leader was
+            // known, or forwarded) is dropped, as the documentation of
+            // `reconfigure` says.
+            return Ok(());
+        }
         self.batch.push(entry);
         if self.batch.len() >= self.batch_size {
             self.flush_batch()?;
@@ -369,7 +377,13 @@ where
     ) -> StorageResult<()> {
         // Only a leader that is replicating can give the batch a place in the
         // log; anyone else ignores it and the follower retries.
-        if self.role != Role::Leader || self.phase != Phase::Accept || self.slot(from).is_none() {
+        // A forward that arrives after the stop-sign is not appended and not
+        // acknowledged: the configuration takes no more entries.
+        if self.role != Role::Leader
+            || self.phase != Phase::Accept
+            || self.slot(from).is_none()
+            || self.storage.stopsign().is_some()
+        {
             return Ok(());
         }
         let first_idx = match self.recent_forwards.first_idx(from, fwd.id) {

@@ -11,10 +11,19 @@
 //! * a storage write that replaces or trims entries (the only writes that can
 //!   change existing indices) leaves every index below the server's decided
 //!   index holding the entry the cluster decided there.
+//!
+//! Reconfiguration: a server that moves on to the next configuration on the
+//! same storage reported decided index `L + 1` (its log and the stop-sign at
+//! `L`) and reports `L` in the new configuration, whose log continues at `L`.
+//! That one step down, exactly from the old configuration's stop-sign, is
+//! allowed; any other decrease, a decrease across more than one
+//! configuration, or a server going back to an older configuration is a
+//! violation. A server whose storage the simulator replaced by an empty one
+//! (a new generation) is checked as a new server.
 
-use super::{NodeView, Violation};
+use super::{ConfigHistory, NodeView, Violation};
 use crate::sim::value::Value;
-use omnipaxos::util::NodeId;
+use omnipaxos::util::{ConfigurationId, NodeId};
 use std::collections::BTreeMap;
 
 /// The property's name, as printed in a violation.
@@ -23,32 +32,85 @@ pub const NAME: &str = "decided_is_stable";
 /// How far each server's decided log has been checked.
 #[derive(Debug, Default)]
 pub struct DecidedIsStable {
-    /// Per server, the highest decided index it has reported. Kept across
+    /// Per server, the highest decided index it has reported, in which
+    /// configuration and on which generation of its storage. Kept across
     /// crashes: the restarted server must report at least as much.
-    checked_up_to: BTreeMap<NodeId, u64>,
+    checked: BTreeMap<NodeId, Checked>,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Checked {
+    config_id: ConfigurationId,
+    generation: u32,
+    up_to: u64,
 }
 
 impl DecidedIsStable {
     /// The decided index of `pid` that has been checked so far (0 at first).
     pub fn checked_up_to(&self, pid: NodeId) -> u64 {
-        self.checked_up_to.get(&pid).copied().unwrap_or(0)
+        self.checked.get(&pid).map_or(0, |c| c.up_to)
     }
 
-    /// Fails if `pid`'s decided index went from `before` down to `now`.
-    pub fn check_decided_idx(&self, pid: NodeId, before: u64, now: u64) -> Result<(), Violation> {
+    /// Fails if `node`'s decided index went back from the one checked before
+    /// to `now`, other than by moving on to the next configuration (see the
+    /// module doc). Returns the index from which `node`'s decided log is new.
+    pub fn check_decided_idx(
+        &mut self,
+        node: &NodeView<'_>,
+        now: u64,
+        configs: &ConfigHistory,
+    ) -> Result<u64, Violation> {
+        let pid = node.pid;
+        let fresh = Checked {
+            config_id: node.config_id,
+            generation: node.generation,
+            up_to: 0,
+        };
+        let seen = self.checked.entry(pid).or_insert(fresh);
+        if node.generation != seen.generation {
+            // A new, empty storage: a new server as far as integrity goes.
+            *seen = fresh;
+        } else if node.config_id < seen.config_id {
+            return Err(Violation::new(
+                NAME,
+                format!(
+                    "server {pid} went back from configuration {} to {} on the same storage",
+                    seen.config_id, node.config_id
+                ),
+            ));
+        } else if node.config_id > seen.config_id {
+            let old = seen.config_id;
+            let stop = configs.stop_idx(old);
+            let moved_on =
+                node.config_id == old + 1 && stop.is_some_and(|l| seen.up_to == l + 1 && now >= l);
+            if !moved_on {
+                return Err(Violation::new(
+                    NAME,
+                    format!(
+                        "server {pid} moved from configuration {old} (decided index {}) to {} \
+                         (decided index {now}), but configuration {old}'s stop-sign is at {stop:?}: \
+                         only a server that decided it may continue, from its index",
+                        seen.up_to, node.config_id
+                    ),
+                ));
+            }
+            seen.config_id = node.config_id;
+            seen.up_to = stop.unwrap_or_default();
+        }
+        let before = seen.up_to;
         if now < before {
             return Err(Violation::new(
                 NAME,
                 format!("server {pid}'s decided index went back from {before} to {now}"),
             ));
         }
-        Ok(())
+        Ok(before)
     }
 
     /// Records that `pid` was checked up to decided index `to`.
     pub fn advance(&mut self, pid: NodeId, to: u64) {
-        let slot = self.checked_up_to.entry(pid).or_insert(0);
-        *slot = (*slot).max(to);
+        let slot = self.checked.entry(pid).or_default();
+        slot.up_to = slot.up_to.max(to);
     }
 
     /// For each storage that replaced or trimmed entries from some index on,
@@ -96,12 +158,82 @@ mod tests {
     use omnipaxos::storage::Storage;
     use pretty_assertions::assert_eq;
 
+    fn history_ending_at(stop: u64) -> ConfigHistory {
+        let mut h = ConfigHistory::default();
+        h.add(1, &[7, 8, 9], 2);
+        let mut check = super::super::decided_prefix_agreement::DecidedPrefixAgreement::default();
+        let batch = super::super::NewlyDecided {
+            pid: 7,
+            config_id: 1,
+            entries: (0..stop).map(|i| (i, Value(i))).collect(),
+            stopsign: Some((
+                stop,
+                omnipaxos::util::StopSign::with(2, vec![7, 8, 9], None),
+            )),
+        };
+        check.check_and_extend(&batch, &mut h).unwrap();
+        h.add(2, &[7, 8, 9], 2);
+        h
+    }
+
+    fn observe(
+        check: &mut DecidedIsStable,
+        storage: &SharedStorage,
+        config_id: u32,
+        generation: u32,
+        now: u64,
+        h: &ConfigHistory,
+    ) -> Result<u64, Violation> {
+        let mut view = NodeView::first(7, None, storage);
+        view.config_id = config_id;
+        view.generation = generation;
+        let from = check.check_decided_idx(&view, now, h)?;
+        check.advance(7, now);
+        Ok(from)
+    }
+
     #[test]
     fn a_shrinking_decided_index_is_a_violation() {
-        let check = DecidedIsStable::default();
-        check.check_decided_idx(1, 3, 3).unwrap();
-        let err = check.check_decided_idx(1, 3, 2).unwrap_err();
+        let (storage, h) = (SharedStorage::new(), history_ending_at(3));
+        let mut check = DecidedIsStable::default();
+        observe(&mut check, &storage, 1, 0, 3, &h).unwrap();
+        let err = observe(&mut check, &storage, 1, 0, 2, &h).unwrap_err();
         assert_eq!(err.property, NAME);
+    }
+
+    #[test]
+    fn moving_on_from_the_stop_sign_may_step_back_by_exactly_one() {
+        let (storage, h) = (SharedStorage::new(), history_ending_at(3));
+        let mut check = DecidedIsStable::default();
+        // Decided 0..3 and the stop-sign at 3, then continues at 3.
+        observe(&mut check, &storage, 1, 0, 4, &h).unwrap();
+        assert_eq!(observe(&mut check, &storage, 2, 0, 3, &h), Ok(3));
+        observe(&mut check, &storage, 2, 0, 5, &h).unwrap();
+        // Going back in the new configuration, or to the old one, is not allowed.
+        let err = observe(&mut check, &storage, 2, 0, 4, &h).unwrap_err();
+        assert_eq!(err.property, NAME);
+        let err = observe(&mut check, &storage, 1, 0, 5, &h).unwrap_err();
+        assert_eq!(err.property, NAME);
+    }
+
+    #[test]
+    fn moving_on_without_the_stop_sign_or_below_it_is_a_violation() {
+        let h = history_ending_at(3);
+        // Decided only up to 3, without the stop-sign.
+        let storage = SharedStorage::new();
+        let mut check = DecidedIsStable::default();
+        observe(&mut check, &storage, 1, 0, 3, &h).unwrap();
+        let err = observe(&mut check, &storage, 2, 0, 3, &h).unwrap_err();
+        assert_eq!(err.property, NAME);
+        // Decided the stop-sign but continues below its index.
+        let mut check = DecidedIsStable::default();
+        observe(&mut check, &storage, 1, 0, 4, &h).unwrap();
+        let err = observe(&mut check, &storage, 2, 0, 2, &h).unwrap_err();
+        assert_eq!(err.property, NAME);
+        // A new generation of storage starts over from 0.
+        let mut check = DecidedIsStable::default();
+        observe(&mut check, &storage, 1, 0, 2, &h).unwrap();
+        assert_eq!(observe(&mut check, &storage, 2, 1, 0, &h), Ok(0));
     }
 
     #[test]
@@ -113,12 +245,7 @@ mod tests {
             .unwrap();
         let mut check = DecidedIsStable::default();
         check.advance(7, 2);
-        let view = [NodeView {
-            pid: 7,
-            paxos: None,
-            storage: &storage,
-            incarnation: 0,
-        }];
+        let view = [NodeView::first(7, None, &storage)];
         let log = [Value(1), Value(2)];
         // Rewriting the undecided tail (here: nothing) is fine...
         check.check_rewrites(&view, &[(7, 2)], &log).unwrap();

@@ -17,9 +17,20 @@
 //!   and neither does the round number of its own election ballot (its
 //!   priority may go down: that is the user's `set_priority`). Election state
 //!   need not be persisted, so a restart may start both over.
+//!
+//! Reconfiguration: ballots belong to a configuration. A server that moves on
+//! to the next configuration starts its promise, accepted round and election
+//! over there (the old configuration's ballots mean nothing to the new one),
+//! so every record above is kept per configuration and starts over when the
+//! server's configuration grows; a server going back to an older
+//! configuration on the same storage is a violation. A server whose storage
+//! the simulator replaced by an empty one starts over too.
 
 use super::{NodeView, Violation};
-use omnipaxos::{ballot::Ballot, util::NodeId};
+use omnipaxos::{
+    ballot::Ballot,
+    util::{ConfigurationId, NodeId},
+};
 use std::collections::BTreeMap;
 
 /// The property's name, as printed in a violation.
@@ -33,6 +44,9 @@ pub struct MonotonicBallot {
 
 #[derive(Debug, Default)]
 struct Seen {
+    /// The configuration and storage generation the records belong to.
+    config_id: ConfigurationId,
+    generation: u32,
     /// The highest in-memory promise reported.
     promise: Ballot,
     /// The highest persisted promise.
@@ -67,7 +81,28 @@ impl MonotonicBallot {
     pub fn check(&mut self, nodes: &[NodeView<'_>]) -> Result<(), Violation> {
         for node in nodes {
             let pid = node.pid;
-            let seen = self.seen.entry(pid).or_default();
+            let seen = self.seen.entry(pid).or_insert_with(|| Seen {
+                config_id: node.config_id,
+                generation: node.generation,
+                ..Seen::default()
+            });
+            if seen.generation == node.generation && node.config_id < seen.config_id {
+                return Err(Violation::new(
+                    NAME,
+                    format!(
+                        "server {pid} went back from configuration {} to {} on the same storage",
+                        seen.config_id, node.config_id
+                    ),
+                ));
+            }
+            if (seen.config_id, seen.generation) != (node.config_id, node.generation) {
+                *seen = Seen {
+                    config_id: node.config_id,
+                    generation: node.generation,
+                    incarnation: node.incarnation,
+                    ..Seen::default()
+                };
+            }
 
             let stored_promise = node.storage.promise();
             let stored_accepted = node.storage.accepted_round();
@@ -118,12 +153,7 @@ mod tests {
     use pretty_assertions::assert_eq;
 
     fn check_once(check: &mut MonotonicBallot, storage: &SharedStorage) -> Result<(), Violation> {
-        check.check(&[NodeView {
-            pid: 1,
-            paxos: None,
-            storage,
-            incarnation: 0,
-        }])
+        check.check(&[NodeView::first(1, None, storage)])
     }
 
     #[test]
@@ -133,6 +163,31 @@ mod tests {
         storage.clone().set_promise(Ballot::with(2, 0, 1)).unwrap();
         check_once(&mut check, &storage).unwrap();
         storage.clone().set_promise(Ballot::with(1, 0, 3)).unwrap();
+        let err = check_once(&mut check, &storage).unwrap_err();
+        assert_eq!(err.property, NAME);
+    }
+
+    #[test]
+    fn ballots_start_over_in_the_next_configuration_only() {
+        let storage = SharedStorage::new();
+        let mut check = MonotonicBallot::default();
+        storage.clone().set_promise(Ballot::with(5, 0, 1)).unwrap();
+        check_once(&mut check, &storage).unwrap();
+        // Moving on resets the promise; in configuration 2 that is allowed.
+        storage.clone().set_promise(Ballot::default()).unwrap();
+        let mut view = NodeView::first(1, None, &storage);
+        view.config_id = 2;
+        check.check(&[view]).unwrap();
+        storage.clone().set_promise(Ballot::with(2, 0, 1)).unwrap();
+        let mut view = NodeView::first(1, None, &storage);
+        view.config_id = 2;
+        check.check(&[view]).unwrap();
+        // Within configuration 2 the promise still may not go back...
+        storage.clone().set_promise(Ballot::with(1, 0, 1)).unwrap();
+        let mut view = NodeView::first(1, None, &storage);
+        view.config_id = 2;
+        assert_eq!(check.check(&[view]).unwrap_err().property, NAME);
+        // ...and the server may not go back to configuration 1.
         let err = check_once(&mut check, &storage).unwrap_err();
         assert_eq!(err.property, NAME);
     }

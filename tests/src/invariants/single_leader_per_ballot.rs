@@ -11,9 +11,16 @@
 //! `is_leader()`. The ballot it leads is its promise (a leader that promised
 //! a higher ballot has stepped down). That ballot must be owned by the server
 //! itself, and across the whole run no ballot may be led by two servers.
+//!
+//! Reconfiguration: every configuration runs its own elections, and ballots
+//! start over in each, so uniqueness is per configuration: a ballot is
+//! recorded with the configuration it was led in.
 
 use super::{NodeView, Violation};
-use omnipaxos::{ballot::Ballot, util::NodeId};
+use omnipaxos::{
+    ballot::Ballot,
+    util::{ConfigurationId, NodeId},
+};
 use std::collections::BTreeMap;
 
 /// The property's name, as printed in a violation.
@@ -22,8 +29,9 @@ pub const NAME: &str = "single_leader_per_ballot";
 /// Every ballot that was led, and by whom.
 #[derive(Debug, Default)]
 pub struct SingleLeaderPerBallot {
-    /// Ballot -> the server that led it. Never forgets: uniqueness is over the whole run.
-    led_by: BTreeMap<Ballot, NodeId>,
+    /// (configuration, ballot) -> the server that led it. Never forgets:
+    /// uniqueness is over the whole run.
+    led_by: BTreeMap<(ConfigurationId, Ballot), NodeId>,
 }
 
 impl SingleLeaderPerBallot {
@@ -44,13 +52,16 @@ impl SingleLeaderPerBallot {
                     ),
                 ));
             }
-            let leader = *self.led_by.entry(ballot).or_insert(node.pid);
+            let leader = *self
+                .led_by
+                .entry((node.config_id, ballot))
+                .or_insert(node.pid);
             if leader != node.pid {
                 return Err(Violation::new(
                     NAME,
                     format!(
-                        "ballot {ballot:?} is led by server {} and by server {leader}",
-                        node.pid
+                        "ballot {ballot:?} of configuration {} is led by server {} and by server {leader}",
+                        node.config_id, node.pid
                     ),
                 ));
             }

@@ -73,12 +73,7 @@ mod tests {
     use pretty_assertions::assert_eq;
 
     fn view(storage: &SharedStorage) -> Vec<NodeView<'_>> {
-        vec![NodeView {
-            pid: 1,
-            paxos: None,
-            storage,
-            incarnation: 0,
-        }]
+        vec![NodeView::first(1, None, storage)]
     }
 
     fn compacted_with(snapshot: ValueSnapshot, idx: u64) -> SharedStorage {

@@ -10,9 +10,9 @@ use crate::{
     },
 };
 use omnipaxos::{
-    OmniPaxos, OmniPaxosConfig, ProposeErr,
+    Migration, OmniPaxos, OmniPaxosConfig, ProposeErr, ReconfigurationRequest,
     messages::Message,
-    util::{LogEntry, NodeId},
+    util::{ConfigurationId, LogEntry, NodeId, StopSign},
 };
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -22,8 +22,21 @@ use std::{cell::Cell, collections::BTreeMap};
 /// crash, and the running protocol instance, which does not.
 struct SimNode {
     /// What the server is (re)built from; `set_priority` updates it so a
-    /// restart keeps the priority.
+    /// restart keeps the priority. Its `configuration_id` is the
+    /// configuration the storage belongs to: moving on to the next
+    /// configuration replaces it.
     config: OmniPaxosConfig,
+    /// While the server joins its configuration by pulling the previous
+    /// one's log: what it pulls, so that a restart before the pull finished
+    /// starts pulling again.
+    migration: Option<Migration>,
+    /// How many times the simulator replaced the storage by an empty one.
+    generation: u32,
+    /// The storages it had before; kept for the quorum invariant.
+    past_storages: Vec<SharedStorage>,
+    /// Whether the server left the configuration and was shut down for good
+    /// (its storage stays, for the invariants).
+    retired: bool,
     /// The server's persistent state.
     storage: SharedStorage,
     /// The running server; `None` while crashed.
@@ -50,8 +63,14 @@ pub struct SimCluster {
     rng: ChaCha8Rng,
     /// The number of steps taken so far.
     now: u64,
-    /// The ids of the configuration, in ascending order.
+    /// The ids of the current configuration, in ascending order.
     ids: Vec<NodeId>,
+    /// The current configuration's id (1 until the first reconfiguration).
+    config_id: ConfigurationId,
+    /// The servers of the configuration before the current one.
+    previous_ids: Vec<NodeId>,
+    /// The tick the current configuration began at.
+    config_started_at: u64,
     /// The servers by id; iteration in id order keeps runs deterministic.
     nodes: BTreeMap<NodeId, SimNode>,
     /// The messages in flight and the state of the links.
@@ -95,6 +114,10 @@ impl SimCluster {
                     .unwrap_or_else(|e| panic!("config of server {pid} is invalid: {e}"));
                 let node = SimNode {
                     config,
+                    migration: None,
+                    generation: 0,
+                    past_storages: Vec::new(),
+                    retired: false,
                     storage,
                     paxos: Some(paxos),
                     incarnation: 0,
@@ -105,11 +128,13 @@ impl SimCluster {
         Self {
             rng: ChaCha8Rng::seed_from_u64(options.seed),
             invariants: Invariants::new(
-                options
-                    .flexible_quorum
-                    .map_or(sorted.len() / 2 + 1, |fq| fq.write_quorum_size),
+                &sorted,
+                write_quorum(&options, sorted.len()),
                 options.allow_duplicate_decisions,
             ),
+            config_id: 1,
+            previous_ids: Vec::new(),
+            config_started_at: 0,
             trace: options.trace || std::env::var_os("SIM_TRACE").is_some_and(|v| v != "0"),
             options,
             now: 0,
@@ -139,6 +164,7 @@ impl SimCluster {
     /// until the next step, so one network hop takes at least one tick.
     pub fn step(&mut self) {
         self.now += 1;
+        self.advance_configurations();
         for node in self.nodes.values_mut() {
             if let Some(paxos) = node.paxos.as_mut() {
                 paxos.tick();
@@ -166,14 +192,14 @@ impl SimCluster {
             self.node_mut(pid).take_outgoing_messages(&mut outbox);
             let misaddressed = outbox[start..].iter().find(|m| {
                 let (from, to) = (m.get_sender(), m.get_receiver());
-                from != pid || to == pid || !self.ids.contains(&to)
+                from != pid || to == pid || !self.nodes.contains_key(&to)
             });
             if let Some(msg) = misaddressed {
                 let detail = format!(
                     "server {pid} sent a message from {} to {} in cluster {:?}: {msg:?}",
                     msg.get_sender(),
                     msg.get_receiver(),
-                    self.ids
+                    self.nodes.keys().collect::<Vec<_>>()
                 );
                 self.fail("message_addressing", &detail);
             }
@@ -241,12 +267,41 @@ impl SimCluster {
 
     // ----- servers ----------------------------------------------------------
 
-    /// The ids of the configuration, ascending.
+    /// The ids of the current configuration, ascending.
     pub fn ids(&self) -> &[NodeId] {
         &self.ids
     }
 
-    /// The ids of the running servers, ascending.
+    /// The current configuration's id: 1, plus one per reconfiguration the
+    /// cluster moved on from.
+    pub fn config_id(&self) -> ConfigurationId {
+        self.config_id
+    }
+
+    /// The configuration server `pid` is in (its storage's configuration).
+    #[track_caller]
+    pub fn config_of(&self, pid: NodeId) -> ConfigurationId {
+        self.sim_node(pid).config.configuration_id
+    }
+
+    /// Whether server `pid` runs in the current configuration and has its
+    /// log (is not still pulling it).
+    pub fn is_current(&self, pid: NodeId) -> bool {
+        self.nodes.get(&pid).is_some_and(|n| {
+            n.config.configuration_id == self.config_id
+                && n.paxos.as_ref().is_some_and(|p| !p.is_migrating())
+        })
+    }
+
+    /// Whether server `pid` left the cluster for good.
+    #[track_caller]
+    pub fn is_retired(&self, pid: NodeId) -> bool {
+        self.sim_node(pid).retired
+    }
+
+    /// The ids of the running servers, ascending: the current configuration's
+    /// and those of older configurations still running (servers that left
+    /// but are not retired yet, servers that have not moved on yet).
     pub fn live_ids(&self) -> Vec<NodeId> {
         self.nodes
             .iter()
@@ -336,20 +391,30 @@ impl SimCluster {
     /// A persistent storage is first closed and its directory reopened with
     /// `PersistentStorage::open`, so the restarted server recovers from the
     /// files, not from values still in memory.
+    ///
+    /// The server comes back in the configuration its storage belongs to; a
+    /// server that was still pulling the previous configuration's log when it
+    /// crashed starts pulling again.
     #[track_caller]
     pub fn restart(&mut self, pid: NodeId) {
         assert!(
             self.sim_node(pid).paxos.is_none(),
             "server {pid} is running; crash it first"
         );
+        assert!(!self.sim_node(pid).retired, "server {pid} is retired");
         self.reopen_storage(pid);
         let node = self.sim_node_mut(pid);
-        let mut paxos = node
-            .config
-            .clone()
-            .build(node.storage.clone())
-            .unwrap_or_else(|e| panic!("rebuilding server {pid} failed: {e}"));
-        paxos.fail_recovery();
+        let config = node.config.clone();
+        let storage = node.storage.clone();
+        let mut paxos = match node.migration.clone() {
+            Some(migration) => config.build_joining(storage, migration),
+            None => config.build(storage),
+        }
+        .unwrap_or_else(|e| panic!("rebuilding server {pid} failed: {e}"));
+        if !paxos.is_migrating() {
+            // A joiner that is still pulling has no state to recover.
+            paxos.fail_recovery();
+        }
         node.paxos = Some(paxos);
         node.incarnation += 1;
         self.trace(|| format!("restart {pid}"));
@@ -424,12 +489,19 @@ impl SimCluster {
 
     // ----- observations -----------------------------------------------------
 
-    /// A running server that leads (`is_leader()`); if several believe they
-    /// do, the one with the highest ballot.
-    pub fn leader(&self) -> Option<NodeId> {
+    /// The running servers of the current configuration.
+    fn current_servers(&self) -> impl Iterator<Item = (NodeId, &OmniPaxos<Value, SharedStorage>)> {
         self.nodes
             .iter()
+            .filter(|(_, n)| n.config.configuration_id == self.config_id)
             .filter_map(|(&pid, n)| n.paxos.as_ref().map(|p| (pid, p)))
+    }
+
+    /// A running server of the current configuration that leads
+    /// (`is_leader()`); if several believe they do, the one with the highest
+    /// ballot.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.current_servers()
             .filter(|(_, p)| p.is_leader())
             .max_by_key(|(_, p)| p.get_promise())
             .map(|(pid, _)| pid)
@@ -440,18 +512,18 @@ impl SimCluster {
         self.ids().iter().copied().filter(|&p| p != pid).collect()
     }
 
-    /// The leader, if every running server also names it as its current leader.
+    /// The leader, if every running server of the current configuration
+    /// (joiners that still pull excepted) also names it as its current leader.
     pub fn agreed_leader(&self) -> Option<NodeId> {
         let leader = self.leader()?;
-        self.nodes
-            .values()
-            .filter_map(|n| n.paxos.as_ref())
-            .all(|p| p.get_current_leader() == Some(leader))
+        self.current_servers()
+            .filter(|(_, p)| !p.is_migrating())
+            .all(|(_, p)| p.get_current_leader() == Some(leader))
             .then_some(leader)
     }
 
-    /// Steps until every running server agrees on one leader that leads, and
-    /// returns it. Panics after `max_ticks` steps.
+    /// Steps until every running server of the current configuration agrees
+    /// on one leader that leads, and returns it. Panics after `max_ticks` steps.
     #[track_caller]
     pub fn wait_for_leader(&mut self, max_ticks: u64) -> NodeId {
         self.run_until(|c| c.agreed_leader().is_some(), max_ticks);
@@ -487,8 +559,10 @@ impl SimCluster {
             .read_entries(0..decided)
             .unwrap_or_else(|| panic!("server {pid} cannot read its decided log 0..{decided}"))
             .into_iter()
-            .map(|entry| match entry {
-                LogEntry::Decided(v) => v,
+            .filter_map(|entry| match entry {
+                LogEntry::Decided(v) => Some(v),
+                // The stop-sign that ends an old configuration's log.
+                LogEntry::StopSign(_, true) => None,
                 other => panic!("server {pid} reads {other:?} below its decided index {decided}"),
             })
             .collect()
@@ -514,9 +588,11 @@ impl SimCluster {
         self.invariants.decided_index_of(value).is_some()
     }
 
-    /// Whether every running server has decided `value`.
+    /// Whether every running server of the current configuration has decided
+    /// `value` (servers still in an older configuration cannot).
     pub fn all_live_decided(&self, value: &Value) -> bool {
-        self.live_ids().iter().all(|&p| self.is_decided(p, value))
+        self.current_servers()
+            .all(|(p, _)| self.is_decided(p, value))
     }
 
     /// How many times `value` appears in server `pid`'s decided log.
@@ -533,8 +609,23 @@ impl SimCluster {
     /// indices, and which links are cut.
     pub fn describe(&self) -> String {
         let mut out = String::new();
+        out.push_str(&format!(
+            "  configuration {} {:?} since tick {}\n",
+            self.config_id, self.ids, self.config_started_at
+        ));
         for (&pid, node) in &self.nodes {
+            let config = node.config.configuration_id;
+            if node.retired {
+                out.push_str(&format!(
+                    "  server {pid}: RETIRED from configuration {config}\n"
+                ));
+                continue;
+            }
             let line = match &node.paxos {
+                Some(paxos) if paxos.is_migrating() => format!(
+                    "  server {pid} (config {config}): MIGRATING for {:?} ticks",
+                    paxos.get_migration_ticks()
+                ),
                 None => format!(
                     "  server {pid}: CRASHED, stored promise {:?}, stored decided idx {}",
                     node.storage.promise(),
@@ -543,7 +634,7 @@ impl SimCluster {
                 Some(paxos) => {
                     let ui = paxos.get_ui_states();
                     format!(
-                        "  server {pid}: {:?}/{:?}{} follows {:?}, ble ballot {:?}, promise {:?}, \
+                        "  server {pid} (config {config}): {:?}/{:?}{} follows {:?}, ble ballot {:?}, promise {:?}, \
                          accepted round {:?}, decided {} of {}, quorum-connected {}",
                         ui.role,
                         ui.phase,
@@ -602,10 +693,11 @@ impl SimCluster {
         self.cut(b, a);
     }
 
-    /// Cuts every link from and to `pid`. The server keeps running.
+    /// Cuts every link from and to `pid` (to every server the cluster ever
+    /// had). The server keeps running.
     #[track_caller]
     pub fn isolate(&mut self, pid: NodeId) {
-        for peer in self.ids.clone() {
+        for peer in self.all_ids() {
             if peer != pid {
                 self.cut_both(pid, peer);
             }
@@ -640,7 +732,7 @@ impl SimCluster {
     /// Restores every link from and to `pid`.
     #[track_caller]
     pub fn heal_node(&mut self, pid: NodeId) {
-        for peer in self.ids.clone() {
+        for peer in self.all_ids() {
             if peer != pid {
                 self.heal(pid, peer);
             }
@@ -675,10 +767,15 @@ impl SimCluster {
     #[track_caller]
     fn assert_link(&self, a: NodeId, b: NodeId) {
         assert!(
-            self.ids.contains(&a) && self.ids.contains(&b) && a != b,
+            self.nodes.contains_key(&a) && self.nodes.contains_key(&b) && a != b,
             "({a}, {b}) is not a link between two servers of {:?}",
-            self.ids
+            self.all_ids()
         );
+    }
+
+    /// Every server the cluster ever had, in any configuration, ascending.
+    pub fn all_ids(&self) -> Vec<NodeId> {
+        self.nodes.keys().copied().collect()
     }
 
     /// Tells both ends of each healed link, if the options ask for it.
@@ -695,6 +792,305 @@ impl SimCluster {
         }
     }
 
+    // ----- reconfiguration --------------------------------------------------
+
+    /// Asks server `at` to end the current configuration and continue the log
+    /// with the servers `members` (see `OmniPaxos::reconfigure`), and returns
+    /// what it answered.
+    ///
+    /// The rest happens as the cluster steps, as an operator would do it:
+    ///
+    /// * when a server's configuration has a decided stop-sign, the next
+    ///   configuration begins (once, at the stop-sign's index `L`): every new
+    ///   id gets a server with a fresh storage of the run's kind, built with
+    ///   `build_joining` to pull `0..L` from the old configuration's servers;
+    /// * each server that stays moves on with `into_new_configuration` on its
+    ///   own storage as soon as it has decided the stop-sign;
+    /// * a server that leaves keeps running its old instance, so that joiners
+    ///   can pull from it, until every server of the new configuration is in
+    ///   it with its log and the new configuration decided an entry; then it
+    ///   is retired for good (its storage stays for the invariants);
+    /// * a server of the new configuration that is still in an older one
+    ///   [`SimOptions::rejoin_after_ticks`] after the new one began has
+    ///   missed its configuration's end, and nothing in the protocol tells it
+    ///   any more once its old peers moved on; it is given an empty storage
+    ///   and joins afresh with `build_joining`, pulling from the servers that
+    ///   have the log.
+    ///
+    /// New servers need ids the cluster never had; a server that left cannot
+    /// come back (its storage belongs to an old configuration).
+    #[track_caller]
+    pub fn reconfigure(&mut self, at: NodeId, members: &[NodeId]) -> Result<(), ProposeErr<Value>> {
+        for pid in members {
+            assert!(
+                self.ids.contains(pid) || !self.nodes.contains_key(pid),
+                "server {pid} was in an earlier configuration; new servers need fresh ids"
+            );
+        }
+        let rc = ReconfigurationRequest::with(members.to_vec(), None);
+        let result = self.node_mut(at).reconfigure(rc);
+        self.trace(|| format!("reconfigure at {at} to {members:?}: {result:?}"));
+        self.check_invariants();
+        result
+    }
+
+    /// Moves servers whose configuration ended on to the next one, rejoins
+    /// servers stuck in an old configuration, and retires servers that left
+    /// once nobody needs them (see [`reconfigure`](Self::reconfigure)).
+    fn advance_configurations(&mut self) {
+        let ended: Vec<(NodeId, StopSign)> = self
+            .nodes
+            .iter()
+            .filter_map(|(&pid, n)| {
+                let ss = n.paxos.as_ref()?.is_reconfigured()?;
+                (ss.config_id == n.config.configuration_id + 1).then_some((pid, ss))
+            })
+            .collect();
+        for (pid, ss) in ended {
+            if ss.config_id > self.config_id {
+                self.begin_configuration(&ss);
+            }
+            // A server that ended a configuration older than the one before
+            // the current one is a straggler: see `rejoin_stragglers`.
+            if ss.nodes.contains(&pid) && ss.config_id == self.config_id {
+                self.move_on(pid, ss.config_id);
+            }
+        }
+        self.rejoin_stragglers();
+        self.retire_leavers();
+    }
+
+    /// Starts configuration `ss.config_id`, ending the current one.
+    fn begin_configuration(&mut self, ss: &StopSign) {
+        if ss.config_id != self.config_id + 1 {
+            self.fail(
+                "reconfiguration",
+                &format!(
+                    "a stop-sign of configuration {} names configuration {}",
+                    self.config_id, ss.config_id
+                ),
+            );
+        }
+        if self
+            .invariants
+            .configurations()
+            .stop_idx(self.config_id)
+            .is_none()
+        {
+            // Decided without a check in between (a test calling a server
+            // directly): record the stop-sign before the servers move on.
+            self.check_invariants();
+        }
+        let log_len = self
+            .invariants
+            .configurations()
+            .stop_idx(self.config_id)
+            .expect("the check above records a decided stop-sign");
+        let mut members = ss.nodes.clone();
+        members.sort_unstable();
+        if let Some(old) = members
+            .iter()
+            .find(|p| self.nodes.contains_key(p) && !self.ids.contains(p))
+        {
+            let detail = format!("server {old} left an earlier configuration and cannot come back");
+            self.fail("reconfiguration", &detail);
+        }
+        self.invariants.add_configuration(
+            ss.config_id,
+            &members,
+            write_quorum(&self.options, members.len()),
+        );
+        self.previous_ids = std::mem::replace(&mut self.ids, members.clone());
+        self.config_id = ss.config_id;
+        self.config_started_at = self.now;
+        self.trace(|| {
+            format!(
+                "configuration {} {members:?} begins at index {log_len}",
+                ss.config_id
+            )
+        });
+        let sources = self.previous_ids.clone();
+        for &pid in &members {
+            if !self.nodes.contains_key(&pid) {
+                let node = self.joiner(
+                    pid,
+                    Migration {
+                        log_len,
+                        sources: sources.clone(),
+                    },
+                    0,
+                    Vec::new(),
+                );
+                self.nodes.insert(pid, node);
+            }
+        }
+    }
+
+    /// A new server `pid` of the current configuration, on an empty storage,
+    /// pulling the log as `migration` says.
+    fn joiner(
+        &self,
+        pid: NodeId,
+        migration: Migration,
+        generation: u32,
+        past_storages: Vec<SharedStorage>,
+    ) -> SimNode {
+        let config = self.options.config_in(self.config_id, pid, &self.ids);
+        let storage = SharedStorage::of_kind(self.options.storage);
+        let paxos = config
+            .clone()
+            .build_joining(storage.clone(), migration.clone())
+            .unwrap_or_else(|e| {
+                panic!(
+                    "server {pid} cannot join configuration {}: {e}",
+                    self.config_id
+                )
+            });
+        SimNode {
+            config,
+            migration: Some(migration),
+            generation,
+            past_storages,
+            retired: false,
+            storage,
+            paxos: Some(paxos),
+            incarnation: 0,
+        }
+    }
+
+    /// Moves running server `pid`, whose configuration decided its stop-sign,
+    /// on to configuration `config_id` on its own storage.
+    fn move_on(&mut self, pid: NodeId, config_id: ConfigurationId) {
+        let members = if config_id == self.config_id {
+            self.ids.clone()
+        } else {
+            // Only the newest configuration can be reached from here: older
+            // ones began long ago, so an earlier stop-sign was moved on from.
+            self.fail(
+                "reconfiguration",
+                &format!(
+                    "server {pid} would move on to configuration {config_id}, not the current {}",
+                    self.config_id
+                ),
+            );
+        };
+        let mut config = self.options.config_in(config_id, pid, &members);
+        let node = self.sim_node_mut(pid);
+        config.leader_priority = node.config.leader_priority;
+        let old = node.paxos.take().expect("only running servers move on");
+        match old.into_new_configuration(config.clone()) {
+            Ok(paxos) => {
+                node.paxos = Some(paxos);
+                node.config = config;
+                node.migration = None;
+            }
+            Err(e) => {
+                let detail =
+                    format!("server {pid} cannot move on to configuration {config_id}: {e}");
+                self.fail("reconfiguration", &detail);
+            }
+        }
+        self.trace(|| format!("server {pid} moves on to configuration {config_id}"));
+    }
+
+    /// Rejoins afresh every running server of the current configuration
+    /// that is still in an older one after the grace period.
+    fn rejoin_stragglers(&mut self) {
+        if self.now < self.config_started_at + self.options.rejoin_after_ticks {
+            return;
+        }
+        let stragglers: Vec<NodeId> = self
+            .ids
+            .iter()
+            .copied()
+            .filter(|p| {
+                let n = &self.nodes[p];
+                n.paxos.is_some() && n.config.configuration_id < self.config_id
+            })
+            .collect();
+        for pid in stragglers {
+            let log_len = self
+                .invariants
+                .configurations()
+                .get(self.config_id)
+                .expect("the current configuration is recorded")
+                .start;
+            // Whoever has the log: servers of the current configuration
+            // first, then the old ones still running.
+            let mut sources: Vec<NodeId> = self
+                .ids
+                .iter()
+                .copied()
+                .filter(|&p| p != pid && self.is_current(p))
+                .collect();
+            let old_ones: Vec<NodeId> = self
+                .previous_ids
+                .iter()
+                .copied()
+                .filter(|&p| p != pid && !sources.contains(&p) && !self.nodes[&p].retired)
+                .collect();
+            sources.extend(old_ones);
+            if sources.is_empty() {
+                continue;
+            }
+            self.network.drop_involving(pid);
+            let old = self.nodes.remove(&pid).expect("a straggler is a server");
+            let mut past = old.past_storages;
+            past.push(old.storage);
+            let node = self.joiner(
+                pid,
+                Migration { log_len, sources },
+                old.generation + 1,
+                past,
+            );
+            self.nodes.insert(pid, node);
+            self.trace(|| {
+                format!("server {pid} missed the end of its configuration; rejoins afresh")
+            });
+        }
+    }
+
+    /// Retires the servers that left, once every server of the current
+    /// configuration is in it with its log and it decided an entry.
+    fn retire_leavers(&mut self) {
+        let leavers: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|(p, n)| !n.retired && !self.ids.contains(p))
+            .map(|(&p, _)| p)
+            .collect();
+        if leavers.is_empty() {
+            return;
+        }
+        let start = self
+            .invariants
+            .configurations()
+            .get(self.config_id)
+            .expect("the current configuration is recorded")
+            .start;
+        let all_in = self.ids.iter().all(|p| {
+            let n = &self.nodes[p];
+            n.config.configuration_id == self.config_id
+                && match &n.paxos {
+                    Some(paxos) => !paxos.is_migrating(),
+                    None => n.storage.decided_idx() >= start,
+                }
+        });
+        let decided_new = self
+            .current_servers()
+            .any(|(_, p)| p.get_decided_idx() > start);
+        if !(all_in && decided_new) {
+            return;
+        }
+        for pid in leavers {
+            let node = self.sim_node_mut(pid);
+            node.paxos = None;
+            node.retired = true;
+            self.network.drop_involving(pid);
+            self.trace(|| format!("server {pid} left and is retired"));
+        }
+    }
+
     // ----- checking and failing ---------------------------------------------
 
     /// Runs every invariant now; panics on a violation.
@@ -707,6 +1103,9 @@ impl SimCluster {
                 paxos: n.paxos.as_ref(),
                 storage: &n.storage,
                 incarnation: n.incarnation,
+                config_id: n.config.configuration_id,
+                generation: n.generation,
+                past_storages: &n.past_storages,
             })
             .collect();
         let result = self.invariants.check(&views);
@@ -753,6 +1152,14 @@ impl SimCluster {
             self.replay_command()
         );
     }
+}
+
+/// The write quorum of a configuration of `n` servers: a majority, or the
+/// flexible write quorum the options set.
+fn write_quorum(options: &SimOptions, n: usize) -> usize {
+    options
+        .flexible_quorum
+        .map_or(n / 2 + 1, |fq| fq.write_quorum_size)
 }
 
 impl Drop for SimCluster {

@@ -1,6 +1,9 @@
 //! [`SimOptions`]: every knob of a simulated run, in one place.
 
-use omnipaxos::{FlexibleQuorum, OmniPaxosConfig, util::NodeId};
+use omnipaxos::{
+    FlexibleQuorum, OmniPaxosConfig,
+    util::{ConfigurationId, NodeId},
+};
 
 /// The seed and the knobs of one simulated run.
 ///
@@ -38,7 +41,9 @@ pub struct SimOptions {
     pub batch_size: usize,
     /// Passed to every server's [`OmniPaxosConfig::buffer_size`].
     pub buffer_size: usize,
-    /// Passed to every server's [`OmniPaxosConfig::flexible_quorum`].
+    /// Passed to every server's [`OmniPaxosConfig::flexible_quorum`], in
+    /// every configuration (so a reconfiguration must keep it valid for the
+    /// new number of servers).
     pub flexible_quorum: Option<FlexibleQuorum>,
     /// Whether to call `reconnected(peer)` on both ends when a cut link is
     /// healed or a peer restarts, as a connection-based transport would.
@@ -57,6 +62,11 @@ pub struct SimOptions {
     /// `SIM_TRACE=1` turns it on too, so a failing test can be replayed with
     /// a trace without editing it.
     pub trace: bool,
+    /// How many ticks a server of the current configuration may stay in an
+    /// older one after the current one began, before the simulator gives up
+    /// on it learning its configuration's end and rejoins it afresh (see
+    /// [`SimCluster::reconfigure`](crate::SimCluster::reconfigure)).
+    pub rejoin_after_ticks: u64,
     /// Which storage the servers persist to: memory (the default, fast) or
     /// `PersistentStorage` files that a restart really reopens.
     pub storage: SimStorage,
@@ -84,6 +94,7 @@ impl Default for SimOptions {
             call_reconnected: false,
             allow_duplicate_decisions: false,
             trace: false,
+            rejoin_after_ticks: 40,
             storage: SimStorage::Memory,
             replay_command: None,
         }
@@ -138,8 +149,19 @@ impl SimOptions {
 
     /// The configuration server `pid` of the cluster `all` starts with.
     pub fn config_for(&self, pid: NodeId, all: &[NodeId]) -> OmniPaxosConfig {
+        self.config_in(1, pid, all)
+    }
+
+    /// Server `pid`'s config in configuration `configuration_id`, whose
+    /// servers are `all`.
+    pub fn config_in(
+        &self,
+        configuration_id: ConfigurationId,
+        pid: NodeId,
+        all: &[NodeId],
+    ) -> OmniPaxosConfig {
         OmniPaxosConfig {
-            configuration_id: 1,
+            configuration_id,
             pid,
             peers: all.iter().copied().filter(|&p| p != pid).collect(),
             election_tick_timeout: self.election_tick_timeout,
