@@ -160,9 +160,10 @@ impl<T: Entry> Joining<T> {
             return;
         };
         // A source that compacted past the whole slice answers with its
-        // snapshot alone (`from_idx >= to_idx`, no entries); one that
-        // compacted past our log end belongs to a later history than the one
-        // we pull, so its answer is not used.
+        // snapshot alone (`from_idx >= to_idx`, no entries). Its snapshot may
+        // even reach past `log_len`, when the source went on in the new
+        // configuration and compacted there: it is still a prefix of the same
+        // log, and the joiner then starts at its end.
         let well_formed = match reply.to_idx.checked_sub(reply.from_idx) {
             Some(expected) => {
                 reply.entries.len() as u64 == expected
@@ -170,7 +171,7 @@ impl<T: Entry> Joining<T> {
             }
             None => reply.entries.is_empty() && reply.snapshot.is_some(),
         };
-        if !well_formed || reply.from_idx > self.log_len {
+        if !well_formed {
             return; // Ask again later, perhaps another source.
         }
         if let Some(snapshot) = reply.snapshot {
@@ -196,7 +197,8 @@ impl<T: Entry> Joining<T> {
         {
             return None;
         }
-        let mut entries = Vec::with_capacity((self.log_len - covered) as usize);
+        let end = self.log_len.max(covered);
+        let mut entries = Vec::with_capacity((end - covered) as usize);
         for slice in &mut self.slices {
             if let Some((from, got)) = slice.received.take() {
                 entries.extend(
@@ -207,12 +209,12 @@ impl<T: Entry> Joining<T> {
                 );
             }
         }
-        debug_assert_eq!(entries.len() as u64, self.log_len - covered);
+        debug_assert_eq!(entries.len() as u64, end - covered);
         Some(Pulled {
             snapshot: self.snapshot.take().map(|(_, s)| s),
             start: covered,
             entries,
-            log_len: self.log_len,
+            log_len: end,
         })
     }
 }

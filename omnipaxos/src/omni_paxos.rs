@@ -297,7 +297,9 @@ where
     /// kept (decided), the stop-sign and the old configuration's ballots are
     /// dropped. `config` must name the stop-sign's configuration id, this
     /// server's pid, and the stop-sign's other servers as peers; anything else
-    /// is a [`ConfigError`] naming the field.
+    /// is a [`ConfigError`] naming the field. Proposals this server accepted
+    /// that the old configuration did not decide are proposed again in the
+    /// new one.
     pub fn into_new_configuration(self, config: OmniPaxosConfig) -> Result<Self, ConfigError> {
         let Some(ss) = self.is_reconfigured() else {
             return Err(ConfigError::field(
@@ -339,9 +341,23 @@ where
                 format!("must be the next configuration's other servers {want:?}"),
             ));
         }
-        let mut storage = self.seq_paxos.into_storage();
+        // Proposals accepted here that the old configuration never decided
+        // (it refuses entries once its stop-sign is in) are proposed again in
+        // the new one, so an `Ok` from `append` is not lost to the change.
+        let mut seq_paxos = self.seq_paxos;
+        let log_len = seq_paxos.storage.log_len();
+        let carried = seq_paxos.take_undecided_proposals(log_len);
+        let mut storage = seq_paxos.into_storage();
         storage.reset_for_new_configuration()?;
-        config.build(storage.into_inner())
+        let mut node = config.build(storage.into_inner())?;
+        for entry in carried {
+            // The new node has no leader yet: entries wait in its buffer,
+            // which has room for what the old one held.
+            if node.append(entry).is_err() {
+                break;
+            }
+        }
+        Ok(node)
     }
 
     /// Sets this server's leader priority. If it exceeds the current leader's,

@@ -112,6 +112,14 @@ fn run_seed(seed: u64) {
     }
 
     cluster.heal_all();
+    // Every server that may still be needed comes back, current member or
+    // not: a server of an earlier configuration that has not retired may be
+    // the only source a joining server can pull the log from.
+    for pid in cluster.all_ids() {
+        if !cluster.is_up(pid) && !cluster.is_retired(pid) {
+            cluster.restart(pid);
+        }
+    }
     // A reconfiguration still under way finishes first: its stop-sign is
     // decided once the network heals, and a proposal made before that could
     // be refused. Crashed servers come back meanwhile, in whatever

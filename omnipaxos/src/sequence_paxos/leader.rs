@@ -216,8 +216,10 @@ where
             // The stop-sign is the last entry of this configuration: nothing
             // may follow it. Direct appends are refused before this point;
             // what arrives here (a proposal buffered while no leader was
-            // known, or forwarded) is dropped, as the documentation of
-            // `reconfigure` says.
+            // known, or one this server forwarded earlier) waits in the
+            // buffer, and `into_new_configuration` proposes it in the next
+            // configuration.
+            self.pending.push(entry);
             return Ok(());
         }
         self.batch.push(entry);

@@ -138,6 +138,27 @@ where
         Ok(())
     }
 
+    /// At the move to the next configuration: the proposals this server
+    /// still holds that the old configuration did not decide (buffered,
+    /// gathered for a batch, or forwarded and not acknowledged under a
+    /// position before the stop-sign at `stopsign_idx`). Everything before a
+    /// decided stop-sign is decided, so none of these is in the old log, and
+    /// proposing them in the next configuration cannot decide them twice.
+    pub(crate) fn take_undecided_proposals(&mut self, stopsign_idx: u64) -> Vec<T> {
+        let mut carried = std::mem::take(&mut self.pending);
+        carried.append(&mut self.batch);
+        for batch in std::mem::take(&mut self.forwarded) {
+            let decided = batch
+                .acked
+                .is_some_and(|(_, first)| first + batch.entries.len() as u64 <= stopsign_idx);
+            if !decided {
+                carried.extend(batch.entries);
+            }
+        }
+        self.forwarded_len = 0;
+        carried
+    }
+
     pub(super) fn handle_forward_stopsign(&mut self, ss: StopSign) -> StorageResult<()> {
         let for_next = self.configuration_id.checked_add(1) == Some(ss.config_id);
         if self.role == Role::Leader

@@ -41,7 +41,10 @@ where
         let log_len = storage.get_log_len()?;
         let compacted_idx = storage.get_compacted_idx()?;
         let stopsign = storage.get_stopsign()?;
-        debug_assert!(decided_idx <= log_len, "decided index past the log end");
+        debug_assert!(
+            decided_idx <= log_len + u64::from(stopsign.is_some()),
+            "decided index past the log end (and past a stop-sign's slot)"
+        );
         debug_assert!(compacted_idx <= log_len, "compacted index past the log end");
         Ok(Self {
             storage,

@@ -131,6 +131,20 @@ impl DecidedIsStable {
                 .iter()
                 .find(|n| n.pid == pid)
                 .expect("a rewrite is reported only by a storage of the cluster");
+            // A server that holds its configuration's stop-sign has decided
+            // the stop-sign's slot (its log length) too; that slot holds no
+            // entry, and the next configuration's entry there is not its to
+            // hold. Only that one index is left out.
+            let stopsign_slot = node.storage.with(|st| {
+                st.get_stopsign()
+                    .ok()
+                    .flatten()
+                    .and_then(|_| st.get_log_len().ok())
+            });
+            let decided = match stopsign_slot {
+                Some(slot) if decided == slot + 1 => slot,
+                _ => decided,
+            };
             let compacted = node.storage.compacted_idx();
             let start = from.max(compacted);
             let stored = node.storage.entries(start, decided);
