@@ -4,6 +4,7 @@
 
 use omnipaxos::util::NodeId;
 use omnipaxos_tests::{SimCluster, SimOptions, Value};
+use rand::Rng;
 
 /// Steps until configuration `id` has begun and every one of its servers is
 /// in it with the log, and returns the number of steps.
@@ -14,17 +15,23 @@ fn wait_for_configuration(c: &mut SimCluster, id: u32, max_ticks: u64) -> u64 {
     )
 }
 
-/// Proposes a fresh value at the current configuration's leader, if there
-/// is one and it takes the value (it refuses once a stop-sign is in its log).
-///
-/// Only at the leader: a leader currently appends a proposal forwarded by a
-/// follower even after its stop-sign (`handle_forward` does not check for
-/// one), which moves the stop-sign's index; the invariants catch that (seed
-/// 11 here, proposing at followers, breaks `no_lost_decided_entry`).
+/// Proposes a fresh value at a random server of the current configuration
+/// (followers forward to the leader), if it takes the value: a server refuses
+/// once a stop-sign is in its log. A value taken but not decided before the
+/// stop-sign is proposed again in the next configuration.
 fn propose_somewhere(c: &mut SimCluster) -> Option<Value> {
-    let leader = c.leader()?;
+    let live: Vec<_> = c
+        .ids()
+        .iter()
+        .copied()
+        .filter(|&p| c.is_up(p) && c.is_current(p))
+        .collect();
+    if live.is_empty() {
+        return None;
+    }
+    let at = live[c.rng().gen_range(0..live.len())];
     let v = c.next_value();
-    c.propose(leader, v).ok().map(|()| v)
+    c.propose(at, v).ok().map(|()| v)
 }
 
 /// The new configuration holds exactly the old one's decided log below the

@@ -6,7 +6,7 @@ use crate::{
         network::{Fate, Network},
         options::SimOptions,
         storage::SharedStorage,
-        value::Value,
+        value::{Value, ValueSnapshot},
     },
 };
 use omnipaxos::{
@@ -545,6 +545,10 @@ impl SimCluster {
     /// Server `pid`'s decided entries, read through `read_entries` (or from
     /// its storage while it is crashed). Reads the whole decided log: for
     /// assertions, not for predicates polled every tick.
+    ///
+    /// A prefix the server holds only as a snapshot (it compacted, or caught
+    /// up from a snapshot) is filled in from the cluster's decided log, after
+    /// checking that the snapshot is exactly the snapshot of that prefix.
     #[track_caller]
     pub fn decided_entries(&self, pid: NodeId) -> Vec<Value> {
         let node = self.sim_node(pid);
@@ -555,17 +559,29 @@ impl SimCluster {
         if decided == 0 {
             return Vec::new();
         }
-        paxos
+        let mut values = Vec::with_capacity(decided as usize);
+        for entry in paxos
             .read_entries(0..decided)
             .unwrap_or_else(|| panic!("server {pid} cannot read its decided log 0..{decided}"))
-            .into_iter()
-            .filter_map(|entry| match entry {
-                LogEntry::Decided(v) => Some(v),
+        {
+            match entry {
+                LogEntry::Decided(v) => values.push(v),
+                LogEntry::Snapshotted(s) => {
+                    let prefix = &self.decided_log()[..s.trimmed_idx as usize];
+                    assert_eq!(
+                        s.snapshot,
+                        ValueSnapshot::of(prefix),
+                        "server {pid}'s snapshot of 0..{} is not the decided prefix",
+                        s.trimmed_idx
+                    );
+                    values.extend_from_slice(prefix);
+                }
                 // The stop-sign that ends an old configuration's log.
-                LogEntry::StopSign(_, true) => None,
+                LogEntry::StopSign(_, true) => {}
                 other => panic!("server {pid} reads {other:?} below its decided index {decided}"),
-            })
-            .collect()
+            }
+        }
+        values
     }
 
     /// The cluster-wide decided log the invariants keep: index `i` holds what
