@@ -101,7 +101,7 @@ pub use crate::{
     config::{FlexibleQuorum, OmniPaxosConfig},
     errors::{CompactionErr, ConfigError, ProposeErr, ReconfigurationRequest, StorageError},
     migration::Migration,
-    omni_paxos::OmniPaxos,
+    omni_paxos::{OmniPaxos, ProposalId},
     sequence_paxos::{Phase, ReadError, ReadId, Role},
     util::{ConfigurationId, LogEntry, NodeId, StopSign},
 };

@@ -17,6 +17,20 @@ pub use crate::{
 };
 use std::ops::{Bound, RangeBounds};
 
+/// Names one proposal made with [`OmniPaxos::append_tracked`] on this server.
+/// Names are handed out in increasing order and are unique for the life of
+/// the `OmniPaxos` value (and of the values built from it by
+/// [`OmniPaxos::into_new_configuration`]); they are not persisted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ProposalId(u64);
+
+impl ProposalId {
+    /// The name as a number.
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
 /// One server of a replicated log: Ballot Leader Election decides who leads,
 /// Sequence Paxos replicates the log under that leader.
 ///
@@ -48,6 +62,8 @@ where
     /// While joining a new configuration: pulling the previous configuration's
     /// log. The server takes no other part until that is done.
     joining: Option<Joining<T>>,
+    /// Decided proposals on their way out of `take_decided_proposals`.
+    decided_scratch: Vec<(u64, u64)>,
     /// The validated config; leader election is rebuilt from it on recovery,
     /// and `set_priority` keeps its priority current.
     config: OmniPaxosConfig,
@@ -71,6 +87,7 @@ where
             ble,
             seq_paxos,
             joining: None,
+            decided_scratch: Vec::new(),
             config,
             #[cfg(feature = "logging")]
             logger,
@@ -208,7 +225,37 @@ where
     pub fn append(&mut self, entry: T) -> Result<(), ProposeErr<T>> {
         let r = self.seq_paxos.append(entry);
         self.log_storage_failure();
-        r
+        r.map(|_| ())
+    }
+
+    /// Proposes `entry` as [`append`](Self::append) does, and names the
+    /// proposal so that [`take_decided_proposals`](Self::take_decided_proposals)
+    /// later reports the log index it was decided at.
+    ///
+    /// This is what a driver needs to answer "is my entry decided, and
+    /// where?". The report follows the entry through forwarding, leader
+    /// changes and a move to the next configuration (with
+    /// [`into_new_configuration`](Self::into_new_configuration)). A crash
+    /// forgets the names: after a restart nothing proposed before it is
+    /// reported. An entry proposed twice (see [`append`](Self::append)) is
+    /// reported once, at one of its indices.
+    pub fn append_tracked(&mut self, entry: T) -> Result<ProposalId, ProposeErr<T>> {
+        let r = self.seq_paxos.append(entry);
+        self.log_storage_failure();
+        r.map(ProposalId)
+    }
+
+    /// Moves the proposals made with [`append_tracked`](Self::append_tracked)
+    /// that are now decided into `buf`, as `(proposal, log index)`.
+    /// Call it after feeding inputs, as often as convenient; each proposal is
+    /// reported once.
+    pub fn take_decided_proposals(&mut self, buf: &mut Vec<(ProposalId, u64)>) {
+        self.seq_paxos.take_decided_tags(&mut self.decided_scratch);
+        buf.extend(
+            self.decided_scratch
+                .drain(..)
+                .map(|(tag, idx)| (ProposalId(tag), idx)),
+        );
     }
 
     /// Trims the log below `trim_idx` (default: the decided index) on every
@@ -346,14 +393,19 @@ where
         // the new one, so an `Ok` from `append` is not lost to the change.
         let mut seq_paxos = self.seq_paxos;
         let log_len = seq_paxos.storage.log_len();
-        let carried = seq_paxos.take_undecided_proposals(log_len);
+        let (carried, tags) = seq_paxos.take_undecided_proposals(log_len);
+        let mut decided_tags = Vec::new();
+        seq_paxos.take_decided_tags(&mut decided_tags);
+        let next_tag = seq_paxos.next_tag();
         let mut storage = seq_paxos.into_storage();
         storage.reset_for_new_configuration()?;
         let mut node = config.build(storage.into_inner())?;
-        for entry in carried {
+        node.seq_paxos.set_next_tag(next_tag);
+        node.decided_scratch = decided_tags;
+        for (entry, tag) in carried.into_iter().zip(tags) {
             // The new node has no leader yet: entries wait in its buffer,
             // which has room for what the old one held.
-            if node.append(entry).is_err() {
+            if node.seq_paxos.append_tagged(entry, tag).is_err() {
                 break;
             }
         }

@@ -144,10 +144,20 @@ fn run_seed(seed: u64) {
         RECOVERY_TIMEOUTS * ett,
     );
     // Liveness: a proposal made at any server the moment the network heals
-    // is decided everywhere, whatever leader changes follow.
+    // is decided everywhere, whatever leader changes follow. (The servers
+    // are read again: a reconfiguration may have finished meanwhile.)
+    let ids = cluster.ids().to_vec();
     let at = ids[cluster.rng().gen_range(0..ids.len())];
     let fresh = cluster.propose_new(at);
     cluster.run_until(|c| c.all_live_decided(&fresh), RECOVERY_TIMEOUTS * ett);
+    // Every proposal a running server of the current configuration took is
+    // decided and reported to it, with its index (checked as each is
+    // reported). A server that left with proposals it took cannot get them
+    // decided; a driver tells its callers so when the stop-sign is decided.
+    cluster.run_until(
+        |c| c.unreported_proposals().is_empty(),
+        RECOVERY_TIMEOUTS * ett,
+    );
 }
 
 /// At most this many reconfigurations per seed.

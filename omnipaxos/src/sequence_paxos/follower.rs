@@ -1,7 +1,7 @@
 //! What only a follower does: promise, install the leader's log, accept,
 //! learn decisions, and forward proposals.
 
-use super::{ForwardedBatch, Phase, Role, SequencePaxos};
+use super::{ForwardedBatch, NO_TAG, Phase, Role, SequencePaxos, Tag};
 use crate::{
     ballot::Ballot,
     messages::{
@@ -111,7 +111,7 @@ where
             log_sync.suffix = log_sync.suffix.split_off(have);
             log_sync.sync_idx += have as u64;
         }
-        let mut cut = self.install_sync(sync.n, log_sync, sync.decided_idx)?;
+        let (mut cut, mut cut_tags) = self.install_sync(sync.n, log_sync, sync.decided_idx)?;
         for ack in sync.forward_acks {
             self.handle_proposal_ack(ack);
         }
@@ -122,15 +122,16 @@ where
         // Proposals that waited for a leader go to it now, with our own
         // proposals from when we led that the sync cut.
         cut.append(&mut self.pending);
-        let pending = cut;
+        cut_tags.append(&mut self.pending_tags);
         self.resend_forwarded();
         // Read requests and a stop-sign that waited for a leader to synchronise us.
         self.resend_reads();
         self.propose_pending_stopsign()?;
-        if !pending.is_empty() {
-            if let Err(rejected) = self.forward(pending) {
+        if !cut.is_empty() {
+            if let Err((rejected, tags)) = self.forward(cut, cut_tags) {
                 // Cannot happen: pending is bounded by the same buffer size. Keep them anyway.
                 self.pending = rejected;
+                self.pending_tags = tags;
             }
         }
         Ok(())
@@ -246,9 +247,14 @@ where
 
     /// Forwards proposals to the leader and keeps them until it acknowledges
     /// them. Hands them back if that would exceed `buffer_size`.
-    pub(super) fn forward(&mut self, entries: Vec<T>) -> Result<(), Vec<T>> {
+    pub(super) fn forward(
+        &mut self,
+        entries: Vec<T>,
+        tags: Vec<Tag>,
+    ) -> Result<(), (Vec<T>, Vec<Tag>)> {
+        debug_assert_eq!(entries.len(), tags.len());
         if self.forwarded_len + entries.len() > self.buffer_size {
-            return Err(entries);
+            return Err((entries, tags));
         }
         self.forwarded_len += entries.len();
         if let (Some(i), Some(batch)) = (self.open_forward, self.forwarded.back_mut()) {
@@ -260,6 +266,7 @@ where
                 if fwd.id == batch.id {
                     fwd.entries.extend_from_slice(&entries);
                     batch.entries.extend(entries);
+                    batch.tags.extend(tags);
                     return Ok(());
                 }
             }
@@ -278,6 +285,7 @@ where
         self.forwarded.push_back(ForwardedBatch {
             id,
             entries,
+            tags,
             acked: None,
         });
         self.open_forward = Some(self.outgoing.len());
@@ -350,9 +358,16 @@ where
         let leader = self.leader;
         let before = self.forwarded.len();
         let mut freed = 0;
+        let out = &mut self.decided_tags;
         self.forwarded.retain(|b| match b.acked {
             Some((n, first)) if n == leader && first + b.entries.len() as u64 <= decided => {
                 freed += b.entries.len();
+                out.extend(
+                    (first..)
+                        .zip(&b.tags)
+                        .filter(|&(_, &tag)| tag != NO_TAG)
+                        .map(|(idx, &tag)| (tag, idx)),
+                );
                 false
             }
             _ => true,

@@ -1,7 +1,7 @@
 //! What only a leader does: prepare, adopt the most up-to-date log,
 //! synchronise followers, replicate, and decide.
 
-use super::{FollowerProgress, Phase, PromiseMeta, Role, SequencePaxos};
+use super::{FollowerProgress, NO_TAG, Phase, PromiseMeta, Role, SequencePaxos, Tag};
 use crate::{
     ballot::Ballot,
     messages::{
@@ -141,7 +141,7 @@ where
             .iter()
             .filter_map(|p| p.promise.map(|m| m.decided_idx))
             .fold(self.storage.decided_idx(), u64::max);
-        let cut = self.install_sync(self.leader, sync, decided)?;
+        let (cut, cut_tags) = self.install_sync(self.leader, sync, decided)?;
         self.synced_round = max.n_accepted;
         self.synced_len = self.storage.accepted_idx();
         self.phase = Phase::Accept;
@@ -154,16 +154,26 @@ where
         // the adopted log cut, and ones this server forwarded to an earlier
         // leader that are not known to be in the log we now lead (see
         // `settle_forwards_after_sync`).
+        // Forwarded batches that the sync kept are in the log we lead now:
+        // ours to decide, at the index they have.
         let mut waiting = cut;
+        let mut waiting_tags = cut_tags;
         waiting.append(&mut self.pending);
+        waiting_tags.append(&mut self.pending_tags);
         for batch in std::mem::take(&mut self.forwarded) {
-            if batch.acked.is_none() {
-                waiting.extend(batch.entries);
+            match batch.acked {
+                None => {
+                    waiting.extend(batch.entries);
+                    waiting_tags.extend(batch.tags);
+                }
+                Some((_, first)) => self
+                    .placed
+                    .extend((first..).zip(batch.tags).filter(|&(_, tag)| tag != NO_TAG)),
             }
         }
         self.forwarded_len = 0;
-        for entry in waiting {
-            self.accept_entry(entry)?;
+        for (entry, tag) in waiting.into_iter().zip(waiting_tags) {
+            self.accept_entry(entry, tag)?;
         }
         // Reads and a stop-sign that waited for the prepare phase to end.
         self.start_read_round();
@@ -211,7 +221,7 @@ where
     }
 
     /// Appends a proposal to the leader's log (through the batch) and replicates it.
-    pub(super) fn accept_entry(&mut self, entry: T) -> StorageResult<()> {
+    pub(super) fn accept_entry(&mut self, entry: T, tag: Tag) -> StorageResult<()> {
         if self.storage.stopsign().is_some() {
             // The stop-sign is the last entry of this configuration: nothing
             // may follow it. Direct appends are refused before this point;
@@ -220,9 +230,11 @@ where
             // buffer, and `into_new_configuration` proposes it in the next
             // configuration.
             self.pending.push(entry);
+            self.pending_tags.push(tag);
             return Ok(());
         }
         self.batch.push(entry);
+        self.batch_tags.push(tag);
         if self.batch.len() >= self.batch_size {
             self.flush_batch()?;
         }
@@ -235,6 +247,12 @@ where
             return Ok(());
         }
         self.flush_timer.reset();
+        let first_idx = self.storage.log_len();
+        self.placed.extend(
+            (first_idx..)
+                .zip(self.batch_tags.drain(..))
+                .filter(|&(_, tag)| tag != NO_TAG),
+        );
         let mut entries = std::mem::take(&mut self.batch);
         for slot in 0..self.progress.len() {
             if self.progress[slot].synced {
@@ -403,7 +421,7 @@ where
                     self.progress[slot].pending_acks.push(ack);
                 }
                 for entry in fwd.entries {
-                    self.accept_entry(entry)?;
+                    self.accept_entry(entry, NO_TAG)?;
                 }
                 self.recent_forwards.insert(from, fwd.id, first_idx, len);
                 first_idx

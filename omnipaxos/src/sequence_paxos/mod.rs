@@ -44,6 +44,14 @@ use crate::{
 };
 use std::collections::{HashMap, VecDeque};
 
+/// Names one proposal made on this server, so that the caller learns the
+/// index it was decided at. Handed out by `append` in increasing order.
+pub(crate) type Tag = u64;
+
+/// The tag of an entry nobody waits for (another server's proposal, or one
+/// from before a restart).
+pub(crate) const NO_TAG: Tag = 0;
+
 /// Whether this server leads or follows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
@@ -104,6 +112,8 @@ struct PromiseMeta {
 struct ForwardedBatch<T> {
     id: ForwardId,
     entries: Vec<T>,
+    /// The tag of each entry (see [`Tag`]).
+    tags: Vec<Tag>,
     /// The leader's ballot and the index it gave the first entry, once acknowledged.
     acked: Option<(Ballot, u64)>,
 }
@@ -136,8 +146,21 @@ where
     last_seq: SequenceNumber,
     /// Proposals waiting for a leader (or for this leader's prepare phase to end).
     pending: Vec<T>,
+    /// The tag of each entry in `pending`.
+    pending_tags: Vec<Tag>,
     /// Leader: proposals gathered for the next batch.
     batch: Vec<T>,
+    /// The tag of each entry in `batch`.
+    batch_tags: Vec<Tag>,
+    /// This server's tagged proposals that are in its log, as
+    /// `(index, tag)`, accepted in the log's accepted round: each log sync
+    /// keeps or cuts them (cut ones are proposed again, tag and all).
+    placed: Vec<(u64, Tag)>,
+    /// The next tag `append` hands out.
+    next_tag: Tag,
+    /// Tagged proposals known to be decided, as `(tag, index)`, until the
+    /// driver takes them.
+    decided_tags: Vec<(Tag, u64)>,
     /// Follower: forwarded batches not yet known to be decided.
     forwarded: VecDeque<ForwardedBatch<T>>,
     /// How many entries `forwarded` holds, bounded by `buffer_size`.
@@ -254,7 +277,12 @@ where
             open_forward: None,
             last_seq: SequenceNumber::default(),
             pending: Vec::with_capacity(config.batch_size),
+            pending_tags: Vec::new(),
             batch: Vec::with_capacity(config.batch_size),
+            batch_tags: Vec::with_capacity(config.batch_size),
+            placed: Vec::new(),
+            next_tag: 1,
+            decided_tags: Vec::new(),
             forwarded: VecDeque::new(),
             next_forward_seq: 1,
             recent_forwards: RecentForwards::default(),
@@ -365,7 +393,7 @@ where
         round: Ballot,
         sync: LogSync<T>,
         decided_idx: u64,
-    ) -> StorageResult<Vec<T>> {
+    ) -> StorageResult<(Vec<T>, Vec<Tag>)> {
         let LogSync {
             decided_snapshot,
             sync_idx,
@@ -374,16 +402,40 @@ where
         } = sync;
         let prev_round = self.storage.accepted_round();
         let prev_len = self.storage.log_len();
+        // Our log is unchanged below `kept_until`: below the sync index,
+        // except where a snapshot replaces entries we had not decided.
+        let kept_until = match &decided_snapshot {
+            None => sync_idx,
+            Some(SnapshotType::Complete(_)) => sync_idx.min(self.storage.decided_idx()),
+            Some(SnapshotType::Delta { from_idx, .. }) => {
+                sync_idx.min((*from_idx).max(self.storage.decided_idx()))
+            }
+        };
+        let own_round = prev_round.is_some_and(|r| r.pid == self.pid);
         let mut cut = Vec::new();
-        if prev_round.is_some_and(|r| r.pid == self.pid) && sync_idx < prev_len {
-            let entries = self.storage.get_entries(sync_idx, prev_len)?;
-            cut.extend(
-                entries
-                    .into_iter()
-                    .zip(sync_idx..)
-                    .filter(|(_, idx)| !self.recent_forwards.covers(*idx))
-                    .map(|(e, _)| e),
-            );
+        let mut cut_tags = Vec::new();
+        let cut_placed = self.placed.iter().any(|&(idx, _)| idx >= kept_until);
+        if (own_round && sync_idx < prev_len) || cut_placed {
+            let from = if cut_placed { kept_until } else { sync_idx };
+            let entries = self.storage.get_entries(from, prev_len)?;
+            self.placed.sort_unstable();
+            let first_cut = self.placed.partition_point(|&(idx, _)| idx < from);
+            let mut tags = self.placed.drain(first_cut..).peekable();
+            for (entry, idx) in entries.into_iter().zip(from..) {
+                let tag = match tags.peek() {
+                    Some(&(i, tag)) if i == idx => {
+                        tags.next();
+                        tag
+                    }
+                    _ => NO_TAG,
+                };
+                let untagged_own =
+                    own_round && idx >= sync_idx && !self.recent_forwards.covers(idx);
+                if tag != NO_TAG || untagged_own {
+                    cut.push(entry);
+                    cut_tags.push(tag);
+                }
+            }
         }
         let decided_snapshot = match decided_snapshot {
             Some(s) => Some(self.complete_snapshot(s)?),
@@ -400,8 +452,8 @@ where
             stopsign,
             decided_idx,
         )?;
-        self.settle_forwards_after_sync(prev_round, prev_len, sync_idx);
-        Ok(cut)
+        self.settle_forwards_after_sync(prev_round, prev_len, kept_until);
+        Ok((cut, cut_tags))
     }
 
     /// Checks a log sync against our log: `None` if we cannot install it (it
@@ -465,6 +517,11 @@ where
             // the new leader instead of being lost.
             let batch = std::mem::take(&mut self.batch);
             self.pending.extend(batch);
+            self.pending_tags.append(&mut self.batch_tags);
+            // Forwarded batches that were (partly) in that batch never got the
+            // indices their acknowledgements named: a retry must be appended
+            // again, not acknowledged with those indices.
+            self.recent_forwards.forget_from(self.storage.log_len());
         }
         self.role = Role::Follower;
         if n > self.storage.promise() || self.phase == Phase::None {
@@ -527,8 +584,18 @@ where
     }
 
     /// Proposes an entry: appended here if this server leads, forwarded if it
-    /// follows a known leader, held until a leader is known otherwise.
-    pub(crate) fn append(&mut self, entry: T) -> Result<(), ProposeErr<T>> {
+    /// follows a known leader, held until a leader is known otherwise. On
+    /// success returns the entry's tag, which [`Self::take_decided_tags`]
+    /// reports with the entry's index once it is decided.
+    pub(crate) fn append(&mut self, entry: T) -> Result<Tag, ProposeErr<T>> {
+        let tag = self.next_tag;
+        self.append_tagged(entry, tag)?;
+        self.next_tag += 1;
+        Ok(tag)
+    }
+
+    /// Proposes an entry under a tag already given out (or [`NO_TAG`]).
+    pub(crate) fn append_tagged(&mut self, entry: T, tag: Tag) -> Result<(), ProposeErr<T>> {
         if self.is_halted() {
             return Err(ProposeErr::StorageFailure(entry));
         }
@@ -536,7 +603,7 @@ where
             return Err(ProposeErr::PendingReconfigEntry(entry));
         }
         match (self.role, self.phase) {
-            (Role::Leader, Phase::Accept) => match self.accept_entry(entry) {
+            (Role::Leader, Phase::Accept) => match self.accept_entry(entry, tag) {
                 Ok(()) => Ok(()),
                 Err(e) => {
                     // Not acknowledged: nothing claiming it was sent either.
@@ -544,17 +611,47 @@ where
                     Err(ProposeErr::NotPersisted(e))
                 }
             },
-            (Role::Follower, Phase::Accept) => self.forward(vec![entry]).map_err(|mut v| {
-                ProposeErr::BufferFull(v.pop().expect("forward hands back what it was given"))
-            }),
+            (Role::Follower, Phase::Accept) => {
+                self.forward(vec![entry], vec![tag]).map_err(|(mut v, _)| {
+                    ProposeErr::BufferFull(v.pop().expect("forward hands back what it was given"))
+                })
+            }
             _ => {
                 if self.pending.len() >= self.buffer_size {
                     return Err(ProposeErr::BufferFull(entry));
                 }
                 self.pending.push(entry);
+                self.pending_tags.push(tag);
                 Ok(())
             }
         }
+    }
+
+    /// The next tag `append` will hand out; tags are handed out in order.
+    pub(crate) fn next_tag(&self) -> Tag {
+        self.next_tag
+    }
+
+    /// Continues the tags of a previous configuration's server.
+    pub(crate) fn set_next_tag(&mut self, tag: Tag) {
+        self.next_tag = self.next_tag.max(tag);
+    }
+
+    /// Moves the tagged proposals now known to be decided, as `(tag, index)`,
+    /// into `buf`.
+    pub(crate) fn take_decided_tags(&mut self, buf: &mut Vec<(Tag, u64)>) {
+        let decided = self.storage.decided_idx();
+        if self.placed.iter().any(|&(idx, _)| idx < decided) {
+            let out = &mut self.decided_tags;
+            self.placed.retain(|&(idx, tag)| {
+                let done = idx < decided;
+                if done {
+                    out.push((tag, idx));
+                }
+                !done
+            });
+        }
+        buf.append(&mut self.decided_tags);
     }
 
     pub(crate) fn tick(&mut self) {

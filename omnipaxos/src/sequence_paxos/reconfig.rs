@@ -10,7 +10,7 @@
 //!                   continue the log from here
 //! ```
 
-use super::{Phase, Role, SequencePaxos};
+use super::{NO_TAG, Phase, Role, SequencePaxos, Tag};
 use crate::{
     errors::{ConfigError, ProposeErr, ReconfigurationRequest},
     messages::{AcceptStopSign, PaxosMsg, PullLog, PullLogReply},
@@ -144,19 +144,30 @@ where
     /// position before the stop-sign at `stopsign_idx`). Everything before a
     /// decided stop-sign is decided, so none of these is in the old log, and
     /// proposing them in the next configuration cannot decide them twice.
-    pub(crate) fn take_undecided_proposals(&mut self, stopsign_idx: u64) -> Vec<T> {
+    pub(crate) fn take_undecided_proposals(&mut self, stopsign_idx: u64) -> (Vec<T>, Vec<Tag>) {
         let mut carried = std::mem::take(&mut self.pending);
+        let mut tags = std::mem::take(&mut self.pending_tags);
         carried.append(&mut self.batch);
+        tags.append(&mut self.batch_tags);
         for batch in std::mem::take(&mut self.forwarded) {
-            let decided = batch
-                .acked
-                .is_some_and(|(_, first)| first + batch.entries.len() as u64 <= stopsign_idx);
-            if !decided {
-                carried.extend(batch.entries);
+            match batch.acked {
+                Some((_, first)) if first + batch.entries.len() as u64 <= stopsign_idx => {
+                    // Decided before the stop-sign.
+                    self.decided_tags.extend(
+                        (first..)
+                            .zip(batch.tags)
+                            .filter(|&(_, tag)| tag != NO_TAG)
+                            .map(|(idx, tag)| (tag, idx)),
+                    );
+                }
+                _ => {
+                    carried.extend(batch.entries);
+                    tags.extend(batch.tags);
+                }
             }
         }
         self.forwarded_len = 0;
-        carried
+        (carried, tags)
     }
 
     pub(super) fn handle_forward_stopsign(&mut self, ss: StopSign) -> StorageResult<()> {

@@ -10,13 +10,16 @@ use crate::{
     },
 };
 use omnipaxos::{
-    Migration, OmniPaxos, OmniPaxosConfig, ProposeErr, ReconfigurationRequest,
+    Migration, OmniPaxos, OmniPaxosConfig, ProposalId, ProposeErr, ReconfigurationRequest,
     messages::Message,
     util::{ConfigurationId, LogEntry, NodeId, StopSign},
 };
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use std::{cell::Cell, collections::BTreeMap};
+use std::{
+    cell::Cell,
+    collections::{BTreeMap, HashMap},
+};
 
 /// One simulated server: its configuration and storage, which outlive a
 /// crash, and the running protocol instance, which does not.
@@ -41,6 +44,9 @@ struct SimNode {
     storage: SharedStorage,
     /// The running server; `None` while crashed.
     paxos: Option<OmniPaxos<Value, SharedStorage>>,
+    /// What this server's `append_tracked` took and has not yet reported as
+    /// decided. A crash forgets it, as it forgets the names.
+    tracked: HashMap<ProposalId, Value>,
     /// How many times the server was restarted.
     incarnation: u32,
 }
@@ -120,6 +126,7 @@ impl SimCluster {
                     retired: false,
                     storage,
                     paxos: Some(paxos),
+                    tracked: HashMap::new(),
                     incarnation: 0,
                 };
                 (pid, node)
@@ -367,6 +374,7 @@ impl SimCluster {
         let node = self.sim_node_mut(pid);
         assert!(node.paxos.is_some(), "server {pid} is already crashed");
         node.paxos = None;
+        node.tracked.clear();
         self.network.drop_involving(pid);
         self.trace(|| format!("crash {pid}"));
         self.reopen_storage(pid);
@@ -467,13 +475,14 @@ impl SimCluster {
             "{value:?} was proposed before; values must be unique (use next_value)"
         );
         self.next_value = self.next_value.max(value.0 + 1);
-        let result = self.node_mut(pid).append(value);
+        let result = self.node_mut(pid).append_tracked(value);
         self.trace(|| format!("propose {value:?} at {pid}: {result:?}"));
-        if result.is_ok() {
+        if let Ok(id) = result {
             self.invariants.record_proposal(value);
+            self.sim_node_mut(pid).tracked.insert(id, value);
         }
         self.check_invariants();
-        result
+        result.map(|_| ())
     }
 
     /// Proposes a fresh value at server `pid` and returns it; panics if
@@ -970,6 +979,7 @@ impl SimCluster {
             retired: false,
             storage,
             paxos: Some(paxos),
+            tracked: HashMap::new(),
             incarnation: 0,
         }
     }
@@ -1101,6 +1111,7 @@ impl SimCluster {
         for pid in leavers {
             let node = self.sim_node_mut(pid);
             node.paxos = None;
+            node.tracked.clear();
             node.retired = true;
             self.network.drop_involving(pid);
             self.trace(|| format!("server {pid} left and is retired"));
@@ -1129,6 +1140,53 @@ impl SimCluster {
         if let Err(Violation { property, detail }) = result {
             self.fail(property, &detail);
         }
+        self.check_decided_proposals();
+    }
+
+    /// Checks what each server reports of its tracked proposals: a proposal
+    /// is reported once, at an index where the cluster decided it.
+    fn check_decided_proposals(&mut self) {
+        let mut buf = Vec::new();
+        let mut failure = None;
+        for (&pid, node) in &mut self.nodes {
+            let Some(paxos) = node.paxos.as_mut() else {
+                continue;
+            };
+            paxos.take_decided_proposals(&mut buf);
+            for (id, idx) in buf.drain(..) {
+                let Some(value) = node.tracked.remove(&id) else {
+                    failure = Some(format!(
+                        "server {pid} reported {id:?} (at {idx}), which it never took or reported before"
+                    ));
+                    continue;
+                };
+                let decided = usize::try_from(idx)
+                    .ok()
+                    .and_then(|i| self.invariants.decided_log().get(i));
+                if decided != Some(&value) {
+                    failure = Some(format!(
+                        "server {pid} reported {value:?} decided at {idx}, where the cluster decided {decided:?}"
+                    ));
+                }
+            }
+        }
+        if let Some(detail) = failure {
+            self.fail("decided_proposal_reported_at_its_index", &detail);
+        }
+    }
+
+    /// The proposals that running servers of the current configuration took
+    /// with `append_tracked` and have not reported as decided, as
+    /// `(server, value)`.
+    pub fn unreported_proposals(&self) -> Vec<(NodeId, Value)> {
+        let mut out: Vec<(NodeId, Value)> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.config.configuration_id == self.config_id)
+            .flat_map(|(&pid, n)| n.tracked.values().map(move |&v| (pid, v)))
+            .collect();
+        out.sort_unstable_by_key(|&(pid, v)| (pid, v.0));
+        out
     }
 
     /// The one-line command that reruns this test.
