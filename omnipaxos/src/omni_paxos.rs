@@ -584,6 +584,12 @@ where
         self.seq_paxos.storage.decided_idx()
     }
 
+    /// The length of this server's log: entries below it are accepted here
+    /// (decided or not).
+    pub fn get_accepted_idx(&self) -> u64 {
+        self.seq_paxos.storage.log_len()
+    }
+
     /// Entries below this index are compacted (trimmed or snapshotted).
     pub fn get_compacted_idx(&self) -> u64 {
         self.seq_paxos.storage.compacted_idx()
