@@ -1,211 +1,515 @@
-//! A cluster of replicas in one process: one thread per replica, channels as
-//! the network, and a shared [`ClusterWatch`] that the client side waits on.
+//! [`ProcessCluster`]: a cluster of `kv_store server` processes on loopback,
+//! each with its own data directory under one temporary directory. The demo
+//! and the end-to-end tests drive it; it kills and restarts servers for real
+//! (SIGKILL), and everything it started goes away when it is dropped.
+//!
+//! Servers are children of this process with a piped stdin and
+//! `--exit-on-stdin-eof`: if this process dies, however it dies, the pipe
+//! closes and they exit. Each runs in its own process group, so a Ctrl-C in
+//! the terminal reaches only this process, which then stops them in order.
 
 use crate::{
-    node::{Ack, Input, KVPaxos, Node, Request},
-    store::{KVCommand, KVStore},
+    api::StatusResponse,
+    client::{ClientError, KvClient},
 };
-use omnipaxos::{OmniPaxosConfig, errors::ConfigError, util::NodeId};
-use omnipaxos_storage::memory_storage::MemoryStorage;
+use omnipaxos::util::NodeId;
 use std::{
-    collections::{BTreeMap, HashMap},
-    sync::{
-        Arc, Condvar, Mutex, MutexGuard,
-        mpsc::{self, Sender},
-    },
-    thread::{self, JoinHandle},
+    collections::BTreeMap,
+    fs,
+    hash::{BuildHasher, RandomState},
+    io::{self, Read, Seek, SeekFrom},
+    net::{Ipv4Addr, SocketAddr, TcpListener},
+    path::{Path, PathBuf},
+    process::Stdio,
     time::{Duration, Instant},
 };
+use tempfile::TempDir;
+use tokio::process::{Child, ChildStdin, Command};
 
-/// What a replica last reported about itself.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct NodeView {
-    /// `false` once the replica's thread has returned.
-    pub(crate) alive: bool,
-    /// The leader this replica believes in.
-    pub(crate) leader: Option<NodeId>,
-    /// Whether this replica leads and is in the accept phase (can decide).
-    pub(crate) is_leader: bool,
-    /// The replica's decided index.
-    pub(crate) decided_idx: u64,
-    /// How much of the decided log its state machine has applied.
-    pub(crate) applied_idx: u64,
-    /// Something that makes the replica's state untrustworthy.
-    pub(crate) fault: Option<String>,
-}
+/// How often waits poll the servers' `/status`.
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
 
-/// The replicas' views behind one lock, with a condition variable that is
-/// signalled on every change, so the client waits for events instead of polling.
-#[derive(Default)]
-pub(crate) struct ClusterWatch {
-    views: Mutex<BTreeMap<NodeId, NodeView>>,
-    changed: Condvar,
-}
-
-impl ClusterWatch {
-    pub(crate) fn update(&self, pid: NodeId, view: NodeView) {
-        self.lock().insert(pid, view);
-        self.changed.notify_all();
-    }
-
-    fn lock(&self) -> MutexGuard<'_, BTreeMap<NodeId, NodeView>> {
-        // A replica thread that panicked while holding the lock left a map
-        // that is still well-formed (inserts are atomic), so keep using it.
-        self.views.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Waits until `pred` holds over the views, for at most `timeout`.
-    /// Returns what `pred` extracted, or `None` on timeout.
-    pub(crate) fn wait_for<R>(
-        &self,
-        timeout: Duration,
-        mut pred: impl FnMut(&BTreeMap<NodeId, NodeView>) -> Option<R>,
-    ) -> Option<R> {
-        let deadline = Instant::now() + timeout;
-        let mut views = self.lock();
-        loop {
-            if let Some(r) = pred(&views) {
-                return Some(r);
-            }
-            let left = deadline.checked_duration_since(Instant::now())?;
-            views = self
-                .changed
-                .wait_timeout(views, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
-    }
-
-    pub(crate) fn snapshot(&self) -> BTreeMap<NodeId, NodeView> {
-        self.lock().clone()
-    }
-}
-
-/// Settings shared by every replica of a [`LocalCluster`].
+/// How a [`ProcessCluster`] is set up.
 #[derive(Clone, Debug)]
-pub(crate) struct ClusterConfig {
-    pub(crate) nodes: Vec<NodeId>,
-    pub(crate) tick_interval: Duration,
-    pub(crate) election_tick_timeout: u64,
-    pub(crate) batch_size: usize,
+pub struct ClusterOptions {
+    /// The `kv_store` executable to run servers with.
+    pub exe: PathBuf,
+    /// How many servers, with ids `1..=nodes`.
+    pub nodes: usize,
+    /// The cluster id passed to every server.
+    pub cluster_id: u64,
+    /// Run the servers with `--memory` instead of a data directory.
+    pub memory: bool,
+    /// Extra flags for every `server` command line.
+    pub server_args: Vec<String>,
+    /// Use these HTTP and protocol ports for server `i` (`http + i`,
+    /// `protocol + i`) if they are all free; otherwise free ports the
+    /// operating system picks.
+    pub preferred_ports: Option<(u16, u16)>,
+    /// The longest a server may take to answer `/status` after it is started.
+    pub start_timeout: Duration,
 }
 
-struct NodeHandle {
-    inbox: Sender<Input>,
-    thread: Option<JoinHandle<()>>,
-}
-
-/// Running replicas, addressed by id.
-pub(crate) struct LocalCluster {
-    nodes: BTreeMap<NodeId, NodeHandle>,
-    watch: Arc<ClusterWatch>,
-}
-
-impl LocalCluster {
-    /// Builds every replica's `OmniPaxos` and starts its thread.
-    pub(crate) fn start(config: &ClusterConfig) -> Result<Self, ConfigError> {
-        let mut inboxes = BTreeMap::new();
-        let mut senders = HashMap::new();
-        for &pid in &config.nodes {
-            let (tx, rx) = mpsc::channel();
-            senders.insert(pid, tx);
-            inboxes.insert(pid, rx);
+impl ClusterOptions {
+    /// Three persistent servers of cluster 1 run by `exe`, on free ports.
+    pub fn new(exe: impl Into<PathBuf>) -> Self {
+        Self {
+            exe: exe.into(),
+            nodes: 3,
+            cluster_id: 1,
+            memory: false,
+            server_args: Vec::new(),
+            preferred_ports: None,
+            start_timeout: Duration::from_secs(20),
         }
-        // Build all first, so that a config error starts no thread at all.
-        let mut built = Vec::with_capacity(inboxes.len());
-        for (pid, inbox) in inboxes {
-            let paxos: KVPaxos = OmniPaxosConfig {
-                configuration_id: 1,
-                pid,
-                peers: config.nodes.iter().copied().filter(|&p| p != pid).collect(),
-                election_tick_timeout: config.election_tick_timeout,
-                batch_size: config.batch_size,
-                ..Default::default()
-            }
-            .build(MemoryStorage::default())?;
-            built.push((pid, paxos, inbox));
-        }
-        let watch = Arc::new(ClusterWatch::default());
+    }
+}
+
+/// Why a cluster operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClusterError {
+    /// Setting up the temporary directory or the ports failed.
+    #[error("cannot set up the cluster: {0}")]
+    Setup(io::Error),
+    /// A server process could not be started.
+    #[error("cannot start server {id}: {source}")]
+    Spawn {
+        /// The server.
+        id: NodeId,
+        /// What the operating system said.
+        source: io::Error,
+    },
+    /// A server process exited when it should be running.
+    #[error("server {id} exited ({status}); the end of its log:\n{log}")]
+    Exited {
+        /// The server.
+        id: NodeId,
+        /// How it exited.
+        status: String,
+        /// The last lines of its output.
+        log: String,
+    },
+    /// Something did not happen in time.
+    #[error("timed out after {waited:?} waiting for {what}; last seen: {seen}")]
+    Timeout {
+        /// What was waited for.
+        what: String,
+        /// How long.
+        waited: Duration,
+        /// What the servers last reported.
+        seen: String,
+    },
+    /// A server id that is not in the cluster.
+    #[error("no server {0} in the cluster")]
+    UnknownNode(NodeId),
+}
+
+/// One server of the cluster.
+#[derive(Debug)]
+struct NodeProcess {
+    /// Fixed for the cluster's life, so that peers find a restarted server.
+    protocol_addr: SocketAddr,
+    /// Fixed too, so that clients find it.
+    http_addr: SocketAddr,
+    /// Kept across restarts (unused with `--memory`).
+    data_dir: PathBuf,
+    /// The server's stdout and stderr, appended to across restarts.
+    log_path: PathBuf,
+    /// `None` while the server is killed.
+    child: Option<Child>,
+    /// Kept open so that the server keeps running; closing it stops the server.
+    stdin: Option<ChildStdin>,
+}
+
+/// A cluster of server processes; see the [module docs](self).
+#[derive(Debug)]
+pub struct ProcessCluster {
+    /// How servers are started (and restarted).
+    opts: ClusterOptions,
+    /// Every server, running or killed.
+    nodes: BTreeMap<NodeId, NodeProcess>,
+    /// The connection pool every client of this cluster shares.
+    client: KvClient,
+    /// Dropped last: the data directories and logs.
+    dir: TempDir,
+}
+
+impl ProcessCluster {
+    /// Starts every server and waits until each answers `/status`.
+    pub async fn start(opts: ClusterOptions) -> Result<Self, ClusterError> {
+        let dir = tempfile::Builder::new()
+            .prefix("kv_store-cluster-")
+            .tempdir()
+            .map_err(ClusterError::Setup)?;
+        let n = opts.nodes;
+        let (http, protocol) = pick_ports(n, opts.preferred_ports).map_err(ClusterError::Setup)?;
         let mut nodes = BTreeMap::new();
-        for (pid, paxos, inbox) in built {
-            let peers = senders
-                .iter()
-                .filter(|&(&p, _)| p != pid)
-                .map(|(&p, tx)| (p, tx.clone()))
-                .collect();
-            let node = Node::new(
-                paxos,
-                inbox,
-                peers,
-                config.tick_interval,
-                Arc::clone(&watch),
-            );
-            let thread = thread::Builder::new()
-                .name(format!("node-{pid}"))
-                .spawn(move || node.run())
-                .expect("spawning a thread fails only when the OS is out of resources");
-            let inbox = senders[&pid].clone();
+        for i in 0..n {
+            let id = i as NodeId + 1;
             nodes.insert(
-                pid,
-                NodeHandle {
-                    inbox,
-                    thread: Some(thread),
+                id,
+                NodeProcess {
+                    protocol_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, protocol[i])),
+                    http_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, http[i])),
+                    data_dir: dir.path().join(format!("n{id}")),
+                    log_path: dir.path().join(format!("n{id}.log")),
+                    child: None,
+                    stdin: None,
                 },
             );
         }
-        Ok(Self { nodes, watch })
+        let client = KvClient::new(&nodes[&1].http_addr.to_string())
+            .map_err(|e| ClusterError::Setup(io::Error::other(e.to_string())))?
+            .with_timeout(Duration::from_secs(2));
+        let mut cluster = Self {
+            opts,
+            nodes,
+            client,
+            dir,
+        };
+        let ids: Vec<NodeId> = cluster.nodes.keys().copied().collect();
+        for &id in &ids {
+            cluster.spawn(id)?;
+        }
+        for &id in &ids {
+            cluster.wait_answering(id).await?;
+        }
+        Ok(cluster)
     }
 
-    pub(crate) fn watch(&self) -> &ClusterWatch {
-        &self.watch
+    /// The temporary directory holding the data directories and logs.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
-    /// The replicas that have not been crashed.
-    pub(crate) fn alive(&self) -> Vec<NodeId> {
+    /// Every server's id.
+    pub fn ids(&self) -> Vec<NodeId> {
+        self.nodes.keys().copied().collect()
+    }
+
+    /// The servers that are running (not killed).
+    pub fn running(&self) -> Vec<NodeId> {
         self.nodes
             .iter()
-            .filter(|(_, n)| n.thread.is_some())
-            .map(|(&pid, _)| pid)
+            .filter(|(_, n)| n.child.is_some())
+            .map(|(&id, _)| id)
             .collect()
     }
 
-    /// Hands a write to replica `pid`; the answer goes to `reply`.
-    /// Returns `false` if that replica is gone.
-    pub(crate) fn append(&self, pid: NodeId, cmd: KVCommand, reply: Sender<Ack>) -> bool {
-        self.send(pid, Input::Client(Request::Append { cmd, reply }))
+    /// Whether server `id` is running.
+    pub fn is_running(&self, id: NodeId) -> bool {
+        self.nodes.get(&id).is_some_and(|n| n.child.is_some())
     }
 
-    /// Reads replica `pid`'s state machine, waiting at most `timeout`.
-    pub(crate) fn dump(&self, pid: NodeId, timeout: Duration) -> Option<KVStore> {
-        let (tx, rx) = mpsc::channel();
-        if !self.send(pid, Input::Client(Request::Dump { reply: tx })) {
-            return None;
-        }
-        rx.recv_timeout(timeout).ok()
+    /// Where server `id` serves HTTP.
+    pub fn http_addr(&self, id: NodeId) -> Option<SocketAddr> {
+        self.nodes.get(&id).map(|n| n.http_addr)
     }
 
-    /// Stops replica `pid` as a crash would, and waits for its thread to end.
-    pub(crate) fn crash(&mut self, pid: NodeId) {
-        if let Some(node) = self.nodes.get_mut(&pid) {
-            let _ = node.inbox.send(Input::Crash);
-            if let Some(thread) = node.thread.take() {
-                let _ = thread.join();
+    /// Where server `id` listens for its peers.
+    pub fn protocol_addr(&self, id: NodeId) -> Option<SocketAddr> {
+        self.nodes.get(&id).map(|n| n.protocol_addr)
+    }
+
+    /// The log file of server `id` (its stdout and stderr, across restarts).
+    pub fn log_path(&self, id: NodeId) -> Option<&Path> {
+        self.nodes.get(&id).map(|n| n.log_path.as_path())
+    }
+
+    /// A client of server `id`, sharing the cluster's connection pool.
+    pub fn client(&self, id: NodeId) -> Result<KvClient, ClusterError> {
+        let node = self.nodes.get(&id).ok_or(ClusterError::UnknownNode(id))?;
+        self.client
+            .for_server(&node.http_addr.to_string())
+            .map_err(|e| ClusterError::Setup(io::Error::other(e.to_string())))
+    }
+
+    /// The `/status` of server `id`.
+    pub async fn status(&self, id: NodeId) -> Result<StatusResponse, ClientError> {
+        let node = self
+            .nodes
+            .get(&id)
+            .expect("status is asked only of servers of the cluster");
+        self.client
+            .for_server(&node.http_addr.to_string())?
+            .status()
+            .await
+    }
+
+    /// The `/status` of every running server that answers.
+    pub async fn statuses(&self) -> BTreeMap<NodeId, StatusResponse> {
+        // Three to five servers on loopback: asking one after another costs
+        // a round trip each, which keeps this simple and ordered.
+        let mut out = BTreeMap::new();
+        for id in self.running() {
+            if let Ok(s) = self.status(id).await {
+                out.insert(id, s);
             }
         }
+        out
     }
 
-    fn send(&self, pid: NodeId, input: Input) -> bool {
+    /// Polls the running servers' `/status` until `pred` returns something,
+    /// for at most `timeout`. Fails early if a server exited.
+    pub async fn wait_for<R>(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        mut pred: impl FnMut(&BTreeMap<NodeId, StatusResponse>) -> Option<R>,
+    ) -> Result<R, ClusterError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.check_running()?;
+            let statuses = self.statuses().await;
+            if let Some(r) = pred(&statuses) {
+                return Ok(r);
+            }
+            if Instant::now() >= deadline {
+                return Err(ClusterError::Timeout {
+                    what: what.to_owned(),
+                    waited: timeout,
+                    seen: describe(&statuses),
+                });
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    /// Waits until every running server answers and all name the same
+    /// running leader, which says it leads. Returns the leader.
+    pub async fn wait_for_leader(&mut self, timeout: Duration) -> Result<NodeId, ClusterError> {
+        let running = self.running();
+        self.wait_for("a leader all running servers agree on", timeout, |s| {
+            agreed_leader(&running, s)
+        })
+        .await
+    }
+
+    /// Kills server `id` with SIGKILL, as a crash would, and reaps it.
+    pub async fn kill(&mut self, id: NodeId) -> Result<(), ClusterError> {
+        let node = self
+            .nodes
+            .get_mut(&id)
+            .ok_or(ClusterError::UnknownNode(id))?;
+        node.stdin = None;
+        if let Some(mut child) = node.child.take() {
+            // `kill` sends SIGKILL on Unix and waits for the exit.
+            let _ = child.kill().await;
+        }
+        Ok(())
+    }
+
+    /// Starts server `id` again on its data directory and ports, and waits
+    /// until it answers `/status`.
+    pub async fn restart(&mut self, id: NodeId) -> Result<(), ClusterError> {
+        if self.is_running(id) {
+            return Ok(());
+        }
+        self.spawn(id)?;
+        self.wait_answering(id).await
+    }
+
+    /// Fails if a server that should be running has exited.
+    pub fn check_running(&mut self) -> Result<(), ClusterError> {
+        for (&id, node) in &mut self.nodes {
+            if let Some(child) = &mut node.child {
+                if let Ok(Some(status)) = child.try_wait() {
+                    node.child = None;
+                    node.stdin = None;
+                    return Err(ClusterError::Exited {
+                        id,
+                        status: status.to_string(),
+                        log: tail(&node.log_path, 30),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The last `lines` lines of server `id`'s log.
+    pub fn log_tail(&self, id: NodeId, lines: usize) -> String {
         self.nodes
-            .get(&pid)
-            .is_some_and(|n| n.thread.is_some() && n.inbox.send(input).is_ok())
+            .get(&id)
+            .map(|n| tail(&n.log_path, lines))
+            .unwrap_or_default()
+    }
+
+    /// Kills every server and removes the temporary directory.
+    pub async fn shutdown(mut self) {
+        for id in self.ids() {
+            let _ = self.kill(id).await;
+        }
+    }
+
+    fn spawn(&mut self, id: NodeId) -> Result<(), ClusterError> {
+        let peers: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|&(&p, _)| p != id)
+            .map(|(p, n)| format!("{p}={}", n.protocol_addr))
+            .collect();
+        let node = self
+            .nodes
+            .get_mut(&id)
+            .ok_or(ClusterError::UnknownNode(id))?;
+        let spawn_err = |source| ClusterError::Spawn { id, source };
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log_path)
+            .map_err(spawn_err)?;
+        let log_err = log.try_clone().map_err(spawn_err)?;
+        let mut cmd = Command::new(&self.opts.exe);
+        cmd.arg("server")
+            .args(["--id", &id.to_string()])
+            .args(["--cluster-id", &self.opts.cluster_id.to_string()])
+            .args(["--listen", &node.protocol_addr.to_string()])
+            .args(["--http", &node.http_addr.to_string()])
+            .args(["--peers", &peers.join(",")])
+            .arg("--exit-on-stdin-eof");
+        if self.opts.memory {
+            cmd.arg("--memory");
+        } else {
+            cmd.arg("--data-dir").arg(&node.data_dir);
+        }
+        cmd.args(&self.opts.server_args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log_err))
+            .kill_on_drop(true)
+            .process_group(0);
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "info");
+        }
+        let mut child = cmd.spawn().map_err(spawn_err)?;
+        node.stdin = child.stdin.take();
+        node.child = Some(child);
+        Ok(())
+    }
+
+    async fn wait_answering(&mut self, id: NodeId) -> Result<(), ClusterError> {
+        let deadline = Instant::now() + self.opts.start_timeout;
+        loop {
+            self.check_running()?;
+            if self.status(id).await.is_ok() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(ClusterError::Timeout {
+                    what: format!("server {id} to answer /status"),
+                    waited: self.opts.start_timeout,
+                    seen: self.log_tail(id, 20),
+                });
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
     }
 }
 
-impl Drop for LocalCluster {
+impl Drop for ProcessCluster {
     fn drop(&mut self) {
-        let pids: Vec<NodeId> = self.nodes.keys().copied().collect();
-        for pid in pids {
-            self.crash(pid);
+        // `kill_on_drop` sends SIGKILL to each child as it is dropped, before
+        // the temporary directory is removed.
+        for node in self.nodes.values_mut() {
+            if let Some(child) = &mut node.child {
+                let _ = child.start_kill();
+            }
         }
     }
+}
+
+/// The leader every running server agrees on, if they all answered, agree,
+/// and the leader itself says it leads.
+pub fn agreed_leader(
+    running: &[NodeId],
+    statuses: &BTreeMap<NodeId, StatusResponse>,
+) -> Option<NodeId> {
+    let mut leader = None;
+    for id in running {
+        let s = statuses.get(id)?;
+        match (leader, s.leader) {
+            (_, None) => return None,
+            (None, Some(l)) => leader = Some(l),
+            (Some(a), Some(b)) if a != b => return None,
+            _ => {}
+        }
+    }
+    let leader = leader?;
+    (statuses.get(&leader)?.role == crate::api::Role::Leader).then_some(leader)
+}
+
+/// One line per server: what its status said.
+fn describe(statuses: &BTreeMap<NodeId, StatusResponse>) -> String {
+    if statuses.is_empty() {
+        return "no server answered".to_owned();
+    }
+    statuses
+        .iter()
+        .map(|(id, s)| {
+            format!(
+                "n{id}: {:?} leader {:?} decided {} applied {}",
+                s.role, s.leader, s.decided_idx, s.applied_idx
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// `n` HTTP ports and `n` protocol ports: the preferred ones if all are
+/// free, otherwise free ones below Linux's ephemeral range (32768 and up), so
+/// that while a server is down no outgoing connection can take its port and
+/// keep it from restarting. All listeners are held until every port is
+/// chosen, so no port is picked twice.
+fn pick_ports(n: usize, preferred: Option<(u16, u16)>) -> io::Result<(Vec<u16>, Vec<u16>)> {
+    let bind = |p: u16| TcpListener::bind((Ipv4Addr::LOCALHOST, p));
+    if let Some((http, protocol)) = preferred {
+        let wanted: Vec<u16> = (1..=n as u16)
+            .map(|i| http + i)
+            .chain((1..=n as u16).map(|i| protocol + i))
+            .collect();
+        // Distinct fixed ports: each can be probed and released on its own.
+        if wanted.iter().all(|&p| bind(p).is_ok()) {
+            return Ok((wanted[..n].to_vec(), wanted[n..].to_vec()));
+        }
+    }
+    let mut held = Vec::with_capacity(2 * n);
+    // Start at a point that differs between processes, so that clusters
+    // started at the same time (parallel tests) rarely probe the same ports.
+    let mut candidate = 20_000 + (RandomState::new().hash_one(std::process::id()) % 12_000) as u16;
+    for _ in 0..2_000 {
+        if held.len() == 2 * n {
+            break;
+        }
+        candidate = if candidate >= 32_000 {
+            20_000
+        } else {
+            candidate + 1
+        };
+        if let Ok(l) = bind(candidate) {
+            held.push(l);
+        }
+    }
+    while held.len() < 2 * n {
+        held.push(bind(0)?);
+    }
+    let ports = held
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.port()))
+        .collect::<io::Result<Vec<_>>>()?;
+    Ok((ports[..n].to_vec(), ports[n..].to_vec()))
+}
+
+/// The last `lines` lines of a file (its last 64 KiB at most).
+fn tail(path: &Path, lines: usize) -> String {
+    let Ok(mut f) = fs::File::open(path) else {
+        return String::new();
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let _ = f.seek(SeekFrom::Start(len.saturating_sub(64 * 1024)));
+    let mut s = String::new();
+    let _ = f.read_to_string(&mut s);
+    let all: Vec<&str> = s.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
 }

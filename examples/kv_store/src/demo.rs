@@ -1,56 +1,85 @@
-//! The local-cluster demo: elect, write, read back, crash the leader, fail
-//! over, write again, and check that the survivors agree and lost nothing.
+//! `kv_store demo`: a three-server cluster as child processes on loopback,
+//! a write/read workload against it, the leader killed with SIGKILL in the
+//! middle, the killed server restarted and caught up, and a final check that
+//! every acknowledged write is still there.
 //!
-//! Every wait is bounded by [`DemoOptions::timeout`] and wakes on replica
-//! events (a condition variable), never on a fixed sleep; every check that
-//! fails becomes a [`DemoError`], so the binary can exit non-zero.
+//! Waits poll the servers' `/status` with a deadline; the only sleeps are
+//! the workload phases themselves ("let the clients run for 3 s").
 
 use crate::{
-    cluster::{ClusterConfig, LocalCluster, NodeView},
-    node::Ack,
-    store::{KVCommand, RequestId},
+    client::{ClientError, KvClient},
+    cluster::{ClusterError, ClusterOptions, ProcessCluster, agreed_leader},
 };
-use omnipaxos::{errors::ConfigError, util::NodeId};
+use indicatif::{ProgressBar, ProgressStyle};
+use omnipaxos::util::NodeId;
+use rand::{Rng as _, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use std::{
-    collections::{BTreeMap, HashMap},
-    io::{self, Write},
-    sync::mpsc,
+    collections::BTreeMap,
+    fmt::Write as _,
+    hash::{BuildHasher, RandomState},
+    path::PathBuf,
+    sync::{
+        Arc, Mutex, MutexGuard, RwLock,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
+use tokio::task::JoinHandle;
 
 /// The knobs of [`run_demo`].
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct DemoOptions {
-    /// Replicas in the cluster, with ids `1..=nodes`; at least 3, so that a
-    /// majority survives the leader's crash.
-    pub nodes: usize,
-    /// Puts to make, half before the leader crashes and half after. A tenth of
-    /// the first half's keys are deleted again, on top of this number.
-    pub writes: usize,
-    /// Picks which replica each write goes to and what value it carries; the
-    /// same seed sends the same writes to the same replicas.
-    pub seed: u64,
-    /// Wall-clock length of one protocol tick.
-    pub tick_interval: Duration,
-    /// Ticks per heartbeat round ([`omnipaxos::OmniPaxosConfig::election_tick_timeout`]).
-    pub election_tick_timeout: u64,
-    /// Proposals the leader gathers per accept round ([`omnipaxos::OmniPaxosConfig::batch_size`]).
-    pub batch_size: usize,
-    /// The longest the demo waits for any one step (an election, a batch of
-    /// writes, replicas catching up) before it declares that step failed.
-    pub timeout: Duration,
+    /// The `kv_store` executable the servers run (normally this one).
+    pub exe: PathBuf,
+    /// Concurrent clients in the workload.
+    pub clients: usize,
+    /// How long the workload runs before the leader is killed, between the
+    /// kill and the restart, and after the restarted server caught up.
+    pub phase: Duration,
+    /// Servers keep their log in memory instead of on disk.
+    pub memory: bool,
+    /// Extra flags for every server.
+    pub server_args: Vec<String>,
 }
 
-impl Default for DemoOptions {
-    fn default() -> Self {
+impl DemoOptions {
+    /// The defaults, with servers run by `exe`.
+    pub fn new(exe: impl Into<PathBuf>) -> Self {
         Self {
-            nodes: 3,
-            writes: 10_000,
-            seed: 1,
-            tick_interval: Duration::from_millis(1),
-            election_tick_timeout: 10,
-            batch_size: 1,
-            timeout: Duration::from_secs(20),
+            exe: exe.into(),
+            clients: 32,
+            phase: Duration::from_secs(3),
+            memory: false,
+            server_args: Vec::new(),
+        }
+    }
+}
+
+/// Latency percentiles of one kind of operation.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Latency {
+    /// How many operations.
+    pub count: usize,
+    /// The median.
+    pub p50: Duration,
+    /// The 99th percentile.
+    pub p99: Duration,
+}
+
+impl Latency {
+    fn of(mut samples: Vec<Duration>) -> Self {
+        samples.sort_unstable();
+        let at = |q: f64| {
+            samples
+                .get(((samples.len() as f64 * q) as usize).min(samples.len().saturating_sub(1)))
+                .copied()
+                .unwrap_or_default()
+        };
+        Self {
+            count: samples.len(),
+            p50: at(0.50),
+            p99: at(0.99),
         }
     }
 }
@@ -58,539 +87,500 @@ impl Default for DemoOptions {
 /// What a successful demo measured.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DemoReport {
-    /// The first leader, the one that is crashed.
-    pub first_leader: NodeId,
-    /// From start until every replica agreed on the first leader.
-    pub first_election: Duration,
-    /// The leader after the crash.
-    pub second_leader: NodeId,
-    /// From the crash until every survivor agreed on the new leader.
-    pub failover: Duration,
-    /// From the crash until a write sent at the moment of the crash was decided.
-    pub first_write_after_crash: Duration,
-    /// Writes (puts and deletes) that every replica acknowledged as decided.
-    pub acknowledged_writes: usize,
-    /// Of those, how many were sent to a replica that was not the leader and so went through forwarding.
-    pub forwarded_writes: usize,
-    /// Decided writes per second in the phase before the crash.
-    pub throughput_before_crash: f64,
-    /// Decided writes per second in the phase after the crash.
-    pub throughput_after_crash: f64,
-    /// The replicas still running at the end; all hold the same store.
-    pub survivors: Vec<NodeId>,
-    /// Keys in the final store.
-    pub keys: usize,
-    /// Entries in the decided log at the end.
-    pub log_len: u64,
+    /// The leader that was killed.
+    pub killed_leader: NodeId,
+    /// The leader after it.
+    pub new_leader: NodeId,
+    /// From the kill until every surviving server named the new leader.
+    pub leader_change: Duration,
+    /// From the last write acknowledged before the kill to the first write
+    /// acknowledged after it: how long writers saw no progress.
+    pub write_gap: Duration,
+    /// From the restart until the restarted server had applied everything
+    /// decided when it restarted.
+    pub catch_up: Duration,
+    /// Entries the restarted server had to get from the others (about: what
+    /// they had decided when it caught up, less what it had before the kill).
+    pub catch_up_entries: u64,
+    /// Successful operations per second over the whole workload.
+    pub throughput: f64,
+    /// How long the workload ran.
+    pub duration: Duration,
+    /// Acknowledged writes.
+    pub writes: Latency,
+    /// Successful linearizable reads.
+    pub reads: Latency,
+    /// Requests that failed and were retried (mostly around the kill).
+    pub retries: u64,
+    /// Acknowledged writes read back at the end.
+    pub verified: usize,
+    /// Concurrent clients.
+    pub clients: usize,
 }
 
-/// A step of the demo that did not work out.
+/// Why the demo failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DemoError {
-    /// The options cannot make a meaningful demo (the user's to fix).
-    #[error("invalid option: {0}")]
-    InvalidOption(String),
-    /// The protocol refused a replica's config (a bug in this example).
-    #[error("replica config refused: {0}")]
-    Config(#[from] ConfigError),
-    /// The replicas did not agree on a leader in time.
-    #[error("no leader agreed on within {waited:?} (views: {views})")]
-    NoLeader {
-        /// How long the demo waited.
-        waited: Duration,
-        /// What each replica last reported.
-        views: String,
+    /// Starting, killing or restarting a server failed, or a wait timed out.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    /// A request the demo needed failed.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// A read returned something other than the last acknowledged write.
+    #[error("a read contradicted an acknowledged write: {0}")]
+    StaleRead(String),
+    /// Acknowledged writes are missing or wrong at the end.
+    #[error("{count} acknowledged writes were lost, e.g. {examples}")]
+    LostWrites {
+        /// How many.
+        count: usize,
+        /// A few of them.
+        examples: String,
     },
-    /// A replica refused a write.
-    #[error("node {node} refused write {id}: {reason}")]
-    Rejected {
-        /// The write.
-        id: RequestId,
-        /// The replica that refused it.
-        node: NodeId,
-        /// Why.
-        reason: String,
-    },
-    /// Some step did not finish in time.
-    #[error("timed out after {waited:?} {what}")]
-    Timeout {
-        /// What was being waited for.
-        what: String,
-        /// How long the demo waited.
-        waited: Duration,
-    },
-    /// A replica's state does not match what the acknowledged writes imply.
-    #[error("node {node} diverged: {detail}")]
-    Diverged {
-        /// The replica.
-        node: NodeId,
-        /// What differs.
-        detail: String,
-    },
-    /// A replica reported a fault in its state machine or storage.
-    #[error("node {node} failed: {fault}")]
-    NodeFault {
-        /// The replica.
-        node: NodeId,
-        /// What it reported.
-        fault: String,
-    },
-    /// Writing progress lines failed.
-    #[error("cannot print progress: {0}")]
-    Output(#[from] io::Error),
 }
 
-/// Runs the demo and prints progress lines to `out`.
-///
-/// Returns the measurements if every check passed; the first failed check otherwise.
-pub fn run_demo(opts: &DemoOptions, out: &mut dyn Write) -> Result<DemoReport, DemoError> {
-    if opts.nodes < 3 {
-        return Err(DemoError::InvalidOption(format!(
-            "--nodes must be at least 3 so that a majority survives the leader's crash, is {}",
-            opts.nodes
-        )));
-    }
-    if opts.writes < 2 {
-        return Err(DemoError::InvalidOption(format!(
-            "--writes must be at least 2 (one before the crash, one after), is {}",
-            opts.writes
-        )));
-    }
-    let mut demo = Demo::start(opts, out)?;
-    demo.run()
-}
+/// Prints lines above the progress bar, or plainly when there is no terminal.
+#[derive(Clone, Debug)]
+struct Printer(ProgressBar);
 
-/// The client side of the demo and everything it has learnt.
-struct Demo<'a> {
-    opts: &'a DemoOptions,
-    out: &'a mut dyn Write,
-    cluster: LocalCluster,
-    started: Instant,
-    rng: SplitMix64,
-    next_id: RequestId,
-    /// What the store must hold, built from the acknowledged writes. Keys are
-    /// never reused and a key is deleted only after its put was acknowledged,
-    /// so the order in which acks arrive does not matter.
-    expected: HashMap<String, String>,
-    /// Log index of every acknowledged write: two writes at one index would be a safety bug.
-    decided_at: HashMap<u64, RequestId>,
-    forwarded: usize,
-}
-
-/// The outcome of one batch of writes.
-struct Batch {
-    elapsed: Duration,
-    writes: usize,
-    forwarded: usize,
-}
-
-impl Batch {
-    fn per_second(&self) -> f64 {
-        self.writes as f64 / self.elapsed.as_secs_f64().max(1e-9)
-    }
-}
-
-impl<'a> Demo<'a> {
-    fn start(opts: &'a DemoOptions, out: &'a mut dyn Write) -> Result<Self, DemoError> {
-        writeln!(
-            out,
-            "kv_store demo: {} nodes, {} puts, seed {}, tick {:?}, election timeout {} ticks, batch size {}",
-            opts.nodes,
-            opts.writes,
-            opts.seed,
-            opts.tick_interval,
-            opts.election_tick_timeout,
-            opts.batch_size
-        )?;
-        let config = ClusterConfig {
-            nodes: (1..=opts.nodes as NodeId).collect(),
-            tick_interval: opts.tick_interval,
-            election_tick_timeout: opts.election_tick_timeout,
-            batch_size: opts.batch_size,
-        };
-        let started = Instant::now();
-        let cluster = LocalCluster::start(&config)?;
-        Ok(Self {
-            opts,
-            out,
-            cluster,
-            started,
-            rng: SplitMix64(opts.seed),
-            next_id: 1,
-            expected: HashMap::new(),
-            decided_at: HashMap::new(),
-            forwarded: 0,
-        })
-    }
-
-    fn run(&mut self) -> Result<DemoReport, DemoError> {
-        let first_leader = self.wait_for_leader(None)?;
-        let first_election = self.started.elapsed();
-        self.say(format_args!(
-            "node {first_leader} leads (elected {} after start)",
-            ms(first_election)
-        ))?;
-
-        // Phase 1: puts to random replicas, pipelined, then deletes of a tenth of them.
-        let before = self.opts.writes / 2;
-        let puts: Vec<KVCommand> = (0..before).map(|i| self.put(i)).collect();
-        let batch = self.write_batch(puts, first_leader, "phase 1 puts")?;
-        let mut before_writes = batch.writes;
-        let mut before_elapsed = batch.elapsed;
-        self.say(format_args!(
-            "phase 1: {} puts decided in {} ({} forwarded by followers): {:.0} writes/s",
-            batch.writes,
-            ms(batch.elapsed),
-            batch.forwarded,
-            batch.per_second()
-        ))?;
-        let deletes: Vec<KVCommand> = (0..before).step_by(10).map(|i| self.delete(i)).collect();
-        if !deletes.is_empty() {
-            let batch = self.write_batch(deletes, first_leader, "phase 1 deletes")?;
-            before_writes += batch.writes;
-            before_elapsed += batch.elapsed;
-            self.say(format_args!(
-                "phase 1: {} deletes decided in {}",
-                batch.writes,
-                ms(batch.elapsed)
-            ))?;
-        }
-        let (keys, log_len) = self.check_replicas("read back")?;
-        let sample = (0..before).find(|i| i % 10 != 0).map(key);
-        if let Some(k) = sample {
-            let v = self.expected[&k].clone();
-            self.say(format_args!(
-                "read back from every node: {keys} keys each, log length {log_len}, e.g. {k} = {v:?}"
-            ))?;
+impl Printer {
+    fn line(&self, s: impl AsRef<str>) {
+        if self.0.is_hidden() {
+            println!("{}", s.as_ref());
         } else {
-            self.say(format_args!(
-                "read back from every node: {keys} keys each, log length {log_len}"
-            ))?;
+            self.0.println(s.as_ref());
         }
-
-        // Phase 2: crash the leader and keep writing to the survivors.
-        self.say(format_args!("crashing leader node {first_leader}"))?;
-        let crashed_at = Instant::now();
-        self.cluster.crash(first_leader);
-        let survivors = self.cluster.alive();
-        // The first write after the crash goes out at once, to a replica that
-        // still believes in the dead leader: it must wait for a new leader and
-        // reach it by forwarding.
-        let (probe_tx, probe_rx) = mpsc::channel();
-        let probe = self.put(before);
-        let probe_id = probe.id();
-        let probe_key = probe.key().to_owned();
-        let probe_node = survivors[self.rng.below(survivors.len())];
-        self.cluster.append(probe_node, probe, probe_tx);
-        let second_leader = self.wait_for_leader(Some(first_leader))?;
-        let failover = crashed_at.elapsed();
-        self.say(format_args!(
-            "node {second_leader} leads, {} after the crash",
-            ms(failover)
-        ))?;
-        let ack = probe_rx
-            .recv_timeout(self.opts.timeout)
-            .map_err(|_| DemoError::Timeout {
-                what: format!(
-                    "for write {probe_id}, sent to node {probe_node} during the failover"
-                ),
-                waited: self.opts.timeout,
-            })?;
-        self.record(ack, &probe_key)?;
-        if probe_node != second_leader {
-            self.forwarded += 1;
-        }
-        let first_write_after_crash = crashed_at.elapsed();
-        self.say(format_args!(
-            "first write after the crash (sent to node {probe_node}) decided {} after the crash",
-            ms(first_write_after_crash)
-        ))?;
-        let puts: Vec<KVCommand> = (before + 1..self.opts.writes)
-            .map(|i| self.put(i))
-            .collect();
-        let mut throughput_after_crash = 0.0;
-        if !puts.is_empty() {
-            let batch = self.write_batch(puts, second_leader, "phase 2 puts")?;
-            throughput_after_crash = batch.per_second();
-            self.say(format_args!(
-                "phase 2: {} puts decided in {} ({} forwarded by followers): {:.0} writes/s",
-                batch.writes,
-                ms(batch.elapsed),
-                batch.forwarded,
-                throughput_after_crash
-            ))?;
-        }
-
-        let (keys, log_len) = self.check_replicas("final check")?;
-        self.say(format_args!(
-            "survivors {} agree: {keys} keys, log length {log_len}; all {} acknowledged writes present",
-            list(&survivors),
-            self.decided_at.len()
-        ))?;
-        let report = DemoReport {
-            first_leader,
-            first_election,
-            second_leader,
-            failover,
-            first_write_after_crash,
-            acknowledged_writes: self.decided_at.len(),
-            forwarded_writes: self.forwarded,
-            throughput_before_crash: before_writes as f64 / before_elapsed.as_secs_f64().max(1e-9),
-            throughput_after_crash,
-            survivors,
-            keys,
-            log_len,
-        };
-        writeln!(
-            self.out,
-            "summary: election {}, failover {}, first write after crash {}, {:.0} writes/s before / {:.0} after the crash",
-            ms(report.first_election),
-            ms(report.failover),
-            ms(report.first_write_after_crash),
-            report.throughput_before_crash,
-            report.throughput_after_crash
-        )?;
-        writeln!(self.out, "OK: all checks passed")?;
-        Ok(report)
-    }
-
-    /// Waits until every running replica names the same leader, other than
-    /// `not`, and that leader is in its accept phase.
-    fn wait_for_leader(&self, not: Option<NodeId>) -> Result<NodeId, DemoError> {
-        let alive = self.cluster.alive();
-        let leader = self.cluster.watch().wait_for(self.opts.timeout, |views| {
-            let first = views.get(alive.first()?)?.leader?;
-            let agreed = Some(first) != not
-                && alive
-                    .iter()
-                    .all(|p| views.get(p).is_some_and(|v| v.leader == Some(first)))
-                && views.get(&first).is_some_and(|v| v.is_leader);
-            agreed.then_some(first)
-        });
-        leader.ok_or_else(|| DemoError::NoLeader {
-            waited: self.opts.timeout,
-            views: describe(&self.cluster.watch().snapshot()),
-        })
-    }
-
-    /// Sends every write to a random running replica, then waits for all of them to be decided.
-    fn write_batch(
-        &mut self,
-        cmds: Vec<KVCommand>,
-        leader: NodeId,
-        what: &str,
-    ) -> Result<Batch, DemoError> {
-        let alive = self.cluster.alive();
-        let (tx, rx) = mpsc::channel();
-        let mut keys = HashMap::with_capacity(cmds.len());
-        let mut forwarded = 0;
-        let writes = cmds.len();
-        let start = Instant::now();
-        for cmd in cmds {
-            let node = alive[self.rng.below(alive.len())];
-            if node != leader {
-                forwarded += 1;
-            }
-            keys.insert(cmd.id(), cmd.key().to_owned());
-            self.cluster.append(node, cmd, tx.clone());
-        }
-        drop(tx);
-        let deadline = start + self.opts.timeout;
-        while !keys.is_empty() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let Ok(ack) = rx.recv_timeout(left) else {
-                return Err(DemoError::Timeout {
-                    what: format!("for {what}: {} of {writes} writes not decided", keys.len()),
-                    waited: self.opts.timeout,
-                });
-            };
-            let key = keys
-                .remove(&ack.id)
-                .expect("each write is acknowledged once, by the replica it was sent to");
-            self.record(ack, &key)?;
-        }
-        self.forwarded += forwarded;
-        Ok(Batch {
-            elapsed: start.elapsed(),
-            writes,
-            forwarded,
-        })
-    }
-
-    /// Folds one acknowledgement into the expected store.
-    fn record(&mut self, ack: Ack, key: &str) -> Result<(), DemoError> {
-        let idx = ack.outcome.map_err(|reason| DemoError::Rejected {
-            id: ack.id,
-            node: ack.node,
-            reason,
-        })?;
-        if let Some(other) = self.decided_at.insert(idx, ack.id) {
-            return Err(DemoError::Diverged {
-                node: ack.node,
-                detail: format!("writes {other} and {} both decided at index {idx}", ack.id),
-            });
-        }
-        match self.value_of(ack.id) {
-            Some(value) => self.expected.insert(key.to_owned(), value),
-            None => self.expected.remove(key),
-        };
-        Ok(())
-    }
-
-    /// Waits for every running replica to apply the whole decided log, then
-    /// compares each one's store with the expected one. Returns the number of
-    /// keys and the log length.
-    fn check_replicas(&mut self, what: &str) -> Result<(usize, u64), DemoError> {
-        let alive = self.cluster.alive();
-        let acked_end = self.decided_at.keys().max().map_or(0, |&i| i + 1);
-        let caught_up = self.cluster.watch().wait_for(self.opts.timeout, |views| {
-            let vs: Vec<&NodeView> = alive.iter().filter_map(|p| views.get(p)).collect();
-            let end = vs.first()?.applied_idx;
-            let settled = vs.len() == alive.len()
-                && end >= acked_end
-                && vs
-                    .iter()
-                    .all(|v| v.applied_idx == end && v.decided_idx == end);
-            settled.then_some(end)
-        });
-        let Some(log_len) = caught_up else {
-            return Err(DemoError::Timeout {
-                what: format!(
-                    "for {what}: replicas to apply up to index {acked_end} ({})",
-                    describe(&self.cluster.watch().snapshot())
-                ),
-                waited: self.opts.timeout,
-            });
-        };
-        for (pid, view) in self.cluster.watch().snapshot() {
-            if let Some(fault) = view.fault {
-                return Err(DemoError::NodeFault { node: pid, fault });
-            }
-        }
-        for &pid in &alive {
-            let store =
-                self.cluster
-                    .dump(pid, self.opts.timeout)
-                    .ok_or_else(|| DemoError::Timeout {
-                        what: format!("for {what}: node {pid} to answer a read"),
-                        waited: self.opts.timeout,
-                    })?;
-            if store.map() != &self.expected {
-                let missing = self
-                    .expected
-                    .iter()
-                    .filter(|&(k, v)| store.get(k) != Some(v.as_str()))
-                    .count();
-                return Err(DemoError::Diverged {
-                    node: pid,
-                    detail: format!(
-                        "{missing} acknowledged writes missing or wrong, {} keys held, {} expected",
-                        store.len(),
-                        self.expected.len()
-                    ),
-                });
-            }
-            if store.duplicates() != 0 {
-                return Err(DemoError::Diverged {
-                    node: pid,
-                    detail: format!("{} writes reached the log twice", store.duplicates()),
-                });
-            }
-        }
-        Ok((self.expected.len(), log_len))
-    }
-
-    fn put(&mut self, i: usize) -> KVCommand {
-        let id = self.fresh_id();
-        KVCommand::Put {
-            id,
-            key: key(i),
-            value: self.value_of(id).expect("ids from fresh_id are odd: puts"),
-        }
-    }
-
-    fn delete(&mut self, i: usize) -> KVCommand {
-        // Deletes get even ids so that `value_of` can tell them from puts.
-        let id = self.fresh_id() + 1;
-        KVCommand::Delete { id, key: key(i) }
-    }
-
-    fn fresh_id(&mut self) -> RequestId {
-        let id = self.next_id;
-        self.next_id += 2;
-        id
-    }
-
-    /// The value a put with this id carries (derived from the id and seed, so
-    /// the client need not store it), or `None` for a delete.
-    fn value_of(&self, id: RequestId) -> Option<String> {
-        (id % 2 == 1).then(|| format!("v{:x}", SplitMix64(self.opts.seed ^ id).next()))
-    }
-
-    fn say(&mut self, line: std::fmt::Arguments<'_>) -> io::Result<()> {
-        writeln!(self.out, "[{:>9}] {line}", ms(self.started.elapsed()))
     }
 }
 
-fn key(i: usize) -> String {
-    format!("key-{i}")
+/// What the clients share: where to send requests and what they measured.
+#[derive(Debug)]
+struct Workload {
+    /// The servers clients may use (a killed one is taken out).
+    targets: RwLock<Vec<KvClient>>,
+    /// Set when the clients should finish.
+    stop: AtomicBool,
+    /// Successful operations, for the progress line.
+    ops: AtomicU64,
+    /// Failed requests, retried.
+    retries: AtomicU64,
+    /// Latency of every acknowledged write.
+    write_latencies: Mutex<Vec<Duration>>,
+    /// Latency of every successful read.
+    read_latencies: Mutex<Vec<Duration>>,
+    /// When the last write was acknowledged.
+    last_write_ack: Mutex<Option<Instant>>,
+    /// When the kill happened, once it has.
+    kill_at: Mutex<Option<Instant>>,
+    /// The first acknowledgement of a write sent after the kill.
+    first_ack_after_kill: Mutex<Option<Instant>>,
+    /// Reads that did not return the acknowledged value: must stay empty.
+    stale_reads: Mutex<Vec<String>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Workload mutexes hold plain data that stays valid if a holder panicked.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Workload {
+    fn target(&self, i: usize) -> Option<KvClient> {
+        let targets = self.targets.read().unwrap_or_else(|e| e.into_inner());
+        (!targets.is_empty()).then(|| targets[i % targets.len()].clone())
+    }
+
+    fn set_targets(&self, targets: Vec<KvClient>) {
+        *self.targets.write().unwrap_or_else(|e| e.into_inner()) = targets;
+    }
+
+    fn write_acked(&self, sent: Instant, latency: Duration) {
+        let now = Instant::now();
+        lock(&self.write_latencies).push(latency);
+        *lock(&self.last_write_ack) = Some(now);
+        if lock(&self.kill_at).is_some_and(|k| sent >= k) {
+            let mut first = lock(&self.first_ack_after_kill);
+            if first.is_none_or(|f| now < f) {
+                *first = Some(now);
+            }
+        }
+        self.ops.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// One client: puts fresh keys of its own (`cNN-NNNNNN`), and reads back a
+/// random one of them three times in ten, checking the value. A write that
+/// fails is retried until it is acknowledged. Returns the acknowledged writes.
+async fn client_loop(w: Arc<Workload>, me: usize) -> Vec<(String, String)> {
+    let mut rng = ChaCha8Rng::seed_from_u64(RandomState::new().hash_one(me));
+    let mut acked: Vec<(String, String)> = Vec::new();
+    let mut pending: Option<(String, String)> = None;
+    let mut turn = me;
+    while !w.stop.load(Ordering::Relaxed) {
+        turn += 1;
+        let Some(client) = w.target(turn) else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        let read = pending.is_none() && !acked.is_empty() && rng.gen_range(0..10) < 3;
+        let sent = Instant::now();
+        if read {
+            let (key, value) = &acked[rng.gen_range(0..acked.len())];
+            match client.get(key).await {
+                Ok(got) => {
+                    if got.as_deref() != Some(value.as_str()) {
+                        lock(&w.stale_reads).push(format!(
+                            "{} read {key:?} as {got:?}, acknowledged as {value:?}",
+                            client.server()
+                        ));
+                    }
+                    lock(&w.read_latencies).push(sent.elapsed());
+                    w.ops.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(_) => {
+                    w.retries.fetch_add(1, Ordering::Relaxed);
+                    // A client backs off after a failure rather than hammer
+                    // a cluster that is electing a leader.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+            continue;
+        }
+        let (key, value) = pending.get_or_insert_with(|| {
+            let n = acked.len();
+            (
+                format!("c{me:02}-{n:06}"),
+                format!("{n}-{:08x}", rng.r#gen::<u32>()),
+            )
+        });
+        match client.put(key, value).await {
+            Ok(_) => {
+                w.write_acked(sent, sent.elapsed());
+                acked.extend(pending.take());
+            }
+            Err(_) => {
+                // The outcome may be unknown; putting the same value again is
+                // harmless, so retry until acknowledged.
+                w.retries.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+    acked
 }
 
 fn ms(d: Duration) -> String {
+    format!("{:.0} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn ms1(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
 
-fn list(pids: &[NodeId]) -> String {
-    pids.iter()
-        .map(NodeId::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
+/// The timeouts of the demo's waits.
+const ELECTION_WAIT: Duration = Duration::from_secs(15);
+const CATCH_UP_WAIT: Duration = Duration::from_secs(30);
+
+/// Runs the demo, printing as it goes. The cluster (processes and
+/// directories) is cleaned up when this returns or when the future is dropped.
+pub async fn run_demo(opts: &DemoOptions) -> Result<DemoReport, DemoError> {
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{spinner:.green} {elapsed_precise} {msg}")
+            .expect("the progress template is valid"),
+    );
+    let out = Printer(bar.clone());
+    let result = Demo::run(opts, &out).await;
+    bar.finish_and_clear();
+    result
 }
 
-fn describe(views: &BTreeMap<NodeId, NodeView>) -> String {
-    let parts: Vec<String> = views
-        .iter()
-        .map(|(pid, v)| {
-            format!(
-                "node {pid}: alive {}, leader {:?}, decided {}, applied {}",
-                v.alive, v.leader, v.decided_idx, v.applied_idx
-            )
-        })
-        .collect();
-    parts.join("; ")
+/// A running demo: where it prints and the cluster it drives.
+struct Demo<'a> {
+    out: &'a Printer,
+    cluster: ProcessCluster,
 }
 
-/// A tiny seeded generator (SplitMix64): enough to spread writes over
-/// replicas reproducibly, without a dependency.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+impl<'a> Demo<'a> {
+    async fn run(opts: &DemoOptions, out: &'a Printer) -> Result<DemoReport, DemoError> {
+        out.line(format!(
+            "kv_store demo: 3 servers as child processes on 127.0.0.1, {} storage, {} concurrent clients",
+            if opts.memory { "in-memory" } else { "persistent" },
+            opts.clients
+        ));
+        let mut cluster_opts = ClusterOptions::new(&opts.exe);
+        cluster_opts.memory = opts.memory;
+        cluster_opts.server_args.clone_from(&opts.server_args);
+        // The client subcommands default to http://127.0.0.1:8001, so use the
+        // same ports as the README's manual cluster when they are free.
+        cluster_opts.preferred_ports = Some((8000, 7000));
+        let started = Instant::now();
+        let cluster = ProcessCluster::start(cluster_opts).await?;
+        let mut demo = Demo { out, cluster };
+        for id in demo.cluster.ids() {
+            out.line(format!(
+                "  server {id}: http://{}  (peers on {}, log {})",
+                demo.cluster.http_addr(id).expect("a cluster member"),
+                demo.cluster.protocol_addr(id).expect("a cluster member"),
+                demo.cluster
+                    .log_path(id)
+                    .expect("a cluster member")
+                    .display(),
+            ));
+        }
+        let leader = demo.cluster.wait_for_leader(ELECTION_WAIT).await?;
+        out.line(format!(
+            "server {leader} leads ({} after the processes were started)",
+            ms(started.elapsed())
+        ));
+        demo.workload(opts, leader).await
     }
 
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn splitmix_is_reproducible_per_seed() {
-        let a: Vec<u64> = {
-            let mut r = SplitMix64(7);
-            (0..4).map(|_| r.next()).collect()
+    async fn workload(
+        &mut self,
+        opts: &DemoOptions,
+        first_leader: NodeId,
+    ) -> Result<DemoReport, DemoError> {
+        let out = self.out;
+        let all: Vec<NodeId> = self.cluster.ids();
+        let by_id = all
+            .iter()
+            .map(|&id| Ok((id, self.cluster.client(id)?)))
+            .collect::<Result<BTreeMap<NodeId, KvClient>, ClusterError>>()?;
+        let clients_of = |ids: &[NodeId]| -> Vec<KvClient> {
+            ids.iter().filter_map(|id| by_id.get(id).cloned()).collect()
         };
-        let mut r = SplitMix64(7);
-        assert_eq!(a, (0..4).map(|_| r.next()).collect::<Vec<_>>());
-        assert_ne!(a[0], SplitMix64(8).next());
+        let w = Arc::new(Workload {
+            targets: RwLock::new(clients_of(&all)),
+            stop: AtomicBool::new(false),
+            ops: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            write_latencies: Mutex::default(),
+            read_latencies: Mutex::default(),
+            last_write_ack: Mutex::default(),
+            kill_at: Mutex::default(),
+            first_ack_after_kill: Mutex::default(),
+            stale_reads: Mutex::default(),
+        });
+        let t0 = Instant::now();
+        let clients: Vec<JoinHandle<Vec<(String, String)>>> = (0..opts.clients)
+            .map(|i| tokio::spawn(client_loop(Arc::clone(&w), i)))
+            .collect();
+        let ticker = tokio::spawn(progress(out.0.clone(), Arc::clone(&w), t0));
+        out.line("workload: each client puts fresh keys and reads its own back (linearizable GETs), any server");
+
+        // Phase 1: steady state.
+        tokio::time::sleep(opts.phase).await;
+        let leader = self
+            .cluster
+            .wait_for_leader(ELECTION_WAIT)
+            .await
+            .unwrap_or(first_leader);
+        let survivors: Vec<NodeId> = all.iter().copied().filter(|&id| id != leader).collect();
+        // What the leader had decided just before it dies: what its restart
+        // finds on disk (a little more, as it kept deciding until the kill).
+        let had = self
+            .cluster
+            .status(leader)
+            .await
+            .map_or(0, |s| if opts.memory { 0 } else { s.decided_idx });
+        w.set_targets(clients_of(&survivors));
+        let kill_at = Instant::now();
+        *lock(&w.kill_at) = Some(kill_at);
+        let last_ack_before = lock(&w.last_write_ack).unwrap_or(kill_at);
+        self.cluster.kill(leader).await?;
+        out.line(format!(
+            "SIGKILL -> server {leader}, the leader ({} operations so far)",
+            w.ops.load(Ordering::Relaxed)
+        ));
+        let new_leader = self
+            .cluster
+            .wait_for("a new leader among the survivors", ELECTION_WAIT, |s| {
+                agreed_leader(&survivors, s).filter(|&l| l != leader)
+            })
+            .await?;
+        let leader_change = kill_at.elapsed();
+        out.line(format!(
+            "server {new_leader} leads now: both survivors named it {} after the kill",
+            ms(leader_change)
+        ));
+
+        // Phase 2: two servers of three keep serving.
+        tokio::time::sleep(opts.phase).await;
+        let first_ack_after = *lock(&w.first_ack_after_kill);
+        let write_gap = first_ack_after.map_or(Duration::ZERO, |f| f - last_ack_before);
+        out.line(format!(
+            "writes went on: {} from the last write acknowledged before the kill to the first after it",
+            ms(write_gap)
+        ));
+
+        // Restart the killed server and watch it catch up.
+        let decided = self
+            .cluster
+            .statuses()
+            .await
+            .values()
+            .map(|s| s.decided_idx)
+            .max()
+            .unwrap_or(0);
+        let restart_at = Instant::now();
+        self.cluster.restart(leader).await?;
+        out.line(format!(
+            "server {leader} restarted {}; the others have decided {decided} entries",
+            if opts.memory {
+                "with an empty memory".to_owned()
+            } else {
+                format!("on its data directory (it had decided about {had} before the kill)")
+            }
+        ));
+        let caught = self
+            .cluster
+            .wait_for("the restarted server to catch up", CATCH_UP_WAIT, |s| {
+                s.get(&leader).filter(|s| s.applied_idx >= decided).cloned()
+            })
+            .await?;
+        let catch_up = restart_at.elapsed();
+        out.line(format!(
+            "server {leader} caught up: applied {} entries {} after the restart ({} of them compacted into a snapshot)",
+            caught.applied_idx,
+            ms(catch_up),
+            caught.compacted_idx
+        ));
+        w.set_targets(clients_of(&all));
+
+        // Phase 3: all three again.
+        tokio::time::sleep(opts.phase).await;
+        w.stop.store(true, Ordering::Relaxed);
+        let mut acked = Vec::new();
+        for c in clients {
+            acked.push(c.await.unwrap_or_default());
+        }
+        let duration = t0.elapsed();
+        ticker.abort();
+        out.0.set_message("");
+
+        let stale = std::mem::take(&mut *lock(&w.stale_reads));
+        if let Some(first) = stale.first() {
+            return Err(DemoError::StaleRead(format!(
+                "{first} (and {} more)",
+                stale.len() - 1
+            )));
+        }
+        let verified = self.verify(leader, &acked).await?;
+        let writes = Latency::of(std::mem::take(&mut *lock(&w.write_latencies)));
+        let reads = Latency::of(std::mem::take(&mut *lock(&w.read_latencies)));
+        let ops = writes.count + reads.count;
+        Ok(DemoReport {
+            killed_leader: leader,
+            new_leader,
+            leader_change,
+            write_gap,
+            catch_up,
+            catch_up_entries: caught.applied_idx.saturating_sub(had),
+            throughput: ops as f64 / duration.as_secs_f64(),
+            duration,
+            writes,
+            reads,
+            retries: w.retries.load(Ordering::Relaxed),
+            verified,
+            clients: opts.clients,
+        })
+    }
+
+    /// Reads every acknowledged write back, linearizably, through `via`
+    /// (the restarted server, to show it is up to date).
+    async fn verify(
+        &mut self,
+        via: NodeId,
+        acked: &[Vec<(String, String)>],
+    ) -> Result<usize, DemoError> {
+        let client = self.cluster.client(via)?;
+        let mut lost = Vec::new();
+        let mut verified = 0;
+        for (i, writes) in acked.iter().enumerate() {
+            let found = client.scan(&format!("c{i:02}-"), 100_000).await?;
+            for (key, value) in writes {
+                verified += 1;
+                if found.items.get(key) != Some(value) {
+                    lost.push(format!("{key}={value} read as {:?}", found.items.get(key)));
+                }
+            }
+        }
+        if lost.is_empty() {
+            self.out.line(format!(
+                "read back all {verified} acknowledged writes through server {via} (linearizable scans): none lost"
+            ));
+            Ok(verified)
+        } else {
+            Err(DemoError::LostWrites {
+                count: lost.len(),
+                examples: lost.iter().take(3).cloned().collect::<Vec<_>>().join(", "),
+            })
+        }
+    }
+}
+
+/// Updates the progress line five times a second.
+async fn progress(bar: ProgressBar, w: Arc<Workload>, t0: Instant) {
+    let mut last = (Instant::now(), 0u64);
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let ops = w.ops.load(Ordering::Relaxed);
+        let now = Instant::now();
+        let rate = (ops - last.1) as f64 / (now - last.0).as_secs_f64();
+        last = (now, ops);
+        bar.set_message(format!(
+            "{ops} ops ({rate:.0}/s now, {:.0}/s overall), {} retried",
+            ops as f64 / t0.elapsed().as_secs_f64(),
+            w.retries.load(Ordering::Relaxed)
+        ));
+        bar.tick();
+    }
+}
+
+impl DemoReport {
+    /// The closing summary, as printed by the CLI.
+    pub fn summary(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "results");
+        let _ = writeln!(
+            s,
+            "  throughput   {:.0} ops/s ({} writes + {} linearizable reads in {:.1} s, {} clients, {} retried)",
+            self.throughput,
+            self.writes.count,
+            self.reads.count,
+            self.duration.as_secs_f64(),
+            self.clients,
+            self.retries
+        );
+        let _ = writeln!(
+            s,
+            "  latency      writes p50 {} p99 {}; reads p50 {} p99 {}",
+            ms1(self.writes.p50),
+            ms1(self.writes.p99),
+            ms1(self.reads.p50),
+            ms1(self.reads.p99)
+        );
+        let _ = writeln!(
+            s,
+            "  failover     leader {} killed -> server {} elected in {}; writes paused {} (last ack before -> first ack after)",
+            self.killed_leader,
+            self.new_leader,
+            ms(self.leader_change),
+            ms(self.write_gap)
+        );
+        let _ = writeln!(
+            s,
+            "  catch-up     about {} entries from the others, caught up {} after the restart",
+            self.catch_up_entries,
+            ms(self.catch_up)
+        );
+        let _ = write!(
+            s,
+            "  durability   {} acknowledged writes read back, none lost",
+            self.verified
+        );
+        s
     }
 }

@@ -1,20 +1,29 @@
-//! A replicated key-value store on `omnipaxos`, small enough to read in one sitting.
+//! A replicated key-value store on `omnipaxos`: the project's flagship example.
 //!
-//! Every replica owns an [`OmniPaxos`](omnipaxos::OmniPaxos) instance on its own
-//! thread and applies the decided log to a [`KVStore`]. The replicas talk over
-//! `std::sync::mpsc` channels, so the whole cluster runs in one process; a later
-//! version puts each replica in its own process behind TCP.
+//! Each server is one process: an [`omnipaxos_runtime`] node with
+//! persistent storage and the TCP transport, a state machine that applies
+//! the decided log, and an HTTP/JSON API for clients. One binary, `kv_store`,
+//! runs a server, talks to one as a client, or runs a whole local cluster as
+//! a demo.
 //!
-//! The pieces, in the order data flows through them:
-//! - [`KVCommand`]: what goes into the log (`#[derive(Entry)]`).
-//! - `node`: the driver loop of one replica (tick, feed, send, apply).
-//! - `cluster`: threads, channels, and a condition variable to wait on.
-//! - [`run_demo`]: the scripted scenario behind `cargo run -p kv_store -- demo`.
+//! The pieces, in the order a write flows through them:
+//! - [`api`]: the HTTP routes and JSON bodies.
+//! - [`server`]: a server process (HTTP API, node, transport, applier).
+//! - [`store`]: the log entry [`KVCommand`] and the state machine [`KvState`],
+//!   with duplicate suppression and snapshots.
+//! - [`client`]: [`KvClient`], a typed client of the API.
+//! - [`cluster`]: a local cluster of server processes, for the demo and tests.
+//! - [`demo`]: `kv_store demo`, the guided tour.
+//! - [`checker`]: a linearizability checker for client histories.
 
-mod cluster;
-mod demo;
-mod node;
-mod store;
+pub mod api;
+pub mod checker;
+pub mod client;
+pub mod cluster;
+pub mod demo;
+pub mod server;
+pub mod store;
 
-pub use demo::{DemoError, DemoOptions, DemoReport, run_demo};
-pub use store::{KVCommand, KVStore, RequestId};
+pub use client::{ClientError, KvClient};
+pub use server::{Server, ServerError, ServerOptions, StorageChoice};
+pub use store::{CommandId, CommandResult, KVCommand, KVSnapshot, KvState, Op, SessionId};

@@ -1,83 +1,469 @@
-//! `kv_store`: run a replicated key-value store cluster in one process.
+//! `kv_store`: a replicated key-value store on omnipaxos.
 //!
 //! ```text
-//! cargo run --release -p kv_store -- demo --nodes 3 --writes 10000 --seed 1
+//! cargo run --release -p kv_store -- demo
+//!
+//! kv_store server --id 1 --listen 127.0.0.1:7001 \
+//!     --peers 2=127.0.0.1:7002,3=127.0.0.1:7003 --data-dir /var/lib/kv/1   # HTTP on 127.0.0.1:8001
+//! kv_store put greeting hello        # against http://127.0.0.1:8001 unless --server
+//! kv_store get greeting
+//! kv_store cas greeting hello bye
+//! kv_store status
 //! ```
 
 use clap::{Args, Parser, Subcommand};
-use kv_store::{DemoOptions, run_demo};
-use std::{process::ExitCode, time::Duration};
+use kv_store::{
+    KvClient, Server, ServerOptions, StorageChoice,
+    demo::{DemoOptions, run_demo},
+};
+use omnipaxos::util::NodeId;
+use std::{
+    collections::BTreeMap,
+    io::{IsTerminal, Read},
+    net::SocketAddr,
+    path::PathBuf,
+    process::ExitCode,
+    time::Duration,
+};
+use tracing_subscriber::EnvFilter;
 
-/// A replicated key-value store on omnipaxos.
+/// A replicated key-value store on omnipaxos: a server, a client, and a demo.
 #[derive(Parser, Debug)]
-#[command(version, about, args_conflicts_with_subcommands = true)]
+#[command(version, about)]
 struct Cli {
     #[command(subcommand)]
-    command: Option<Command>,
-    /// Options of `demo`, which runs when no subcommand is given.
-    #[command(flatten)]
-    demo: DemoArgs,
+    command: Command,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run a cluster in this process: elect, write, read back from every
-    /// node, crash the leader, fail over, write again, and check that the
-    /// survivors agree and lost no acknowledged write.
+    /// Start a 3-server cluster as child processes, run a workload, kill the
+    /// leader, restart it, check that nothing acknowledged was lost, and
+    /// print throughput, latency and failover time.
     Demo(DemoArgs),
+    /// Run one server of a cluster.
+    Server(Box<ServerArgs>),
+    /// Set KEY to VALUE.
+    Put {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Print the value of KEY (linearizable unless --stale).
+    Get {
+        /// The key.
+        key: String,
+        /// Read this server's copy without asking the leader (may be stale).
+        #[arg(long)]
+        stale: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Remove KEY.
+    Delete {
+        /// The key.
+        key: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Set KEY to NEW if its value is EXPECTED: `cas KEY EXPECTED NEW`, or
+    /// `cas --expect-absent KEY NEW` to create KEY only if it has no value.
+    Cas {
+        /// The key.
+        key: String,
+        /// EXPECTED NEW, or NEW alone with --expect-absent.
+        #[arg(num_args = 1..=2, required = true)]
+        values: Vec<String>,
+        /// Swap only if KEY has no value.
+        #[arg(long)]
+        expect_absent: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Print a server's view of the cluster as JSON.
+    Status {
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+/// Which server a client subcommand talks to.
+#[derive(Args, Debug)]
+struct Target {
+    /// The server's HTTP address.
+    #[arg(long, default_value = "http://127.0.0.1:8001")]
+    server: String,
+    /// How long to wait for the answer, in seconds.
+    #[arg(long, default_value_t = 10)]
+    timeout_secs: u64,
 }
 
 #[derive(Args, Debug)]
 struct DemoArgs {
-    /// Replicas in the cluster (at least 3).
+    /// Concurrent clients in the workload.
+    #[arg(long, default_value_t = 32)]
+    clients: usize,
+    /// Seconds of workload before the kill, between kill and restart, and after.
     #[arg(long, default_value_t = 3)]
-    nodes: usize,
-    /// Puts to make: half before the leader crashes, half after.
-    #[arg(long, default_value_t = 10_000)]
-    writes: usize,
-    /// Seed that picks which node each write goes to, and the values.
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
-    /// Wall-clock length of one protocol tick, in milliseconds.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
-    tick_interval_ms: u64,
-    /// Ticks per heartbeat round; a dead leader is replaced after one to two rounds.
-    #[arg(long, default_value_t = 10)]
-    election_tick_timeout: u64,
-    /// Proposals the leader gathers per accept round.
-    #[arg(long, default_value_t = 1)]
-    batch_size: usize,
-    /// Longest wait for any one step before the demo gives up, in seconds.
-    #[arg(long, default_value_t = 20)]
-    timeout_secs: u64,
+    phase_secs: u64,
+    /// Servers keep their log in memory instead of on disk.
+    #[arg(long)]
+    memory: bool,
+    /// An extra flag for every server, e.g. `--server-arg=--batch-size=8`; repeatable.
+    #[arg(long = "server-arg", allow_hyphen_values = true)]
+    server_args: Vec<String>,
 }
 
-impl From<DemoArgs> for DemoOptions {
-    fn from(a: DemoArgs) -> Self {
-        Self {
-            nodes: a.nodes,
-            writes: a.writes,
-            seed: a.seed,
-            tick_interval: Duration::from_millis(a.tick_interval_ms),
-            election_tick_timeout: a.election_tick_timeout,
-            batch_size: a.batch_size,
-            timeout: Duration::from_secs(a.timeout_secs),
+#[derive(Args, Debug)]
+struct ServerArgs {
+    /// This server's id: unique in the cluster, not 0.
+    #[arg(long)]
+    id: NodeId,
+    /// Address to listen on for the other servers.
+    #[arg(long)]
+    listen: SocketAddr,
+    /// The other servers: ID=ADDR,ID=ADDR,... (this server's own id may be
+    /// listed too, with its --listen address; it is skipped).
+    #[arg(long, value_parser = parse_peers, default_value = "")]
+    peers: Peers,
+    /// Directory for this server's log; claimed for this --id and
+    /// --cluster-id on first start, refused to any other.
+    #[arg(long, required_unless_present = "memory", conflicts_with = "memory")]
+    data_dir: Option<PathBuf>,
+    /// Keep the log in memory, for tests and demos: a restarted server has
+    /// forgotten its log and its promises and catches up from its peers.
+    #[arg(long)]
+    memory: bool,
+    /// Address of the HTTP/JSON client API [default: 127.0.0.1:(8000 + id)].
+    #[arg(long)]
+    http: Option<SocketAddr>,
+    /// Cluster id: servers of other clusters are refused.
+    #[arg(long, default_value_t = 1)]
+    cluster_id: u64,
+    /// Milliseconds per protocol tick. The leader sends a partly filled
+    /// batch after one tick, so this bounds the batching delay of a write.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    tick_ms: u64,
+    /// Ticks per leader-election round (a dead leader is replaced after one to two rounds).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
+    election_ticks: u64,
+    /// Writes the leader batches into one round (and one disk sync).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
+    batch_size: u64,
+    /// Milliseconds a client request may wait for the cluster before it fails with 503.
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..))]
+    request_timeout_ms: u64,
+    /// Compact the log into a snapshot every this many applied entries (0: never).
+    #[arg(long, default_value_t = 10_000)]
+    snapshot_every: u64,
+    /// File holding a pre-shared key that every server of the cluster knows.
+    #[arg(long)]
+    psk_file: Option<PathBuf>,
+    /// Exit when standard input closes (set by a parent process that
+    /// starts servers, so they do not outlive it).
+    #[arg(long, hide = true)]
+    exit_on_stdin_eof: bool,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Peers(BTreeMap<NodeId, SocketAddr>);
+
+fn parse_peers(s: &str) -> Result<Peers, String> {
+    let mut peers = BTreeMap::new();
+    for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let (id, addr) = item
+            .split_once('=')
+            .ok_or_else(|| format!("{item:?} is not ID=ADDR"))?;
+        let id: NodeId = id
+            .trim()
+            .parse()
+            .map_err(|e| format!("bad id in {item:?}: {e}"))?;
+        let addr: SocketAddr = addr
+            .trim()
+            .parse()
+            .map_err(|e| format!("bad address in {item:?}: {e} (expected IP:PORT)"))?;
+        if peers.insert(id, addr).is_some() {
+            return Err(format!("id {id} is listed twice"));
         }
     }
+    Ok(Peers(peers))
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let args = match cli.command {
-        Some(Command::Demo(args)) => args,
-        None => cli.demo,
+    let verbose = matches!(cli.command, Command::Server(_));
+    init_logging(if verbose { "info" } else { "warn" });
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
     };
-    let mut stdout = std::io::stdout().lock();
-    match run_demo(&args.into(), &mut stdout) {
-        Ok(_) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("FAILED: {err}");
+    let code = runtime.block_on(run(cli.command));
+    // Do not wait for blocking tasks (e.g. a stdin reader) to notice.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    code
+}
+
+fn init_logging(default: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+async fn run(command: Command) -> ExitCode {
+    let result = match command {
+        Command::Demo(args) => return demo(args).await,
+        Command::Server(args) => return server(*args).await,
+        Command::Put { key, value, target } => match client(&target) {
+            Ok(c) => c.put(&key, &value).await.map(|r| print_json(&r)),
+            Err(e) => Err(e),
+        },
+        Command::Get { key, stale, target } => match client(&target) {
+            Ok(c) => {
+                let r = if stale {
+                    c.get_stale(&key).await
+                } else {
+                    c.get(&key).await
+                };
+                match r {
+                    Ok(Some(value)) => {
+                        println!("{value}");
+                        Ok(())
+                    }
+                    Ok(None) => {
+                        eprintln!("key {key:?} has no value");
+                        return ExitCode::FAILURE;
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        },
+        Command::Delete { key, target } => match client(&target) {
+            Ok(c) => c.delete(&key).await.map(|r| print_json(&r)),
+            Err(e) => Err(e),
+        },
+        Command::Cas {
+            key,
+            values,
+            expect_absent,
+            target,
+        } => {
+            let (expected, new) = match (expect_absent, values.as_slice()) {
+                (false, [expected, new]) => (Some(expected.as_str()), new),
+                (true, [new]) => (None, new),
+                (false, _) => {
+                    return usage("cas takes KEY EXPECTED NEW (or --expect-absent KEY NEW)");
+                }
+                (true, _) => return usage("with --expect-absent, cas takes KEY NEW"),
+            };
+            match client(&target) {
+                Ok(c) => c.cas(&key, expected, new).await.map(|r| print_json(&r)),
+                Err(e) => Err(e),
+            }
+        }
+        Command::Status { target } => match client(&target) {
+            Ok(c) => c.status().await.map(|r| print_json(&r)),
+            Err(e) => Err(e),
+        },
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn usage(msg: &str) -> ExitCode {
+    eprintln!("error: {msg}");
+    ExitCode::from(2)
+}
+
+fn client(target: &Target) -> Result<KvClient, kv_store::ClientError> {
+    Ok(KvClient::new(&target.server)?.with_timeout(Duration::from_secs(target.timeout_secs)))
+}
+
+fn print_json<T: serde::Serialize>(value: &T) {
+    match serde_json::to_string_pretty(value) {
+        Ok(s) => println!("{s}"),
+        Err(e) => eprintln!("error: cannot print the answer: {e}"),
+    }
+}
+
+async fn demo(args: DemoArgs) -> ExitCode {
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => {
+            eprintln!("error: cannot find this executable to start servers with: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut opts = DemoOptions::new(exe);
+    opts.clients = args.clients.max(1);
+    opts.phase = Duration::from_secs(args.phase_secs.max(1));
+    opts.memory = args.memory;
+    opts.server_args = args.server_args;
+    // Dropping the demo's future on Ctrl-C drops its cluster, which kills
+    // the servers and removes their directories.
+    tokio::select! {
+        r = run_demo(&opts) => match r {
+            Ok(report) => {
+                println!("{}", report.summary());
+                println!("OK: every check passed");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("FAILED: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        () = interrupted() => {
+            eprintln!("interrupted: the servers are stopped and their directories removed");
+            ExitCode::from(130)
+        }
+    }
+}
+
+async fn server(args: ServerArgs) -> ExitCode {
+    match run_server(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_server(args: ServerArgs) -> Result<(), kv_store::ServerError> {
+    let invalid = kv_store::ServerError::InvalidOption;
+    let mut peers = args.peers.0;
+    if let Some(own) = peers.remove(&args.id) {
+        if own != args.listen {
+            return Err(invalid(format!(
+                "--peers gives this server ({}) the address {own}, but --listen is {}",
+                args.id, args.listen
+            )));
+        }
+    }
+    let http = match args.http {
+        Some(http) => http,
+        None => u16::try_from(8000 + args.id)
+            .map(|port| SocketAddr::from(([127, 0, 0, 1], port)))
+            .map_err(|_| {
+                invalid(format!(
+                    "--id {} leaves no default HTTP port; give --http",
+                    args.id
+                ))
+            })?,
+    };
+    let storage = match args.data_dir {
+        Some(dir) => StorageChoice::Persistent(dir),
+        None => StorageChoice::Memory,
+    };
+    let mut opts = ServerOptions::new(args.id, args.listen, peers, http, storage);
+    opts.cluster_id = args.cluster_id;
+    opts.tick_interval = Duration::from_millis(args.tick_ms);
+    opts.election_tick_timeout = args.election_ticks;
+    opts.batch_size = usize::try_from(args.batch_size).unwrap_or(usize::MAX);
+    opts.request_timeout = Duration::from_millis(args.request_timeout_ms);
+    opts.snapshot_every = args.snapshot_every;
+    if let Some(path) = args.psk_file {
+        let key = std::fs::read(&path).map_err(|e| {
+            invalid(format!(
+                "cannot read the pre-shared key file {}: {e}",
+                path.display()
+            ))
+        })?;
+        opts.psk = Some(key);
+    }
+    let server = Server::start(opts).await?;
+    let stdin_closed = if args.exit_on_stdin_eof {
+        Some(watch_stdin())
+    } else {
+        None
+    };
+    server
+        .run_until(async move {
+            tokio::select! {
+                () = interrupted() => tracing::info!("signal received"),
+                () = async {
+                    match stdin_closed {
+                        Some(rx) => { let _ = rx.await; }
+                        None => std::future::pending().await,
+                    }
+                } => tracing::info!("standard input closed; the parent is gone"),
+            }
+        })
+        .await
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn interrupted() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+}
+
+/// A receiver that resolves when standard input reaches end-of-file. A plain
+/// thread reads it, since a blocking read cannot be cancelled.
+fn watch_stdin() -> tokio::sync::oneshot::Receiver<()> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        let mut stdin = std::io::stdin().lock();
+        while matches!(stdin.read(&mut buf), Ok(n) if n > 0) {}
+        let _ = tx.send(());
+    });
+    rx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_parse_and_bad_ones_are_explained() {
+        let p = parse_peers("2=127.0.0.1:7002, 3=127.0.0.1:7003").unwrap();
+        assert_eq!(p.0.len(), 2);
+        assert!(parse_peers("").unwrap().0.is_empty());
+        assert!(
+            parse_peers("2:127.0.0.1:7002")
+                .unwrap_err()
+                .contains("ID=ADDR")
+        );
+        assert!(parse_peers("2=localhost").unwrap_err().contains("IP:PORT"));
+        assert!(
+            parse_peers("2=127.0.0.1:1,2=127.0.0.1:2")
+                .unwrap_err()
+                .contains("twice")
+        );
+    }
+
+    #[test]
+    fn the_cli_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
     }
 }

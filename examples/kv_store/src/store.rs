@@ -1,99 +1,216 @@
-//! The replicated data: the commands that go into the log, and the key-value
-//! map every replica builds by applying the decided ones in log order.
+//! The replicated data: the commands that go into the log, the state machine
+//! every replica builds by applying the decided ones in log order, and the
+//! snapshot that stands in for a compacted prefix of the log.
+//!
+//! A write can reach the log twice: the protocol may decide a forwarded
+//! command again after a leader change, and a client may retry a write whose
+//! outcome it does not know. Every command therefore carries a [`CommandId`],
+//! and the state machine applies each id at most once. The table of applied
+//! ids is part of the state, so it is in every snapshot too: a replica that
+//! starts from a snapshot still refuses the duplicates that follow it.
 
-use omnipaxos::macros::Entry;
-use std::collections::{HashMap, HashSet};
+use omnipaxos::{macros::Entry, storage::Snapshot, util::NodeId};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
-/// A client-chosen number that names one write for its whole life.
-///
-/// The replica that took a write uses it to find the client to answer once the
-/// write is decided; the state machine uses it to apply a write at most once,
-/// even if it somehow appears twice in the log.
-pub type RequestId = u64;
+/// One incarnation of a server process: the server's id and a random number
+/// drawn at start, so that ids stay unique across restarts of the same server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SessionId {
+    /// The server that took the write from a client.
+    pub pid: NodeId,
+    /// Drawn at process start.
+    pub nonce: u64,
+}
 
-/// One write to the store: the element type of the replicated log.
-#[derive(Clone, Debug, PartialEq, Eq, Entry)]
-pub enum KVCommand {
+/// Names one write for its whole life: the session that took it from a
+/// client and a counter of that session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct CommandId {
+    /// The server process that proposed the write.
+    pub session: SessionId,
+    /// Counts the writes of the session, from 0.
+    pub seq: u64,
+}
+
+/// What a write does to the store.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
     /// Set `key` to `value`, replacing any earlier value.
     Put {
-        /// Names this write; see [`RequestId`].
-        id: RequestId,
         /// The key to set.
         key: String,
         /// The new value.
         value: String,
     },
-    /// Remove `key`; removing a missing key is not an error.
+    /// Remove `key`; removing a missing key succeeds too.
     Delete {
-        /// Names this write; see [`RequestId`].
-        id: RequestId,
         /// The key to remove.
         key: String,
     },
+    /// Set `key` to `new` if its value is `expected` (`None`: if it has no
+    /// value), and leave it alone otherwise.
+    Cas {
+        /// The key to compare and set.
+        key: String,
+        /// The value the key must have for the write to happen.
+        expected: Option<String>,
+        /// The value to set.
+        new: String,
+    },
 }
 
-impl KVCommand {
-    /// The request id the client gave this write.
-    pub fn id(&self) -> RequestId {
-        match self {
-            Self::Put { id, .. } | Self::Delete { id, .. } => *id,
-        }
-    }
-
+impl Op {
     /// The key the write touches.
     pub fn key(&self) -> &str {
         match self {
-            Self::Put { key, .. } | Self::Delete { key, .. } => key,
+            Self::Put { key, .. } | Self::Delete { key } | Self::Cas { key, .. } => key,
         }
     }
 }
 
-/// The state machine: a map from keys to values, built by applying decided
-/// commands in log order.
+/// One write: the element type of the replicated log.
+#[derive(Clone, Debug, PartialEq, Eq, Entry, Serialize, Deserialize)]
+#[snapshot(KVSnapshot)]
+pub struct KVCommand {
+    /// Names the write, so that it is applied at most once.
+    pub id: CommandId,
+    /// What it does.
+    pub op: Op,
+}
+
+/// What applying a write did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandResult {
+    /// Whether the store changed as asked: always for a put or a delete, for
+    /// a compare-and-swap only if the key had the expected value.
+    pub success: bool,
+    /// The key's value just before the write.
+    pub previous: Option<String>,
+}
+
+/// The most ranges of applied sequence numbers kept per session. Each gap
+/// between ranges is a write of the session that has not been applied (it
+/// failed before reaching the log, or is still on its way). Past this many,
+/// the oldest range is folded into the floor, and the gaps below it count as
+/// applied: a very late copy of such a write is refused rather than applied.
+const MAX_RANGES_PER_SESSION: usize = 1024;
+
+/// The sequence numbers of one session that were applied, as disjoint ranges.
+/// Writes are numbered in order and mostly applied in order, so this is
+/// usually a single range however many writes there were.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct AppliedSeqs {
+    /// Every number below this counts as applied.
+    floor: u64,
+    /// Applied ranges at or above `floor`: start -> end (exclusive).
+    ranges: BTreeMap<u64, u64>,
+}
+
+impl AppliedSeqs {
+    fn contains(&self, seq: u64) -> bool {
+        seq < self.floor
+            || self
+                .ranges
+                .range(..=seq)
+                .next_back()
+                .is_some_and(|(_, &end)| seq < end)
+    }
+
+    /// Records `seq`, which must not be contained yet.
+    fn insert(&mut self, seq: u64) {
+        debug_assert!(!self.contains(seq), "seq {seq} inserted twice");
+        let mut start = seq;
+        let mut end = seq + 1;
+        if let Some((&s, &e)) = self.ranges.range(..seq).next_back() {
+            if e == seq {
+                start = s;
+            }
+        }
+        if let Some(e) = self.ranges.remove(&end) {
+            end = e;
+        }
+        self.ranges.insert(start, end);
+        while self.ranges.len() > MAX_RANGES_PER_SESSION {
+            if let Some((_, end)) = self.ranges.pop_first() {
+                self.floor = end;
+            }
+        }
+    }
+}
+
+/// The state machine: the key-value map and the ids of the writes applied
+/// to it, built by applying decided commands in log order.
 ///
-/// Two replicas that applied the same decided prefix hold equal stores; that is
-/// the whole point of running consensus underneath.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct KVStore {
+/// Two replicas that applied the same decided prefix hold equal states.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KvState {
     /// The current value of every key.
-    map: HashMap<String, String>,
-    /// Ids already applied, so that a command that reached the log twice
-    /// changes the map once (a retried forward must not resurrect a deleted key).
-    applied_ids: HashSet<RequestId>,
-    /// How many log entries have been applied: the next one to apply has this index.
-    applied_idx: u64,
-    /// How many applied entries were repeats of an id seen before.
-    duplicates: u64,
+    map: BTreeMap<String, String>,
+    /// The writes applied so far, per session: the deduplication table.
+    sessions: BTreeMap<SessionId, AppliedSeqs>,
 }
 
-impl KVStore {
-    /// Applies the decided command at the next log index. Returns `false` if
-    /// its id was applied before, in which case the map is left as it was.
-    pub fn apply(&mut self, cmd: &KVCommand) -> bool {
-        self.applied_idx += 1;
-        if !self.applied_ids.insert(cmd.id()) {
-            self.duplicates += 1;
-            return false;
+impl KvState {
+    /// The state after applying `commands` in order to an empty store.
+    pub fn replay<'a>(commands: impl IntoIterator<Item = &'a KVCommand>) -> Self {
+        let mut state = Self::default();
+        for cmd in commands {
+            state.apply(cmd);
         }
-        match cmd {
-            KVCommand::Put { key, value, .. } => {
-                self.map.insert(key.clone(), value.clone());
-            }
-            KVCommand::Delete { key, .. } => {
-                self.map.remove(key);
-            }
-        }
-        true
+        state
     }
 
-    /// Skips a log index that holds no command (a stop-sign).
-    pub fn skip(&mut self) {
-        self.applied_idx += 1;
+    /// Applies a decided command. Returns what it did, or `None` if a command
+    /// with its id was applied before, in which case nothing changes.
+    pub fn apply(&mut self, cmd: &KVCommand) -> Option<CommandResult> {
+        let seqs = self.sessions.entry(cmd.id.session).or_default();
+        if seqs.contains(cmd.id.seq) {
+            return None;
+        }
+        seqs.insert(cmd.id.seq);
+        Some(match &cmd.op {
+            Op::Put { key, value } => CommandResult {
+                success: true,
+                previous: self.map.insert(key.clone(), value.clone()),
+            },
+            Op::Delete { key } => CommandResult {
+                success: true,
+                previous: self.map.remove(key),
+            },
+            Op::Cas { key, expected, new } => {
+                let previous = self.map.get(key).cloned();
+                let success = previous == *expected;
+                if success {
+                    self.map.insert(key.clone(), new.clone());
+                }
+                CommandResult { success, previous }
+            }
+        })
+    }
+
+    /// Whether the command with this id has been applied (or is too old to
+    /// be applied any more).
+    pub fn is_applied(&self, id: CommandId) -> bool {
+        self.sessions
+            .get(&id.session)
+            .is_some_and(|s| s.contains(id.seq))
     }
 
     /// The value of `key`, if it has one.
     pub fn get(&self, key: &str) -> Option<&str> {
         self.map.get(key).map(String::as_str)
+    }
+
+    /// The keys that start with `prefix` and their values, in key order.
+    pub fn scan<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+        self.map
+            .range::<str, _>((
+                std::ops::Bound::Included(prefix),
+                std::ops::Bound::Unbounded,
+            ))
+            .take_while(move |(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.as_str(), v.as_str()))
     }
 
     /// The number of keys with a value.
@@ -105,60 +222,234 @@ impl KVStore {
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
     }
+}
 
-    /// The whole map, for comparing replicas.
-    pub fn map(&self) -> &HashMap<String, String> {
-        &self.map
+/// What stands in for a compacted prefix of the log.
+///
+/// The protocol builds snapshots with [`Snapshot::create`] from a slice of
+/// decided entries, and that slice need not start at index 0 (a log sync
+/// sends a *delta* snapshot of the entries a follower lacks). A write's effect
+/// depends on the state before it (a compare-and-swap, a duplicate id), so a
+/// delta cannot be evaluated on its own: it keeps its commands. The protocol
+/// merges a delta only into the snapshot of everything before it, and that
+/// merge evaluates the commands into a [`KvState`]; from then on the
+/// snapshot is the state, however long the log it replaces.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KVSnapshot {
+    /// The state after applying every entry the snapshot covers, from index 0.
+    State(KvState),
+    /// The commands of a slice of the log, not yet applied to a state.
+    Commands(Vec<KVCommand>),
+}
+
+impl KVSnapshot {
+    /// The state this snapshot stands for, given that it covers the log from
+    /// index 0, as every snapshot the protocol hands out does.
+    pub fn into_state(self) -> KvState {
+        match self {
+            Self::State(state) => state,
+            Self::Commands(commands) => KvState::replay(&commands),
+        }
+    }
+}
+
+impl Snapshot<KVCommand> for KVSnapshot {
+    fn create(entries: &[KVCommand]) -> Self {
+        Self::Commands(entries.to_vec())
     }
 
-    /// The index of the next log entry to apply (the number applied so far).
-    pub fn applied_idx(&self) -> u64 {
-        self.applied_idx
+    /// `self` covers the log from index 0 (the protocol merges deltas only
+    /// into the snapshot of the whole prefix before them), so it can be
+    /// evaluated, and the delta's commands applied on top.
+    fn merge(&mut self, delta: Self) {
+        let mut state = std::mem::replace(self, Self::Commands(Vec::new())).into_state();
+        match delta {
+            // A snapshot that is already a state covers the log from index 0
+            // up to its end, so it replaces what came before.
+            Self::State(s) => state = s,
+            Self::Commands(commands) => {
+                for cmd in &commands {
+                    state.apply(cmd);
+                }
+            }
+        }
+        *self = Self::State(state);
     }
 
-    /// How many applied entries carried an id that had been applied before.
-    pub fn duplicates(&self) -> u64 {
-        self.duplicates
+    fn use_snapshots() -> bool {
+        true
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pretty_assertions::assert_eq;
 
-    fn put(id: RequestId, key: &str, value: &str) -> KVCommand {
-        KVCommand::Put {
-            id,
-            key: key.to_owned(),
-            value: value.to_owned(),
+    const S1: SessionId = SessionId { pid: 1, nonce: 7 };
+    const S2: SessionId = SessionId { pid: 2, nonce: 9 };
+
+    fn cmd(session: SessionId, seq: u64, op: Op) -> KVCommand {
+        KVCommand {
+            id: CommandId { session, seq },
+            op,
         }
     }
 
-    #[test]
-    fn put_then_delete_leaves_the_key_absent_and_counts_both_indices() {
-        let mut store = KVStore::default();
-        assert!(store.apply(&put(1, "a", "x")));
-        assert_eq!(store.get("a"), Some("x"));
-        assert!(store.apply(&KVCommand::Delete {
-            id: 2,
-            key: "a".to_owned()
-        }));
-        assert_eq!(store.get("a"), None);
-        assert_eq!(store.applied_idx(), 2);
-        assert!(store.is_empty());
+    fn put(seq: u64, key: &str, value: &str) -> KVCommand {
+        cmd(
+            S1,
+            seq,
+            Op::Put {
+                key: key.into(),
+                value: value.into(),
+            },
+        )
+    }
+
+    fn cas(seq: u64, key: &str, expected: Option<&str>, new: &str) -> KVCommand {
+        cmd(
+            S2,
+            seq,
+            Op::Cas {
+                key: key.into(),
+                expected: expected.map(Into::into),
+                new: new.into(),
+            },
+        )
+    }
+
+    fn ok(previous: Option<&str>) -> Option<CommandResult> {
+        Some(CommandResult {
+            success: true,
+            previous: previous.map(Into::into),
+        })
     }
 
     #[test]
-    fn a_repeated_request_id_advances_the_index_but_not_the_map() {
-        let mut store = KVStore::default();
-        store.apply(&put(1, "a", "x"));
-        store.apply(&KVCommand::Delete {
-            id: 2,
-            key: "a".to_owned(),
-        });
-        assert!(!store.apply(&put(1, "a", "x")));
-        assert_eq!(store.get("a"), None);
-        assert_eq!(store.applied_idx(), 3);
-        assert_eq!(store.duplicates(), 1);
+    fn put_delete_and_cas_report_the_previous_value() {
+        let mut s = KvState::default();
+        assert_eq!(s.apply(&put(0, "a", "1")), ok(None));
+        assert_eq!(s.apply(&put(1, "a", "2")), ok(Some("1")));
+        assert_eq!(
+            s.apply(&cas(0, "a", Some("1"), "3")),
+            Some(CommandResult {
+                success: false,
+                previous: Some("2".into())
+            })
+        );
+        assert_eq!(s.get("a"), Some("2"));
+        assert_eq!(s.apply(&cas(1, "a", Some("2"), "3")), ok(Some("2")));
+        assert_eq!(s.get("a"), Some("3"));
+        assert_eq!(
+            s.apply(&cmd(S1, 2, Op::Delete { key: "a".into() })),
+            ok(Some("3"))
+        );
+        assert_eq!(s.get("a"), None);
+        assert_eq!(s.apply(&cas(2, "a", None, "4")), ok(None));
+        assert_eq!(s.get("a"), Some("4"));
+    }
+
+    #[test]
+    fn a_command_decided_twice_is_applied_once() {
+        let mut s = KvState::default();
+        s.apply(&put(0, "a", "1"));
+        s.apply(&put(1, "a", "2"));
+        // The first put comes around again, e.g. re-decided after a leader change.
+        assert_eq!(s.apply(&put(0, "a", "1")), None);
+        assert_eq!(s.get("a"), Some("2"));
+        assert!(s.is_applied(CommandId {
+            session: S1,
+            seq: 0
+        }));
+        assert!(!s.is_applied(CommandId {
+            session: S1,
+            seq: 2
+        }));
+    }
+
+    #[test]
+    fn applied_sequence_numbers_collapse_into_ranges() {
+        let mut seqs = AppliedSeqs::default();
+        for seq in [0, 1, 2, 5, 4, 3, 7] {
+            seqs.insert(seq);
+        }
+        assert_eq!(
+            seqs.ranges
+                .iter()
+                .map(|(&s, &e)| (s, e))
+                .collect::<Vec<_>>(),
+            vec![(0, 6), (7, 8)]
+        );
+        assert!(seqs.contains(3) && seqs.contains(7) && !seqs.contains(6) && !seqs.contains(8));
+    }
+
+    #[test]
+    fn too_many_gaps_fold_the_oldest_range_into_the_floor() {
+        let mut seqs = AppliedSeqs::default();
+        // Every other number: each applied one is its own range.
+        for i in 0..=MAX_RANGES_PER_SESSION as u64 {
+            seqs.insert(2 * i);
+        }
+        assert_eq!(seqs.ranges.len(), MAX_RANGES_PER_SESSION);
+        assert_eq!(seqs.floor, 1);
+        assert!(seqs.contains(0) && seqs.contains(2));
+        assert!(!seqs.contains(1) && !seqs.contains(3));
+        // Once the range [2, 3) is folded too, the gap at 1 below it counts as
+        // applied: a very late copy of write 1 is refused.
+        seqs.insert(2 * MAX_RANGES_PER_SESSION as u64 + 2);
+        assert_eq!(seqs.floor, 3);
+        assert!(seqs.contains(1) && !seqs.contains(3));
+    }
+
+    #[test]
+    fn a_delta_snapshot_merged_onto_its_base_equals_applying_the_log() {
+        let log = vec![
+            put(0, "a", "1"),
+            cas(0, "b", None, "x"),
+            put(1, "a", "2"),
+            // From here on the delta: a CAS that depends on the base, and a
+            // duplicate of a command in the base that must not be re-applied.
+            cas(1, "a", Some("2"), "3"),
+            put(0, "a", "1"),
+            cas(2, "b", Some("x"), "y"),
+            cmd(S1, 2, Op::Delete { key: "a".into() }),
+            put(3, "c", "z"),
+        ];
+        let expected = KvState::replay(&log);
+        for split in 0..=log.len() {
+            let mut base = KVSnapshot::create(&log[..split]);
+            base.merge(KVSnapshot::create(&log[split..]));
+            assert_eq!(
+                base,
+                KVSnapshot::State(expected.clone()),
+                "split at {split}"
+            );
+        }
+        assert_eq!(expected.get("a"), None);
+        assert_eq!(expected.get("b"), Some("y"));
+        assert_eq!(expected.get("c"), Some("z"));
+    }
+
+    #[test]
+    fn a_snapshot_keeps_the_deduplication_table() {
+        let log = [put(0, "a", "1"), put(1, "a", "2")];
+        let mut snapshot = KVSnapshot::create(&log[..1]);
+        snapshot.merge(KVSnapshot::create(&log[1..]));
+        let mut state = snapshot.into_state();
+        assert_eq!(state.apply(&put(0, "a", "1")), None);
+        assert_eq!(state.get("a"), Some("2"));
+    }
+
+    #[test]
+    fn scan_returns_exactly_the_keys_with_the_prefix() {
+        let mut s = KvState::default();
+        for (i, k) in ["a", "ab", "abc", "b", "aa"].iter().enumerate() {
+            s.apply(&put(i as u64, k, "v"));
+        }
+        let keys: Vec<&str> = s.scan("ab").map(|(k, _)| k).collect();
+        assert_eq!(keys, vec!["ab", "abc"]);
+        assert_eq!(s.scan("").count(), 5);
+        assert_eq!(s.scan("z").count(), 0);
     }
 }

@@ -17,10 +17,21 @@ pub trait Entry: Clone + Debug {
 }
 
 /// A compact stand-in for a prefix of the log, built from its entries.
+///
+/// The protocol only ever holds a snapshot of a whole prefix `[0, i)`. It
+/// builds one in two ways: [`create`](Self::create) over the entries of the
+/// whole prefix, or `create` over a later run `[j, i)` (a *delta*, shipped to
+/// a server that already has `[0, j)`), which is then [`merge`](Self::merge)d
+/// onto the snapshot of `[0, j)`. A delta is never used on its own. So
+/// `create` may keep what it cannot evaluate without the earlier state (a
+/// compare-and-swap, a duplicate check) and `merge` may evaluate it then,
+/// with `self` covering the log from index 0.
 pub trait Snapshot<T: Entry>: Clone + Debug {
-    /// Builds a snapshot from consecutive entries.
+    /// Builds a snapshot from consecutive decided entries: the whole prefix,
+    /// or a delta that will be merged onto the snapshot of what precedes it.
     fn create(entries: &[T]) -> Self;
-    /// Folds `delta`, a snapshot of the entries that follow this one, into `self`.
+    /// Folds `delta`, a snapshot of the entries that follow this one, into
+    /// `self`; `self` covers the log from index 0 up to where `delta` starts.
     fn merge(&mut self, delta: Self);
     /// Whether snapshots are in use. With `false`,
     /// [`OmniPaxos::snapshot`](crate::OmniPaxos::snapshot) is refused and

@@ -1,0 +1,425 @@
+//! The HTTP/JSON client API; see [`crate::api`] for the routes and bodies.
+
+use super::replica::Replica;
+use crate::{
+    api::{
+        CasRequest, ErrorBody, GetResponse, Outcome, PutRequest, Role, ScanResponse,
+        StatusResponse, WriteResponse,
+    },
+    store::{KVCommand, Op},
+};
+use axum::{
+    Json, Router,
+    body::Bytes,
+    extract::{
+        DefaultBodyLimit, Path, Query, State,
+        rejection::{BytesRejection, PathRejection, QueryRejection},
+    },
+    http::{Method, StatusCode, Uri},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use omnipaxos::util::NodeId;
+use omnipaxos_runtime::{OmniPaxosNode, RuntimeError};
+use serde::Deserialize;
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+/// The longest key accepted, in bytes.
+pub(crate) const MAX_KEY_BYTES: usize = 1024;
+/// The longest value accepted, in bytes.
+pub(crate) const MAX_VALUE_BYTES: usize = 64 * 1024;
+/// The largest request body accepted; larger ones get 413 before they are read whole.
+const MAX_BODY_BYTES: usize = 2 * MAX_VALUE_BYTES;
+/// The most keys one scan returns.
+const MAX_SCAN_LIMIT: usize = 100_000;
+/// The number of keys a scan returns when no limit is given.
+const DEFAULT_SCAN_LIMIT: usize = 1000;
+
+/// What every handler needs.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) node: OmniPaxosNode<KVCommand>,
+    pub(crate) replica: Arc<Replica>,
+    pub(crate) cluster_id: u64,
+    pub(crate) peers: BTreeMap<NodeId, String>,
+    pub(crate) storage: &'static str,
+    pub(crate) request_timeout: Duration,
+}
+
+/// The handlers' state: cheap to clone.
+#[derive(Clone, Debug)]
+pub(crate) struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub(crate) fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+/// The routes.
+pub(crate) fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/kv", get(scan))
+        .route("/kv/{key}", get(get_key).put(put_key).delete(delete_key))
+        .route("/kv/{key}/cas", post(cas_key))
+        .route("/status", get(status))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// An error answer: a status and an [`ErrorBody`].
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    status: StatusCode,
+    body: ErrorBody,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, error: &str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            body: ErrorBody {
+                error: error.to_owned(),
+                message: message.into(),
+                outcome: None,
+            },
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    fn with_outcome(mut self, outcome: Outcome) -> Self {
+        self.body.outcome = Some(outcome);
+        self
+    }
+
+    /// A failed call on the node. `write` says whether it was a write, whose
+    /// answer must say what is known of its effect.
+    fn runtime(e: &RuntimeError, write: bool) -> Self {
+        use Outcome::{NotApplied, Unknown};
+        let unavailable = StatusCode::SERVICE_UNAVAILABLE;
+        let (status, code, outcome, message) = match e {
+            RuntimeError::NoLeader => (
+                unavailable,
+                "no_leader",
+                NotApplied,
+                "no leader is reachable; retry when the cluster has a majority".to_owned(),
+            ),
+            RuntimeError::NotLeader { .. } => {
+                (unavailable, "not_leader", NotApplied, e.to_string())
+            }
+            RuntimeError::BufferFull => (
+                unavailable,
+                "busy",
+                NotApplied,
+                "too many requests are waiting for a leader; retry later".to_owned(),
+            ),
+            RuntimeError::Rejected(_) => (unavailable, "rejected", NotApplied, e.to_string()),
+            RuntimeError::Timeout => (
+                unavailable,
+                "timeout",
+                Unknown,
+                "the cluster did not answer in time".to_owned(),
+            ),
+            RuntimeError::ShutDown => (
+                unavailable,
+                "shutting_down",
+                Unknown,
+                "this server is shutting down".to_owned(),
+            ),
+            RuntimeError::Reconfigured(_) => (unavailable, "reconfigured", Unknown, e.to_string()),
+            RuntimeError::Storage(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "storage_failure",
+                Unknown,
+                e.to_string(),
+            ),
+            _ => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                Unknown,
+                e.to_string(),
+            ),
+        };
+        let err = Self::new(status, code, message);
+        if write {
+            err.with_outcome(outcome)
+        } else {
+            err
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body)).into_response()
+    }
+}
+
+type ApiResult<T> = Result<Json<T>, ApiError>;
+
+/// `?stale=true` on reads.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReadParams {
+    #[serde(default)]
+    stale: bool,
+}
+
+/// The query of `GET /kv`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScanParams {
+    #[serde(default)]
+    prefix: String,
+    limit: Option<usize>,
+    #[serde(default)]
+    stale: bool,
+}
+
+fn key_from(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    let Path(key) = path.map_err(|e| ApiError::bad_request(format!("bad key in the path: {e}")))?;
+    if key.is_empty() {
+        return Err(ApiError::bad_request("the key must not be empty"));
+    }
+    if key.len() > MAX_KEY_BYTES {
+        return Err(ApiError::bad_request(format!(
+            "the key is {} bytes long; at most {MAX_KEY_BYTES} are allowed",
+            key.len()
+        )));
+    }
+    Ok(key)
+}
+
+fn query_from<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    query
+        .map(|Query(q)| q)
+        .map_err(|e| ApiError::bad_request(format!("bad query string: {}", e.body_text())))
+}
+
+fn json_body<T: serde::de::DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, ApiError> {
+    let bytes = body.map_err(|e| {
+        let status = e.status();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                status,
+                "payload_too_large",
+                format!("the body is larger than {MAX_BODY_BYTES} bytes"),
+            )
+        } else {
+            ApiError::new(status, "bad_request", format!("cannot read the body: {e}"))
+        }
+    })?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request(format!("the body is not the JSON expected: {e}")))
+}
+
+fn check_value(value: &str) -> Result<(), ApiError> {
+    if value.len() > MAX_VALUE_BYTES {
+        return Err(ApiError::bad_request(format!(
+            "the value is {} bytes long; at most {MAX_VALUE_BYTES} are allowed",
+            value.len()
+        )));
+    }
+    Ok(())
+}
+
+impl Shared {
+    /// Waits until this server's state reflects every write acknowledged
+    /// before now: asks the node for a read point and waits for the applier
+    /// to pass it.
+    async fn linearize(&self) -> Result<(), ApiError> {
+        let point = self
+            .node
+            .linearizable_read()
+            .await
+            .map_err(|e| ApiError::runtime(&e, false))?;
+        if self.replica.wait_applied(point, self.request_timeout).await {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "timeout",
+                format!("this server did not apply the log up to the read point {point} in time"),
+            ))
+        }
+    }
+
+    /// Proposes `op`, waits until it is decided and applied here, and
+    /// answers with what applying it did.
+    async fn write(&self, op: Op) -> ApiResult<WriteResponse> {
+        let (id, mut pending) = self.replica.register();
+        let index = self
+            .node
+            .append(KVCommand { id, op })
+            .await
+            .map_err(|e| ApiError::runtime(&e, true))?;
+        // `index` is where the write was decided; an earlier copy of it (the
+        // protocol may decide a forwarded write twice) is applied before it,
+        // so once the applier passes `index` the result is there.
+        if !self
+            .replica
+            .wait_applied(index + 1, self.request_timeout)
+            .await
+        {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "timeout",
+                format!("the write was decided at index {index} but not applied here in time"),
+            )
+            .with_outcome(Outcome::Unknown));
+        }
+        match pending.take() {
+            Some(result) => Ok(Json(WriteResponse {
+                index,
+                success: result.success,
+                previous: result.previous,
+            })),
+            // Applied as part of a snapshot from another server: the write
+            // happened, but its result was computed elsewhere.
+            None => Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "result_unavailable",
+                format!(
+                    "the write was decided at index {index}, but this server learnt it from a snapshot \
+                     and does not know its result"
+                ),
+            )
+            .with_outcome(Outcome::Unknown)),
+        }
+    }
+}
+
+async fn get_key(
+    State(AppState(s)): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<ReadParams>, QueryRejection>,
+) -> ApiResult<GetResponse> {
+    let key = key_from(path)?;
+    let params = query_from(query)?;
+    if !params.stale {
+        s.linearize().await?;
+    }
+    let state = s.replica.state();
+    match state.get(&key) {
+        Some(value) => Ok(Json(GetResponse {
+            value: value.to_owned(),
+            key,
+            applied_idx: s.replica.applied_idx(),
+        })),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "key_not_found",
+            format!("key {key:?} has no value"),
+        )),
+    }
+}
+
+async fn scan(
+    State(AppState(s)): State<AppState>,
+    query: Result<Query<ScanParams>, QueryRejection>,
+) -> ApiResult<ScanResponse> {
+    let params = query_from(query)?;
+    let limit = params.limit.unwrap_or(DEFAULT_SCAN_LIMIT);
+    if limit > MAX_SCAN_LIMIT {
+        return Err(ApiError::bad_request(format!(
+            "limit {limit} is above the maximum of {MAX_SCAN_LIMIT}"
+        )));
+    }
+    if !params.stale {
+        s.linearize().await?;
+    }
+    let state = s.replica.state();
+    let mut found = state.scan(&params.prefix);
+    let items: BTreeMap<String, String> = found
+        .by_ref()
+        .take(limit)
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    let truncated = found.next().is_some();
+    Ok(Json(ScanResponse { items, truncated }))
+}
+
+async fn put_key(
+    State(AppState(s)): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<WriteResponse> {
+    let key = key_from(path)?;
+    let PutRequest { value } = json_body(body)?;
+    check_value(&value)?;
+    s.write(Op::Put { key, value }).await
+}
+
+async fn delete_key(
+    State(AppState(s)): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> ApiResult<WriteResponse> {
+    let key = key_from(path)?;
+    s.write(Op::Delete { key }).await
+}
+
+async fn cas_key(
+    State(AppState(s)): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<WriteResponse> {
+    let key = key_from(path)?;
+    let CasRequest { expected, new } = json_body(body)?;
+    check_value(&new)?;
+    if let Some(e) = &expected {
+        check_value(e)?;
+    }
+    s.write(Op::Cas { key, expected, new }).await
+}
+
+async fn status(State(AppState(s)): State<AppState>) -> Json<StatusResponse> {
+    let st = s.node.status();
+    let role = if st.is_leader {
+        Role::Leader
+    } else if st.leader.is_some() {
+        Role::Follower
+    } else {
+        Role::NoLeader
+    };
+    Json(StatusResponse {
+        pid: st.pid,
+        cluster_id: s.cluster_id,
+        role,
+        leader: st.leader,
+        decided_idx: st.decided_idx,
+        accepted_idx: st.accepted_idx,
+        compacted_idx: st.compacted_idx,
+        applied_idx: s.replica.applied_idx(),
+        keys: s.replica.state().len(),
+        peers: s.peers.clone(),
+        storage: s.storage.to_owned(),
+        stopped: st.stopped.map(|e| e.to_string()),
+    })
+}
+
+async fn not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!(
+            "no route for {method} {}; the API is GET|PUT|DELETE /kv/{{key}}, POST /kv/{{key}}/cas, \
+             GET /kv?prefix=, GET /status",
+            uri.path()
+        ),
+    )
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}

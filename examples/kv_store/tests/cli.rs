@@ -1,0 +1,134 @@
+//! The `kv_store` binary's failures: each is one clear sentence on stderr
+//! and a non-zero exit, never a panic or a hang.
+
+use std::{
+    net::TcpListener,
+    process::{Command, Output},
+};
+
+fn kv_store(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kv_store"))
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn a_server_whose_http_port_is_in_use_exits_with_the_address() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let http = taken.local_addr().unwrap().to_string();
+    let out = kv_store(&[
+        "server",
+        "--id",
+        "1",
+        "--listen",
+        "127.0.0.1:0",
+        "--http",
+        &http,
+        "--memory",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("error: cannot listen for HTTP clients on {http}")),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_server_whose_protocol_port_is_in_use_exits_with_the_address() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let listen = taken.local_addr().unwrap().to_string();
+    let out = kv_store(&[
+        "server",
+        "--id",
+        "1",
+        "--listen",
+        &listen,
+        "--http",
+        "127.0.0.1:0",
+        "--memory",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("cannot listen on {listen}")),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_server_refuses_another_servers_data_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("kv_store.identity.json"),
+        br#"{"cluster_id": 1, "node_id": 2}"#,
+    )
+    .unwrap();
+    let dir = tmp.path().to_str().unwrap();
+    let out = kv_store(&[
+        "server",
+        "--id",
+        "1",
+        "--listen",
+        "127.0.0.1:0",
+        "--http",
+        "127.0.0.1:0",
+        "--data-dir",
+        dir,
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("belongs to node 2 of cluster 1, but this is node 1 of cluster 1"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn bad_flags_are_usage_errors() {
+    let out = kv_store(&[
+        "server",
+        "--id",
+        "1",
+        "--listen",
+        "127.0.0.1:0",
+        "--peers",
+        "2:x",
+        "--memory",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("is not ID=ADDR"), "{}", stderr(&out));
+    let out = kv_store(&["server", "--id", "1", "--listen", "127.0.0.1:0"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "neither --data-dir nor --memory"
+    );
+    let out = kv_store(&["cas", "k", "only-one"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("cas takes KEY EXPECTED NEW"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_client_without_a_server_says_so() {
+    let free = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let out = kv_store(&["get", "k", "--server", &format!("http://{free}")]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("cannot connect to"),
+        "{}",
+        stderr(&out)
+    );
+}

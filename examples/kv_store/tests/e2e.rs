@@ -1,0 +1,311 @@
+//! End to end: three `kv_store server` processes on loopback, concurrent HTTP
+//! clients doing reads, puts, deletes and compare-and-swaps on a few keys,
+//! and servers killed with SIGKILL and restarted during the workload. The
+//! client history is checked for linearizability key by key; a lost
+//! acknowledged write would show up as a read that no order explains, so the
+//! check covers durability too. The history ends with a read of every key
+//! from every server, after the last restart.
+//!
+//! Waits poll `/status` with deadlines; the sleeps are the workload's own
+//! pacing (how long servers stay up or down), not synchronisation.
+//!
+//! Set `KV_E2E_SEED` to replay the choices of a failed run (the timing of a
+//! real cluster still differs).
+
+use kv_store::{
+    KvClient,
+    api::Outcome,
+    checker::{self, KvOp, KvOutput, Operation},
+    cluster::{ClusterOptions, ProcessCluster},
+};
+use rand::{Rng as _, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::{
+    sync::{
+        Arc, Mutex, RwLock,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+const KEYS: [&str; 3] = ["k0", "k1", "k2"];
+const CLIENTS: usize = 6;
+/// How long clients run while servers are killed and restarted.
+const WORKLOAD: Duration = Duration::from_secs(16);
+/// How long a killed server stays down.
+const DOWN: Duration = Duration::from_millis(1200);
+/// How long the cluster runs between a restart and the next kill.
+const UP: Duration = Duration::from_millis(1500);
+
+/// What the clients share.
+struct Shared {
+    t0: Instant,
+    /// Clients of the servers that are up.
+    targets: RwLock<Vec<KvClient>>,
+    stop: AtomicBool,
+    history: Mutex<Vec<Operation>>,
+}
+
+impl Shared {
+    fn now(&self) -> u64 {
+        u64::try_from(self.t0.elapsed().as_nanos()).expect("the test runs for less than 500 years")
+    }
+
+    fn target(&self, rng: &mut ChaCha8Rng) -> KvClient {
+        let t = self.targets.read().unwrap();
+        t[rng.gen_range(0..t.len())].clone()
+    }
+
+    fn set_targets(&self, targets: Vec<KvClient>) {
+        *self.targets.write().unwrap() = targets;
+    }
+}
+
+/// Invokes one operation on `client` and records it: a failed read is
+/// dropped (it changed nothing), a write that certainly did not happen is
+/// dropped, and any other failed write is recorded with an unknown outcome.
+async fn invoke(
+    shared: &Shared,
+    client: &KvClient,
+    who: usize,
+    key: &str,
+    op: KvOp,
+) -> Option<KvOutput> {
+    let invoked = shared.now();
+    let result = match &op {
+        KvOp::Get => client.get(key).await.map(KvOutput::Value),
+        KvOp::Put(v) => client.put(key, v).await.map(write_output),
+        KvOp::Delete => client.delete(key).await.map(write_output),
+        KvOp::Cas { expected, new } => client
+            .cas(key, expected.as_deref(), new)
+            .await
+            .map(write_output),
+    };
+    let completed = shared.now();
+    let (output, completed) = match result {
+        Ok(output) => (output, Some(completed)),
+        Err(_) if op == KvOp::Get => return None,
+        Err(e) if e.write_outcome() == Outcome::NotApplied => return None,
+        Err(_) => (KvOutput::Unknown, None),
+    };
+    shared.history.lock().unwrap().push(Operation {
+        client: who,
+        key: key.to_owned(),
+        op,
+        output: output.clone(),
+        invoked,
+        completed,
+    });
+    Some(output)
+}
+
+fn write_output(r: kv_store::api::WriteResponse) -> KvOutput {
+    KvOutput::Write {
+        success: r.success,
+        previous: r.previous,
+    }
+}
+
+/// One client: random operations on random keys against random servers that
+/// are up. A compare-and-swap expects the value this client last saw.
+async fn client(shared: Arc<Shared>, who: usize, seed: u64) {
+    let mut rng =
+        ChaCha8Rng::seed_from_u64(seed ^ (who as u64).wrapping_mul(0x1234_5678_9ABC_DEF1));
+    let mut last_seen: [Option<String>; KEYS.len()] = Default::default();
+    let mut n = 0u64;
+    while !shared.stop.load(Ordering::Relaxed) {
+        let k = rng.gen_range(0..KEYS.len());
+        let value = format!("c{who}-{n}");
+        n += 1;
+        let op = match rng.gen_range(0..10) {
+            0..=3 => KvOp::Get,
+            4..=6 => KvOp::Put(value),
+            7 => KvOp::Delete,
+            _ => KvOp::Cas {
+                expected: last_seen[k].clone(),
+                new: value,
+            },
+        };
+        let target = shared.target(&mut rng);
+        match invoke(&shared, &target, who, KEYS[k], op.clone()).await {
+            Some(KvOutput::Value(v)) => last_seen[k] = v,
+            Some(KvOutput::Write { success, previous }) => {
+                last_seen[k] = match op {
+                    KvOp::Put(v) => Some(v),
+                    KvOp::Delete => None,
+                    KvOp::Cas { new, .. } if success => Some(new),
+                    _ => previous,
+                };
+            }
+            // A failure: back off a little rather than spin against a
+            // cluster that is electing a leader.
+            Some(KvOutput::Unknown) | None => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_history_with_servers_killed_and_restarted_is_linearizable() {
+    let seed = std::env::var("KV_E2E_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        });
+    println!("KV_E2E_SEED={seed}");
+    let mut opts = ClusterOptions::new(env!("CARGO_BIN_EXE_kv_store"));
+    opts.server_args = [
+        "--request-timeout-ms",
+        "2000",
+        // Compact often, so that restarts and catch-ups go through snapshots.
+        "--snapshot-every",
+        "100",
+    ]
+    .map(String::from)
+    .to_vec();
+    let mut cluster = ProcessCluster::start(opts)
+        .await
+        .expect("the servers start");
+    let leader = cluster
+        .wait_for_leader(Duration::from_secs(20))
+        .await
+        .expect("a leader is elected");
+    println!("leader: {leader}");
+    let clients_of = |cluster: &ProcessCluster| -> Vec<KvClient> {
+        cluster
+            .running()
+            .into_iter()
+            .map(|id| {
+                cluster
+                    .client(id)
+                    .expect("a member")
+                    .with_timeout(Duration::from_secs(3))
+            })
+            .collect()
+    };
+    let shared = Arc::new(Shared {
+        t0: Instant::now(),
+        targets: RwLock::new(clients_of(&cluster)),
+        stop: AtomicBool::new(false),
+        history: Mutex::default(),
+    });
+    let tasks: Vec<_> = (0..CLIENTS)
+        .map(|who| tokio::spawn(client(Arc::clone(&shared), who, seed)))
+        .collect();
+
+    // The nemesis: kill a server (the leader every other time), let the
+    // other two serve, restart it, wait for a leader, repeat.
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut kills = 0;
+    while shared.t0.elapsed() + UP + DOWN < WORKLOAD {
+        tokio::time::sleep(UP).await;
+        let statuses = cluster.statuses().await;
+        let leader = statuses.values().find_map(|s| s.leader);
+        let victim = match leader {
+            Some(l) if kills % 2 == 0 => l,
+            _ => {
+                let ids = cluster.ids();
+                ids[rng.gen_range(0..ids.len())]
+            }
+        };
+        let others: Vec<KvClient> = cluster
+            .running()
+            .into_iter()
+            .filter(|&id| id != victim)
+            .map(|id| {
+                cluster
+                    .client(id)
+                    .expect("a member")
+                    .with_timeout(Duration::from_secs(3))
+            })
+            .collect();
+        shared.set_targets(others);
+        cluster.kill(victim).await.expect("kill");
+        kills += 1;
+        println!(
+            "{:>6} ms: killed server {victim} (leader {leader:?})",
+            shared.t0.elapsed().as_millis()
+        );
+        tokio::time::sleep(DOWN).await;
+        cluster.restart(victim).await.expect("the server restarts");
+        cluster
+            .wait_for_leader(Duration::from_secs(20))
+            .await
+            .expect("a leader after the restart");
+        shared.set_targets(clients_of(&cluster));
+        println!(
+            "{:>6} ms: restarted server {victim}",
+            shared.t0.elapsed().as_millis()
+        );
+    }
+    shared.stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.expect("a client task");
+    }
+    assert!(kills >= 3, "only {kills} kills");
+
+    // Every server, restarted ones included, must now show the final state.
+    cluster
+        .wait_for_leader(Duration::from_secs(20))
+        .await
+        .expect("a leader at the end");
+    for id in cluster.ids() {
+        let c = cluster.client(id).expect("a member");
+        for key in KEYS {
+            // A read that fails is not recorded; retry a few times in case
+            // the cluster is still settling.
+            let mut tries = 0;
+            while invoke(&shared, &c, 100 + id as usize, key, KvOp::Get)
+                .await
+                .is_none()
+            {
+                tries += 1;
+                assert!(
+                    tries < 20,
+                    "final reads of {key} from server {id} keep failing"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+
+    let history = std::mem::take(&mut *shared.history.lock().unwrap());
+    let completed = history.iter().filter(|o| o.completed.is_some()).count();
+    let unknown = history.len() - completed;
+    let writes_acked = history
+        .iter()
+        .filter(|o| o.op != KvOp::Get && o.completed.is_some())
+        .count();
+    println!(
+        "history: {} operations ({completed} completed, {unknown} of unknown outcome, {writes_acked} acknowledged writes), {kills} kills",
+        history.len()
+    );
+    assert!(
+        writes_acked >= 100,
+        "too little progress: {writes_acked} acknowledged writes"
+    );
+    let checked = Instant::now();
+    match checker::check(&history) {
+        Ok(stats) => println!(
+            "linearizable: {stats:?}, checked in {:?}",
+            checked.elapsed()
+        ),
+        Err(e) => {
+            if let checker::CheckError::NotLinearizable { ops, .. } = &e {
+                let path = format!("{}/e2e-history-{seed}.txt", env!("CARGO_TARGET_TMPDIR"));
+                let text: String = ops.iter().map(|op| format!("{op:?}\n")).collect();
+                match std::fs::write(&path, text) {
+                    Ok(()) => println!("the key's history is in {path}"),
+                    Err(err) => println!("cannot write the key's history to {path}: {err}"),
+                }
+            }
+            for id in cluster.ids() {
+                println!("--- server {id} ---\n{}", cluster.log_tail(id, 40));
+            }
+            panic!("{e} (KV_E2E_SEED={seed})");
+        }
+    }
+    cluster.shutdown().await;
+}

@@ -1,0 +1,300 @@
+//! The HTTP API of one in-process server: what each route answers, and that
+//! bad input gets a 4xx with a JSON error body while the server keeps serving.
+//! Also the start-up refusals: a port in use, another server's data directory.
+
+use hyper::{Method, StatusCode};
+use kv_store::{
+    KvClient, Server, ServerError, ServerOptions, StorageChoice,
+    api::{ErrorBody, Role},
+};
+use pretty_assertions::assert_eq;
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn any_port() -> SocketAddr {
+    "127.0.0.1:0".parse().expect("a literal address")
+}
+
+/// A one-server cluster on free ports.
+fn options(storage: StorageChoice) -> ServerOptions {
+    ServerOptions::new(1, any_port(), BTreeMap::new(), any_port(), storage)
+}
+
+async fn start(storage: StorageChoice) -> (Server, KvClient) {
+    let server = Server::start(options(storage))
+        .await
+        .expect("the server starts");
+    let client = KvClient::new(&server.http_addr().to_string())
+        .expect("a valid address")
+        .with_timeout(Duration::from_secs(10));
+    (server, client)
+}
+
+async fn raw(
+    client: &KvClient,
+    method: Method,
+    path: &str,
+    body: &[u8],
+) -> (StatusCode, ErrorBody) {
+    let (status, bytes) = client
+        .raw(method, path, Some(body.to_vec()))
+        .await
+        .expect("the server answers");
+    let body: ErrorBody = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+        panic!(
+            "not a JSON error body ({e}): {}",
+            String::from_utf8_lossy(&bytes)
+        )
+    });
+    (status, body)
+}
+
+#[tokio::test]
+async fn writes_and_reads_answer_with_their_results() {
+    let (server, c) = start(StorageChoice::Memory).await;
+    assert_eq!(c.get("a").await.unwrap(), None);
+    let put = c.put("a", "1").await.unwrap();
+    assert!(put.success);
+    assert_eq!(put.previous, None);
+    assert_eq!(c.get("a").await.unwrap().as_deref(), Some("1"));
+    let swapped = c.cas("a", Some("1"), "2").await.unwrap();
+    assert!(swapped.success && swapped.index > put.index);
+    assert_eq!(swapped.previous.as_deref(), Some("1"));
+    let refused = c.cas("a", Some("1"), "3").await.unwrap();
+    assert!(!refused.success);
+    assert_eq!(refused.previous.as_deref(), Some("2"));
+    assert!(c.cas("b", None, "new").await.unwrap().success);
+    assert_eq!(c.get_stale("b").await.unwrap().as_deref(), Some("new"));
+    let deleted = c.delete("a").await.unwrap();
+    assert_eq!(deleted.previous.as_deref(), Some("2"));
+    assert_eq!(c.get("a").await.unwrap(), None);
+    // Keys are path segments: anything percent-encodes.
+    c.put("a/b c?", "odd").await.unwrap();
+    assert_eq!(c.get("a/b c?").await.unwrap().as_deref(), Some("odd"));
+    let scan = c.scan("a", 10).await.unwrap();
+    assert_eq!(
+        scan.items.into_iter().collect::<Vec<_>>(),
+        vec![("a/b c?".to_owned(), "odd".to_owned())]
+    );
+
+    let status = c.status().await.unwrap();
+    assert_eq!(
+        (status.pid, status.role, status.leader),
+        (1, Role::Leader, Some(1))
+    );
+    assert_eq!(status.applied_idx, status.decided_idx);
+    assert_eq!(status.keys, 2);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_requests_get_a_4xx_with_a_json_error_and_the_server_keeps_serving() {
+    let (server, c) = start(StorageChoice::Memory).await;
+    let cases: Vec<(Method, String, Vec<u8>, StatusCode, &str)> = vec![
+        (
+            Method::PUT,
+            "/kv/a".into(),
+            b"{not json".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            Method::PUT,
+            "/kv/a".into(),
+            b"{\"value\":1}".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            Method::PUT,
+            "/kv/a".into(),
+            b"{\"value\":\"x\",\"extra\":1}".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            Method::POST,
+            "/kv/a/cas".into(),
+            b"{\"new\":\"x\"}".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            Method::PUT,
+            "/kv/a".into(),
+            vec![b'x'; 1 << 20],
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+        ),
+        (
+            Method::PUT,
+            format!("/kv/{}", "k".repeat(2000)),
+            b"{\"value\":\"x\"}".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            Method::PUT,
+            "/kv/a".into(),
+            format!("{{\"value\":\"{}\"}}", "v".repeat(100_000)).into_bytes(),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            Method::GET,
+            "/kv/a?stale=maybe".into(),
+            Vec::new(),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            Method::GET,
+            "/kv?limit=-1".into(),
+            Vec::new(),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            Method::GET,
+            "/kv/%FF".into(),
+            Vec::new(),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            Method::GET,
+            "/nothing/here".into(),
+            Vec::new(),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            Method::POST,
+            "/kv/a".into(),
+            Vec::new(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        ),
+    ];
+    for (method, path, body, status, code) in cases {
+        let shown = format!("{method} {}", &path[..path.len().min(40)]);
+        let (got, err) = raw(&c, method, &path, &body).await;
+        assert_eq!(
+            (got, err.error.as_str()),
+            (status, code),
+            "{shown}: {}",
+            err.message
+        );
+        assert!(!err.message.is_empty());
+    }
+
+    // Bytes that are not HTTP at all: the connection gets a 400 and is closed.
+    let mut tcp = tokio::net::TcpStream::connect(server.http_addr())
+        .await
+        .unwrap();
+    tcp.write_all(b"\x00\x01garbage\r\n\r\n").await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut answer)).await;
+    assert!(
+        answer.is_empty() || answer.starts_with(b"HTTP/1.1 400"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+
+    // Still serving.
+    c.put("a", "fine").await.unwrap();
+    assert_eq!(c.get("a").await.unwrap().as_deref(), Some("fine"));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_port_in_use_is_refused_with_the_address() {
+    let (server, _) = start(StorageChoice::Memory).await;
+    let mut opts = options(StorageChoice::Memory);
+    opts.http = server.http_addr();
+    match Server::start(opts).await {
+        Err(ServerError::HttpBind { addr, .. }) => assert_eq!(addr, server.http_addr()),
+        other => panic!("expected HttpBind, got {other:?}"),
+    }
+    let mut opts = options(StorageChoice::Memory);
+    opts.listen = server.protocol_addr();
+    let err = Server::start(opts)
+        .await
+        .expect_err("the protocol port is in use");
+    assert!(
+        err.to_string()
+            .contains(&server.protocol_addr().to_string()),
+        "{err}"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_data_directory_keeps_its_data_and_is_refused_to_another_server() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir: PathBuf = tmp.path().join("data");
+    let (server, c) = start(StorageChoice::Persistent(dir.clone())).await;
+    c.put("kept", "yes").await.unwrap();
+    server.shutdown().await;
+
+    // The same server finds its data again.
+    let (server, c) = start(StorageChoice::Persistent(dir.clone())).await;
+    assert_eq!(c.get("kept").await.unwrap().as_deref(), Some("yes"));
+    server.shutdown().await;
+
+    let mut opts = options(StorageChoice::Persistent(dir.clone()));
+    opts.id = 2;
+    let err = Server::start(opts)
+        .await
+        .expect_err("another server's directory");
+    assert!(
+        err.to_string()
+            .contains("belongs to node 1 of cluster 1, but this is node 2 of cluster 1"),
+        "{err}"
+    );
+    let mut opts = options(StorageChoice::Persistent(dir));
+    opts.cluster_id = 9;
+    let err = Server::start(opts)
+        .await
+        .expect_err("another cluster's directory");
+    assert!(
+        err.to_string().contains("this is node 1 of cluster 9"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn snapshots_compact_the_log_and_a_restart_rebuilds_the_state_from_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let mut opts = options(StorageChoice::Persistent(dir.clone()));
+    opts.snapshot_every = 10;
+    let server = Server::start(opts.clone()).await.unwrap();
+    let c = KvClient::new(&server.http_addr().to_string()).unwrap();
+    for i in 0..25 {
+        c.put(&format!("k{}", i % 7), &i.to_string()).await.unwrap();
+    }
+    c.cas("k0", Some("21"), "swapped").await.unwrap();
+    let before = c.status().await.unwrap();
+    assert!(before.compacted_idx >= 20, "{before:?}");
+    server.shutdown().await;
+
+    let server = Server::start(opts).await.unwrap();
+    let c = KvClient::new(&server.http_addr().to_string()).unwrap();
+    let scan = c.scan("k", 100).await.unwrap();
+    let expected: BTreeMap<String, String> = (0..7)
+        .map(|k| {
+            let last = (0..25).filter(|i| i % 7 == k).max().unwrap();
+            (
+                format!("k{k}"),
+                if k == 0 {
+                    "swapped".to_owned()
+                } else {
+                    last.to_string()
+                },
+            )
+        })
+        .collect();
+    assert_eq!(scan.items, expected);
+    server.shutdown().await;
+}

@@ -1,0 +1,142 @@
+//! [`NodeConfig`]: what a runtime node needs beyond the protocol's config.
+
+use omnipaxos::{OmniPaxosConfig, util::NodeId};
+use std::time::Duration;
+
+/// The configuration of one runtime node: the protocol's [`OmniPaxosConfig`]
+/// plus how the runtime drives it.
+///
+/// ```
+/// use omnipaxos_runtime::NodeConfig;
+/// use std::time::Duration;
+///
+/// let mut node_conf = NodeConfig::default();
+/// node_conf.set_pid(2);
+/// node_conf.set_peers(vec![1, 3]);
+/// node_conf.set_tick_interval(Duration::from_millis(10));
+/// node_conf.omnipaxos_config_mut().batch_size = 64;
+/// assert_eq!(node_conf.omnipaxos_config().peers, vec![1, 3]);
+/// ```
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    omnipaxos: OmniPaxosConfig,
+    tick_interval: Duration,
+    append_timeout: Option<Duration>,
+    leader_wait: Option<Duration>,
+    channel_capacity: usize,
+}
+
+impl Default for NodeConfig {
+    /// Configuration 1, no pid yet, a 10 ms tick (so the default election
+    /// timeout of the core is 50 ms), appends that wait at most 10 s,
+    /// channels of 4096 messages.
+    fn default() -> Self {
+        Self {
+            omnipaxos: OmniPaxosConfig {
+                configuration_id: 1,
+                ..OmniPaxosConfig::default()
+            },
+            tick_interval: Duration::from_millis(10),
+            append_timeout: Some(Duration::from_secs(10)),
+            leader_wait: None,
+            channel_capacity: 4096,
+        }
+    }
+}
+
+impl NodeConfig {
+    /// A node config around a protocol config; runtime settings at their defaults.
+    pub fn with_omnipaxos_config(omnipaxos: OmniPaxosConfig) -> Self {
+        Self {
+            omnipaxos,
+            ..Self::default()
+        }
+    }
+
+    /// Sets this node's id (`OmniPaxosConfig::pid`).
+    pub fn set_pid(&mut self, pid: NodeId) {
+        self.omnipaxos.pid = pid;
+    }
+
+    /// Sets the other servers of the configuration (`OmniPaxosConfig::peers`).
+    pub fn set_peers(&mut self, peers: Vec<NodeId>) {
+        self.omnipaxos.peers = peers;
+    }
+
+    /// Sets how often the runtime calls [`OmniPaxos::tick`]. Every timeout in
+    /// the protocol config counts ticks, so this scales them all.
+    ///
+    /// [`OmniPaxos::tick`]: omnipaxos::OmniPaxos::tick
+    pub fn set_tick_interval(&mut self, interval: Duration) {
+        self.tick_interval = interval;
+    }
+
+    /// Sets how long [`OmniPaxosNode::append`](crate::OmniPaxosNode::append)
+    /// waits for its entry to be decided before it gives up with
+    /// [`RuntimeError::Timeout`](crate::RuntimeError::Timeout); `None` waits
+    /// for as long as the node runs.
+    pub fn set_append_timeout(&mut self, timeout: Option<Duration>) {
+        self.append_timeout = timeout;
+    }
+
+    /// Sets how long an append waits for a leader to be known before it
+    /// fails with [`RuntimeError::NoLeader`](crate::RuntimeError::NoLeader);
+    /// such an append never reached the protocol, so it is certainly not in
+    /// the log. `None` (the default) waits four election timeouts.
+    pub fn set_leader_wait(&mut self, wait: Option<Duration>) {
+        self.leader_wait = wait;
+    }
+
+    /// Sets the capacity of each message and command channel.
+    pub fn set_channel_capacity(&mut self, capacity: usize) {
+        self.channel_capacity = capacity.max(1);
+    }
+
+    /// The protocol config.
+    pub fn omnipaxos_config(&self) -> &OmniPaxosConfig {
+        &self.omnipaxos
+    }
+
+    /// The protocol config, to change any of its fields.
+    pub fn omnipaxos_config_mut(&mut self) -> &mut OmniPaxosConfig {
+        &mut self.omnipaxos
+    }
+
+    /// This node's id.
+    pub fn pid(&self) -> NodeId {
+        self.omnipaxos.pid
+    }
+
+    /// The other servers of the configuration.
+    pub fn peers(&self) -> &[NodeId] {
+        &self.omnipaxos.peers
+    }
+
+    /// The tick interval.
+    pub fn tick_interval(&self) -> Duration {
+        self.tick_interval
+    }
+
+    /// How long an append waits for its decision.
+    pub fn append_timeout(&self) -> Option<Duration> {
+        self.append_timeout
+    }
+
+    /// How long an append waits for a leader to be known.
+    pub fn leader_wait(&self) -> Duration {
+        self.leader_wait.unwrap_or_else(|| {
+            let ticks = self
+                .omnipaxos
+                .election_tick_timeout
+                .saturating_mul(4)
+                .max(1);
+            self.tick_interval
+                .saturating_mul(u32::try_from(ticks).unwrap_or(u32::MAX))
+        })
+    }
+
+    /// The capacity of each channel.
+    pub fn channel_capacity(&self) -> usize {
+        self.channel_capacity
+    }
+}

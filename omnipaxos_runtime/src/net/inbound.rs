@@ -1,0 +1,230 @@
+//! Incoming traffic: the listener, and one task per inbound connection that
+//! runs the acceptor's handshake, then reads, checks and delivers messages.
+
+use super::{
+    NetConfig,
+    frame::{FrameError, decode, read_frame},
+    handshake::{self, HANDSHAKE_TIMEOUT},
+    stats::{Counters, PeerCounters},
+};
+use omnipaxos::{
+    messages::{BLEMessage, Message},
+    storage::Entry,
+    util::NodeId,
+};
+use serde::de::DeserializeOwned;
+use std::{
+    net::SocketAddr,
+    sync::{Arc, atomic::Ordering::Relaxed},
+    time::Duration,
+};
+use tokio::{
+    net::{TcpListener, TcpStream},
+    sync::{OwnedSemaphorePermit, Semaphore, mpsc},
+};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::{debug, info, warn};
+
+/// At most this many inbound connections may be in their handshake at once;
+/// more are closed at once, so strangers cannot pile up tasks and sockets.
+pub(super) const MAX_PENDING_HANDSHAKES: usize = 64;
+/// After a failed `accept` (e.g. out of file descriptors) the listener waits
+/// this long before accepting again, instead of spinning.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// What every inbound connection task needs; cloned into each.
+pub(super) struct Inbound<T: Entry> {
+    pub(super) config: Arc<NetConfig>,
+    pub(super) counters: Arc<Counters>,
+    pub(super) sp_in: mpsc::Sender<Message<T>>,
+    pub(super) ble_in: mpsc::Sender<BLEMessage>,
+    pub(super) cancel: CancellationToken,
+    pub(super) tracker: TaskTracker,
+    pub(super) handshakes: Arc<Semaphore>,
+}
+
+impl<T: Entry> Clone for Inbound<T> {
+    fn clone(&self) -> Self {
+        Self {
+            config: Arc::clone(&self.config),
+            counters: Arc::clone(&self.counters),
+            sp_in: self.sp_in.clone(),
+            ble_in: self.ble_in.clone(),
+            cancel: self.cancel.clone(),
+            tracker: self.tracker.clone(),
+            handshakes: Arc::clone(&self.handshakes),
+        }
+    }
+}
+
+/// Why an inbound link ended.
+#[derive(Debug, thiserror::Error)]
+enum ReadEnd {
+    #[error("the transport stopped")]
+    Stopped,
+    #[error("a newer connection from the same peer replaced it")]
+    Replaced,
+    #[error("the peer closed the connection")]
+    Closed,
+    #[error("bad frame: {0}")]
+    Frame(#[from] FrameError),
+    #[error("undecodable message: {0}")]
+    Undecodable(#[from] bincode::Error),
+}
+
+impl<T> Inbound<T>
+where
+    T: Entry + DeserializeOwned + Send + 'static,
+    T::Snapshot: DeserializeOwned + Send,
+{
+    /// Accepts connections until the transport stops; the listener closes
+    /// when this returns.
+    pub(super) async fn listen(self, listener: TcpListener) {
+        loop {
+            let accepted = tokio::select! {
+                biased;
+                () = self.cancel.cancelled() => return,
+                r = listener.accept() => r,
+            };
+            let (stream, addr) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    warn!(error = %e, "accepting a connection failed");
+                    tokio::select! {
+                        biased;
+                        () = self.cancel.cancelled() => return,
+                        () = tokio::time::sleep(ACCEPT_ERROR_PAUSE) => {}
+                    }
+                    continue;
+                }
+            };
+            let Ok(permit) = Arc::clone(&self.handshakes).try_acquire_owned() else {
+                self.counters.rejected_connections.fetch_add(1, Relaxed);
+                warn!(%addr, "refused a connection: {MAX_PENDING_HANDSHAKES} handshakes already in progress");
+                continue;
+            };
+            self.tracker.spawn(self.clone().serve(stream, addr, permit));
+        }
+    }
+
+    /// Runs the handshake on one connection, then reads it until it ends.
+    async fn serve(self, mut stream: TcpStream, addr: SocketAddr, permit: OwnedSemaphorePermit) {
+        let _ = stream.set_nodelay(true);
+        let handshake = tokio::select! {
+            biased;
+            () = self.cancel.cancelled() => return,
+            r = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake::accept(&mut stream, &self.config)) => r,
+        };
+        drop(permit);
+        let pid = match handshake {
+            Ok(Ok(pid)) => pid,
+            Ok(Err(e)) => {
+                self.counters.rejected_connections.fetch_add(1, Relaxed);
+                warn!(%addr, error = %e, "refused an inbound connection");
+                return;
+            }
+            Err(_) => {
+                self.counters.rejected_connections.fetch_add(1, Relaxed);
+                warn!(%addr, "refused an inbound connection: no handshake within {HANDSHAKE_TIMEOUT:?}");
+                return;
+            }
+        };
+        // The handshake accepts only configured peers, and every configured
+        // peer has counters, so this always finds them.
+        let Some(stats) = self.counters.peers.get(&pid).cloned() else {
+            return;
+        };
+        let token = self.cancel.child_token();
+        let id = stats.open_inbound(token.clone());
+        info!(peer = pid, %addr, "the peer connected");
+        let end = self.read_loop(pid, &mut stream, &stats, &token).await;
+        stats.close_inbound(id);
+        match end {
+            ReadEnd::Stopped => {}
+            e @ (ReadEnd::Replaced | ReadEnd::Closed) => {
+                info!(peer = pid, %addr, reason = %e, "inbound link from the peer ended");
+            }
+            e @ (ReadEnd::Frame(_) | ReadEnd::Undecodable(_)) => {
+                warn!(peer = pid, %addr, error = %e, "dropped the inbound link from the peer");
+            }
+        }
+    }
+
+    /// Reads frames from peer `pid`, delivering each valid message to the
+    /// node. Waits while the node's incoming channel is full, which pushes
+    /// back through TCP to the peer, whose queue for us then drops.
+    async fn read_loop(
+        &self,
+        pid: NodeId,
+        stream: &mut TcpStream,
+        stats: &PeerCounters,
+        token: &CancellationToken,
+    ) -> ReadEnd {
+        let mut buf = Vec::new();
+        let mut warned = false;
+        let ended = || {
+            if self.cancel.is_cancelled() {
+                ReadEnd::Stopped
+            } else {
+                ReadEnd::Replaced
+            }
+        };
+        loop {
+            let frame = tokio::select! {
+                biased;
+                () = token.cancelled() => return ended(),
+                r = read_frame(stream, self.config.max_frame_bytes, &mut buf) => r,
+            };
+            match frame {
+                Ok(true) => {}
+                Ok(false) => return ReadEnd::Closed,
+                Err(e) => return e.into(),
+            }
+            let msg: Message<T> = match decode(&buf) {
+                Ok(m) => m,
+                Err(e) => return e.into(),
+            };
+            let (from, to) = (msg.get_sender(), msg.get_receiver());
+            if from != pid || to != self.config.pid {
+                // A peer may speak only for itself and only to us: the
+                // handshake proved who it is, not who its messages claim.
+                stats.invalid.fetch_add(1, Relaxed);
+                if warned {
+                    debug!(
+                        peer = pid,
+                        sender = from,
+                        receiver = to,
+                        "dropped a message with a foreign sender or receiver"
+                    );
+                } else {
+                    warn!(
+                        peer = pid,
+                        sender = from,
+                        receiver = to,
+                        "dropped a message with a foreign sender or receiver"
+                    );
+                    warned = true;
+                }
+                continue;
+            }
+            let delivered = tokio::select! {
+                biased;
+                () = token.cancelled() => return ended(),
+                r = self.deliver(msg) => r,
+            };
+            if !delivered {
+                // The node stopped; the router shuts the transport down.
+                return ReadEnd::Stopped;
+            }
+            stats.received.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Hands a message to the node; `false` if the node has stopped.
+    async fn deliver(&self, msg: Message<T>) -> bool {
+        match msg {
+            Message::BLE(m) => self.ble_in.send(m).await.is_ok(),
+            m => self.sp_in.send(m).await.is_ok(),
+        }
+    }
+}

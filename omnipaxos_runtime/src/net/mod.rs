@@ -1,0 +1,363 @@
+//! A TCP transport: connects the message channels of an [`OmniPaxosNode`] to
+//! its peers, so a cluster runs across machines without networking code of
+//! its own.
+//!
+//! ```no_run
+//! use omnipaxos::macros::Entry;
+//! use omnipaxos_runtime::{
+//!     NodeConfig, OmniPaxosHandle, OmniPaxosNode,
+//!     net::{NetConfig, Transport},
+//! };
+//! use omnipaxos_storage::memory_storage::MemoryStorage;
+//! use std::collections::BTreeMap;
+//!
+//! #[derive(Clone, Debug, Entry, serde::Serialize, serde::Deserialize)]
+//! struct KeyValue {
+//!     key: String,
+//!     value: u64,
+//! }
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! // Node 2 of the cluster {1, 2, 3}, one per machine.
+//! let mut node_conf = NodeConfig::default();
+//! node_conf.set_pid(2);
+//! node_conf.set_peers(vec![1, 3]);
+//! let OmniPaxosHandle { omni_paxos, seq_paxos_handle, ble_handle } =
+//!     OmniPaxosNode::new(node_conf, MemoryStorage::<KeyValue>::default());
+//!
+//! let peers = BTreeMap::from([
+//!     (1, "10.0.0.1:7000".parse()?),
+//!     (3, "10.0.0.3:7000".parse()?),
+//! ]);
+//! let mut net_conf = NetConfig::new(42, 2, "0.0.0.0:7000".parse()?, peers);
+//! net_conf.psk = Some(b"a secret every member knows".to_vec());
+//! let transport =
+//!     Transport::start(net_conf, omni_paxos.clone(), seq_paxos_handle, ble_handle).await?;
+//!
+//! let idx = omni_paxos.append(KeyValue { key: "a".into(), value: 1 }).await?;
+//! println!("decided at index {idx}; links: {:?}", transport.stats().peers);
+//!
+//! transport.shutdown().await;
+//! omni_paxos.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Connections
+//!
+//! Every node listens on one address and dials every peer. A connection
+//! carries messages one way only, from the node that dialed to the node that
+//! accepted; so two nodes are joined by two connections, each direction
+//! owned by its sender. A node's messages to a peer go only over its own
+//! dialed link, and a node accepts from a peer only messages whose sender is
+//! that peer and whose receiver is itself: a peer cannot impersonate another.
+//!
+//! # Wire format
+//!
+//! A connection opens with an 8-byte preface from each side: the magic
+//! `OPXNET` and the wire version as a big-endian `u16` (now 1). Everything
+//! after it is frames: a 4-byte big-endian length `n`, then `n` bytes of
+//! body, a value encoded with bincode 1.3's `DefaultOptions` (varint
+//! integers, little-endian, no trailing bytes). Handshake frames are at most
+//! 256 bytes; after the handshake each frame is one
+//! [`Message`](omnipaxos::messages::Message) of at most
+//! [`NetConfig::max_frame_bytes`]. A frame announcing more, a body that does
+//! not decode, or bytes that are not a preface end the connection with a log
+//! line; the node keeps serving and the dialer dials again.
+//!
+//! # Handshake
+//!
+//! ```text
+//!  dialer D                                          acceptor A
+//!    ── preface ──────────────────────────────────▶
+//!    ── Hello { cluster_id, from: D, to: A, n_D } ─▶   magic and version ok? same cluster?
+//!                                                     D a configured peer? A the dialed node?
+//!    ◀─────────────────────────────────── preface ──
+//!    ◀─ Challenge { cluster_id, from: A, n_A, proof_A } (or Rejected(reason), then close)
+//!  same cluster? A the dialed node? proof_A right?
+//!    ── Proof { proof_D } ─────────────────────────▶   proof_D right?
+//!    ◀───────────────────────────────── Accepted ──   (or Rejected(reason), then close)
+//!    ── Message ──▶ ── Message ──▶ ...                  (A writes nothing more)
+//! ```
+//!
+//! `n_D` and `n_A` are 32 random bytes from the operating system. With a
+//! pre-shared key ([`NetConfig::psk`]) the proofs are HMAC-SHA256 under the
+//! key of a label (`"omnipaxos-net v1 acceptor proof"`, or `dialer proof`),
+//! the cluster id, D, A (each 8 bytes big-endian), `n_D` and `n_A`; without
+//! one they are absent, and both ends must agree on whether a key is used.
+//! The acceptor proves itself first, so a dialer never answers a stranger;
+//! each proof covers both fresh nonces, so none can be replayed. A handshake
+//! that does not finish within 5 s is abandoned, and at most 64 may be in
+//! progress at once.
+//!
+//! The key authenticates the *start* of a connection; the frames after it
+//! are neither encrypted nor integrity-protected. On a network where an
+//! attacker can inject into or take over a TCP stream, run the transport
+//! through a tunnel (WireGuard, a TLS proxy).
+//!
+//! # Slow and unreachable peers
+//!
+//! A router task sorts the node's outgoing messages into two bounded queues
+//! per peer ([`NetConfig::peer_queue_capacity`] each): one for leader
+//! election messages, written first so heartbeats are not stuck behind bulk
+//! replication, and one for Sequence Paxos. When a queue is full, as with a
+//! slow or unreachable peer, the newest message is **dropped and counted**
+//! ([`PeerStats::dropped`]); the node is never blocked, and the protocol
+//! resends what matters. Messages for a node that is not a configured peer
+//! are dropped and counted ([`NetStats::unknown_receiver`]). On the
+//! receiving side a link waits while the node's incoming channel is full,
+//! which pushes back through TCP to the sender's queue.
+//!
+//! A peer that cannot be dialed, or whose link fails, is dialed again after
+//! an exponential backoff with jitter, from
+//! [`NetConfig::reconnect_backoff_min`] to
+//! [`NetConfig::reconnect_backoff_max`]. When a link comes back after having
+//! been down, the transport calls [`OmniPaxosNode::reconnected`] so the
+//! protocol resynchronises with the peer.
+//!
+//! # Stopping
+//!
+//! [`Transport::shutdown`] ends every task the transport spawned, closes the
+//! listener and every connection, and waits for all of it. The transport
+//! also stops by itself when the node stops (its outgoing channels close).
+//! The transport holds a clone of the node, so a node with a running
+//! transport runs until [`OmniPaxosNode::shutdown`] or until the transport
+//! is shut down and every other clone dropped.
+
+mod config;
+mod error;
+mod frame;
+mod handshake;
+mod inbound;
+mod outbound;
+mod stats;
+#[cfg(test)]
+mod tests;
+
+pub use self::{
+    config::NetConfig,
+    error::NetError,
+    stats::{NetStats, PeerStats},
+};
+
+use self::{
+    inbound::{Inbound, MAX_PENDING_HANDSHAKES},
+    outbound::{Peer, PeerQueues, Router},
+    stats::Counters,
+};
+use crate::{BLEHandle, OmniPaxosNode, SequencePaxosHandle};
+use omnipaxos::{storage::Entry, util::NodeId};
+use serde::{Serialize, de::DeserializeOwned};
+use std::{collections::BTreeMap, net::SocketAddr, sync::Arc};
+use tokio::{
+    net::TcpListener,
+    runtime::Handle,
+    sync::{Semaphore, mpsc},
+};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+/// A running TCP transport for one node; see the [module docs](self).
+///
+/// Start it with [`Transport::start`], or with [`Transport::bind`] then
+/// [`BoundTransport::start`] to learn the listening address first. Dropping
+/// it does not stop it: call [`shutdown`](Self::shutdown), or shut the node down.
+#[derive(Debug)]
+#[must_use = "the transport runs until shut down; keep it to call `shutdown`"]
+pub struct Transport {
+    local_addr: SocketAddr,
+    counters: Arc<Counters>,
+    /// Cancelled to stop every task: by `shutdown`, or by the router when
+    /// the node stops.
+    cancel: CancellationToken,
+    /// Every task the transport spawned, so `shutdown` can wait for them.
+    tracker: TaskTracker,
+}
+
+/// A transport whose listener is bound but which runs no task yet, from
+/// [`Transport::bind`].
+///
+/// Binding first gives the listening address (useful with port 0) before
+/// the peers are known: bind every node, fill in each one's
+/// [`peers_mut`](Self::peers_mut) with the others' addresses, then start them.
+#[derive(Debug)]
+pub struct BoundTransport {
+    config: NetConfig,
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    /// The runtime `bind` ran on; `start` spawns the tasks there.
+    runtime: Handle,
+}
+
+impl Transport {
+    /// Binds the listener of [`NetConfig::listen`] and returns without
+    /// starting anything else.
+    ///
+    /// Fails with [`NetError::InvalidConfig`] if a field of `config` is
+    /// invalid, with [`NetError::Bind`] (naming the address) if the address
+    /// cannot be bound, e.g. because its port is in use, and with
+    /// [`NetError::NoRuntime`] outside a tokio runtime.
+    pub async fn bind(config: NetConfig) -> Result<BoundTransport, NetError> {
+        config.validate()?;
+        let runtime = Handle::try_current().map_err(|_| NetError::NoRuntime)?;
+        let addr = config.listen;
+        let bind_error = |source| NetError::Bind { addr, source };
+        let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
+        let local_addr = listener.local_addr().map_err(bind_error)?;
+        Ok(BoundTransport {
+            config,
+            listener,
+            local_addr,
+            runtime,
+        })
+    }
+
+    /// Binds the listener, spawns the transport's tasks on the current tokio
+    /// runtime and returns: from then on `node`'s messages flow to and from
+    /// its peers. Pass the channels [`OmniPaxosNode::new`] returned with
+    /// `node`. Fails as [`bind`](Self::bind) and
+    /// [`BoundTransport::start`] do.
+    pub async fn start<T>(
+        config: NetConfig,
+        node: OmniPaxosNode<T>,
+        seq_paxos_handle: SequencePaxosHandle<T>,
+        ble_handle: BLEHandle,
+    ) -> Result<Self, NetError>
+    where
+        T: Entry + Serialize + DeserializeOwned + Send + Sync + 'static,
+        T::Snapshot: Serialize + DeserializeOwned + Send + Sync,
+    {
+        Self::bind(config)
+            .await?
+            .start(node, seq_paxos_handle, ble_handle)
+    }
+
+    /// The address the listener is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The transport's counters now: per peer whether its links are up and
+    /// how many messages were sent, received and dropped, and how often its
+    /// link came back.
+    pub fn stats(&self) -> NetStats {
+        self.counters.snapshot()
+    }
+
+    /// Stops the transport and waits until it has: every task it spawned has
+    /// ended, the listener and every connection are closed. The node keeps
+    /// running; shut it down with [`OmniPaxosNode::shutdown`].
+    pub async fn shutdown(self) {
+        self.cancel.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+}
+
+impl BoundTransport {
+    /// The address the listener is bound to (the actual port if
+    /// [`NetConfig::listen`] asked for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The configuration the transport will run with.
+    pub fn config(&self) -> &NetConfig {
+        &self.config
+    }
+
+    /// The peers to dial, to fill in before [`start`](Self::start).
+    pub fn peers_mut(&mut self) -> &mut BTreeMap<NodeId, SocketAddr> {
+        &mut self.config.peers
+    }
+
+    /// Spawns the transport's tasks on the runtime that bound it and returns:
+    /// from then on `node`'s messages flow to and from its peers.
+    ///
+    /// Fails with [`NetError::InvalidConfig`] if the peers are invalid or
+    /// [`NetConfig::pid`] is not `node`'s pid.
+    pub fn start<T>(
+        self,
+        node: OmniPaxosNode<T>,
+        seq_paxos_handle: SequencePaxosHandle<T>,
+        ble_handle: BLEHandle,
+    ) -> Result<Transport, NetError>
+    where
+        T: Entry + Serialize + DeserializeOwned + Send + Sync + 'static,
+        T::Snapshot: Serialize + DeserializeOwned + Send + Sync,
+    {
+        let Self {
+            config,
+            listener,
+            local_addr,
+            runtime,
+        } = self;
+        config.validate()?;
+        if node.status().pid != config.pid {
+            return Err(NetError::InvalidConfig {
+                field: "pid",
+                reason: "differs from the node's pid",
+            });
+        }
+        let config = Arc::new(config);
+        let counters = Arc::new(Counters::new(config.peers.keys().copied()));
+        let cancel = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let SequencePaxosHandle {
+            incoming: sp_in,
+            outgoing: sp_out,
+        } = seq_paxos_handle;
+        let BLEHandle {
+            incoming: ble_in,
+            outgoing: ble_out,
+        } = ble_handle;
+
+        let mut queues = BTreeMap::new();
+        for (&pid, &addr) in &config.peers {
+            let (ble_tx, ble_rx) = mpsc::channel(config.peer_queue_capacity);
+            let (sp_tx, sp_rx) = mpsc::channel(config.peer_queue_capacity);
+            queues.insert(
+                pid,
+                PeerQueues {
+                    ble: ble_tx,
+                    sp: sp_tx,
+                },
+            );
+            let peer = Peer {
+                pid,
+                addr,
+                config: Arc::clone(&config),
+                node: node.clone(),
+                ble: ble_rx,
+                sp: sp_rx,
+                // `counters` has an entry for every configured peer.
+                stats: Arc::clone(&counters.peers[&pid]),
+                cancel: cancel.clone(),
+            };
+            tracker.spawn_on(peer.run(), &runtime);
+        }
+        let router = Router {
+            sp_out,
+            ble_out,
+            queues,
+            counters: Arc::clone(&counters),
+            cancel: cancel.clone(),
+        };
+        tracker.spawn_on(router.run(), &runtime);
+        let inbound = Inbound {
+            config,
+            counters: Arc::clone(&counters),
+            sp_in,
+            ble_in,
+            cancel: cancel.clone(),
+            tracker: tracker.clone(),
+            handshakes: Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES)),
+        };
+        tracker.spawn_on(inbound.listen(listener), &runtime);
+        Ok(Transport {
+            local_addr,
+            counters,
+            cancel,
+            tracker,
+        })
+    }
+}

@@ -1,0 +1,133 @@
+//! [`NetStats`]: counters a transport keeps, and their shared, lock-free store.
+
+use omnipaxos::util::NodeId;
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
+    },
+};
+use tokio_util::sync::CancellationToken;
+
+/// A snapshot of a transport's counters, from [`Transport::stats`](super::Transport::stats).
+/// Counters only grow while the transport runs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NetStats {
+    /// One entry per configured peer.
+    pub peers: BTreeMap<NodeId, PeerStats>,
+    /// Outgoing messages dropped because their receiver is not a configured peer.
+    pub unknown_receiver: u64,
+    /// Inbound connections refused or dropped before their handshake
+    /// completed: not an omnipaxos-net peer, wrong version or cluster id,
+    /// unknown pid, failed authentication, timeout, or too many handshakes at once.
+    pub rejected_connections: u64,
+}
+
+/// The counters of one peer, part of [`NetStats`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PeerStats {
+    /// Whether the outbound link to the peer is up (dialed and handshaken).
+    pub connected: bool,
+    /// Whether the peer has an inbound link to us (it dialed and handshook).
+    pub inbound_connected: bool,
+    /// Messages written to the outbound link.
+    pub sent: u64,
+    /// Valid messages received from the peer and handed to the node.
+    pub received: u64,
+    /// Messages for the peer that were dropped: its queue was full, or the
+    /// message was larger than the maximum frame or could not be encoded.
+    pub dropped: u64,
+    /// Messages the peer sent that were dropped because they claimed another
+    /// sender or were addressed to another node than us.
+    pub invalid: u64,
+    /// How often the outbound link came back after having been down; each
+    /// time the node was told with [`OmniPaxosNode::reconnected`](crate::OmniPaxosNode::reconnected).
+    pub reconnects: u64,
+}
+
+/// The live counters, shared by every task of one transport.
+#[derive(Debug)]
+pub(super) struct Counters {
+    pub(super) peers: BTreeMap<NodeId, Arc<PeerCounters>>,
+    pub(super) unknown_receiver: AtomicU64,
+    pub(super) rejected_connections: AtomicU64,
+}
+
+/// The live counters of one peer.
+#[derive(Debug, Default)]
+pub(super) struct PeerCounters {
+    pub(super) connected: AtomicBool,
+    pub(super) sent: AtomicU64,
+    pub(super) received: AtomicU64,
+    pub(super) dropped: AtomicU64,
+    pub(super) invalid: AtomicU64,
+    pub(super) reconnects: AtomicU64,
+    /// The peer's current inbound connection: its number (to tell whether a
+    /// closing reader is still the current one) and the token that ends it.
+    /// A newer connection from the same peer replaces and ends the older.
+    inbound: Mutex<Option<(u64, CancellationToken)>>,
+    next_inbound: AtomicU64,
+}
+
+impl Counters {
+    pub(super) fn new(peers: impl IntoIterator<Item = NodeId>) -> Self {
+        Self {
+            peers: peers.into_iter().map(|pid| (pid, Arc::default())).collect(),
+            unknown_receiver: AtomicU64::new(0),
+            rejected_connections: AtomicU64::new(0),
+        }
+    }
+
+    pub(super) fn snapshot(&self) -> NetStats {
+        NetStats {
+            peers: self
+                .peers
+                .iter()
+                .map(|(pid, c)| (*pid, c.snapshot()))
+                .collect(),
+            unknown_receiver: self.unknown_receiver.load(Relaxed),
+            rejected_connections: self.rejected_connections.load(Relaxed),
+        }
+    }
+}
+
+impl PeerCounters {
+    fn snapshot(&self) -> PeerStats {
+        PeerStats {
+            connected: self.connected.load(Relaxed),
+            inbound_connected: self.lock_inbound().is_some(),
+            sent: self.sent.load(Relaxed),
+            received: self.received.load(Relaxed),
+            dropped: self.dropped.load(Relaxed),
+            invalid: self.invalid.load(Relaxed),
+            reconnects: self.reconnects.load(Relaxed),
+        }
+    }
+
+    /// Registers a new inbound connection, ending the previous one if any,
+    /// and returns the connection's number for [`close_inbound`](Self::close_inbound).
+    pub(super) fn open_inbound(&self, token: CancellationToken) -> u64 {
+        let id = self.next_inbound.fetch_add(1, Relaxed);
+        if let Some((_, old)) = self.lock_inbound().replace((id, token)) {
+            old.cancel();
+        }
+        id
+    }
+
+    /// Unregisters inbound connection `id` unless a newer one replaced it.
+    pub(super) fn close_inbound(&self, id: u64) {
+        let mut slot = self.lock_inbound();
+        if slot.as_ref().is_some_and(|(current, _)| *current == id) {
+            *slot = None;
+        }
+    }
+
+    fn lock_inbound(&self) -> std::sync::MutexGuard<'_, Option<(u64, CancellationToken)>> {
+        // The lock guards a plain replace; a panic while holding it cannot
+        // leave the slot half-written, so a poisoned lock is still usable.
+        self.inbound.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
