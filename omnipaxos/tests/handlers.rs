@@ -5,7 +5,7 @@ use omnipaxos::{
     Ballot, OmniPaxos, OmniPaxosConfig, ProposeErr,
     messages::*,
     storage::{Entry, NoSnapshot},
-    util::LogEntry,
+    util::{LogEntry, StopSign},
 };
 use omnipaxos_storage::memory_storage::MemoryStorage;
 use pretty_assertions::assert_eq;
@@ -856,4 +856,78 @@ fn an_answer_to_a_read_of_an_earlier_incarnation_does_not_complete_a_new_read() 
     ));
     f.take_read_points(&mut points);
     assert_eq!(points, vec![(read, 7)]);
+}
+
+/// Seed 663 of the reconfiguration soak: a leader re-prepared in a higher
+/// ballot with a proposal still in its unsent batch, and adopted a log that
+/// ends in a decided stop-sign. The batch must not be appended after the
+/// adopted log: that would put an entry where the stop-sign was decided.
+#[test]
+fn a_leader_that_re_prepares_never_appends_its_old_batch_after_an_adopted_stop_sign() {
+    let mut l: Node = OmniPaxosConfig {
+        configuration_id: CONFIG,
+        pid: 1,
+        peers: vec![2, 3],
+        batch_size: 3,
+        ..Default::default()
+    }
+    .build(MemoryStorage::default())
+    .unwrap();
+    l.try_become_leader();
+    l.handle_incoming(sp(
+        2,
+        1,
+        PaxosMsg::Promise(Promise {
+            n: B1,
+            n_accepted: Ballot::default(),
+            decided_idx: 0,
+            accepted_idx: 0,
+            log_sync: None,
+        }),
+    ));
+    assert!(l.is_leader());
+    let id = l.append_tracked(E(7)).unwrap(); // waits in the batch
+    l.outgoing_messages();
+    // Meanwhile server 3 led ballot (1, 0, 3) and decided a stop-sign at
+    // index 0 with server 2. Server 1 did not hear of it and leads again.
+    l.try_become_leader();
+    let b2 = l.get_promise();
+    assert!(b2 > Ballot::with(1, 0, 3));
+    l.outgoing_messages();
+    let ss = StopSign::with(CONFIG + 1, vec![1, 2, 3], None);
+    l.handle_incoming(sp(
+        2,
+        1,
+        PaxosMsg::Promise(Promise {
+            n: b2,
+            n_accepted: Ballot::with(1, 0, 3),
+            decided_idx: 1,
+            accepted_idx: 1,
+            log_sync: Some(LogSync {
+                decided_snapshot: None,
+                sync_idx: 0,
+                suffix: vec![],
+                stopsign: Some(ss.clone()),
+            }),
+        }),
+    ));
+    assert_eq!(
+        l.read_entries(..),
+        Some(vec![LogEntry::StopSign(ss.clone(), true)])
+    );
+    assert_eq!(l.is_reconfigured(), Some(ss));
+    let appended: Vec<Message<E>> = paxos_out(&mut l)
+        .into_iter()
+        .filter(|m| {
+            matches!(m, Message::SequencePaxos(PaxosMessage { msg: PaxosMsg::AcceptDecide(a), .. }) if !a.entries.is_empty())
+        })
+        .collect();
+    assert_eq!(appended, vec![], "nothing follows the stop-sign");
+    let mut decided = Vec::new();
+    l.take_decided_proposals(&mut decided);
+    assert_eq!(
+        decided,
+        vec![],
+        "{id:?} is not decided in this configuration"
+    );
 }

@@ -19,6 +19,20 @@ where
 {
     /// Starts leading ballot `n`: persist the promise, then ask every peer for one.
     pub(super) fn become_leader(&mut self, n: Ballot) -> StorageResult<()> {
+        if self.role == Role::Leader && self.phase == Phase::Accept {
+            // Re-preparing in a higher ballot: the batch gathered in the old
+            // one goes into the log now, in the ballot it was gathered in, so
+            // that the indices its forward acknowledgements named stay true
+            // and the new prepare phase treats it as any accepted entry (kept
+            // or cut by the log we adopt). Carried over unsent, it would be
+            // appended after the adopted log, even after a stop-sign decided
+            // there (soak seed 663).
+            self.flush_batch()?;
+        }
+        debug_assert!(
+            self.batch.is_empty(),
+            "a batch only fills while replicating"
+        );
         self.storage.set_promise(n)?;
         self.leader = n;
         self.role = Role::Leader;
@@ -246,6 +260,10 @@ where
         if self.batch.is_empty() || self.phase != Phase::Accept {
             return Ok(());
         }
+        debug_assert!(
+            self.storage.stopsign().is_none(),
+            "nothing is appended after the stop-sign: accept_entry holds entries back once it is in"
+        );
         self.flush_timer.reset();
         let first_idx = self.storage.log_len();
         self.placed.extend(
