@@ -4,7 +4,7 @@
 use omnipaxos::{
     Ballot, OmniPaxos, OmniPaxosConfig, ProposeErr,
     messages::*,
-    storage::{Entry, NoSnapshot},
+    storage::{Entry, NoSnapshot, Snapshot},
     util::{LogEntry, StopSign},
 };
 use omnipaxos_storage::memory_storage::MemoryStorage;
@@ -930,4 +930,137 @@ fn a_leader_that_re_prepares_never_appends_its_old_batch_after_an_adopted_stop_s
         vec![],
         "{id:?} is not decided in this configuration"
     );
+}
+
+/// An entry whose snapshot is the sum of the entries, for log syncs that
+/// ship a snapshot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct N(u64);
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Sum(u64);
+
+impl Entry for N {
+    type Snapshot = Sum;
+}
+
+impl Snapshot<N> for Sum {
+    fn create(entries: &[N]) -> Self {
+        Self(entries.iter().map(|e| e.0).sum())
+    }
+
+    fn merge(&mut self, delta: Self) {
+        self.0 += delta.0;
+    }
+
+    fn use_snapshots() -> bool {
+        true
+    }
+}
+
+fn sp_n(from: u64, to: u64, msg: PaxosMsg<N>) -> Message<N> {
+    Message::SequencePaxos(PaxosMessage {
+        configuration_id: CONFIG,
+        from,
+        to,
+        msg,
+    })
+}
+
+/// Soak seed 3103: a leader re-prepared and adopted a log whose snapshot
+/// replaced the index where it had appended a forwarded batch. A retry of
+/// that batch must be appended again, not acknowledged at the old index,
+/// which now holds something else.
+#[test]
+fn a_forwarded_batch_whose_index_a_snapshot_replaced_is_appended_again_on_retry() {
+    let mut l: OmniPaxos<N, MemoryStorage<N>> = OmniPaxosConfig {
+        configuration_id: CONFIG,
+        pid: 1,
+        peers: vec![2, 3],
+        ..Default::default()
+    }
+    .build(MemoryStorage::default())
+    .unwrap();
+    l.try_become_leader();
+    l.handle_incoming(sp_n(
+        2,
+        1,
+        PaxosMsg::Promise(Promise {
+            n: B1,
+            n_accepted: Ballot::default(),
+            decided_idx: 0,
+            accepted_idx: 0,
+            log_sync: None,
+        }),
+    ));
+    let id = ForwardId {
+        ballot: B1,
+        session: 1,
+        seq: 1,
+    };
+    let fwd = |n| {
+        sp_n(
+            3,
+            1,
+            PaxosMsg::ProposalForward(ProposalForward {
+                n,
+                id,
+                entries: vec![N(7)],
+            }),
+        )
+    };
+    l.handle_incoming(fwd(B1));
+    l.outgoing_messages();
+    assert_eq!(l.read(0), Some(LogEntry::Undecided(N(7))));
+    // Server 2 accepted a later leader's log, decided up to 5 and compacted
+    // into a snapshot; it does not hold N(7).
+    l.try_become_leader();
+    let b2 = l.get_promise();
+    l.outgoing_messages();
+    l.handle_incoming(sp_n(
+        2,
+        1,
+        PaxosMsg::Promise(Promise {
+            n: b2,
+            n_accepted: Ballot::with(1, 0, 2),
+            decided_idx: 5,
+            accepted_idx: 6,
+            log_sync: Some(LogSync {
+                decided_snapshot: Some(SnapshotType::Complete(Sum(15))),
+                sync_idx: 5,
+                suffix: vec![N(9)],
+                stopsign: None,
+            }),
+        }),
+    ));
+    assert!(l.is_leader());
+    assert_eq!(l.get_compacted_idx(), 5);
+    l.outgoing_messages();
+    l.handle_incoming(fwd(b2));
+    let acks: Vec<Message<N>> = l
+        .outgoing_messages()
+        .into_iter()
+        .filter(|m| {
+            matches!(
+                m,
+                Message::SequencePaxos(PaxosMessage {
+                    msg: PaxosMsg::ProposalAck(_),
+                    ..
+                })
+            )
+        })
+        .collect();
+    assert_eq!(
+        acks,
+        vec![sp_n(
+            1,
+            3,
+            PaxosMsg::ProposalAck(ProposalAck {
+                n: b2,
+                id,
+                first_idx: 6
+            })
+        )]
+    );
+    assert_eq!(l.read(6), Some(LogEntry::Undecided(N(7))));
 }

@@ -441,8 +441,12 @@ where
             Some(s) => Some(self.complete_snapshot(s)?),
             None => None,
         };
-        if sync_idx < prev_len {
-            self.recent_forwards.forget_from(sync_idx);
+        if kept_until < prev_len {
+            // Forwarded batches we appended from `kept_until` on may be gone:
+            // a retry must be appended again, not acknowledged at an index
+            // that now holds something else. A snapshot replaces entries from
+            // `kept_until`, below the sync index (soak seed 3103).
+            self.recent_forwards.forget_from(kept_until);
         }
         self.storage.sync_log(
             round,
