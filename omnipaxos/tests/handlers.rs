@@ -1064,3 +1064,73 @@ fn a_forwarded_batch_whose_index_a_snapshot_replaced_is_appended_again_on_retry(
     );
     assert_eq!(l.read(6), Some(LogEntry::Undecided(N(7))));
 }
+
+/// Soak seed 1625: a server joined a configuration with a snapshot that
+/// reached past the previous configuration's log (its source had compacted
+/// there), and promised the leader late, in the round the leader's own log
+/// was accepted in. The leader synchronised it from the end of the prefix it
+/// shared at prepare, inside the joiner's compacted prefix, which the joiner
+/// cannot install: it asked again, forever. Its decided prefix is the
+/// leader's too, so the sync starts there at the earliest.
+#[test]
+fn a_late_follower_of_the_synced_round_is_synchronised_from_its_decided_index_at_the_earliest() {
+    let mut l = node(1);
+    l.try_become_leader();
+    l.handle_incoming(sp(
+        3,
+        1,
+        PaxosMsg::Promise(Promise {
+            n: B1,
+            n_accepted: Ballot::default(),
+            decided_idx: 0,
+            accepted_idx: 0,
+            log_sync: None,
+        }),
+    ));
+    for v in 1..=5 {
+        l.append(E(v)).unwrap();
+    }
+    l.handle_incoming(sp(
+        3,
+        1,
+        PaxosMsg::Accepted(Accepted {
+            n: B1,
+            accepted_idx: 5,
+        }),
+    ));
+    assert_eq!(l.get_decided_idx(), 5);
+    l.outgoing_messages();
+    l.handle_incoming(sp(
+        2,
+        1,
+        PaxosMsg::Promise(Promise {
+            n: B1,
+            n_accepted: Ballot::default(),
+            decided_idx: 4,
+            accepted_idx: 4,
+            log_sync: None,
+        }),
+    ));
+    assert_eq!(
+        paxos_out(&mut l),
+        vec![sp(
+            1,
+            2,
+            PaxosMsg::AcceptSync(AcceptSync {
+                n: B1,
+                seq_num: SequenceNumber {
+                    session: 1,
+                    counter: 1
+                },
+                decided_idx: 5,
+                log_sync: LogSync {
+                    decided_snapshot: None,
+                    sync_idx: 4,
+                    suffix: vec![E(5)],
+                    stopsign: None,
+                },
+                forward_acks: vec![],
+            })
+        )]
+    );
+}

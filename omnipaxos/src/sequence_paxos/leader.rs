@@ -203,11 +203,16 @@ where
             .expect("only promised followers are synchronised");
         // Logs accepted in the same round are prefixes of that round's leader
         // log, so such a follower only needs what follows its own log; any
-        // other follower is sent everything past its decided index.
+        // other follower is sent everything past its decided index. Its
+        // decided prefix is ours too, and it may have compacted all of it
+        // (a joiner that took a snapshot reaching past the previous
+        // configuration's log, soak seed 1625): a sync from below its
+        // decided index could start inside its compacted prefix, which it
+        // cannot install.
         let from = if meta.n_accepted == self.leader {
             meta.accepted_idx
         } else if meta.n_accepted == self.synced_round {
-            meta.accepted_idx.min(self.synced_len)
+            meta.accepted_idx.min(self.synced_len).max(meta.decided_idx)
         } else {
             meta.decided_idx
         };
