@@ -309,6 +309,10 @@ where
     /// the state machine has applied that far). On a follower the request goes
     /// to the leader and is retried until answered; with no leader it waits.
     /// A read outlives a leader change; the caller decides how long to wait.
+    ///
+    /// Once a stop-sign is in the log, reads belong to the next
+    /// configuration: this one refuses them ([`ReadError::Reconfigured`]),
+    /// and its leader confirms no reads it had not started.
     pub fn request_read(&mut self) -> Result<ReadId, ReadError> {
         self.seq_paxos.request_read()
     }

@@ -2,7 +2,7 @@
 //! storage effect: a test per handler (STYLE.md 13).
 
 use omnipaxos::{
-    Ballot, OmniPaxos, OmniPaxosConfig, ProposeErr,
+    Ballot, OmniPaxos, OmniPaxosConfig, ProposeErr, ReadError, ReconfigurationRequest,
     messages::*,
     storage::{Entry, NoSnapshot, Snapshot},
     util::{LogEntry, StopSign},
@@ -1133,4 +1133,28 @@ fn a_late_follower_of_the_synced_round_is_synchronised_from_its_decided_index_at
             })
         )]
     );
+}
+
+/// Soak seeds 1739, 2432, 2684: a server whose configuration ended kept
+/// serving linearizable reads with read points of the old configuration,
+/// while the next one decided new entries.
+#[test]
+fn no_read_is_served_once_the_stop_sign_is_in_the_log() {
+    let mut l = leader_with_follower_2();
+    l.reconfigure(ReconfigurationRequest::with(vec![1, 2, 3], None))
+        .unwrap();
+    l.outgoing_messages();
+    assert_eq!(l.request_read(), Err(ReadError::Reconfigured));
+    l.handle_incoming(sp(
+        2,
+        1,
+        PaxosMsg::ReadRequest(ReadRequest {
+            id: ForwardId {
+                ballot: B1,
+                session: 1,
+                seq: 1,
+            },
+        }),
+    ));
+    assert_eq!(paxos_out(&mut l), vec![], "no confirmation round opens");
 }
