@@ -241,7 +241,7 @@ where
 
     /// Appends a proposal to the leader's log (through the batch) and replicates it.
     pub(super) fn accept_entry(&mut self, entry: T, tag: Tag) -> StorageResult<()> {
-        if self.storage.stopsign().is_some() {
+        if self.takes_no_entries() {
             // The stop-sign is the last entry of this configuration: nothing
             // may follow it. Direct appends are refused before this point;
             // what arrives here (a proposal buffered while no leader was
@@ -425,7 +425,7 @@ where
         if self.role != Role::Leader
             || self.phase != Phase::Accept
             || self.slot(from).is_none()
-            || self.storage.stopsign().is_some()
+            || self.takes_no_entries()
         {
             return Ok(());
         }

@@ -119,7 +119,7 @@ where
         if self.is_halted() {
             return Err(ReadError::StorageFailure);
         }
-        if self.storage.stopsign().is_some() {
+        if self.takes_no_entries() {
             return Err(ReadError::Reconfigured);
         }
         let r = &mut self.reads;
@@ -166,7 +166,7 @@ where
         if self.reads.in_flight.is_some()
             || self.reads.queued.is_empty()
             || self.phase != Phase::Accept
-            || self.storage.stopsign().is_some()
+            || self.takes_no_entries()
         {
             return;
         }
