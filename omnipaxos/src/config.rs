@@ -1,6 +1,7 @@
 //! [`OmniPaxosConfig`]: a flat struct of settings with one validating [`build`](OmniPaxosConfig::build).
 
 use crate::{
+    ballot::Ballot,
     errors::ConfigError,
     migration::Migration,
     omni_paxos::OmniPaxos,
@@ -185,7 +186,12 @@ impl OmniPaxosConfig {
     /// configuration use [`OmniPaxos::into_new_configuration`] instead.
     ///
     /// A storage that already holds the pulled log (a restart after joining)
-    /// starts at once; one holding a different, shorter log is refused.
+    /// starts at once. One that holds a prefix of it and never took part in
+    /// this configuration (a restart while pulling, including the pull that
+    /// [`OmniPaxos::into_new_configuration`] starts for a server that missed
+    /// part of the old log) pulls only the rest: `Migration` as
+    /// [`OmniPaxos::get_migration`] gave it. A storage that took part in a
+    /// configuration (it promised a ballot) and lacks the log is refused.
     pub fn build_joining<T, S>(
         self,
         storage: S,
@@ -200,15 +206,16 @@ impl OmniPaxosConfig {
         let mut node = OmniPaxos::new(self, storage)?;
         let decided = node.get_decided_idx();
         if decided < migration.log_len {
-            if node.read_entries(..).is_some_and(|v| !v.is_empty()) {
+            if node.get_promise() != Ballot::default() {
                 return Err(ConfigError::field(
                     "migration.log_len",
                     format!(
-                        "the storage holds a log decided only up to {decided}, not the one to pull"
+                        "the storage holds a log decided only up to {decided}, not the one to \
+                         pull, and took part in a configuration"
                     ),
                 ));
             }
-            node.start_joining(migration);
+            node.start_joining(migration, decided);
         }
         Ok(node)
     }

@@ -93,6 +93,7 @@ pub mod omni_paxos;
 mod quorum;
 mod sequence_paxos;
 pub mod storage;
+mod stragglers;
 pub mod ui;
 pub mod util;
 

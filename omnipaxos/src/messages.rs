@@ -20,7 +20,15 @@
 //!
 //!  Joining a new configuration (any server of the old one serves)
 //!    J ──PullLog{from, to}──▶ S_i           (one slice per source, in parallel)
-//!    S_i ──PullLogReply{from, to, snapshot, entries}──▶ J
+//!    S_i ──PullLogReply{from, to, snapshot, entries, stopsign}──▶ J
+//!
+//!  A straggler X of an ended configuration c (it missed the stop-sign's decision)
+//!    X ──any message of c──▶ N              (N moved on to configuration c + 1,
+//!                                            or is in c and knows the decision)
+//!    N ──StopSignDecided{ss, stop_idx, n_accepted}──▶ X   (sent under c's id)
+//!  A server Y of c + 1 that does not know how c ended (it restarted, or joined)
+//!    Y ──StopSignRequest──▶ each peer       (again every resend timeout, until answered)
+//!    peer ──StopSignReply{decided}──▶ Y     (decided: what the peer knows, if anything)
 //!
 //!  Linearizable reads
 //!    F ──ReadRequest{id}──▶ L                     (a follower wants a read point)
@@ -136,6 +144,45 @@ pub enum PaxosMsg<T: Entry> {
     ForwardStopSign(StopSign),
     PullLog(PullLog),
     PullLogReply(PullLogReply<T>),
+    StopSignDecided(StopSignDecided),
+    StopSignRequest(StopSignRequest),
+    StopSignReply(StopSignReply),
+}
+
+/// A server that moved on to the next configuration answers a message of the
+/// configuration that ended (its sender missed the end): the stop-sign `ss`
+/// was decided at index `stop_idx`. Sent under the ended configuration's id.
+///
+/// `n_accepted` is the round the answering server's log was accepted in when
+/// it moved on; every log accepted in that round or a later one holds the
+/// decided log up to the stop-sign, so a receiver whose log was accepted in
+/// such a round knows its own entries are decided.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct StopSignDecided {
+    /// The stop-sign that ended the configuration.
+    pub ss: StopSign,
+    /// Its index: the length of the log the configuration decided.
+    pub stop_idx: u64,
+    /// A round whose logs hold the decided log and the stop-sign.
+    pub n_accepted: Ballot,
+}
+
+/// A server of a configuration that followed another asks a peer how the
+/// previous configuration ended, so that it can tell that configuration's
+/// stragglers (see [`StopSignDecided`]). Servers that moved on know; a server
+/// that restarted or joined since does not, and asks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct StopSignRequest;
+
+/// The answer to a [`StopSignRequest`]: how the previous configuration ended,
+/// if the peer knows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct StopSignReply {
+    /// What the peer would tell a straggler, or `None` if it does not know either.
+    pub decided: Option<StopSignDecided>,
 }
 
 /// A server joining a new configuration asks one source for a slice of the
@@ -171,6 +218,10 @@ pub struct PullLogReply<T: Entry> {
     pub snapshot: Option<T::Snapshot>,
     /// The decided entries `from_idx..to_idx`.
     pub entries: Vec<T>,
+    /// How the configuration before the joiner's ended, if the source knows:
+    /// the joiner can then tell that configuration's stragglers (see
+    /// [`StopSignDecided`]).
+    pub stopsign: Option<StopSignDecided>,
 }
 
 /// The leader replicates the stop-sign that ends the configuration; it is

@@ -1,9 +1,12 @@
 //! Joining a new configuration: a server that was not in the previous
 //! configuration pulls that configuration's decided log from several of its
-//! servers in parallel, as in the Omni-Paxos paper, before it takes part.
+//! servers in parallel, as in the Omni-Paxos paper, before it takes part. A
+//! server that was in it but missed part of its decided log (see
+//! `stragglers.rs`) pulls the rest the same way.
 //!
 //! ```text
-//!  log 0..L split into one slice per source:  [0, L/k) [L/k, 2L/k) ...
+//!  log F..L split into one slice per source:  [F, F+(L-F)/k) ...
+//!  (F: what the joiner's storage already holds decided, 0 for a new server)
 //!  J ──PullLog{slice}──▶ source i, for every slice at once
 //!  source ──PullLogReply{slice, snapshot?, entries}──▶ J
 //!  a slice unanswered for resend_message_tick_timeout ticks goes to the next source
@@ -18,7 +21,7 @@
 use crate::{
     clock::LogicalClock,
     errors::ConfigError,
-    messages::{PullLog, PullLogReply},
+    messages::{PullLog, PullLogReply, StopSignDecided},
     storage::Entry,
     util::NodeId,
 };
@@ -69,11 +72,16 @@ struct Slice<T: Entry> {
 
 /// The joiner's progress.
 pub(crate) struct Joining<T: Entry> {
+    /// Where the pull starts: the joiner's storage holds the decided log
+    /// below it (nothing for a new server).
+    from: u64,
     log_len: u64,
     sources: Vec<NodeId>,
     slices: Vec<Slice<T>>,
     /// The newest snapshot received, covering `0..covers`.
     snapshot: Option<(u64, T::Snapshot)>,
+    /// How the previous configuration ended, as a source said.
+    stopsign: Option<StopSignDecided>,
     resend: LogicalClock,
     outgoing: Vec<(NodeId, PullLog)>,
     /// Ticks since joining started, for reporting how long migration took.
@@ -84,17 +92,24 @@ pub(crate) struct Joining<T: Entry> {
 /// then the entries `start..log_len`.
 pub(crate) struct Pulled<T: Entry> {
     pub(crate) snapshot: Option<T::Snapshot>,
+    /// How the previous configuration ended, if a source said.
+    pub(crate) stopsign: Option<StopSignDecided>,
     pub(crate) start: u64,
     pub(crate) entries: Vec<T>,
     pub(crate) log_len: u64,
 }
 
 impl<T: Entry> Joining<T> {
-    pub(crate) fn start(m: Migration, resend_ticks: u64) -> Self {
+    /// Starts pulling `from..m.log_len`, one slice per source.
+    pub(crate) fn start(m: Migration, from: u64, resend_ticks: u64) -> Self {
+        debug_assert!(from < m.log_len, "there is something to pull");
         let k = m.sources.len().max(1) as u64;
-        let per = m.log_len.div_ceil(k).max(1);
+        let per = (m.log_len - from).div_ceil(k).max(1);
         let slices = (0..k)
-            .map(|i| (i * per, ((i + 1) * per).min(m.log_len), i as usize))
+            .map(|i| {
+                let lo = from + i * per;
+                (lo, (lo + per).min(m.log_len), i as usize)
+            })
             .filter(|(from, to, _)| from < to)
             .map(|(from, to, source)| Slice {
                 from,
@@ -104,10 +119,12 @@ impl<T: Entry> Joining<T> {
             })
             .collect();
         let mut joining = Self {
+            from,
             log_len: m.log_len,
             sources: m.sources,
             slices,
             snapshot: None,
+            stopsign: None,
             resend: LogicalClock::with(resend_ticks),
             outgoing: Vec::new(),
             ticks: 0,
@@ -119,7 +136,7 @@ impl<T: Entry> Joining<T> {
     /// Asks for every missing slice; with `rotate`, from the next source.
     fn ask(&mut self, rotate: bool) {
         let n = self.sources.len();
-        let covered = self.snapshot.as_ref().map_or(0, |(c, _)| *c);
+        let covered = self.covered();
         for slice in &mut self.slices {
             if slice.received.is_some() || slice.to <= covered {
                 continue;
@@ -146,12 +163,30 @@ impl<T: Entry> Joining<T> {
         self.ticks
     }
 
+    /// What is being pulled, as a restarted joiner would be told to pull it
+    /// (it continues from what its storage holds).
+    pub(crate) fn migration(&self) -> Migration {
+        Migration {
+            log_len: self.log_len,
+            sources: self.sources.clone(),
+        }
+    }
+
+    /// The log below this index is in hand: what the storage held, or the
+    /// newest snapshot received.
+    fn covered(&self) -> u64 {
+        self.snapshot
+            .as_ref()
+            .map_or(self.from, |(c, _)| (*c).max(self.from))
+    }
+
     pub(crate) fn take_outgoing(&mut self) -> std::vec::Drain<'_, (NodeId, PullLog)> {
         self.outgoing.drain(..)
     }
 
     /// Takes a source's reply; a reply to no slice we miss is ignored.
     pub(crate) fn handle_reply(&mut self, reply: PullLogReply<T>) {
+        let covered = self.covered();
         let Some(slice) = self
             .slices
             .iter_mut()
@@ -175,21 +210,21 @@ impl<T: Entry> Joining<T> {
             return; // Ask again later, perhaps another source.
         }
         if let Some(snapshot) = reply.snapshot {
-            // The snapshot covers everything below where the entries start.
-            if self
-                .snapshot
-                .as_ref()
-                .is_none_or(|(c, _)| reply.from_idx > *c)
-            {
+            // The snapshot covers everything below where the entries start;
+            // one that covers no more than we hold is of no use.
+            if reply.from_idx > covered {
                 self.snapshot = Some((reply.from_idx, snapshot));
             }
         }
         slice.received = Some((reply.from_idx, reply.entries));
+        if self.stopsign.is_none() {
+            self.stopsign = reply.stopsign;
+        }
     }
 
     /// The whole log, once every slice (or a snapshot past it) is in.
     pub(crate) fn finish(&mut self) -> Option<Pulled<T>> {
-        let covered = self.snapshot.as_ref().map_or(0, |(c, _)| *c);
+        let covered = self.covered();
         if !self
             .slices
             .iter()
@@ -212,6 +247,7 @@ impl<T: Entry> Joining<T> {
         debug_assert_eq!(entries.len() as u64, end - covered);
         Some(Pulled {
             snapshot: self.snapshot.take().map(|(_, s)| s),
+            stopsign: self.stopsign.take(),
             start: covered,
             entries,
             log_len: end,

@@ -4,10 +4,11 @@ use crate::{
     ballot::Ballot,
     ballot_leader_election::BallotLeaderElection,
     errors::{CompactionErr, ConfigError, ProposeErr, StorageError},
-    messages::{Message, PaxosMessage, PaxosMsg},
+    messages::{Message, PaxosMessage, PaxosMsg, StopSignDecided},
     migration::{Joining, Migration},
     sequence_paxos::{ReadError, ReadId, Role, SequencePaxos},
     storage::{Entry, Storage, internal::InternalStorage},
+    stragglers::Stragglers,
     ui::{OmniPaxosStates, PeerState},
     util::{LogEntry, NodeId, SnapshottedEntry, StopSign},
 };
@@ -64,6 +65,9 @@ where
     joining: Option<Joining<T>>,
     /// Decided proposals on their way out of `take_decided_proposals`.
     decided_scratch: Vec<(u64, u64)>,
+    /// What this server knows of how the previous configuration ended, to
+    /// tell that configuration's stragglers.
+    stragglers: Stragglers<T>,
     /// The validated config; leader election is rebuilt from it on recovery,
     /// and `set_priority` keeps its priority current.
     config: OmniPaxosConfig,
@@ -88,6 +92,7 @@ where
             seq_paxos,
             joining: None,
             decided_scratch: Vec::new(),
+            stragglers: Stragglers::with(&config),
             config,
             #[cfg(feature = "logging")]
             logger,
@@ -99,7 +104,10 @@ where
     /// Handles a message from a peer. Messages for another server, from a
     /// server outside the configuration or from another configuration are
     /// dropped, as are stale or duplicated ones; nothing a peer sends can make
-    /// this panic.
+    /// this panic. The exceptions cross configurations: pulls of the decided
+    /// log are served to joining servers, and a message of the configuration
+    /// before this one is answered with how that configuration ended, so that
+    /// a server that missed its end learns it and moves on.
     pub fn handle_incoming(&mut self, m: Message<T>) {
         if m.get_receiver() != self.config.pid {
             return;
@@ -110,7 +118,8 @@ where
             match msg {
                 PaxosMsg::PullLog(req) => {
                     let (from, req) = (*from, *req);
-                    self.seq_paxos.handle_pull(from, req);
+                    self.seq_paxos
+                        .handle_pull(from, req, self.stragglers.previous());
                     return;
                 }
                 PaxosMsg::PullLogReply(_) => {
@@ -130,6 +139,23 @@ where
                 _ => {}
             }
         }
+        let from = m.get_sender();
+        let is_notice = matches!(
+            &m,
+            Message::SequencePaxos(PaxosMessage {
+                msg: PaxosMsg::StopSignDecided(_),
+                ..
+            })
+        );
+        if self.stragglers.is_previous(m.get_configuration_id()) {
+            // The sender still speaks in the configuration that ended
+            // before ours: it missed the end. (Told once we hold the decided
+            // log it will ask us for.)
+            if self.joining.is_none() {
+                self.stragglers.handle_previous(from, is_notice);
+            }
+            return;
+        }
         if self.joining.is_some() {
             // Not a voter, nor a candidate, until the log is here.
             return;
@@ -139,6 +165,31 @@ where
             || !self.config.peers.contains(&m.get_sender())
         {
             return;
+        }
+        let m = match m {
+            Message::SequencePaxos(PaxosMessage {
+                msg: PaxosMsg::StopSignRequest(_),
+                ..
+            }) => {
+                self.stragglers.handle_request(from);
+                return;
+            }
+            Message::SequencePaxos(PaxosMessage {
+                msg: PaxosMsg::StopSignReply(reply),
+                ..
+            }) => {
+                self.stragglers.handle_reply(from, reply);
+                return;
+            }
+            m => m,
+        };
+        if !is_notice && !self.is_leader() {
+            // Our stop-sign is decided and the sender may not know: it may
+            // have no leader that could tell it (the leader moved on), so
+            // tell it ourselves. A leader tells its followers with Decide.
+            if let Some(decided) = self.seq_paxos.stopsign_decided_msg() {
+                self.stragglers.tell(from, decided);
+            }
         }
         match m {
             Message::SequencePaxos(p) => {
@@ -180,6 +231,7 @@ where
             self.on_new_leader(leader);
         }
         self.seq_paxos.tick();
+        self.stragglers.tick();
     }
 
     fn on_new_leader(&mut self, leader: Ballot) {
@@ -309,6 +361,10 @@ where
     /// the state machine has applied that far). On a follower the request goes
     /// to the leader and is retried until answered; with no leader it waits.
     /// A read outlives a leader change; the caller decides how long to wait.
+    ///
+    /// Once a stop-sign is in the log, reads belong to the next
+    /// configuration: this one refuses them ([`ReadError::Reconfigured`]),
+    /// and its leader confirms no reads it had not started.
     pub fn request_read(&mut self) -> Result<ReadId, ReadError> {
         self.seq_paxos.request_read()
     }
@@ -347,6 +403,15 @@ where
     /// is a [`ConfigError`] naming the field. Proposals this server accepted
     /// that the old configuration did not decide are proposed again in the
     /// new one.
+    ///
+    /// If the stop-sign was decided without this server and its log holds
+    /// only part of the decided log, the new server first pulls the rest, as
+    /// a joining server does ([`is_migrating`](Self::is_migrating),
+    /// [`get_migration`](Self::get_migration)), from the servers that told it
+    /// and its new peers. Its own proposals past what it knows to be decided
+    /// are proposed again in the new configuration, so one of them that the
+    /// old configuration did decide may be decided twice (as
+    /// [`append`](Self::append) allows); it is reported once.
     pub fn into_new_configuration(self, config: OmniPaxosConfig) -> Result<Self, ConfigError> {
         let Some(ss) = self.is_reconfigured() else {
             return Err(ConfigError::field(
@@ -388,20 +453,46 @@ where
                 format!("must be the next configuration's other servers {want:?}"),
             ));
         }
+        let mut seq_paxos = self.seq_paxos;
+        let stop = seq_paxos
+            .stop_point()
+            .expect("is_reconfigured above: the stop-sign is decided");
         // Proposals accepted here that the old configuration never decided
         // (it refuses entries once its stop-sign is in) are proposed again in
         // the new one, so an `Ok` from `append` is not lost to the change.
-        let mut seq_paxos = self.seq_paxos;
-        let log_len = seq_paxos.storage.log_len();
-        let (carried, tags) = seq_paxos.take_undecided_proposals(log_len);
+        let (carried, tags) = seq_paxos.take_undecided_proposals(&stop)?;
         let mut decided_tags = Vec::new();
         seq_paxos.take_decided_tags(&mut decided_tags);
         let next_tag = seq_paxos.next_tag();
         let mut storage = seq_paxos.into_storage();
-        storage.reset_for_new_configuration()?;
+        storage.reset_for_new_configuration(stop.known_until)?;
         let mut node = config.build(storage.into_inner())?;
         node.seq_paxos.set_next_tag(next_tag);
         node.decided_scratch = decided_tags;
+        if stop.known_until < stop.stop_idx {
+            // The stop-sign was decided without us (a server that knew told
+            // us), and our log holds the decided one only below
+            // `known_until`: pull the rest, as a new server does, before
+            // taking part. From those who told us first; the servers of the
+            // new configuration hold that log too (or will, once they pulled
+            // it), in case those do not answer.
+            let mut sources = stop.sources;
+            for &p in &node.config.peers {
+                if !sources.contains(&p) {
+                    sources.push(p);
+                }
+            }
+            let migration = Migration {
+                log_len: stop.stop_idx,
+                sources,
+            };
+            node.start_joining(migration, stop.known_until);
+        }
+        node.stragglers.moved_on(StopSignDecided {
+            ss: stop.ss,
+            stop_idx: stop.stop_idx,
+            n_accepted: stop.n_accepted,
+        });
         for (entry, tag) in carried.into_iter().zip(tags) {
             // The new node has no leader yet: entries wait in its buffer,
             // which has room for what the old one held.
@@ -446,8 +537,10 @@ where
         if self.seq_paxos.is_halted() {
             // A stopped server says nothing, not even heartbeats, so that others replace it.
             self.ble.outgoing_mut().clear();
+            self.stragglers.clear_outgoing();
             return;
         }
+        self.stragglers.take_outgoing(buf);
         if let Some(joining) = &mut self.joining {
             let (configuration_id, from) = (self.config.configuration_id, self.config.pid);
             buf.extend(joining.take_outgoing().map(|(to, msg)| {
@@ -464,19 +557,26 @@ where
         buf.extend(self.ble.outgoing_mut().drain(..).map(Message::BLE));
     }
 
-    /// Starts pulling the previous configuration's log (see [`Migration`]).
-    pub(crate) fn start_joining(&mut self, migration: Migration) {
+    /// Starts pulling the previous configuration's log (see [`Migration`])
+    /// from index `from` on; the storage holds the decided log below it.
+    pub(crate) fn start_joining(&mut self, migration: Migration, from: u64) {
         self.joining = Some(Joining::start(
             migration,
+            from,
             self.config.resend_message_tick_timeout,
         ));
     }
 
     /// Installs the pulled log once every slice is in, and starts taking part.
     fn finish_joining(&mut self) {
-        let Some(pulled) = self.joining.as_mut().and_then(Joining::finish) else {
+        let Some(mut pulled) = self.joining.as_mut().and_then(Joining::finish) else {
             return;
         };
+        if let Some(d) = pulled.stopsign.take() {
+            if d.ss.config_id == self.config.configuration_id {
+                self.stragglers.moved_on(d);
+            }
+        }
         if let Err(e) = self.seq_paxos.install_pulled(pulled) {
             self.joining = None;
             self.seq_paxos.fail_with(e);
@@ -491,6 +591,16 @@ where
     /// (see [`OmniPaxosConfig::build_joining`]); it takes no other part until done.
     pub fn is_migrating(&self) -> bool {
         self.joining.is_some()
+    }
+
+    /// What this server is pulling, while it joins: if it restarts before it
+    /// is done, build it again with
+    /// [`OmniPaxosConfig::build_joining`] and this, on the same storage.
+    /// Besides servers built with `build_joining`, a server that moved on
+    /// with [`into_new_configuration`](Self::into_new_configuration) pulls
+    /// when it missed part of the old configuration's log.
+    pub fn get_migration(&self) -> Option<Migration> {
+        self.joining.as_ref().map(Joining::migration)
     }
 
     /// How many ticks this server has spent pulling the previous
@@ -617,13 +727,13 @@ where
         self.seq_paxos.storage.promise()
     }
 
-    /// The stop-sign that ends this configuration, once it is decided.
+    /// The stop-sign that ends this configuration, once it is decided: here,
+    /// or without this server (a server that moved on to the next
+    /// configuration told it; then the decided log may be incomplete here,
+    /// and [`into_new_configuration`](Self::into_new_configuration) pulls the
+    /// rest).
     pub fn is_reconfigured(&self) -> Option<StopSign> {
-        let storage = &self.seq_paxos.storage;
-        storage
-            .stopsign_decided()
-            .then(|| storage.stopsign().cloned())
-            .flatten()
+        self.seq_paxos.decided_stopsign().cloned()
     }
 
     /// The storage failure that stopped this server, if one did.

@@ -2,10 +2,10 @@
 //! storage effect: a test per handler (STYLE.md 13).
 
 use omnipaxos::{
-    Ballot, OmniPaxos, OmniPaxosConfig, ProposeErr,
+    Ballot, Migration, OmniPaxos, OmniPaxosConfig, ProposeErr, ReadError, ReconfigurationRequest,
     messages::*,
-    storage::{Entry, NoSnapshot},
-    util::LogEntry,
+    storage::{Entry, NoSnapshot, Snapshot},
+    util::{LogEntry, StopSign},
 };
 use omnipaxos_storage::memory_storage::MemoryStorage;
 use pretty_assertions::assert_eq;
@@ -856,4 +856,587 @@ fn an_answer_to_a_read_of_an_earlier_incarnation_does_not_complete_a_new_read() 
     ));
     f.take_read_points(&mut points);
     assert_eq!(points, vec![(read, 7)]);
+}
+
+/// Seed 663 of the reconfiguration soak: a leader re-prepared in a higher
+/// ballot with a proposal still in its unsent batch, and adopted a log that
+/// ends in a decided stop-sign. The batch must not be appended after the
+/// adopted log: that would put an entry where the stop-sign was decided.
+#[test]
+fn a_leader_that_re_prepares_never_appends_its_old_batch_after_an_adopted_stop_sign() {
+    let mut l: Node = OmniPaxosConfig {
+        configuration_id: CONFIG,
+        pid: 1,
+        peers: vec![2, 3],
+        batch_size: 3,
+        ..Default::default()
+    }
+    .build(MemoryStorage::default())
+    .unwrap();
+    l.try_become_leader();
+    l.handle_incoming(sp(
+        2,
+        1,
+        PaxosMsg::Promise(Promise {
+            n: B1,
+            n_accepted: Ballot::default(),
+            decided_idx: 0,
+            accepted_idx: 0,
+            log_sync: None,
+        }),
+    ));
+    assert!(l.is_leader());
+    let id = l.append_tracked(E(7)).unwrap(); // waits in the batch
+    l.outgoing_messages();
+    // Meanwhile server 3 led ballot (1, 0, 3) and decided a stop-sign at
+    // index 0 with server 2. Server 1 did not hear of it and leads again.
+    l.try_become_leader();
+    let b2 = l.get_promise();
+    assert!(b2 > Ballot::with(1, 0, 3));
+    l.outgoing_messages();
+    let ss = StopSign::with(CONFIG + 1, vec![1, 2, 3], None);
+    l.handle_incoming(sp(
+        2,
+        1,
+        PaxosMsg::Promise(Promise {
+            n: b2,
+            n_accepted: Ballot::with(1, 0, 3),
+            decided_idx: 1,
+            accepted_idx: 1,
+            log_sync: Some(LogSync {
+                decided_snapshot: None,
+                sync_idx: 0,
+                suffix: vec![],
+                stopsign: Some(ss.clone()),
+            }),
+        }),
+    ));
+    assert_eq!(
+        l.read_entries(..),
+        Some(vec![LogEntry::StopSign(ss.clone(), true)])
+    );
+    assert_eq!(l.is_reconfigured(), Some(ss));
+    let appended: Vec<Message<E>> = paxos_out(&mut l)
+        .into_iter()
+        .filter(|m| {
+            matches!(m, Message::SequencePaxos(PaxosMessage { msg: PaxosMsg::AcceptDecide(a), .. }) if !a.entries.is_empty())
+        })
+        .collect();
+    assert_eq!(appended, vec![], "nothing follows the stop-sign");
+    let mut decided = Vec::new();
+    l.take_decided_proposals(&mut decided);
+    assert_eq!(
+        decided,
+        vec![],
+        "{id:?} is not decided in this configuration"
+    );
+}
+
+/// An entry whose snapshot is the sum of the entries, for log syncs that
+/// ship a snapshot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct N(u64);
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Sum(u64);
+
+impl Entry for N {
+    type Snapshot = Sum;
+}
+
+impl Snapshot<N> for Sum {
+    fn create(entries: &[N]) -> Self {
+        Self(entries.iter().map(|e| e.0).sum())
+    }
+
+    fn merge(&mut self, delta: Self) {
+        self.0 += delta.0;
+    }
+
+    fn use_snapshots() -> bool {
+        true
+    }
+}
+
+fn sp_n(from: u64, to: u64, msg: PaxosMsg<N>) -> Message<N> {
+    Message::SequencePaxos(PaxosMessage {
+        configuration_id: CONFIG,
+        from,
+        to,
+        msg,
+    })
+}
+
+/// Soak seed 3103: a leader re-prepared and adopted a log whose snapshot
+/// replaced the index where it had appended a forwarded batch. A retry of
+/// that batch must be appended again, not acknowledged at the old index,
+/// which now holds something else.
+#[test]
+fn a_forwarded_batch_whose_index_a_snapshot_replaced_is_appended_again_on_retry() {
+    let mut l: OmniPaxos<N, MemoryStorage<N>> = OmniPaxosConfig {
+        configuration_id: CONFIG,
+        pid: 1,
+        peers: vec![2, 3],
+        ..Default::default()
+    }
+    .build(MemoryStorage::default())
+    .unwrap();
+    l.try_become_leader();
+    l.handle_incoming(sp_n(
+        2,
+        1,
+        PaxosMsg::Promise(Promise {
+            n: B1,
+            n_accepted: Ballot::default(),
+            decided_idx: 0,
+            accepted_idx: 0,
+            log_sync: None,
+        }),
+    ));
+    let id = ForwardId {
+        ballot: B1,
+        session: 1,
+        seq: 1,
+    };
+    let fwd = |n| {
+        sp_n(
+            3,
+            1,
+            PaxosMsg::ProposalForward(ProposalForward {
+                n,
+                id,
+                entries: vec![N(7)],
+            }),
+        )
+    };
+    l.handle_incoming(fwd(B1));
+    l.outgoing_messages();
+    assert_eq!(l.read(0), Some(LogEntry::Undecided(N(7))));
+    // Server 2 accepted a later leader's log, decided up to 5 and compacted
+    // into a snapshot; it does not hold N(7).
+    l.try_become_leader();
+    let b2 = l.get_promise();
+    l.outgoing_messages();
+    l.handle_incoming(sp_n(
+        2,
+        1,
+        PaxosMsg::Promise(Promise {
+            n: b2,
+            n_accepted: Ballot::with(1, 0, 2),
+            decided_idx: 5,
+            accepted_idx: 6,
+            log_sync: Some(LogSync {
+                decided_snapshot: Some(SnapshotType::Complete(Sum(15))),
+                sync_idx: 5,
+                suffix: vec![N(9)],
+                stopsign: None,
+            }),
+        }),
+    ));
+    assert!(l.is_leader());
+    assert_eq!(l.get_compacted_idx(), 5);
+    l.outgoing_messages();
+    l.handle_incoming(fwd(b2));
+    let acks: Vec<Message<N>> = l
+        .outgoing_messages()
+        .into_iter()
+        .filter(|m| {
+            matches!(
+                m,
+                Message::SequencePaxos(PaxosMessage {
+                    msg: PaxosMsg::ProposalAck(_),
+                    ..
+                })
+            )
+        })
+        .collect();
+    assert_eq!(
+        acks,
+        vec![sp_n(
+            1,
+            3,
+            PaxosMsg::ProposalAck(ProposalAck {
+                n: b2,
+                id,
+                first_idx: 6
+            })
+        )]
+    );
+    assert_eq!(l.read(6), Some(LogEntry::Undecided(N(7))));
+}
+
+/// Soak seeds 1739, 2432, 2684: a server whose configuration ended kept
+/// serving linearizable reads with read points of the old configuration,
+/// while the next one decided new entries.
+#[test]
+fn no_read_is_served_once_the_stop_sign_is_in_the_log() {
+    let mut l = leader_with_follower_2();
+    l.reconfigure(ReconfigurationRequest::with(vec![1, 2, 3], None))
+        .unwrap();
+    l.outgoing_messages();
+    assert_eq!(l.request_read(), Err(ReadError::Reconfigured));
+    l.handle_incoming(sp(
+        2,
+        1,
+        PaxosMsg::ReadRequest(ReadRequest {
+            id: ForwardId {
+                ballot: B1,
+                session: 1,
+                seq: 1,
+            },
+        }),
+    ));
+    assert_eq!(paxos_out(&mut l), vec![], "no confirmation round opens");
+}
+
+fn stopsign_2() -> StopSign {
+    StopSign::with(CONFIG + 1, vec![1, 2, 3], None)
+}
+
+/// A follower that accepted the stop-sign from the leader that decided it
+/// but missed the decision: a server that moved on tells it, and its log,
+/// accepted in that leader's round, is the decided one.
+#[test]
+fn a_follower_that_missed_the_decision_decides_the_stop_sign_when_told() {
+    let mut f = synced_follower(vec![E(1)], 1);
+    f.handle_incoming(sp(
+        1,
+        2,
+        PaxosMsg::AcceptStopSign(AcceptStopSign {
+            n: B1,
+            seq_num: SequenceNumber {
+                session: 1,
+                counter: 2,
+            },
+            ss: stopsign_2(),
+        }),
+    ));
+    f.outgoing_messages();
+    assert_eq!(f.is_reconfigured(), None);
+    f.handle_incoming(sp(
+        3,
+        2,
+        PaxosMsg::StopSignDecided(StopSignDecided {
+            ss: stopsign_2(),
+            stop_idx: 1,
+            n_accepted: B1,
+        }),
+    ));
+    assert_eq!(f.is_reconfigured(), Some(stopsign_2()));
+    assert_eq!(f.get_decided_idx(), 2);
+    assert_eq!(
+        f.read_entries(..),
+        Some(vec![
+            LogEntry::Decided(E(1)),
+            LogEntry::StopSign(stopsign_2(), true)
+        ])
+    );
+}
+
+/// A follower that lacks part of the decided log learns of the stop-sign,
+/// moves on, and pulls what it lacks from the server that told it and the
+/// new configuration's servers before it takes part; then it answers the
+/// old configuration's messages with the stop-sign itself.
+#[test]
+fn a_follower_with_a_shorter_log_moves_on_by_pulling_the_rest() {
+    let mut f = synced_follower(vec![E(1)], 1);
+    f.handle_incoming(sp(
+        3,
+        2,
+        PaxosMsg::StopSignDecided(StopSignDecided {
+            ss: stopsign_2(),
+            stop_idx: 3,
+            n_accepted: B1,
+        }),
+    ));
+    assert_eq!(f.is_reconfigured(), Some(stopsign_2()));
+    assert_eq!(f.append(E(5)), Err(ProposeErr::PendingReconfigEntry(E(5))));
+    let mut n = f
+        .into_new_configuration(OmniPaxosConfig {
+            configuration_id: CONFIG + 1,
+            pid: 2,
+            peers: vec![1, 3],
+            ..Default::default()
+        })
+        .unwrap();
+    assert!(n.is_migrating());
+    assert_eq!(
+        n.get_migration(),
+        Some(Migration {
+            log_len: 3,
+            sources: vec![3, 1],
+        })
+    );
+    // Slices 1..2 from 3 and 2..3 from 1: it holds the decided log below 1.
+    let pulls: Vec<(u64, PullLog)> = n
+        .outgoing_messages()
+        .into_iter()
+        .filter_map(|m| match m {
+            Message::SequencePaxos(PaxosMessage {
+                to,
+                msg: PaxosMsg::PullLog(p),
+                ..
+            }) => Some((to, p)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        pulls,
+        vec![
+            (
+                3,
+                PullLog {
+                    from_idx: 1,
+                    to_idx: 2
+                }
+            ),
+            (
+                1,
+                PullLog {
+                    from_idx: 2,
+                    to_idx: 3
+                }
+            ),
+        ]
+    );
+    for (from, idx, e) in [(3, 1, E(2)), (1, 2, E(3))] {
+        n.handle_incoming(Message::SequencePaxos(PaxosMessage {
+            configuration_id: CONFIG,
+            from,
+            to: 2,
+            msg: PaxosMsg::PullLogReply(PullLogReply {
+                from_idx: idx,
+                to_idx: idx + 1,
+                snapshot: None,
+                entries: vec![e],
+                stopsign: None,
+            }),
+        }));
+    }
+    assert!(!n.is_migrating());
+    assert_eq!(
+        n.read_entries(..),
+        Some(vec![
+            LogEntry::Decided(E(1)),
+            LogEntry::Decided(E(2)),
+            LogEntry::Decided(E(3))
+        ])
+    );
+    // A straggler of configuration 1 is told how it ended.
+    n.outgoing_messages();
+    n.handle_incoming(sp(1, 2, PaxosMsg::PrepareReq(PrepareReq { n: B1 })));
+    assert_eq!(
+        n.outgoing_messages(),
+        vec![sp(
+            2,
+            1,
+            PaxosMsg::StopSignDecided(StopSignDecided {
+                ss: stopsign_2(),
+                stop_idx: 3,
+                n_accepted: B1,
+            })
+        )]
+    );
+}
+
+/// A server of a configuration that followed another, built afresh (after a
+/// restart, say), asks its peers how the previous one ended until one
+/// answers, and from then on can tell that configuration's stragglers.
+#[test]
+fn a_restarted_server_asks_its_peers_how_the_previous_configuration_ended() {
+    let mut n: Node = OmniPaxosConfig {
+        configuration_id: CONFIG + 1,
+        pid: 2,
+        peers: vec![1, 3],
+        resend_message_tick_timeout: 2,
+        ..Default::default()
+    }
+    .build(MemoryStorage::default())
+    .unwrap();
+    n.outgoing_messages();
+    let in_2 = |from, to, msg| {
+        Message::SequencePaxos(PaxosMessage {
+            configuration_id: CONFIG + 1,
+            from,
+            to,
+            msg,
+        })
+    };
+    let asks = |n: &mut Node| -> Vec<u64> {
+        n.outgoing_messages()
+            .into_iter()
+            .filter_map(|m| match m {
+                Message::SequencePaxos(PaxosMessage {
+                    to,
+                    msg: PaxosMsg::StopSignRequest(_),
+                    ..
+                }) => Some(to),
+                _ => None,
+            })
+            .collect()
+    };
+    n.tick();
+    n.tick();
+    assert_eq!(asks(&mut n), vec![1, 3]);
+    // 1 does not know either; 3 does not answer: only 3 is asked again.
+    n.handle_incoming(in_2(
+        1,
+        2,
+        PaxosMsg::StopSignReply(StopSignReply { decided: None }),
+    ));
+    n.tick();
+    n.tick();
+    assert_eq!(asks(&mut n), vec![3]);
+    let decided = StopSignDecided {
+        ss: stopsign_2(),
+        stop_idx: 4,
+        n_accepted: B1,
+    };
+    n.handle_incoming(in_2(
+        3,
+        2,
+        PaxosMsg::StopSignReply(StopSignReply {
+            decided: Some(decided.clone()),
+        }),
+    ));
+    n.tick();
+    n.tick();
+    assert_eq!(asks(&mut n), Vec::<u64>::new());
+    // It answers its peers' requests, and configuration 1's stragglers.
+    n.handle_incoming(in_2(1, 2, PaxosMsg::StopSignRequest(StopSignRequest)));
+    n.handle_incoming(sp(3, 2, PaxosMsg::PrepareReq(PrepareReq { n: B1 })));
+    let out: Vec<Message<E>> = n
+        .outgoing_messages()
+        .into_iter()
+        .filter(|m| matches!(m, Message::SequencePaxos(_)))
+        .collect();
+    assert_eq!(
+        out,
+        vec![
+            in_2(
+                2,
+                1,
+                PaxosMsg::StopSignReply(StopSignReply {
+                    decided: Some(decided.clone())
+                })
+            ),
+            sp(2, 3, PaxosMsg::StopSignDecided(decided)),
+        ]
+    );
+}
+
+/// Soak seed 1625: a server joined a configuration with a snapshot that
+/// reached past the previous configuration's log (its source had compacted
+/// there), and promised the leader late, in the round the leader's own log
+/// was accepted in. The leader synchronised it from the end of the prefix it
+/// shared at prepare, inside the joiner's compacted prefix, which the joiner
+/// cannot install: it asked again, forever. Its decided prefix is the
+/// leader's too, so the sync starts there at the earliest.
+#[test]
+fn a_late_follower_of_the_synced_round_is_synchronised_from_its_decided_index_at_the_earliest() {
+    let mut l = node(1);
+    l.try_become_leader();
+    l.handle_incoming(sp(
+        3,
+        1,
+        PaxosMsg::Promise(Promise {
+            n: B1,
+            n_accepted: Ballot::default(),
+            decided_idx: 0,
+            accepted_idx: 0,
+            log_sync: None,
+        }),
+    ));
+    for v in 1..=5 {
+        l.append(E(v)).unwrap();
+    }
+    l.handle_incoming(sp(
+        3,
+        1,
+        PaxosMsg::Accepted(Accepted {
+            n: B1,
+            accepted_idx: 5,
+        }),
+    ));
+    assert_eq!(l.get_decided_idx(), 5);
+    l.outgoing_messages();
+    l.handle_incoming(sp(
+        2,
+        1,
+        PaxosMsg::Promise(Promise {
+            n: B1,
+            n_accepted: Ballot::default(),
+            decided_idx: 4,
+            accepted_idx: 4,
+            log_sync: None,
+        }),
+    ));
+    assert_eq!(
+        paxos_out(&mut l),
+        vec![sp(
+            1,
+            2,
+            PaxosMsg::AcceptSync(AcceptSync {
+                n: B1,
+                seq_num: SequenceNumber {
+                    session: 1,
+                    counter: 1
+                },
+                decided_idx: 5,
+                log_sync: LogSync {
+                    decided_snapshot: None,
+                    sync_idx: 4,
+                    suffix: vec![E(5)],
+                    stopsign: None,
+                },
+                forward_acks: vec![],
+            })
+        )]
+    );
+}
+
+/// A new server learns, with the log it pulls, how the previous
+/// configuration ended, so that it can tell that configuration's stragglers
+/// even if every server that moved on restarts (and forgets) later.
+#[test]
+fn a_joiner_learns_how_the_previous_configuration_ended_from_its_sources() {
+    let mut j: Node = OmniPaxosConfig {
+        configuration_id: CONFIG + 1,
+        pid: 4,
+        peers: vec![1, 2, 3],
+        ..Default::default()
+    }
+    .build_joining(
+        MemoryStorage::default(),
+        Migration {
+            log_len: 1,
+            sources: vec![1],
+        },
+    )
+    .unwrap();
+    j.outgoing_messages();
+    let decided = StopSignDecided {
+        ss: StopSign::with(CONFIG + 1, vec![1, 2, 3, 4], None),
+        stop_idx: 1,
+        n_accepted: B1,
+    };
+    j.handle_incoming(Message::SequencePaxos(PaxosMessage {
+        configuration_id: CONFIG,
+        from: 1,
+        to: 4,
+        msg: PaxosMsg::PullLogReply(PullLogReply {
+            from_idx: 0,
+            to_idx: 1,
+            snapshot: None,
+            entries: vec![E(1)],
+            stopsign: Some(decided.clone()),
+        }),
+    }));
+    assert!(!j.is_migrating());
+    j.outgoing_messages();
+    j.handle_incoming(sp(3, 4, PaxosMsg::PrepareReq(PrepareReq { n: B1 })));
+    assert_eq!(
+        j.outgoing_messages(),
+        vec![sp(4, 3, PaxosMsg::StopSignDecided(decided))]
+    );
 }

@@ -4,17 +4,19 @@
 //! Each seed draws its whole run from its own `ChaCha8Rng`: the cluster size
 //! and ids, the network's loss, duplication and delay, and a script of
 //! proposals at random servers, one-way and two-way link cuts, isolations,
-//! heals, crashes and restarts, compactions, linearizable reads and, with
-//! `SOAK_RECONFIG=1`, a few reconfigurations. After the chaos phase every link
-//! is healed and every server of the current configuration restarted; the
-//! cluster must then elect a leader and decide a fresh proposal on every
-//! server of the current configuration within a bound.
+//! heals, crashes and restarts, compactions, linearizable reads and, in every
+//! other seed, a few reconfigurations (see [`reconfigure_randomly`]). After
+//! the chaos phase every link is healed and every server that has not left
+//! for good restarted; servers that missed the end of their configuration
+//! learn it from the next one and move on. The cluster must then elect a
+//! leader and decide a fresh proposal on every server of the current
+//! configuration within a bound, and every proposal a server of it took must
+//! be decided and reported to it.
 //!
 //! * `SOAK_SEEDS=<n>` runs seeds `0..n` (default 500).
 //! * `SOAK_SEED=<s>` runs seed `s` alone, to replay a failure.
-//! * `SOAK_RECONFIG=1` adds reconfigurations to the chaos (see
-//!   [`reconfigure_randomly`]); off by default until the leader stops
-//!   appending forwarded proposals after its stop-sign.
+//! * `SOAK_RECONFIG=1` makes every seed reconfigure, `SOAK_RECONFIG=0` none;
+//!   by default the odd seeds do.
 //!
 //! Seeds run on all available cores. A failing seed prints its panic (the
 //! broken property, the tick, the seed and the command that replays it); the
@@ -83,7 +85,10 @@ fn options_for(seed: u64) -> (Vec<u64>, SimOptions) {
         // hunt for duplicates once the protocol deduplicates across leaders.
         allow_duplicate_decisions: true,
         replay_command: Some(format!(
-            "SOAK_SEED={seed} cargo test -p omnipaxos_tests --test soak"
+            "{}SOAK_SEED={seed} cargo test -p omnipaxos_tests --test soak",
+            std::env::var("SOAK_RECONFIG")
+                .map(|v| format!("SOAK_RECONFIG={v} "))
+                .unwrap_or_default()
         )),
         ..SimOptions::default()
     };
@@ -100,7 +105,7 @@ fn run_seed(seed: u64) {
     // the read began. A crash forgets the server's reads; they are never answered.
     let mut reads = HashMap::new();
     let mut points = Vec::new();
-    let mut reconfigurations = if reconfig_enabled() {
+    let mut reconfigurations = if reconfigures(seed) {
         MAX_RECONFIGURATIONS
     } else {
         0
@@ -122,17 +127,31 @@ fn run_seed(seed: u64) {
     }
     // A reconfiguration still under way finishes first: its stop-sign is
     // decided once the network heals, and a proposal made before that could
-    // be refused. Crashed servers come back meanwhile, in whatever
-    // configuration their storage belongs to.
-    cluster.run_until(
-        |c| {
-            c.ids().iter().all(|&p| !c.is_up(p) || c.is_current(p))
-                && c.live_ids()
-                    .iter()
-                    .all(|&p| !c.is_up(p) || !has_stopsign(c, p))
-        },
-        RECOVERY_TIMEOUTS * ett,
-    );
+    // be refused. Servers that missed the end of their configuration learn
+    // it from those that moved on, and move on too.
+    let settled = |c: &SimCluster| {
+        c.ids().iter().all(|&p| !c.is_up(p) || c.is_current(p))
+            && c.live_ids()
+                .iter()
+                .all(|&p| !c.is_up(p) || !has_stopsign(c, p))
+    };
+    if cluster
+        .try_run_until(settled, RECOVERY_TIMEOUTS * ett)
+        .is_none()
+    {
+        // Nobody can tell a straggler any more: every server that knew how
+        // its configuration ended restarted since (that knowledge is not
+        // persisted). The operator wipes it and it joins afresh.
+        let rejoined = cluster.rejoin_stragglers_afresh();
+        assert!(
+            !rejoined.is_empty(),
+            "[sim] seed {seed}: the cluster did not settle, and not for a straggler\n{}",
+            cluster.describe()
+        );
+        REJOINED_AFRESH.fetch_add(1, Ordering::Relaxed);
+        eprintln!("soak: seed {seed}: nobody could tell {rejoined:?}; rejoined afresh");
+        cluster.run_until(settled, RECOVERY_TIMEOUTS * ett);
+    }
     let ids = cluster.ids().to_vec();
     for &pid in &ids {
         if !cluster.is_up(pid) {
@@ -146,7 +165,16 @@ fn run_seed(seed: u64) {
     // Liveness: a proposal made at any server the moment the network heals
     // is decided everywhere, whatever leader changes follow. (The servers
     // are read again: a reconfiguration may have finished meanwhile.)
-    let ids = cluster.ids().to_vec();
+    // It goes to a server that a reconfiguration requested but not yet
+    // under way keeps: a server that leaves the configuration cannot get
+    // its proposals decided.
+    let mut ids = cluster.ids().to_vec();
+    if let Some(next) = cluster.requested_configuration() {
+        let staying: Vec<u64> = ids.iter().copied().filter(|p| next.contains(p)).collect();
+        if !staying.is_empty() {
+            ids = staying;
+        }
+    }
     let at = ids[cluster.rng().gen_range(0..ids.len())];
     let fresh = cluster.propose_new(at);
     cluster.run_until(|c| c.all_live_decided(&fresh), RECOVERY_TIMEOUTS * ett);
@@ -163,8 +191,18 @@ fn run_seed(seed: u64) {
 /// At most this many reconfigurations per seed.
 const MAX_RECONFIGURATIONS: u32 = 3;
 
-fn reconfig_enabled() -> bool {
-    std::env::var_os("SOAK_RECONFIG").is_some_and(|v| v != "0")
+/// How many seeds needed an operator to wipe a straggler (see `run_seed`).
+static REJOINED_AFRESH: AtomicU64 = AtomicU64::new(0);
+
+/// Whether seed `seed` reconfigures: `SOAK_RECONFIG=1` makes every seed do
+/// so and `SOAK_RECONFIG=0` none; by default the odd seeds do, so that the
+/// even ones keep exercising long runs of one configuration.
+fn reconfigures(seed: u64) -> bool {
+    match std::env::var("SOAK_RECONFIG").as_deref() {
+        Ok("0") => false,
+        Ok(_) => true,
+        Err(_) => seed % 2 == 1,
+    }
 }
 
 /// Whether server `pid` of the current configuration has a stop-sign in its
@@ -185,7 +223,9 @@ fn has_stopsign(cluster: &SimCluster, pid: u64) -> bool {
 /// servers get ids from 101 up, never used before.
 fn reconfigure_randomly(cluster: &mut SimCluster) -> bool {
     let ids = cluster.ids().to_vec();
-    if !ids.iter().all(|&p| cluster.is_current(p)) || ids.iter().any(|&p| has_stopsign(cluster, p))
+    if !ids.iter().all(|&p| cluster.is_current(p))
+        || ids.iter().any(|&p| has_stopsign(cluster, p))
+        || cluster.requested_configuration().is_some()
     {
         return false;
     }
@@ -376,7 +416,7 @@ fn random_chaos_never_breaks_an_invariant_and_a_healed_cluster_decides() {
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     eprintln!(
         "soak: {seeds} seeds on {workers} threads; replay one with \
-         `SOAK_SEED=<seed> cargo test -p omnipaxos_tests --test soak`"
+         `SOAK_SEED=<seed> cargo test -p omnipaxos_tests --test soak` (and the same SOAK_RECONFIG)"
     );
     let started = Instant::now();
     let next = AtomicU64::new(0);
@@ -407,8 +447,12 @@ fn random_chaos_never_breaks_an_invariant_and_a_healed_cluster_decides() {
     assert!(
         failed.is_empty(),
         "soak: {} seed(s) failed (stopping after {MAX_FAILURES}): {failed:?}, in {elapsed:.1?}; \
-         replay one with `SOAK_SEED=<seed> cargo test -p omnipaxos_tests --test soak`",
+         replay one with `SOAK_SEED=<seed> cargo test -p omnipaxos_tests --test soak` \
+         (and the same SOAK_RECONFIG)",
         failed.len()
     );
-    eprintln!("soak: {seeds} seeds passed in {elapsed:.1?}");
+    eprintln!(
+        "soak: {seeds} seeds passed in {elapsed:.1?}; in {} a straggler was rejoined afresh",
+        REJOINED_AFRESH.load(Ordering::Relaxed)
+    );
 }

@@ -353,7 +353,7 @@ where
 
     /// Drops forwarded batches that the leader which acknowledged them has
     /// since decided: the decided index we learn from that same leader covers them.
-    fn prune_decided_forwards(&mut self) {
+    pub(super) fn prune_decided_forwards(&mut self) {
         let decided = self.storage.decided_idx();
         let leader = self.leader;
         let before = self.forwarded.len();

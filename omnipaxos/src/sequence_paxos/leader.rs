@@ -19,6 +19,20 @@ where
 {
     /// Starts leading ballot `n`: persist the promise, then ask every peer for one.
     pub(super) fn become_leader(&mut self, n: Ballot) -> StorageResult<()> {
+        if self.role == Role::Leader && self.phase == Phase::Accept {
+            // Re-preparing in a higher ballot: the batch gathered in the old
+            // one goes into the log now, in the ballot it was gathered in, so
+            // that the indices its forward acknowledgements named stay true
+            // and the new prepare phase treats it as any accepted entry (kept
+            // or cut by the log we adopt). Carried over unsent, it would be
+            // appended after the adopted log, even after a stop-sign decided
+            // there (soak seed 663).
+            self.flush_batch()?;
+        }
+        debug_assert!(
+            self.batch.is_empty(),
+            "a batch only fills while replicating"
+        );
         self.storage.set_promise(n)?;
         self.leader = n;
         self.role = Role::Leader;
@@ -189,11 +203,16 @@ where
             .expect("only promised followers are synchronised");
         // Logs accepted in the same round are prefixes of that round's leader
         // log, so such a follower only needs what follows its own log; any
-        // other follower is sent everything past its decided index.
+        // other follower is sent everything past its decided index. Its
+        // decided prefix is ours too, and it may have compacted all of it
+        // (a joiner that took a snapshot reaching past the previous
+        // configuration's log, soak seed 1625): a sync from below its
+        // decided index could start inside its compacted prefix, which it
+        // cannot install.
         let from = if meta.n_accepted == self.leader {
             meta.accepted_idx
         } else if meta.n_accepted == self.synced_round {
-            meta.accepted_idx.min(self.synced_len)
+            meta.accepted_idx.min(self.synced_len).max(meta.decided_idx)
         } else {
             meta.decided_idx
         };
@@ -222,7 +241,7 @@ where
 
     /// Appends a proposal to the leader's log (through the batch) and replicates it.
     pub(super) fn accept_entry(&mut self, entry: T, tag: Tag) -> StorageResult<()> {
-        if self.storage.stopsign().is_some() {
+        if self.takes_no_entries() {
             // The stop-sign is the last entry of this configuration: nothing
             // may follow it. Direct appends are refused before this point;
             // what arrives here (a proposal buffered while no leader was
@@ -246,6 +265,10 @@ where
         if self.batch.is_empty() || self.phase != Phase::Accept {
             return Ok(());
         }
+        debug_assert!(
+            self.storage.stopsign().is_none(),
+            "nothing is appended after the stop-sign: accept_entry holds entries back once it is in"
+        );
         self.flush_timer.reset();
         let first_idx = self.storage.log_len();
         self.placed.extend(
@@ -402,7 +425,7 @@ where
         if self.role != Role::Leader
             || self.phase != Phase::Accept
             || self.slot(from).is_none()
-            || self.storage.stopsign().is_some()
+            || self.takes_no_entries()
         {
             return Ok(());
         }

@@ -185,6 +185,10 @@ where
     /// A stop-sign requested here that is not yet in the log: proposed once
     /// this server leads, or forwarded (and retried) to the leader.
     pending_stopsign: Option<StopSign>,
+    /// This configuration's stop-sign, decided without this server: a server
+    /// that knew told it (see `handle_stopsign_decided`). Not persisted:
+    /// after a restart it is told again.
+    learned_stop: Option<reconfig::LearnedStop>,
     /// Linearizable reads in progress, in either role.
     reads: read::Reads,
     /// Leader: the highest ballot a follower refused us for, since leader
@@ -296,12 +300,19 @@ where
             rejected_by: None,
             reads: read::Reads::default(),
             pending_stopsign: None,
+            learned_stop: None,
         }
     }
 
     /// Serves a joining server's pull; a failed read stops this server.
-    pub(crate) fn handle_pull(&mut self, from: NodeId, req: crate::messages::PullLog) {
-        let r = self.handle_pull_log(from, req);
+    /// `previous`: how the configuration before ours ended, if we know.
+    pub(crate) fn handle_pull(
+        &mut self,
+        from: NodeId,
+        req: crate::messages::PullLog,
+        previous: Option<&crate::messages::StopSignDecided>,
+    ) {
+        let r = self.handle_pull_log(from, req, previous);
         self.guard(r);
     }
 
@@ -411,12 +422,55 @@ where
                 sync_idx.min((*from_idx).max(self.storage.decided_idx()))
             }
         };
-        let own_round = prev_round.is_some_and(|r| r.pid == self.pid);
+        let (cut, cut_tags) = self.cut_own_proposals(kept_until, sync_idx)?;
+        let decided_snapshot = match decided_snapshot {
+            Some(s) => Some(self.complete_snapshot(s)?),
+            None => None,
+        };
+        if kept_until < prev_len {
+            // Forwarded batches we appended from `kept_until` on may be gone:
+            // a retry must be appended again, not acknowledged at an index
+            // that now holds something else. A snapshot replaces entries from
+            // `kept_until`, below the sync index (soak seed 3103).
+            self.recent_forwards.forget_from(kept_until);
+        }
+        self.storage.sync_log(
+            round,
+            sync_idx,
+            decided_snapshot,
+            suffix,
+            stopsign,
+            decided_idx,
+        )?;
+        self.settle_forwards_after_sync(prev_round, prev_len, kept_until);
+        Ok((cut, cut_tags))
+    }
+
+    /// Takes this server's own proposals out of the part of its log that is
+    /// about to change: the tagged ones at `kept_until` and above, and, if
+    /// the log was accepted in a round this server led, the untagged entries
+    /// it appended itself at `replaced_from` and above (forwarded ones are
+    /// left to their origins, which retry them). Returns them in log order,
+    /// to be proposed again.
+    fn cut_own_proposals(
+        &mut self,
+        kept_until: u64,
+        replaced_from: u64,
+    ) -> StorageResult<(Vec<T>, Vec<Tag>)> {
+        let prev_len = self.storage.log_len();
+        let own_round = self
+            .storage
+            .accepted_round()
+            .is_some_and(|r| r.pid == self.pid);
         let mut cut = Vec::new();
         let mut cut_tags = Vec::new();
         let cut_placed = self.placed.iter().any(|&(idx, _)| idx >= kept_until);
-        if (own_round && sync_idx < prev_len) || cut_placed {
-            let from = if cut_placed { kept_until } else { sync_idx };
+        if (own_round && replaced_from < prev_len) || cut_placed {
+            let from = if cut_placed {
+                kept_until
+            } else {
+                replaced_from
+            };
             let entries = self.storage.get_entries(from, prev_len)?;
             self.placed.sort_unstable();
             let first_cut = self.placed.partition_point(|&(idx, _)| idx < from);
@@ -430,30 +484,20 @@ where
                     _ => NO_TAG,
                 };
                 let untagged_own =
-                    own_round && idx >= sync_idx && !self.recent_forwards.covers(idx);
+                    own_round && idx >= replaced_from && !self.recent_forwards.covers(idx);
                 if tag != NO_TAG || untagged_own {
                     cut.push(entry);
                     cut_tags.push(tag);
                 }
             }
         }
-        let decided_snapshot = match decided_snapshot {
-            Some(s) => Some(self.complete_snapshot(s)?),
-            None => None,
-        };
-        if sync_idx < prev_len {
-            self.recent_forwards.forget_from(sync_idx);
-        }
-        self.storage.sync_log(
-            round,
-            sync_idx,
-            decided_snapshot,
-            suffix,
-            stopsign,
-            decided_idx,
-        )?;
-        self.settle_forwards_after_sync(prev_round, prev_len, kept_until);
         Ok((cut, cut_tags))
+    }
+
+    /// Whether this configuration takes no more entries: a stop-sign is in
+    /// the log, or one was decided without us.
+    fn takes_no_entries(&self) -> bool {
+        self.storage.stopsign().is_some() || self.learned_stop.is_some()
     }
 
     /// Checks a log sync against our log: `None` if we cannot install it (it
@@ -575,10 +619,13 @@ where
                 Ok(())
             }
             PaxosMsg::AcceptStopSign(acc) => self.handle_accept_stopsign(from, acc),
-            PaxosMsg::PullLog(req) => self.handle_pull_log(from, req),
+            PaxosMsg::PullLog(req) => self.handle_pull_log(from, req, None),
             // Replies reach a joining server, which handles them before this.
             PaxosMsg::PullLogReply(_) => Ok(()),
             PaxosMsg::ForwardStopSign(ss) => self.handle_forward_stopsign(ss),
+            PaxosMsg::StopSignDecided(d) => self.handle_stopsign_decided(from, d),
+            // About the previous configuration: `OmniPaxos` answers these.
+            PaxosMsg::StopSignRequest(_) | PaxosMsg::StopSignReply(_) => Ok(()),
         };
         self.guard(result);
     }
@@ -599,7 +646,7 @@ where
         if self.is_halted() {
             return Err(ProposeErr::StorageFailure(entry));
         }
-        if self.storage.stopsign().is_some() {
+        if self.takes_no_entries() {
             return Err(ProposeErr::PendingReconfigEntry(entry));
         }
         match (self.role, self.phase) {

@@ -7,6 +7,8 @@
 //!         ReadConfirm{n, round} to every follower
 //!  a write quorum (counting the leader) answers ReadAck{n, round}
 //!    -> every read of the round completes with that read point
+//!  once the stop-sign is in the log, no round opens: reads belong to the
+//!  next configuration
 //! ```
 //!
 //! Why this is linearizable: every entry decided before the read began is in
@@ -16,6 +18,16 @@
 //! which meets every write quorum, and a server that promised a newer ballot
 //! does not acknowledge. A deposed leader that still believes it leads can
 //! therefore never complete a read, partial connectivity or not.
+//!
+//! Reconfiguration: once the stop-sign is decided, the next configuration
+//! decides new entries that no read point of this one covers. A leader that
+//! decided the stop-sign, or adopted it at prepare, has it in its log, and a
+//! leader without it in its log cannot be the current one (the stop-sign's
+//! deciding quorum meets its confirmation quorum). So a leader opens no
+//! confirmation round once the stop-sign is in its log: a read queued then
+//! may have begun after the next configuration decided something. A round
+//! already in flight completes: its reads began before the stop-sign was
+//! appended, so before the next configuration decided anything.
 
 use super::{Phase, Role, SequencePaxos};
 use crate::{
@@ -39,6 +51,10 @@ pub enum ReadError {
     /// A storage write failed earlier and the server has stopped acting.
     #[error("the node stopped after a storage failure")]
     StorageFailure,
+    /// This configuration is ending (its stop-sign is in the log): read
+    /// from the next configuration.
+    #[error("the configuration is being replaced; read from the next one")]
+    Reconfigured,
 }
 
 /// A read waiting for a confirmation round: who asked, and its id there.
@@ -103,6 +119,9 @@ where
         if self.is_halted() {
             return Err(ReadError::StorageFailure);
         }
+        if self.takes_no_entries() {
+            return Err(ReadError::Reconfigured);
+        }
         let r = &mut self.reads;
         if r.queued.len() + r.requested.len() + r.in_flight.as_ref().map_or(0, |f| f.reads.len())
             >= self.buffer_size
@@ -147,6 +166,7 @@ where
         if self.reads.in_flight.is_some()
             || self.reads.queued.is_empty()
             || self.phase != Phase::Accept
+            || self.takes_no_entries()
         {
             return;
         }

@@ -8,16 +8,61 @@
 //!  a write quorum accepted log_len + 1  ->  the stop-sign is decided:
 //!                   no more appends; the servers of the next configuration
 //!                   continue the log from here
+//!
+//!  a server X that missed the decision (its leader moved on, so nobody
+//!  sends it a Decide any more) keeps sending this configuration's messages;
+//!  a server N that knows of the decision (it moved on, or decided it and
+//!  does not lead) answers them:
+//!  N ──StopSignDecided{ss, stop_idx, n_accepted}──▶ X
+//!                   X decides the stop-sign if its log is the decided one
+//!                   (accepted in round n_accepted or later, stop-sign
+//!                   included); otherwise it remembers the stop-sign, and
+//!                   moving on makes it a joiner that pulls what it lacks
 //! ```
 
 use super::{NO_TAG, Phase, Role, SequencePaxos, Tag};
 use crate::{
+    ballot::Ballot,
     errors::{ConfigError, ProposeErr, ReconfigurationRequest},
-    messages::{AcceptStopSign, PaxosMsg, PullLog, PullLogReply},
+    messages::{AcceptStopSign, PaxosMsg, PullLog, PullLogReply, StopSignDecided},
     storage::{Entry, Storage, StorageResult},
     util::{NodeId, StopSign},
 };
 use std::collections::HashSet;
+
+/// This configuration's stop-sign, decided without us and learned from a
+/// server that knew (see [`StopSignDecided`]).
+#[derive(Debug)]
+pub(crate) struct LearnedStop {
+    ss: StopSign,
+    stop_idx: u64,
+    /// A round whose logs hold the decided log up to the stop-sign.
+    n_accepted: Ballot,
+    /// The servers that told us; they hold the decided log, so a move to the
+    /// next configuration pulls what we lack from them.
+    sources: Vec<NodeId>,
+}
+
+/// Where this server's configuration ended, and how much of the decided log
+/// this server holds: what moving on to the next configuration needs.
+#[derive(Debug)]
+pub(crate) struct StopPoint {
+    /// The decided stop-sign.
+    pub(crate) ss: StopSign,
+    /// Its index: the length of the configuration's decided log.
+    pub(crate) stop_idx: u64,
+    /// A round whose logs hold the decided log up to the stop-sign.
+    pub(crate) n_accepted: Ballot,
+    /// This server's log is the decided log below this index (at most
+    /// `stop_idx`); the rest must be pulled.
+    pub(crate) known_until: u64,
+    /// A forwarded batch acknowledged in the round our log was accepted in,
+    /// at indices below this one, is decided there.
+    acks_decided_until: u64,
+    /// Servers that hold the decided log (those that told us), to pull the
+    /// rest from (empty when it was decided here).
+    pub(crate) sources: Vec<NodeId>,
+}
 
 impl<T, S> SequencePaxos<T, S>
 where
@@ -30,8 +75,7 @@ where
         if let Err(e) = validate(&rc) {
             return Err(ProposeErr::InvalidReconfiguration(e));
         }
-        if self.storage.stopsign().is_some() || self.pending_stopsign.is_some() || self.is_halted()
-        {
+        if self.takes_no_entries() || self.pending_stopsign.is_some() || self.is_halted() {
             return Err(ProposeErr::PendingReconfigConfig(rc));
         }
         let Some(config_id) = self.configuration_id.checked_add(1) else {
@@ -113,7 +157,16 @@ where
     /// A server joining a later configuration pulls a slice of our decided
     /// log. Only decided entries are served; a slice we have not decided (or
     /// trimmed without a snapshot) goes unanswered and the joiner asks another.
-    pub(crate) fn handle_pull_log(&mut self, from: NodeId, req: PullLog) -> StorageResult<()> {
+    ///
+    /// The reply also says how the configuration the joiner joins began
+    /// (this one's stop-sign, once decided here, or `previous`, how the one
+    /// before ours ended), so that the joiner can tell stragglers.
+    pub(crate) fn handle_pull_log(
+        &mut self,
+        from: NodeId,
+        req: PullLog,
+        previous: Option<&StopSignDecided>,
+    ) -> StorageResult<()> {
         let decided = self.storage.decided_idx().min(self.storage.log_len());
         if self.is_halted() || req.from_idx >= req.to_idx || req.to_idx > decided {
             return Ok(());
@@ -133,25 +186,160 @@ where
             to_idx: req.to_idx,
             snapshot,
             entries,
+            stopsign: self.stopsign_decided_msg().or_else(|| previous.cloned()),
         };
         self.send(from, PaxosMsg::PullLogReply(reply));
         Ok(())
     }
 
-    /// At the move to the next configuration: the proposals this server
-    /// still holds that the old configuration did not decide (buffered,
-    /// gathered for a batch, or forwarded and not acknowledged under a
-    /// position before the stop-sign at `stopsign_idx`). Everything before a
-    /// decided stop-sign is decided, so none of these is in the old log, and
-    /// proposing them in the next configuration cannot decide them twice.
-    pub(crate) fn take_undecided_proposals(&mut self, stopsign_idx: u64) -> (Vec<T>, Vec<Tag>) {
-        let mut carried = std::mem::take(&mut self.pending);
-        let mut tags = std::mem::take(&mut self.pending_tags);
+    /// A server that knows says this configuration's stop-sign was decided
+    /// (one that moved on to the next configuration, or a peer that decided
+    /// it; see `stragglers.rs`). If our log is the decided one with the
+    /// stop-sign at its end, only the decision was missing: decide it.
+    /// Otherwise remember it: [`Self::stop_point`] then says how much of our
+    /// log is known to be decided, and the move to the next configuration
+    /// pulls the rest.
+    pub(super) fn handle_stopsign_decided(
+        &mut self,
+        from: NodeId,
+        d: StopSignDecided,
+    ) -> StorageResult<()> {
+        let ours = self.configuration_id.checked_add(1) == Some(d.ss.config_id);
+        // A stop-sign is decided after everything we decided.
+        if !ours || self.storage.stopsign_decided() || d.stop_idx < self.storage.decided_idx() {
+            return Ok(());
+        }
+        if let Some(learned) = &mut self.learned_stop {
+            if !learned.sources.contains(&from) {
+                learned.sources.push(from);
+            }
+            return Ok(());
+        }
+        let round_holds_it = self
+            .storage
+            .accepted_round()
+            .is_some_and(|r| r >= d.n_accepted);
+        if round_holds_it
+            && self.storage.log_len() == d.stop_idx
+            && self.storage.stopsign() == Some(&d.ss)
+        {
+            self.storage.raise_decided_idx(d.stop_idx + 1)?;
+            self.pending_stopsign = None;
+            self.prune_decided_forwards();
+            return Ok(());
+        }
+        self.learned_stop = Some(LearnedStop {
+            ss: d.ss,
+            stop_idx: d.stop_idx,
+            n_accepted: d.n_accepted,
+            sources: vec![from],
+        });
+        Ok(())
+    }
+
+    /// The decided stop-sign that ends this configuration, if this server
+    /// knows of one: decided here, or learned from the next configuration.
+    pub(crate) fn decided_stopsign(&self) -> Option<&StopSign> {
+        if self.storage.stopsign_decided() {
+            return self.storage.stopsign();
+        }
+        self.learned_stop.as_ref().map(|l| &l.ss)
+    }
+
+    /// What to tell a server of this configuration that may have missed the
+    /// decision of its stop-sign, once it is decided here. (A server that
+    /// only learned of it says nothing: the receiver would ask it for a
+    /// decided log it does not have.)
+    pub(crate) fn stopsign_decided_msg(&self) -> Option<StopSignDecided> {
+        if !self.storage.stopsign_decided() {
+            return None;
+        }
+        Some(StopSignDecided {
+            ss: self.storage.stopsign()?.clone(),
+            stop_idx: self.storage.log_len(),
+            n_accepted: self.storage.accepted_round().unwrap_or_default(),
+        })
+    }
+
+    /// Where this configuration ended and how much of its decided log this
+    /// server holds, once the stop-sign is decided (or learned).
+    ///
+    /// A log accepted in round `n_accepted` or later holds the decided log up
+    /// to the stop-sign: the stop-sign was decided in a round no later than
+    /// `n_accepted`, and every leader from that round on adopted a log
+    /// holding it (and appends nothing after a stop-sign). Such a log is
+    /// decided up to its end; any other is known decided only up to our
+    /// decided index.
+    pub(crate) fn stop_point(&self) -> Option<StopPoint> {
+        let log_len = self.storage.log_len();
+        let accepted_round = self.storage.accepted_round();
+        if self.storage.stopsign_decided() {
+            return Some(StopPoint {
+                ss: self.storage.stopsign()?.clone(),
+                stop_idx: log_len,
+                n_accepted: accepted_round.unwrap_or_default(),
+                known_until: log_len,
+                acks_decided_until: log_len,
+                sources: Vec::new(),
+            });
+        }
+        let learned = self.learned_stop.as_ref()?;
+        let decided = self
+            .storage
+            .decided_idx()
+            .min(log_len)
+            .min(learned.stop_idx);
+        let (known_until, acks_decided_until) =
+            if accepted_round.is_some_and(|r| r >= learned.n_accepted) {
+                (log_len.min(learned.stop_idx), learned.stop_idx)
+            } else {
+                (decided, decided)
+            };
+        Some(StopPoint {
+            ss: learned.ss.clone(),
+            stop_idx: learned.stop_idx,
+            n_accepted: learned.n_accepted,
+            known_until,
+            acks_decided_until,
+            sources: learned.sources.clone(),
+        })
+    }
+
+    /// At the move to the next configuration, which ended at `stop`: the
+    /// proposals this server still holds that the old configuration may not
+    /// have decided, to propose again in the next one. Those known to be
+    /// decided are reported (see [`Self::take_decided_tags`]) instead.
+    ///
+    /// Carried: what is buffered or gathered for a batch (refused once the
+    /// stop-sign was in); this incarnation's own proposals in our log past
+    /// `stop.known_until`; forwarded batches not acknowledged in our log's
+    /// round at indices known to be decided. Everything the old
+    /// configuration decided lies before its stop-sign, so a carried
+    /// proposal that it did not decide is decided once, in the next
+    /// configuration. One it did decide (only possible past `known_until`,
+    /// where this server cannot tell) may be decided a second time, which
+    /// `append` allows; it is reported once. Untagged entries we appended as
+    /// leader before a restart are not carried from there: nobody waits for
+    /// them, and they are likely decided.
+    pub(crate) fn take_undecided_proposals(
+        &mut self,
+        stop: &StopPoint,
+    ) -> StorageResult<(Vec<T>, Vec<Tag>)> {
+        let (mut carried, mut tags) = self.cut_own_proposals(stop.known_until, u64::MAX)?;
+        // What is left of our placed proposals lies below `known_until`: decided there.
+        self.decided_tags
+            .extend(self.placed.drain(..).map(|(idx, tag)| (tag, idx)));
+        carried.append(&mut self.pending);
+        tags.append(&mut self.pending_tags);
         carried.append(&mut self.batch);
         tags.append(&mut self.batch_tags);
+        let round = self.storage.accepted_round();
         for batch in std::mem::take(&mut self.forwarded) {
             match batch.acked {
-                Some((_, first)) if first + batch.entries.len() as u64 <= stopsign_idx => {
+                Some((n, first))
+                    if Some(n) == round
+                        && first + batch.entries.len() as u64 <= stop.acks_decided_until =>
+                {
                     // Decided before the stop-sign.
                     self.decided_tags.extend(
                         (first..)
@@ -167,7 +355,7 @@ where
             }
         }
         self.forwarded_len = 0;
-        (carried, tags)
+        Ok((carried, tags))
     }
 
     pub(super) fn handle_forward_stopsign(&mut self, ss: StopSign) -> StorageResult<()> {
@@ -175,7 +363,7 @@ where
         if self.role == Role::Leader
             && self.phase == Phase::Accept
             && for_next
-            && self.storage.stopsign().is_none()
+            && !self.takes_no_entries()
         {
             self.accept_stopsign(ss)?;
         }

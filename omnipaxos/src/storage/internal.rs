@@ -100,18 +100,31 @@ where
         Ok(())
     }
 
-    /// Starts the next configuration on this log: the stop-sign is dropped,
-    /// the log stays decided, and the ballots of the old configuration are
-    /// forgotten, all in one write.
-    pub(crate) fn reset_for_new_configuration(&mut self) -> StorageResult<()> {
-        self.storage.write_atomically(vec![
+    /// Starts the next configuration on this log, keeping its first
+    /// `decided_end` entries as the decided log: normally the whole log (the
+    /// stop-sign's index); less when this server holds only part of the old
+    /// configuration's decided log and pulls the rest. Anything past
+    /// `decided_end` and the stop-sign are dropped, and the ballots of the
+    /// old configuration forgotten, all in one write.
+    pub(crate) fn reset_for_new_configuration(&mut self, decided_end: u64) -> StorageResult<()> {
+        debug_assert!(
+            decided_end >= self.compacted_idx && decided_end <= self.log_len,
+            "the kept log is held here"
+        );
+        let mut ops = Vec::with_capacity(5);
+        if decided_end < self.log_len {
+            ops.push(StorageOp::AppendOnPrefix(decided_end, Vec::new()));
+        }
+        ops.extend([
             StorageOp::SetStopsign(None),
-            StorageOp::SetDecidedIndex(self.log_len),
+            StorageOp::SetDecidedIndex(decided_end),
             StorageOp::SetPromise(Ballot::default()),
             StorageOp::SetAcceptedRound(Ballot::default()),
-        ])?;
+        ]);
+        self.storage.write_atomically(ops)?;
         self.stopsign = None;
-        self.decided_idx = self.log_len;
+        self.log_len = decided_end;
+        self.decided_idx = decided_end;
         self.promise = Ballot::default();
         self.accepted_round = Some(Ballot::default());
         Ok(())

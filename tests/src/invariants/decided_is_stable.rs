@@ -16,7 +16,10 @@
 //! same storage reported decided index `L + 1` (its log and the stop-sign at
 //! `L`) and reports `L` in the new configuration, whose log continues at `L`.
 //! That one step down, exactly from the old configuration's stop-sign, is
-//! allowed; any other decrease, a decrease across more than one
+//! allowed. A server that missed the stop-sign's decision and learned it from
+//! the next configuration moves on from the decided index it had (at most
+//! `L`), without a step down, and pulls the rest of the old log in the new
+//! configuration. Any other decrease, a decrease across more than one
 //! configuration, or a server going back to an older configuration is a
 //! violation. A server whose storage the simulator replaced by an empty one
 //! (a new generation) is checked as a new server.
@@ -81,21 +84,30 @@ impl DecidedIsStable {
         } else if node.config_id > seen.config_id {
             let old = seen.config_id;
             let stop = configs.stop_idx(old);
+            // Decided the stop-sign at `l` and continues from `l`, or learned
+            // of it and continues from what it had decided (see the module doc).
+            let continues_from = stop.and_then(|l| {
+                if seen.up_to == l + 1 {
+                    Some(l)
+                } else {
+                    (seen.up_to <= l).then_some(seen.up_to)
+                }
+            });
             let moved_on =
-                node.config_id == old + 1 && stop.is_some_and(|l| seen.up_to == l + 1 && now >= l);
+                node.config_id == old + 1 && continues_from.is_some_and(|from| now >= from);
             if !moved_on {
                 return Err(Violation::new(
                     NAME,
                     format!(
                         "server {pid} moved from configuration {old} (decided index {}) to {} \
                          (decided index {now}), but configuration {old}'s stop-sign is at {stop:?}: \
-                         only a server that decided it may continue, from its index",
+                         only a server whose configuration decided it may continue, from what it decided",
                         seen.up_to, node.config_id
                     ),
                 ));
             }
             seen.config_id = node.config_id;
-            seen.up_to = stop.unwrap_or_default();
+            seen.up_to = continues_from.unwrap_or_default();
         }
         let before = seen.up_to;
         if now < before {
@@ -231,13 +243,18 @@ mod tests {
     }
 
     #[test]
-    fn moving_on_without_the_stop_sign_or_below_it_is_a_violation() {
+    fn moving_on_below_what_was_decided_is_a_violation() {
         let h = history_ending_at(3);
-        // Decided only up to 3, without the stop-sign.
+        // Decided up to 2, without the stop-sign: it learned of the
+        // stop-sign from the next configuration, and continues from 2...
         let storage = SharedStorage::new();
         let mut check = DecidedIsStable::default();
+        observe(&mut check, &storage, 1, 0, 2, &h).unwrap();
+        assert_eq!(observe(&mut check, &storage, 2, 0, 2, &h), Ok(2));
+        // ...but not from below what it decided.
+        let mut check = DecidedIsStable::default();
         observe(&mut check, &storage, 1, 0, 3, &h).unwrap();
-        let err = observe(&mut check, &storage, 2, 0, 3, &h).unwrap_err();
+        let err = observe(&mut check, &storage, 2, 0, 2, &h).unwrap_err();
         assert_eq!(err.property, NAME);
         // Decided the stop-sign but continues below its index.
         let mut check = DecidedIsStable::default();

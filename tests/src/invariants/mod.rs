@@ -35,13 +35,16 @@
 //!   to `L` when the server moves on to the next configuration on the same
 //!   storage, and nowhere else;
 //! * the quorum check counts, for each index, the write quorum of the
-//!   configuration that decided it;
+//!   configuration that decided it (a server that moved on from it no longer
+//!   votes there, so it counts whatever its log holds);
 //! * ballots and promises start over in every configuration, so monotonicity
 //!   and leader uniqueness are checked per configuration;
 //! * a server whose storage the simulator replaced by an empty one (a
-//!   server that missed the end of its configuration and joins the next one
-//!   afresh, see [`SimCluster`](crate::SimCluster)) is a new server for the
-//!   per-server records; its old storage still counts for the quorum check.
+//!   straggler that nobody could tell of its configuration's end, wiped by
+//!   the operator, see
+//!   [`SimCluster::rejoin_stragglers_afresh`](crate::SimCluster::rejoin_stragglers_afresh))
+//!   is a new server for the per-server records; its old storage still
+//!   counts for the quorum check.
 //!
 //! [`Invariants`] owns the record each property needs (the cluster-wide
 //! decided log, the proposed values, the ballots seen) and reads the servers
@@ -167,13 +170,14 @@ impl ConfigHistory {
         self.get(id)?.stop.as_ref().map(|(idx, _)| *idx)
     }
 
-    /// The configuration that decides index `idx`: the one whose range
-    /// `start..stop` holds it.
-    pub fn deciding(&self, idx: u64) -> Option<&ConfigRecord> {
+    /// The configuration that decides index `idx`, with its id: the one
+    /// whose range `start..stop` holds it.
+    pub fn deciding(&self, idx: u64) -> Option<(ConfigurationId, &ConfigRecord)> {
         self.configs
-            .values()
+            .iter()
             .rev()
-            .find(|c| c.start <= idx && c.stop.as_ref().is_none_or(|(stop, _)| idx < *stop))
+            .find(|(_, c)| c.start <= idx && c.stop.as_ref().is_none_or(|(stop, _)| idx < *stop))
+            .map(|(&id, c)| (id, c))
     }
 }
 

@@ -21,8 +21,18 @@
 //! Reconfiguration: an index is decided by one configuration (the one whose
 //! range, from its start to its stop-sign, holds it), so its holders are
 //! counted among that configuration's servers against that configuration's
-//! write quorum. The storages of servers that left count as long as the
-//! simulator keeps them (it keeps every storage to the end of the run), and
+//! write quorum. A server that moved on from that configuration counts
+//! whatever its log holds: it no longer votes there, so it cannot be in a
+//! read quorum that misses the entry, and a server that missed part of the
+//! old log drops what it cannot tell is decided when it moves on, then pulls
+//! the decided log (the new configuration's servers are checked by
+//! agreement and stability). With `d` servers moved on, `q` holders and a
+//! read quorum `r` among `n`, the servers still voting without the entry
+//! number `n - q - d`; requiring `q + d` to reach the write quorum `w` keeps
+//! that below `r` (as `r + w > n`).
+//!
+//! The storages of servers that left count as long as the simulator keeps
+//! them (it keeps every storage to the end of the run), and
 //! so does the storage a server had before the simulator replaced it by an
 //! empty one: losing a decided entry that way is not what this property is
 //! about (the server rejoins by pulling the decided log), and counting the
@@ -59,7 +69,7 @@ impl NoLostDecidedEntry {
         let from = first_new.min(recheck_from);
         for idx in from..len {
             let want = log[idx as usize];
-            let Some(config) = configs.deciding(idx) else {
+            let Some((config_id, config)) = configs.deciding(idx) else {
                 return Err(Violation::new(
                     NAME,
                     format!("decided {want:?} at index {idx} lies in no configuration's range"),
@@ -69,7 +79,8 @@ impl NoLostDecidedEntry {
                 .iter()
                 .filter(|n| config.members.contains(&n.pid))
                 .filter(|n| {
-                    holds(n.storage, idx, want)
+                    n.config_id > config_id
+                        || holds(n.storage, idx, want)
                         || n.past_storages.iter().any(|s| holds(s, idx, want))
                 })
                 .map(|n| n.pid)
@@ -78,8 +89,9 @@ impl NoLostDecidedEntry {
                 return Err(Violation::new(
                     NAME,
                     format!(
-                        "decided {want:?} at index {idx} is stored by {holders:?} only; a write \
-                         quorum of its configuration {:?} is {}",
+                        "decided {want:?} at index {idx} is stored by {holders:?} only (counting \
+                         servers that moved on from its configuration); a write quorum of its \
+                         configuration {:?} is {}",
                         config.members, config.write_quorum
                     ),
                 ));

@@ -1,7 +1,7 @@
 //! [`SimCluster`]: N servers, one network, one clock, one seed.
 
 use crate::{
-    invariants::{Invariants, NodeView, Violation},
+    invariants::{ConfigHistory, Invariants, NodeView, Violation},
     sim::{
         network::{Fate, Network},
         options::SimOptions,
@@ -77,6 +77,9 @@ pub struct SimCluster {
     previous_ids: Vec<NodeId>,
     /// The tick the current configuration began at.
     config_started_at: u64,
+    /// The servers of the next configuration, once a server of the current
+    /// one accepted a request for it (`reconfigure` returned `Ok`).
+    requested: Option<Vec<NodeId>>,
     /// The servers by id; iteration in id order keeps runs deterministic.
     nodes: BTreeMap<NodeId, SimNode>,
     /// The messages in flight and the state of the links.
@@ -142,6 +145,7 @@ impl SimCluster {
             config_id: 1,
             previous_ids: Vec::new(),
             config_started_at: 0,
+            requested: None,
             trace: options.trace || std::env::var_os("SIM_TRACE").is_some_and(|v| v != "0"),
             options,
             now: 0,
@@ -235,19 +239,36 @@ impl SimCluster {
     /// it held already). Panics, printing the seed and a replay command, if it
     /// does not hold within `max_ticks` steps.
     #[track_caller]
-    pub fn run_until(&mut self, mut done: impl FnMut(&Self) -> bool, max_ticks: u64) -> u64 {
+    pub fn run_until(&mut self, done: impl FnMut(&Self) -> bool, max_ticks: u64) -> u64 {
         let start = self.now;
-        while !done(self) {
-            if self.now - start >= max_ticks {
+        match self.try_run_until(done, max_ticks) {
+            Some(steps) => steps,
+            None => {
                 let detail = format!(
                     "the awaited condition did not hold within {max_ticks} ticks (started at tick {start})\n{}",
                     self.describe()
                 );
                 self.fail("run_until", &detail);
             }
+        }
+    }
+
+    /// Steps until `done` holds, and returns the number of steps taken (0 if
+    /// it held already), or `None` if it does not hold within `max_ticks`
+    /// steps: for a script that has a plan B.
+    pub fn try_run_until(
+        &mut self,
+        mut done: impl FnMut(&Self) -> bool,
+        max_ticks: u64,
+    ) -> Option<u64> {
+        let start = self.now;
+        while !done(self) {
+            if self.now - start >= max_ticks {
+                return None;
+            }
             self.step();
         }
-        self.now - start
+        Some(self.now - start)
     }
 
     /// The number of steps taken so far.
@@ -835,12 +856,16 @@ impl SimCluster {
     ///   can pull from it, until every server of the new configuration is in
     ///   it with its log and the new configuration decided an entry; then it
     ///   is retired for good (its storage stays for the invariants);
-    /// * a server of the new configuration that is still in an older one
-    ///   [`SimOptions::rejoin_after_ticks`] after the new one began has
-    ///   missed its configuration's end, and nothing in the protocol tells it
-    ///   any more once its old peers moved on; it is given an empty storage
-    ///   and joins afresh with `build_joining`, pulling from the servers that
-    ///   have the log.
+    /// * a server of the new configuration that missed the decision of its
+    ///   old configuration's stop-sign learns it from the servers that moved
+    ///   on (they answer its old configuration's messages), and moves on as
+    ///   soon as it knows, pulling whatever part of the old log it lacks
+    ///   (`get_migration` says what, for a restart meanwhile).
+    ///
+    /// What the servers of a configuration know of the previous one's end is
+    /// not persisted: if every server that knew it restarted, a straggler is
+    /// never told, and only an operator can help it
+    /// ([`rejoin_stragglers_afresh`](Self::rejoin_stragglers_afresh)).
     ///
     /// New servers need ids the cluster never had; a server that left cannot
     /// come back (its storage belongs to an old configuration).
@@ -855,13 +880,32 @@ impl SimCluster {
         let rc = ReconfigurationRequest::with(members.to_vec(), None);
         let result = self.node_mut(at).reconfigure(rc);
         self.trace(|| format!("reconfigure at {at} to {members:?}: {result:?}"));
+        if result.is_ok() {
+            let mut members = members.to_vec();
+            members.sort_unstable();
+            self.requested = Some(members);
+        }
         self.check_invariants();
         result
     }
 
-    /// Moves servers whose configuration ended on to the next one, rejoins
-    /// servers stuck in an old configuration, and retires servers that left
-    /// once nobody needs them (see [`reconfigure`](Self::reconfigure)).
+    /// Every configuration of the run so far: members, where each starts,
+    /// and the stop-sign that ended it.
+    pub fn configurations(&self) -> &ConfigHistory {
+        self.invariants.configurations()
+    }
+
+    /// The servers of the next configuration, if a server of the current
+    /// one took a request for one ([`reconfigure`](Self::reconfigure)
+    /// returned `Ok`), sorted. The request may still be lost (its server
+    /// crashes before the stop-sign is in the log).
+    pub fn requested_configuration(&self) -> Option<&[NodeId]> {
+        self.requested.as_deref()
+    }
+
+    /// Moves servers whose configuration ended on to the next one and retires
+    /// servers that left once nobody needs them (see
+    /// [`reconfigure`](Self::reconfigure)).
     fn advance_configurations(&mut self) {
         let ended: Vec<(NodeId, StopSign)> = self
             .nodes
@@ -875,13 +919,10 @@ impl SimCluster {
             if ss.config_id > self.config_id {
                 self.begin_configuration(&ss);
             }
-            // A server that ended a configuration older than the one before
-            // the current one is a straggler: see `rejoin_stragglers`.
             if ss.nodes.contains(&pid) && ss.config_id == self.config_id {
                 self.move_on(pid, ss.config_id);
             }
         }
-        self.rejoin_stragglers();
         self.retire_leavers();
     }
 
@@ -928,6 +969,7 @@ impl SimCluster {
         self.previous_ids = std::mem::replace(&mut self.ids, members.clone());
         self.config_id = ss.config_id;
         self.config_started_at = self.now;
+        self.requested = None;
         self.trace(|| {
             format!(
                 "configuration {} {members:?} begins at index {log_len}",
@@ -1006,9 +1048,11 @@ impl SimCluster {
         let old = node.paxos.take().expect("only running servers move on");
         match old.into_new_configuration(config.clone()) {
             Ok(paxos) => {
+                // A server that missed part of the old log pulls it first;
+                // a restart meanwhile must pull again.
+                node.migration = paxos.get_migration();
                 node.paxos = Some(paxos);
                 node.config = config;
-                node.migration = None;
             }
             Err(e) => {
                 let detail =
@@ -1019,12 +1063,13 @@ impl SimCluster {
         self.trace(|| format!("server {pid} moves on to configuration {config_id}"));
     }
 
-    /// Rejoins afresh every running server of the current configuration
-    /// that is still in an older one after the grace period.
-    fn rejoin_stragglers(&mut self) {
-        if self.now < self.config_started_at + self.options.rejoin_after_ticks {
-            return;
-        }
+    /// What an operator does for a server of the current configuration that
+    /// is still in an older one and that nobody tells of its end (see
+    /// [`reconfigure`](Self::reconfigure)): it wipes the server's storage and
+    /// has it join afresh with `build_joining`, pulling the log from the
+    /// servers that have it. The server's proposals are lost with its state,
+    /// as in a crash. Returns the servers rejoined.
+    pub fn rejoin_stragglers_afresh(&mut self) -> Vec<NodeId> {
         let stragglers: Vec<NodeId> = self
             .ids
             .iter()
@@ -1034,6 +1079,7 @@ impl SimCluster {
                 n.paxos.is_some() && n.config.configuration_id < self.config_id
             })
             .collect();
+        let mut rejoined = Vec::new();
         for pid in stragglers {
             let log_len = self
                 .invariants
@@ -1059,6 +1105,7 @@ impl SimCluster {
             if sources.is_empty() {
                 continue;
             }
+            rejoined.push(pid);
             self.network.drop_involving(pid);
             let old = self.nodes.remove(&pid).expect("a straggler is a server");
             let mut past = old.past_storages;
@@ -1074,6 +1121,8 @@ impl SimCluster {
                 format!("server {pid} missed the end of its configuration; rejoins afresh")
             });
         }
+        self.check_invariants();
+        rejoined
     }
 
     /// Retires the servers that left, once every server of the current

@@ -62,11 +62,6 @@ pub struct SimOptions {
     /// `SIM_TRACE=1` turns it on too, so a failing test can be replayed with
     /// a trace without editing it.
     pub trace: bool,
-    /// How many ticks a server of the current configuration may stay in an
-    /// older one after the current one began, before the simulator gives up
-    /// on it learning its configuration's end and rejoins it afresh (see
-    /// [`SimCluster::reconfigure`](crate::SimCluster::reconfigure)).
-    pub rejoin_after_ticks: u64,
     /// Which storage the servers persist to: memory (the default, fast) or
     /// `PersistentStorage` files that a restart really reopens.
     pub storage: SimStorage,
@@ -94,7 +89,6 @@ impl Default for SimOptions {
             call_reconnected: false,
             allow_duplicate_decisions: false,
             trace: false,
-            rejoin_after_ticks: 40,
             storage: SimStorage::Memory,
             replay_command: None,
         }
