@@ -668,6 +668,16 @@ where
                 Err(ReadError::BufferFull) => {
                     let _ = reply.send(Err(RuntimeError::BufferFull));
                 }
+                Err(ReadError::Reconfigured) => {
+                    // The stop-sign is in the log; it may not be decided yet.
+                    let e = match self.op.is_reconfigured() {
+                        Some(ss) => RuntimeError::Reconfigured(ss),
+                        None => RuntimeError::Rejected(
+                            "a reconfiguration is under way; read in the next configuration".into(),
+                        ),
+                    };
+                    let _ = reply.send(Err(e));
+                }
                 Err(_) => {
                     let _ = reply.send(Err(self.storage_error()));
                 }

@@ -274,6 +274,12 @@ async fn after_a_reconfiguration_appends_fail_with_the_stop_sign() {
     );
     assert_eq!(
         c.node(1).append(put(1, 1)).await,
+        Err(RuntimeError::Reconfigured(ss.clone()))
+    );
+    // The old configuration serves no more linearizable reads either: the
+    // next one may already decide new entries.
+    assert_eq!(
+        c.node(3).linearizable_read().await,
         Err(RuntimeError::Reconfigured(ss))
     );
     c.shutdown().await;
