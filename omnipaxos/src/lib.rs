@@ -104,7 +104,7 @@ pub use crate::{
     migration::Migration,
     omni_paxos::{OmniPaxos, ProposalId},
     sequence_paxos::{Phase, ReadError, ReadId, Role},
-    util::{ConfigurationId, LogEntry, NodeId, StopSign},
+    util::{ConfigurationEnd, ConfigurationId, LogEntry, NodeId, StopSign},
 };
 
 /// `#[derive(Entry)]` (feature `macros`).

@@ -42,7 +42,7 @@
 use crate::{
     ballot::Ballot,
     storage::Entry,
-    util::{ConfigurationId, NodeId, StopSign},
+    util::{ConfigurationEnd, ConfigurationId, NodeId, StopSign},
 };
 use derive_where::derive_where;
 
@@ -166,6 +166,26 @@ pub struct StopSignDecided {
     pub stop_idx: u64,
     /// A round whose logs hold the decided log and the stop-sign.
     pub n_accepted: Ballot,
+}
+
+impl From<ConfigurationEnd> for StopSignDecided {
+    fn from(end: ConfigurationEnd) -> Self {
+        Self {
+            ss: end.stopsign,
+            stop_idx: end.stop_idx,
+            n_accepted: end.accepted_round,
+        }
+    }
+}
+
+impl From<StopSignDecided> for ConfigurationEnd {
+    fn from(d: StopSignDecided) -> Self {
+        Self {
+            stopsign: d.ss,
+            stop_idx: d.stop_idx,
+            accepted_round: d.n_accepted,
+        }
+    }
 }
 
 /// A server of a configuration that followed another asks a peer how the

@@ -4,13 +4,13 @@ use crate::{
     ballot::Ballot,
     ballot_leader_election::BallotLeaderElection,
     errors::{CompactionErr, ConfigError, ProposeErr, StorageError},
-    messages::{Message, PaxosMessage, PaxosMsg, StopSignDecided},
+    messages::{Message, PaxosMessage, PaxosMsg},
     migration::{Joining, Migration},
     sequence_paxos::{ReadError, ReadId, Role, SequencePaxos},
     storage::{Entry, Storage, internal::InternalStorage},
     stragglers::Stragglers,
     ui::{OmniPaxosStates, PeerState},
-    util::{LogEntry, NodeId, SnapshottedEntry, StopSign},
+    util::{ConfigurationEnd, LogEntry, NodeId, SnapshottedEntry, StopSign},
 };
 pub use crate::{
     config::{FlexibleQuorum, OmniPaxosConfig},
@@ -86,13 +86,24 @@ where
         #[cfg(feature = "logging")]
         let logger = crate::logging::create_logger(&config)?;
         let ble = BallotLeaderElection::with(&config);
+        let mut stragglers = Stragglers::with(&config);
+        // A server that moved on (or learned how the previous configuration
+        // ended) persisted it, so that it can still tell that
+        // configuration's stragglers after a restart. A record of another
+        // configuration's end (the storage of a server built for a
+        // configuration it never moved on to) says nothing about ours.
+        if let Some(end) = storage.previous_end() {
+            if end.stopsign.config_id == config.configuration_id {
+                stragglers.moved_on(end.clone().into());
+            }
+        }
         let seq_paxos = SequencePaxos::with(&config, storage);
         Ok(Self {
             ble,
             seq_paxos,
             joining: None,
             decided_scratch: Vec::new(),
-            stragglers: Stragglers::with(&config),
+            stragglers,
             config,
             #[cfg(feature = "logging")]
             logger,
@@ -178,7 +189,12 @@ where
                 msg: PaxosMsg::StopSignReply(reply),
                 ..
             }) => {
-                self.stragglers.handle_reply(from, reply);
+                if let Some(learned) = self.stragglers.handle_reply(from, reply) {
+                    // Persisted, so that a restart does not forget it.
+                    if let Err(e) = self.seq_paxos.storage.set_previous_end(learned.into()) {
+                        self.seq_paxos.fail_with(e);
+                    }
+                }
                 return;
             }
             m => m,
@@ -465,8 +481,19 @@ where
         seq_paxos.take_decided_tags(&mut decided_tags);
         let next_tag = seq_paxos.next_tag();
         let mut storage = seq_paxos.into_storage();
-        storage.reset_for_new_configuration(stop.known_until)?;
+        let end = ConfigurationEnd {
+            stopsign: stop.ss,
+            stop_idx: stop.stop_idx,
+            accepted_round: stop.n_accepted,
+        };
+        // The new node reads `end` back from the storage: it then tells the
+        // old configuration's stragglers how it ended, also after restarts.
+        storage.reset_for_new_configuration(stop.known_until, end)?;
         let mut node = config.build(storage.into_inner())?;
+        debug_assert!(
+            node.stragglers.previous().is_some(),
+            "the new node knows how the old configuration ended"
+        );
         node.seq_paxos.set_next_tag(next_tag);
         node.decided_scratch = decided_tags;
         if stop.known_until < stop.stop_idx {
@@ -488,11 +515,6 @@ where
             };
             node.start_joining(migration, stop.known_until);
         }
-        node.stragglers.moved_on(StopSignDecided {
-            ss: stop.ss,
-            stop_idx: stop.stop_idx,
-            n_accepted: stop.n_accepted,
-        });
         for (entry, tag) in carried.into_iter().zip(tags) {
             // The new node has no leader yet: entries wait in its buffer,
             // which has room for what the old one held.
@@ -572,12 +594,17 @@ where
         let Some(mut pulled) = self.joining.as_mut().and_then(Joining::finish) else {
             return;
         };
-        if let Some(d) = pulled.stopsign.take() {
-            if d.ss.config_id == self.config.configuration_id {
-                self.stragglers.moved_on(d);
-            }
+        let previous_end = pulled
+            .stopsign
+            .take()
+            .filter(|d| d.ss.config_id == self.config.configuration_id);
+        if let Some(d) = &previous_end {
+            self.stragglers.moved_on(d.clone());
         }
-        if let Err(e) = self.seq_paxos.install_pulled(pulled) {
+        // Persisted with the log, so that this server can tell the previous
+        // configuration's stragglers after a restart too.
+        let previous_end = previous_end.map(ConfigurationEnd::from);
+        if let Err(e) = self.seq_paxos.install_pulled(pulled, previous_end) {
             self.joining = None;
             self.seq_paxos.fail_with(e);
             return;

@@ -17,11 +17,14 @@
 //!                             ◀──────────────  StopSignReply{decided: Option<..>}
 //! ```
 //!
-//! What a server knows of the previous configuration is not persisted (the
-//! `Storage` trait has no place for it): a server that restarts asks its
-//! peers, so the knowledge survives as long as one server of the
-//! configuration that has it is up. Servers of the ended configuration that
-//! know of the decision tell their peers too (see `OmniPaxos::handle_incoming`).
+//! What a server knows of the previous configuration is persisted
+//! (`Storage::set_previous_configuration_end`): written in the same batch
+//! that moves the server on, or when it learns it from a peer (by a
+//! `StopSignReply`, or with the log it pulled when joining), and read back
+//! when the server is built, so a restart does not forget it. A server that
+//! does not know (it joined before anyone could say, or its storage predates
+//! the slot) asks its peers. Servers of the ended configuration that know
+//! of the decision tell their peers too (see `OmniPaxos::handle_incoming`).
 
 use crate::{
     clock::LogicalClock,
@@ -110,13 +113,21 @@ impl<T: Entry> Stragglers<T> {
         self.push(from, self.configuration_id, PaxosMsg::StopSignReply(reply));
     }
 
-    pub(crate) fn handle_reply(&mut self, from: NodeId, reply: StopSignReply) {
+    /// `from` answered our [`StopSignRequest`]; returns how the previous
+    /// configuration ended if we learned it just now (for the caller to
+    /// persist).
+    pub(crate) fn handle_reply(
+        &mut self,
+        from: NodeId,
+        reply: StopSignReply,
+    ) -> Option<StopSignDecided> {
         self.unanswered.retain(|&p| p != from);
         match reply.decided {
             Some(d) if self.previous.is_none() && d.ss.config_id == self.configuration_id => {
-                self.moved_on(d);
+                self.moved_on(d.clone());
+                Some(d)
             }
-            _ => {}
+            _ => None,
         }
     }
 

@@ -1,6 +1,6 @@
 //! Small shared types: node ids, the entries a read returns, stop-signs.
 
-use crate::storage::Entry;
+use crate::{ballot::Ballot, storage::Entry};
 
 /// The id of a server. Ids are any non-zero numbers; they need not be `1..=n`.
 pub type NodeId = u64;
@@ -88,4 +88,28 @@ impl StopSign {
             metadata,
         }
     }
+}
+
+/// How the configuration before a server's own ended, as the server persists
+/// it (see [`Storage::set_previous_configuration_end`](crate::storage::Storage::set_previous_configuration_end)):
+/// enough to tell a server that missed the end (a *straggler*, still in the
+/// old configuration) that it is over, and which of its entries are decided.
+///
+/// Written when the server moves on with
+/// [`OmniPaxos::into_new_configuration`](crate::OmniPaxos::into_new_configuration),
+/// or when it joins or restarts in the new configuration and learns the end
+/// from a peer.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct ConfigurationEnd {
+    /// The decided stop-sign that ended the previous configuration; its
+    /// `config_id` is the id of the configuration the server is in.
+    pub stopsign: StopSign,
+    /// The stop-sign's index: the length of the log the previous
+    /// configuration decided.
+    pub stop_idx: u64,
+    /// A round of the previous configuration whose accepted logs hold its
+    /// whole decided log and the stop-sign: a straggler whose log was
+    /// accepted in this round or a later one knows its log is decided.
+    pub accepted_round: Ballot,
 }

@@ -6,7 +6,7 @@ use omnipaxos::{
     Ballot, OmniPaxos, OmniPaxosConfig, ProposeErr, StorageError,
     messages::*,
     storage::{Entry, NoSnapshot, Storage, StorageOp, StorageResult},
-    util::StopSign,
+    util::{ConfigurationEnd, StopSign},
 };
 use omnipaxos_storage::memory_storage::MemoryStorage;
 use std::{cell::Cell, rc::Rc};
@@ -109,6 +109,16 @@ impl Storage<E> for FailingStorage {
     }
     fn get_snapshot(&self) -> StorageResult<Option<NoSnapshot>> {
         self.inner.get_snapshot()
+    }
+    fn set_previous_configuration_end(
+        &mut self,
+        end: Option<ConfigurationEnd>,
+    ) -> StorageResult<()> {
+        self.check()?;
+        self.inner.set_previous_configuration_end(end)
+    }
+    fn get_previous_configuration_end(&self) -> StorageResult<Option<ConfigurationEnd>> {
+        self.inner.get_previous_configuration_end()
     }
 }
 

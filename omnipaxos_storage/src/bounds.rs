@@ -75,7 +75,8 @@ impl Bounds {
             StorageOp::SetStopsign(stopsign) => self.stopsign = stopsign.is_some(),
             StorageOp::SetPromise(_)
             | StorageOp::SetAcceptedRound(_)
-            | StorageOp::SetSnapshot(_) => {}
+            | StorageOp::SetSnapshot(_)
+            | StorageOp::SetPreviousConfigurationEnd(_) => {}
         }
         Ok(())
     }

@@ -4,7 +4,9 @@
 //! The suite writes [`Value`]s, whose snapshot [`Sum`] adds them up, through
 //! the trait only, and checks what reads return afterwards: absolute indices,
 //! `append_on_prefix`, trims (below, at and past the log end), the compacted
-//! index, snapshots, the stop-sign, promise and accepted round, batches that
+//! index, snapshots, the stop-sign, promise and accepted round, the previous
+//! configuration's end (also as part of the batch that moves a server on to
+//! a new configuration), batches that
 //! apply in order or fail as a whole, and, if the implementation can be
 //! reopened on the same underlying store, that everything written survives a
 //! reopen. A last case applies a long seeded sequence of random writes to the
@@ -63,7 +65,7 @@ use crate::memory_storage::MemoryStorage;
 use omnipaxos::{
     ballot::Ballot,
     storage::{Entry, Snapshot, Storage, StorageOp, StorageResult},
-    util::StopSign,
+    util::{ConfigurationEnd, StopSign},
 };
 use serde::{Deserialize, Serialize};
 
@@ -215,6 +217,18 @@ fn cases<F: StorageFactory>() -> Vec<Case<F>> {
         ),
         ("state_round_trips_and_can_be_cleared", state_round_trips),
         (
+            "previous_configuration_end_round_trips_and_survives_reopen",
+            previous_end_round_trips,
+        ),
+        (
+            "previous_configuration_end_is_untouched_by_log_writes",
+            previous_end_untouched_by_log_writes,
+        ),
+        (
+            "previous_configuration_end_is_written_atomically_with_the_reset",
+            previous_end_atomic_with_reset,
+        ),
+        (
             "write_atomically_applies_every_op_in_order",
             batch_applies_in_order,
         ),
@@ -258,6 +272,8 @@ pub struct Observed {
     pub stopsign: Option<StopSign>,
     /// `get_snapshot()`.
     pub snapshot: Option<Sum>,
+    /// `get_previous_configuration_end()`.
+    pub previous_end: Option<ConfigurationEnd>,
 }
 
 /// Reads everything observable from `storage`; panics if a read fails.
@@ -271,6 +287,18 @@ pub fn observe<S: Storage<Value>>(storage: &S) -> Observed {
         accepted_round: storage.get_accepted_round().expect("get_accepted_round"),
         stopsign: storage.get_stopsign().expect("get_stopsign"),
         snapshot: storage.get_snapshot().expect("get_snapshot"),
+        previous_end: storage
+            .get_previous_configuration_end()
+            .expect("get_previous_configuration_end"),
+    }
+}
+
+/// How configuration `config_id - 1` ended, as the protocol records it.
+fn configuration_end(config_id: u32, stop_idx: u64) -> ConfigurationEnd {
+    ConfigurationEnd {
+        stopsign: StopSign::with(config_id, vec![1, 2, 4], Some(vec![config_id as u8])),
+        stop_idx,
+        accepted_round: Ballot::with(config_id - 1, 3, 2),
     }
 }
 
@@ -317,6 +345,7 @@ fn new_storage_is_empty<F: StorageFactory>(factory: &mut F) {
             accepted_round: None,
             stopsign: None,
             snapshot: None,
+            previous_end: None,
         }
     );
     let storage = reopened(factory, storage);
@@ -544,6 +573,117 @@ fn state_round_trips<F: StorageFactory>(factory: &mut F) {
     assert_eq!(storage.get_snapshot().unwrap(), None);
 }
 
+fn previous_end_round_trips<F: StorageFactory>(factory: &mut F) {
+    let mut storage = factory.create();
+    storage
+        .set_previous_configuration_end(Some(configuration_end(2, 7)))
+        .unwrap();
+    assert_eq!(
+        storage.get_previous_configuration_end().unwrap(),
+        Some(configuration_end(2, 7))
+    );
+    let mut storage = reopened(factory, storage);
+    assert_eq!(
+        storage.get_previous_configuration_end().unwrap(),
+        Some(configuration_end(2, 7))
+    );
+    // A later configuration's end replaces it.
+    storage
+        .set_previous_configuration_end(Some(configuration_end(3, 12)))
+        .unwrap();
+    let mut storage = reopened(factory, storage);
+    assert_eq!(
+        storage.get_previous_configuration_end().unwrap(),
+        Some(configuration_end(3, 12))
+    );
+    storage.set_previous_configuration_end(None).unwrap();
+    assert_eq!(storage.get_previous_configuration_end().unwrap(), None);
+    let storage = reopened(factory, storage);
+    assert_eq!(storage.get_previous_configuration_end().unwrap(), None);
+}
+
+fn previous_end_untouched_by_log_writes<F: StorageFactory>(factory: &mut F) {
+    let mut storage = storage_with(factory, 6, 0);
+    storage
+        .set_previous_configuration_end(Some(configuration_end(2, 3)))
+        .unwrap();
+    storage.append_on_prefix(2, values(20..22)).unwrap();
+    storage
+        .write_atomically(vec![
+            StorageOp::Trim(3),
+            StorageOp::SetCompactedIdx(3),
+            StorageOp::SetSnapshot(Some(Sum(3))),
+            StorageOp::SetStopsign(Some(StopSign::with(3, vec![1, 2], None))),
+        ])
+        .unwrap();
+    storage.set_stopsign(None).unwrap();
+    storage.set_snapshot(None).unwrap();
+    let storage = reopened(factory, storage);
+    assert_eq!(
+        storage.get_previous_configuration_end().unwrap(),
+        Some(configuration_end(2, 3))
+    );
+}
+
+/// The batch with which the protocol moves a server on to configuration
+/// `config_id`, keeping the log below `decided_end` as its decided log.
+fn reset_batch(config_id: u32, decided_end: u64, stop_idx: u64) -> Vec<StorageOp<Value>> {
+    vec![
+        StorageOp::AppendOnPrefix(decided_end, vec![]),
+        StorageOp::SetStopsign(None),
+        StorageOp::SetDecidedIndex(decided_end),
+        StorageOp::SetPromise(Ballot::default()),
+        StorageOp::SetAcceptedRound(Ballot::default()),
+        StorageOp::SetPreviousConfigurationEnd(Some(configuration_end(config_id, stop_idx))),
+    ]
+}
+
+fn previous_end_atomic_with_reset<F: StorageFactory>(factory: &mut F) {
+    // A server of configuration 2 (it ended configuration 1 at index 3)
+    // decided its stop-sign at index 8, after the log 0..8.
+    let mut storage = storage_with(factory, 10, 2);
+    storage
+        .write_atomically(vec![
+            StorageOp::AppendOnPrefix(8, vec![]),
+            StorageOp::SetStopsign(Some(StopSign::with(3, vec![1, 2, 4], Some(vec![3])))),
+            StorageOp::SetDecidedIndex(9),
+            StorageOp::SetPromise(Ballot::with(2, 5, 1)),
+            StorageOp::SetAcceptedRound(Ballot::with(2, 3, 2)),
+            StorageOp::SetPreviousConfigurationEnd(Some(configuration_end(2, 3))),
+        ])
+        .unwrap();
+    let before = observe(&storage);
+
+    // A reset whose last op is refused changes nothing, the previous end included.
+    let mut failing = reset_batch(3, 8, 8);
+    failing.push(StorageOp::SetCompactedIdx(9));
+    assert_refused(
+        storage.write_atomically(failing),
+        "a reset batch with a compacted index past the log end",
+    );
+    assert_eq!(
+        observe(&storage),
+        before,
+        "a refused reset changed the storage"
+    );
+
+    storage.write_atomically(reset_batch(3, 8, 8)).unwrap();
+    let expected = Observed {
+        suffix: values(2..8),
+        log_len: 8,
+        compacted_idx: 2,
+        decided_idx: 8,
+        promise: Some(Ballot::default()),
+        accepted_round: Some(Ballot::default()),
+        stopsign: None,
+        snapshot: None,
+        previous_end: Some(configuration_end(3, 8)),
+    };
+    assert_eq!(observe(&storage), expected);
+    let storage = reopened(factory, storage);
+    assert_eq!(observe(&storage), expected);
+}
+
 fn batch_applies_in_order<F: StorageFactory>(factory: &mut F) {
     let mut storage = storage_with(factory, 4, 0);
     let stopsign = StopSign::with(2, vec![1, 2], None);
@@ -560,6 +700,7 @@ fn batch_applies_in_order<F: StorageFactory>(factory: &mut F) {
             StorageOp::SetCompactedIdx(3),
             StorageOp::SetSnapshot(Some(Sum(20))),
             StorageOp::SetStopsign(Some(stopsign.clone())),
+            StorageOp::SetPreviousConfigurationEnd(Some(configuration_end(2, 9))),
         ])
         .unwrap();
     let expected = Observed {
@@ -571,6 +712,7 @@ fn batch_applies_in_order<F: StorageFactory>(factory: &mut F) {
         accepted_round: Some(Ballot::with(4, 0, 2)),
         stopsign: Some(stopsign),
         snapshot: Some(Sum(20)),
+        previous_end: Some(configuration_end(2, 9)),
     };
     assert_eq!(observe(&storage), expected);
     let storage = reopened(factory, storage);
@@ -596,6 +738,7 @@ fn failing_batch<F: StorageFactory>(factory: &mut F) {
             StorageOp::SetDecidedIndex(5),
             StorageOp::SetStopsign(Some(StopSign::with(2, vec![1], None))),
             StorageOp::SetSnapshot(Some(Sum(1))),
+            StorageOp::SetPreviousConfigurationEnd(Some(configuration_end(3, 4))),
             StorageOp::AppendOnPrefix(3, values(30..33)),
             StorageOp::Trim(2),
             failing,
@@ -727,7 +870,7 @@ fn random_op(
         *next_value += n;
         v
     };
-    match rng.below(12) {
+    match rng.below(13) {
         0..=2 => StorageOp::AppendEntries(fresh(rng.below(40))),
         3 => StorageOp::AppendEntry(fresh(1)[0]),
         4 => {
@@ -740,6 +883,9 @@ fn random_op(
         8 => StorageOp::SetPromise(Ballot::with(1, rng.below(100) as u32, rng.below(5) + 1)),
         9 => StorageOp::SetAcceptedRound(Ballot::with(1, rng.below(100) as u32, 1)),
         10 => StorageOp::SetSnapshot((rng.below(2) == 0).then(|| Sum(rng.below(1000)))),
+        11 => StorageOp::SetPreviousConfigurationEnd(
+            (rng.below(2) == 0).then(|| configuration_end(rng.below(5) as u32 + 2, rng.below(50))),
+        ),
         _ => StorageOp::SetStopsign(
             (rng.below(2) == 0).then(|| StopSign::with(2, vec![1, rng.below(9) + 2], None)),
         ),
@@ -839,5 +985,14 @@ impl<S: Storage<Value>, X> Storage<Value> for (S, X) {
     }
     fn get_snapshot(&self) -> StorageResult<Option<Sum>> {
         self.0.get_snapshot()
+    }
+    fn set_previous_configuration_end(
+        &mut self,
+        end: Option<ConfigurationEnd>,
+    ) -> StorageResult<()> {
+        self.0.set_previous_configuration_end(end)
+    }
+    fn get_previous_configuration_end(&self) -> StorageResult<Option<ConfigurationEnd>> {
+        self.0.get_previous_configuration_end()
     }
 }

@@ -4,7 +4,7 @@ use crate::bounds::Bounds;
 use omnipaxos::{
     ballot::Ballot,
     storage::{Entry, Storage, StorageOp, StorageResult},
-    util::StopSign,
+    util::{ConfigurationEnd, StopSign},
 };
 
 /// A [`Storage`] that keeps everything in memory and loses it all when dropped.
@@ -55,6 +55,9 @@ pub struct MemoryStorage<T: Entry> {
     /// The snapshot that stands in for the compacted prefix, if the entry type
     /// uses snapshots and one was taken.
     snapshot: Option<T::Snapshot>,
+    /// How the configuration before this server's ended, once it moved on
+    /// (or learned it in the new one).
+    previous_end: Option<ConfigurationEnd>,
 }
 
 // Written by hand: a derive would demand `T: Default`, which entries need not be.
@@ -69,6 +72,7 @@ impl<T: Entry> Default for MemoryStorage<T> {
             compacted_idx: 0,
             stopsign: None,
             snapshot: None,
+            previous_end: None,
         }
     }
 }
@@ -126,6 +130,7 @@ impl<T: Entry> MemoryStorage<T> {
             StorageOp::SetCompactedIdx(idx) => self.compacted_idx = idx,
             StorageOp::SetStopsign(stopsign) => self.stopsign = stopsign,
             StorageOp::SetSnapshot(snapshot) => self.snapshot = snapshot,
+            StorageOp::SetPreviousConfigurationEnd(end) => self.previous_end = end,
         }
     }
 }
@@ -236,6 +241,18 @@ impl<T: Entry> Storage<T> for MemoryStorage<T> {
 
     fn get_snapshot(&self) -> StorageResult<Option<T::Snapshot>> {
         Ok(self.snapshot.clone())
+    }
+
+    fn set_previous_configuration_end(
+        &mut self,
+        end: Option<ConfigurationEnd>,
+    ) -> StorageResult<()> {
+        self.previous_end = end;
+        Ok(())
+    }
+
+    fn get_previous_configuration_end(&self) -> StorageResult<Option<ConfigurationEnd>> {
+        Ok(self.previous_end.clone())
     }
 }
 

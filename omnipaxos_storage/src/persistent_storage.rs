@@ -6,7 +6,8 @@
 //! ```text
 //! <path>/OMNIPAXOS_STORAGE   marker: names the format version; without it a
 //!                            non-empty directory is refused as foreign
-//! <path>/state/              sled: the state record, the snapshot, the redo record
+//! <path>/state/              sled: the state record, the snapshot, the previous
+//!                            configuration's end, the redo record
 //! <path>/commitlog/          commitlog segments and indexes (or wherever
 //!                            `set_commitlog_options` puts them)
 //! ```
@@ -49,7 +50,7 @@ use omnipaxos::{
     ballot::Ballot,
     errors::StorageError,
     storage::{Entry, Storage, StorageOp, StorageResult},
-    util::StopSign,
+    util::{ConfigurationEnd, StopSign},
 };
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use std::{
@@ -75,6 +76,11 @@ const KEY_META: &[u8] = b"meta";
 const KEY_STATE: &[u8] = b"state";
 /// sled key of the snapshot, present only while there is one.
 const KEY_SNAPSHOT: &[u8] = b"snapshot";
+/// sled key of how the previous configuration ended, present only once the
+/// protocol stored it. A key of its own rather than a field of [`State`]:
+/// storages written before it existed read back as "not stored", and the
+/// state record's format stays as it was.
+const KEY_PREVIOUS_END: &[u8] = b"previous_end";
 /// sled key of the [`Redo`] record, present only between the commit point
 /// of a batch that replaces entries and the end of its commitlog rewrite.
 const KEY_REDO: &[u8] = b"redo";
@@ -142,6 +148,13 @@ struct Redo {
     cut: u64,
     /// The serialised entries to append there.
     entries: Vec<Vec<u8>>,
+}
+
+/// The records of a batch kept under keys of their own beside the state
+/// record: `None` leaves one as it is, `Some(None)` removes it.
+struct Records<S> {
+    snapshot: Option<Option<S>>,
+    previous_end: Option<Option<ConfigurationEnd>>,
 }
 
 /// How a batch changes the log, worked out before anything is written: the
@@ -285,6 +298,8 @@ pub struct PersistentStorage<T: Entry> {
     state: State,
     /// The committed snapshot, as last flushed.
     snapshot: Option<T::Snapshot>,
+    /// How the previous configuration ended, as last flushed.
+    previous_end: Option<ConfigurationEnd>,
     /// Set when a write failed half-way; says what failed.
     poisoned: Option<String>,
     _entries: PhantomData<fn() -> T>,
@@ -386,6 +401,11 @@ where
         let snapshot = get(KEY_SNAPSHOT)?
             .map(|bytes| decode(&bytes, "the snapshot", &db_path))
             .transpose()?;
+        let previous_end = get(KEY_PREVIOUS_END)?
+            .map(|bytes| {
+                decode::<ConfigurationEnd>(&bytes, "the previous configuration's end", &db_path)
+            })
+            .transpose()?;
         let redo = get(KEY_REDO)?
             .map(|bytes| decode::<Redo>(&bytes, "the redo record", &db_path))
             .transpose()?;
@@ -424,6 +444,7 @@ where
                 ..state
             },
             snapshot,
+            previous_end,
             poisoned: None,
             layout,
             _entries: PhantomData,
@@ -442,6 +463,16 @@ where
             storage.finish_redo(&redo.entries)?;
         }
         Ok(storage)
+    }
+
+    /// Takes the records of a committed batch as the current ones.
+    fn adopt(&mut self, records: Records<T::Snapshot>) {
+        if let Some(s) = records.snapshot {
+            self.snapshot = s;
+        }
+        if let Some(end) = records.previous_end {
+            self.previous_end = end;
+        }
     }
 
     /// Fails if an earlier write failed half-way.
@@ -520,19 +551,28 @@ where
         Ok(())
     }
 
-    /// The commit point: writes the state record (and the snapshot and redo
-    /// record, if given) in one sled batch and flushes it.
+    /// The commit point: writes the state record (and the snapshot, the
+    /// previous configuration's end and the redo record, if given) in one
+    /// sled batch and flushes it.
     fn commit(
         &mut self,
         state: &State,
-        snapshot: Option<&Option<T::Snapshot>>,
+        records: &Records<T::Snapshot>,
         redo: Option<&Redo>,
     ) -> StorageResult<()> {
         let mut batch = sled::Batch::default();
         batch.insert(KEY_STATE, encode(state, "the state record")?);
-        match snapshot {
+        match &records.snapshot {
             Some(Some(s)) => batch.insert(KEY_SNAPSHOT, encode(s, "the snapshot")?),
             Some(None) => batch.remove(KEY_SNAPSHOT),
+            None => {}
+        }
+        match &records.previous_end {
+            Some(Some(end)) => batch.insert(
+                KEY_PREVIOUS_END,
+                encode(end, "the previous configuration's end")?,
+            ),
+            Some(None) => batch.remove(KEY_PREVIOUS_END),
             None => {}
         }
         if let Some(redo) = redo {
@@ -685,7 +725,10 @@ where
         }
 
         let mut state = self.state.clone();
-        let mut snapshot = None;
+        let mut records = Records {
+            snapshot: None,
+            previous_end: None,
+        };
         let mut plan = LogPlan {
             trimmed: state.trimmed_idx,
             kept_end: state.log_len,
@@ -705,7 +748,8 @@ where
                 StorageOp::SetAcceptedRound(ballot) => state.accepted_round = Some(ballot),
                 StorageOp::SetCompactedIdx(idx) => state.compacted_idx = idx,
                 StorageOp::SetStopsign(stopsign) => state.stopsign = stopsign,
-                StorageOp::SetSnapshot(s) => snapshot = Some(s),
+                StorageOp::SetSnapshot(s) => records.snapshot = Some(s),
+                StorageOp::SetPreviousConfigurationEnd(end) => records.previous_end = Some(end),
             }
         }
         debug_assert_eq!(plan.log_len(), bounds.log_len, "plan and bounds disagree");
@@ -743,24 +787,20 @@ where
                 cut: state.phys(plan.kept_end),
                 entries: tail,
             };
-            let committed = self.commit(&state, snapshot.as_ref(), Some(&redo));
+            let committed = self.commit(&state, &records, Some(&redo));
             self.guard(committed)?;
             self.state = state;
-            if let Some(s) = snapshot {
-                self.snapshot = s;
-            }
+            self.adopt(records);
             self.finish_redo(&redo.entries)?;
         } else {
             if !tail.is_empty() {
                 let appended = self.append_physical(&tail);
                 self.guard(appended)?;
             }
-            let committed = self.commit(&state, snapshot.as_ref(), None);
+            let committed = self.commit(&state, &records, None);
             self.guard(committed)?;
             self.state = state;
-            if let Some(s) = snapshot {
-                self.snapshot = s;
-            }
+            self.adopt(records);
         }
         let dropped = self.drop_trimmed_segments();
         self.guard(dropped)
@@ -847,6 +887,17 @@ where
 
     fn get_snapshot(&self) -> StorageResult<Option<T::Snapshot>> {
         Ok(self.snapshot.clone())
+    }
+
+    fn set_previous_configuration_end(
+        &mut self,
+        end: Option<ConfigurationEnd>,
+    ) -> StorageResult<()> {
+        self.write_atomically(vec![StorageOp::SetPreviousConfigurationEnd(end)])
+    }
+
+    fn get_previous_configuration_end(&self) -> StorageResult<Option<ConfigurationEnd>> {
+        Ok(self.previous_end.clone())
     }
 }
 
@@ -994,4 +1045,76 @@ fn decode_entry<T: DeserializeOwned>(payload: &[u8], idx: u64, dir: &Path) -> St
             &e,
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use omnipaxos::storage::NoSnapshot;
+
+    #[derive(Clone, Debug, Serialize, Deserialize)]
+    struct Value(u64);
+
+    impl Entry for Value {
+        type Snapshot = NoSnapshot;
+    }
+
+    fn end() -> ConfigurationEnd {
+        ConfigurationEnd {
+            stopsign: StopSign::with(2, vec![1, 2, 3], None),
+            stop_idx: 17,
+            accepted_round: Ballot::with(1, 4, 2),
+        }
+    }
+
+    /// Stores a previous configuration's end, replaces its record with
+    /// `bytes` behind the storage's back, and returns what opening gives.
+    fn open_with_previous_end_record(bytes: &[u8]) -> StorageResult<Option<ConfigurationEnd>> {
+        let dir = tempfile::tempdir().unwrap();
+        let config = PersistentStorageConfig::with_path(dir.path());
+        let mut storage = PersistentStorage::<Value>::open(config.clone()).unwrap();
+        storage.set_previous_configuration_end(Some(end())).unwrap();
+        drop(storage);
+        let db_path = dir.path().join("state");
+        let db = open_database(&crate::config::database_config(
+            config.database_options(),
+            &db_path,
+        ))
+        .unwrap();
+        db.insert(KEY_PREVIOUS_END, bytes).unwrap();
+        db.flush().unwrap();
+        drop(db);
+        PersistentStorage::<Value>::open(config)?.get_previous_configuration_end()
+    }
+
+    #[test]
+    fn the_previous_configuration_end_reads_back_after_a_reopen() {
+        let good = encode(&end(), "the previous configuration's end").unwrap();
+        assert_eq!(open_with_previous_end_record(&good), Ok(Some(end())));
+    }
+
+    #[test]
+    fn a_damaged_previous_configuration_end_is_a_corrupt_error() {
+        let mut bytes = encode(&end(), "the previous configuration's end").unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x40;
+        let err = open_with_previous_end_record(&bytes).unwrap_err();
+        assert!(
+            matches!(&err, StorageError::Corrupt { detail, .. } if detail.contains("previous configuration's end")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_undecodable_previous_configuration_end_is_a_serialization_error() {
+        // A valid checksum over a payload too short to be a record.
+        let payload = [1_u8, 2];
+        let mut bytes = crc32c::crc32c(&payload).to_le_bytes().to_vec();
+        bytes.extend_from_slice(&payload);
+        let err = open_with_previous_end_record(&bytes).unwrap_err();
+        assert!(
+            matches!(&err, StorageError::Serialization { what, .. } if what.contains("previous configuration's end")),
+            "{err}"
+        );
+    }
 }

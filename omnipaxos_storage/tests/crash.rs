@@ -14,7 +14,7 @@ use omnipaxos::errors::StorageError;
 use omnipaxos::{
     ballot::Ballot,
     storage::{Storage, StorageOp},
-    util::StopSign,
+    util::{ConfigurationEnd, StopSign},
 };
 use omnipaxos_storage::{
     conformance::{Observed, Sum, Value, observe},
@@ -81,6 +81,11 @@ fn write(seed: u64, k: u64, log_len: u64, first: u64) -> Vec<StorageOp<Value>> {
             StorageOp::SetPromise(Ballot::with(1, k as u32, 2)),
             StorageOp::SetDecidedIndex(rng.gen_range(first..=log_len)),
             StorageOp::SetStopsign((k % 3 == 0).then(|| StopSign::with(2, vec![1, 2], None))),
+            StorageOp::SetPreviousConfigurationEnd((k % 4 != 0).then(|| ConfigurationEnd {
+                stopsign: StopSign::with(2, vec![1, 2, 3], None),
+                stop_idx: k,
+                accepted_round: Ballot::with(1, k as u32, 3),
+            })),
         ],
         _ => vec![
             StorageOp::AppendEntries(fresh(rng.gen_range(1..20))),
@@ -226,6 +231,11 @@ fn populated(dir: &Path) -> Observed {
         .write_atomically(vec![
             StorageOp::SetPromise(Ballot::with(1, 2, 3)),
             StorageOp::SetDecidedIndex(250),
+            StorageOp::SetPreviousConfigurationEnd(Some(ConfigurationEnd {
+                stopsign: StopSign::with(2, vec![1, 2, 3], None),
+                stop_idx: 40,
+                accepted_round: Ballot::with(1, 1, 2),
+            })),
         ])
         .unwrap();
     observe(&storage)

@@ -316,10 +316,15 @@ where
         self.guard(r);
     }
 
-    /// Installs a log pulled while joining a configuration.
-    pub(crate) fn install_pulled(&mut self, p: crate::migration::Pulled<T>) -> StorageResult<()> {
+    /// Installs a log pulled while joining a configuration, with how the
+    /// previous configuration ended if a source said (`previous_end`).
+    pub(crate) fn install_pulled(
+        &mut self,
+        p: crate::migration::Pulled<T>,
+        previous_end: Option<crate::util::ConfigurationEnd>,
+    ) -> StorageResult<()> {
         self.storage
-            .install_pulled(p.snapshot, p.start, p.entries, p.log_len)
+            .install_pulled(p.snapshot, p.start, p.entries, p.log_len, previous_end)
     }
 
     /// Records a storage failure from outside the message handlers.

@@ -6,7 +6,7 @@
 use crate::{
     ballot::Ballot,
     storage::{Entry, Storage, StorageOp, StorageResult},
-    util::StopSign,
+    util::{ConfigurationEnd, StopSign},
 };
 use std::marker::PhantomData;
 
@@ -25,6 +25,10 @@ where
     log_len: u64,
     compacted_idx: u64,
     stopsign: Option<StopSign>,
+    /// How the previous configuration ended, if persisted: read once at load
+    /// (the stragglers' record takes it from there) and kept to skip writing
+    /// it again.
+    previous_end: Option<ConfigurationEnd>,
     _entry: PhantomData<T>,
 }
 
@@ -41,6 +45,7 @@ where
         let log_len = storage.get_log_len()?;
         let compacted_idx = storage.get_compacted_idx()?;
         let stopsign = storage.get_stopsign()?;
+        let previous_end = storage.get_previous_configuration_end()?;
         debug_assert!(
             decided_idx <= log_len + u64::from(stopsign.is_some()),
             "decided index past the log end (and past a stop-sign's slot)"
@@ -54,8 +59,27 @@ where
             log_len,
             compacted_idx,
             stopsign,
+            previous_end,
             _entry: PhantomData,
         })
+    }
+
+    /// How the previous configuration ended, as persisted.
+    pub(crate) fn previous_end(&self) -> Option<&ConfigurationEnd> {
+        self.previous_end.as_ref()
+    }
+
+    /// Persists how the previous configuration ended, learned from a peer
+    /// after this server was built (nothing is written if it is already
+    /// stored).
+    pub(crate) fn set_previous_end(&mut self, end: ConfigurationEnd) -> StorageResult<()> {
+        if self.previous_end.as_ref() == Some(&end) {
+            return Ok(());
+        }
+        self.storage
+            .set_previous_configuration_end(Some(end.clone()))?;
+        self.previous_end = Some(end);
+        Ok(())
     }
 
     pub(crate) fn promise(&self) -> Ballot {
@@ -105,13 +129,24 @@ where
     /// stop-sign's index); less when this server holds only part of the old
     /// configuration's decided log and pulls the rest. Anything past
     /// `decided_end` and the stop-sign are dropped, and the ballots of the
-    /// old configuration forgotten, all in one write.
-    pub(crate) fn reset_for_new_configuration(&mut self, decided_end: u64) -> StorageResult<()> {
+    /// old configuration forgotten, and how it ended (`end`) recorded, all in
+    /// one write: a crash leaves the server either in the old configuration
+    /// with its decided stop-sign, or in the new one knowing how the old one
+    /// ended, so that it can always tell the old one's stragglers.
+    pub(crate) fn reset_for_new_configuration(
+        &mut self,
+        decided_end: u64,
+        end: ConfigurationEnd,
+    ) -> StorageResult<()> {
         debug_assert!(
             decided_end >= self.compacted_idx && decided_end <= self.log_len,
             "the kept log is held here"
         );
-        let mut ops = Vec::with_capacity(5);
+        debug_assert!(
+            decided_end <= end.stop_idx,
+            "the kept log is part of the decided one"
+        );
+        let mut ops = Vec::with_capacity(6);
         if decided_end < self.log_len {
             ops.push(StorageOp::AppendOnPrefix(decided_end, Vec::new()));
         }
@@ -120,8 +155,10 @@ where
             StorageOp::SetDecidedIndex(decided_end),
             StorageOp::SetPromise(Ballot::default()),
             StorageOp::SetAcceptedRound(Ballot::default()),
+            StorageOp::SetPreviousConfigurationEnd(Some(end.clone())),
         ]);
         self.storage.write_atomically(ops)?;
+        self.previous_end = Some(end);
         self.stopsign = None;
         self.log_len = decided_end;
         self.decided_idx = decided_end;
@@ -132,16 +169,18 @@ where
 
     /// Installs a log pulled from the previous configuration: a snapshot of
     /// `0..start` if there is one, the entries `start..log_len`, all decided,
-    /// in one write.
+    /// and how the previous configuration ended if a source said so
+    /// (`previous_end`), in one write.
     pub(crate) fn install_pulled(
         &mut self,
         snapshot: Option<T::Snapshot>,
         start: u64,
         entries: Vec<T>,
         log_len: u64,
+        previous_end: Option<ConfigurationEnd>,
     ) -> StorageResult<()> {
         debug_assert_eq!(start + entries.len() as u64, log_len);
-        let mut ops = Vec::with_capacity(5);
+        let mut ops = Vec::with_capacity(6);
         let has_snapshot = snapshot.is_some();
         if let Some(s) = snapshot {
             ops.push(StorageOp::SetSnapshot(Some(s)));
@@ -150,7 +189,14 @@ where
         }
         ops.push(StorageOp::AppendOnPrefix(start, entries));
         ops.push(StorageOp::SetDecidedIndex(log_len));
+        let previous_end = previous_end.filter(|e| self.previous_end.as_ref() != Some(e));
+        if let Some(end) = &previous_end {
+            ops.push(StorageOp::SetPreviousConfigurationEnd(Some(end.clone())));
+        }
         self.storage.write_atomically(ops)?;
+        if previous_end.is_some() {
+            self.previous_end = previous_end;
+        }
         if has_snapshot {
             self.compacted_idx = start;
         }

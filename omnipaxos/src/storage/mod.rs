@@ -3,7 +3,11 @@
 
 pub(crate) mod internal;
 
-use crate::{ballot::Ballot, errors::StorageError, util::StopSign};
+use crate::{
+    ballot::Ballot,
+    errors::StorageError,
+    util::{ConfigurationEnd, StopSign},
+};
 use std::fmt::Debug;
 
 /// The element type of the replicated log.
@@ -82,6 +86,9 @@ pub enum StorageOp<T: Entry> {
     SetStopsign(Option<StopSign>),
     /// Persist (or clear) the snapshot.
     SetSnapshot(Option<T::Snapshot>),
+    /// Persist (or clear) how the previous configuration ended (see
+    /// [`Storage::set_previous_configuration_end`]).
+    SetPreviousConfigurationEnd(Option<ConfigurationEnd>),
 }
 
 /// Where a server keeps its log and its protocol state.
@@ -152,4 +159,26 @@ pub trait Storage<T: Entry> {
     fn set_snapshot(&mut self, snapshot: Option<T::Snapshot>) -> StorageResult<()>;
     /// Returns the snapshot, if any.
     fn get_snapshot(&self) -> StorageResult<Option<T::Snapshot>>;
+    /// Persists (or clears) how the configuration before this server's own
+    /// ended: its decided stop-sign, the stop-sign's index and a round whose
+    /// logs hold its decided log.
+    ///
+    /// The protocol writes it when the server moves on to the next
+    /// configuration ([`OmniPaxos::into_new_configuration`](crate::OmniPaxos::into_new_configuration)),
+    /// as [`StorageOp::SetPreviousConfigurationEnd`] in the same
+    /// [`write_atomically`](Self::write_atomically) batch that drops the old
+    /// configuration's stop-sign and ballots, and when a server of the new
+    /// configuration that did not know it (a joiner, or one whose storage
+    /// predates the slot) learns it from a peer. It reads it back when it is
+    /// built on the storage, so that after a restart the server can still
+    /// tell servers that missed the end of the previous configuration (they
+    /// would otherwise have nobody to learn it from). It is independent of
+    /// the log: no other write changes it.
+    fn set_previous_configuration_end(
+        &mut self,
+        end: Option<ConfigurationEnd>,
+    ) -> StorageResult<()>;
+    /// Returns how the previous configuration ended, if this server
+    /// persisted it (`None` for a new storage and in the first configuration).
+    fn get_previous_configuration_end(&self) -> StorageResult<Option<ConfigurationEnd>>;
 }

@@ -5,7 +5,7 @@ use crate::sim::{options::SimStorage, value::Value};
 use omnipaxos::{
     ballot::Ballot,
     storage::{Entry, Storage, StorageOp, StorageResult},
-    util::StopSign,
+    util::{ConfigurationEnd, StopSign},
 };
 use omnipaxos_storage::{
     memory_storage::MemoryStorage,
@@ -302,6 +302,7 @@ struct Persisted {
     log_len: u64,
     stopsign: Option<StopSign>,
     snapshot: Option<NoSnapshotOf>,
+    previous_end: Option<ConfigurationEnd>,
     /// The entries the log holds, from wherever it starts.
     entries: Vec<Value>,
 }
@@ -316,6 +317,7 @@ impl Persisted {
             log_len: store.get_log_len()?,
             stopsign: store.get_stopsign()?,
             snapshot: store.get_snapshot()?,
+            previous_end: store.get_previous_configuration_end()?,
             entries: store.get_suffix(0)?,
         })
     }
@@ -354,6 +356,12 @@ impl Persisted {
         field(&mut diffs, "log length", &self.log_len, &other.log_len);
         field(&mut diffs, "stop-sign", &self.stopsign, &other.stopsign);
         field(&mut diffs, "snapshot", &self.snapshot, &other.snapshot);
+        field(
+            &mut diffs,
+            "previous configuration's end",
+            &self.previous_end,
+            &other.previous_end,
+        );
         if self.entries != other.entries {
             let first = self
                 .entries
@@ -506,6 +514,25 @@ impl Storage<Value> for SharedStorage {
 
     fn get_snapshot(&self) -> StorageResult<Option<NoSnapshotOf>> {
         self.inner.borrow().backend.store().get_snapshot()
+    }
+
+    fn set_previous_configuration_end(
+        &mut self,
+        end: Option<ConfigurationEnd>,
+    ) -> StorageResult<()> {
+        self.inner
+            .borrow_mut()
+            .backend
+            .store_mut()
+            .set_previous_configuration_end(end)
+    }
+
+    fn get_previous_configuration_end(&self) -> StorageResult<Option<ConfigurationEnd>> {
+        self.inner
+            .borrow()
+            .backend
+            .store()
+            .get_previous_configuration_end()
     }
 }
 
