@@ -4,8 +4,8 @@
 use omnipaxos::{
     Ballot, Migration, OmniPaxos, OmniPaxosConfig, ProposeErr, ReadError, ReconfigurationRequest,
     messages::*,
-    storage::{Entry, NoSnapshot, Snapshot},
-    util::{LogEntry, StopSign},
+    storage::{Entry, NoSnapshot, Snapshot, Storage},
+    util::{ConfigurationEnd, LogEntry, StopSign},
 };
 use omnipaxos_storage::memory_storage::MemoryStorage;
 use pretty_assertions::assert_eq;
@@ -1439,4 +1439,83 @@ fn a_joiner_learns_how_the_previous_configuration_ended_from_its_sources() {
         j.outgoing_messages(),
         vec![sp(4, 3, PaxosMsg::StopSignDecided(decided))]
     );
+}
+
+/// A server of configuration 2 built on a storage that records how
+/// configuration 1 ended (it moved on before a restart) knows it at once:
+/// it asks no peer, and tells configuration 1's stragglers.
+#[test]
+fn a_server_built_on_a_storage_recording_the_previous_end_tells_stragglers_without_asking() {
+    let end = ConfigurationEnd {
+        stopsign: stopsign_2(),
+        stop_idx: 3,
+        accepted_round: B1,
+    };
+    let mut storage = MemoryStorage::default();
+    storage
+        .set_previous_configuration_end(Some(end.clone()))
+        .unwrap();
+    let mut n: Node = OmniPaxosConfig {
+        configuration_id: CONFIG + 1,
+        pid: 2,
+        peers: vec![1, 3],
+        resend_message_tick_timeout: 2,
+        ..Default::default()
+    }
+    .build(storage)
+    .unwrap();
+    n.outgoing_messages();
+    n.tick();
+    n.tick();
+    n.handle_incoming(sp(1, 2, PaxosMsg::PrepareReq(PrepareReq { n: B1 })));
+    let out: Vec<Message<E>> = n
+        .outgoing_messages()
+        .into_iter()
+        .filter(|m| matches!(m, Message::SequencePaxos(_)))
+        .collect();
+    assert_eq!(
+        out,
+        vec![sp(2, 1, PaxosMsg::StopSignDecided(end.into()))],
+        "no StopSignRequest, and the straggler is told"
+    );
+}
+
+/// A record of how another configuration ended (the storage of a server
+/// built for a configuration other than the one after it) says nothing about
+/// the configuration before this one: the server asks its peers.
+#[test]
+fn a_recorded_end_of_another_configuration_is_ignored() {
+    let mut storage = MemoryStorage::default();
+    storage
+        .set_previous_configuration_end(Some(ConfigurationEnd {
+            stopsign: stopsign_2(),
+            stop_idx: 3,
+            accepted_round: B1,
+        }))
+        .unwrap();
+    let mut n: Node = OmniPaxosConfig {
+        configuration_id: CONFIG + 2,
+        pid: 2,
+        peers: vec![1, 3],
+        resend_message_tick_timeout: 2,
+        ..Default::default()
+    }
+    .build(storage)
+    .unwrap();
+    n.outgoing_messages();
+    n.tick();
+    n.tick();
+    let asked: Vec<u64> = n
+        .outgoing_messages()
+        .into_iter()
+        .filter_map(|m| match m {
+            Message::SequencePaxos(PaxosMessage {
+                to,
+                msg: PaxosMsg::StopSignRequest(_),
+                ..
+            }) => Some(to),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(asked, vec![1, 3]);
 }

@@ -3,7 +3,7 @@
 //! servers that leave, and checks every invariant across the transition.
 
 use omnipaxos::util::NodeId;
-use omnipaxos_tests::{SimCluster, SimOptions, Value};
+use omnipaxos_tests::{SimCluster, SimOptions, SimStorage, Value};
 use rand::Rng;
 
 /// Steps until configuration `id` has begun and every one of its servers is
@@ -235,11 +235,10 @@ fn a_server_that_missed_the_end_of_its_configuration_learns_it_and_keeps_its_pro
     assert_eq!(c.count_decided(straggler, &kept), 1);
 }
 
-/// What servers of a configuration know of the previous one's end is not
-/// persisted, so a server that restarts asks its peers for it. Here every
-/// server that moved on restarts, one after the other, before the straggler
-/// comes back: the knowledge survives in whoever is up, and the straggler
-/// still learns of the end.
+/// Every server that moved on restarts, one after the other, before the
+/// straggler comes back: each reads back how the old configuration ended
+/// (and could also ask whoever is up), and the straggler still learns of
+/// the end.
 #[test]
 fn servers_that_restart_after_moving_on_still_tell_a_straggler() {
     let mut c = SimCluster::new(&[1, 2, 3], SimOptions::with_seed(16));
@@ -267,4 +266,55 @@ fn servers_that_restart_after_moving_on_still_tell_a_straggler() {
     wait_for_configuration(&mut c, 2, 400);
     c.run_until(|c| c.all_live_decided(&kept), 400);
     c.run_until(|c| c.unreported_proposals().is_empty(), 100);
+}
+
+/// Every server of the new configuration crashes at once and restarts before
+/// the straggler comes back, so none of them can learn from a peer how the
+/// old configuration ended: each reads it back from its own storage (it was
+/// persisted with the move, or with the pulled log for the new server), and
+/// the straggler still learns of the end. Before that was persisted, the
+/// straggler waited for an operator forever.
+fn all_servers_that_moved_on_restart_together_and_still_tell_a_straggler(options: SimOptions) {
+    let mut c = SimCluster::new(&[1, 2, 3], options);
+    let leader = c.wait_for_leader(200);
+    let straggler = c.others(leader)[0];
+    let first = c.propose_new(leader);
+    c.run_until(|c| c.all_live_decided(&first), 100);
+    c.isolate(straggler);
+    let kept = c.propose_new(straggler);
+    let mut members = c.ids().to_vec();
+    members.push(101);
+    c.reconfigure(leader, &members).unwrap();
+    let others = c.others(straggler);
+    c.run_until(
+        |c| c.config_id() == 2 && others.iter().all(|&p| c.is_current(p)),
+        400,
+    );
+    for &pid in &others {
+        c.crash(pid);
+    }
+    c.run_for(20);
+    for &pid in &others {
+        c.restart(pid);
+    }
+    c.run_for(50);
+    assert_eq!(c.config_of(straggler), 1);
+    c.heal_node(straggler);
+    wait_for_configuration(&mut c, 2, 400);
+    c.run_until(|c| c.all_live_decided(&kept), 400);
+    c.run_until(|c| c.unreported_proposals().is_empty(), 100);
+}
+
+#[test]
+fn servers_that_moved_on_and_all_restarted_together_still_tell_a_straggler() {
+    all_servers_that_moved_on_restart_together_and_still_tell_a_straggler(SimOptions::with_seed(
+        17,
+    ));
+}
+
+#[test]
+fn servers_that_moved_on_and_all_restarted_together_on_disk_still_tell_a_straggler() {
+    let mut options = SimOptions::with_seed(18);
+    options.storage = SimStorage::Persistent;
+    all_servers_that_moved_on_restart_together_and_still_tell_a_straggler(options);
 }

@@ -40,8 +40,8 @@
 //! * ballots and promises start over in every configuration, so monotonicity
 //!   and leader uniqueness are checked per configuration;
 //! * a server whose storage the simulator replaced by an empty one (a
-//!   straggler that nobody could tell of its configuration's end, wiped by
-//!   the operator, see
+//!   straggler too far behind for anyone to tell it of its configuration's
+//!   end, wiped by the operator, see
 //!   [`SimCluster::rejoin_stragglers_afresh`](crate::SimCluster::rejoin_stragglers_afresh))
 //!   is a new server for the per-server records; its old storage still
 //!   counts for the quorum check.

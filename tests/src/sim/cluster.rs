@@ -863,9 +863,13 @@ impl SimCluster {
     ///   (`get_migration` says what, for a restart meanwhile).
     ///
     /// What the servers of a configuration know of the previous one's end is
-    /// not persisted: if every server that knew it restarted, a straggler is
-    /// never told, and only an operator can help it
-    /// ([`rejoin_stragglers_afresh`](Self::rejoin_stragglers_afresh)).
+    /// persisted (`Storage::set_previous_configuration_end`), so restarts do
+    /// not keep a straggler from being told. Only the end of the configuration
+    /// right before a server's own is kept: a straggler two or more
+    /// configurations behind has nobody to tell it, and only an operator can
+    /// help it ([`rejoin_stragglers_afresh`](Self::rejoin_stragglers_afresh)).
+    /// The soak never gets there: it reconfigures only once every server is
+    /// in the current configuration.
     ///
     /// New servers need ids the cluster never had; a server that left cannot
     /// come back (its storage belongs to an old configuration).
@@ -1064,8 +1068,8 @@ impl SimCluster {
     }
 
     /// What an operator does for a server of the current configuration that
-    /// is still in an older one and that nobody tells of its end (see
-    /// [`reconfigure`](Self::reconfigure)): it wipes the server's storage and
+    /// is still in an older one and that nobody can tell of its end (more
+    /// than one configuration behind, see [`reconfigure`](Self::reconfigure)): it wipes the server's storage and
     /// has it join afresh with `build_joining`, pulling the log from the
     /// servers that have it. The server's proposals are lost with its state,
     /// as in a crash. Returns the servers rejoined.
