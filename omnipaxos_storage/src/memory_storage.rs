@@ -56,8 +56,9 @@ pub struct MemoryStorage<T: Entry> {
     /// uses snapshots and one was taken.
     snapshot: Option<T::Snapshot>,
     /// How the configuration before this server's ended, once it moved on
-    /// (or learned it in the new one).
-    previous_end: Option<ConfigurationEnd>,
+    /// (or learned it in the new one). Boxed: written about once per
+    /// configuration, and inline it would double the size of the handle.
+    previous_end: Option<Box<ConfigurationEnd>>,
 }
 
 // Written by hand: a derive would demand `T: Default`, which entries need not be.
@@ -130,7 +131,7 @@ impl<T: Entry> MemoryStorage<T> {
             StorageOp::SetCompactedIdx(idx) => self.compacted_idx = idx,
             StorageOp::SetStopsign(stopsign) => self.stopsign = stopsign,
             StorageOp::SetSnapshot(snapshot) => self.snapshot = snapshot,
-            StorageOp::SetPreviousConfigurationEnd(end) => self.previous_end = end,
+            StorageOp::SetPreviousConfigurationEnd(end) => self.previous_end = end.map(Box::new),
         }
     }
 }
@@ -247,12 +248,12 @@ impl<T: Entry> Storage<T> for MemoryStorage<T> {
         &mut self,
         end: Option<ConfigurationEnd>,
     ) -> StorageResult<()> {
-        self.previous_end = end;
+        self.previous_end = end.map(Box::new);
         Ok(())
     }
 
     fn get_previous_configuration_end(&self) -> StorageResult<Option<ConfigurationEnd>> {
-        Ok(self.previous_end.clone())
+        Ok(self.previous_end.as_deref().cloned())
     }
 }
 
