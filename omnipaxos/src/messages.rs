@@ -190,8 +190,10 @@ impl From<StopSignDecided> for ConfigurationEnd {
 
 /// A server of a configuration that followed another asks a peer how the
 /// previous configuration ended, so that it can tell that configuration's
-/// stragglers (see [`StopSignDecided`]). Servers that moved on know; a server
-/// that restarted or joined since does not, and asks.
+/// stragglers (see [`StopSignDecided`]). Servers that moved on know (and
+/// persist it, see
+/// [`Storage::set_previous_configuration_end`](crate::storage::Storage::set_previous_configuration_end));
+/// a server that does not (a joiner whose sources did not say) asks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct StopSignRequest;
