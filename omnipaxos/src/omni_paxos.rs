@@ -6,7 +6,7 @@ use crate::{
     errors::{CompactionErr, ConfigError, ProposeErr, StorageError},
     messages::{Message, PaxosMessage, PaxosMsg},
     migration::{Joining, Migration},
-    sequence_paxos::{ReadError, ReadId, Role, SequencePaxos},
+    sequence_paxos::{NO_TAG, ReadError, ReadId, Role, SequencePaxos},
     storage::{Entry, Storage, internal::InternalStorage},
     stragglers::Stragglers,
     ui::{OmniPaxosStates, PeerState},
@@ -291,9 +291,11 @@ where
     /// so in that case it may be decided twice; entries that must not repeat
     /// should carry an id the state machine checks.
     pub fn append(&mut self, entry: T) -> Result<(), ProposeErr<T>> {
-        let r = self.seq_paxos.append(entry);
+        // Untracked: nothing is kept to report, so nothing piles up for a
+        // caller that never asks.
+        let r = self.seq_paxos.append_tagged(entry, NO_TAG);
         self.log_storage_failure();
-        r.map(|_| ())
+        r
     }
 
     /// Proposes `entry` as [`append`](Self::append) does, and names the
@@ -316,7 +318,9 @@ where
     /// Moves the proposals made with [`append_tracked`](Self::append_tracked)
     /// that are now decided into `buf`, as `(proposal, log index)`.
     /// Call it after feeding inputs, as often as convenient; each proposal is
-    /// reported once.
+    /// reported once. Reports wait in memory until taken, so a caller of
+    /// `append_tracked` must take them; plain [`append`](Self::append)
+    /// keeps nothing.
     pub fn take_decided_proposals(&mut self, buf: &mut Vec<(ProposalId, u64)>) {
         self.seq_paxos.take_decided_tags(&mut self.decided_scratch);
         buf.extend(

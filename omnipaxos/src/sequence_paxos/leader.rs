@@ -252,8 +252,10 @@ where
             self.pending_tags.push(tag);
             return Ok(());
         }
+        if tag != NO_TAG {
+            self.batch_tags.push((self.batch.len(), tag));
+        }
         self.batch.push(entry);
-        self.batch_tags.push(tag);
         if self.batch.len() >= self.batch_size {
             self.flush_batch()?;
         }
@@ -272,9 +274,9 @@ where
         self.flush_timer.reset();
         let first_idx = self.storage.log_len();
         self.placed.extend(
-            (first_idx..)
-                .zip(self.batch_tags.drain(..))
-                .filter(|&(_, tag)| tag != NO_TAG),
+            self.batch_tags
+                .drain(..)
+                .map(|(pos, tag)| (first_idx + pos as u64, tag)),
         );
         let mut entries = std::mem::take(&mut self.batch);
         for slot in 0..self.progress.len() {

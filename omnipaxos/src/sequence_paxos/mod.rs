@@ -150,8 +150,9 @@ where
     pending_tags: Vec<Tag>,
     /// Leader: proposals gathered for the next batch.
     batch: Vec<T>,
-    /// The tag of each entry in `batch`.
-    batch_tags: Vec<Tag>,
+    /// The tagged entries of `batch`, as `(position in batch, tag)`; most
+    /// entries are untagged, so the hot path stores nothing for them.
+    batch_tags: Vec<(usize, Tag)>,
     /// This server's tagged proposals that are in its log, as
     /// `(index, tag)`, accepted in the log's accepted round: each log sync
     /// keeps or cuts them (cut ones are proposed again, tag and all).
@@ -283,7 +284,7 @@ where
             pending: Vec::with_capacity(config.batch_size),
             pending_tags: Vec::new(),
             batch: Vec::with_capacity(config.batch_size),
-            batch_tags: Vec::with_capacity(config.batch_size),
+            batch_tags: Vec::new(),
             placed: Vec::new(),
             next_tag: 1,
             decided_tags: Vec::new(),
@@ -501,6 +502,16 @@ where
 
     /// Whether this configuration takes no more entries: a stop-sign is in
     /// the log, or one was decided without us.
+    /// Empties the batch, giving its entries with the tag of each.
+    pub(super) fn take_batch(&mut self) -> (Vec<T>, Vec<Tag>) {
+        let batch = std::mem::take(&mut self.batch);
+        let mut tags = vec![NO_TAG; batch.len()];
+        for (pos, tag) in self.batch_tags.drain(..) {
+            tags[pos] = tag;
+        }
+        (batch, tags)
+    }
+
     fn takes_no_entries(&self) -> bool {
         self.storage.stopsign().is_some() || self.learned_stop.is_some()
     }
@@ -564,9 +575,9 @@ where
         if self.role == Role::Leader {
             // Proposals this server gathered as leader but did not send go to
             // the new leader instead of being lost.
-            let batch = std::mem::take(&mut self.batch);
+            let (batch, tags) = self.take_batch();
             self.pending.extend(batch);
-            self.pending_tags.append(&mut self.batch_tags);
+            self.pending_tags.extend(tags);
             // Forwarded batches that were (partly) in that batch never got the
             // indices their acknowledgements named: a retry must be appended
             // again, not acknowledged with those indices.

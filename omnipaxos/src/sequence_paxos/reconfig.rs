@@ -331,8 +331,9 @@ where
             .extend(self.placed.drain(..).map(|(idx, tag)| (tag, idx)));
         carried.append(&mut self.pending);
         tags.append(&mut self.pending_tags);
-        carried.append(&mut self.batch);
-        tags.append(&mut self.batch_tags);
+        let (batch, batch_tags) = self.take_batch();
+        carried.extend(batch);
+        tags.extend(batch_tags);
         let round = self.storage.accepted_round();
         for batch in std::mem::take(&mut self.forwarded) {
             match batch.acked {
