@@ -111,7 +111,11 @@
 //! A peer that cannot be dialed, or whose link fails, is dialed again after
 //! an exponential backoff with jitter, from
 //! [`NetConfig::reconnect_backoff_min`] to
-//! [`NetConfig::reconnect_backoff_max`]. When a link comes back after having
+//! [`NetConfig::reconnect_backoff_max`]. A link whose peer stops reading for
+//! 5 s (a batch of frames cannot be written) is dropped and dialed again,
+//! so a peer whose machine vanished without closing its connections is
+//! noticed in seconds rather than when the operating system gives up on
+//! the connection. When a link comes back after having
 //! been down, the transport calls [`OmniPaxosNode::reconnected`] so the
 //! protocol resynchronises with the peer.
 //!

@@ -123,7 +123,17 @@ enum LinkLost {
     UnexpectedData,
     #[error("i/o error: {0}")]
     Io(#[from] io::Error),
+    #[error("a write did not complete within {WRITE_TIMEOUT:?}: the peer stopped reading")]
+    WriteTimeout,
 }
+
+/// How long one batch of frames may take to write before the link is
+/// dropped and dialed again. A peer whose machine vanished without closing
+/// the connection stops acknowledging; without this bound the link would
+/// look connected until the operating system gave up on it, minutes later.
+/// A live but slow peer is redialed too, which costs only messages the
+/// protocol resends.
+pub(super) const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How a link ended: stop, or redial.
 enum LinkEnd {
@@ -271,10 +281,12 @@ where
             let written = tokio::select! {
                 biased;
                 () = self.cancel.cancelled() => return LinkEnd::Stopped,
-                r = wr.write_all(&out) => r,
+                r = tokio::time::timeout(WRITE_TIMEOUT, wr.write_all(&out)) => r,
             };
-            if let Err(e) = written {
-                return LinkEnd::Lost(LinkLost::Io(e));
+            match written {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return LinkEnd::Lost(LinkLost::Io(e)),
+                Err(_) => return LinkEnd::Lost(LinkLost::WriteTimeout),
             }
             self.stats.sent.fetch_add(batched, Relaxed);
         }
