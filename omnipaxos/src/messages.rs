@@ -46,22 +46,36 @@ use crate::{
 };
 use derive_where::derive_where;
 
+/// Declares message types that carry entries or snapshots of `T`: `Clone`
+/// and `Debug` for any `T`, `PartialEq` where the entry and snapshot types
+/// have it, and (feature `serde`) serde bounded on both, instead of serde's
+/// default bound on `T` alone.
+macro_rules! entry_message {
+    ($($item:item)*) => {
+        $(
+            #[derive_where(Clone, Debug)]
+            #[derive_where(PartialEq; T, T::Snapshot)]
+            #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+            #[cfg_attr(
+                feature = "serde",
+                serde(bound(
+                    serialize = "T: serde::Serialize, T::Snapshot: serde::Serialize",
+                    deserialize = "T: serde::Deserialize<'de>, T::Snapshot: serde::Deserialize<'de>"
+                ))
+            )]
+            $item
+        )*
+    };
+}
+
+entry_message! {
 /// A message for [`OmniPaxos::handle_incoming`](crate::OmniPaxos::handle_incoming).
-#[derive_where(Clone, Debug)]
-#[derive_where(PartialEq; T, T::Snapshot)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-#[cfg_attr(
-    feature = "serde",
-    serde(bound(
-        serialize = "T: serde::Serialize, T::Snapshot: serde::Serialize",
-        deserialize = "T: serde::Deserialize<'de>, T::Snapshot: serde::Deserialize<'de>"
-    ))
-)]
 pub enum Message<T: Entry> {
     /// A message of the replication protocol.
     SequencePaxos(PaxosMessage<T>),
     /// A message of leader election.
     BLE(BLEMessage),
+}
 }
 
 impl<T: Entry> Message<T> {
@@ -90,17 +104,8 @@ impl<T: Entry> Message<T> {
     }
 }
 
+entry_message! {
 /// A Sequence Paxos message with its envelope.
-#[derive_where(Clone, Debug)]
-#[derive_where(PartialEq; T, T::Snapshot)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-#[cfg_attr(
-    feature = "serde",
-    serde(bound(
-        serialize = "T: serde::Serialize, T::Snapshot: serde::Serialize",
-        deserialize = "T: serde::Deserialize<'de>, T::Snapshot: serde::Deserialize<'de>"
-    ))
-)]
 pub struct PaxosMessage<T: Entry> {
     /// The configuration the sender belongs to; other configurations ignore it.
     pub configuration_id: ConfigurationId,
@@ -111,18 +116,10 @@ pub struct PaxosMessage<T: Entry> {
     /// The message.
     pub msg: PaxosMsg<T>,
 }
+}
 
+entry_message! {
 /// The Sequence Paxos messages.
-#[derive_where(Clone, Debug)]
-#[derive_where(PartialEq; T, T::Snapshot)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-#[cfg_attr(
-    feature = "serde",
-    serde(bound(
-        serialize = "T: serde::Serialize, T::Snapshot: serde::Serialize",
-        deserialize = "T: serde::Deserialize<'de>, T::Snapshot: serde::Deserialize<'de>"
-    ))
-)]
 #[allow(missing_docs)] // Each variant carries the struct of the same name, documented there.
 pub enum PaxosMsg<T: Entry> {
     PrepareReq(PrepareReq),
@@ -147,6 +144,7 @@ pub enum PaxosMsg<T: Entry> {
     StopSignDecided(StopSignDecided),
     StopSignRequest(StopSignRequest),
     StopSignReply(StopSignReply),
+}
 }
 
 /// A server that moved on to the next configuration answers a message of the
@@ -218,19 +216,10 @@ pub struct PullLog {
     pub to_idx: u64,
 }
 
+entry_message! {
 /// A source's answer to [`PullLog`]: the decided entries `from_idx..to_idx`,
 /// with its snapshot first when the slice starts in its compacted prefix (the
 /// snapshot then covers `0..from_idx` of `entries`).
-#[derive_where(Clone, Debug)]
-#[derive_where(PartialEq; T, T::Snapshot)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-#[cfg_attr(
-    feature = "serde",
-    serde(bound(
-        serialize = "T: serde::Serialize, T::Snapshot: serde::Serialize",
-        deserialize = "T: serde::Deserialize<'de>, T::Snapshot: serde::Deserialize<'de>"
-    ))
-)]
 pub struct PullLogReply<T: Entry> {
     /// Where `entries` start (the source's compacted index if it sends a snapshot).
     pub from_idx: u64,
@@ -244,6 +233,7 @@ pub struct PullLogReply<T: Entry> {
     /// the joiner can then tell that configuration's stragglers (see
     /// [`StopSignDecided`]).
     pub stopsign: Option<StopSignDecided>,
+}
 }
 
 /// The leader replicates the stop-sign that ends the configuration; it is
@@ -348,17 +338,8 @@ pub struct Prepare {
     pub accepted_idx: u64,
 }
 
+entry_message! {
 /// A follower promises ballot `n` and sends the part of its log that the leader may lack.
-#[derive_where(Clone, Debug)]
-#[derive_where(PartialEq; T, T::Snapshot)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-#[cfg_attr(
-    feature = "serde",
-    serde(bound(
-        serialize = "T: serde::Serialize, T::Snapshot: serde::Serialize",
-        deserialize = "T: serde::Deserialize<'de>, T::Snapshot: serde::Deserialize<'de>"
-    ))
-)]
 pub struct Promise<T: Entry> {
     /// The promised ballot.
     pub n: Ballot,
@@ -371,20 +352,12 @@ pub struct Promise<T: Entry> {
     /// The follower's log from where it may be ahead of the leader, if it may be.
     pub log_sync: Option<LogSync<T>>,
 }
+}
 
+entry_message! {
 /// A log suffix to install at `sync_idx`, replacing what is there, with a
 /// snapshot of everything below `sync_idx` when the receiver may lack entries
 /// the sender has compacted away.
-#[derive_where(Clone, Debug)]
-#[derive_where(PartialEq; T, T::Snapshot)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-#[cfg_attr(
-    feature = "serde",
-    serde(bound(
-        serialize = "T: serde::Serialize, T::Snapshot: serde::Serialize",
-        deserialize = "T: serde::Deserialize<'de>, T::Snapshot: serde::Deserialize<'de>"
-    ))
-)]
 pub struct LogSync<T: Entry> {
     /// A snapshot standing in for decided entries below `sync_idx`: the
     /// sender's complete snapshot when it compacted entries the receiver
@@ -396,6 +369,7 @@ pub struct LogSync<T: Entry> {
     pub suffix: Vec<T>,
     /// The stop-sign after the suffix, if the sender has one.
     pub stopsign: Option<StopSign>,
+}
 }
 
 /// A snapshot in a [`LogSync`].
@@ -422,17 +396,8 @@ pub enum SnapshotType<T: Entry> {
     },
 }
 
+entry_message! {
 /// The leader brings a promised follower's log up to date and starts a session.
-#[derive_where(Clone, Debug)]
-#[derive_where(PartialEq; T, T::Snapshot)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-#[cfg_attr(
-    feature = "serde",
-    serde(bound(
-        serialize = "T: serde::Serialize, T::Snapshot: serde::Serialize",
-        deserialize = "T: serde::Deserialize<'de>, T::Snapshot: serde::Deserialize<'de>"
-    ))
-)]
 pub struct AcceptSync<T: Entry> {
     /// The leader's ballot.
     pub n: Ballot,
@@ -444,6 +409,7 @@ pub struct AcceptSync<T: Entry> {
     pub log_sync: LogSync<T>,
     /// Acknowledgements of this follower's forwarded batches in the suffix.
     pub forward_acks: Vec<ProposalAck>,
+}
 }
 
 /// The leader replicates new entries and tells the decided index.

@@ -65,6 +65,7 @@
 
 pub mod invariants;
 pub mod sim;
+pub mod soak;
 
 pub use sim::{
     cluster::SimCluster,

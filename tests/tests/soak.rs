@@ -24,18 +24,13 @@
 //! failing seed (stopping early after ten).
 
 use omnipaxos::{FlexibleQuorum, LogEntry, ReadId};
-use omnipaxos_tests::{SimCluster, SimOptions};
+use omnipaxos_tests::{
+    SimCluster, SimOptions,
+    soak::{compaction_point, env_u64, pick, run_seeds},
+};
 use rand::{Rng, SeedableRng, seq::SliceRandom};
 use rand_chacha::ChaCha8Rng;
-use std::{
-    collections::HashMap,
-    panic,
-    sync::{
-        Mutex,
-        atomic::{AtomicU64, Ordering},
-    },
-    time::Instant,
-};
+use std::collections::HashMap;
 
 /// Ticks of random chaos per seed.
 const CHAOS_TICKS: u64 = 2000;
@@ -43,14 +38,6 @@ const CHAOS_TICKS: u64 = 2000;
 /// proposal everywhere. Generous because the network still loses and delays
 /// messages: a lost Prepare or resync request costs a resend timeout each.
 const RECOVERY_TIMEOUTS: u64 = 40;
-
-fn env_u64(name: &str) -> Option<u64> {
-    let raw = std::env::var(name).ok()?;
-    Some(
-        raw.parse()
-            .unwrap_or_else(|e| panic!("{name}={raw:?} is not a number: {e}")),
-    )
-}
 
 /// The options of seed `seed`, drawn from a generator of their own so that
 /// they do not depend on how the run uses the cluster's generator.
@@ -233,15 +220,6 @@ fn reconfigure_randomly(cluster: &mut SimCluster) -> bool {
     true
 }
 
-/// One of `from`, drawn from the run's generator.
-fn pick(cluster: &mut SimCluster, from: &[u64]) -> Option<u64> {
-    if from.is_empty() {
-        return None;
-    }
-    let i = cluster.rng().gen_range(0..from.len());
-    Some(from[i])
-}
-
 /// Two different servers, drawn from the run's generator.
 fn pick_pair(cluster: &mut SimCluster) -> Option<(u64, u64)> {
     let ids = cluster.ids().to_vec();
@@ -372,17 +350,6 @@ fn check_read_points(
     }
 }
 
-/// A random index above `pid`'s compacted index, at most its decided index
-/// and the length of the decided log the invariants have checked.
-fn compaction_point(cluster: &mut SimCluster, pid: u64) -> Option<u64> {
-    let node = cluster.node(pid);
-    let low = node.get_compacted_idx() + 1;
-    let high = node
-        .get_decided_idx()
-        .min(cluster.decided_log().len() as u64);
-    (low <= high).then(|| cluster.rng().gen_range(low..=high))
-}
-
 /// After this many failing seeds the soak stops early: the list is long
 /// enough to work on, and the remaining seeds would only add to it.
 const MAX_FAILURES: usize = 10;
@@ -395,37 +362,12 @@ fn random_chaos_never_breaks_an_invariant_and_a_healed_cluster_decides() {
         return;
     }
     let seeds = env_u64("SOAK_SEEDS").unwrap_or(500);
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     eprintln!(
-        "soak: {seeds} seeds on {workers} threads; replay one with \
+        "soak: {seeds} seeds; replay one with \
          `SOAK_SEED=<seed> cargo test -p omnipaxos_tests --test soak` (and the same SOAK_RECONFIG)"
     );
-    let started = Instant::now();
-    let next = AtomicU64::new(0);
-    let failed = Mutex::new(Vec::new());
-    std::thread::scope(|scope| {
-        for _ in 0..workers {
-            scope.spawn(|| {
-                loop {
-                    let seed = next.fetch_add(1, Ordering::Relaxed);
-                    if seed >= seeds
-                        || failed.lock().expect("no panics while held").len() >= MAX_FAILURES
-                    {
-                        break;
-                    }
-                    // A failing seed has already printed its panic (with the
-                    // property, tick and replay command); note it and go on,
-                    // so that one run lists every failing seed.
-                    if panic::catch_unwind(|| run_seed(seed)).is_err() {
-                        failed.lock().expect("no panics while held").push(seed);
-                    }
-                }
-            });
-        }
-    });
-    let mut failed = failed.into_inner().expect("no panics while held");
-    failed.sort_unstable();
-    let elapsed = started.elapsed();
+    let run = run_seeds(seeds, MAX_FAILURES, run_seed);
+    let (failed, elapsed) = (&run.failed, run.elapsed);
     assert!(
         failed.is_empty(),
         "soak: {} seed(s) failed (stopping after {MAX_FAILURES}): {failed:?}, in {elapsed:.1?}; \
@@ -433,5 +375,8 @@ fn random_chaos_never_breaks_an_invariant_and_a_healed_cluster_decides() {
          (and the same SOAK_RECONFIG)",
         failed.len()
     );
-    eprintln!("soak: {seeds} seeds passed in {elapsed:.1?}");
+    eprintln!(
+        "soak: {seeds} seeds passed on {} threads in {elapsed:.1?}",
+        run.workers
+    );
 }

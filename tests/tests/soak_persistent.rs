@@ -20,17 +20,12 @@
 //! the broken property, the tick and the replay command) and the soak fails
 //! at the end listing every failing seed.
 
-use omnipaxos_tests::{SimCluster, SimOptions, SimStorage};
+use omnipaxos_tests::{
+    SimCluster, SimOptions, SimStorage,
+    soak::{compaction_point, env_u64, pick, run_seeds},
+};
 use rand::{Rng, SeedableRng, seq::SliceRandom};
 use rand_chacha::ChaCha8Rng;
-use std::{
-    panic,
-    sync::{
-        Mutex,
-        atomic::{AtomicU64, Ordering},
-    },
-    time::Instant,
-};
 
 /// Ticks of chaos per seed.
 const CHAOS_TICKS: u64 = 800;
@@ -43,14 +38,6 @@ const DEFAULT_SEEDS: u64 = 32;
 /// The replay command of seed `seed`.
 fn replay(seed: u64) -> String {
     format!("PERSISTENT_SOAK_SEED={seed} cargo test -p omnipaxos_tests --test soak_persistent")
-}
-
-fn env_u64(name: &str) -> Option<u64> {
-    let raw = std::env::var(name).ok()?;
-    Some(
-        raw.parse()
-            .unwrap_or_else(|e| panic!("{name}={raw:?} is not a number: {e}")),
-    )
 }
 
 /// The cluster and knobs of seed `seed`, from a generator of their own so
@@ -79,15 +66,6 @@ fn options_for(seed: u64) -> (Vec<u64>, SimOptions) {
         ..SimOptions::default()
     };
     (ids, options)
-}
-
-/// One of `from`, drawn from the run's generator.
-fn pick(cluster: &mut SimCluster, from: &[u64]) -> Option<u64> {
-    if from.is_empty() {
-        return None;
-    }
-    let i = cluster.rng().gen_range(0..from.len());
-    Some(from[i])
 }
 
 /// What the runs did, summed over seeds, to show what the soak covered.
@@ -188,18 +166,6 @@ fn chaos_action(cluster: &mut SimCluster, tally: &mut Tally) {
     }
 }
 
-/// A random index above `pid`'s compacted index, at most its decided index
-/// and the length of the decided log the invariants hold (so that they can
-/// compare every snapshot with it).
-fn compaction_point(cluster: &mut SimCluster, pid: u64) -> Option<u64> {
-    let node = cluster.node(pid);
-    let low = node.get_compacted_idx() + 1;
-    let high = node
-        .get_decided_idx()
-        .min(cluster.decided_log().len() as u64);
-    (low <= high).then(|| cluster.rng().gen_range(low..=high))
-}
-
 /// Runs one seed: chaos, then everyone up and every link healed, then a
 /// fresh proposal must be decided everywhere.
 fn run_seed(seed: u64) -> Tally {
@@ -239,39 +205,20 @@ fn crashes_through_the_files_never_lose_a_decided_entry_and_the_cluster_recovers
         return;
     }
     let seeds = env_u64("PERSISTENT_SOAK_SEEDS").unwrap_or(DEFAULT_SEEDS);
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let started = Instant::now();
-    let next = AtomicU64::new(0);
-    let failed = Mutex::new(Vec::new());
-    let total = Mutex::new(Tally::default());
-    std::thread::scope(|scope| {
-        for _ in 0..workers {
-            scope.spawn(|| {
-                loop {
-                    let seed = next.fetch_add(1, Ordering::Relaxed);
-                    if seed >= seeds {
-                        break;
-                    }
-                    // The failing seed printed its panic already; go on so
-                    // that one run lists every failing seed.
-                    match panic::catch_unwind(|| run_seed(seed)) {
-                        Ok(tally) => total.lock().expect("no panics while held").add(tally),
-                        Err(_) => failed.lock().expect("no panics while held").push(seed),
-                    }
-                }
-            });
-        }
-    });
-    let mut failed = failed.into_inner().expect("no panics while held");
-    failed.sort_unstable();
-    let elapsed = started.elapsed();
+    // No early stop: every failing seed is listed.
+    let run = run_seeds(seeds, usize::MAX, run_seed);
+    let (failed, elapsed) = (&run.failed, run.elapsed);
     assert!(
         failed.is_empty(),
         "persistent soak: seeds {failed:?} failed in {elapsed:.1?}; replay one with `{}`",
         replay(failed.first().copied().unwrap_or_default())
     );
-    let total = total.into_inner().expect("no panics while held");
+    let mut total = Tally::default();
+    for tally in run.results {
+        total.add(tally);
+    }
     eprintln!(
-        "persistent soak: {seeds} seeds on {workers} threads passed in {elapsed:.1?}: {total:?}"
+        "persistent soak: {seeds} seeds on {} threads passed in {elapsed:.1?}: {total:?}",
+        run.workers
     );
 }
