@@ -185,6 +185,8 @@ where
                     .extend((first..).zip(batch.tags).filter(|&(_, tag)| tag != NO_TAG)),
             }
         }
+        // Those lie among our own placed proposals; keep them in index order.
+        self.placed.make_contiguous().sort_unstable();
         self.forwarded_len = 0;
         for (entry, tag) in waiting.into_iter().zip(waiting_tags) {
             self.accept_entry(entry, tag)?;
@@ -273,6 +275,10 @@ where
         );
         self.flush_timer.reset();
         let first_idx = self.storage.log_len();
+        debug_assert!(
+            self.placed.back().is_none_or(|&(idx, _)| idx < first_idx),
+            "placed proposals are in the log, so they stay sorted by index"
+        );
         self.placed.extend(
             self.batch_tags
                 .drain(..)

@@ -156,7 +156,8 @@ where
     /// This server's tagged proposals that are in its log, as
     /// `(index, tag)`, accepted in the log's accepted round: each log sync
     /// keeps or cuts them (cut ones are proposed again, tag and all).
-    placed: Vec<(u64, Tag)>,
+    /// Sorted by index, so decided ones leave from the front.
+    placed: VecDeque<(u64, Tag)>,
     /// The next tag `append` hands out.
     next_tag: Tag,
     /// Tagged proposals known to be decided, as `(tag, index)`, until the
@@ -285,7 +286,7 @@ where
             pending_tags: Vec::new(),
             batch: Vec::with_capacity(config.batch_size),
             batch_tags: Vec::new(),
-            placed: Vec::new(),
+            placed: VecDeque::new(),
             next_tag: 1,
             decided_tags: Vec::new(),
             forwarded: VecDeque::new(),
@@ -470,7 +471,10 @@ where
             .is_some_and(|r| r.pid == self.pid);
         let mut cut = Vec::new();
         let mut cut_tags = Vec::new();
-        let cut_placed = self.placed.iter().any(|&(idx, _)| idx >= kept_until);
+        let cut_placed = self
+            .placed
+            .back()
+            .is_some_and(|&(idx, _)| idx >= kept_until);
         if (own_round && replaced_from < prev_len) || cut_placed {
             let from = if cut_placed {
                 kept_until
@@ -478,7 +482,6 @@ where
                 replaced_from
             };
             let entries = self.storage.get_entries(from, prev_len)?;
-            self.placed.sort_unstable();
             let first_cut = self.placed.partition_point(|&(idx, _)| idx < from);
             let mut tags = self.placed.drain(first_cut..).peekable();
             for (entry, idx) in entries.into_iter().zip(from..) {
@@ -704,15 +707,12 @@ where
     /// into `buf`.
     pub(crate) fn take_decided_tags(&mut self, buf: &mut Vec<(Tag, u64)>) {
         let decided = self.storage.decided_idx();
-        if self.placed.iter().any(|&(idx, _)| idx < decided) {
-            let out = &mut self.decided_tags;
-            self.placed.retain(|&(idx, tag)| {
-                let done = idx < decided;
-                if done {
-                    out.push((tag, idx));
-                }
-                !done
-            });
+        while let Some(&(idx, tag)) = self.placed.front() {
+            if idx >= decided {
+                break;
+            }
+            self.placed.pop_front();
+            self.decided_tags.push((tag, idx));
         }
         buf.append(&mut self.decided_tags);
     }
