@@ -67,6 +67,8 @@ use omnipaxos::{
     storage::{Entry, Snapshot, Storage, StorageOp, StorageResult},
     util::{ConfigurationEnd, StopSign},
 };
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 /// The entry type the suite writes: a number.
@@ -838,28 +840,10 @@ fn survives_reopen<F: StorageFactory>(factory: &mut F) {
     );
 }
 
-/// A small deterministic generator, so the suite needs no random crate.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// A number in `0..n` (n > 0).
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 /// A random op that the log described by `model` accepts (most of the time;
 /// some are deliberately out of range, and both storages must refuse them).
 fn random_op(
-    rng: &mut SplitMix,
+    rng: &mut ChaCha8Rng,
     model: &MemoryStorage<Value>,
     next_value: &mut u64,
 ) -> StorageOp<Value> {
@@ -870,35 +854,41 @@ fn random_op(
         *next_value += n;
         v
     };
-    match rng.below(13) {
-        0..=2 => StorageOp::AppendEntries(fresh(rng.below(40))),
+    match rng.gen_range(0..13) {
+        0..=2 => StorageOp::AppendEntries(fresh(rng.gen_range(0..40))),
         3 => StorageOp::AppendEntry(fresh(1)[0]),
         4 => {
-            let from = first + rng.below(len - first + 2);
-            StorageOp::AppendOnPrefix(from, fresh(rng.below(8)))
+            let from = first + rng.gen_range(0..len - first + 2);
+            StorageOp::AppendOnPrefix(from, fresh(rng.gen_range(0..8)))
         }
-        5 => StorageOp::Trim(first + rng.below(len - first + 5)),
-        6 => StorageOp::SetCompactedIdx(rng.below(len + 2)),
-        7 => StorageOp::SetDecidedIndex(rng.below(len + 2)),
-        8 => StorageOp::SetPromise(Ballot::with(1, rng.below(100) as u32, rng.below(5) + 1)),
-        9 => StorageOp::SetAcceptedRound(Ballot::with(1, rng.below(100) as u32, 1)),
-        10 => StorageOp::SetSnapshot((rng.below(2) == 0).then(|| Sum(rng.below(1000)))),
+        5 => StorageOp::Trim(first + rng.gen_range(0..len - first + 5)),
+        6 => StorageOp::SetCompactedIdx(rng.gen_range(0..len + 2)),
+        7 => StorageOp::SetDecidedIndex(rng.gen_range(0..len + 2)),
+        8 => StorageOp::SetPromise(Ballot::with(
+            1,
+            rng.gen_range(0..100u32),
+            rng.gen_range(0..5) + 1,
+        )),
+        9 => StorageOp::SetAcceptedRound(Ballot::with(1, rng.gen_range(0..100u32), 1)),
+        10 => StorageOp::SetSnapshot(rng.gen_bool(0.5).then(|| Sum(rng.gen_range(0..1000)))),
         11 => StorageOp::SetPreviousConfigurationEnd(
-            (rng.below(2) == 0).then(|| configuration_end(rng.below(5) as u32 + 2, rng.below(50))),
+            rng.gen_bool(0.5)
+                .then(|| configuration_end(rng.gen_range(2..7u32), rng.gen_range(0..50))),
         ),
         _ => StorageOp::SetStopsign(
-            (rng.below(2) == 0).then(|| StopSign::with(2, vec![1, rng.below(9) + 2], None)),
+            rng.gen_bool(0.5)
+                .then(|| StopSign::with(2, vec![1, rng.gen_range(0..9) + 2], None)),
         ),
     }
 }
 
 fn random_writes_match_model<F: StorageFactory>(factory: &mut F) {
-    let mut rng = SplitMix(0x5EED_5707_A6E5);
+    let mut rng = ChaCha8Rng::seed_from_u64(0x5EED_5707_A6E5);
     let mut model = MemoryStorage::<Value>::default();
     let mut storage = factory.create();
     let mut next_value = 0;
     for step in 0..400 {
-        let batch: Vec<StorageOp<Value>> = (0..rng.below(4) + 1)
+        let batch: Vec<StorageOp<Value>> = (0..rng.gen_range(0..4) + 1)
             .map(|_| random_op(&mut rng, &model, &mut next_value))
             .collect();
         let described = format!("{batch:?}");
@@ -914,7 +904,7 @@ fn random_writes_match_model<F: StorageFactory>(factory: &mut F) {
             observe(&model),
             "step {step}: after {described}"
         );
-        if rng.below(25) == 0 {
+        if rng.gen_range(0..25) == 0 {
             storage = factory.reopen(storage);
             assert_eq!(
                 observe(&storage),
