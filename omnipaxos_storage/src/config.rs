@@ -8,9 +8,10 @@ use std::path::{Path, PathBuf};
 /// keeps its files, and the options of its commit log and state database.
 ///
 /// Only the path is required. The directory at the path holds a marker file,
-/// the state database (in `state/`) and, unless
-/// [`set_commitlog_options`](Self::set_commitlog_options) names another
-/// directory, the commit log (in `commitlog/`).
+/// the state database (in `state/`), the snapshot (in `records/`) and,
+/// unless [`set_commitlog_options`](Self::set_commitlog_options) names
+/// another directory, the commit log (in `commitlog/`, with segments of
+/// [`DEFAULT_SEGMENT_MAX_BYTES`](crate::persistent_storage::DEFAULT_SEGMENT_MAX_BYTES)).
 ///
 /// ```
 /// use omnipaxos_storage::persistent_storage::{LogOptions, PersistentStorageConfig};
@@ -54,6 +55,11 @@ impl PersistentStorageConfig {
 
     /// Sets the commit log's options: its directory (which may be the
     /// storage's path itself) and its segment, index and message sizes.
+    ///
+    /// The segment size bounds the disk space taken by trimmed entries that
+    /// still share a segment with the log's first entry; `LogOptions::new`
+    /// starts from commitlog's default of 1 GB, so set `segment_max_bytes`
+    /// (the storage's own default, without this call, is 32 MiB).
     ///
     /// `message_max_bytes` bounds one serialised entry plus a 20-byte header;
     /// a larger entry is refused with an error. Segment files must stay below

@@ -1,13 +1,18 @@
-//! [`PersistentStorage`]: entries in a `commitlog`, state in `sled`, both
-//! synced before a write returns.
+//! [`PersistentStorage`]: entries in a `commitlog`, small state in `sled`,
+//! the snapshot in a file of its own, all synced before a write returns.
 //!
 //! # Layout on disk
 //!
 //! ```text
 //! <path>/OMNIPAXOS_STORAGE   marker: names the format version; without it a
 //!                            non-empty directory is refused as foreign
-//! <path>/state/              sled: the state record, the snapshot, the previous
-//!                            configuration's end, the redo record
+//! <path>/state/              sled: the state record, which holds the
+//!                            protocol's numbers and names the record files
+//! <path>/records/            one file per value that is written rarely and
+//!                            may be large: snapshot-<generation>,
+//!                            stopsign-<generation>, previous_end-<generation>,
+//!                            and redo-<generation> while a rewrite of the
+//!                            log's tail is in progress (see below)
 //! <path>/commitlog/          commitlog segments and indexes (or wherever
 //!                            `set_commitlog_options` puts them)
 //! ```
@@ -25,22 +30,44 @@
 //! * a trim only moves `trimmed_idx` and `phys_base` forward in the state
 //!   record; whole segments below the new start are then deleted, which costs
 //!   time in the number of dropped segments, not in the entries kept. Entries
-//!   below the start inside the first segment stay on disk, unread.
+//!   below the start inside the first segment stay on disk, unread, until
+//!   the log moves past that segment.
+//! * a new snapshot (likewise a new stop-sign or previous configuration's
+//!   end) is written to a new record file and synced; the state record that
+//!   names it (by generation, length and checksum) is then flushed, and only
+//!   after that is the file it replaces deleted. A commit that does not
+//!   change them writes nothing of them: the state record has a fixed size,
+//!   so a commit's cost does not grow with the snapshot or with the
+//!   metadata a stop-sign carries.
 //! * a batch that replaces entries (`AppendOnPrefix` below the log end) cannot
 //!   write its new entries beside the old ones, since the commitlog only
-//!   appends. It writes them into a *redo* record together with the new state
-//!   record, in one sled batch and one flush: that is its commit point. Only
-//!   then is the commitlog cut and the entries appended; the redo record is
-//!   removed afterwards, and an open that finds one does the cut and append
-//!   again (both are idempotent).
+//!   appends. It writes them into a *redo* record file, and commits the new
+//!   state record naming it: that flush is its commit point. Only then is the
+//!   commitlog cut and the entries appended; then the state record is
+//!   flushed again without the redo and the file deleted. An open that finds
+//!   a redo named does the cut and append again (both are idempotent).
 //!
 //! Every batch therefore has exactly one commit point, a sled flush, and is
-//! seen after a crash either whole or not at all.
+//! seen after a crash either whole or not at all. A record file that the
+//! committed state record does not name, whatever the crash left, is
+//! garbage: open deletes it and says so in its [`OpenReport`].
+//!
+//! # Footprint
+//!
+//! The directory holds, at most: the live snapshot (twice for the moment
+//! between writing a new one and deleting the old), the log since the last
+//! compaction, up to one commitlog segment of trimmed entries (the segment
+//! the log starts in; 32 MiB by default), the segments' indexes (8 bytes per
+//! entry), and the state database, which holds a few small records and
+//! stays at a few MiB. Only `quarantine/` is not bounded by this: open moves
+//! what lay past the commit point after a crash there, for an operator to
+//! inspect and delete; each crash adds at most the batch it interrupted.
 
 use crate::{
     bounds::Bounds,
     error,
-    segments::{self, HEADER_BYTES, Layout},
+    record_files::{Kind, Named, RecordFiles, RecordRef, Swept},
+    segments::{self, Beyond, Dropped, HEADER_BYTES, Layout},
 };
 use commitlog::{
     CommitLog, ReadError, ReadLimit,
@@ -54,6 +81,7 @@ use omnipaxos::{
 };
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use std::{
+    fmt,
     fs::{self, File},
     io::{ErrorKind, Write},
     marker::PhantomData,
@@ -65,8 +93,15 @@ pub use commitlog::LogOptions;
 
 /// The name of the marker file in the storage's directory.
 const MARKER: &str = "OMNIPAXOS_STORAGE";
-/// The version of the on-disk format this build reads and writes.
-const FORMAT_VERSION: u32 = 1;
+/// The version of the on-disk format this build writes. Version 1 kept the
+/// snapshot and the redo record in sled; open upgrades it.
+const FORMAT_VERSION: u32 = 2;
+/// The oldest format version open can upgrade.
+const OLDEST_READABLE_VERSION: u32 = 1;
+/// The segment size of the commit log when the user sets no options: it
+/// bounds the trimmed entries left on disk in the segment the log starts in
+/// (commitlog's own default is 1 GB).
+pub const DEFAULT_SEGMENT_MAX_BYTES: usize = 32 << 20;
 /// The first line of the marker file.
 const MARKER_HEADER: &str = "omnipaxos_storage PersistentStorage";
 
@@ -74,16 +109,12 @@ const MARKER_HEADER: &str = "omnipaxos_storage PersistentStorage";
 const KEY_META: &[u8] = b"meta";
 /// sled key of the [`State`] record.
 const KEY_STATE: &[u8] = b"state";
-/// sled key of the snapshot, present only while there is one.
-const KEY_SNAPSHOT: &[u8] = b"snapshot";
-/// sled key of how the previous configuration ended, present only once the
-/// protocol stored it. A key of its own rather than a field of [`State`]:
-/// storages written before it existed read back as "not stored", and the
-/// state record's format stays as it was.
-const KEY_PREVIOUS_END: &[u8] = b"previous_end";
-/// sled key of the [`Redo`] record, present only between the commit point
-/// of a batch that replaces entries and the end of its commitlog rewrite.
-const KEY_REDO: &[u8] = b"redo";
+/// sled key of the snapshot in format version 1.
+const V1_KEY_SNAPSHOT: &[u8] = b"snapshot";
+/// sled key of how the previous configuration ended in format version 1.
+const V1_KEY_PREVIOUS_END: &[u8] = b"previous_end";
+/// sled key of the [`Redo`] record in format version 1.
+const V1_KEY_REDO: &[u8] = b"redo";
 
 /// How many bytes a read asks the commitlog for at first; doubled while a
 /// single entry does not fit.
@@ -96,20 +127,38 @@ struct Meta {
     format_version: u32,
 }
 
-/// Everything but the entries and the snapshot, written as one record so
-/// that any batch updates it atomically.
+/// The state record: the numbers of the protocol's state and where the log
+/// is, and the record files holding the rest. Every batch rewrites it, so it
+/// holds nothing whose size the user or a peer sets.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct State {
     promise: Option<Ballot>,
     accepted_round: Option<Ballot>,
     decided_idx: u64,
     compacted_idx: u64,
-    stopsign: Option<StopSign>,
     /// Every entry below this index was dropped by a trim.
     trimmed_idx: u64,
     /// One past the last index of the log.
     log_len: u64,
     /// The commitlog offset of index `trimmed_idx`.
+    phys_base: u64,
+    /// The files of the snapshot, the stop-sign, the previous
+    /// configuration's end and a redo in progress, where there are any.
+    files: Named,
+}
+
+/// The state record of format version 1, read only to upgrade it (and
+/// written by tests that make a version 1 directory).
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+struct StateV1 {
+    promise: Option<Ballot>,
+    accepted_round: Option<Ballot>,
+    decided_idx: u64,
+    compacted_idx: u64,
+    stopsign: Option<StopSign>,
+    trimmed_idx: u64,
+    log_len: u64,
     phys_base: u64,
 }
 
@@ -119,7 +168,7 @@ impl State {
             trimmed_idx: self.trimmed_idx,
             log_len: self.log_len,
             compacted_idx: self.compacted_idx,
-            stopsign: self.stopsign.is_some(),
+            stopsign: self.files.get(Kind::StopSign).is_some(),
         }
     }
 
@@ -150,10 +199,11 @@ struct Redo {
     entries: Vec<Vec<u8>>,
 }
 
-/// The records of a batch kept under keys of their own beside the state
-/// record: `None` leaves one as it is, `Some(None)` removes it.
-struct Records<S> {
+/// The values of a batch kept in record files: `None` leaves one as it is,
+/// `Some(None)` removes it.
+struct Changes<S> {
     snapshot: Option<Option<S>>,
+    stopsign: Option<Option<StopSign>>,
     previous_end: Option<Option<ConfigurationEnd>>,
 }
 
@@ -232,23 +282,186 @@ impl Active {
     }
 }
 
-/// A [`Storage`] on disk: the entries in a `commitlog`, the rest of the state
-/// (promise, accepted round, decided and compacted index, stop-sign,
-/// snapshot) in a `sled` database, in one directory.
+/// What [`PersistentStorage::open`] found left over in the directory and did
+/// about it; see [`PersistentStorage::open_report`].
+///
+/// The storage crate does not log, so a server that wants the story in its
+/// logs prints this (its `Display` is one line) after opening.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct OpenReport {
+    /// Files deleted because no committed state can need them.
+    pub removed: Vec<RemovedFile>,
+    /// Where open moved data that lay past the commit point (uncommitted
+    /// segments, a torn tail), inside `quarantine/`, instead of deleting it.
+    pub quarantined: Vec<PathBuf>,
+    /// Whether open finished the rewrite of the log's tail of a batch that
+    /// had committed before a crash stopped it.
+    pub finished_redo: bool,
+    /// The on-disk format version open upgraded the directory from, if any.
+    pub upgraded_from: Option<u32>,
+}
+
+impl OpenReport {
+    /// Whether open found nothing to clean up, repair or upgrade.
+    pub fn is_clean(&self) -> bool {
+        self == &Self::default()
+    }
+}
+
+impl fmt::Display for OpenReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_clean() {
+            return f.write_str("nothing left over");
+        }
+        let mut parts = Vec::new();
+        if let Some(v) = self.upgraded_from {
+            parts.push(format!(
+                "upgraded from format version {v} to {FORMAT_VERSION}"
+            ));
+        }
+        if !self.removed.is_empty() {
+            let bytes: u64 = self.removed.iter().map(|r| r.bytes).sum();
+            let files: Vec<String> = self
+                .removed
+                .iter()
+                .map(|r| format!("{} ({})", r.path.display(), r.kind))
+                .collect();
+            parts.push(format!(
+                "removed {} unreferenced files ({bytes} bytes): {}",
+                self.removed.len(),
+                files.join(", ")
+            ));
+        }
+        if self.finished_redo {
+            parts.push("finished rewriting the log's tail".to_owned());
+        }
+        if !self.quarantined.is_empty() {
+            let files: Vec<String> = self
+                .quarantined
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect();
+            parts.push(format!("moved uncommitted data to {}", files.join(", ")));
+        }
+        f.write_str(&parts.join("; "))
+    }
+}
+
+/// A file that [`PersistentStorage::open`] deleted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RemovedFile {
+    /// Where it was.
+    pub path: PathBuf,
+    /// What it held.
+    pub kind: LeftoverKind,
+    /// Its size.
+    pub bytes: u64,
+}
+
+/// What a file that open deleted held.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LeftoverKind {
+    /// A snapshot the committed state does not name: one that a committed
+    /// batch replaced (a crash came before it was deleted), or one that a
+    /// batch wrote but never committed.
+    Snapshot,
+    /// A stop-sign the committed state does not name (replaced, cleared,
+    /// or never committed).
+    StopSign,
+    /// A record of how the previous configuration ended that the committed
+    /// state does not name.
+    PreviousEnd,
+    /// A redo record the committed state does not name: of a rewrite that
+    /// had finished, or of a batch that never committed.
+    Redo,
+    /// A commitlog segment or index holding only trimmed entries.
+    TrimmedSegment,
+    /// A commitlog segment or index holding only entries that a committed
+    /// batch replaced (the redo record holds their replacements).
+    ReplacedEntries,
+}
+
+impl fmt::Display for LeftoverKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Snapshot => "unreferenced snapshot",
+            Self::StopSign => "unreferenced stop-sign",
+            Self::PreviousEnd => "unreferenced previous configuration's end",
+            Self::Redo => "unreferenced redo record",
+            Self::TrimmedSegment => "trimmed segment",
+            Self::ReplacedEntries => "replaced entries",
+        })
+    }
+}
+
+impl From<Swept> for RemovedFile {
+    fn from(s: Swept) -> Self {
+        Self {
+            path: s.path,
+            kind: match s.kind {
+                Kind::Snapshot => LeftoverKind::Snapshot,
+                Kind::StopSign => LeftoverKind::StopSign,
+                Kind::PreviousEnd => LeftoverKind::PreviousEnd,
+                Kind::Redo => LeftoverKind::Redo,
+            },
+            bytes: s.bytes,
+        }
+    }
+}
+
+/// Counters of what a [`PersistentStorage`] wrote since it was opened; see
+/// [`PersistentStorage::stats`].
+///
+/// They show where the bytes go: a commit's cost in the state database does
+/// not depend on the snapshot (`state_bytes_written / commits` stays at the
+/// size of the state record), and a snapshot is written once per compaction.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PersistentStorageStats {
+    /// Batches committed, each one flush of the state database.
+    pub commits: u64,
+    /// Bytes handed to the state database, all commits together.
+    pub state_bytes_written: u64,
+    /// Entries appended to the commitlog.
+    pub entries_appended: u64,
+    /// Bytes of serialised entries appended to the commitlog.
+    pub entry_bytes_appended: u64,
+    /// Snapshots written, each into a record file of its own.
+    pub snapshots_written: u64,
+    /// Bytes of snapshots written (their serialised size).
+    pub snapshot_bytes_written: u64,
+    /// Files deleted: replaced snapshots, finished redo records, commitlog
+    /// segments and indexes below the log's start.
+    pub files_removed: u64,
+    /// Files that could not be deleted; the next open deletes them.
+    pub files_not_removed: u64,
+}
+
+/// A [`Storage`] on disk, in one directory: the entries in a `commitlog`,
+/// the small state (promise, accepted round, decided and compacted index,
+/// stop-sign) in a `sled` database, and the snapshot in a file of its own
+/// that the state record names.
 ///
 /// Every write is durable when it returns `Ok`: the commitlog files are
 /// fsynced and the database is flushed. A batch costs one sync of each store
 /// however many entries it carries, so the protocol's batching
-/// (`batch_size`) is what buys throughput. [`write_atomically`](Storage::write_atomically)
-/// is all-or-nothing across both stores, also across a crash; the module
-/// documentation describes the commit point that makes it so.
+/// (`batch_size`) is what buys throughput; a snapshot is written only by the
+/// batch that sets it. [`write_atomically`](Storage::write_atomically)
+/// is all-or-nothing across the stores, also across a crash; the module
+/// documentation describes the commit point that makes it so, and how much
+/// disk the directory takes.
 ///
 /// [`open`](Self::open) creates the directory or reopens it. Reopening checks
-/// it first: a torn write past the last committed entry is moved to `quarantine/`, while a
-/// path that is a file, a directory written by something else, a missing or
-/// truncated segment, a damaged entry or a damaged state record gives a
-/// [`StorageError`] naming the file, and nothing is deleted. A damaged entry
-/// in the middle of the log is found when it is read.
+/// it first: a torn write past the last committed entry is moved to
+/// `quarantine/`, files no committed state needs are deleted (and listed in
+/// [`open_report`](Self::open_report)), while a path that is a file, a
+/// directory written by something else, a missing or truncated segment, a
+/// damaged entry, state record or snapshot gives a [`StorageError`] naming
+/// the file, and nothing is deleted. A damaged entry in the middle of the
+/// log is found when it is read.
 ///
 /// Once a write fails half-way, every later call fails too: the files may
 /// hold part of the write, and only a reopen cuts it away. This matches the
@@ -294,15 +507,38 @@ pub struct PersistentStorage<T: Entry> {
     db: sled::Db,
     /// Where the state database is, for error messages.
     db_path: PathBuf,
+    /// The snapshot and redo record files.
+    records: RecordFiles,
     /// The committed state record, as last flushed.
     state: State,
-    /// The committed snapshot, as last flushed.
+    /// The committed snapshot, as last flushed (a copy of the file the
+    /// state record names).
     snapshot: Option<T::Snapshot>,
+    /// The committed stop-sign, as last flushed.
+    stopsign: Option<StopSign>,
     /// How the previous configuration ended, as last flushed.
     previous_end: Option<ConfigurationEnd>,
     /// Set when a write failed half-way; says what failed.
     poisoned: Option<String>,
+    /// What open cleaned up.
+    report: OpenReport,
+    /// What was written since open.
+    stats: PersistentStorageStats,
+    /// Unit tests stop a write here, as a crash would.
+    #[cfg(test)]
+    crash_at: Option<CrashPoint>,
     _entries: PhantomData<fn() -> T>,
+}
+
+/// Where a unit test makes a write stop as if the process died there.
+#[cfg(test)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CrashPoint {
+    /// Right after the commit point of a batch that rewrites the log's tail.
+    AfterRedoCommit,
+    /// After a batch that replaces the snapshot committed, before the old
+    /// snapshot's file is deleted.
+    BeforeOldSnapshotRemoval,
 }
 
 impl<T> PersistentStorage<T>
@@ -314,11 +550,18 @@ where
     /// missing or empty, and recovering it to the last committed write if it
     /// was left by a crash.
     ///
+    /// On the way it deletes what no committed state can need (record files
+    /// the state record does not name, segments wholly below the log's
+    /// start), moves what lay past the commit point into `quarantine/`,
+    /// finishes a rewrite of the log's tail that a crash interrupted, and
+    /// upgrades a directory written in format version 1.
+    /// [`open_report`](Self::open_report) says what it did.
+    ///
     /// Fails if no path is set, if the path is a file or a non-empty
-    /// directory without this crate's marker, if the marker names another
-    /// format version, or if the files the committed state needs are missing
-    /// or damaged. The errors name the offending file; in none of these cases
-    /// is anything deleted.
+    /// directory without this crate's marker, if the marker names a format
+    /// version this build cannot read, or if the files the committed state
+    /// needs are missing or damaged. The errors name the offending file; in
+    /// none of these cases is anything deleted.
     pub fn open(config: PersistentStorageConfig) -> StorageResult<Self> {
         let root = config
             .path()
@@ -329,9 +572,13 @@ where
             .to_path_buf();
         let layout = match config.commitlog_options() {
             Some(options) => Layout::from_options(options.clone())?,
-            None => Layout::from_options(LogOptions::new(root.join("commitlog")))?,
+            None => {
+                let mut options = LogOptions::new(root.join("commitlog"));
+                options.segment_max_bytes(DEFAULT_SEGMENT_MAX_BYTES);
+                Layout::from_options(options)?
+            }
         };
-        let fresh = claim_directory(&root, &layout)?;
+        let claim = claim_directory(&root, &layout)?;
 
         let db_path = root.join("state");
         let db = open_database(&crate::config::database_config(
@@ -339,35 +586,51 @@ where
             &db_path,
         ))
         .map_err(|e| error::sled("open", &db_path, e))?;
-        let get = |key: &[u8]| {
-            db.get(key)
-                .map_err(|e| error::sled("read", &db_path, e))
-                .map(|v| v.map(|bytes| bytes.to_vec()))
-        };
+        let get = |key: &[u8]| read_key(&db, &db_path, key);
+        let mut records = RecordFiles::open(&root)?;
+        let mut report = OpenReport::default();
 
         let state = match get(KEY_META)? {
             Some(bytes) => {
                 let meta: Meta = decode(&bytes, "the meta record", &db_path)?;
-                if meta.format_version != FORMAT_VERSION {
-                    return Err(error::corrupt(
-                        &db_path,
-                        format!(
-                            "the state database has format version {}, this build reads {FORMAT_VERSION}",
-                            meta.format_version
-                        ),
-                    ));
+                match meta.format_version {
+                    v if v < claim.marker_version => {
+                        return Err(error::corrupt(
+                            &db_path,
+                            format!(
+                                "the state database has format version {v} but the marker \
+                                 names {}: the marker is only updated after the database",
+                                claim.marker_version
+                            ),
+                        ));
+                    }
+                    FORMAT_VERSION => {
+                        let bytes = get(KEY_STATE)?.ok_or_else(|| {
+                            error::corrupt(&db_path, "the state database has no state record")
+                        })?;
+                        decode::<State>(&bytes, "the state record", &db_path)?
+                    }
+                    1 => {
+                        report.upgraded_from = Some(1);
+                        upgrade_v1(&db, &db_path, &mut records)?
+                    }
+                    v => {
+                        return Err(error::corrupt(
+                            &db_path,
+                            format!(
+                                "the state database has format version {v}, this build reads \
+                                 {OLDEST_READABLE_VERSION} to {FORMAT_VERSION}"
+                            ),
+                        ));
+                    }
                 }
-                let bytes = get(KEY_STATE)?.ok_or_else(|| {
-                    error::corrupt(&db_path, "the state database has no state record")
-                })?;
-                decode::<State>(&bytes, "the state record", &db_path)?
             }
             None => {
                 // A new database. That is fine for a new storage, or one
                 // whose creation a crash interrupted before any entry was
                 // written; a commitlog with segments means the state that
                 // maps them is lost.
-                if !fresh && segments::has_segments(&layout)? {
+                if !claim.fresh && segments::has_segments(&layout)? {
                     return Err(error::corrupt(
                         &db_path,
                         "the state database is empty but the commitlog holds segments: \
@@ -375,40 +638,35 @@ where
                     ));
                 }
                 let state = State::default();
-                let mut batch = sled::Batch::default();
-                batch.insert(
-                    KEY_META,
-                    encode(
-                        &Meta {
-                            format_version: FORMAT_VERSION,
-                        },
-                        "the meta record",
-                    )?,
-                );
-                batch.insert(KEY_STATE, encode(&state, "the state record")?);
-                db.apply_batch(batch)
+                db.apply_batch(versioned_state_batch(&state)?)
                     .map_err(|e| error::sled("initialise", &db_path, e))?;
                 db.flush().map_err(|e| error::sled("flush", &db_path, e))?;
                 state
             }
         };
+        if claim.marker_version < FORMAT_VERSION {
+            // The database is at the current version now (upgraded above,
+            // or before a crash that came before this line).
+            write_marker(&root)?;
+        }
         if state.log_len < state.trimmed_idx {
             return Err(error::corrupt(
                 &db_path,
                 format!("the state record is inconsistent: {state:?}"),
             ));
         }
-        let snapshot = get(KEY_SNAPSHOT)?
-            .map(|bytes| decode(&bytes, "the snapshot", &db_path))
-            .transpose()?;
-        let previous_end = get(KEY_PREVIOUS_END)?
-            .map(|bytes| {
-                decode::<ConfigurationEnd>(&bytes, "the previous configuration's end", &db_path)
-            })
-            .transpose()?;
-        let redo = get(KEY_REDO)?
-            .map(|bytes| decode::<Redo>(&bytes, "the redo record", &db_path))
-            .transpose()?;
+
+        let named = state.files.all();
+        for (_, r) in &named {
+            records.note_referenced(r);
+        }
+        report
+            .removed
+            .extend(records.sweep(&named)?.into_iter().map(RemovedFile::from));
+        let snapshot = read_named(&records, &state, Kind::Snapshot)?;
+        let stopsign = read_named(&records, &state, Kind::StopSign)?;
+        let previous_end = read_named(&records, &state, Kind::PreviousEnd)?;
+        let redo: Option<Redo> = read_named(&records, &state, Kind::Redo)?;
 
         let held_before_redo = match &redo {
             Some(redo) if redo.cut >= state.phys_base => redo.cut - state.phys_base,
@@ -423,7 +681,27 @@ where
             }
             None => state.held(),
         };
-        let prepared = segments::prepare(&layout, state.phys_base, held_before_redo)?;
+        // With a redo committed, what lies past its cut is what it
+        // replaces; without one, nothing says what lies past the log's end.
+        let beyond = match redo {
+            Some(_) => Beyond::Remove,
+            None => Beyond::Quarantine,
+        };
+        let prepared = segments::prepare(&layout, state.phys_base, held_before_redo, beyond)?;
+        report.removed.extend(
+            prepared
+                .removed
+                .iter()
+                .map(|(path, bytes, dropped)| RemovedFile {
+                    path: path.clone(),
+                    kind: match dropped {
+                        Dropped::Trimmed => LeftoverKind::TrimmedSegment,
+                        Dropped::Replaced => LeftoverKind::ReplacedEntries,
+                    },
+                    bytes: *bytes,
+                }),
+        );
+        report.quarantined = prepared.quarantined;
         let log = CommitLog::new(layout.options.clone())
             .map_err(|e| error::io("open the commitlog", &layout.dir, &e))?;
         let bases = if prepared.bases.is_empty() {
@@ -439,13 +717,19 @@ where
             bases,
             db,
             db_path,
+            records,
             state: State {
                 phys_base: prepared.first,
                 ..state
             },
             snapshot,
+            stopsign,
             previous_end,
             poisoned: None,
+            report,
+            stats: PersistentStorageStats::default(),
+            #[cfg(test)]
+            crash_at: None,
             layout,
             _entries: PhantomData,
         };
@@ -461,17 +745,74 @@ where
         }
         if let Some(redo) = redo {
             storage.finish_redo(&redo.entries)?;
+            storage.report.finished_redo = true;
         }
         Ok(storage)
     }
 
-    /// Takes the records of a committed batch as the current ones.
-    fn adopt(&mut self, records: Records<T::Snapshot>) {
-        if let Some(s) = records.snapshot {
+    /// What [`open`](Self::open) found left over in the directory and did
+    /// about it: files it deleted, data it moved to quarantine, a rewrite it
+    /// finished, a format it upgraded.
+    pub fn open_report(&self) -> &OpenReport {
+        &self.report
+    }
+
+    /// What this storage wrote and deleted since it was opened.
+    pub fn stats(&self) -> PersistentStorageStats {
+        self.stats
+    }
+
+    /// Takes the values of a committed batch as the current ones.
+    fn adopt(&mut self, changes: Changes<T::Snapshot>) {
+        if let Some(s) = changes.snapshot {
             self.snapshot = s;
         }
-        if let Some(end) = records.previous_end {
+        if let Some(s) = changes.stopsign {
+            self.stopsign = s;
+        }
+        if let Some(end) = changes.previous_end {
             self.previous_end = end;
+        }
+    }
+
+    /// Writes the new value of a record file's kind, if there is one, and
+    /// names it (or nothing) in `state`.
+    fn stage<V: Serialize>(
+        &mut self,
+        state: &mut State,
+        kind: Kind,
+        value: Option<&V>,
+    ) -> StorageResult<()> {
+        let record = match value {
+            Some(v) => {
+                let written = self.write_record(kind, v);
+                Some(self.guard(written)?)
+            }
+            None => None,
+        };
+        state.files.set(kind, record);
+        Ok(())
+    }
+
+    /// Serialises `value` into a new record file of `kind`, ready to be
+    /// named by the next commit.
+    fn write_record<V: Serialize>(&mut self, kind: Kind, value: &V) -> StorageResult<RecordRef> {
+        let bytes = bincode::serialize(value).map_err(|e| error::serialization(kind.what(), &e))?;
+        let record = self.records.write(kind, &bytes)?;
+        if kind == Kind::Snapshot {
+            self.stats.snapshots_written += 1;
+            self.stats.snapshot_bytes_written += record.len;
+        }
+        Ok(record)
+    }
+
+    /// Deletes a record file that the committed state no longer names. A
+    /// failure is counted, not returned: the file is garbage either way, and
+    /// the next open deletes it.
+    fn remove_record(&mut self, kind: Kind, record: &RecordRef) {
+        match self.records.remove(kind, record) {
+            Ok(()) => self.stats.files_removed += 1,
+            Err(_) => self.stats.files_not_removed += 1,
         }
     }
 
@@ -481,6 +822,20 @@ where
             None => Ok(()),
             Some(cause) => Err(error::poisoned(operation, &self.root, cause)),
         }
+    }
+
+    /// Stops the write at `point` if a test asked for it: the storage is
+    /// poisoned, as a crash leaves the files, and must be reopened.
+    #[cfg(test)]
+    fn crash_if(&mut self, point: CrashPoint) -> StorageResult<()> {
+        if self.crash_at == Some(point) {
+            let crashed = Err(StorageError::Backend {
+                operation: "write".to_owned(),
+                detail: format!("simulated crash at {point:?}"),
+            });
+            return self.guard(crashed);
+        }
+        Ok(())
     }
 
     /// Runs a write step; if it fails, marks the storage unusable.
@@ -529,6 +884,8 @@ where
                 taken += 1;
             }
             rest = &rest[taken..];
+            self.stats.entries_appended += taken as u64;
+            self.stats.entry_bytes_appended += bytes - taken as u64 * HEADER_BYTES;
             let first = self.log.next_offset();
             let before = self.active.segment_len(&self.layout)?;
             self.log
@@ -551,63 +908,47 @@ where
         Ok(())
     }
 
-    /// The commit point: writes the state record (and the snapshot, the
-    /// previous configuration's end and the redo record, if given) in one
-    /// sled batch and flushes it.
-    fn commit(
-        &mut self,
-        state: &State,
-        records: &Records<T::Snapshot>,
-        redo: Option<&Redo>,
-    ) -> StorageResult<()> {
-        let mut batch = sled::Batch::default();
-        batch.insert(KEY_STATE, encode(state, "the state record")?);
-        match &records.snapshot {
-            Some(Some(s)) => batch.insert(KEY_SNAPSHOT, encode(s, "the snapshot")?),
-            Some(None) => batch.remove(KEY_SNAPSHOT),
-            None => {}
-        }
-        match &records.previous_end {
-            Some(Some(end)) => batch.insert(
-                KEY_PREVIOUS_END,
-                encode(end, "the previous configuration's end")?,
-            ),
-            Some(None) => batch.remove(KEY_PREVIOUS_END),
-            None => {}
-        }
-        if let Some(redo) = redo {
-            batch.insert(KEY_REDO, encode(redo, "the redo record")?);
-        }
+    /// The commit point: writes the state record and flushes it.
+    fn commit(&mut self, state: &State) -> StorageResult<()> {
+        let record = encode(state, "the state record")?;
+        self.stats.state_bytes_written += record.len() as u64;
         self.db
-            .apply_batch(batch)
+            .insert(KEY_STATE, record)
             .map_err(|e| error::sled("write", &self.db_path, e))?;
         self.db
             .flush()
             .map_err(|e| error::sled("flush", &self.db_path, e))?;
+        self.stats.commits += 1;
         Ok(())
     }
 
     /// Cuts the commitlog right after the entries the state holds before the
-    /// redo's cut, appends the redo's entries, and drops the redo record.
+    /// redo's cut, appends the redo's entries, then commits the state
+    /// without the redo and deletes its file.
     fn finish_redo(&mut self, entries: &[Vec<u8>]) -> StorageResult<()> {
         let result = (|| {
             let kept = self.state.held() - entries.len() as u64;
             self.reopen_log(kept)?;
             self.append_physical(entries)?;
-            self.db
-                .remove(KEY_REDO)
-                .map_err(|e| error::sled("remove the redo record", &self.db_path, e))?;
-            // No flush needed: an open that still finds the record redoes
-            // the same cut and append.
+            let mut state = self.state.clone();
+            let redo = state.files.get(Kind::Redo);
+            state.files.set(Kind::Redo, None);
+            self.commit(&state)?;
+            self.state = state;
+            if let Some(redo) = redo {
+                self.remove_record(Kind::Redo, &redo);
+            }
             Ok(())
         })();
         self.guard(result)
     }
 
     /// Makes the commitlog files hold exactly the first `held` entries of the
-    /// log (dropping trimmed segments and anything after them) and reopens it.
+    /// log and reopens it: trimmed segments are deleted, and so is anything
+    /// after the first `held` entries, which the committed redo replaces.
     fn reopen_log(&mut self, held: u64) -> StorageResult<()> {
-        let prepared = segments::prepare(&self.layout, self.state.phys_base, held)?;
+        let prepared = segments::prepare(&self.layout, self.state.phys_base, held, Beyond::Remove)?;
+        self.stats.files_removed += prepared.removed.len() as u64;
         self.log = CommitLog::new(self.layout.options.clone())
             .map_err(|e| error::io("open the commitlog", &self.layout.dir, &e))?;
         self.bases = if prepared.bases.is_empty() {
@@ -645,6 +986,7 @@ where
         }
         for &base in &self.bases[..droppable] {
             segments::remove_segment(&self.layout, base)?;
+            self.stats.files_removed += 2;
         }
         segments::sync_dir(&self.layout.dir)?;
         self.bases.drain(..droppable);
@@ -725,8 +1067,9 @@ where
         }
 
         let mut state = self.state.clone();
-        let mut records = Records {
+        let mut changes = Changes {
             snapshot: None,
+            stopsign: None,
             previous_end: None,
         };
         let mut plan = LogPlan {
@@ -747,9 +1090,9 @@ where
                 StorageOp::SetDecidedIndex(idx) => state.decided_idx = idx,
                 StorageOp::SetAcceptedRound(ballot) => state.accepted_round = Some(ballot),
                 StorageOp::SetCompactedIdx(idx) => state.compacted_idx = idx,
-                StorageOp::SetStopsign(stopsign) => state.stopsign = stopsign,
-                StorageOp::SetSnapshot(s) => records.snapshot = Some(s),
-                StorageOp::SetPreviousConfigurationEnd(end) => records.previous_end = Some(end),
+                StorageOp::SetStopsign(stopsign) => changes.stopsign = Some(stopsign),
+                StorageOp::SetSnapshot(s) => changes.snapshot = Some(s),
+                StorageOp::SetPreviousConfigurationEnd(end) => changes.previous_end = Some(end),
             }
         }
         debug_assert_eq!(plan.log_len(), bounds.log_len, "plan and bounds disagree");
@@ -776,31 +1119,65 @@ where
         };
         state.trimmed_idx = plan.trimmed;
         state.log_len = plan.log_len();
+
+        // A changed value goes to a new record file before the commit point
+        // that names it; a batch that leaves a value alone writes nothing
+        // of it.
+        if let Some(change) = &changes.snapshot {
+            self.stage(&mut state, Kind::Snapshot, change.as_ref())?;
+        }
+        if let Some(change) = changes.stopsign.as_ref().filter(|c| **c != self.stopsign) {
+            self.stage(&mut state, Kind::StopSign, change.as_ref())?;
+        }
+        if let Some(change) = changes
+            .previous_end
+            .as_ref()
+            .filter(|c| **c != self.previous_end)
+        {
+            self.stage(&mut state, Kind::PreviousEnd, change.as_ref())?;
+        }
         debug_assert_eq!(
             state.bounds(),
             bounds,
             "applied ops moved the log differently than checked"
         );
+        let replaced: Vec<(Kind, RecordRef)> = self
+            .state
+            .files
+            .all()
+            .into_iter()
+            .filter(|(kind, old)| state.files.get(*kind) != Some(*old))
+            .collect();
 
         if rewrites {
             let redo = Redo {
                 cut: state.phys(plan.kept_end),
                 entries: tail,
             };
-            let committed = self.commit(&state, &records, Some(&redo));
+            self.stage(&mut state, Kind::Redo, Some(&redo))?;
+            let committed = self.commit(&state);
             self.guard(committed)?;
             self.state = state;
-            self.adopt(records);
+            self.adopt(changes);
+            #[cfg(test)]
+            self.crash_if(CrashPoint::AfterRedoCommit)?;
             self.finish_redo(&redo.entries)?;
         } else {
             if !tail.is_empty() {
                 let appended = self.append_physical(&tail);
                 self.guard(appended)?;
             }
-            let committed = self.commit(&state, &records, None);
+            let committed = self.commit(&state);
             self.guard(committed)?;
             self.state = state;
-            self.adopt(records);
+            self.adopt(changes);
+        }
+        // Only now, with the new state record flushed, are the files it no
+        // longer names garbage.
+        #[cfg(test)]
+        self.crash_if(CrashPoint::BeforeOldSnapshotRemoval)?;
+        for (kind, old) in replaced {
+            self.remove_record(kind, &old);
         }
         let dropped = self.drop_trimmed_segments();
         self.guard(dropped)
@@ -866,7 +1243,7 @@ where
     }
 
     fn get_stopsign(&self) -> StorageResult<Option<StopSign>> {
-        Ok(self.state.stopsign.clone())
+        Ok(self.stopsign.clone())
     }
 
     fn trim(&mut self, idx: u64) -> StorageResult<()> {
@@ -901,9 +1278,17 @@ where
     }
 }
 
+/// What [`claim_directory`] found.
+struct Claim {
+    /// The directory was new (or empty) and is now marked as ours.
+    fresh: bool,
+    /// The format version the marker names.
+    marker_version: u32,
+}
+
 /// Makes sure `root` is a directory this storage may use, creating it and
-/// its marker if needed; returns whether it was new.
-fn claim_directory(root: &Path, layout: &Layout) -> StorageResult<bool> {
+/// its marker if needed.
+fn claim_directory(root: &Path, layout: &Layout) -> StorageResult<Claim> {
     match fs::metadata(root) {
         Ok(meta) if !meta.is_dir() => {
             return Err(error::corrupt(
@@ -924,15 +1309,17 @@ fn claim_directory(root: &Path, layout: &Layout) -> StorageResult<bool> {
     let marker = root.join(MARKER);
     match fs::read_to_string(&marker) {
         Ok(text) => {
-            check_marker(&marker, &text)?;
-            return Ok(false);
+            return Ok(Claim {
+                fresh: false,
+                marker_version: check_marker(&marker, &text)?,
+            });
         }
         Err(e) if e.kind() == ErrorKind::NotFound => {}
         Err(e) => return Err(error::io("read the storage marker", &marker, &e)),
     }
     // No marker: only an empty directory (or one holding just a marker that
     // a crash left half-written) may become a storage.
-    let temp = root.join(format!("{MARKER}.tmp"));
+    let temp = marker_temp(root);
     let foreign = fs::read_dir(root)
         .map_err(|e| error::io("list the storage directory", root, &e))?
         .filter_map(Result::ok)
@@ -953,6 +1340,21 @@ fn claim_directory(root: &Path, layout: &Layout) -> StorageResult<bool> {
             "the commitlog directory holds segments of another storage",
         ));
     }
+    write_marker(root)?;
+    Ok(Claim {
+        fresh: true,
+        marker_version: FORMAT_VERSION,
+    })
+}
+
+fn marker_temp(root: &Path) -> PathBuf {
+    root.join(format!("{MARKER}.tmp"))
+}
+
+/// Writes the marker naming the current format version, atomically (a
+/// temporary file renamed over it) and durably.
+fn write_marker(root: &Path) -> StorageResult<()> {
+    let (temp, marker) = (marker_temp(root), root.join(MARKER));
     let write = || -> std::io::Result<()> {
         let mut file = File::create(&temp)?;
         write!(file, "{MARKER_HEADER}\nformat {FORMAT_VERSION}\n")?;
@@ -960,8 +1362,111 @@ fn claim_directory(root: &Path, layout: &Layout) -> StorageResult<bool> {
         fs::rename(&temp, &marker)
     };
     write().map_err(|e| error::io("write the storage marker", &marker, &e))?;
-    segments::sync_dir(root)?;
-    Ok(true)
+    segments::sync_dir(root)
+}
+
+/// Upgrades a database of format version 1, which kept the snapshot, the
+/// previous configuration's end and the redo record under sled keys of their
+/// own and the stop-sign in the state record: all move to record files, and
+/// one sled batch commits the new state record naming them, the new version,
+/// and the removal of the old keys. A crash before that flush leaves the
+/// version 1 database as it was (and record files that the next open sweeps).
+fn upgrade_v1(db: &sled::Db, db_path: &Path, records: &mut RecordFiles) -> StorageResult<State> {
+    let get = |key: &[u8]| read_key(db, db_path, key);
+    let bytes = get(KEY_STATE)?
+        .ok_or_else(|| error::corrupt(db_path, "the state database has no state record"))?;
+    let old: StateV1 = decode(&bytes, "the state record", db_path)?;
+    // The version 1 values are bincode behind a checksum, which is what a
+    // record file holds behind its header: the payload moves as it is.
+    let mut move_value = |key: &[u8], kind: Kind| -> StorageResult<Option<RecordRef>> {
+        match get(key)? {
+            Some(bytes) => {
+                let payload = checked_payload(&bytes, kind.what(), db_path)?;
+                records.write(kind, payload).map(Some)
+            }
+            None => Ok(None),
+        }
+    };
+    let mut files = Named::default();
+    files.set(Kind::Snapshot, move_value(V1_KEY_SNAPSHOT, Kind::Snapshot)?);
+    files.set(
+        Kind::PreviousEnd,
+        move_value(V1_KEY_PREVIOUS_END, Kind::PreviousEnd)?,
+    );
+    files.set(Kind::Redo, move_value(V1_KEY_REDO, Kind::Redo)?);
+    if let Some(stopsign) = &old.stopsign {
+        let payload = bincode::serialize(stopsign)
+            .map_err(|e| error::serialization(Kind::StopSign.what(), &e))?;
+        files.set(
+            Kind::StopSign,
+            Some(records.write(Kind::StopSign, &payload)?),
+        );
+    }
+    let state = State {
+        promise: old.promise,
+        accepted_round: old.accepted_round,
+        decided_idx: old.decided_idx,
+        compacted_idx: old.compacted_idx,
+        trimmed_idx: old.trimmed_idx,
+        log_len: old.log_len,
+        phys_base: old.phys_base,
+        files,
+    };
+    let mut batch = versioned_state_batch(&state)?;
+    batch.remove(V1_KEY_SNAPSHOT);
+    batch.remove(V1_KEY_PREVIOUS_END);
+    batch.remove(V1_KEY_REDO);
+    db.apply_batch(batch)
+        .map_err(|e| error::sled("upgrade", db_path, e))?;
+    db.flush().map_err(|e| error::sled("flush", db_path, e))?;
+    Ok(state)
+}
+
+/// A sled batch writing the meta record of the current format version and
+/// the state record `state`.
+fn versioned_state_batch(state: &State) -> StorageResult<sled::Batch> {
+    let meta = Meta {
+        format_version: FORMAT_VERSION,
+    };
+    let mut batch = sled::Batch::default();
+    batch.insert(KEY_META, encode(&meta, "the meta record")?);
+    batch.insert(KEY_STATE, encode(state, "the state record")?);
+    Ok(batch)
+}
+
+/// Reads a sled key.
+fn read_key(db: &sled::Db, db_path: &Path, key: &[u8]) -> StorageResult<Option<Vec<u8>>> {
+    db.get(key)
+        .map_err(|e| error::sled("read", db_path, e))
+        .map(|v| v.map(|bytes| bytes.to_vec()))
+}
+
+/// Reads and decodes the record file of `kind` that `state` names, if any.
+fn read_named<V: DeserializeOwned>(
+    records: &RecordFiles,
+    state: &State,
+    kind: Kind,
+) -> StorageResult<Option<V>> {
+    state
+        .files
+        .get(kind)
+        .map(|r| read_record(records, kind, &r))
+        .transpose()
+}
+
+/// Reads and decodes the committed record file `r`.
+fn read_record<V: DeserializeOwned>(
+    records: &RecordFiles,
+    kind: Kind,
+    r: &RecordRef,
+) -> StorageResult<V> {
+    let bytes = records.read(kind, r)?;
+    bincode::deserialize(&bytes).map_err(|e| {
+        error::serialization(
+            format!("{} (record file generation {})", kind.what(), r.generation),
+            &e,
+        )
+    })
 }
 
 /// Opens the state database, waiting a bounded time for its file lock.
@@ -991,7 +1496,8 @@ fn open_database(config: &sled::Config) -> sled::Result<sled::Db> {
     }
 }
 
-fn check_marker(marker: &Path, text: &str) -> StorageResult<()> {
+/// Checks the marker and returns the format version it names.
+fn check_marker(marker: &Path, text: &str) -> StorageResult<u32> {
     let mut lines = text.lines();
     if lines.next() != Some(MARKER_HEADER) {
         return Err(error::corrupt(
@@ -1000,11 +1506,16 @@ fn check_marker(marker: &Path, text: &str) -> StorageResult<()> {
         ));
     }
     match lines.next().and_then(|l| l.strip_prefix("format ")) {
-        Some(v) if v == FORMAT_VERSION.to_string() => Ok(()),
-        Some(v) => Err(error::corrupt(
-            marker,
-            format!("the storage has format version {v}, this build reads {FORMAT_VERSION}"),
-        )),
+        Some(v) => match v.parse::<u32>() {
+            Ok(v) if (OLDEST_READABLE_VERSION..=FORMAT_VERSION).contains(&v) => Ok(v),
+            _ => Err(error::corrupt(
+                marker,
+                format!(
+                    "the storage has format version {v}, this build reads \
+                     {OLDEST_READABLE_VERSION} to {FORMAT_VERSION}"
+                ),
+            )),
+        },
         None => Err(error::corrupt(
             marker,
             "the marker file names no format version",
@@ -1022,17 +1533,20 @@ fn encode<V: Serialize>(value: &V, what: &str) -> StorageResult<Vec<u8>> {
     Ok(bytes)
 }
 
+/// The payload of a value written by [`encode`], once its checksum is checked.
+fn checked_payload<'a>(bytes: &'a [u8], what: &str, db_path: &Path) -> StorageResult<&'a [u8]> {
+    match bytes.split_first_chunk::<4>() {
+        Some((crc, payload)) if u32::from_le_bytes(*crc) == crc32c::crc32c(payload) => Ok(payload),
+        _ => Err(error::corrupt(
+            db_path,
+            format!("{what} fails its checksum"),
+        )),
+    }
+}
+
 /// Decodes a value written by [`encode`], checking its checksum.
 fn decode<V: DeserializeOwned>(bytes: &[u8], what: &str, db_path: &Path) -> StorageResult<V> {
-    let payload = match bytes.split_first_chunk::<4>() {
-        Some((crc, payload)) if u32::from_le_bytes(*crc) == crc32c::crc32c(payload) => payload,
-        _ => {
-            return Err(error::corrupt(
-                db_path,
-                format!("{what} fails its checksum"),
-            ));
-        }
-    };
+    let payload = checked_payload(bytes, what, db_path)?;
     bincode::deserialize(payload)
         .map_err(|e| error::serialization(format!("{what} in {}", db_path.display()), &e))
 }
@@ -1050,13 +1564,304 @@ fn decode_entry<T: DeserializeOwned>(payload: &[u8], idx: u64, dir: &Path) -> St
 #[cfg(test)]
 mod tests {
     use super::*;
-    use omnipaxos::storage::NoSnapshot;
+    use omnipaxos::storage::{NoSnapshot, Snapshot};
+    use pretty_assertions::assert_eq;
 
     #[derive(Clone, Debug, Serialize, Deserialize)]
     struct Value(u64);
 
     impl Entry for Value {
         type Snapshot = NoSnapshot;
+    }
+
+    /// An entry whose snapshot is as large as a test wants it.
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    struct Put(u64);
+
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    struct Bulk(Vec<u8>);
+
+    impl Entry for Put {
+        type Snapshot = Bulk;
+    }
+
+    impl Snapshot<Put> for Bulk {
+        fn create(entries: &[Put]) -> Self {
+            Self(entries.iter().map(|p| p.0 as u8).collect())
+        }
+
+        fn merge(&mut self, delta: Self) {
+            self.0.extend(delta.0);
+        }
+
+        fn use_snapshots() -> bool {
+            true
+        }
+    }
+
+    fn puts(range: std::ops::Range<u64>) -> Vec<Put> {
+        range.map(Put).collect()
+    }
+
+    /// The names of the files in the records directory, sorted.
+    fn record_files(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir.join(crate::record_files::RECORDS_DIR))
+            .map(|entries| {
+                entries
+                    .map(|e| e.unwrap().file_name().into_string().unwrap())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_crash_after_a_rewrite_committed_is_finished_on_open_without_quarantining_the_old_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = PersistentStorageConfig::with_path(dir.path());
+        let mut storage = PersistentStorage::<Put>::open(config.clone()).unwrap();
+        storage.append_entries(puts(0..100)).unwrap();
+        storage.crash_at = Some(CrashPoint::AfterRedoCommit);
+        let crashed = storage.append_on_prefix(60, puts(1000..1030));
+        assert!(crashed.is_err(), "the crash point was not reached");
+        assert_eq!(record_files(dir.path()).len(), 1, "the redo file is there");
+        drop(storage);
+
+        let storage = PersistentStorage::<Put>::open(config).unwrap();
+        let report = storage.open_report();
+        assert!(report.finished_redo, "{report}");
+        assert!(report.quarantined.is_empty(), "{report}");
+        let mut expected = puts(0..60);
+        expected.extend(puts(1000..1030));
+        assert_eq!(storage.get_suffix(0).unwrap(), expected);
+        assert_eq!(record_files(dir.path()), Vec::<String>::new());
+        assert!(!dir.path().join("commitlog").join("quarantine").exists());
+    }
+
+    #[test]
+    fn a_rewrite_deletes_the_replaced_entries_and_its_redo_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = PersistentStorageConfig::with_path(dir.path());
+        let mut options = LogOptions::new(dir.path().join("commitlog"));
+        options.segment_max_bytes(512).index_max_items(16);
+        config.set_commitlog_options(options);
+        let mut storage = PersistentStorage::<Put>::open(config.clone()).unwrap();
+        storage.append_entries(puts(0..200)).unwrap();
+        storage.append_on_prefix(20, puts(500..510)).unwrap();
+        assert_eq!(record_files(dir.path()), Vec::<String>::new());
+        assert!(storage.stats().files_removed > 0, "{:?}", storage.stats());
+        drop(storage);
+        let storage = PersistentStorage::<Put>::open(config).unwrap();
+        assert!(
+            storage.open_report().is_clean(),
+            "{}",
+            storage.open_report()
+        );
+        assert_eq!(storage.get_log_len().unwrap(), 30);
+    }
+
+    #[test]
+    fn a_crash_before_the_replaced_snapshot_is_deleted_leaves_it_for_open_to_remove() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = PersistentStorageConfig::with_path(dir.path());
+        let mut storage = PersistentStorage::<Put>::open(config.clone()).unwrap();
+        storage.append_entries(puts(0..10)).unwrap();
+        storage.set_snapshot(Some(Bulk(vec![1; 1000]))).unwrap();
+        storage.crash_at = Some(CrashPoint::BeforeOldSnapshotRemoval);
+        let crashed = storage.set_snapshot(Some(Bulk(vec![2; 2000])));
+        assert!(crashed.is_err(), "the crash point was not reached");
+        assert_eq!(record_files(dir.path()).len(), 2);
+        drop(storage);
+
+        let storage = PersistentStorage::<Put>::open(config).unwrap();
+        let report = storage.open_report();
+        assert_eq!(report.removed.len(), 1, "{report}");
+        assert_eq!(report.removed[0].kind, LeftoverKind::Snapshot);
+        assert_eq!(storage.get_snapshot().unwrap(), Some(Bulk(vec![2; 2000])));
+        assert_eq!(record_files(dir.path()).len(), 1);
+    }
+
+    #[test]
+    fn a_snapshot_written_by_a_batch_that_never_committed_is_removed_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = PersistentStorageConfig::with_path(dir.path());
+        let mut storage = PersistentStorage::<Put>::open(config.clone()).unwrap();
+        storage.set_snapshot(Some(Bulk(vec![1; 10]))).unwrap();
+        // What a crash between writing a new snapshot and its commit leaves.
+        let stray = storage
+            .records
+            .write(Kind::Snapshot, b"never named")
+            .unwrap();
+        drop(storage);
+
+        let storage = PersistentStorage::<Put>::open(config).unwrap();
+        let report = storage.open_report();
+        assert_eq!(report.removed.len(), 1, "{report}");
+        assert!(
+            report.removed[0]
+                .path
+                .ends_with(format!("snapshot-{:020}", stray.generation)),
+            "{report}"
+        );
+        assert_eq!(storage.get_snapshot().unwrap(), Some(Bulk(vec![1; 10])));
+    }
+
+    #[test]
+    fn a_commit_that_leaves_the_snapshot_alone_writes_none_of_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut storage =
+            PersistentStorage::<Put>::open(PersistentStorageConfig::with_path(dir.path())).unwrap();
+        let snapshot = Bulk(vec![9; 1 << 20]);
+        storage
+            .write_atomically(vec![
+                StorageOp::AppendEntries(puts(0..10)),
+                StorageOp::SetDecidedIndex(10),
+                StorageOp::Trim(10),
+                StorageOp::SetCompactedIdx(10),
+                StorageOp::SetSnapshot(Some(snapshot.clone())),
+            ])
+            .unwrap();
+        let after_snapshot = storage.stats();
+        for i in 0..100 {
+            storage
+                .write_atomically(vec![
+                    StorageOp::AppendEntries(puts(10 + 64 * i..10 + 64 * (i + 1))),
+                    StorageOp::SetDecidedIndex(10 + 64 * i),
+                    StorageOp::SetPromise(Ballot::with(1, i as u32, 1)),
+                ])
+                .unwrap();
+        }
+        let stats = storage.stats();
+        assert_eq!(stats.snapshots_written, 1);
+        assert_eq!(
+            stats.snapshot_bytes_written,
+            bincode::serialized_size(&snapshot).unwrap()
+        );
+        let per_commit = (stats.state_bytes_written - after_snapshot.state_bytes_written)
+            / (stats.commits - after_snapshot.commits);
+        assert!(
+            per_commit < 128,
+            "a commit writes {per_commit} bytes to the state database beside a 1 MiB snapshot"
+        );
+    }
+
+    /// Rewrites the directory of a closed storage into format version 1: the
+    /// snapshot and redo record back under their sled keys, the state record
+    /// in its old shape, the marker and meta record naming version 1.
+    fn downgrade_to_v1(dir: &Path) {
+        let db_path = dir.join("state");
+        let db = open_database(&crate::config::database_config(
+            &sled::Config::default(),
+            &db_path,
+        ))
+        .unwrap();
+        let state: State = decode(
+            &db.get(KEY_STATE).unwrap().unwrap(),
+            "the state record",
+            &db_path,
+        )
+        .unwrap();
+        let records = RecordFiles::open(dir).unwrap();
+        let v1 = StateV1 {
+            promise: state.promise,
+            accepted_round: state.accepted_round,
+            decided_idx: state.decided_idx,
+            compacted_idx: state.compacted_idx,
+            stopsign: read_named(&records, &state, Kind::StopSign).unwrap(),
+            trimmed_idx: state.trimmed_idx,
+            log_len: state.log_len,
+            phys_base: state.phys_base,
+        };
+        let mut batch = sled::Batch::default();
+        batch.insert(KEY_STATE, encode(&v1, "").unwrap());
+        batch.insert(KEY_META, encode(&Meta { format_version: 1 }, "").unwrap());
+        for (kind, key) in [
+            (Kind::Snapshot, V1_KEY_SNAPSHOT),
+            (Kind::PreviousEnd, V1_KEY_PREVIOUS_END),
+        ] {
+            if let Some(r) = state.files.get(kind) {
+                let payload = records.read(kind, &r).unwrap();
+                let mut value = crc32c::crc32c(&payload).to_le_bytes().to_vec();
+                value.extend_from_slice(&payload);
+                batch.insert(key, value);
+            }
+        }
+        db.apply_batch(batch).unwrap();
+        db.flush().unwrap();
+        drop(db);
+        let _ = fs::remove_dir_all(dir.join(crate::record_files::RECORDS_DIR));
+        fs::write(dir.join(MARKER), format!("{MARKER_HEADER}\nformat 1\n")).unwrap();
+    }
+
+    #[test]
+    fn a_format_1_directory_is_upgraded_on_open_and_keeps_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = PersistentStorageConfig::with_path(dir.path());
+        let mut storage = PersistentStorage::<Put>::open(config.clone()).unwrap();
+        storage.append_entries(puts(0..50)).unwrap();
+        storage
+            .write_atomically(vec![
+                StorageOp::SetDecidedIndex(40),
+                StorageOp::Trim(30),
+                StorageOp::SetCompactedIdx(30),
+                StorageOp::SetSnapshot(Some(Bulk(vec![3; 300]))),
+                StorageOp::SetPromise(Ballot::with(1, 2, 3)),
+                StorageOp::SetStopsign(Some(StopSign::with(2, vec![1, 2], Some(vec![7; 9])))),
+                StorageOp::SetPreviousConfigurationEnd(Some(end())),
+            ])
+            .unwrap();
+        drop(storage);
+        downgrade_to_v1(dir.path());
+
+        let storage = PersistentStorage::<Put>::open(config.clone()).unwrap();
+        assert_eq!(storage.open_report().upgraded_from, Some(1));
+        assert_eq!(storage.get_snapshot().unwrap(), Some(Bulk(vec![3; 300])));
+        assert_eq!(storage.get_suffix(30).unwrap(), puts(30..50));
+        assert_eq!(storage.get_decided_idx().unwrap(), 40);
+        assert_eq!(storage.get_promise().unwrap(), Some(Ballot::with(1, 2, 3)));
+        assert_eq!(
+            storage.get_stopsign().unwrap(),
+            Some(StopSign::with(2, vec![1, 2], Some(vec![7; 9])))
+        );
+        assert_eq!(
+            storage.get_previous_configuration_end().unwrap(),
+            Some(end())
+        );
+        assert_eq!(
+            record_files(dir.path()).len(),
+            3,
+            "snapshot, stop-sign, previous end"
+        );
+        let marker = fs::read_to_string(dir.path().join(MARKER)).unwrap();
+        assert!(
+            marker.ends_with(&format!("format {FORMAT_VERSION}\n")),
+            "{marker}"
+        );
+        drop(storage);
+
+        let storage = PersistentStorage::<Put>::open(config).unwrap();
+        assert!(
+            storage.open_report().is_clean(),
+            "{}",
+            storage.open_report()
+        );
+        assert_eq!(storage.get_snapshot().unwrap(), Some(Bulk(vec![3; 300])));
+    }
+
+    #[test]
+    fn a_database_older_than_its_marker_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = PersistentStorageConfig::with_path(dir.path());
+        drop(PersistentStorage::<Put>::open(config.clone()).unwrap());
+        downgrade_to_v1(dir.path());
+        fs::write(
+            dir.path().join(MARKER),
+            format!("{MARKER_HEADER}\nformat {FORMAT_VERSION}\n"),
+        )
+        .unwrap();
+        let err = PersistentStorage::<Put>::open(config).err().unwrap();
+        assert!(err.to_string().contains("format version 1"), "{err}");
     }
 
     fn end() -> ConfigurationEnd {
@@ -1067,38 +1872,39 @@ mod tests {
         }
     }
 
-    /// Stores a previous configuration's end, replaces its record with
-    /// `bytes` behind the storage's back, and returns what opening gives.
-    fn open_with_previous_end_record(bytes: &[u8]) -> StorageResult<Option<ConfigurationEnd>> {
+    /// Stores a previous configuration's end, lets `damage` change its
+    /// record file behind the storage's back, and returns what opening gives.
+    fn open_with_previous_end_file(
+        damage: impl FnOnce(&Path),
+    ) -> StorageResult<Option<ConfigurationEnd>> {
         let dir = tempfile::tempdir().unwrap();
         let config = PersistentStorageConfig::with_path(dir.path());
         let mut storage = PersistentStorage::<Value>::open(config.clone()).unwrap();
         storage.set_previous_configuration_end(Some(end())).unwrap();
         drop(storage);
-        let db_path = dir.path().join("state");
-        let db = open_database(&crate::config::database_config(
-            config.database_options(),
-            &db_path,
-        ))
-        .unwrap();
-        db.insert(KEY_PREVIOUS_END, bytes).unwrap();
-        db.flush().unwrap();
-        drop(db);
+        let files = record_files(dir.path());
+        assert_eq!(files.len(), 1, "{files:?}");
+        damage(
+            &dir.path()
+                .join(crate::record_files::RECORDS_DIR)
+                .join(&files[0]),
+        );
         PersistentStorage::<Value>::open(config)?.get_previous_configuration_end()
     }
 
     #[test]
     fn the_previous_configuration_end_reads_back_after_a_reopen() {
-        let good = encode(&end(), "the previous configuration's end").unwrap();
-        assert_eq!(open_with_previous_end_record(&good), Ok(Some(end())));
+        assert_eq!(open_with_previous_end_file(|_| {}), Ok(Some(end())));
     }
 
     #[test]
     fn a_damaged_previous_configuration_end_is_a_corrupt_error() {
-        let mut bytes = encode(&end(), "the previous configuration's end").unwrap();
-        let last = bytes.len() - 1;
-        bytes[last] ^= 0x40;
-        let err = open_with_previous_end_record(&bytes).unwrap_err();
+        let err = open_with_previous_end_file(|path| {
+            let mut bytes = fs::read(path).unwrap();
+            *bytes.last_mut().unwrap() ^= 0x40;
+            fs::write(path, bytes).unwrap();
+        })
+        .unwrap_err();
         assert!(
             matches!(&err, StorageError::Corrupt { detail, .. } if detail.contains("previous configuration's end")),
             "{err}"
@@ -1106,15 +1912,45 @@ mod tests {
     }
 
     #[test]
-    fn an_undecodable_previous_configuration_end_is_a_serialization_error() {
-        // A valid checksum over a payload too short to be a record.
-        let payload = [1_u8, 2];
-        let mut bytes = crc32c::crc32c(&payload).to_le_bytes().to_vec();
-        bytes.extend_from_slice(&payload);
-        let err = open_with_previous_end_record(&bytes).unwrap_err();
+    fn an_undecodable_record_is_a_serialization_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut records = RecordFiles::open(dir.path()).unwrap();
+        // A well-formed file whose payload is too short to be the value.
+        let r = records.write(Kind::PreviousEnd, &[1, 2]).unwrap();
+        let err = read_record::<ConfigurationEnd>(&records, Kind::PreviousEnd, &r).unwrap_err();
         assert!(
             matches!(&err, StorageError::Serialization { what, .. } if what.contains("previous configuration's end")),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_state_record_has_a_fixed_size_whatever_the_stop_sign_carries() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut storage =
+            PersistentStorage::<Value>::open(PersistentStorageConfig::with_path(dir.path()))
+                .unwrap();
+        storage.append_entries(vec![Value(1)]).unwrap();
+        let before = storage.stats();
+        let metadata = Some(vec![0xAB; 1 << 20]);
+        storage
+            .set_stopsign(Some(StopSign::with(
+                2,
+                (1..=1000).collect(),
+                metadata.clone(),
+            )))
+            .unwrap();
+        for i in 0..10 {
+            storage.set_decided_idx(i % 2).unwrap();
+        }
+        let stats = storage.stats();
+        let per_commit = (stats.state_bytes_written - before.state_bytes_written)
+            / (stats.commits - before.commits);
+        assert!(per_commit < 128, "{per_commit} bytes per commit");
+        drop(storage);
+        let storage =
+            PersistentStorage::<Value>::open(PersistentStorageConfig::with_path(dir.path()))
+                .unwrap();
+        assert_eq!(storage.get_stopsign().unwrap().unwrap().metadata, metadata);
     }
 }

@@ -236,27 +236,82 @@ pub(crate) struct Prepared {
     /// The commitlog offset of the first committed entry: the one asked
     /// for, or 0 when no entry is committed and every file was removed.
     pub(crate) first: u64,
+    /// The files deleted, with their sizes and what they held.
+    pub(crate) removed: Vec<(PathBuf, u64, Dropped)>,
+    /// Where the files and tails moved to quarantine went.
+    pub(crate) quarantined: Vec<PathBuf>,
+}
+
+/// What [`prepare`] does with the offsets past the committed end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Beyond {
+    /// Nothing committed says what they are (a crash cut a write short, or
+    /// the state store fell behind): move them to quarantine.
+    Quarantine,
+    /// A committed batch replaced them (its redo record holds the new
+    /// entries): delete them.
+    Remove,
+}
+
+/// What a file that [`prepare`] deleted held.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Dropped {
+    /// Only offsets below the committed start.
+    Trimmed,
+    /// Only offsets past the committed end, which a committed batch replaced.
+    Replaced,
+}
+
+/// Deals with a file that holds only offsets past the committed end, as
+/// `beyond` says.
+fn discard(
+    layout: &Layout,
+    path: &Path,
+    beyond: Beyond,
+    removed: &mut Vec<(PathBuf, u64, Dropped)>,
+    quarantined: &mut Vec<PathBuf>,
+) -> StorageResult<()> {
+    match beyond {
+        Beyond::Quarantine => quarantined.push(quarantine(&layout.dir, path)?),
+        Beyond::Remove => {
+            let bytes = fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+            remove(path)?;
+            removed.push((path.to_path_buf(), bytes, Dropped::Replaced));
+        }
+    }
+    Ok(())
 }
 
 /// Makes the commit log in `layout.dir` hold exactly the committed offsets
 /// `first..first + count` at its end, as described in the module doc, and
 /// reports what remains. Checks everything before changing anything.
-pub(crate) fn prepare(layout: &Layout, first: u64, count: u64) -> StorageResult<Prepared> {
+/// `beyond` says whether what lies past the end is quarantined or deleted.
+pub(crate) fn prepare(
+    layout: &Layout,
+    first: u64,
+    count: u64,
+    beyond: Beyond,
+) -> StorageResult<Prepared> {
     let segments = list(layout)?;
+    let mut quarantined = Vec::new();
+    let mut removed = Vec::new();
     if count == 0 {
         // No entry is committed: every file holds only trimmed or
-        // uncommitted entries, and the log may start over. They are moved
-        // aside, not deleted: if the state store ever fell behind the log
-        // (see the crate docs), these would be intact entries.
+        // uncommitted entries, and the log may start over. Unless a
+        // committed batch replaced them, they are moved aside, not deleted:
+        // if the state store ever fell behind the log (see the crate docs),
+        // these would be intact entries.
         for files in segments.values() {
             for path in [&files.log, &files.index].into_iter().flatten() {
-                quarantine(&layout.dir, path)?;
+                discard(layout, path, beyond, &mut removed, &mut quarantined)?;
             }
         }
         sync_dir(&layout.dir)?;
         return Ok(Prepared {
             bases: Vec::new(),
             first: 0,
+            removed,
+            quarantined,
         });
     }
     let end = first + count;
@@ -303,16 +358,26 @@ pub(crate) fn prepare(layout: &Layout, first: u64, count: u64) -> StorageResult<
     let cut = check_last(&log, &index, last_base, end - 1)?;
 
     // Everything checked: now mend.
-    truncate_tail(&layout.dir, &log, &index, last_base, end, cut)?;
+    let keep_tail = beyond == Beyond::Quarantine;
+    quarantined.extend(truncate_tail(
+        &layout.dir,
+        &log,
+        &index,
+        last_base,
+        end,
+        cut,
+        keep_tail,
+    )?);
     for (&base, files) in &segments {
         for path in [&files.log, &files.index].into_iter().flatten() {
             if base < first_base {
                 // Below the committed start: trimmed in every state the
                 // store could have, so gone for good.
+                let bytes = fs::metadata(path).map(|m| m.len()).unwrap_or(0);
                 remove(path)?;
+                removed.push((path.clone(), bytes, Dropped::Trimmed));
             } else if base > last_base {
-                // Past the committed end: moved aside, never deleted.
-                quarantine(&layout.dir, path)?;
+                discard(layout, path, beyond, &mut removed, &mut quarantined)?;
             }
         }
     }
@@ -320,6 +385,8 @@ pub(crate) fn prepare(layout: &Layout, first: u64, count: u64) -> StorageResult<
     Ok(Prepared {
         bases: needed,
         first,
+        removed,
+        quarantined,
     })
 }
 
@@ -469,7 +536,9 @@ fn check_last(log: &Path, index: &Path, base: u64, last: u64) -> StorageResult<u
 
 /// Cuts the last segment after the committed entries (`..end`, whose bytes
 /// end at `cut`), zeroes the index entries past them, and leaves at least one
-/// zero entry so that `commitlog` reopens the index for writing.
+/// zero entry so that `commitlog` reopens the index for writing. With
+/// `keep_tail`, the cut-off bytes are first copied to quarantine, and where
+/// they went is returned.
 fn truncate_tail(
     dir: &Path,
     log: &Path,
@@ -477,7 +546,8 @@ fn truncate_tail(
     base: u64,
     end: u64,
     cut: u64,
-) -> StorageResult<()> {
+    keep_tail: bool,
+) -> StorageResult<Option<PathBuf>> {
     let file = OpenOptions::new()
         .write(true)
         .open(log)
@@ -486,8 +556,11 @@ fn truncate_tail(
         .metadata()
         .map_err(|e| error::io("stat a segment", log, &e))?
         .len();
+    let mut moved = None;
     if len > cut {
-        quarantine_tail(dir, log, cut, len)?;
+        if keep_tail {
+            moved = Some(quarantine_tail(dir, log, cut, len)?);
+        }
         file.set_len(cut)
             .map_err(|e| error::io("cut the uncommitted tail of a segment", log, &e))?;
         file.sync_all()
@@ -518,7 +591,7 @@ fn truncate_tail(
         file.sync_all()
             .map_err(|e| error::io("sync an index", index, &e))?;
     }
-    Ok(())
+    Ok(moved)
 }
 
 /// Makes sure the index of the active segment at `base` ends in a zero
@@ -560,17 +633,19 @@ pub(crate) fn remove_segment(layout: &Layout, base: u64) -> StorageResult<()> {
 pub(crate) const QUARANTINE_DIR: &str = "quarantine";
 
 /// Moves `path` into the quarantine directory under a name not yet taken
-/// there (the file name, then `name.1`, `name.2`, ...).
-fn quarantine(dir: &Path, path: &Path) -> StorageResult<()> {
+/// there (the file name, then `name.1`, `name.2`, ...), and returns where.
+fn quarantine(dir: &Path, path: &Path) -> StorageResult<PathBuf> {
     let target = quarantine_target(dir, path, "")?;
     fs::rename(path, &target)
         .map_err(|e| error::io("move a segment file to quarantine", path, &e))?;
-    sync_dir(&target.parent().map(Path::to_path_buf).unwrap_or_default())
+    sync_dir(&target.parent().map(Path::to_path_buf).unwrap_or_default())?;
+    Ok(target)
 }
 
 /// Copies the bytes `from..to` of the segment `log` into a new file in the
-/// quarantine directory, durably, before the caller cuts them off.
-fn quarantine_tail(dir: &Path, log: &Path, from: u64, to: u64) -> StorageResult<()> {
+/// quarantine directory, durably, before the caller cuts them off; returns
+/// the new file.
+fn quarantine_tail(dir: &Path, log: &Path, from: u64, to: u64) -> StorageResult<PathBuf> {
     let file = File::open(log).map_err(|e| error::io("open a segment", log, &e))?;
     let len = usize::try_from(to - from)
         .map_err(|_| error::corrupt(log, "the uncommitted tail is too large to move"))?;
@@ -583,7 +658,8 @@ fn quarantine_tail(dir: &Path, log: &Path, from: u64, to: u64) -> StorageResult<
     out.write_all(&tail)
         .and_then(|()| out.sync_all())
         .map_err(|e| error::io("write a quarantine file", &target, &e))?;
-    sync_dir(&target.parent().map(Path::to_path_buf).unwrap_or_default())
+    sync_dir(&target.parent().map(Path::to_path_buf).unwrap_or_default())?;
+    Ok(target)
 }
 
 fn quarantine_target(dir: &Path, path: &Path, suffix: &str) -> StorageResult<PathBuf> {

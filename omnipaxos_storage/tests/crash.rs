@@ -134,6 +134,7 @@ fn kill_9_at_random_moments_never_loses_a_returned_write() {
     let mut rng = ChaCha8Rng::seed_from_u64(0x000C_8A54);
     let mut model = MemoryStorage::<Value>::default();
     let mut completed_writes = 0;
+    let mut leftovers_removed = 0;
     for iteration in 0..ITERATIONS {
         let seed = iteration + 1;
         let mut child = Command::new(&exe)
@@ -194,6 +195,26 @@ fn kill_9_at_random_moments_never_loses_a_returned_write() {
 
         let storage = PersistentStorage::<Value>::open(config(&dir))
             .unwrap_or_else(|e| panic!("iteration {iteration}: reopen after kill failed: {e}"));
+        // Whatever the kill interrupted, open leaves exactly the record
+        // files the committed state needs: one per value it holds, and no
+        // redo once open finished it.
+        let records = record_files(&dir);
+        let needed = [
+            storage.get_snapshot().unwrap().is_some(),
+            storage.get_stopsign().unwrap().is_some(),
+            storage.get_previous_configuration_end().unwrap().is_some(),
+        ];
+        let prefixes = ["snapshot-", "stopsign-", "previous_end-"];
+        let as_needed = needed.iter().zip(prefixes).all(|(&held, prefix)| {
+            records.iter().filter(|n| n.starts_with(prefix)).count() == usize::from(held)
+        });
+        assert!(
+            as_needed && records.len() == needed.iter().filter(|&&h| h).count(),
+            "iteration {iteration}: after open the records directory holds {records:?}; \
+             open reported: {}",
+            storage.open_report()
+        );
+        leftovers_removed += storage.open_report().removed.len();
         let found = observe(&storage);
         model = if found == observe(&reported) {
             reported
@@ -215,7 +236,10 @@ fn kill_9_at_random_moments_never_loses_a_returned_write() {
         completed_writes > ITERATIONS,
         "the children wrote too little to test anything: {completed_writes}"
     );
-    eprintln!("{ITERATIONS} kills, {completed_writes} writes verified");
+    eprintln!(
+        "{ITERATIONS} kills, {completed_writes} writes verified, {leftovers_removed} leftover \
+         files removed by open"
+    );
 }
 
 // ----- damaged directories ---------------------------------------------------
@@ -246,6 +270,17 @@ fn open_err(dir: &Path) -> StorageError {
         Ok(_) => panic!("opening {} succeeded", dir.display()),
         Err(e) => e,
     }
+}
+
+/// The names of the files in the storage's records directory.
+fn record_files(dir: &Path) -> Vec<String> {
+    fs::read_dir(dir.join("records"))
+        .map(|entries| {
+            entries
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn segment_files(dir: &Path) -> Vec<std::path::PathBuf> {

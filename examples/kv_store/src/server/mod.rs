@@ -225,6 +225,10 @@ impl Server {
                 let mut conf = PersistentStorageConfig::default();
                 conf.set_path(dir.join(identity::LOG_DIR));
                 let storage = PersistentStorage::<KVCommand>::open(conf)?;
+                let report = storage.open_report();
+                if !report.is_clean() {
+                    info!(dir = %dir.display(), "opened the log: {report}");
+                }
                 OmniPaxosNode::try_new(node_conf, storage)?
             }
             StorageChoice::Memory => {
