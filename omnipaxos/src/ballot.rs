@@ -21,9 +21,32 @@ pub struct Ballot {
 }
 
 impl Ballot {
+    /// The highest round a server accepts or takes. Rounds go up by one per
+    /// takeover, so a cluster reaches this only after about four billion
+    /// elections; the rounds above it are reserved so that a peer that sends
+    /// a round near `u32::MAX` (by a bug, or a flipped bit) cannot leave the
+    /// cluster with no round left to outbid it. A message with a ballot above
+    /// it is refused.
+    pub const MAX_ROUND: u32 = u32::MAX - (1 << 16);
+
     /// Creates a ballot.
     pub const fn with(n: u32, priority: u32, pid: NodeId) -> Self {
         Self { n, priority, pid }
+    }
+
+    /// Whether a server may accept this ballot from a peer: its round is at
+    /// most [`MAX_ROUND`](Self::MAX_ROUND).
+    pub const fn is_valid_round(&self) -> bool {
+        self.n <= Self::MAX_ROUND
+    }
+
+    /// The next round after `n`, if one is left (see [`MAX_ROUND`](Self::MAX_ROUND)).
+    pub(crate) const fn next_round(n: u32) -> Option<u32> {
+        if n < Self::MAX_ROUND {
+            Some(n + 1)
+        } else {
+            None
+        }
     }
 }
 

@@ -157,8 +157,19 @@ impl BallotLeaderElection {
                 self.send(msg.from, HeartbeatMsg::Reply(reply));
             }
             HeartbeatMsg::Reply(reply) => {
+                // A reply speaks for its sender's own ballot; one naming
+                // another server's, or a round no server may take, is not a
+                // reply a correct peer sends.
+                let valid = reply.ballot.pid == msg.from
+                    && reply.ballot.is_valid_round()
+                    && reply
+                        .leader
+                        .is_none_or(|l| l.is_valid_round() && l.pid != 0);
                 // Replies from an older round or a repeated reply say nothing new.
-                if reply.round == self.round && !self.replies.iter().any(|(p, _)| *p == msg.from) {
+                if valid
+                    && reply.round == self.round
+                    && !self.replies.iter().any(|(p, _)| *p == msg.from)
+                {
                     self.replies.push((msg.from, reply));
                 }
             }
@@ -181,7 +192,9 @@ impl BallotLeaderElection {
     /// Raises this server's ballot above every ballot it knows; if it is
     /// quorum-connected it leads from now on and returns its ballot.
     pub(crate) fn try_become_leader(&mut self, promise: Ballot) -> Option<Ballot> {
-        self.raise_ballot_above(promise);
+        if !self.raise_ballot_above(promise) {
+            return None;
+        }
         if self.quorum_connected {
             self.leader = Some(self.current_ballot);
             self.direct_leader = Some(self.current_ballot);
@@ -191,14 +204,23 @@ impl BallotLeaderElection {
         }
     }
 
-    /// Makes sure this server's ballot is above the leader it knows and `promise`.
-    fn raise_ballot_above(&mut self, promise: Ballot) {
+    /// Makes sure this server's ballot is above the leader it knows and
+    /// `promise`. Returns `false`, changing nothing, when no round is left
+    /// above them ([`Ballot::MAX_ROUND`]): every ballot that got this far was
+    /// checked on the way in, so that takes some four billion elections.
+    fn raise_ballot_above(&mut self, promise: Ballot) -> bool {
         let known = self
             .leader
             .map_or(0, |l| l.n)
             .max(promise.n)
             .max(self.current_ballot.n);
-        self.current_ballot.n = known + 1;
+        match Ballot::next_round(known) {
+            Some(n) => {
+                self.current_ballot.n = n;
+                true
+            }
+            None => false,
+        }
     }
 
     fn end_round(&mut self, promise: Ballot, leading: Option<Ballot>) -> Option<Ballot> {
@@ -220,9 +242,11 @@ impl BallotLeaderElection {
         match (top, previous) {
             (Some(t), Some(p)) if t >= p => self.leader = Some(t),
             (Some(t), None) => self.leader = Some(t),
-            _ if self.quorum_connected && self.is_best_candidate(&replies) => {
+            _ if self.quorum_connected
+                && self.is_best_candidate(&replies)
+                && self.raise_ballot_above(promise) =>
+            {
                 // The leader was not heard from, directly or through a peer: take over.
-                self.raise_ballot_above(promise);
                 self.leader = Some(self.current_ballot);
             }
             // Not connected to a quorum, or a better-placed peer will take
@@ -248,8 +272,9 @@ impl BallotLeaderElection {
             // Elected with a ballot that Sequence Paxos (here, or at a follower
             // that refused us) already promised past, and no live leader of
             // that ballot was heard: lead with a fresh ballot instead.
-            self.raise_ballot_above(promise.max(rejected_by.unwrap_or_default()));
-            self.leader = Some(self.current_ballot);
+            if self.raise_ballot_above(promise.max(rejected_by.unwrap_or_default())) {
+                self.leader = Some(self.current_ballot);
+            }
         }
         // Report only a leader that is this server or answered this round
         // itself as quorum-connected.

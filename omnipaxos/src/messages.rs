@@ -147,6 +147,40 @@ pub enum PaxosMsg<T: Entry> {
 }
 }
 
+impl<T: Entry> PaxosMsg<T> {
+    /// Whether every ballot the message carries has a round a server may
+    /// accept ([`Ballot::is_valid_round`]). A message with one that does not
+    /// is refused whole: no correct server sends it, and acting on any part
+    /// of it could leave the receiver promising a round nobody can outbid.
+    pub(crate) fn ballots_are_valid(&self) -> bool {
+        let ok = |b: &Ballot| b.is_valid_round();
+        match self {
+            Self::PrepareReq(m) => ok(&m.n),
+            Self::Prepare(m) => ok(&m.n) && ok(&m.n_accepted),
+            Self::Promise(m) => ok(&m.n) && ok(&m.n_accepted),
+            Self::AcceptSync(m) => ok(&m.n) && m.forward_acks.iter().all(|a| ok(&a.n)),
+            Self::AcceptDecide(m) => ok(&m.n) && m.forward_acks.iter().all(|a| ok(&a.n)),
+            Self::Accepted(m) => ok(&m.n),
+            Self::Decide(m) => ok(&m.n),
+            Self::NotAccepted(m) => ok(&m.n),
+            Self::ProposalForward(m) => ok(&m.n) && ok(&m.id.ballot),
+            Self::ProposalAck(m) => ok(&m.n) && ok(&m.id.ballot),
+            Self::ReadRequest(m) => ok(&m.id.ballot),
+            Self::ReadConfirm(m) => ok(&m.n),
+            Self::ReadAck(m) => ok(&m.n),
+            Self::ReadResponse(m) => ok(&m.id.ballot),
+            Self::AcceptStopSign(m) => ok(&m.n),
+            Self::StopSignDecided(m) => ok(&m.n_accepted),
+            Self::StopSignReply(m) => m.decided.as_ref().is_none_or(|d| ok(&d.n_accepted)),
+            Self::PullLogReply(m) => m.stopsign.as_ref().is_none_or(|d| ok(&d.n_accepted)),
+            Self::Compaction(_)
+            | Self::ForwardStopSign(_)
+            | Self::PullLog(_)
+            | Self::StopSignRequest(_) => true,
+        }
+    }
+}
+
 /// A server that moved on to the next configuration answers a message of the
 /// configuration that ended (its sender missed the end): the stop-sign `ss`
 /// was decided at index `stop_idx`. Sent under the ended configuration's id.

@@ -8,8 +8,10 @@
 //!  log F..L split into one slice per source:  [F, F+(L-F)/k) ...
 //!  (F: what the joiner's storage already holds decided, 0 for a new server)
 //!  J ──PullLog{slice}──▶ source i, for every slice at once
-//!  source ──PullLogReply{slice, snapshot?, entries}──▶ J
+//!  source ──PullLogReply{part of the slice, snapshot?, entries}──▶ J
+//!     (at most buffer_size entries: J asks the same source for the rest)
 //!  a slice unanswered for resend_message_tick_timeout ticks goes to the next source
+//!  replies are taken only from a source the slice was asked of, for its range
 //!  every slice in  ->  J writes the log (and snapshot) in one atomic write,
 //!                      then runs as an ordinary server of the new configuration
 //! ```
@@ -22,7 +24,7 @@ use crate::{
     clock::LogicalClock,
     errors::ConfigError,
     messages::{PullLog, PullLogReply, StopSignDecided},
-    storage::Entry,
+    storage::{Entry, Snapshot},
     util::NodeId,
 };
 
@@ -60,14 +62,34 @@ impl Migration {
     }
 }
 
-/// One slice of the log and who is asked for it.
+/// One slice of the log, who was asked for it, and what came.
 #[derive(Debug)]
 struct Slice<T: Entry> {
     from: u64,
     to: u64,
+    /// The source asked now, by position in `sources`.
     source: usize,
-    /// The answer: where its entries start, and the entries.
-    received: Option<(u64, Vec<T>)>,
+    /// Every source this slice was asked of: a late answer of one that was
+    /// asked before the slice moved on to the next still counts, an answer
+    /// from anyone else does not.
+    asked: Vec<NodeId>,
+    /// Where `got` starts: `from`, or where a snapshot that came with an
+    /// answer ends.
+    got_from: u64,
+    /// The entries received, from `got_from` on. A source answers with at
+    /// most `max_entries` entries, so a slice may come in several parts.
+    got: Vec<T>,
+}
+
+impl<T: Entry> Slice<T> {
+    /// The first index of the slice not received yet.
+    fn next(&self) -> u64 {
+        self.got_from + self.got.len() as u64
+    }
+
+    fn is_done(&self, covered: u64) -> bool {
+        self.next() >= self.to || self.to <= covered
+    }
 }
 
 /// The joiner's progress.
@@ -115,7 +137,9 @@ impl<T: Entry> Joining<T> {
                 from,
                 to,
                 source,
-                received: None,
+                asked: Vec::new(),
+                got_from: from,
+                got: Vec::new(),
             })
             .collect();
         let mut joining = Self {
@@ -133,23 +157,33 @@ impl<T: Entry> Joining<T> {
         joining
     }
 
-    /// Asks for every missing slice; with `rotate`, from the next source.
+    /// Asks for every slice not complete yet; with `rotate`, from the next source.
     fn ask(&mut self, rotate: bool) {
         let n = self.sources.len();
         let covered = self.covered();
-        for slice in &mut self.slices {
-            if slice.received.is_some() || slice.to <= covered {
+        for i in 0..self.slices.len() {
+            if self.slices[i].is_done(covered) {
                 continue;
             }
             if rotate {
-                slice.source = (slice.source + 1) % n;
+                self.slices[i].source = (self.slices[i].source + 1) % n;
             }
-            let msg = PullLog {
-                from_idx: slice.from,
-                to_idx: slice.to,
-            };
-            self.outgoing.push((self.sources[slice.source], msg));
+            self.ask_slice(i, covered);
         }
+    }
+
+    /// Asks the slice's current source for what the slice still lacks.
+    fn ask_slice(&mut self, i: usize, covered: u64) {
+        let slice = &mut self.slices[i];
+        let to = self.sources[slice.source];
+        if !slice.asked.contains(&to) {
+            slice.asked.push(to);
+        }
+        let msg = PullLog {
+            from_idx: slice.next().max(covered),
+            to_idx: slice.to,
+        };
+        self.outgoing.push((to, msg));
     }
 
     pub(crate) fn tick(&mut self) {
@@ -184,67 +218,104 @@ impl<T: Entry> Joining<T> {
         self.outgoing.drain(..)
     }
 
-    /// Takes a source's reply; a reply to no slice we miss is ignored.
-    pub(crate) fn handle_reply(&mut self, reply: PullLogReply<T>) {
+    /// Takes `from`'s reply. A reply is used only if it comes from a source
+    /// its slice was asked of and lies within that slice (a snapshot may
+    /// stand for the slice's start): anything else is ignored, and the
+    /// slice asked for again later, perhaps of another source.
+    pub(crate) fn handle_reply(&mut self, from: NodeId, reply: PullLogReply<T>) {
         let covered = self.covered();
-        let Some(slice) = self
-            .slices
-            .iter_mut()
-            .find(|s| s.to == reply.to_idx && s.received.is_none())
-        else {
+        if reply.snapshot.is_some() && !T::Snapshot::use_snapshots() {
+            return;
+        }
+        let Some(i) = self.slices.iter().position(|s| {
+            !s.is_done(covered)
+                && s.asked.contains(&from)
+                && reply.to_idx > s.next().max(covered)
+                && reply.to_idx <= s.to
+        }) else {
             return;
         };
-        // A source that compacted past the whole slice answers with its
-        // snapshot alone (`from_idx >= to_idx`, no entries). Its snapshot may
-        // even reach past `log_len`, when the source went on in the new
-        // configuration and compacted there: it is still a prefix of the same
-        // log, and the joiner then starts at its end.
-        let well_formed = match reply.to_idx.checked_sub(reply.from_idx) {
-            Some(expected) => {
-                reply.entries.len() as u64 == expected
-                    && (reply.from_idx <= slice.from || reply.snapshot.is_some())
-            }
-            None => reply.entries.is_empty() && reply.snapshot.is_some(),
-        };
-        if !well_formed {
-            return; // Ask again later, perhaps another source.
+        let slice = &mut self.slices[i];
+        // The entries must be exactly `from_idx..to_idx`.
+        if reply.to_idx.checked_sub(reply.from_idx) != Some(reply.entries.len() as u64)
+            && !(reply.entries.is_empty() && reply.snapshot.is_some())
+        {
+            return;
         }
-        if let Some(snapshot) = reply.snapshot {
-            // The snapshot covers everything below where the entries start;
-            // one that covers no more than we hold is of no use.
-            if reply.from_idx > covered {
-                self.snapshot = Some((reply.from_idx, snapshot));
+        match reply.snapshot {
+            // A source that compacted past where the slice continues answers
+            // with its snapshot (of everything below `from_idx`) and the
+            // entries after it; one that compacted past the whole slice,
+            // with its snapshot alone. Its snapshot may even reach past
+            // `log_len`, when the source went on in the new configuration and
+            // compacted there: it is still a prefix of the same log, and the
+            // joiner then starts at its end.
+            Some(snapshot) if reply.from_idx >= slice.next() => {
+                if reply.from_idx > covered {
+                    self.snapshot = Some((reply.from_idx, snapshot));
+                }
+                slice.got_from = reply.from_idx;
+                slice.got = reply.entries;
             }
+            Some(_) => return,
+            // Plain entries continue what the slice holds, or start where
+            // the log we hold (`covered`) ends, which may be past it; a part
+            // that overlaps what the slice holds (a late answer to an earlier
+            // request) is the same decided log, and only what follows is kept.
+            None if reply.from_idx > slice.next() && reply.from_idx <= covered => {
+                slice.got_from = reply.from_idx;
+                slice.got = reply.entries;
+            }
+            None if reply.from_idx >= slice.from && reply.from_idx <= slice.next() => {
+                let skip = (slice.next() - reply.from_idx) as usize;
+                slice.got.extend(reply.entries.into_iter().skip(skip));
+            }
+            None => return,
         }
-        slice.received = Some((reply.from_idx, reply.entries));
         if self.stopsign.is_none() {
             self.stopsign = reply.stopsign;
+        }
+        // A source answers with a bounded number of entries: ask the same
+        // one for the rest of the slice at once.
+        let covered = self.covered();
+        if !self.slices[i].is_done(covered) {
+            self.ask_slice(i, covered);
         }
     }
 
     /// The whole log, once every slice (or a snapshot past it) is in.
     pub(crate) fn finish(&mut self) -> Option<Pulled<T>> {
         let covered = self.covered();
-        if !self
-            .slices
-            .iter()
-            .all(|s| s.received.is_some() || s.to <= covered)
-        {
+        if !self.slices.iter().all(|s| s.is_done(covered)) {
             return None;
         }
         let end = self.log_len.max(covered);
-        let mut entries = Vec::with_capacity((end - covered) as usize);
+        // Each slice holds its part from where a snapshot left off, and the
+        // newest snapshot covers everything below `covered`, so the parts at
+        // and above `covered` make up the log to `end`.
+        let mut entries = Vec::with_capacity(self.slices.iter().map(|s| s.got.len()).sum());
+        let mut next = covered;
         for slice in &mut self.slices {
-            if let Some((from, got)) = slice.received.take() {
-                entries.extend(
-                    got.into_iter()
-                        .zip(from..)
-                        .filter(|(_, i)| *i >= covered)
-                        .map(|(e, _)| e),
-                );
+            let from = slice.got_from;
+            for (e, i) in std::mem::take(&mut slice.got).into_iter().zip(from..) {
+                if i == next && i < end {
+                    entries.push(e);
+                    next += 1;
+                }
             }
         }
-        debug_assert_eq!(entries.len() as u64, end - covered);
+        if next != end {
+            // Only a bug here could leave a hole; rather than install a log
+            // with one, pull again from the start.
+            debug_assert_eq!(next, end, "the slices cover the log");
+            for slice in &mut self.slices {
+                slice.got_from = slice.from;
+                slice.got.clear();
+            }
+            self.snapshot = None;
+            self.ask(true);
+            return None;
+        }
         Some(Pulled {
             snapshot: self.snapshot.take().map(|(_, s)| s),
             stopsign: self.stopsign.take(),

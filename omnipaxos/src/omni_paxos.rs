@@ -112,23 +112,54 @@ where
 
     // ---- inputs ----
 
-    /// Handles a message from a peer. Messages for another server, from a
-    /// server outside the configuration or from another configuration are
-    /// dropped, as are stale or duplicated ones; nothing a peer sends can make
-    /// this panic. The exceptions cross configurations: pulls of the decided
-    /// log are served to joining servers, and a message of the configuration
-    /// before this one is answered with how that configuration ended, so that
-    /// a server that missed its end learns it and moves on.
+    /// Handles a message from a peer.
+    ///
+    /// Nothing a peer sends can make this panic, corrupt the storage, or make
+    /// the server hold or send more than a bounded amount in answer. What is
+    /// checked, and dropped without effect if it fails:
+    ///
+    /// * **addressing**: the message is for this server, from a server of
+    ///   this configuration, in this configuration's id. The exceptions
+    ///   cross configurations: a pull of the decided log is served to a
+    ///   server of this configuration or one named by this configuration's
+    ///   stop-sign (a joiner), one reply per puller until the driver takes
+    ///   the outgoing messages, of at most `buffer_size` entries; a pull
+    ///   reply is taken only from a server its slice was asked of, for that
+    ///   slice's range; and a message of the configuration before this one
+    ///   is answered with how that configuration ended.
+    /// * **ballots**: every ballot has a round of at most
+    ///   [`Ballot::MAX_ROUND`]; a ballot a server speaks for (a `Prepare`'s,
+    ///   an `AcceptSync`'s, a heartbeat reply's) names its sender; messages
+    ///   a leader sends are taken only from the leader this server promised
+    ///   or follows (log syncs, accepts, decisions, acknowledgements of
+    ///   forwarded proposals, read answers).
+    /// * **ranges**: a log sync is installed only if it starts at or past
+    ///   the compacted prefix, ends (without overflow) at or past the decided
+    ///   index, and carries a snapshot only for an entry type that uses
+    ///   snapshots; decided indices are clamped to what is accepted; no
+    ///   memory is reserved from an index a peer names.
+    ///
+    /// What is trusted is what a member of the configuration claims within
+    /// the protocol: that its log holds what it says, that the leader's
+    /// decided index is decided. Paxos tolerates crashes, lost and repeated
+    /// messages, not lies: a member that runs the protocol wrongly can make
+    /// servers decide different logs, and nothing here detects that.
     pub fn handle_incoming(&mut self, m: Message<T>) {
         if m.get_receiver() != self.config.pid {
             return;
         }
+        let from = m.get_sender();
+        if let Message::SequencePaxos(p) = &m {
+            if !p.msg.ballots_are_valid() {
+                return;
+            }
+        }
         // Pulling a decided log crosses configurations: a joining server asks
-        // servers of the previous one, which answer whoever asks.
-        if let Message::SequencePaxos(PaxosMessage { from, msg, .. }) = &m {
+        // servers of the previous one.
+        if let Message::SequencePaxos(PaxosMessage { msg, .. }) = &m {
             match msg {
                 PaxosMsg::PullLog(req) => {
-                    let (from, req) = (*from, *req);
+                    let req = *req;
                     self.seq_paxos
                         .handle_pull(from, req, self.stragglers.previous());
                     return;
@@ -142,7 +173,7 @@ where
                         }),
                     ) = (&mut self.joining, m)
                     {
-                        joining.handle_reply(reply);
+                        joining.handle_reply(from, reply);
                         self.finish_joining();
                     }
                     return;
@@ -150,7 +181,6 @@ where
                 _ => {}
             }
         }
-        let from = m.get_sender();
         let is_notice = matches!(
             &m,
             Message::SequencePaxos(PaxosMessage {
@@ -171,9 +201,8 @@ where
             // Not a voter, nor a candidate, until the log is here.
             return;
         }
-        if m.get_receiver() != self.config.pid
-            || m.get_configuration_id() != self.config.configuration_id
-            || !self.config.peers.contains(&m.get_sender())
+        if m.get_configuration_id() != self.config.configuration_id
+            || !self.config.peers.contains(&from)
         {
             return;
         }
@@ -676,7 +705,11 @@ where
         }
         let decided = storage.decided_idx();
         let compacted = storage.compacted_idx();
-        let mut out = Vec::with_capacity((to - from) as usize);
+        // Reserved from what the log holds, not from the range asked: an
+        // index can be far past the entries (after a snapshot), and a
+        // capacity taken from it alone could be more than memory.
+        let held = to.min(log_len).saturating_sub(from.max(compacted));
+        let mut out = Vec::with_capacity(held as usize + 2);
         if from < compacted {
             out.push(self.compacted_entry(compacted)?);
         }

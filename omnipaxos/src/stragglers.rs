@@ -31,7 +31,7 @@ use crate::{
     config::OmniPaxosConfig,
     messages::{Message, PaxosMessage, PaxosMsg, StopSignDecided, StopSignReply, StopSignRequest},
     storage::Entry,
-    util::{ConfigurationId, NodeId},
+    util::{ConfigurationId, MAX_LOG_INDEX, NodeId},
 };
 
 /// What this server knows of the configuration before its own, and the
@@ -123,7 +123,11 @@ impl<T: Entry> Stragglers<T> {
     ) -> Option<StopSignDecided> {
         self.unanswered.retain(|&p| p != from);
         match reply.decided {
-            Some(d) if self.previous.is_none() && d.ss.config_id == self.configuration_id => {
+            Some(d)
+                if self.previous.is_none()
+                    && d.ss.config_id == self.configuration_id
+                    && d.stop_idx <= MAX_LOG_INDEX =>
+            {
                 self.moved_on(d.clone());
                 Some(d)
             }

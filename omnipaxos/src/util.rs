@@ -11,6 +11,12 @@ pub type ConfigurationId = u32;
 /// The index below which a log was trimmed (compacted away without a snapshot).
 pub type TrimmedIndex = u64;
 
+/// The highest log index a server accepts from a peer: no log grows to
+/// 2^62 entries, and refusing indices above it leaves every sum of an index
+/// and a length far from overflowing. A message naming a larger index (in a
+/// log sync, an acknowledgement, a stop-sign's position) is dropped.
+pub(crate) const MAX_LOG_INDEX: u64 = 1 << 62;
+
 /// What a read of one log index returns.
 #[derive(Clone, Debug)]
 pub enum LogEntry<T: Entry> {

@@ -9,7 +9,7 @@ use crate::{
         PaxosMsg, Prepare, PrepareReq, Promise, ProposalAck, ProposalForward, SequenceNumber,
     },
     storage::{Entry, Storage, StorageResult},
-    util::NodeId,
+    util::{MAX_LOG_INDEX, NodeId},
 };
 
 /// What a follower makes of a sequence number from its leader.
@@ -55,12 +55,12 @@ where
             None
         };
         let log_sync = match sync_from {
+            // A later round's log holds every entry a leader decided, so a
+            // correct leader's decided index is within our log; a larger one
+            // (from a buggy peer) leaves nothing of ours to send past it.
             Some(idx) => {
-                debug_assert!(
-                    idx <= accepted_idx,
-                    "a later round's log holds every decided entry"
-                );
-                Some(self.log_sync_from(idx, idx == prep.decided_idx)?)
+                let from = idx.min(accepted_idx);
+                Some(self.log_sync_from(from, from == prep.decided_idx)?)
             }
             None => None,
         };
@@ -113,7 +113,7 @@ where
         }
         let (mut cut, mut cut_tags) = self.install_sync(sync.n, log_sync, sync.decided_idx)?;
         for ack in sync.forward_acks {
-            self.handle_proposal_ack(ack);
+            self.handle_proposal_ack(from, ack);
         }
         self.last_seq = sync.seq_num;
         self.phase = Phase::Accept;
@@ -198,7 +198,7 @@ where
         self.storage
             .append_and_decide(acc.entries, acc.decided_idx)?;
         for ack in acc.forward_acks {
-            self.handle_proposal_ack(ack);
+            self.handle_proposal_ack(from, ack);
         }
         if appended {
             self.send_accepted();
@@ -315,11 +315,21 @@ where
         self.open_forward = None;
     }
 
-    pub(super) fn handle_proposal_ack(&mut self, ack: ProposalAck) {
-        if ack.n != self.leader {
+    /// An acknowledgement of a forwarded batch, alone (`ProposalAck`, from
+    /// `from`) or riding on the leader's `AcceptSync`/`AcceptDecide`. Only
+    /// the leader we follow gives our batches their place, so an ack from
+    /// anyone else, or in another ballot, is ignored; its index is the
+    /// leader's word (the entries may not have reached us yet), but one
+    /// whose range overflows could not name a place in any log.
+    pub(super) fn handle_proposal_ack(&mut self, from: NodeId, ack: ProposalAck) {
+        if ack.n != self.leader || from != self.leader.pid || self.role != Role::Follower {
             return;
         }
         if let Some(pos) = self.forwarded.iter().position(|b| b.id == ack.id) {
+            let len = self.forwarded[pos].entries.len() as u64;
+            if ack.first_idx.saturating_add(len) > MAX_LOG_INDEX {
+                return;
+            }
             self.forwarded[pos].acked = Some((ack.n, ack.first_idx));
             if pos + 1 == self.forwarded.len() {
                 // The open batch is acknowledged; later entries start a new one.

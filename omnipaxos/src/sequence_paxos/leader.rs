@@ -150,11 +150,14 @@ where
                 suffix: Vec::new(),
                 stopsign: self.storage.stopsign().cloned(),
             });
+        // The adopted promise counts even if its follower asked to be
+        // prepared again since (which clears its promise in `progress`): its
+        // log, snapshot and all, is what we install (soak seed 1302).
         let decided = self
             .progress
             .iter()
             .filter_map(|p| p.promise.map(|m| m.decided_idx))
-            .fold(self.storage.decided_idx(), u64::max);
+            .fold(self.storage.decided_idx().max(max.decided_idx), u64::max);
         let (cut, cut_tags) = self.install_sync(self.leader, sync, decided)?;
         self.synced_round = max.n_accepted;
         self.synced_len = self.storage.accepted_idx();

@@ -39,8 +39,8 @@ use crate::{
         SnapshotType,
     },
     quorum::Quorum,
-    storage::{Entry, Storage, StorageResult, internal::InternalStorage},
-    util::{ConfigurationId, NodeId, StopSign},
+    storage::{Entry, Snapshot, Storage, StorageResult, internal::InternalStorage},
+    util::{ConfigurationId, MAX_LOG_INDEX, NodeId, StopSign},
 };
 use std::collections::{HashMap, VecDeque};
 
@@ -172,6 +172,10 @@ where
     open_accepted: Option<usize>,
     /// Follower: index, in the outgoing buffer, of a `ProposalForward` not yet taken.
     open_forward: Option<usize>,
+    /// The servers a pull reply waits for in the outgoing buffer: one per
+    /// puller until the driver takes them, so that a burst of pulls queues
+    /// no more than one reply each.
+    pull_replies: Vec<NodeId>,
     /// Leader: recently appended forwarded batches, so that a retried batch
     /// is acknowledged rather than appended twice.
     recent_forwards: RecentForwards,
@@ -281,6 +285,7 @@ where
             forwarded_len: 0,
             open_accepted: None,
             open_forward: None,
+            pull_replies: Vec::new(),
             last_seq: SequenceNumber::default(),
             pending: Vec::with_capacity(config.batch_size),
             pending_tags: Vec::new(),
@@ -374,6 +379,7 @@ where
         }
         self.open_accepted = None;
         self.open_forward = None;
+        self.pull_replies.clear();
     }
 
     /// Records a failed storage write: this server stops acting, and drops
@@ -521,10 +527,23 @@ where
 
     /// Checks a log sync against our log: `None` if we cannot install it (it
     /// starts inside our compacted prefix, or past our log end without a
-    /// snapshot). A snapshot of a prefix we have already decided is dropped:
-    /// our own entries there are the decided ones.
+    /// snapshot), or if no correct server sends it: it carries a snapshot
+    /// for an entry type that uses none, its end overflows, or it would cut
+    /// entries we decided (every log a leader can hold has them). A snapshot
+    /// of a prefix we have already decided is dropped: our own entries there
+    /// are the decided ones.
     fn checked_sync(&self, mut sync: LogSync<T>) -> Option<LogSync<T>> {
         if sync.sync_idx < self.storage.compacted_idx() {
+            return None;
+        }
+        if sync.decided_snapshot.is_some() && !T::Snapshot::use_snapshots() {
+            return None;
+        }
+        let end = sync
+            .sync_idx
+            .checked_add(sync.suffix.len() as u64)?
+            .checked_add(u64::from(sync.stopsign.is_some()))?;
+        if end < self.storage.decided_idx() || end > MAX_LOG_INDEX {
             return None;
         }
         if sync.decided_snapshot.is_some() && sync.sync_idx <= self.storage.decided_idx() {
@@ -617,7 +636,7 @@ where
             }
             PaxosMsg::ProposalForward(fwd) => self.handle_forward(from, fwd),
             PaxosMsg::ProposalAck(ack) => {
-                self.handle_proposal_ack(ack);
+                self.handle_proposal_ack(from, ack);
                 Ok(())
             }
             PaxosMsg::Compaction(c) => self.handle_compaction(from, c),

@@ -2,6 +2,8 @@
 //!
 //! ```text
 //!  request_read() on the leader, or ReadRequest from a follower
+//!    (one message per read, repeated only on the resend timer; the leader
+//!    queues a request once, and at most buffer_size reads)
 //!    -> queued; the next confirmation round takes every queued read
 //!  round: read point = max(decided index, log length adopted at prepare);
 //!         ReadConfirm{n, round} to every follower
@@ -35,6 +37,7 @@ use crate::{
     storage::{Entry, Storage},
     util::NodeId,
 };
+use std::collections::HashSet;
 
 /// Names a linearizable read started by [`OmniPaxos::request_read`](crate::OmniPaxos::request_read).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -100,6 +103,9 @@ pub(super) struct Reads {
     /// Leader: the round in flight.
     in_flight: Option<ReadRound>,
     next_round: u64,
+    /// Leader: the followers' requests queued or in flight, to queue a
+    /// retried request once.
+    remote: HashSet<(NodeId, ForwardId)>,
     /// Follower: our reads the leader has not answered, sent again on resend.
     requested: Vec<Requested>,
     /// Numbers our read requests within a synchronisation session.
@@ -137,8 +143,12 @@ where
             });
             self.start_read_round();
         } else {
+            // Only the new request goes out now; the unanswered ones wait for
+            // the resend timer, so a read costs one message, not one per read
+            // still waiting.
             self.reads.requested.push(Requested { id, wire: None });
-            self.send_read_requests();
+            let last = self.reads.requested.len() - 1;
+            self.send_read_request(last);
         }
         Ok(ReadId(id))
     }
@@ -152,7 +162,14 @@ where
         if self.role != Role::Leader || self.slot(from).is_none() {
             return;
         }
-        // A retried request may be queued twice; the follower keeps the first answer.
+        // A retried request is queued once. The queue, with the round in
+        // flight, holds at most `buffer_size` reads: past that a request is
+        // dropped, and the follower asks again on its resend timer.
+        let waiting =
+            self.reads.queued.len() + self.reads.in_flight.as_ref().map_or(0, |f| f.reads.len());
+        if waiting >= self.buffer_size || !self.reads.remote.insert((from, req.id)) {
+            return;
+        }
         self.reads.queued.push(PendingRead {
             origin: from,
             id: ReadKey::Remote(req.id),
@@ -227,6 +244,7 @@ where
             match read.id {
                 ReadKey::Own(id) => self.reads.completed.push((ReadId(id), round.read_idx)),
                 ReadKey::Remote(id) => {
+                    self.reads.remote.remove(&(read.origin, id));
                     let msg = ReadResponse {
                         id,
                         read_idx: round.read_idx,
@@ -276,39 +294,46 @@ where
     }
 
     /// Follower, synchronised with a leader: (re)sends every unanswered read
-    /// request. A request gets a new wire id whenever the synchronisation
-    /// changed since it was last sent, so the answer to a request of an
-    /// earlier incarnation of this server cannot match it.
+    /// request.
     fn send_read_requests(&mut self) {
+        for i in 0..self.reads.requested.len() {
+            self.send_read_request(i);
+        }
+    }
+
+    /// Follower, synchronised with a leader: (re)sends the `i`-th unanswered
+    /// read request. A request gets a new wire id whenever the
+    /// synchronisation changed since it was last sent, so the answer to a
+    /// request of an earlier incarnation of this server cannot match it.
+    fn send_read_request(&mut self, i: usize) {
         if self.role != Role::Follower || self.phase != Phase::Accept {
             return;
         }
         let (ballot, session, to) = (self.leader, self.last_seq.session, self.leader.pid);
-        for i in 0..self.reads.requested.len() {
-            let current = self.reads.requested[i]
-                .wire
-                .filter(|w| w.ballot == ballot && w.session == session);
-            let wire = match current {
-                Some(w) => w,
-                None => {
-                    self.reads.next_wire_seq += 1;
-                    let w = ForwardId {
-                        ballot,
-                        session,
-                        seq: self.reads.next_wire_seq,
-                    };
-                    self.reads.requested[i].wire = Some(w);
-                    w
-                }
-            };
-            self.send(to, PaxosMsg::ReadRequest(ReadRequest { id: wire }));
-        }
+        let current = self.reads.requested[i]
+            .wire
+            .filter(|w| w.ballot == ballot && w.session == session);
+        let wire = match current {
+            Some(w) => w,
+            None => {
+                self.reads.next_wire_seq += 1;
+                let w = ForwardId {
+                    ballot,
+                    session,
+                    seq: self.reads.next_wire_seq,
+                };
+                self.reads.requested[i].wire = Some(w);
+                w
+            }
+        };
+        self.send(to, PaxosMsg::ReadRequest(ReadRequest { id: wire }));
     }
 
     /// Leadership changed: reads in a round of the old ballot can never be
     /// confirmed. This server's own are asked for again under the new leader;
     /// a follower's retries its request on its own.
     pub(super) fn reset_reads_for_new_ballot(&mut self) {
+        self.reads.remote.clear();
         let mut stranded = std::mem::take(&mut self.reads.queued);
         if let Some(round) = self.reads.in_flight.take() {
             stranded.extend(round.reads);

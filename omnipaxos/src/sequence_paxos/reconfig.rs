@@ -26,7 +26,7 @@ use crate::{
     errors::{ConfigError, ProposeErr, ReconfigurationRequest},
     messages::{AcceptStopSign, PaxosMsg, PullLog, PullLogReply, StopSignDecided},
     storage::{Entry, Storage, StorageResult},
-    util::{NodeId, StopSign},
+    util::{MAX_LOG_INDEX, NodeId, StopSign},
 };
 use std::collections::HashSet;
 
@@ -168,9 +168,23 @@ where
         previous: Option<&StopSignDecided>,
     ) -> StorageResult<()> {
         let decided = self.storage.decided_idx().min(self.storage.log_len());
-        if self.is_halted() || req.from_idx >= req.to_idx || req.to_idx > decided {
+        if self.is_halted()
+            || req.from_idx >= req.to_idx
+            || req.to_idx > decided
+            || !self.may_pull(from)
+            || self.pull_replies.contains(&from)
+        {
             return Ok(());
         }
+        // At most `buffer_size` entries per reply; the puller asks for the
+        // rest when this part arrives.
+        let to_idx = req
+            .to_idx
+            .min(req.from_idx.saturating_add(self.buffer_size as u64));
+        let req = PullLog {
+            from_idx: req.from_idx,
+            to_idx,
+        };
         let compacted = self.storage.compacted_idx();
         let (from_idx, snapshot) = if req.from_idx < compacted {
             match self.storage.get_snapshot()? {
@@ -189,7 +203,26 @@ where
             stopsign: self.stopsign_decided_msg().or_else(|| previous.cloned()),
         };
         self.send(from, PaxosMsg::PullLogReply(reply));
+        self.pull_replies.push(from);
         Ok(())
+    }
+
+    /// Whether `from` may pull this configuration's decided log: a server of
+    /// this configuration (a straggler that moved on without all of it, or
+    /// one that joined the configuration after us), or a server named by
+    /// this configuration's stop-sign (a joiner of the next one). Nobody
+    /// else needs it, and serving anyone who asks would let any connection
+    /// make this server read and send its whole log over and over.
+    fn may_pull(&self, from: NodeId) -> bool {
+        self.peers.contains(&from)
+            || self
+                .storage
+                .stopsign()
+                .is_some_and(|ss| ss.nodes.contains(&from))
+            || self
+                .learned_stop
+                .as_ref()
+                .is_some_and(|l| l.ss.nodes.contains(&from))
     }
 
     /// A server that knows says this configuration's stop-sign was decided
@@ -206,7 +239,11 @@ where
     ) -> StorageResult<()> {
         let ours = self.configuration_id.checked_add(1) == Some(d.ss.config_id);
         // A stop-sign is decided after everything we decided.
-        if !ours || self.storage.stopsign_decided() || d.stop_idx < self.storage.decided_idx() {
+        if !ours
+            || self.storage.stopsign_decided()
+            || d.stop_idx < self.storage.decided_idx()
+            || d.stop_idx > MAX_LOG_INDEX
+        {
             return Ok(());
         }
         if let Some(learned) = &mut self.learned_stop {

@@ -284,7 +284,15 @@ where
         debug_assert!(snapshot.is_some() || sync_idx <= self.log_len);
         let new_len = sync_idx + suffix.len() as u64;
         let new_accepted = new_len + u64::from(stopsign.is_some());
-        let new_decided = decided_idx.min(new_accepted).max(self.decided_idx);
+        // A snapshot stands only for decided entries, so everything below
+        // the sync index is decided once it is installed.
+        let snapshot_end = if snapshot.is_some() { sync_idx } else { 0 };
+        let new_decided = decided_idx
+            .max(snapshot_end)
+            .min(new_accepted)
+            .max(self.decided_idx);
+        // Only a bug of ours reaches this: `checked_sync` refuses a sync
+        // that would cut decided entries or whose end overflows.
         debug_assert!(
             new_decided <= new_accepted,
             "sync would cut decided entries"

@@ -158,6 +158,15 @@ impl DecidedIsStable {
                 _ => decided,
             };
             let compacted = node.storage.compacted_idx();
+            if compacted > decided {
+                return Err(Violation::new(
+                    NAME,
+                    format!(
+                        "server {pid} compacted its log up to {compacted}, past its decided \
+                         index {decided}: a write from index {from} compacted undecided entries"
+                    ),
+                ));
+            }
             let start = from.max(compacted);
             let stored = node.storage.entries(start, decided);
             for (idx, want) in (start..decided).zip(&log[start as usize..decided as usize]) {
