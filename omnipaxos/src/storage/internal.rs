@@ -46,11 +46,24 @@ where
         let compacted_idx = storage.get_compacted_idx()?;
         let stopsign = storage.get_stopsign()?;
         let previous_end = storage.get_previous_configuration_end()?;
-        debug_assert!(
-            decided_idx <= log_len + u64::from(stopsign.is_some()),
-            "decided index past the log end (and past a stop-sign's slot)"
-        );
-        debug_assert!(compacted_idx <= log_len, "compacted index past the log end");
+        // What a storage hands back is checked like any input: a damaged
+        // or hand-edited one must stop the build with an error, not a panic
+        // later.
+        let inconsistent = |detail: String| {
+            Err(crate::errors::StorageError::Corrupt { path: None, detail })
+        };
+        if decided_idx > log_len + u64::from(stopsign.is_some()) {
+            return inconsistent(format!(
+                "the decided index {decided_idx} lies past the log end {log_len} (and past a \
+                 stop-sign's slot)"
+            ));
+        }
+        if compacted_idx > log_len || compacted_idx > decided_idx {
+            return inconsistent(format!(
+                "the compacted index {compacted_idx} lies past the log end {log_len} or the \
+                 decided index {decided_idx}"
+            ));
+        }
         Ok(Self {
             storage,
             promise,
@@ -280,6 +293,7 @@ where
         stopsign: Option<StopSign>,
         decided_idx: u64,
     ) -> StorageResult<()> {
+        // `checked_sync` refused anything else; only a bug of ours gets here.
         debug_assert!(sync_idx >= self.compacted_idx);
         debug_assert!(snapshot.is_some() || sync_idx <= self.log_len);
         let new_len = sync_idx + suffix.len() as u64;
