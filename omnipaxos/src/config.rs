@@ -175,7 +175,29 @@ impl OmniPaxosConfig {
         S: Storage<T>,
     {
         self.validate()?;
-        OmniPaxos::new(self, storage)
+        #[cfg(feature = "logging")]
+        let logger = crate::logging::default_logger(&self)?;
+        #[cfg(not(feature = "logging"))]
+        let logger = ();
+        OmniPaxos::new(self, storage, logger)
+    }
+
+    /// Validates the config and creates a server, as [`build`](Self::build)
+    /// does, that logs through `logger` instead of the default logger
+    /// (`logger_file_path` is then not used). Each line carries the
+    /// server's `pid` and `configuration_id`. Feature `logging`.
+    #[cfg(feature = "logging")]
+    pub fn build_with_logger<T, S>(
+        self,
+        storage: S,
+        logger: slog::Logger,
+    ) -> Result<OmniPaxos<T, S>, ConfigError>
+    where
+        T: Entry,
+        S: Storage<T>,
+    {
+        self.validate()?;
+        OmniPaxos::new(self, storage, logger)
     }
 
     /// Validates the config and creates a server that joins this (new)
@@ -203,7 +225,11 @@ impl OmniPaxosConfig {
     {
         self.validate()?;
         migration.validate(self.pid)?;
-        let mut node = OmniPaxos::new(self, storage)?;
+        #[cfg(feature = "logging")]
+        let logger = crate::logging::default_logger(&self)?;
+        #[cfg(not(feature = "logging"))]
+        let logger = ();
+        let mut node = OmniPaxos::new(self, storage, logger)?;
         let decided = node.get_decided_idx();
         if decided < migration.log_len {
             if node.get_promise() != Ballot::default() {

@@ -85,7 +85,6 @@ mod ballot_leader_election;
 mod clock;
 mod config;
 pub mod errors;
-#[cfg(feature = "logging")]
 mod logging;
 pub mod messages;
 mod migration;

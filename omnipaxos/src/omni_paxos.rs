@@ -1,5 +1,6 @@
 //! [`OmniPaxos`]: one server of a replicated log, as a pure state machine.
 
+use crate::logging::{Logger, log};
 use crate::{
     ballot::Ballot,
     ballot_leader_election::BallotLeaderElection,
@@ -71,8 +72,18 @@ where
     /// The validated config; leader election is rebuilt from it on recovery,
     /// and `set_priority` keeps its priority current.
     config: OmniPaxosConfig,
-    #[cfg(feature = "logging")]
-    logger: slog::Logger,
+    /// Where protocol events are logged (nothing without feature `logging`).
+    #[cfg_attr(
+        not(feature = "logging"),
+        allow(dead_code, reason = "read by log lines")
+    )]
+    logger: Logger,
+    /// Whether the decision of this configuration's stop-sign was logged.
+    #[cfg_attr(
+        not(feature = "logging"),
+        allow(dead_code, reason = "read by log lines")
+    )]
+    logged_stop: bool,
 }
 
 impl<T, S> OmniPaxos<T, S>
@@ -80,11 +91,16 @@ where
     T: Entry,
     S: Storage<T>,
 {
-    /// Called by [`OmniPaxosConfig::build`] after validation.
-    pub(crate) fn new(config: OmniPaxosConfig, storage: S) -> Result<Self, ConfigError> {
+    /// Called by [`OmniPaxosConfig::build`] after validation, with the
+    /// logger to use (the user's, or the default one).
+    pub(crate) fn new(
+        config: OmniPaxosConfig,
+        storage: S,
+        logger: Logger,
+    ) -> Result<Self, ConfigError> {
         let storage = InternalStorage::load(storage)?;
         #[cfg(feature = "logging")]
-        let logger = crate::logging::create_logger(&config)?;
+        let logger = crate::logging::for_server(&logger, &config);
         let ble = BallotLeaderElection::with(&config);
         let mut stragglers = Stragglers::with(&config);
         // A server that moved on (or learned how the previous configuration
@@ -97,7 +113,15 @@ where
                 stragglers.moved_on(end.clone().into());
             }
         }
-        let seq_paxos = SequencePaxos::with(&config, storage);
+        #[cfg_attr(
+            not(feature = "logging"),
+            allow(
+                clippy::clone_on_copy,
+                clippy::unit_arg,
+                reason = "the logger is () without the feature"
+            )
+        )]
+        let seq_paxos = SequencePaxos::with(&config, storage, logger.clone());
         Ok(Self {
             ble,
             seq_paxos,
@@ -105,10 +129,19 @@ where
             decided_scratch: Vec::new(),
             stragglers,
             config,
-            #[cfg(feature = "logging")]
             logger,
+            logged_stop: false,
         })
     }
+
+    /// The logger a server built from this one starts from.
+    #[cfg(feature = "logging")]
+    fn logger_base(&self) -> Logger {
+        self.logger.clone()
+    }
+
+    #[cfg(not(feature = "logging"))]
+    fn logger_base(&self) -> Logger {}
 
     // ---- inputs ----
 
@@ -246,6 +279,7 @@ where
                     // that leader now, not a round late through heartbeats.
                     self.ble.observe_prepare(new_promise);
                 }
+                self.log_stop_decision();
             }
             Message::BLE(b) => {
                 if !self.seq_paxos.is_halted() {
@@ -277,20 +311,25 @@ where
         }
         self.seq_paxos.tick();
         self.stragglers.tick();
+        self.log_stop_decision();
+    }
+
+    /// Logs, once, that this configuration's stop-sign is decided.
+    fn log_stop_decision(&mut self) {
+        #[cfg(feature = "logging")]
+        if !self.logged_stop {
+            if let Some(ss) = self.seq_paxos.decided_stopsign() {
+                log!(info, self.logger, "stop-sign decided";
+                    "next_configuration" => ss.config_id, "nodes" => ?ss.nodes);
+                self.logged_stop = true;
+            }
+        }
     }
 
     fn on_new_leader(&mut self, leader: Ballot) {
-        #[cfg(feature = "logging")]
-        slog::info!(self.logger, "new leader"; "pid" => self.config.pid, "leader" => leader.pid, "n" => leader.n);
+        log!(info, self.logger, "leader changed";
+            "leader" => leader.pid, "n" => leader.n, "is_self" => leader.pid == self.config.pid);
         self.seq_paxos.handle_leader(leader);
-        self.log_storage_failure();
-    }
-
-    fn log_storage_failure(&self) {
-        #[cfg(feature = "logging")]
-        if let Some(e) = self.seq_paxos.storage_failure() {
-            slog::error!(self.logger, "storage failed; node stopped"; "pid" => self.config.pid, "error" => %e);
-        }
     }
 
     /// Tells the server that the link to `pid` was down and is back: messages
@@ -322,9 +361,7 @@ where
     pub fn append(&mut self, entry: T) -> Result<(), ProposeErr<T>> {
         // Untracked: nothing is kept to report, so nothing piles up for a
         // caller that never asks.
-        let r = self.seq_paxos.append_tagged(entry, NO_TAG);
-        self.log_storage_failure();
-        r
+        self.seq_paxos.append_tagged(entry, NO_TAG)
     }
 
     /// Proposes `entry` as [`append`](Self::append) does, and names the
@@ -339,9 +376,7 @@ where
     /// reported. An entry proposed twice (see [`append`](Self::append)) is
     /// reported once, at one of its indices.
     pub fn append_tracked(&mut self, entry: T) -> Result<ProposalId, ProposeErr<T>> {
-        let r = self.seq_paxos.append(entry);
-        self.log_storage_failure();
-        r.map(ProposalId)
+        self.seq_paxos.append(entry).map(ProposalId)
     }
 
     /// Moves the proposals made with [`append_tracked`](Self::append_tracked)
@@ -373,9 +408,7 @@ where
     /// below the index return [`LogEntry::Trimmed`] (or
     /// [`LogEntry::Snapshotted`] when snapshots are in use).
     pub fn trim(&mut self, trim_idx: Option<u64>) -> Result<(), CompactionErr> {
-        let r = self.seq_paxos.trim(trim_idx);
-        self.log_storage_failure();
-        r
+        self.seq_paxos.trim(trim_idx)
     }
 
     /// Replaces the decided log below `compact_idx` (default: the decided
@@ -395,9 +428,7 @@ where
         compact_idx: Option<u64>,
         local_only: bool,
     ) -> Result<(), CompactionErr> {
-        let r = self.seq_paxos.snapshot(compact_idx, local_only);
-        self.log_storage_failure();
-        r
+        self.seq_paxos.snapshot(compact_idx, local_only)
     }
 
     /// Starts a linearizable read that writes nothing to the log.
@@ -439,9 +470,7 @@ where
     /// repeated id or id 0 is refused with
     /// [`ProposeErr::InvalidReconfiguration`].
     pub fn reconfigure(&mut self, rc: ReconfigurationRequest) -> Result<(), ProposeErr<T>> {
-        let r = self.seq_paxos.reconfigure(rc);
-        self.log_storage_failure();
-        r
+        self.seq_paxos.reconfigure(rc)
     }
 
     /// Turns this server, once its configuration's stop-sign is decided, into
@@ -502,6 +531,14 @@ where
                 format!("must be the next configuration's other servers {want:?}"),
             ));
         }
+        #[cfg_attr(
+            not(feature = "logging"),
+            allow(
+                clippy::let_unit_value,
+                reason = "the logger is () without the feature"
+            )
+        )]
+        let logger = self.logger_base();
         let mut seq_paxos = self.seq_paxos;
         let stop = seq_paxos
             .stop_point()
@@ -522,7 +559,8 @@ where
         // The new node reads `end` back from the storage: it then tells the
         // old configuration's stragglers how it ended, also after restarts.
         storage.reset_for_new_configuration(stop.known_until, end)?;
-        let mut node = config.build(storage.into_inner())?;
+        config.validate()?;
+        let mut node = Self::new(config, storage.into_inner(), logger)?;
         debug_assert!(
             node.stragglers.previous().is_some(),
             "the new node knows how the old configuration ended"
@@ -615,6 +653,8 @@ where
     /// Starts pulling the previous configuration's log (see [`Migration`])
     /// from index `from` on; the storage holds the decided log below it.
     pub(crate) fn start_joining(&mut self, migration: Migration, from: u64) {
+        log!(info, self.logger, "pulling the previous configuration's log";
+            "from" => from, "log_len" => migration.log_len, "sources" => ?migration.sources);
         self.joining = Some(Joining::start(
             migration,
             from,
@@ -643,6 +683,8 @@ where
             return;
         }
         self.joining = None;
+        log!(info, self.logger, "pulled the previous configuration's log; taking part";
+            "log_len" => self.seq_paxos.storage.log_len());
         // Leader election starts its rounds now, not from construction time.
         self.ble = BallotLeaderElection::with(&self.config);
     }

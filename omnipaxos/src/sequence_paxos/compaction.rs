@@ -19,6 +19,7 @@ use super::{Phase, Role, SequencePaxos};
 pub(crate) const DELTA_MIN_ENTRIES: u64 = 64;
 use crate::{
     errors::CompactionErr,
+    logging::log,
     messages::{Compaction, LogSync, PaxosMsg, SnapshotType},
     storage::{Entry, Snapshot, Storage, StorageResult},
     util::NodeId,
@@ -201,6 +202,8 @@ where
     /// compacted prefix is always represented by one complete snapshot: a
     /// later snapshot builds on it, and a lagging server can catch up from it.
     fn compact_locally(&mut self, idx: u64) -> StorageResult<()> {
+        log!(info, self.logger, "compacting the log"; "idx" => idx,
+            "snapshot" => T::Snapshot::use_snapshots());
         if T::Snapshot::use_snapshots() {
             self.snapshot_locally(idx)
         } else {
@@ -210,6 +213,7 @@ where
 
     /// Folds the decided entries `compacted..idx` into the snapshot and drops them.
     fn snapshot_locally(&mut self, idx: u64) -> StorageResult<()> {
+        log!(debug, self.logger, "snapshotting the decided log"; "idx" => idx);
         let entries = self
             .storage
             .get_entries(self.storage.compacted_idx(), idx)?;

@@ -4,6 +4,7 @@
 use super::{ForwardedBatch, NO_TAG, Phase, Role, SequencePaxos, Tag};
 use crate::{
     ballot::Ballot,
+    logging::log,
     messages::{
         AcceptDecide, AcceptSync, Accepted, Decide, ForwardId, Message, NotAccepted, PaxosMessage,
         PaxosMsg, Prepare, PrepareReq, Promise, ProposalAck, ProposalForward, SequenceNumber,
@@ -37,6 +38,7 @@ where
             return Ok(());
         }
         if prep.n > promise {
+            log!(debug, self.logger, "promised"; "n" => prep.n.n, "leader" => from);
             self.storage.set_promise(prep.n)?;
             // Sequence numbers are per ballot.
             self.last_seq = SequenceNumber::default();
@@ -111,7 +113,17 @@ where
             log_sync.suffix = log_sync.suffix.split_off(have);
             log_sync.sync_idx += have as u64;
         }
+        #[cfg(feature = "logging")]
+        let (sync_idx, entries, snapshot) = (
+            log_sync.sync_idx,
+            log_sync.suffix.len(),
+            log_sync.decided_snapshot.is_some(),
+        );
         let (mut cut, mut cut_tags) = self.install_sync(sync.n, log_sync, sync.decided_idx)?;
+        log!(info, self.logger, "log synchronised by the leader";
+            "leader" => from, "n" => sync.n.n, "sync_idx" => sync_idx, "entries" => entries,
+            "snapshot" => snapshot, "log_len" => self.storage.log_len(),
+            "decided_idx" => self.storage.decided_idx());
         for ack in sync.forward_acks {
             self.handle_proposal_ack(from, ack);
         }

@@ -4,6 +4,7 @@
 use super::{FollowerProgress, NO_TAG, Phase, PromiseMeta, Role, SequencePaxos, Tag};
 use crate::{
     ballot::Ballot,
+    logging::log,
     messages::{
         AcceptDecide, AcceptSync, Accepted, Decide, LogSync, Message, NotAccepted, PaxosMessage,
         PaxosMsg, Prepare, PrepareReq, Promise, ProposalAck, ProposalForward, SequenceNumber,
@@ -33,6 +34,9 @@ where
             self.batch.is_empty(),
             "a batch only fills while replicating"
         );
+        log!(info, self.logger, "preparing to lead";
+            "n" => n.n, "log_len" => self.storage.log_len(),
+            "decided_idx" => self.storage.decided_idx());
         self.storage.set_promise(n)?;
         self.leader = n;
         self.role = Role::Leader;
@@ -159,6 +163,9 @@ where
             .filter_map(|p| p.promise.map(|m| m.decided_idx))
             .fold(self.storage.decided_idx().max(max.decided_idx), u64::max);
         let (cut, cut_tags) = self.install_sync(self.leader, sync, decided)?;
+        log!(info, self.logger, "leading";
+            "n" => self.leader.n, "adopted_from" => max_pid, "log_len" => self.storage.log_len(),
+            "decided_idx" => self.storage.decided_idx(), "cut_own" => cut.len());
         self.synced_round = max.n_accepted;
         self.synced_len = self.storage.accepted_idx();
         self.phase = Phase::Accept;
@@ -222,6 +229,9 @@ where
             meta.decided_idx
         };
         let log_sync = self.log_sync_from(from, from == meta.decided_idx)?;
+        log!(debug, self.logger, "synchronising a follower";
+            "follower" => self.peers[slot], "sync_idx" => log_sync.sync_idx,
+            "entries" => log_sync.suffix.len(), "snapshot" => log_sync.decided_snapshot.is_some());
         let p = &mut self.progress[slot];
         p.seq.session += 1;
         p.seq.counter = 1;

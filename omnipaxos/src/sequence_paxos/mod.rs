@@ -34,6 +34,7 @@ use crate::{
     clock::LogicalClock,
     config::OmniPaxosConfig,
     errors::{ProposeErr, StorageError},
+    logging::{Logger, log},
     messages::{
         ForwardId, LogSync, Message, PaxosMessage, PaxosMsg, ProposalAck, SequenceNumber,
         SnapshotType,
@@ -202,6 +203,12 @@ where
     rejected_by: Option<Ballot>,
     /// Set by the first failed storage write; from then on this server stays silent.
     storage_failure: Option<StorageError>,
+    /// Where protocol events are logged (nothing without feature `logging`).
+    #[cfg_attr(
+        not(feature = "logging"),
+        allow(dead_code, reason = "read by log lines")
+    )]
+    logger: Logger,
 }
 
 /// The forwarded batches a leader appended, by `(origin, id)`, with the
@@ -266,7 +273,11 @@ where
     T: Entry,
     S: Storage<T>,
 {
-    pub(crate) fn with(config: &OmniPaxosConfig, storage: InternalStorage<S, T>) -> Self {
+    pub(crate) fn with(
+        config: &OmniPaxosConfig,
+        storage: InternalStorage<S, T>,
+        logger: Logger,
+    ) -> Self {
         let peers = config.peers.clone();
         let promise = storage.promise();
         Self {
@@ -308,6 +319,7 @@ where
             reads: read::Reads::default(),
             pending_stopsign: None,
             learned_stop: None,
+            logger,
         }
     }
 
@@ -387,6 +399,7 @@ where
     /// write that failed.
     fn fail(&mut self, err: StorageError) {
         if self.storage_failure.is_none() {
+            log!(error, self.logger, "storage failed; this server stops"; "error" => %err);
             self.storage_failure = Some(err);
         }
         self.outgoing.clear();

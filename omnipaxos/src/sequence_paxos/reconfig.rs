@@ -24,6 +24,7 @@ use super::{NO_TAG, Phase, Role, SequencePaxos, Tag};
 use crate::{
     ballot::Ballot,
     errors::{ConfigError, ProposeErr, ReconfigurationRequest},
+    logging::log,
     messages::{AcceptStopSign, PaxosMsg, PullLog, PullLogReply, StopSignDecided},
     storage::{Entry, Storage, StorageResult},
     util::{MAX_LOG_INDEX, NodeId, StopSign},
@@ -107,6 +108,9 @@ where
         debug_assert!(self.role == Role::Leader && self.phase == Phase::Accept);
         self.flush_batch()?;
         self.pending_stopsign = None;
+        log!(info, self.logger, "stop-sign proposed";
+            "next_configuration" => ss.config_id, "nodes" => ?ss.nodes,
+            "stop_idx" => self.storage.log_len());
         self.storage.set_stopsign(Some(ss.clone()))?;
         for slot in 0..self.progress.len() {
             if self.progress[slot].synced {

@@ -49,9 +49,8 @@ where
         // What a storage hands back is checked like any input: a damaged
         // or hand-edited one must stop the build with an error, not a panic
         // later.
-        let inconsistent = |detail: String| {
-            Err(crate::errors::StorageError::Corrupt { path: None, detail })
-        };
+        let inconsistent =
+            |detail: String| Err(crate::errors::StorageError::Corrupt { path: None, detail });
         if decided_idx > log_len + u64::from(stopsign.is_some()) {
             return inconsistent(format!(
                 "the decided index {decided_idx} lies past the log end {log_len} (and past a \
