@@ -20,6 +20,10 @@ use std::time::Duration;
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
     omnipaxos: OmniPaxosConfig,
+    /// The logger the protocol writes to, if the user gave one (feature
+    /// `logging`); else the protocol's default (`logger_file_path`).
+    #[cfg(feature = "logging")]
+    logger: Option<slog::Logger>,
     tick_interval: Duration,
     append_timeout: Option<Duration>,
     leader_wait: Option<Duration>,
@@ -36,6 +40,8 @@ impl Default for NodeConfig {
                 configuration_id: 1,
                 ..OmniPaxosConfig::default()
             },
+            #[cfg(feature = "logging")]
+            logger: None,
             tick_interval: Duration::from_millis(10),
             append_timeout: Some(Duration::from_secs(10)),
             leader_wait: None,
@@ -51,6 +57,22 @@ impl NodeConfig {
             omnipaxos,
             ..Self::default()
         }
+    }
+
+    /// Makes the protocol log through `logger` (feature `logging`) instead
+    /// of its default logger, which writes to `logger_file_path` if set.
+    /// An application that logs with `tracing` can pass a drain that
+    /// forwards to it (the kv_store uses `tracing-slog`), so one log holds
+    /// both.
+    #[cfg(feature = "logging")]
+    pub fn set_logger(&mut self, logger: slog::Logger) {
+        self.logger = Some(logger);
+    }
+
+    /// The logger set with [`set_logger`](Self::set_logger), if any.
+    #[cfg(feature = "logging")]
+    pub fn logger(&self) -> Option<&slog::Logger> {
+        self.logger.as_ref()
     }
 
     /// Sets this node's id (`OmniPaxosConfig::pid`).

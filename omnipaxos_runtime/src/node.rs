@@ -235,7 +235,15 @@ where
                 outgoing: ble_out_rx,
             },
         };
-        let op = match node_conf.omnipaxos_config().clone().build(storage) {
+        let config = node_conf.omnipaxos_config().clone();
+        #[cfg(feature = "logging")]
+        let built = match node_conf.logger() {
+            Some(logger) => config.build_with_logger(storage, logger.clone()),
+            None => config.build(storage),
+        };
+        #[cfg(not(feature = "logging"))]
+        let built = config.build(storage);
+        let op = match built {
             Ok(op) => op,
             Err(e) => return (handle, Err((status, e.into()))),
         };

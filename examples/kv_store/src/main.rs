@@ -162,6 +162,10 @@ struct ServerArgs {
     /// File holding a pre-shared key that every server of the cluster knows.
     #[arg(long)]
     psk_file: Option<PathBuf>,
+    /// Write this server's log (its own events and the protocol's) to this
+    /// file, appending, instead of standard error.
+    #[arg(long)]
+    log_file: Option<PathBuf>,
     /// Exit when standard input closes (set by a parent process that
     /// starts servers, so they do not outlive it).
     #[arg(long, hide = true)]
@@ -194,8 +198,14 @@ fn parse_peers(s: &str) -> Result<Peers, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let verbose = matches!(cli.command, Command::Server(_));
-    init_logging(if verbose { "info" } else { "warn" });
+    let (verbose, log_file) = match &cli.command {
+        Command::Server(args) => (true, args.log_file.clone()),
+        _ => (false, None),
+    };
+    if let Err(e) = init_logging(if verbose { "info" } else { "warn" }, log_file.as_deref()) {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -212,13 +222,33 @@ fn main() -> ExitCode {
     code
 }
 
-fn init_logging(default: &str) {
+/// Logs to standard error, or appends to `file`; `RUST_LOG` overrides the
+/// default filter.
+fn init_logging(default: &str, file: Option<&std::path::Path>) -> Result<(), String> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match file {
+        Some(path) => {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            }
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| format!("cannot open the log file {}: {e}", path.display()))?;
+            builder
+                .with_writer(std::sync::Mutex::new(file))
+                .with_ansi(false)
+                .init();
+        }
+        None => builder
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
+            .init(),
+    }
+    Ok(())
 }
 
 async fn run(command: Command) -> ExitCode {

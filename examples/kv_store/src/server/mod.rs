@@ -209,6 +209,12 @@ impl Server {
         let protocol_addr = bound.local_addr();
 
         let mut node_conf = NodeConfig::default();
+        // The protocol's events (leader changes, syncs, compactions) go into
+        // this server's own tracing log, so that one log tells the story.
+        node_conf.set_logger(slog::Logger::root(
+            tracing_slog::TracingSlogDrain,
+            slog::o!(),
+        ));
         node_conf.set_pid(opts.id);
         node_conf.set_peers(opts.peers.keys().copied().collect());
         node_conf.set_tick_interval(opts.tick_interval);
