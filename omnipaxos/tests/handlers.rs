@@ -1519,3 +1519,65 @@ fn a_recorded_end_of_another_configuration_is_ignored() {
         .collect();
     assert_eq!(asked, vec![1, 3]);
 }
+
+/// Soak seed 1302: a follower whose promise the leader adopted asked to be
+/// prepared again before the prepare phase ended, which cleared its promise
+/// from the leader's count. The leader then installed that follower's log,
+/// snapshot and all, with a decided index taken only from the other
+/// promises: its log was compacted past its decided index. Everything a
+/// snapshot covers is decided.
+#[test]
+fn a_leader_that_adopts_a_snapshot_has_decided_everything_it_covers() {
+    let mut l: OmniPaxos<N, MemoryStorage<N>> = OmniPaxosConfig {
+        configuration_id: CONFIG,
+        pid: 1,
+        peers: vec![2, 3, 4, 5],
+        ..Default::default()
+    }
+    .build(MemoryStorage::default())
+    .unwrap();
+    l.try_become_leader();
+    l.outgoing_messages();
+    let n = l.get_promise();
+    // Of five servers, a read quorum is three. Server 2 accepted a later
+    // log, compacted up to 40, and sends it all.
+    l.handle_incoming(sp_n(
+        2,
+        1,
+        PaxosMsg::Promise(Promise {
+            n,
+            n_accepted: Ballot::with(0, 0, 3),
+            decided_idx: 40,
+            accepted_idx: 42,
+            log_sync: Some(LogSync {
+                decided_snapshot: Some(SnapshotType::Complete(Sum(7))),
+                sync_idx: 40,
+                suffix: vec![N(1), N(2)],
+                stopsign: None,
+            }),
+        }),
+    ));
+    // It asks to be prepared again; servers 3 and 4, knowing nothing, promise.
+    l.handle_incoming(sp_n(2, 1, PaxosMsg::PrepareReq(PrepareReq { n })));
+    for from in [3, 4] {
+        l.handle_incoming(sp_n(
+            from,
+            1,
+            PaxosMsg::Promise(Promise {
+                n,
+                n_accepted: Ballot::default(),
+                decided_idx: 0,
+                accepted_idx: 0,
+                log_sync: None,
+            }),
+        ));
+    }
+    assert!(l.is_leader());
+    assert_eq!(l.get_compacted_idx(), 40);
+    assert!(
+        l.get_decided_idx() >= l.get_compacted_idx(),
+        "decided {} below the compacted {}",
+        l.get_decided_idx(),
+        l.get_compacted_idx()
+    );
+}
