@@ -15,8 +15,8 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// The length prefix: a big-endian `u32`.
 const HEADER_BYTES: usize = 4;
-/// The first room a frame buffer is given; it doubles from there as the body
-/// arrives, up to the announced length.
+/// The first room a frame buffer is given; it doubles from there as a body
+/// arrives, up to the maximum frame.
 const FIRST_READ_BYTES: usize = 8 << 10;
 
 /// Why a frame could not be read.
@@ -53,9 +53,8 @@ fn codec(limit: usize) -> impl Options {
 ///
 /// The body is read as it arrives rather than allocated up front from the
 /// announced length, so a peer cannot make us reserve memory it does not send;
-/// and `buf` grows by doubling but never past the announced length, so its
-/// capacity stays within `max` (a buffer left to grow by itself may reach
-/// twice what it holds).
+/// and `buf` grows by doubling but never past `max` (a buffer left to grow by
+/// itself may reach twice the largest frame).
 pub(super) async fn read_frame<R: AsyncRead + Unpin>(
     r: &mut R,
     max: usize,
@@ -79,11 +78,14 @@ pub(super) async fn read_frame<R: AsyncRead + Unpin>(
     buf.clear();
     while buf.len() < len {
         if buf.len() == buf.capacity() {
+            // The doubling stops at `max` rather than at this frame's
+            // length, so a later frame a few bytes longer does not copy the
+            // whole buffer again.
             let room = buf
                 .capacity()
                 .saturating_mul(2)
                 .max(FIRST_READ_BYTES)
-                .min(len);
+                .min(max);
             buf.reserve_exact(room - buf.len());
         }
         let left = (len - buf.len()) as u64;
