@@ -14,7 +14,11 @@
 //!   is charged `n` times the in-memory size of its element type
 //!   (`size_of::<T>()`, at least one byte), all at once when its first
 //!   element is asked for, so a length prefix that claims too much is refused
-//!   before the collection grows past serde's preallocation;
+//!   before the collection grows. Before that first element serde may have
+//!   preallocated from the length prefix, at most 1 MiB per collection (and
+//!   nothing for a prefix claiming more elements than the budget has bytes
+//!   left, which is given no size hint). The count is the format's: bincode
+//!   reads exactly as many elements as the prefix says;
 //! - a string or byte buffer is charged its length before it is copied.
 //!
 //! Inline values (struct and tuple fields, enum payloads, an `Option`'s

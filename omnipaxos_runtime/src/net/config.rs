@@ -82,7 +82,7 @@ pub struct NetConfig {
     /// handed to the node until the node has handled them. While a peer's
     /// messages hold this much, its link waits before handing over the next
     /// one, and so stops reading from the peer. Leader election messages are
-    /// exempt: each is a fixed-size value of a few dozen bytes, and the
+    /// exempt: each is a fixed-size value of 72 bytes, and the
     /// node's channel for them has a bounded capacity. Must be at least
     /// `max_decoded_bytes_per_frame`, so that every frame can be handed over,
     /// and at most `usize::MAX / 8`. Default 256 MiB.

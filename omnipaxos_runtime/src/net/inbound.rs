@@ -42,8 +42,8 @@ pub(super) struct Inbound<T: Entry> {
     /// the node has handled them.
     pub(super) sp_in: mpsc::Sender<Delivery<T>>,
     /// Leader election messages take no share of a budget: each is a
-    /// fixed-size `BLEMessage` of a few dozen bytes, and the node's channel
-    /// for them holds a bounded number.
+    /// fixed-size `BLEMessage` of 72 bytes, and the node's channel for them
+    /// holds a bounded number.
     pub(super) ble_in: mpsc::Sender<BLEMessage>,
     pub(super) cancel: CancellationToken,
     pub(super) tracker: TaskTracker,

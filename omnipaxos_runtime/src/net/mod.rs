@@ -147,25 +147,32 @@
 //!   message holds its charge until the node has handled it; a link whose
 //!   peer's messages hold `I` waits before handing over the next. Leader
 //!   election messages take no charge: each is a fixed
-//!   `size_of::<BLEMessage>()` bytes (a few dozen), and all peers' together
-//!   wait in one node channel of bounded capacity.
+//!   `size_of::<BLEMessage>()` bytes (72 on 64-bit targets), and all peers'
+//!   together wait in one node channel of bounded capacity.
 //!
-//! So the charges of one peer's traffic add up to at most `F + D + I`, and
-//! the memory the allocator hands out for it to at most about
-//! `F + 2 × (D + I)`: the charge counts what values hold, and a `Vec` that
-//! grows by doubling may have room for up to twice its length (a hash map a
-//! little more). With the defaults (`F` 64 MiB, `D` and `I` 256 MiB) that is
-//! about 1.1 GiB per peer at the very worst, reached only by a peer that
-//! sends frame-sized messages of the densest kind faster than the node
-//! handles them; a cluster of `n` servers may face it from each of its
-//! `n - 1` peers. Lower the three settings together to bound it further
-//! (`D` may not exceed `I`), bearing in mind that a message whose charge
-//! passes `D` is refused, and that a log sync is one message until
-//! chunking lands. Memory
-//! that an entry type's own `Deserialize` allocates outside serde's
-//! sequences, maps, strings and byte buffers (the target of a `Box` or an
-//! `Arc` field) is not seen by the charge; such a type should count it in
-//! by lowering `D` and `I`.
+//! So, per peer, with `T` the entry type:
+//!
+//! ```text
+//! charged   <=  F + D + I
+//! allocated <~  F + 2 × (D + I)
+//! entries   <=  (D + I) / size_of::<T>()   (decoding, waiting or queued)
+//! ```
+//!
+//! The charge counts what values hold; the allocator may hand out up to
+//! twice that, as a `Vec` that grows by doubling may have room for twice its
+//! length (a hash map a little more). With the defaults (`F` 64 MiB, `D` and
+//! `I` 256 MiB) that is about 1.1 GiB per peer at the very worst, reached
+//! only by a peer that sends frame-sized messages of the densest kind faster
+//! than the node handles them; a server may face it from each of its peers
+//! at once, and leader election messages add at most
+//! `channel_capacity × size_of::<BLEMessage>()` for all of them together
+//! (under 300 KiB with the default 4096). Lower the three settings together
+//! to bound it further (`D` may not exceed `I`), bearing in mind that a
+//! message whose charge passes `D` is refused, and that a log sync is one
+//! message until chunking lands. Memory that an entry type's own
+//! `Deserialize` allocates outside serde's sequences, maps, strings and byte
+//! buffers (the target of a `Box` or an `Arc` field) is not seen by the
+//! charge; such a type should count it in by lowering `D` and `I`.
 //!
 //! # Stopping
 //!
