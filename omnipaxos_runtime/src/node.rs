@@ -20,7 +20,7 @@ use std::{
     time::Duration,
 };
 use tokio::{
-    sync::{mpsc, oneshot, watch},
+    sync::{OwnedSemaphorePermit, mpsc, oneshot, watch},
     time::{Instant, MissedTickBehavior, Sleep},
 };
 
@@ -103,6 +103,16 @@ pub struct DecidedBatch<T: Entry> {
 
 type Reply<R> = oneshot::Sender<Result<R, RuntimeError>>;
 
+/// A Sequence Paxos message from the [`net`](crate::net) transport, with the
+/// share of its sender's in-flight budget that its decoded size took. The
+/// node drops the charge once it has handled the message, which gives the
+/// share back: that is how the transport knows what its peers' messages hold
+/// while they wait here.
+pub(crate) struct Delivery<T: Entry> {
+    pub(crate) msg: Message<T>,
+    pub(crate) charge: OwnedSemaphorePermit,
+}
+
 enum Command<T: Entry> {
     Append(T, Reply<u64>),
     Reconfigure(ReconfigurationRequest, Reply<StopSign>),
@@ -132,6 +142,9 @@ enum Control {
 pub struct OmniPaxosNode<T: Entry> {
     commands: mpsc::Sender<Command<T>>,
     control: mpsc::UnboundedSender<Control>,
+    /// Where the transport delivers Sequence Paxos messages, each with its
+    /// charge; [`SequencePaxosHandle::incoming`] is for everyone else.
+    deliveries: mpsc::Sender<Delivery<T>>,
     status: watch::Receiver<NodeStatus>,
     append_timeout: Option<Duration>,
 }
@@ -141,6 +154,7 @@ impl<T: Entry> Clone for OmniPaxosNode<T> {
         Self {
             commands: self.commands.clone(),
             control: self.control.clone(),
+            deliveries: self.deliveries.clone(),
             status: self.status.clone(),
             append_timeout: self.append_timeout,
         }
@@ -212,6 +226,7 @@ where
         let (commands_tx, commands) = mpsc::channel(cap);
         let (control_tx, control) = mpsc::unbounded_channel();
         let (sp_in_tx, sp_in) = mpsc::channel(cap);
+        let (deliveries_tx, deliveries) = mpsc::channel(cap);
         let (sp_out, sp_out_rx) = mpsc::channel(cap);
         let (ble_in_tx, ble_in) = mpsc::channel(cap);
         let (ble_out, ble_out_rx) = mpsc::channel(cap);
@@ -223,6 +238,7 @@ where
             omni_paxos: Self {
                 commands: commands_tx,
                 control: control_tx,
+                deliveries: deliveries_tx,
                 status: status_rx,
                 append_timeout: node_conf.append_timeout(),
             },
@@ -252,6 +268,7 @@ where
             commands,
             control,
             sp_in,
+            deliveries,
             ble_in,
             sp_out,
             ble_out,
@@ -283,6 +300,11 @@ where
             .await
             .map_err(|_| self.stopped())?;
         rx.await.map_err(|_| self.stopped())
+    }
+
+    /// The channel the transport delivers Sequence Paxos messages on.
+    pub(crate) fn deliveries(&self) -> mpsc::Sender<Delivery<T>> {
+        self.deliveries.clone()
     }
 
     /// The error calls fail with once the node no longer runs.
@@ -536,6 +558,7 @@ struct Driver<T: Entry, S: Storage<T>> {
     commands: mpsc::Receiver<Command<T>>,
     control: mpsc::UnboundedReceiver<Control>,
     sp_in: mpsc::Receiver<Message<T>>,
+    deliveries: mpsc::Receiver<Delivery<T>>,
     ble_in: mpsc::Receiver<BLEMessage>,
     sp_out: mpsc::Sender<Message<T>>,
     ble_out: mpsc::Sender<BLEMessage>,
@@ -590,6 +613,7 @@ where
                 _ = ticker.tick() => self.on_tick(),
                 Some(m) = self.ble_in.recv() => self.op.handle_incoming(Message::BLE(m)),
                 Some(m) = self.sp_in.recv() => self.op.handle_incoming(m),
+                Some(d) = self.deliveries.recv() => self.on_delivery(d),
                 c = self.commands.recv() => match c {
                     Some(c) => self.on_command(c),
                     None => return self.stop(None),
@@ -610,11 +634,25 @@ where
             }
         }
         for _ in 0..MAX_INPUTS_PER_STEP {
+            match self.deliveries.try_recv() {
+                Ok(d) => self.on_delivery(d),
+                Err(_) => break,
+            }
+        }
+        for _ in 0..MAX_INPUTS_PER_STEP {
             match self.commands.try_recv() {
                 Ok(c) => self.on_command(c),
                 Err(_) => break,
             }
         }
+    }
+
+    /// Handles a message from the transport, then gives back its charge:
+    /// whatever the protocol keeps of it is the node's memory from now on.
+    fn on_delivery(&mut self, d: Delivery<T>) {
+        let Delivery { msg, charge } = d;
+        self.op.handle_incoming(msg);
+        drop(charge);
     }
 
     fn on_tick(&mut self) {

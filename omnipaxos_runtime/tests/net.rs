@@ -4,7 +4,10 @@
 //! Every wait is for a condition (a node status or a transport counter),
 //! bounded by a timeout; none sleeps to let something happen.
 
-use omnipaxos::{macros::Entry, storage::Storage, util::NodeId};
+mod common;
+
+use common::Value;
+use omnipaxos::{storage::Storage, util::NodeId};
 use omnipaxos_runtime::{
     NodeConfig, NodeStatus, OmniPaxosHandle, OmniPaxosNode,
     net::{BoundTransport, NetConfig, NetError, NetStats, Transport},
@@ -15,9 +18,6 @@ use omnipaxos_storage::{
 };
 use std::{collections::BTreeMap, net::SocketAddr, path::Path, time::Duration};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-#[derive(Clone, Debug, Entry, serde::Serialize, serde::Deserialize)]
-struct Value(u64);
 
 /// The longest any condition may take to become true.
 const WAIT: Duration = Duration::from_secs(20);
@@ -525,5 +525,75 @@ async fn the_transport_stops_and_frees_its_port_when_the_node_stops() {
         !s.peers[&1].connected
     })
     .await;
+    stop_all(members).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_that_would_decode_past_their_budget_are_refused_and_the_node_keeps_working_with_every_peer()
+ {
+    // Nodes 1, 2 and 3 run; the test plays node 4, so that no real node
+    // redials and replaces its connections while it sends.
+    let configs = [1, 2, 3]
+        .into_iter()
+        .map(|p| net_config(p, loopback(), None))
+        .collect();
+    let mut bound = bind_all(configs).await;
+    for b in bound.values_mut() {
+        b.peers_mut().insert(4, "127.0.0.1:9".parse().unwrap());
+    }
+    let members: BTreeMap<NodeId, Member> = bound
+        .into_iter()
+        .map(|(pid, b)| (pid, start(b, MemoryStorage::default())))
+        .collect();
+    wait_common_leader(&members).await;
+    let target = &members[&1];
+    let addr = target.transport.local_addr();
+    let max = common::MAX_FRAME;
+
+    for (i, body) in [
+        common::stop_sign_attack(4, 1, max),
+        common::minimal_entries_attack(4, 1, max),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        assert_eq!(body.len(), max, "a max-size frame");
+        let mut s = common::dial_as(addr, CLUSTER_ID, 4, 1).await;
+        // The node may close before it has read the whole frame.
+        let _ = s.write_all(&common::frame(&body)).await;
+        assert_closed_by_server(&mut s).await;
+        wait_stats(&target.transport, "the refused frame counted", |st| {
+            st.peers[&4].invalid == i as u64 + 1
+        })
+        .await;
+    }
+
+    // The same peer, reconnected, is heard again, and a legitimate batch
+    // that fills a frame is decoded and handed to the node (which ignores
+    // it: its ballot is stale).
+    let mut s = common::dial_as(addr, CLUSTER_ID, 4, 1).await;
+    let batch = common::large_batch(4, 1, max);
+    let heartbeat = common::encode(&common::heartbeat(4, 1));
+    s.write_all(&[common::frame(&batch), common::frame(&heartbeat)].concat())
+        .await
+        .unwrap();
+    wait_stats(&target.transport, "both messages", |st| {
+        st.peers[&4].received == 2
+    })
+    .await;
+    let stats = target.transport.stats();
+    assert_eq!(stats.peers[&4].invalid, 2, "{stats:?}");
+    assert!(stats.peers[&4].inbound_connected, "{stats:?}");
+
+    // The node still decides with its other peers.
+    let idx = target.node.append(Value(1)).await.unwrap();
+    for m in members.values() {
+        wait_decided(&m.node, idx + 1).await;
+    }
+    wait_stats(&target.transport, "the batch to be handled", |st| {
+        st.peers[&4].in_flight_bytes == 0
+    })
+    .await;
+    drop(s);
     stop_all(members).await;
 }

@@ -3,6 +3,7 @@
 use super::NetError;
 use omnipaxos::util::NodeId;
 use std::{collections::BTreeMap, fmt, net::SocketAddr, time::Duration};
+use tokio::sync::Semaphore;
 
 /// The configuration of one node's [`Transport`](super::Transport).
 ///
@@ -19,6 +20,7 @@ use std::{collections::BTreeMap, fmt, net::SocketAddr, time::Duration};
 /// let mut config = NetConfig::new(42, 2, "0.0.0.0:7000".parse().unwrap(), peers);
 /// config.psk = Some(b"a secret every member knows".to_vec());
 /// assert_eq!(config.max_frame_bytes, 64 << 20);
+/// assert_eq!(config.max_decoded_bytes_per_frame, 256 << 20);
 /// ```
 #[derive(Clone)]
 pub struct NetConfig {
@@ -40,9 +42,51 @@ pub struct NetConfig {
     pub psk: Option<Vec<u8>>,
     /// The largest frame (one encoded message, without its 4-byte length) this
     /// node sends or accepts. A peer announcing a larger frame is
-    /// disconnected; a larger outgoing message is dropped and counted. Must be
-    /// between 1 and `u32::MAX`. Default 64 MiB.
+    /// disconnected; a larger outgoing message is dropped and counted. Each
+    /// inbound link keeps a read buffer of up to this size. Must be between 1
+    /// and `u32::MAX`. Default 64 MiB.
+    ///
+    /// One peer's traffic can make this node hold at most
+    /// `max_frame_bytes + max_decoded_bytes_per_frame +
+    /// max_in_flight_bytes_per_peer` bytes as the transport counts them,
+    /// about `max_frame_bytes + 2 × (max_decoded_bytes_per_frame +
+    /// max_in_flight_bytes_per_peer)` as the allocator does (1.1 GiB with the
+    /// defaults); the [module docs](super#memory) explain the accounting.
     pub max_frame_bytes: usize,
+    /// The most memory one frame may decode to: `size_of::<Message<T>>()`,
+    /// plus the in-memory size of the element type for every element of a
+    /// sequence or map in it (`size_of::<T>()` for each entry), plus the
+    /// length of every string and byte buffer. A frame that would decode to
+    /// more is refused before its collections grow, counted in
+    /// [`PeerStats::invalid`](super::PeerStats::invalid), and its connection
+    /// dropped, as for an undecodable frame. A frame thus carries at most
+    /// `max_decoded_bytes_per_frame / size_of::<T>()` entries.
+    ///
+    /// Default 256 MiB, four times the default `max_frame_bytes`. Strings and
+    /// byte buffers hold about what they take on the wire, integers up to
+    /// eight times as much (a varint `u64` is one byte on the wire and eight
+    /// in memory); realistic entries mix both and hold one to four times
+    /// their encoded size (commands of the shape of the kv_store example's:
+    /// 1.6 for puts of a 16-byte key and a 100-byte value, 3.4 for deletes of
+    /// a 16-byte key), so a log sync of such entries that fits a frame
+    /// decodes. A frame of small integers or nearly empty entries (above four
+    /// bytes of memory per byte on the wire: a stop-sign listing a node id
+    /// per byte holds eight, a batch of empty kv commands nineteen) is
+    /// refused once it passes a quarter of the maximum frame. Raise this
+    /// setting with `max_frame_bytes`, and for entry types that are mostly
+    /// small integers. Must be at least 1 and at most
+    /// `max_in_flight_bytes_per_peer`.
+    pub max_decoded_bytes_per_frame: usize,
+    /// The most decoded memory (counted as for `max_decoded_bytes_per_frame`)
+    /// that one peer's Sequence Paxos messages may hold from when they are
+    /// handed to the node until the node has handled them. While a peer's
+    /// messages hold this much, its link waits before handing over the next
+    /// one, and so stops reading from the peer. Leader election messages are
+    /// exempt: each is a fixed-size value of 72 bytes, and the
+    /// node's channel for them has a bounded capacity. Must be at least
+    /// `max_decoded_bytes_per_frame`, so that every frame can be handed over,
+    /// and at most `usize::MAX / 8`. Default 256 MiB.
+    pub max_in_flight_bytes_per_peer: usize,
     /// How many messages may wait for one peer, per protocol (leader election
     /// messages have a queue of their own, which is sent first). When a queue
     /// is full the newest message is dropped and counted; the node is never
@@ -72,6 +116,8 @@ impl NetConfig {
             peers,
             psk: None,
             max_frame_bytes: 64 << 20,
+            max_decoded_bytes_per_frame: 256 << 20,
+            max_in_flight_bytes_per_peer: 256 << 20,
             peer_queue_capacity: 4096,
             reconnect_backoff_min: Duration::from_millis(20),
             reconnect_backoff_max: Duration::from_secs(1),
@@ -95,6 +141,21 @@ impl NetConfig {
         }
         if self.max_frame_bytes == 0 || u32::try_from(self.max_frame_bytes).is_err() {
             return invalid("max_frame_bytes", "must be between 1 and u32::MAX");
+        }
+        if self.max_decoded_bytes_per_frame == 0 {
+            return invalid("max_decoded_bytes_per_frame", "must be at least 1");
+        }
+        if self.max_in_flight_bytes_per_peer < self.max_decoded_bytes_per_frame {
+            return invalid(
+                "max_in_flight_bytes_per_peer",
+                "must not be less than max_decoded_bytes_per_frame",
+            );
+        }
+        if self.max_in_flight_bytes_per_peer > Semaphore::MAX_PERMITS {
+            return invalid(
+                "max_in_flight_bytes_per_peer",
+                "must be at most usize::MAX / 8",
+            );
         }
         if self.peer_queue_capacity == 0 {
             return invalid("peer_queue_capacity", "must be at least 1");
@@ -122,6 +183,14 @@ impl fmt::Debug for NetConfig {
             .field("peers", &self.peers)
             .field("psk", &self.psk.as_ref().map(|_| "<redacted>"))
             .field("max_frame_bytes", &self.max_frame_bytes)
+            .field(
+                "max_decoded_bytes_per_frame",
+                &self.max_decoded_bytes_per_frame,
+            )
+            .field(
+                "max_in_flight_bytes_per_peer",
+                &self.max_in_flight_bytes_per_peer,
+            )
             .field("peer_queue_capacity", &self.peer_queue_capacity)
             .field("reconnect_backoff_min", &self.reconnect_backoff_min)
             .field("reconnect_backoff_max", &self.reconnect_backoff_max)

@@ -2,9 +2,12 @@
 //!
 //! A frame is a 4-byte big-endian length `n` followed by `n` bytes of body.
 //! Bodies are encoded with bincode 1 `DefaultOptions` (varint integers,
-//! little-endian), decoded with a size limit (no allocation past the frame)
-//! and with trailing bytes rejected.
+//! little-endian) and decoded with trailing bytes rejected. A decode reads no
+//! byte past its frame (bincode's size limit), and builds no value holding
+//! more memory than the budget it is given (the [`budget`](super::budget)
+//! adapter): bincode's limit alone bounds what is read, not what is built.
 
+use super::budget::{Budget, Charged};
 use bincode::Options;
 use serde::{Serialize, de::DeserializeOwned};
 use std::io;
@@ -12,6 +15,9 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// The length prefix: a big-endian `u32`.
 const HEADER_BYTES: usize = 4;
+/// The first room a frame buffer is given; it doubles from there as a body
+/// arrives, up to the maximum frame.
+const FIRST_READ_BYTES: usize = 8 << 10;
 
 /// Why a frame could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -46,7 +52,9 @@ fn codec(limit: usize) -> impl Options {
 /// the connection closed cleanly before a frame began.
 ///
 /// The body is read as it arrives rather than allocated up front from the
-/// announced length, so a peer cannot make us reserve memory it does not send.
+/// announced length, so a peer cannot make us reserve memory it does not send;
+/// and `buf` grows by doubling but never past `max` (a buffer left to grow by
+/// itself may reach twice the largest frame).
 pub(super) async fn read_frame<R: AsyncRead + Unpin>(
     r: &mut R,
     max: usize,
@@ -65,10 +73,25 @@ pub(super) async fn read_frame<R: AsyncRead + Unpin>(
     if len > max as u64 {
         return Err(FrameError::TooLarge { len, max });
     }
+    // `len <= max`, a `usize`.
+    let len = len as usize;
     buf.clear();
-    let read = r.take(len).read_to_end(buf).await?;
-    if read as u64 != len {
-        return Err(FrameError::Truncated);
+    while buf.len() < len {
+        if buf.len() == buf.capacity() {
+            // The doubling stops at `max` rather than at this frame's
+            // length, so a later frame a few bytes longer does not copy the
+            // whole buffer again.
+            let room = buf
+                .capacity()
+                .saturating_mul(2)
+                .max(FIRST_READ_BYTES)
+                .min(max);
+            buf.reserve_exact(room - buf.len());
+        }
+        let left = (len - buf.len()) as u64;
+        if (&mut *r).take(left).read_buf(buf).await? == 0 {
+            return Err(FrameError::Truncated);
+        }
     }
     Ok(true)
 }
@@ -101,9 +124,45 @@ pub(super) fn encode_frame<M: Serialize>(
     }
 }
 
-/// Decodes a frame body; the whole body must be one message.
-pub(super) fn decode<M: DeserializeOwned>(body: &[u8]) -> Result<M, bincode::Error> {
-    codec(body.len()).deserialize(body)
+/// Why a frame body could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum DecodeError {
+    /// Decoding would build a value holding more memory than a frame may: the
+    /// peer sent a message past the budget, as an attack or because its own
+    /// budget is larger than ours.
+    #[error(
+        "the message would hold at least {needed} bytes of memory, more than the {budget} a frame may"
+    )]
+    OverBudget { needed: usize, budget: usize },
+    /// The body is not one encoded value of the expected type.
+    #[error("{0}")]
+    Malformed(bincode::Error),
+}
+
+/// A decoded frame body, and the memory it holds by the budget's accounting.
+#[derive(Debug)]
+pub(super) struct Decoded<M> {
+    pub(super) value: M,
+    pub(super) charged: usize,
+}
+
+/// Decodes a frame body, which must be one `M` building at most `budget`
+/// bytes of memory (see [`budget`](super::budget) for what is counted).
+pub(super) fn decode<M: DeserializeOwned>(
+    body: &[u8],
+    budget: usize,
+) -> Result<Decoded<M>, DecodeError> {
+    let meter = Budget::new(budget);
+    match codec(body.len()).deserialize_seed(Charged::<M>::new(&meter), body) {
+        Ok(value) => Ok(Decoded {
+            value,
+            charged: meter.used(),
+        }),
+        Err(e) => Err(match meter.refused() {
+            Some(needed) => DecodeError::OverBudget { needed, budget },
+            None => DecodeError::Malformed(e),
+        }),
+    }
 }
 
 #[cfg(test)]
@@ -118,9 +177,11 @@ mod tests {
         let mut r = &wire[..];
         let mut buf = Vec::new();
         assert!(read_frame(&mut r, 1024, &mut buf).await.unwrap());
-        assert_eq!(decode::<(u64, String)>(&buf).unwrap(), (7, "seven".into()));
+        let d = decode::<(u64, String)>(&buf, 1024).unwrap();
+        assert_eq!(d.value, (7, "seven".into()));
+        assert_eq!(d.charged, size_of::<(u64, String)>() + "seven".len());
         assert!(read_frame(&mut r, 1024, &mut buf).await.unwrap());
-        assert_eq!(decode::<u8>(&buf).unwrap(), 1);
+        assert_eq!(decode::<u8>(&buf, 1).unwrap().value, 1);
         assert!(!read_frame(&mut r, 1024, &mut buf).await.unwrap());
     }
 
@@ -160,7 +221,13 @@ mod tests {
     #[test]
     fn garbage_and_trailing_bytes_do_not_decode() {
         // A varint length claiming far more elements than the body holds.
-        assert!(decode::<Vec<u64>>(&[0xfd, 0xff, 0xff, 0xff, 0xff]).is_err());
-        assert!(decode::<u8>(&[1, 2]).is_err());
+        assert!(matches!(
+            decode::<Vec<u64>>(&[0xfd, 0xff, 0xff, 0xff, 0xff], 1024),
+            Err(DecodeError::Malformed(_))
+        ));
+        assert!(matches!(
+            decode::<u8>(&[1, 2], 1024),
+            Err(DecodeError::Malformed(_))
+        ));
     }
 }

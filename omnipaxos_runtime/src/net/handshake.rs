@@ -4,7 +4,7 @@
 
 use super::{
     NetConfig,
-    frame::{EncodeError, FrameError, decode, encode_frame, read_frame},
+    frame::{DecodeError, EncodeError, FrameError, decode, encode_frame, read_frame},
 };
 use hmac::{Hmac, Mac};
 use omnipaxos::util::NodeId;
@@ -106,7 +106,7 @@ pub(super) enum HandshakeError {
     #[error("the peer speaks wire version {0}, this node speaks version {VERSION}")]
     Version(u16),
     #[error("undecodable handshake message: {0}")]
-    Decode(#[from] bincode::Error),
+    Decode(#[from] DecodeError),
     #[error("unexpected handshake message")]
     Unexpected,
     #[error("cannot draw a random nonce: {0}")]
@@ -209,7 +209,9 @@ async fn read_msg<S: AsyncRead + Unpin, M: DeserializeOwned>(
     if !read_frame(s, MAX_HANDSHAKE_FRAME, buf).await? {
         return Err(HandshakeError::Closed);
     }
-    Ok(decode(buf)?)
+    // Handshake messages are fixed-size: they may hold nothing beyond
+    // themselves.
+    Ok(decode(buf, size_of::<M>())?.value)
 }
 
 async fn write_msg<S: AsyncWrite + Unpin, M: Serialize>(

@@ -3,10 +3,11 @@
 
 use super::{
     NetConfig,
-    frame::{FrameError, decode, read_frame},
+    frame::{DecodeError, Decoded, FrameError, decode, read_frame},
     handshake::{self, HANDSHAKE_TIMEOUT},
     stats::{Counters, PeerCounters},
 };
+use crate::node::Delivery;
 use omnipaxos::{
     messages::{BLEMessage, Message},
     storage::Entry,
@@ -36,7 +37,13 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 pub(super) struct Inbound<T: Entry> {
     pub(super) config: Arc<NetConfig>,
     pub(super) counters: Arc<Counters>,
-    pub(super) sp_in: mpsc::Sender<Message<T>>,
+    /// Sequence Paxos messages go to the node's delivery channel with their
+    /// charge, so that their sender's in-flight budget is released only once
+    /// the node has handled them.
+    pub(super) sp_in: mpsc::Sender<Delivery<T>>,
+    /// Leader election messages take no share of a budget: each is a
+    /// fixed-size `BLEMessage` of 72 bytes, and the node's channel for them
+    /// holds a bounded number.
     pub(super) ble_in: mpsc::Sender<BLEMessage>,
     pub(super) cancel: CancellationToken,
     pub(super) tracker: TaskTracker,
@@ -69,7 +76,7 @@ enum ReadEnd {
     #[error("bad frame: {0}")]
     Frame(#[from] FrameError),
     #[error("undecodable message: {0}")]
-    Undecodable(#[from] bincode::Error),
+    Undecodable(#[from] DecodeError),
 }
 
 impl<T> Inbound<T>
@@ -151,8 +158,9 @@ where
     }
 
     /// Reads frames from peer `pid`, delivering each valid message to the
-    /// node. Waits while the node's incoming channel is full, which pushes
-    /// back through TCP to the peer, whose queue for us then drops.
+    /// node. Waits while the peer's in-flight budget is used up or the node's
+    /// incoming channel is full, which pushes back through TCP to the peer,
+    /// whose queue for us then drops.
     async fn read_loop(
         &self,
         pid: NodeId,
@@ -180,9 +188,21 @@ where
                 Ok(false) => return ReadEnd::Closed,
                 Err(e) => return e.into(),
             }
-            let msg: Message<T> = match decode(&buf) {
-                Ok(m) => m,
-                Err(e) => return e.into(),
+            let Decoded {
+                value: msg,
+                charged,
+            } = match decode::<Message<T>>(&buf, self.config.max_decoded_bytes_per_frame) {
+                Ok(d) => d,
+                Err(e) => {
+                    // A peer running our code sends neither an undecodable
+                    // frame nor, with our settings, one past its memory
+                    // budget: it is hostile, broken or configured otherwise.
+                    // As for any frame that breaks the wire format the link
+                    // is dropped (the log line says why), and the peer dials
+                    // again.
+                    stats.invalid.fetch_add(1, Relaxed);
+                    return e.into();
+                }
             };
             let (from, to) = (msg.get_sender(), msg.get_receiver());
             if from != pid || to != self.config.pid {
@@ -210,7 +230,7 @@ where
             let delivered = tokio::select! {
                 biased;
                 () = token.cancelled() => return ended(),
-                r = self.deliver(msg) => r,
+                r = self.deliver(msg, charged, stats) => r,
             };
             if !delivered {
                 // The node stopped; the router shuts the transport down.
@@ -220,11 +240,16 @@ where
         }
     }
 
-    /// Hands a message to the node; `false` if the node has stopped.
-    async fn deliver(&self, msg: Message<T>) -> bool {
+    /// Hands a message to the node, a Sequence Paxos one once its `charged`
+    /// bytes fit into the peer's in-flight budget; `false` if the node has
+    /// stopped.
+    async fn deliver(&self, msg: Message<T>, charged: usize, stats: &PeerCounters) -> bool {
         match msg {
             Message::BLE(m) => self.ble_in.send(m).await.is_ok(),
-            m => self.sp_in.send(m).await.is_ok(),
+            msg => {
+                let charge = stats.in_flight.admit(charged).await;
+                self.sp_in.send(Delivery { msg, charge }).await.is_ok()
+            }
         }
     }
 }

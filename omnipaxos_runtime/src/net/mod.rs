@@ -62,8 +62,10 @@
 //! 256 bytes; after the handshake each frame is one
 //! [`Message`](omnipaxos::messages::Message) of at most
 //! [`NetConfig::max_frame_bytes`]. A frame announcing more, a body that does
-//! not decode, or bytes that are not a preface end the connection with a log
-//! line; the node keeps serving and the dialer dials again.
+//! not decode or would build more than
+//! [`NetConfig::max_decoded_bytes_per_frame`] of memory (see
+//! [Memory](#memory)), or bytes that are not a preface end the connection
+//! with a log line; the node keeps serving and the dialer dials again.
 //!
 //! # Handshake
 //!
@@ -105,8 +107,9 @@
 //! ([`PeerStats::dropped`]); the node is never blocked, and the protocol
 //! resends what matters. Messages for a node that is not a configured peer
 //! are dropped and counted ([`NetStats::unknown_receiver`]). On the
-//! receiving side a link waits while the node's incoming channel is full,
-//! which pushes back through TCP to the sender's queue.
+//! receiving side a link waits while the node's incoming channel is full or
+//! the peer's messages already hold their in-flight budget (see
+//! [Memory](#memory)), which pushes back through TCP to the sender's queue.
 //!
 //! A peer that cannot be dialed, or whose link fails, is dialed again after
 //! an exponential backoff with jitter, from
@@ -119,6 +122,58 @@
 //! been down, the transport calls [`OmniPaxosNode::reconnected`] so the
 //! protocol resynchronises with the peer.
 //!
+//! # Memory
+//!
+//! What a peer sends can make this node hold memory in three places, each
+//! bounded by a setting:
+//!
+//! - **The frame being read**: its body, in a buffer of the link that grows
+//!   to the largest frame read and is kept while the link lasts, at most
+//!   [`NetConfig::max_frame_bytes`] (`F`).
+//! - **The message being decoded**, or decoded and waiting to be handed to
+//!   the node: at most [`NetConfig::max_decoded_bytes_per_frame`] (`D`). A
+//!   message is charged, as it is decoded and before its memory is
+//!   allocated, `size_of::<Message<T>>()` for itself, the in-memory size of
+//!   the element type for every element of a sequence or map
+//!   (`size_of::<T>()` for each entry, eight bytes for each node id of a
+//!   stop-sign), and the length of every string and byte buffer (an entry's
+//!   `String` fields included). A sequence is charged for all the elements
+//!   its length prefix announces before its first one is decoded, so a
+//!   frame whose charge would pass `D` is refused before its collections
+//!   grow; it is counted in [`PeerStats::invalid`] and its connection
+//!   dropped. A frame thus carries at most `D / size_of::<T>()` entries.
+//! - **Messages handed to the node** and not yet handled: at most
+//!   [`NetConfig::max_in_flight_bytes_per_peer`] (`I`) of charges. Each
+//!   message holds its charge until the node has handled it; a link whose
+//!   peer's messages hold `I` waits before handing over the next. Leader
+//!   election messages take no charge: each is a fixed
+//!   `size_of::<BLEMessage>()` bytes (72 on 64-bit targets), and all peers'
+//!   together wait in one node channel of bounded capacity.
+//!
+//! So, per peer, with `T` the entry type:
+//!
+//! ```text
+//! charged   <=  F + D + I
+//! allocated <~  F + 2 × (D + I)
+//! entries   <=  (D + I) / size_of::<T>()   (decoding, waiting or queued)
+//! ```
+//!
+//! The charge counts what values hold; the allocator may hand out up to
+//! twice that, as a `Vec` that grows by doubling may have room for twice its
+//! length (a hash map a little more). With the defaults (`F` 64 MiB, `D` and
+//! `I` 256 MiB) that is about 1.1 GiB per peer at the very worst, reached
+//! only by a peer that sends frame-sized messages of the densest kind faster
+//! than the node handles them; a server may face it from each of its peers
+//! at once, and leader election messages add at most
+//! `channel_capacity × size_of::<BLEMessage>()` for all of them together
+//! (under 300 KiB with the default 4096). Lower the three settings together
+//! to bound it further (`D` may not exceed `I`), bearing in mind that a
+//! message whose charge passes `D` is refused, and that a log sync is one
+//! message until chunking lands. Memory that an entry type's own
+//! `Deserialize` allocates outside serde's sequences, maps, strings and byte
+//! buffers (the target of a `Box` or an `Arc` field) is not seen by the
+//! charge; such a type should count it in by lowering `D` and `I`.
+//!
 //! # Stopping
 //!
 //! [`Transport::shutdown`] ends every task the transport spawned, closes the
@@ -128,10 +183,12 @@
 //! transport runs until [`OmniPaxosNode::shutdown`] or until the transport
 //! is shut down and every other clone dropped.
 
+mod budget;
 mod config;
 mod error;
 mod frame;
 mod handshake;
+mod in_flight;
 mod inbound;
 mod outbound;
 mod stats;
@@ -303,13 +360,20 @@ impl BoundTransport {
             });
         }
         let config = Arc::new(config);
-        let counters = Arc::new(Counters::new(config.peers.keys().copied()));
+        let counters = Arc::new(Counters::new(
+            config.peers.keys().copied(),
+            config.max_in_flight_bytes_per_peer,
+        ));
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
+        // Sequence Paxos messages reach the node on its delivery channel,
+        // which carries each message's charge against its sender's in-flight
+        // budget; the handle's own `incoming` is not needed.
         let SequencePaxosHandle {
-            incoming: sp_in,
+            incoming: _,
             outgoing: sp_out,
         } = seq_paxos_handle;
+        let sp_in = node.deliveries();
         let BLEHandle {
             incoming: ble_in,
             outgoing: ble_out,

@@ -1,5 +1,6 @@
 //! [`NetStats`]: counters a transport keeps, and their shared, lock-free store.
 
+use super::in_flight::InFlight;
 use omnipaxos::util::NodeId;
 use std::{
     collections::BTreeMap,
@@ -11,7 +12,8 @@ use std::{
 use tokio_util::sync::CancellationToken;
 
 /// A snapshot of a transport's counters, from [`Transport::stats`](super::Transport::stats).
-/// Counters only grow while the transport runs.
+/// Counters only grow while the transport runs; the flags and
+/// [`PeerStats::in_flight_bytes`] tell the state now.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct NetStats {
@@ -40,9 +42,16 @@ pub struct PeerStats {
     /// Messages for the peer that were dropped: its queue was full, or the
     /// message was larger than the maximum frame or could not be encoded.
     pub dropped: u64,
-    /// Messages the peer sent that were dropped because they claimed another
-    /// sender or were addressed to another node than us.
+    /// Frames from the peer that were dropped: their message claimed another
+    /// sender or was addressed to another node than us, could not be decoded,
+    /// or would have built more than
+    /// [`NetConfig::max_decoded_bytes_per_frame`](super::NetConfig::max_decoded_bytes_per_frame)
+    /// of memory. The last two also end the connection (the log says which).
     pub invalid: u64,
+    /// The decoded bytes of the peer's messages that the node has not handled
+    /// yet, at most
+    /// [`NetConfig::max_in_flight_bytes_per_peer`](super::NetConfig::max_in_flight_bytes_per_peer).
+    pub in_flight_bytes: u64,
     /// How often the outbound link came back after having been down; each
     /// time the node was told with [`OmniPaxosNode::reconnected`](crate::OmniPaxosNode::reconnected).
     pub reconnects: u64,
@@ -56,8 +65,8 @@ pub(super) struct Counters {
     pub(super) rejected_connections: AtomicU64,
 }
 
-/// The live counters of one peer.
-#[derive(Debug, Default)]
+/// The live counters of one peer, and the state its links share.
+#[derive(Debug)]
 pub(super) struct PeerCounters {
     pub(super) connected: AtomicBool,
     pub(super) sent: AtomicU64,
@@ -70,12 +79,18 @@ pub(super) struct PeerCounters {
     /// A newer connection from the same peer replaces and ends the older.
     inbound: Mutex<Option<(u64, CancellationToken)>>,
     next_inbound: AtomicU64,
+    /// What the peer's messages hold while the node has not handled them.
+    pub(super) in_flight: InFlight,
 }
 
 impl Counters {
-    pub(super) fn new(peers: impl IntoIterator<Item = NodeId>) -> Self {
+    /// Counters for `peers`, each with an in-flight budget of `in_flight_bytes`.
+    pub(super) fn new(peers: impl IntoIterator<Item = NodeId>, in_flight_bytes: usize) -> Self {
         Self {
-            peers: peers.into_iter().map(|pid| (pid, Arc::default())).collect(),
+            peers: peers
+                .into_iter()
+                .map(|pid| (pid, Arc::new(PeerCounters::new(in_flight_bytes))))
+                .collect(),
             unknown_receiver: AtomicU64::new(0),
             rejected_connections: AtomicU64::new(0),
         }
@@ -95,6 +110,20 @@ impl Counters {
 }
 
 impl PeerCounters {
+    fn new(in_flight_bytes: usize) -> Self {
+        Self {
+            connected: AtomicBool::new(false),
+            sent: AtomicU64::new(0),
+            received: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            invalid: AtomicU64::new(0),
+            reconnects: AtomicU64::new(0),
+            inbound: Mutex::new(None),
+            next_inbound: AtomicU64::new(0),
+            in_flight: InFlight::new(in_flight_bytes),
+        }
+    }
+
     fn snapshot(&self) -> PeerStats {
         PeerStats {
             connected: self.connected.load(Relaxed),
@@ -103,6 +132,7 @@ impl PeerCounters {
             received: self.received.load(Relaxed),
             dropped: self.dropped.load(Relaxed),
             invalid: self.invalid.load(Relaxed),
+            in_flight_bytes: self.in_flight.used() as u64,
             reconnects: self.reconnects.load(Relaxed),
         }
     }
