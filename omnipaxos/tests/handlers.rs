@@ -1,14 +1,17 @@
 //! One message into a fresh node, then the exact messages out and the exact
 //! storage effect: a test per handler (STYLE.md 13).
 
+use common::{N, Sum};
 use omnipaxos::{
     Ballot, Migration, OmniPaxos, OmniPaxosConfig, ProposeErr, ReadError, ReconfigurationRequest,
     messages::*,
-    storage::{Entry, NoSnapshot, Snapshot, Storage},
+    storage::{Entry, NoSnapshot, Storage},
     util::{ConfigurationEnd, LogEntry, StopSign},
 };
 use omnipaxos_storage::memory_storage::MemoryStorage;
 use pretty_assertions::assert_eq;
+
+mod common;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct E(u64);
@@ -930,32 +933,6 @@ fn a_leader_that_re_prepares_never_appends_its_old_batch_after_an_adopted_stop_s
         vec![],
         "{id:?} is not decided in this configuration"
     );
-}
-
-/// An entry whose snapshot is the sum of the entries, for log syncs that
-/// ship a snapshot.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct N(u64);
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Sum(u64);
-
-impl Entry for N {
-    type Snapshot = Sum;
-}
-
-impl Snapshot<N> for Sum {
-    fn create(entries: &[N]) -> Self {
-        Self(entries.iter().map(|e| e.0).sum())
-    }
-
-    fn merge(&mut self, delta: Self) {
-        self.0 += delta.0;
-    }
-
-    fn use_snapshots() -> bool {
-        true
-    }
 }
 
 fn sp_n(from: u64, to: u64, msg: PaxosMsg<N>) -> Message<N> {

@@ -5,14 +5,17 @@
 //! receiver's state as the protocol allows, and that the cluster still
 //! decides new entries afterwards.
 
+use common::{N, Sum};
 use omnipaxos::{
     Ballot, Migration, OmniPaxos, OmniPaxosConfig,
     messages::*,
-    storage::{Entry, NoSnapshot, Snapshot},
+    storage::{Entry, NoSnapshot},
     util::{LogEntry, NodeId},
 };
 use omnipaxos_storage::memory_storage::MemoryStorage;
 use std::collections::BTreeMap;
+
+mod common;
 
 const CONFIG: u32 = 1;
 
@@ -21,31 +24,6 @@ struct E(u64);
 
 impl Entry for E {
     type Snapshot = NoSnapshot;
-}
-
-/// An entry type with snapshots: the sum of the values.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct S(u64);
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Sum(u64);
-
-impl Entry for S {
-    type Snapshot = Sum;
-}
-
-impl Snapshot<S> for Sum {
-    fn create(entries: &[S]) -> Self {
-        Self(entries.iter().map(|e| e.0).sum())
-    }
-
-    fn merge(&mut self, delta: Self) {
-        self.0 += delta.0;
-    }
-
-    fn use_snapshots() -> bool {
-        true
-    }
 }
 
 /// A cluster of servers 1, 2, 3 on in-memory storage, every message
@@ -306,8 +284,8 @@ fn a_sync_with_a_snapshot_for_an_entry_type_without_snapshots_is_refused() {
 
 #[test]
 fn a_snapshot_sync_far_past_the_log_reserves_no_memory_from_its_index() {
-    let mut c = Cluster::<S>::new();
-    c.decides(S(1));
+    let mut c = Cluster::<N>::new();
+    c.decides(N(1));
     let (f, m) = (c.follower(), c.other_follower());
     // Past the highest index a server takes: refused.
     let n = prepared_by(&mut c, m, f);
@@ -319,7 +297,7 @@ fn a_snapshot_sync_far_past_the_log_reserves_no_memory_from_its_index() {
             LogSync {
                 decided_snapshot: Some(SnapshotType::Complete(Sum(5))),
                 sync_idx: u64::MAX - 1,
-                suffix: vec![S(1), S(2)],
+                suffix: vec![N(1), N(2)],
                 stopsign: None,
             },
         ),
@@ -337,7 +315,7 @@ fn a_snapshot_sync_far_past_the_log_reserves_no_memory_from_its_index() {
             LogSync {
                 decided_snapshot: Some(SnapshotType::Complete(Sum(5))),
                 sync_idx: 1 << 40,
-                suffix: vec![S(1)],
+                suffix: vec![N(1)],
                 stopsign: None,
             },
         ),
