@@ -239,3 +239,62 @@ impl Drop for OmniPaxosUI {
         let _ = self.stop();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_cluster::{states_at, three_node_cluster};
+
+    #[test]
+    fn tick_only_hands_over_the_states_and_keeps_the_latest_while_nothing_draws() {
+        let cluster = three_node_cluster();
+        let ui = OmniPaxosUI::with(UIAppConfig {
+            pid: 1,
+            peers: vec![2, 3],
+            ..Default::default()
+        });
+        assert!(!ui.is_started());
+        for _ in 0..1000 {
+            ui.tick(states_at(&cluster, 1));
+        }
+        ui.tick_cluster(vec![states_at(&cluster, 1), states_at(&cluster, 2)]);
+        // One value waits; every earlier one was dropped, not queued.
+        assert_eq!(ui.shared.updates.skipped(), 1000);
+        let Some(Update {
+            kind: UpdateKind::Cluster(states),
+            ..
+        }) = ui.shared.updates.take()
+        else {
+            panic!("the newest update waits in the slot");
+        };
+        assert_eq!(states.len(), 2);
+        assert!(ui.shared.updates.take().is_none());
+    }
+
+    #[test]
+    fn an_invalid_config_is_refused_before_the_terminal_is_touched() {
+        let mut ui = OmniPaxosUI::with(UIAppConfig::default());
+        assert!(matches!(
+            ui.start(),
+            Err(UiError::InvalidConfig { field: "pid", .. })
+        ));
+        assert!(!ui.is_started());
+        assert!(
+            ui.stop().is_ok(),
+            "stopping a dashboard never started is a no-op"
+        );
+    }
+
+    #[test]
+    fn the_logger_writes_to_the_log_pane_and_keys_wait_for_the_application() {
+        let ui = OmniPaxosUI::with(UIAppConfig {
+            pid: 1,
+            ..Default::default()
+        });
+        slog::info!(ui.logger(), "crashed node"; "pid" => 2);
+        let lines = ui.shared.log.newest(10);
+        assert_eq!(lines.len(), 1);
+        assert_eq!(lines[0].text, "crashed node pid=2");
+        assert_eq!(ui.take_key(), None);
+    }
+}
