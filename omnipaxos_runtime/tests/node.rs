@@ -351,6 +351,14 @@ async fn it_runs_on_a_multi_thread_runtime_as_under_tokio_main() {
     let c = Cluster::start(&[1, 2, 3]);
     c.leader().await;
     let idx = c.node(3).append(put(3, 3)).await.unwrap();
+    // The append resolves once the entry is decided, which node 1 learns
+    // from the leader's next message: on real threads that can come after
+    // the answer reached node 3, so wait for it instead of racing it.
+    c.node(1)
+        .watch_status()
+        .wait_for(|s| s.decided_idx > idx)
+        .await
+        .expect("node 1 runs");
     assert_eq!(
         c.node(1)
             .read(idx)
