@@ -12,7 +12,7 @@
 //! Reads are linearizable unless `stale=true`. Every error is an
 //! [`ErrorBody`] with a 4xx (the request's fault) or 5xx status.
 
-use omnipaxos::util::NodeId;
+use omnipaxos::{ui::OmniPaxosStates, util::NodeId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -108,6 +108,11 @@ pub struct StatusResponse {
     pub storage: String,
     /// Why the node stopped, if it did.
     pub stopped: Option<String>,
+    /// The protocol's own picture of this server and of each peer as it
+    /// sees it (`OmniPaxos::get_ui_states`): what `kv_store top` draws.
+    /// Absent if the node did not answer (it stopped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<OmniPaxosStates>,
 }
 
 /// What is known of a write that failed.

@@ -313,16 +313,16 @@ impl ProcessCluster {
     /// Fails if a server that should be running has exited.
     pub fn check_running(&mut self) -> Result<(), ClusterError> {
         for (&id, node) in &mut self.nodes {
-            if let Some(child) = &mut node.child {
-                if let Ok(Some(status)) = child.try_wait() {
-                    node.child = None;
-                    node.stdin = None;
-                    return Err(ClusterError::Exited {
-                        id,
-                        status: status.to_string(),
-                        log: tail(&node.log_path, 30),
-                    });
-                }
+            if let Some(child) = &mut node.child
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                node.child = None;
+                node.stdin = None;
+                return Err(ClusterError::Exited {
+                    id,
+                    status: status.to_string(),
+                    log: tail(&node.log_path, 30),
+                });
             }
         }
         Ok(())

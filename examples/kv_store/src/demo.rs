@@ -41,6 +41,8 @@ pub struct DemoOptions {
     pub memory: bool,
     /// Extra flags for every server.
     pub server_args: Vec<String>,
+    /// Show the cluster in the terminal dashboard while the demo runs.
+    pub ui: bool,
 }
 
 impl DemoOptions {
@@ -52,6 +54,7 @@ impl DemoOptions {
             phase: Duration::from_secs(3),
             memory: false,
             server_args: Vec::new(),
+            ui: false,
         }
     }
 }
@@ -131,6 +134,9 @@ pub enum DemoError {
     /// A read returned something other than the last acknowledged write.
     #[error("a read contradicted an acknowledged write: {0}")]
     StaleRead(String),
+    /// The terminal dashboard (`--ui`) could not start.
+    #[error("cannot show the dashboard: {0}")]
+    Ui(String),
     /// Acknowledged writes are missing or wrong at the end.
     #[error("{count} acknowledged writes were lost, e.g. {examples}")]
     LostWrites {
@@ -141,16 +147,29 @@ pub enum DemoError {
     },
 }
 
-/// Prints lines above the progress bar, or plainly when there is no terminal.
-#[derive(Clone, Debug)]
-struct Printer(ProgressBar);
+/// Where the demo says what it does: above the progress bar, plainly when
+/// there is no terminal, or into the dashboard's log pane with `--ui`.
+#[derive(Clone)]
+enum Printer {
+    Bar(ProgressBar),
+    Ui(slog::Logger),
+}
 
 impl Printer {
     fn line(&self, s: impl AsRef<str>) {
-        if self.0.is_hidden() {
-            println!("{}", s.as_ref());
-        } else {
-            self.0.println(s.as_ref());
+        match self {
+            Self::Bar(bar) if bar.is_hidden() => println!("{}", s.as_ref()),
+            Self::Bar(bar) => bar.println(s.as_ref()),
+            Self::Ui(log) => slog::info!(log, "{}", s.as_ref()),
+        }
+    }
+
+    /// Shows the running figures: the progress bar's message, or (with the
+    /// dashboard, whose status line `feed_dashboard` keeps) nothing.
+    fn progress(&self, s: impl Into<String>) {
+        if let Self::Bar(bar) = self {
+            bar.set_message(s.into());
+            bar.tick();
         }
     }
 }
@@ -285,15 +304,43 @@ const CATCH_UP_WAIT: Duration = Duration::from_secs(30);
 /// Runs the demo, printing as it goes. The cluster (processes and
 /// directories) is cleaned up when this returns or when the future is dropped.
 pub async fn run_demo(opts: &DemoOptions) -> Result<DemoReport, DemoError> {
+    if opts.ui {
+        // The dashboard owns the terminal: no progress bar, and lines go to
+        // its log pane. It is named after server 1 of the demo's cluster.
+        let config = omnipaxos_ui::UIAppConfig {
+            pid: 1,
+            peers: vec![2, 3],
+            title: "kv_store demo".to_owned(),
+            ..omnipaxos_ui::UIAppConfig::default()
+        };
+        let mut ui = omnipaxos_ui::OmniPaxosUI::with(config);
+        ui.start().map_err(|e| DemoError::Ui(e.to_string()))?;
+        let out = Printer::Ui(ui.logger());
+        let ui = Arc::new(ui);
+        let result = Demo::run(opts, &out, Some(ui.clone())).await;
+        if let Ok(mut ui) = Arc::try_unwrap(ui) {
+            let _ = ui.stop();
+        }
+        return result;
+    }
     let bar = ProgressBar::new_spinner();
     bar.set_style(
         ProgressStyle::with_template("{spinner:.green} {elapsed_precise} {msg}")
             .expect("the progress template is valid"),
     );
-    let out = Printer(bar.clone());
-    let result = Demo::run(opts, &out).await;
+    let out = Printer::Bar(bar.clone());
+    let result = Demo::run(opts, &out, None).await;
     bar.finish_and_clear();
     result
+}
+
+/// Feeds the dashboard the states of the cluster's servers until dropped.
+async fn feed_dashboard(ui: Arc<omnipaxos_ui::OmniPaxosUI>, clients: Vec<KvClient>) {
+    loop {
+        let poll = crate::top::poll(&clients, Duration::from_millis(300)).await;
+        ui.tick_cluster(poll.states);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// A running demo: where it prints and the cluster it drives.
@@ -303,7 +350,11 @@ struct Demo<'a> {
 }
 
 impl<'a> Demo<'a> {
-    async fn run(opts: &DemoOptions, out: &'a Printer) -> Result<DemoReport, DemoError> {
+    async fn run(
+        opts: &DemoOptions,
+        out: &'a Printer,
+        ui: Option<Arc<omnipaxos_ui::OmniPaxosUI>>,
+    ) -> Result<DemoReport, DemoError> {
         out.line(format!(
             "kv_store demo: 3 servers as child processes on 127.0.0.1, {} storage, {} concurrent clients",
             if opts.memory { "in-memory" } else { "persistent" },
@@ -329,12 +380,31 @@ impl<'a> Demo<'a> {
                     .display(),
             ));
         }
+        // With `--ui`, a task polls every server's status for the dashboard
+        // while the demo runs (it ends with the demo).
+        let feeder = match ui {
+            Some(ui) => {
+                let clients = demo
+                    .cluster
+                    .ids()
+                    .into_iter()
+                    .filter_map(|id| demo.cluster.client(id).ok())
+                    .collect();
+                Some(tokio::spawn(feed_dashboard(ui, clients)))
+            }
+            None => None,
+        };
         let leader = demo.cluster.wait_for_leader(ELECTION_WAIT).await?;
         out.line(format!(
             "server {leader} leads ({} after the processes were started)",
             ms(started.elapsed())
         ));
-        demo.workload(opts, leader).await
+        let report = demo.workload(opts, leader).await;
+        if let Some(feeder) = feeder {
+            feeder.abort();
+            let _ = feeder.await;
+        }
+        report
     }
 
     async fn workload(
@@ -367,7 +437,7 @@ impl<'a> Demo<'a> {
         let clients: Vec<JoinHandle<Vec<(String, String)>>> = (0..opts.clients)
             .map(|i| tokio::spawn(client_loop(Arc::clone(&w), i)))
             .collect();
-        let ticker = tokio::spawn(progress(out.0.clone(), Arc::clone(&w), t0));
+        let ticker = tokio::spawn(progress(out.clone(), Arc::clone(&w), t0));
         out.line("workload: each client puts fresh keys and reads its own back (linearizable GETs), any server");
 
         // Phase 1: steady state.
@@ -458,7 +528,7 @@ impl<'a> Demo<'a> {
         }
         let duration = t0.elapsed();
         ticker.abort();
-        out.0.set_message("");
+        out.progress("");
 
         let stale = std::mem::take(&mut *lock(&w.stale_reads));
         if let Some(first) = stale.first() {
@@ -522,7 +592,7 @@ impl<'a> Demo<'a> {
 }
 
 /// Updates the progress line five times a second.
-async fn progress(bar: ProgressBar, w: Arc<Workload>, t0: Instant) {
+async fn progress(out: Printer, w: Arc<Workload>, t0: Instant) {
     let mut last = (Instant::now(), 0u64);
     loop {
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -530,12 +600,11 @@ async fn progress(bar: ProgressBar, w: Arc<Workload>, t0: Instant) {
         let now = Instant::now();
         let rate = (ops - last.1) as f64 / (now - last.0).as_secs_f64();
         last = (now, ops);
-        bar.set_message(format!(
+        out.progress(format!(
             "{ops} ops ({rate:.0}/s now, {:.0}/s overall), {} retried",
             ops as f64 / t0.elapsed().as_secs_f64(),
             w.retries.load(Ordering::Relaxed)
         ));
-        bar.tick();
     }
 }
 

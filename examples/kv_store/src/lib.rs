@@ -23,6 +23,7 @@ pub mod cluster;
 pub mod demo;
 pub mod server;
 pub mod store;
+pub mod top;
 
 pub use client::{ClientError, KvClient};
 pub use server::{Server, ServerError, ServerOptions, StorageChoice};

@@ -43,6 +43,19 @@ enum Command {
     Demo(DemoArgs),
     /// Run one server of a cluster.
     Server(Box<ServerArgs>),
+    /// Draw a running cluster in the terminal dashboard, polling every
+    /// server's GET /status ('q' leaves).
+    Top {
+        /// The servers' HTTP addresses: URL[,URL...].
+        #[arg(long, value_delimiter = ',', required = true)]
+        server: Vec<String>,
+        /// Milliseconds between two polls.
+        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(50..))]
+        interval_ms: u64,
+        /// Leave after this many seconds (for scripts).
+        #[arg(long)]
+        duration_secs: Option<u64>,
+    },
     /// Set KEY to VALUE.
     Put {
         /// The key.
@@ -112,6 +125,10 @@ struct DemoArgs {
     /// Servers keep their log in memory instead of on disk.
     #[arg(long)]
     memory: bool,
+    /// Show the cluster in the terminal dashboard (as `kv_store top` does)
+    /// while the demo runs; its lines go to the dashboard's log pane.
+    #[arg(long)]
+    ui: bool,
     /// An extra flag for every server, e.g. `--server-arg=--batch-size=8`; repeatable.
     #[arg(long = "server-arg", allow_hyphen_values = true)]
     server_args: Vec<String>,
@@ -255,6 +272,24 @@ async fn run(command: Command) -> ExitCode {
     let result = match command {
         Command::Demo(args) => return demo(args).await,
         Command::Server(args) => return server(*args).await,
+        Command::Top {
+            server,
+            interval_ms,
+            duration_secs,
+        } => {
+            let opts = kv_store::top::TopOptions {
+                servers: server,
+                interval: Duration::from_millis(interval_ms),
+                duration: duration_secs.map(Duration::from_secs),
+            };
+            return match kv_store::top::run_top(opts).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Command::Put { key, value, target } => match client(&target) {
             Ok(c) => c.put(&key, &value).await.map(|r| print_json(&r)),
             Err(e) => Err(e),
@@ -346,6 +381,7 @@ async fn demo(args: DemoArgs) -> ExitCode {
     opts.phase = Duration::from_secs(args.phase_secs.max(1));
     opts.memory = args.memory;
     opts.server_args = args.server_args;
+    opts.ui = args.ui;
     // Dropping the demo's future on Ctrl-C drops its cluster, which kills
     // the servers and removes their directories.
     tokio::select! {
@@ -380,13 +416,13 @@ async fn server(args: ServerArgs) -> ExitCode {
 async fn run_server(args: ServerArgs) -> Result<(), kv_store::ServerError> {
     let invalid = kv_store::ServerError::InvalidOption;
     let mut peers = args.peers.0;
-    if let Some(own) = peers.remove(&args.id) {
-        if own != args.listen {
-            return Err(invalid(format!(
-                "--peers gives this server ({}) the address {own}, but --listen is {}",
-                args.id, args.listen
-            )));
-        }
+    if let Some(own) = peers.remove(&args.id)
+        && own != args.listen
+    {
+        return Err(invalid(format!(
+            "--peers gives this server ({}) the address {own}, but --listen is {}",
+            args.id, args.listen
+        )));
     }
     let http = match args.http {
         Some(http) => http,

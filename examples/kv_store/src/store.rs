@@ -122,10 +122,10 @@ impl AppliedSeqs {
         debug_assert!(!self.contains(seq), "seq {seq} inserted twice");
         let mut start = seq;
         let mut end = seq + 1;
-        if let Some((&s, &e)) = self.ranges.range(..seq).next_back() {
-            if e == seq {
-                start = s;
-            }
+        if let Some((&s, &e)) = self.ranges.range(..seq).next_back()
+            && e == seq
+        {
+            start = s;
         }
         if let Some(e) = self.ranges.remove(&end) {
             end = e;

@@ -380,6 +380,8 @@ async fn cas_key(
 }
 
 async fn status(State(AppState(s)): State<AppState>) -> Json<StatusResponse> {
+    // Asked first: nothing that cannot cross an await is held yet.
+    let protocol = s.node.get_ui_states().await;
     let st = s.node.status();
     let role = if st.is_leader {
         Role::Leader
@@ -401,6 +403,7 @@ async fn status(State(AppState(s)): State<AppState>) -> Json<StatusResponse> {
         peers: s.peers.clone(),
         storage: s.storage.to_owned(),
         stopped: st.stopped.map(|e| e.to_string()),
+        protocol,
     })
 }
 
