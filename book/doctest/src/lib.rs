@@ -24,4 +24,6 @@ chapters! {
     storage => "storage.md",
     compaction => "compaction.md",
     reconfiguration => "reconfiguration.md",
+    linearizable_reads => "linearizable_reads.md",
+    runtime => "runtime.md",
 }
