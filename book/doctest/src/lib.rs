@@ -26,4 +26,5 @@ chapters! {
     reconfiguration => "reconfiguration.md",
     linearizable_reads => "linearizable_reads.md",
     runtime => "runtime.md",
+    networking => "networking.md",
 }
