@@ -27,4 +27,5 @@ chapters! {
     linearizable_reads => "linearizable_reads.md",
     runtime => "runtime.md",
     networking => "networking.md",
+    dashboard => "dashboard.md",
 }
