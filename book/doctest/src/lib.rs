@@ -28,4 +28,5 @@ chapters! {
     runtime => "runtime.md",
     networking => "networking.md",
     dashboard => "dashboard.md",
+    testing => "testing.md",
 }
