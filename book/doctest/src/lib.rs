@@ -29,4 +29,5 @@ chapters! {
     networking => "networking.md",
     dashboard => "dashboard.md",
     testing => "testing.md",
+    kv_store => "kv_store.md",
 }
