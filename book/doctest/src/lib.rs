@@ -30,4 +30,6 @@ chapters! {
     dashboard => "dashboard.md",
     testing => "testing.md",
     kv_store => "kv_store.md",
+    faq => "faq.md",
+    migration => "migration.md",
 }
