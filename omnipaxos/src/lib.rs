@@ -71,6 +71,24 @@
 //! }
 //! ```
 //!
+//! ## The user guide
+//!
+//! The book in the repository's `book/` explains each feature in a chapter
+//! of its own, with examples that CI compiles and runs (`mdbook serve book`
+//! shows it in a browser):
+//!
+//! * `book/src/omnipaxos.md`: the entry type, creating a node, the config
+//!   and its TOML form, fail-recovery;
+//! * `book/src/communication.md`: the message loop a driver runs;
+//! * `book/src/reading_writing.md`: what `append` guarantees across leader
+//!   changes, `append_tracked`, reading the log;
+//! * `book/src/leader_election.md`: ticks, priorities, `try_become_leader`
+//!   and the partial-connectivity scenarios;
+//! * `book/src/storage.md` and `book/src/compaction.md`: the storages, their
+//!   durability contract, trimming and snapshots;
+//! * `book/src/reconfiguration.md` and `book/src/linearizable_reads.md`;
+//! * `book/src/faq.md`: every error variant, what it means and what to do.
+//!
 //! ## Features
 //!
 //! * `macros` — `#[derive(Entry)]` as [`macros::Entry`].
