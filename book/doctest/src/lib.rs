@@ -25,6 +25,7 @@ chapters! {
     compaction => "compaction.md",
     reconfiguration => "reconfiguration.md",
     linearizable_reads => "linearizable_reads.md",
+    flexible_quorums => "flexible_quorums.md",
     runtime => "runtime.md",
     networking => "networking.md",
     dashboard => "dashboard.md",
