@@ -2,7 +2,10 @@
 //! `book/src`, so `cargo test -p book --doc` compiles every block and runs
 //! every one not marked `no_run`. The crate has no code of its own.
 //!
-//! A new chapter is listed in `book/src/SUMMARY.md` and here.
+//! A new chapter is listed in `book/src/SUMMARY.md` and here
+//! (`.ci/check_book_links.py` fails if the two disagree). `mdbook test`
+//! cannot find the workspace crates the examples use; this crate is how they
+//! are tested.
 
 /// Declares one empty module per chapter whose doc is the chapter's text.
 macro_rules! chapters {
