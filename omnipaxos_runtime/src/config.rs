@@ -32,7 +32,7 @@ pub struct NodeConfig {
 
 impl Default for NodeConfig {
     /// Configuration 1, no pid yet, a 10 ms tick (so the default election
-    /// timeout of the core is 50 ms), appends that wait at most 10 s,
+    /// timeout of the core, 10 ticks, is 100 ms), appends that wait at most 10 s,
     /// channels of 4096 messages.
     fn default() -> Self {
         Self {
