@@ -36,6 +36,16 @@ use crate::{
 /// How many times per round a request goes out to a peer that has not answered.
 const RETRIES_PER_ROUND: u64 = 3;
 
+/// When a peer's heartbeat messages last reached this server (for the
+/// dashboard): one direction of the link, where `connected` needs both.
+#[derive(Clone, Copy, Debug)]
+struct HeardFrom {
+    pid: NodeId,
+    /// This server's round in which a request or reply from `pid` last
+    /// arrived; `None` if none has since this server started.
+    round: Option<u32>,
+}
+
 pub(crate) struct BallotLeaderElection {
     pid: NodeId,
     peers: Vec<NodeId>,
@@ -47,6 +57,9 @@ pub(crate) struct BallotLeaderElection {
     replies: Vec<(NodeId, HeartbeatReply)>,
     /// Peers that answered the last completed round (for the dashboard).
     connected: Vec<NodeId>,
+    /// One entry per peer, fixed at start: when its messages last arrived
+    /// (for the dashboard, which tells a one-way cut from `connected`).
+    heard: Vec<HeardFrom>,
     /// This server's ballot: raised when it takes over, priority set by the user.
     current_ballot: Ballot,
     /// The leader this server follows (possibly itself).
@@ -83,6 +96,11 @@ impl BallotLeaderElection {
             round: 0,
             replies: Vec::with_capacity(config.peers.len()),
             connected: Vec::with_capacity(config.peers.len()),
+            heard: config
+                .peers
+                .iter()
+                .map(|&pid| HeardFrom { pid, round: None })
+                .collect(),
             current_ballot: Ballot::with(0, config.leader_priority, config.pid),
             leader: None,
             direct_leader: None,
@@ -117,6 +135,20 @@ impl BallotLeaderElection {
         &self.connected
     }
 
+    /// The heartbeat round in progress.
+    pub(crate) fn round(&self) -> u32 {
+        self.round
+    }
+
+    /// This server's round in which a heartbeat message from `pid` last
+    /// arrived; `None` if none has, or `pid` is not a peer.
+    pub(crate) fn last_heard_round(&self, pid: NodeId) -> Option<u32> {
+        self.heard
+            .iter()
+            .find(|h| h.pid == pid)
+            .and_then(|h| h.round)
+    }
+
     pub(crate) fn outgoing_mut(&mut self) -> &mut Vec<BLEMessage> {
         &mut self.outgoing
     }
@@ -146,6 +178,10 @@ impl BallotLeaderElection {
     }
 
     pub(crate) fn handle(&mut self, msg: BLEMessage) {
+        // Only peers have an entry, so a stranger's messages record nothing.
+        if let Some(h) = self.heard.iter_mut().find(|h| h.pid == msg.from) {
+            h.round = Some(self.round);
+        }
         match msg.msg {
             HeartbeatMsg::Request(req) => {
                 let reply = HeartbeatReply {

@@ -853,6 +853,8 @@ where
         let connected = self.ble.connected_peers();
         OmniPaxosStates {
             pid: self.config.pid,
+            configuration_id: self.config.configuration_id,
+            heartbeat_round: self.ble.round(),
             current_ballot: self.ble.current_ballot(),
             current_leader: self.ble.leader(),
             role: self.seq_paxos.role(),
@@ -870,6 +872,7 @@ where
                 .map(|&pid| PeerState {
                     pid,
                     connected: connected.contains(&pid),
+                    last_heartbeat_round: self.ble.last_heard_round(pid),
                     accepted_idx: self.seq_paxos.peer_accepted_idx(pid),
                 })
                 .collect(),

@@ -3,7 +3,7 @@
 use crate::{
     ballot::Ballot,
     sequence_paxos::{Phase, Role},
-    util::NodeId,
+    util::{ConfigurationId, NodeId},
 };
 
 /// What [`OmniPaxos::get_ui_states`](crate::OmniPaxos::get_ui_states) returns:
@@ -14,6 +14,12 @@ use crate::{
 pub struct OmniPaxosStates {
     /// This server.
     pub pid: NodeId,
+    /// The configuration this server runs in, so that a dashboard showing
+    /// several servers can tell one that has not moved on yet.
+    pub configuration_id: ConfigurationId,
+    /// The leader election heartbeat round in progress; each peer's
+    /// [`PeerState::last_heartbeat_round`] is measured against it.
+    pub heartbeat_round: u32,
     /// This server's own ballot in leader election.
     pub current_ballot: Ballot,
     /// The leader this server follows (possibly itself), if any.
@@ -47,8 +53,16 @@ pub struct OmniPaxosStates {
 pub struct PeerState {
     /// The peer.
     pub pid: NodeId,
-    /// Whether the peer answered the last heartbeat round.
+    /// Whether the peer answered the last heartbeat round: the link works
+    /// both ways.
     pub connected: bool,
+    /// This server's heartbeat round in which a heartbeat message (request
+    /// or reply) from the peer last arrived; `None` if none has since this
+    /// server started. Unlike `connected` it shows one direction: a round at
+    /// or just below [`OmniPaxosStates::heartbeat_round`] means the peer's
+    /// messages reach this server, whether or not this server's reach the
+    /// peer.
+    pub last_heartbeat_round: Option<u32>,
     /// How much of the log the peer accepted; known only on the leader.
     pub accepted_idx: Option<u64>,
 }
