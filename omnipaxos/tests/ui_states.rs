@@ -4,6 +4,7 @@
 
 use omnipaxos::{
     OmniPaxos, OmniPaxosConfig,
+    ballot::Ballot,
     messages::{BLEMessage, HeartbeatMsg, HeartbeatReply, HeartbeatRequest, Message},
     storage::{Entry, NoSnapshot},
 };
@@ -98,7 +99,9 @@ fn a_reply_counts_as_heard_and_answering_the_round_makes_the_peer_connected() {
     let mut n = node();
     let reply = HeartbeatReply {
         round: 1,
-        ballot: Default::default(),
+        // A reply speaks for its sender's own ballot; one naming another
+        // server's is refused.
+        ballot: Ballot::with(0, 0, 2),
         quorum_connected: false,
         leader: None,
     };
