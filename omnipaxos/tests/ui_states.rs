@@ -4,6 +4,7 @@
 
 use omnipaxos::{
     OmniPaxos, OmniPaxosConfig,
+    ballot::Ballot,
     messages::{BLEMessage, HeartbeatMsg, HeartbeatReply, HeartbeatRequest, Message},
     storage::{Entry, NoSnapshot},
 };
@@ -96,10 +97,11 @@ fn rounds_advance_every_election_timeout_and_a_silent_peer_falls_behind() {
 #[test]
 fn a_reply_counts_as_heard_and_answering_the_round_makes_the_peer_connected() {
     let mut n = node();
-    // A reply speaks for its sender's own ballot.
     let reply = HeartbeatReply {
         round: 1,
-        ballot: omnipaxos::Ballot::with(0, 0, 2),
+        // A reply speaks for its sender's own ballot; one naming another
+        // server's is refused.
+        ballot: Ballot::with(0, 0, 2),
         quorum_connected: false,
         leader: None,
     };

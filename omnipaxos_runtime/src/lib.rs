@@ -33,15 +33,25 @@
 //! or multi-thread). It owns the protocol and its storage; every method on
 //! [`OmniPaxosNode`] is a message to that task, so handles are cheap to
 //! clone and use from any task.
+//!
+//! For monitoring, a node tells its state now ([`OmniPaxosNode::status`]) and
+//! what it counted since it started ([`OmniPaxosNode::metrics`]: leader
+//! changes, elections started here, appends and linearizable reads by
+//! outcome), and the transport counts messages and bytes per peer
+//! ([`net::Transport::stats`]). The runtime exports nothing itself: an
+//! application turns these plain structs into its own monitoring's format,
+//! as the kv_store example does for Prometheus.
 
 mod config;
 mod error;
+mod metrics;
 pub mod net;
 mod node;
 
 pub use crate::{
     config::NodeConfig,
     error::RuntimeError,
+    metrics::{NodeMetrics, OutcomeCounts},
     node::{
         BLEHandle, DecidedBatch, DecidedEntries, NodeStatus, OmniPaxosHandle, OmniPaxosNode,
         PendingAppend, SequencePaxosHandle,

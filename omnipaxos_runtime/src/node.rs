@@ -1,6 +1,9 @@
 //! [`OmniPaxosNode`]: the async handle, and the task that drives the protocol.
 
-use crate::{NodeConfig, RuntimeError};
+use crate::{
+    NodeConfig, RuntimeError,
+    metrics::{CallKind, CallRecord, MetricCounters, NodeMetrics},
+};
 use omnipaxos::{
     OmniPaxos, ReadError, ReadId, ReconfigurationRequest,
     ballot::Ballot,
@@ -9,13 +12,14 @@ use omnipaxos::{
     omni_paxos::ProposalId,
     storage::{Entry, Storage},
     ui::OmniPaxosStates,
-    util::{LogEntry, NodeId, StopSign},
+    util::{ConfigurationId, LogEntry, NodeId, StopSign},
 };
 use std::{
     collections::{HashMap, VecDeque},
     future::Future,
     ops::{Bound, RangeBounds},
     pin::Pin,
+    sync::Arc,
     task::{Context, Poll},
     time::Duration,
 };
@@ -69,6 +73,9 @@ pub struct OmniPaxosHandle<T: Entry> {
 pub struct NodeStatus {
     /// This node.
     pub pid: NodeId,
+    /// The configuration this node runs in
+    /// ([`OmniPaxosConfig::configuration_id`](omnipaxos::OmniPaxosConfig::configuration_id)).
+    pub configuration_id: ConfigurationId,
     /// The leader this node follows (possibly itself), if any.
     pub leader: Option<NodeId>,
     /// The leader's ballot, if a leader is known.
@@ -146,6 +153,8 @@ pub struct OmniPaxosNode<T: Entry> {
     /// charge; [`SequencePaxosHandle::incoming`] is for everyone else.
     deliveries: mpsc::Sender<Delivery<T>>,
     status: watch::Receiver<NodeStatus>,
+    /// The counters behind [`metrics`](Self::metrics), shared with the driver.
+    metrics: Arc<MetricCounters>,
     append_timeout: Option<Duration>,
 }
 
@@ -156,6 +165,7 @@ impl<T: Entry> Clone for OmniPaxosNode<T> {
             control: self.control.clone(),
             deliveries: self.deliveries.clone(),
             status: self.status.clone(),
+            metrics: Arc::clone(&self.metrics),
             append_timeout: self.append_timeout,
         }
     }
@@ -230,16 +240,20 @@ where
         let (sp_out, sp_out_rx) = mpsc::channel(cap);
         let (ble_in_tx, ble_in) = mpsc::channel(cap);
         let (ble_out, ble_out_rx) = mpsc::channel(cap);
+        let configuration_id = node_conf.omnipaxos_config().configuration_id;
         let (status, status_rx) = watch::channel(NodeStatus {
             pid: node_conf.pid(),
+            configuration_id,
             ..NodeStatus::default()
         });
+        let metrics = Arc::new(MetricCounters::default());
         let handle = OmniPaxosHandle {
             omni_paxos: Self {
                 commands: commands_tx,
                 control: control_tx,
                 deliveries: deliveries_tx,
                 status: status_rx,
+                metrics: Arc::clone(&metrics),
                 append_timeout: node_conf.append_timeout(),
             },
             seq_paxos_handle: SequencePaxosHandle {
@@ -273,6 +287,9 @@ where
             sp_out,
             ble_out,
             status,
+            metrics,
+            configuration_id,
+            last_leader: None,
             tick_interval: node_conf.tick_interval(),
             leader_wait: node_conf.leader_wait(),
             outgoing: Vec::new(),
@@ -335,15 +352,23 @@ where
     /// a future that resolves as [`append`](Self::append) does. Entries handed
     /// over one after another from one task are proposed in that order.
     pub async fn append_nowait(&self, entry: T) -> Result<PendingAppend, RuntimeError> {
+        let mut record = CallRecord::start(&self.metrics, CallKind::Append);
         let (tx, rx) = oneshot::channel();
-        self.commands
+        if self
+            .commands
             .send(Command::Append(entry, tx))
             .await
-            .map_err(|_| self.stopped())?;
+            .is_err()
+        {
+            let e = Err(self.stopped());
+            record.finish(&e);
+            return e;
+        }
         Ok(PendingAppend {
             rx,
             deadline: self.append_timeout.map(|t| Box::pin(tokio::time::sleep(t))),
             stopped: self.status.clone(),
+            record,
         })
     }
 
@@ -378,13 +403,17 @@ where
     /// written to the log; the leader confirms with a quorum that it still
     /// leads. Bounded by the append timeout.
     pub async fn linearizable_read(&self) -> Result<u64, RuntimeError> {
+        let mut record = CallRecord::start(&self.metrics, CallKind::Read);
         let wait = self.call(|tx| Command::LinearizableRead(tx));
-        match self.append_timeout {
+        let result = match self.append_timeout {
             Some(t) => tokio::time::timeout(t, wait)
                 .await
-                .map_err(|_| RuntimeError::Timeout)??,
-            None => wait.await?,
-        }
+                .unwrap_or(Err(RuntimeError::Timeout))
+                .and_then(|r| r),
+            None => wait.await.and_then(|r| r),
+        };
+        record.finish(&result);
+        result
     }
 
     /// The log entry at `idx`, if the log reaches it; see [`OmniPaxos::read`].
@@ -451,6 +480,16 @@ where
         self.status.clone()
     }
 
+    /// What the node counted since it started: leader changes, elections,
+    /// appends and reads by outcome; see [`NodeMetrics`]. Cheap (a few atomic
+    /// loads, no call to the node's task), so an exporter may read it on every
+    /// scrape; it keeps working after the node stopped.
+    pub fn metrics(&self) -> NodeMetrics {
+        let status = self.status.borrow();
+        self.metrics
+            .snapshot(status.decided_idx, status.dropped_messages)
+    }
+
     /// Tells the node that the link to `pid` was down and is back; see
     /// [`OmniPaxos::reconnected`]. Transports call this.
     pub fn reconnected(&self, pid: NodeId) {
@@ -489,28 +528,35 @@ pub struct PendingAppend {
     rx: oneshot::Receiver<Result<u64, RuntimeError>>,
     deadline: Option<Pin<Box<Sleep>>>,
     stopped: watch::Receiver<NodeStatus>,
+    /// Counts the outcome in [`OmniPaxosNode::metrics`] when this resolves,
+    /// or as abandoned if it is dropped first.
+    record: CallRecord,
 }
 
 impl Future for PendingAppend {
     type Output = Result<u64, RuntimeError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        if let Poll::Ready(r) = Pin::new(&mut self.rx).poll(cx) {
-            return Poll::Ready(r.unwrap_or_else(|_| {
+        let result = if let Poll::Ready(r) = Pin::new(&mut self.rx).poll(cx) {
+            r.unwrap_or_else(|_| {
                 Err(self
                     .stopped
                     .borrow()
                     .stopped
                     .clone()
                     .unwrap_or(RuntimeError::ShutDown))
-            }));
-        }
-        if let Some(deadline) = &mut self.deadline {
-            if deadline.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(Err(RuntimeError::Timeout));
-            }
-        }
-        Poll::Pending
+            })
+        } else if self
+            .deadline
+            .as_mut()
+            .is_some_and(|d| d.as_mut().poll(cx).is_ready())
+        {
+            Err(RuntimeError::Timeout)
+        } else {
+            return Poll::Pending;
+        };
+        self.record.finish(&result);
+        Poll::Ready(result)
     }
 }
 
@@ -563,6 +609,12 @@ struct Driver<T: Entry, S: Storage<T>> {
     sp_out: mpsc::Sender<Message<T>>,
     ble_out: mpsc::Sender<BLEMessage>,
     status: watch::Sender<NodeStatus>,
+    /// The counters behind [`OmniPaxosNode::metrics`]; the driver counts
+    /// leader changes there.
+    metrics: Arc<MetricCounters>,
+    configuration_id: ConfigurationId,
+    /// The last leader ballot counted in `metrics`, to count each new one once.
+    last_leader: Option<Ballot>,
     tick_interval: Duration,
     leader_wait: Duration,
     /// Reused buffer for outgoing messages.
@@ -876,8 +928,9 @@ where
     }
 
     fn publish(&mut self) {
+        let leader_ballot = self.op.get_current_leader_ballot();
+        self.count_leader_change(leader_ballot);
         let op = &self.op;
-        let leader_ballot = op.get_current_leader_ballot();
         let dropped = self.dropped_messages;
         let stopped = op
             .get_storage_failure()
@@ -885,6 +938,7 @@ where
         self.status.send_if_modified(|s| {
             let new = NodeStatus {
                 pid: op.get_pid(),
+                configuration_id: self.configuration_id,
                 leader: leader_ballot.map(|b| b.pid),
                 leader_ballot,
                 is_leader: op.is_leader(),
@@ -902,6 +956,19 @@ where
                 true
             }
         });
+    }
+
+    /// Counts a leader ballot the node had not followed before. A step holds
+    /// at most one tick or one control command, and leader election changes
+    /// the leader only there, so checking once per step misses no change.
+    fn count_leader_change(&mut self, leader: Option<Ballot>) {
+        match leader {
+            Some(b) if self.last_leader != leader => {
+                self.metrics.count_leader_change(b.pid == self.op.get_pid());
+                self.last_leader = leader;
+            }
+            _ => {}
+        }
     }
 
     /// Ends the node: pending calls fail, channels close, storage is dropped.

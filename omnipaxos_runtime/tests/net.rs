@@ -216,6 +216,10 @@ async fn three_nodes_over_tcp_elect_a_leader_and_decide_appends_on_every_node() 
                 p.sent > 0 && p.received > 0,
                 "{pid} <-> {peer} carried messages: {stats:?}"
             );
+            assert!(
+                p.bytes_sent > 0 && p.bytes_received > 0,
+                "{pid} <-> {peer} carried bytes: {stats:?}"
+            );
             assert_eq!((p.invalid, p.reconnects), (0, 0), "{stats:?}");
         }
         assert_eq!(stats.unknown_receiver, 0);

@@ -13,7 +13,9 @@ use omnipaxos::{
     messages::Message,
     util::{LogEntry, NodeId},
 };
-use omnipaxos_runtime::{NodeConfig, NodeStatus, OmniPaxosHandle, OmniPaxosNode, RuntimeError};
+use omnipaxos_runtime::{
+    NodeConfig, NodeStatus, OmniPaxosHandle, OmniPaxosNode, OutcomeCounts, RuntimeError,
+};
 use omnipaxos_storage::memory_storage::MemoryStorage;
 use std::{
     collections::{BTreeMap, HashSet},
@@ -419,4 +421,77 @@ async fn dropping_every_handle_stops_the_node() {
     assert!(seq_paxos_handle.outgoing.recv().await.is_none());
     assert_eq!(status.borrow().stopped, Some(RuntimeError::ShutDown));
     let _: mpsc::Sender<_> = seq_paxos_handle.incoming;
+}
+
+/// The outcomes that were counted, with their counts.
+fn counted(c: OutcomeCounts) -> Vec<(&'static str, u64)> {
+    c.iter().filter(|&(_, n)| n > 0).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn metrics_count_the_leadership_and_each_append_and_read_under_its_outcome() {
+    let c = Cluster::start(&[1, 2, 3]);
+    let leader = c.leader().await;
+    for v in 0..5 {
+        c.node(leader).append(put(1, v)).await.unwrap();
+    }
+    let point = c.node(leader).linearizable_read().await.unwrap();
+    let m = c.node(leader).metrics();
+    assert_eq!(counted(m.appends), [("ok", 5)]);
+    assert_eq!(counted(m.reads), [("ok", 1)]);
+    // The leader leads under a ballot of its own, which it adopted and
+    // counted (in the same step that published it as leader); whether it
+    // followed another leader or lost a duel first depends on the timing.
+    assert!(
+        1 <= m.elections_started && m.elections_started <= m.leader_changes,
+        "{m:?}"
+    );
+    // The read resolved once the leader had decided up to its read point.
+    assert!(m.decided_idx >= point, "{m:?}");
+    for pid in [1, 2, 3] {
+        // Every node names the leader, so it counted a leader ballot.
+        assert!(c.node(pid).metrics().leader_changes >= 1, "node {pid}");
+    }
+    c.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn metrics_count_a_timed_out_a_dropped_and_a_shut_down_append() {
+    let c = Cluster::start_with(&[1, 2, 3], |conf| {
+        conf.set_append_timeout(Some(Duration::from_secs(1)));
+    });
+    let leader = c.leader().await;
+    let follower = if leader == 1 { 2 } else { 1 };
+    c.isolate(follower);
+    let node = c.node(follower);
+    // Cut off, the follower forwards the entry into the void (timeout) or
+    // loses its leader first (no leader); either is counted as what it was.
+    let first = match node.append(put(1, 1)).await {
+        Err(RuntimeError::Timeout) => "timeout",
+        Err(RuntimeError::NoLeader) => "no_leader",
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(counted(node.metrics().appends), [(first, 1)]);
+    drop(node.append_nowait(put(1, 2)).await.unwrap());
+    node.shutdown().await;
+    assert_eq!(node.append(put(1, 3)).await, Err(RuntimeError::ShutDown));
+    let mut expected = vec![(first, 1), ("shut_down", 1), ("abandoned", 1)];
+    let mut got = counted(node.metrics().appends);
+    expected.sort_unstable();
+    got.sort_unstable();
+    assert_eq!(got, expected);
+    c.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_node_that_never_started_counts_its_calls_as_not_started() {
+    let mut conf = NodeConfig::default();
+    conf.set_pid(0);
+    let node = OmniPaxosNode::<Put>::new(conf, MemoryStorage::default()).omni_paxos;
+    assert!(node.append(put(1, 1)).await.is_err());
+    assert!(node.linearizable_read().await.is_err());
+    let m = node.metrics();
+    assert_eq!(counted(m.appends), [("not_started", 1)]);
+    assert_eq!(counted(m.reads), [("not_started", 1)]);
+    assert_eq!((m.leader_changes, m.elections_started), (0, 0));
 }

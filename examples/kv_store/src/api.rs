@@ -7,12 +7,17 @@
 //! POST   /kv/{key}/cas CasRequest-> 200 WriteResponse (success says whether it swapped)
 //! GET    /kv?prefix=P[&limit=N][&stale=true] -> 200 ScanResponse
 //! GET    /status                 -> 200 StatusResponse
+//! GET    /metrics                -> 200 text/plain (the Prometheus text format)
 //! ```
 //!
 //! Reads are linearizable unless `stale=true`. Every error is an
 //! [`ErrorBody`] with a 4xx (the request's fault) or 5xx status.
+//!
+//! `GET /metrics` is for a Prometheus server to scrape; `GET /status` is the
+//! same server's view as JSON, with one [`PeerStatus`] per peer, so that a
+//! dashboard polling every server's `/status` can draw the whole cluster.
 
-use omnipaxos::{ui::OmniPaxosStates, util::NodeId};
+use omnipaxos::{ballot::Ballot, ui::OmniPaxosStates, util::NodeId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -81,6 +86,28 @@ pub enum Role {
     NoLeader,
 }
 
+impl Role {
+    /// The role of a server that leads or not and knows `leader` as leader.
+    pub fn of(is_leader: bool, leader: Option<NodeId>) -> Self {
+        if is_leader {
+            Self::Leader
+        } else if leader.is_some() {
+            Self::Follower
+        } else {
+            Self::NoLeader
+        }
+    }
+
+    /// The role as it is written in JSON and in metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Leader => "leader",
+            Self::Follower => "follower",
+            Self::NoLeader => "no_leader",
+        }
+    }
+}
+
 /// Answer to `GET /status`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusResponse {
@@ -113,6 +140,58 @@ pub struct StatusResponse {
     /// Absent if the node did not answer (it stopped).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocol: Option<OmniPaxosStates>,
+    /// The configuration the server runs in. (The fields from here on are
+    /// newer; a client reading an older server gets their defaults.)
+    #[serde(default)]
+    pub configuration_id: u32,
+    /// The ballot of the leader it follows, if any: its round rises with
+    /// every new leadership, so servers that show different rounds have not
+    /// all heard of the latest one.
+    #[serde(default)]
+    pub leader_ballot: Option<Ballot>,
+    /// Whether it heard from a quorum in its last heartbeat round, which a
+    /// server needs in order to lead or to take over.
+    #[serde(default)]
+    pub quorum_connected: bool,
+    /// Its heartbeat round in progress; each peer's
+    /// [`PeerStatus::last_heartbeat_round`] is measured against it.
+    #[serde(default)]
+    pub heartbeat_round: u32,
+    /// Outgoing messages its node dropped because its channel to the
+    /// transport was full.
+    #[serde(default)]
+    pub dropped_messages: u64,
+    /// What it knows of each peer, in id order.
+    #[serde(default)]
+    pub cluster: Vec<PeerStatus>,
+}
+
+/// One peer as a server sees it, part of [`StatusResponse`]: whether
+/// heartbeats and links get through (a dashboard that has this from every
+/// server can tell a one-way cut from a dead server) and, on the leader, how
+/// far the peer's log has come.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerStatus {
+    /// The peer.
+    pub pid: NodeId,
+    /// Whether the peer answered this server's last heartbeat round: the
+    /// protocol's messages get through both ways.
+    pub connected: bool,
+    /// This server's heartbeat round in which a heartbeat from the peer last
+    /// arrived (one direction only); `None` if none has since it started.
+    pub last_heartbeat_round: Option<u32>,
+    /// How much of the log the peer has accepted; known only on the leader.
+    pub accepted_idx: Option<u64>,
+    /// How many entries of this server's log the peer lacks (this server's
+    /// `accepted_idx` minus the peer's); known only on the leader.
+    pub behind: Option<u64>,
+    /// Whether this server's outbound link to the peer is up (dialed and
+    /// handshaken): what it sends can reach the peer.
+    pub outbound_link: bool,
+    /// Whether the peer's link to this server is up.
+    pub inbound_link: bool,
+    /// How often the outbound link came back after being down.
+    pub reconnects: u64,
 }
 
 /// What is known of a write that failed.

@@ -60,7 +60,8 @@ pub enum ClientError {
         /// The error body.
         body: ErrorBody,
     },
-    /// The answer was not the JSON expected (a server of another version?).
+    /// The answer was not what was asked for: not the JSON expected (a server
+    /// of another version?), or metrics that are not UTF-8.
     #[error("cannot decode the answer of {server}: {detail}")]
     Decode {
         /// The server.
@@ -216,6 +217,27 @@ impl KvClient {
     /// The server's view of the cluster.
     pub async fn status(&self) -> Result<StatusResponse, ClientError> {
         self.call(Method::GET, "/status", None).await
+    }
+
+    /// The server's `GET /metrics`: its figures in the Prometheus text format.
+    pub async fn metrics(&self) -> Result<String, ClientError> {
+        let (status, bytes) = self.raw(Method::GET, "/metrics", None).await?;
+        let server = || self.base.to_string();
+        if !status.is_success() {
+            return Err(ClientError::Api {
+                server: server(),
+                status: status.as_u16(),
+                body: serde_json::from_slice(&bytes).unwrap_or_else(|_| ErrorBody {
+                    error: "http_error".to_owned(),
+                    message: format!("HTTP {status}"),
+                    outcome: None,
+                }),
+            });
+        }
+        String::from_utf8(bytes.to_vec()).map_err(|e| ClientError::Decode {
+            server: server(),
+            detail: e.to_string(),
+        })
     }
 
     /// Sends a request and decodes a 2xx answer as `R`, anything else as an

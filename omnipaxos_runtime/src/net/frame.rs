@@ -15,6 +15,8 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// The length prefix: a big-endian `u32`.
 const HEADER_BYTES: usize = 4;
+/// [`HEADER_BYTES`] as the stats count bytes.
+pub(super) const FRAME_HEADER_BYTES: u64 = HEADER_BYTES as u64;
 /// The first room a frame buffer is given; it doubles from there as a body
 /// arrives, up to the maximum frame.
 const FIRST_READ_BYTES: usize = 8 << 10;

@@ -3,7 +3,7 @@
 
 use super::{
     NetConfig,
-    frame::{DecodeError, Decoded, FrameError, decode, read_frame},
+    frame::{DecodeError, Decoded, FRAME_HEADER_BYTES, FrameError, decode, read_frame},
     handshake::{self, HANDSHAKE_TIMEOUT},
     stats::{Counters, PeerCounters},
 };
@@ -16,7 +16,10 @@ use omnipaxos::{
 use serde::de::DeserializeOwned;
 use std::{
     net::SocketAddr,
-    sync::{Arc, atomic::Ordering::Relaxed},
+    sync::{
+        Arc,
+        atomic::Ordering::{Relaxed, Release},
+    },
     time::Duration,
 };
 use tokio::{
@@ -188,6 +191,9 @@ where
                 Ok(false) => return ReadEnd::Closed,
                 Err(e) => return e.into(),
             }
+            stats
+                .bytes_received
+                .fetch_add(FRAME_HEADER_BYTES + buf.len() as u64, Relaxed);
             let Decoded {
                 value: msg,
                 charged,
@@ -236,7 +242,7 @@ where
                 // The node stopped; the router shuts the transport down.
                 return ReadEnd::Stopped;
             }
-            stats.received.fetch_add(1, Relaxed);
+            stats.received.fetch_add(1, Release);
         }
     }
 

@@ -198,7 +198,7 @@ mod tests;
 pub use self::{
     config::NetConfig,
     error::NetError,
-    stats::{NetStats, PeerStats},
+    stats::{NetStats, NetStatsReader, PeerStats},
 };
 
 use self::{
@@ -297,11 +297,17 @@ impl Transport {
         self.local_addr
     }
 
-    /// The transport's counters now: per peer whether its links are up and
-    /// how many messages were sent, received and dropped, and how often its
-    /// link came back.
+    /// The transport's counters now: per peer whether its links are up, how
+    /// many messages and bytes were sent and received, how many messages
+    /// were dropped or invalid, and how often its link came back.
     pub fn stats(&self) -> NetStats {
         self.counters.snapshot()
+    }
+
+    /// A handle that reads the same counters as [`stats`](Self::stats), to
+    /// hand to code that must not own the transport (a metrics exporter).
+    pub fn stats_reader(&self) -> NetStatsReader {
+        NetStatsReader::new(Arc::clone(&self.counters))
     }
 
     /// Stops the transport and waits until it has: every task it spawned has

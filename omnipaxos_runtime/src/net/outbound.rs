@@ -20,7 +20,10 @@ use std::{
     collections::BTreeMap,
     io,
     net::SocketAddr,
-    sync::{Arc, atomic::Ordering::Relaxed},
+    sync::{
+        Arc,
+        atomic::Ordering::{Relaxed, Release},
+    },
     time::Duration,
 };
 use tokio::{
@@ -288,7 +291,8 @@ where
                 Ok(Err(e)) => return LinkEnd::Lost(LinkLost::Io(e)),
                 Err(_) => return LinkEnd::Lost(LinkLost::WriteTimeout),
             }
-            self.stats.sent.fetch_add(batched, Relaxed);
+            self.stats.bytes_sent.fetch_add(out.len() as u64, Relaxed);
+            self.stats.sent.fetch_add(batched, Release);
         }
     }
 

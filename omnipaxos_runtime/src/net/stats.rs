@@ -6,7 +6,10 @@ use std::{
     collections::BTreeMap,
     sync::{
         Arc, Mutex, PoisonError,
-        atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
+        atomic::{
+            AtomicBool, AtomicU64,
+            Ordering::{Acquire, Relaxed},
+        },
     },
 };
 use tokio_util::sync::CancellationToken;
@@ -37,8 +40,15 @@ pub struct PeerStats {
     pub inbound_connected: bool,
     /// Messages written to the outbound link.
     pub sent: u64,
+    /// Bytes written to the outbound link after its handshake: every frame
+    /// with its 4-byte length prefix.
+    pub bytes_sent: u64,
     /// Valid messages received from the peer and handed to the node.
     pub received: u64,
+    /// Bytes read from the peer's inbound links after their handshake: every
+    /// frame with its length prefix, valid or not (an announced frame larger
+    /// than the maximum is refused unread and not counted).
+    pub bytes_received: u64,
     /// Messages for the peer that were dropped: its queue was full, or the
     /// message was larger than the maximum frame or could not be encoded.
     pub dropped: u64,
@@ -57,6 +67,27 @@ pub struct PeerStats {
     pub reconnects: u64,
 }
 
+/// Reads a transport's counters, from
+/// [`Transport::stats_reader`](super::Transport::stats_reader): cheap to clone
+/// and to keep beside the transport, e.g. in a metrics exporter, while the
+/// [`Transport`](super::Transport) itself stays with whoever shuts it down.
+/// It keeps reading the last values after the transport stopped.
+#[derive(Clone, Debug)]
+pub struct NetStatsReader {
+    counters: Arc<Counters>,
+}
+
+impl NetStatsReader {
+    pub(super) fn new(counters: Arc<Counters>) -> Self {
+        Self { counters }
+    }
+
+    /// The counters now, as [`Transport::stats`](super::Transport::stats) gives them.
+    pub fn stats(&self) -> NetStats {
+        self.counters.snapshot()
+    }
+}
+
 /// The live counters, shared by every task of one transport.
 #[derive(Debug)]
 pub(super) struct Counters {
@@ -70,7 +101,9 @@ pub(super) struct Counters {
 pub(super) struct PeerCounters {
     pub(super) connected: AtomicBool,
     pub(super) sent: AtomicU64,
+    pub(super) bytes_sent: AtomicU64,
     pub(super) received: AtomicU64,
+    pub(super) bytes_received: AtomicU64,
     pub(super) dropped: AtomicU64,
     pub(super) invalid: AtomicU64,
     pub(super) reconnects: AtomicU64,
@@ -114,7 +147,9 @@ impl PeerCounters {
         Self {
             connected: AtomicBool::new(false),
             sent: AtomicU64::new(0),
+            bytes_sent: AtomicU64::new(0),
             received: AtomicU64::new(0),
+            bytes_received: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             invalid: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
@@ -128,8 +163,13 @@ impl PeerCounters {
         PeerStats {
             connected: self.connected.load(Relaxed),
             inbound_connected: self.lock_inbound().is_some(),
-            sent: self.sent.load(Relaxed),
-            received: self.received.load(Relaxed),
+            // A link counts a write's or a frame's bytes before its messages
+            // (the message counts with `Release`), so a snapshot that sees a
+            // message also sees its bytes.
+            sent: self.sent.load(Acquire),
+            bytes_sent: self.bytes_sent.load(Relaxed),
+            received: self.received.load(Acquire),
+            bytes_received: self.bytes_received.load(Relaxed),
             dropped: self.dropped.load(Relaxed),
             invalid: self.invalid.load(Relaxed),
             in_flight_bytes: self.in_flight.used() as u64,

@@ -144,15 +144,19 @@ async fn a_peer_may_send_only_its_own_messages_and_only_to_us() {
     let (node, transport) = lone_node().await;
     let mut s = connect_as(1, transport.local_addr()).await;
     // Claims to come from node 3; then addressed to node 3; then valid.
-    s.write_all(&heartbeat(3, 2)).await.unwrap();
-    s.write_all(&heartbeat(1, 3)).await.unwrap();
-    s.write_all(&heartbeat(1, 2)).await.unwrap();
+    let frames = [heartbeat(3, 2), heartbeat(1, 3), heartbeat(1, 2)];
+    for f in &frames {
+        s.write_all(f).await.unwrap();
+    }
     wait_for_stats(&transport, "the valid message", |st| {
         st.peers[&1].received == 1
     })
     .await;
     let stats = transport.stats();
     assert_eq!(stats.peers[&1].invalid, 2);
+    // Every frame's bytes count, the refused ones too; the handshake's do not.
+    let frame_bytes: usize = frames.iter().map(Vec::len).sum();
+    assert_eq!(stats.peers[&1].bytes_received, frame_bytes as u64);
     assert!(stats.peers[&1].inbound_connected);
     assert_eq!(stats.peers[&3].received, 0);
     transport.shutdown().await;

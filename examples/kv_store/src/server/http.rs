@@ -1,9 +1,12 @@
 //! The HTTP/JSON client API; see [`crate::api`] for the routes and bodies.
 
-use super::replica::Replica;
+use super::{
+    metrics::{self, Recorders},
+    replica::Replica,
+};
 use crate::{
     api::{
-        CasRequest, ErrorBody, GetResponse, Outcome, PutRequest, Role, ScanResponse,
+        CasRequest, ErrorBody, GetResponse, Outcome, PeerStatus, PutRequest, Role, ScanResponse,
         StatusResponse, WriteResponse,
     },
     store::{KVCommand, Op},
@@ -15,14 +18,19 @@ use axum::{
         DefaultBodyLimit, Path, Query, State,
         rejection::{BytesRejection, PathRejection, QueryRejection},
     },
-    http::{Method, StatusCode, Uri},
+    http::{Method, StatusCode, Uri, header},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
 use omnipaxos::util::NodeId;
-use omnipaxos_runtime::{OmniPaxosNode, RuntimeError};
+use omnipaxos_runtime::{OmniPaxosNode, RuntimeError, net::NetStatsReader};
+use prometheus_client::registry::Registry;
 use serde::Deserialize;
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{
+    collections::BTreeMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 /// The longest key accepted, in bytes.
 pub(crate) const MAX_KEY_BYTES: usize = 1024;
@@ -44,6 +52,12 @@ pub(crate) struct Shared {
     pub(crate) peers: BTreeMap<NodeId, String>,
     pub(crate) storage: &'static str,
     pub(crate) request_timeout: Duration,
+    /// The transport's counters, for the links in `/status`.
+    pub(crate) net: NetStatsReader,
+    /// The latency histograms the handlers observe into.
+    pub(crate) recorders: Recorders,
+    /// What `GET /metrics` encodes.
+    pub(crate) registry: Registry,
 }
 
 /// The handlers' state: cheap to clone.
@@ -63,6 +77,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/kv/{key}", get(get_key).put(put_key).delete(delete_key))
         .route("/kv/{key}/cas", post(cas_key))
         .route("/status", get(status))
+        .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -235,6 +250,15 @@ impl Shared {
     /// before now: asks the node for a read point and waits for the applier
     /// to pass it.
     async fn linearize(&self) -> Result<(), ApiError> {
+        let start = Instant::now();
+        let result = self.wait_read_point().await;
+        self.recorders
+            .read_duration
+            .observe(start.elapsed().as_secs_f64());
+        result
+    }
+
+    async fn wait_read_point(&self) -> Result<(), ApiError> {
         let point = self
             .node
             .linearizable_read()
@@ -254,6 +278,15 @@ impl Shared {
     /// Proposes `op`, waits until it is decided and applied here, and
     /// answers with what applying it did.
     async fn write(&self, op: Op) -> ApiResult<WriteResponse> {
+        let start = Instant::now();
+        let result = self.decide_and_apply(op).await;
+        self.recorders
+            .write_duration
+            .observe(start.elapsed().as_secs_f64());
+        result
+    }
+
+    async fn decide_and_apply(&self, op: Op) -> ApiResult<WriteResponse> {
         let (id, mut pending) = self.replica.register();
         let index = self
             .node
@@ -380,20 +413,39 @@ async fn cas_key(
 }
 
 async fn status(State(AppState(s)): State<AppState>) -> Json<StatusResponse> {
-    // Asked first: nothing that cannot cross an await is held yet.
-    let protocol = s.node.get_ui_states().await;
+    // The protocol's view comes from the node's task; the status, read
+    // after it, is at least as recent, so the two do not contradict.
+    let ui = s.node.get_ui_states().await;
     let st = s.node.status();
-    let role = if st.is_leader {
-        Role::Leader
-    } else if st.leader.is_some() {
-        Role::Follower
-    } else {
-        Role::NoLeader
-    };
+    let net = s.net.stats();
+    let cluster = s
+        .peers
+        .keys()
+        .map(|&pid| {
+            let seen = ui
+                .as_ref()
+                .and_then(|u| u.cluster_state.iter().find(|p| p.pid == pid));
+            let link = net.peers.get(&pid);
+            let accepted_idx = seen.and_then(|p| p.accepted_idx);
+            PeerStatus {
+                pid,
+                connected: seen.is_some_and(|p| p.connected),
+                last_heartbeat_round: seen.and_then(|p| p.last_heartbeat_round),
+                accepted_idx,
+                behind: ui
+                    .as_ref()
+                    .zip(accepted_idx)
+                    .map(|(u, theirs)| u.accepted_idx.saturating_sub(theirs)),
+                outbound_link: link.is_some_and(|l| l.connected),
+                inbound_link: link.is_some_and(|l| l.inbound_connected),
+                reconnects: link.map_or(0, |l| l.reconnects),
+            }
+        })
+        .collect();
     Json(StatusResponse {
         pid: st.pid,
         cluster_id: s.cluster_id,
-        role,
+        role: Role::of(st.is_leader, st.leader),
         leader: st.leader,
         decided_idx: st.decided_idx,
         accepted_idx: st.accepted_idx,
@@ -403,8 +455,28 @@ async fn status(State(AppState(s)): State<AppState>) -> Json<StatusResponse> {
         peers: s.peers.clone(),
         storage: s.storage.to_owned(),
         stopped: st.stopped.map(|e| e.to_string()),
-        protocol,
+        configuration_id: st.configuration_id,
+        leader_ballot: st.leader_ballot,
+        quorum_connected: ui.as_ref().is_some_and(|u| u.quorum_connected),
+        heartbeat_round: ui.as_ref().map_or(0, |u| u.heartbeat_round),
+        dropped_messages: st.dropped_messages,
+        cluster,
+        protocol: ui,
     })
+}
+
+async fn metrics(State(AppState(s)): State<AppState>) -> Response {
+    match metrics::encode(&s.registry) {
+        Ok(body) => ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], body).into_response(),
+        // Encoding into a `String` cannot fail, and no part of the registry
+        // fails on its own; answer rather than panic if that ever changes.
+        Err(_) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the metrics could not be encoded",
+        )
+        .into_response(),
+    }
 }
 
 async fn not_found(method: Method, uri: Uri) -> ApiError {
@@ -413,7 +485,7 @@ async fn not_found(method: Method, uri: Uri) -> ApiError {
         "not_found",
         format!(
             "no route for {method} {}; the API is GET|PUT|DELETE /kv/{{key}}, POST /kv/{{key}}/cas, \
-             GET /kv?prefix=, GET /status",
+             GET /kv?prefix=, GET /status, GET /metrics",
             uri.path()
         ),
     )

@@ -11,12 +11,19 @@
 //! reports its log index, the handler waits for the applier to pass that
 //! index and answers with what applying it did. A linearizable read asks
 //! the node for a read point and waits for the applier to reach it.
+//!
+//! `GET /metrics` reads what the node, the transport and the applier count
+//! (see `metrics.rs`); the storage is wrapped so that the time of each of its
+//! writes is measured inside the node (`timed_storage.rs`).
 
 mod http;
 mod identity;
+mod metrics;
 mod replica;
+mod timed_storage;
 
 use crate::store::{KVCommand, SessionId};
+use metrics::Recorders;
 use omnipaxos::{errors::StorageError, util::NodeId};
 use omnipaxos_runtime::{
     NodeConfig, OmniPaxosHandle, OmniPaxosNode, RuntimeError,
@@ -37,6 +44,7 @@ use std::{
     sync::Arc,
     time::Duration,
 };
+use timed_storage::TimedStorage;
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tracing::{info, warn};
 
@@ -222,6 +230,8 @@ impl Server {
         let core = node_conf.omnipaxos_config_mut();
         core.election_tick_timeout = opts.election_tick_timeout;
         core.batch_size = opts.batch_size;
+        let recorders = Recorders::new();
+        let writes = &recorders.storage_write_duration;
         let OmniPaxosHandle {
             omni_paxos: node,
             seq_paxos_handle,
@@ -235,10 +245,11 @@ impl Server {
                 if !report.is_clean() {
                     info!(dir = %dir.display(), "opened the log: {report}");
                 }
-                OmniPaxosNode::try_new(node_conf, storage)?
+                OmniPaxosNode::try_new(node_conf, TimedStorage::new(storage, writes.clone()))?
             }
             StorageChoice::Memory => {
-                OmniPaxosNode::try_new(node_conf, MemoryStorage::<KVCommand>::default())?
+                let storage = MemoryStorage::<KVCommand>::default();
+                OmniPaxosNode::try_new(node_conf, TimedStorage::new(storage, writes.clone()))?
             }
         };
         let transport = match bound.start(node.clone(), seq_paxos_handle, ble_handle) {
@@ -258,6 +269,23 @@ impl Server {
             Arc::clone(&replica),
             opts.snapshot_every,
         ));
+        let storage = match opts.storage {
+            StorageChoice::Persistent(_) => "persistent",
+            StorageChoice::Memory => "memory",
+        };
+        let registry = metrics::registry(
+            &recorders,
+            &metrics::Identity {
+                pid: opts.id,
+                cluster_id: opts.cluster_id,
+                storage,
+            },
+            metrics::Sources {
+                node: node.clone(),
+                net: transport.stats_reader(),
+                replica: Arc::clone(&replica),
+            },
+        );
         let app = http::router(http::AppState::new(http::Shared {
             node: node.clone(),
             replica,
@@ -267,11 +295,11 @@ impl Server {
                 .iter()
                 .map(|(&id, addr)| (id, addr.to_string()))
                 .collect(),
-            storage: match opts.storage {
-                StorageChoice::Persistent(_) => "persistent",
-                StorageChoice::Memory => "memory",
-            },
+            storage,
             request_timeout: opts.request_timeout,
+            net: transport.stats_reader(),
+            recorders,
+            registry,
         }));
         let (stop_http, stopped) = oneshot::channel::<()>();
         let http = tokio::spawn(async move {
