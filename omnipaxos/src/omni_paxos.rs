@@ -78,6 +78,14 @@ where
         allow(dead_code, reason = "read by log lines")
     )]
     logger: Logger,
+    /// The logger as the user (or `build`) gave it, before this server's
+    /// `pid` and `configuration_id` were added: a server built from this one
+    /// for the next configuration adds its own, rather than a second pair.
+    #[cfg_attr(
+        not(feature = "logging"),
+        allow(dead_code, reason = "read by log lines")
+    )]
+    root_logger: Logger,
     /// Whether the decision of this configuration's stop-sign was logged.
     #[cfg_attr(
         not(feature = "logging"),
@@ -96,11 +104,17 @@ where
     pub(crate) fn new(
         config: OmniPaxosConfig,
         storage: S,
-        logger: Logger,
+        root_logger: Logger,
     ) -> Result<Self, ConfigError> {
         let storage = InternalStorage::load(storage)?;
-        #[cfg(feature = "logging")]
-        let logger = crate::logging::for_server(&logger, &config);
+        #[cfg_attr(
+            not(feature = "logging"),
+            allow(
+                clippy::let_unit_value,
+                reason = "the logger is () without the feature"
+            )
+        )]
+        let logger = crate::logging::for_server(&root_logger, &config);
         let ble = BallotLeaderElection::with(&config);
         let mut stragglers = Stragglers::with(&config);
         // A server that moved on (or learned how the previous configuration
@@ -130,6 +144,7 @@ where
             stragglers,
             config,
             logger,
+            root_logger,
             logged_stop: false,
         })
     }
@@ -137,7 +152,7 @@ where
     /// The logger a server built from this one starts from.
     #[cfg(feature = "logging")]
     fn logger_base(&self) -> Logger {
-        self.logger.clone()
+        self.root_logger.clone()
     }
 
     #[cfg(not(feature = "logging"))]
