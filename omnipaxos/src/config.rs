@@ -246,6 +246,100 @@ impl OmniPaxosConfig {
         Ok(node)
     }
 
+    /// Validates the config and creates a server that joins this (new)
+    /// configuration knowing only where the previous one's servers are:
+    /// `sources`, the old servers to pull the log from. Where
+    /// [`build_joining`](Self::build_joining) must be told how long the log
+    /// to pull is, this server asks: it sends each source (and each of its
+    /// new peers) a request every `resend_message_tick_timeout` ticks until
+    /// one that knows how the previous configuration ended answers, an old
+    /// server whose decided stop-sign names this one, or a new peer that
+    /// moved on. Then it pulls that log from the sources in parallel, as
+    /// `build_joining` does, and takes part once it holds all of it.
+    /// Until then ([`OmniPaxos::is_migrating`]) it neither votes nor leads,
+    /// and the servers it asks need not have decided the stop-sign yet: it
+    /// may be started before or after the reconfiguration is proposed.
+    ///
+    /// A storage that took part in this configuration, or that knows how the
+    /// previous one ended (a restart after the pull), starts at once; one
+    /// that holds part of the log (a restart during the pull) asks again and
+    /// pulls only the rest. `sources` must be non-empty, without 0 or this
+    /// server's pid.
+    pub fn build_joining_from<T, S>(
+        self,
+        storage: S,
+        sources: Vec<NodeId>,
+    ) -> Result<OmniPaxos<T, S>, ConfigError>
+    where
+        T: Entry,
+        S: Storage<T>,
+    {
+        #[cfg(feature = "logging")]
+        let logger = crate::logging::default_logger(&self)?;
+        #[cfg(not(feature = "logging"))]
+        let logger = ();
+        self.joining_from(storage, sources, logger)
+    }
+
+    /// [`build_joining_from`](Self::build_joining_from) with the logger to
+    /// use, as [`build_with_logger`](Self::build_with_logger). Feature `logging`.
+    #[cfg(feature = "logging")]
+    pub fn build_joining_from_with_logger<T, S>(
+        self,
+        storage: S,
+        sources: Vec<NodeId>,
+        logger: slog::Logger,
+    ) -> Result<OmniPaxos<T, S>, ConfigError>
+    where
+        T: Entry,
+        S: Storage<T>,
+    {
+        self.joining_from(storage, sources, logger)
+    }
+
+    fn joining_from<T, S>(
+        self,
+        storage: S,
+        sources: Vec<NodeId>,
+        logger: crate::logging::Logger,
+    ) -> Result<OmniPaxos<T, S>, ConfigError>
+    where
+        T: Entry,
+        S: Storage<T>,
+    {
+        self.validate()?;
+        if self.configuration_id <= 1 {
+            return Err(ConfigError::field(
+                "configuration_id",
+                "a joining server joins a configuration after the first (id 2 or more)",
+            ));
+        }
+        if sources.is_empty() {
+            return Err(ConfigError::field(
+                "migration.sources",
+                "must name at least one server",
+            ));
+        }
+        Migration {
+            log_len: 0,
+            sources: sources.clone(),
+        }
+        .validate(self.pid)?;
+        let mut sorted = sources.clone();
+        sorted.sort_unstable();
+        if sorted.windows(2).any(|w| w[0] == w[1]) {
+            return Err(ConfigError::field(
+                "migration.sources",
+                "names a server more than once",
+            ));
+        }
+        let mut node = OmniPaxos::new(self, storage, logger)?;
+        if node.get_promise() == Ballot::default() && !node.knows_previous_end() {
+            node.start_discovery(sources);
+        }
+        Ok(node)
+    }
+
     /// Reads a config from a TOML file with the same keys as the struct fields;
     /// unknown keys are an error that names them.
     ///

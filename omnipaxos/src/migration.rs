@@ -79,6 +79,11 @@ struct Slice<T: Entry> {
     /// The entries received, from `got_from` on. A source answers with at
     /// most `max_entries` entries, so a slice may come in several parts.
     got: Vec<T>,
+    /// Whether an answer for this slice came since the resend timer last
+    /// fired: only a slice without one is asked again (of the next source),
+    /// so a source that is slow but sending is not sent duplicate requests,
+    /// each of which would cost a duplicate reply on its link.
+    progressed: bool,
 }
 
 impl<T: Entry> Slice<T> {
@@ -140,6 +145,7 @@ impl<T: Entry> Joining<T> {
                 asked: Vec::new(),
                 got_from: from,
                 got: Vec::new(),
+                progressed: false,
             })
             .collect();
         let mut joining = Self {
@@ -157,12 +163,16 @@ impl<T: Entry> Joining<T> {
         joining
     }
 
-    /// Asks for every slice not complete yet; with `rotate`, from the next source.
+    /// Asks for every slice not complete yet; with `rotate`, only those
+    /// that made no progress since the last time, from the next source.
     fn ask(&mut self, rotate: bool) {
         let n = self.sources.len();
         let covered = self.covered();
         for i in 0..self.slices.len() {
             if self.slices[i].is_done(covered) {
+                continue;
+            }
+            if rotate && std::mem::take(&mut self.slices[i].progressed) {
                 continue;
             }
             if rotate {
@@ -191,6 +201,11 @@ impl<T: Entry> Joining<T> {
         if self.resend.tick_and_check() {
             self.ask(true);
         }
+    }
+
+    /// How the previous configuration ended, learned before the pull began.
+    pub(crate) fn set_stopsign(&mut self, decided: StopSignDecided) {
+        self.stopsign = Some(decided);
     }
 
     pub(crate) fn ticks(&self) -> u64 {
@@ -272,6 +287,7 @@ impl<T: Entry> Joining<T> {
             }
             None => return,
         }
+        slice.progressed = true;
         if self.stopsign.is_none() {
             self.stopsign = reply.stopsign;
         }
@@ -311,6 +327,7 @@ impl<T: Entry> Joining<T> {
             for slice in &mut self.slices {
                 slice.got_from = slice.from;
                 slice.got.clear();
+                slice.progressed = false;
             }
             self.snapshot = None;
             self.ask(true);
@@ -323,5 +340,75 @@ impl<T: Entry> Joining<T> {
             entries,
             log_len: end,
         })
+    }
+}
+
+/// A server joining a new configuration that knows only where the old
+/// servers are, not how long the log to pull is: it asks them (and its new
+/// peers) how the previous configuration ended, every resend timeout, until
+/// one that knows answers. Then it pulls, as [`Joining`] does.
+///
+/// ```text
+///  J ──StopSignRequest (new configuration's id)──▶ each source and peer
+///  old server whose decided stop-sign names J,
+///  or a server of the new configuration that knows how the old one ended
+///    ──StopSignReply{decided: Some(ss, stop_idx, ..)}──▶ J
+///  J: Migration { log_len: stop_idx, sources } and starts pulling
+/// ```
+pub(crate) struct Discovery {
+    /// The old servers to pull from, as the user named them.
+    sources: Vec<NodeId>,
+    /// Whom to ask: the sources, then the new configuration's other servers.
+    ask: Vec<NodeId>,
+    resend: LogicalClock,
+    /// Whether the requests are due (at once when discovery starts).
+    due: bool,
+    ticks: u64,
+}
+
+impl Discovery {
+    pub(crate) fn start(sources: Vec<NodeId>, peers: &[NodeId], resend_ticks: u64) -> Self {
+        let mut ask = sources.clone();
+        for &p in peers {
+            if !ask.contains(&p) {
+                ask.push(p);
+            }
+        }
+        Self {
+            sources,
+            ask,
+            resend: LogicalClock::with(resend_ticks),
+            due: true,
+            ticks: 0,
+        }
+    }
+
+    pub(crate) fn tick(&mut self) {
+        self.ticks += 1;
+        if self.resend.tick_and_check() {
+            self.due = true;
+        }
+    }
+
+    pub(crate) fn ticks(&self) -> u64 {
+        self.ticks
+    }
+
+    /// Whether `from` is a server this joiner asked.
+    pub(crate) fn asked(&self, from: NodeId) -> bool {
+        self.ask.contains(&from)
+    }
+
+    pub(crate) fn sources(&self) -> &[NodeId] {
+        &self.sources
+    }
+
+    /// The servers to ask now, if the requests are due.
+    pub(crate) fn take_due(&mut self) -> Option<&[NodeId]> {
+        if std::mem::take(&mut self.due) {
+            Some(&self.ask)
+        } else {
+            None
+        }
     }
 }

@@ -6,12 +6,12 @@ use crate::{
     ballot_leader_election::BallotLeaderElection,
     errors::{CompactionErr, ConfigError, ProposeErr, StorageError},
     messages::{Message, PaxosMessage, PaxosMsg},
-    migration::{Joining, Migration},
+    migration::{Discovery, Joining, Migration},
     sequence_paxos::{NO_TAG, ReadError, ReadId, Role, SequencePaxos},
     storage::{Entry, Storage, internal::InternalStorage},
     stragglers::Stragglers,
     ui::{OmniPaxosStates, PeerState},
-    util::{ConfigurationEnd, LogEntry, NodeId, SnapshottedEntry, StopSign},
+    util::{ConfigurationEnd, LogEntry, MAX_LOG_INDEX, NodeId, SnapshottedEntry, StopSign},
 };
 pub use crate::{
     config::{FlexibleQuorum, OmniPaxosConfig},
@@ -64,6 +64,11 @@ where
     /// While joining a new configuration: pulling the previous configuration's
     /// log. The server takes no other part until that is done.
     joining: Option<Joining<T>>,
+    /// Before `joining`, for a server built with
+    /// [`OmniPaxosConfig::build_joining_from`]: asking the old servers how
+    /// long the log to pull is. The server takes no other part until that
+    /// and the pull are done.
+    discovering: Option<Discovery>,
     /// Decided proposals on their way out of `take_decided_proposals`.
     decided_scratch: Vec<(u64, u64)>,
     /// What this server knows of how the previous configuration ended, to
@@ -140,6 +145,7 @@ where
             ble,
             seq_paxos,
             joining: None,
+            discovering: None,
             decided_scratch: Vec::new(),
             stragglers,
             config,
@@ -226,8 +232,33 @@ where
                     }
                     return;
                 }
+                PaxosMsg::StopSignRequest(_)
+                    if self.config.configuration_id.checked_add(1)
+                        == Some(m.get_configuration_id()) =>
+                {
+                    // A server joining the next configuration, which knows
+                    // only where we are, asks how ours ended.
+                    if let Some(decided) = self.seq_paxos.stopsign_decided_msg() {
+                        if decided.ss.nodes.contains(&from) {
+                            self.stragglers.answer_joiner(from, decided);
+                        }
+                    }
+                    return;
+                }
                 _ => {}
             }
+        }
+        if self.discovering.is_some() {
+            // Only the answer to our question counts until we know what to pull.
+            if let Message::SequencePaxos(PaxosMessage {
+                configuration_id,
+                msg: PaxosMsg::StopSignReply(reply),
+                ..
+            }) = m
+            {
+                self.handle_discovery_reply(from, configuration_id, reply.decided);
+            }
+            return;
         }
         let is_notice = matches!(
             &m,
@@ -308,6 +339,10 @@ where
     /// timeout in [`OmniPaxosConfig`] counts these calls.
     pub fn tick(&mut self) {
         if self.seq_paxos.is_halted() {
+            return;
+        }
+        if let Some(discovery) = &mut self.discovering {
+            discovery.tick();
             return;
         }
         if let Some(joining) = &mut self.joining {
@@ -622,7 +657,7 @@ where
     /// knows. It succeeds if it is connected to a quorum.
     pub fn try_become_leader(&mut self) {
         // A server still pulling its log neither votes nor leads.
-        if self.seq_paxos.is_halted() || self.joining.is_some() {
+        if self.seq_paxos.is_halted() || self.is_migrating() {
             return;
         }
         if let Some(leader) = self.ble.try_become_leader(self.seq_paxos.storage.promise()) {
@@ -649,6 +684,20 @@ where
             return;
         }
         self.stragglers.take_outgoing(buf);
+        if let Some(discovery) = &mut self.discovering {
+            let (configuration_id, from) = (self.config.configuration_id, self.config.pid);
+            if let Some(ask) = discovery.take_due() {
+                buf.extend(ask.iter().map(|&to| {
+                    Message::SequencePaxos(PaxosMessage {
+                        configuration_id,
+                        from,
+                        to,
+                        msg: PaxosMsg::StopSignRequest(crate::messages::StopSignRequest),
+                    })
+                }));
+            }
+            return;
+        }
         if let Some(joining) = &mut self.joining {
             let (configuration_id, from) = (self.config.configuration_id, self.config.pid);
             buf.extend(joining.take_outgoing().map(|(to, msg)| {
@@ -675,6 +724,67 @@ where
             from,
             self.config.resend_message_tick_timeout,
         ));
+    }
+
+    /// Starts asking `sources` (and the new peers) how the previous
+    /// configuration ended, to learn what to pull.
+    pub(crate) fn start_discovery(&mut self, sources: Vec<NodeId>) {
+        log!(info, self.logger, "asking the previous configuration's servers how it ended";
+            "sources" => ?sources);
+        self.discovering = Some(Discovery::start(
+            sources,
+            &self.config.peers,
+            self.config.resend_message_tick_timeout,
+        ));
+    }
+
+    /// A `StopSignReply` while discovering: if it comes from a server asked,
+    /// in our configuration, and says how the previous one ended with us in
+    /// the next, pull that log.
+    fn handle_discovery_reply(
+        &mut self,
+        from: NodeId,
+        configuration_id: crate::util::ConfigurationId,
+        decided: Option<crate::messages::StopSignDecided>,
+    ) {
+        let Some(discovery) = &self.discovering else {
+            return;
+        };
+        let Some(d) = decided else {
+            // The server does not know yet; ask again at the next resend.
+            return;
+        };
+        if !discovery.asked(from)
+            || configuration_id != self.config.configuration_id
+            || d.ss.config_id != self.config.configuration_id
+            || !d.ss.nodes.contains(&self.config.pid)
+            || d.stop_idx > MAX_LOG_INDEX
+        {
+            return;
+        }
+        let sources = discovery.sources().to_vec();
+        self.discovering = None;
+        let decided_idx = self.seq_paxos.storage.decided_idx();
+        log!(info, self.logger, "learned how the previous configuration ended";
+            "from" => from, "log_len" => d.stop_idx, "decided_idx" => decided_idx);
+        if decided_idx < d.stop_idx {
+            let migration = Migration {
+                log_len: d.stop_idx,
+                sources,
+            };
+            self.start_joining(migration, decided_idx);
+            if let Some(joining) = &mut self.joining {
+                joining.set_stopsign(d);
+            }
+            return;
+        }
+        // Our storage holds that log already: take part now.
+        self.stragglers.moved_on(d.clone());
+        if let Err(e) = self.seq_paxos.storage.set_previous_end(d.into()) {
+            self.seq_paxos.fail_with(e);
+            return;
+        }
+        self.ble = BallotLeaderElection::with(&self.config);
     }
 
     /// Installs the pulled log once every slice is in, and starts taking part.
@@ -704,10 +814,17 @@ where
         self.ble = BallotLeaderElection::with(&self.config);
     }
 
+    /// Whether this server knows how the previous configuration ended.
+    pub(crate) fn knows_previous_end(&self) -> bool {
+        self.stragglers.previous().is_some()
+    }
+
     /// Whether this server is still pulling the previous configuration's log
-    /// (see [`OmniPaxosConfig::build_joining`]); it takes no other part until done.
+    /// (see [`OmniPaxosConfig::build_joining`]), or still asking how long it
+    /// is (see [`OmniPaxosConfig::build_joining_from`]); it takes no other
+    /// part until done.
     pub fn is_migrating(&self) -> bool {
-        self.joining.is_some()
+        self.joining.is_some() || self.discovering.is_some()
     }
 
     /// What this server is pulling, while it joins: if it restarts before it
@@ -723,7 +840,11 @@ where
     /// How many ticks this server has spent pulling the previous
     /// configuration's log so far, if it is joining.
     pub fn get_migration_ticks(&self) -> Option<u64> {
-        self.joining.as_ref().map(Joining::ticks)
+        match (&self.joining, &self.discovering) {
+            (Some(joining), _) => Some(joining.ticks()),
+            (None, Some(discovery)) => Some(discovery.ticks()),
+            (None, None) => None,
+        }
     }
 
     // ---- queries ----
@@ -731,6 +852,17 @@ where
     /// This server's id.
     pub fn get_pid(&self) -> NodeId {
         self.config.pid
+    }
+
+    /// The config this server runs with (its priority as last set).
+    pub fn get_config(&self) -> &OmniPaxosConfig {
+        &self.config
+    }
+
+    /// The stop-sign that ended the configuration before this server's, if
+    /// this server knows it (it moved on, joined, or learned it from a peer).
+    pub fn get_previous_stopsign(&self) -> Option<&StopSign> {
+        self.stragglers.previous().map(|d| &d.ss)
     }
 
     /// Reads the entry at `idx`; `None` if the log does not reach it (or the

@@ -113,6 +113,17 @@ impl<T: Entry> Stragglers<T> {
         self.push(from, self.configuration_id, PaxosMsg::StopSignReply(reply));
     }
 
+    /// `from`, a server of the next configuration named by our decided
+    /// stop-sign, asks how our configuration ended (it joins the next one
+    /// and knows only where we are): answered in the next configuration.
+    pub(crate) fn answer_joiner(&mut self, from: NodeId, decided: StopSignDecided) {
+        let next = decided.ss.config_id;
+        let reply = StopSignReply {
+            decided: Some(decided),
+        };
+        self.push(from, next, PaxosMsg::StopSignReply(reply));
+    }
+
     /// `from` answered our [`StopSignRequest`]; returns how the previous
     /// configuration ended if we learned it just now (for the caller to
     /// persist).

@@ -28,6 +28,9 @@ pub struct NodeConfig {
     append_timeout: Option<Duration>,
     leader_wait: Option<Duration>,
     channel_capacity: usize,
+    /// For a server new to its configuration: the old servers to pull the log from.
+    join_sources: Option<Vec<NodeId>>,
+    retire_grace: Duration,
 }
 
 impl Default for NodeConfig {
@@ -46,6 +49,8 @@ impl Default for NodeConfig {
             append_timeout: Some(Duration::from_secs(10)),
             leader_wait: None,
             channel_capacity: 4096,
+            join_sources: None,
+            retire_grace: Duration::from_secs(10),
         }
     }
 }
@@ -160,5 +165,36 @@ impl NodeConfig {
     /// The capacity of each channel.
     pub fn channel_capacity(&self) -> usize {
         self.channel_capacity
+    }
+
+    /// Makes the node a server new to its configuration (id 2 or more) that
+    /// joins it knowing only where the previous configuration's servers
+    /// are: `sources`, the old servers to pull the log from. It asks them
+    /// how the previous configuration ended, pulls its log from all of them
+    /// in parallel, and takes part only once it holds all of it (see
+    /// [`OmniPaxosConfig::build_joining_from`]). It may be started before
+    /// or after the reconfiguration that names it is proposed.
+    /// [`OmniPaxosNode::join`](crate::OmniPaxosNode::join) sets this.
+    pub fn set_join_sources(&mut self, sources: Vec<NodeId>) {
+        self.join_sources = Some(sources);
+    }
+
+    /// The old servers a joining node pulls from, if it joins.
+    pub fn join_sources(&self) -> Option<&[NodeId]> {
+        self.join_sources.as_deref()
+    }
+
+    /// How long a server that the next configuration leaves out keeps
+    /// running after its configuration's stop-sign is decided, counted from
+    /// the decision and again from each pull of the log that a server of
+    /// the next configuration makes of it: it serves those pulls, then
+    /// shuts down. Default 10 s.
+    pub fn set_retire_grace(&mut self, grace: Duration) {
+        self.retire_grace = grace;
+    }
+
+    /// See [`set_retire_grace`](Self::set_retire_grace).
+    pub fn retire_grace(&self) -> Duration {
+        self.retire_grace
     }
 }

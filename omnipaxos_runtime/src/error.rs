@@ -33,6 +33,31 @@ pub enum RuntimeError {
     /// in it. Append in the next configuration.
     #[error("the configuration was reconfigured to configuration {}", .0.config_id)]
     Reconfigured(StopSign),
+    /// This server is not in the configuration that follows its own (the
+    /// stop-sign names the next configuration and its servers): it takes no
+    /// more appends, and the entry was not proposed. Append at one of the
+    /// stop-sign's servers.
+    #[error(
+        "this server is not in configuration {} (servers {:?}): append there",
+        .0.config_id, .0.nodes
+    )]
+    Removed(StopSign),
+    /// A reconfiguration did not complete within the append timeout:
+    /// `stopsign` is the decided stop-sign if the old configuration decided
+    /// it (the change will happen; the next configuration had no leader
+    /// this server knew of yet, e.g. because a new server has not joined),
+    /// `None` if not even that (the proposal may still be decided).
+    #[error("the reconfiguration did not complete in time ({})", match .stopsign {
+        Some(ss) => format!(
+            "the stop-sign for configuration {} is decided, but no leader of it is known yet",
+            ss.config_id
+        ),
+        None => "its stop-sign is not decided yet".to_owned(),
+    })]
+    ReconfigurationIncomplete {
+        /// The stop-sign, if decided.
+        stopsign: Option<StopSign>,
+    },
     /// The call did not complete in time; its outcome is unknown.
     #[error("timed out")]
     Timeout,

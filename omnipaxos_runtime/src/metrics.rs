@@ -66,7 +66,8 @@ pub struct OutcomeCounts {
     pub buffer_full: u64,
     /// Failed with [`RuntimeError::Timeout`]: no outcome in time.
     pub timeout: u64,
-    /// Failed with [`RuntimeError::Reconfigured`]: the configuration ended.
+    /// Failed with [`RuntimeError::Reconfigured`] or [`RuntimeError::Removed`]:
+    /// the configuration ended.
     pub reconfigured: u64,
     /// Failed with [`RuntimeError::ShutDown`]: the node stopped.
     pub shut_down: u64,
@@ -139,7 +140,8 @@ impl Outcome {
             RuntimeError::NoLeader => Self::NoLeader,
             RuntimeError::BufferFull => Self::BufferFull,
             RuntimeError::Timeout => Self::Timeout,
-            RuntimeError::Reconfigured(_) => Self::Reconfigured,
+            RuntimeError::Reconfigured(_) | RuntimeError::Removed(_) => Self::Reconfigured,
+            RuntimeError::ReconfigurationIncomplete { .. } => Self::Timeout,
             RuntimeError::ShutDown => Self::ShutDown,
             RuntimeError::Storage(_) => Self::StorageFailure,
             RuntimeError::Rejected(_)

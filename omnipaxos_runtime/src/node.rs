@@ -5,10 +5,10 @@ use crate::{
     metrics::{CallKind, CallRecord, MetricCounters, NodeMetrics},
 };
 use omnipaxos::{
-    OmniPaxos, ReadError, ReadId, ReconfigurationRequest,
+    OmniPaxos, OmniPaxosConfig, ReadError, ReadId, ReconfigurationRequest,
     ballot::Ballot,
     errors::ProposeErr,
-    messages::{BLEMessage, Message},
+    messages::{BLEMessage, Message, PaxosMessage, PaxosMsg},
     omni_paxos::ProposalId,
     storage::{Entry, Storage},
     ui::OmniPaxosStates,
@@ -88,7 +88,18 @@ pub struct NodeStatus {
     pub accepted_idx: u64,
     /// Entries below this index are compacted.
     pub compacted_idx: u64,
-    /// The configuration's stop-sign, once decided.
+    /// The servers of this node's configuration, itself included, in
+    /// increasing order.
+    pub members: Vec<NodeId>,
+    /// Whether the node is still joining its configuration: learning how
+    /// the previous one ended and pulling its log (see
+    /// [`NodeConfig::set_join_sources`]). It neither votes nor leads until done.
+    pub joining: bool,
+    /// The stop-sign that ended this node's configuration, once decided. A
+    /// node of the next configuration moves into it by itself (see
+    /// [`OmniPaxosNode::reconfigure`]): then `configuration_id` changes
+    /// and this is `None` again. A node the next configuration leaves out
+    /// keeps it until it shuts down.
     pub reconfigured: Option<StopSign>,
     /// Why the node stopped, if it did (shut down, or a storage failure).
     pub stopped: Option<RuntimeError>,
@@ -221,6 +232,25 @@ where
         Ok(handle)
     }
 
+    /// Starts a node that joins its configuration as a new server, knowing
+    /// only where the previous configuration's servers are: `sources`, whose
+    /// log it pulls before it takes part (see
+    /// [`NodeConfig::set_join_sources`]). `node_conf` names the new
+    /// configuration: its id (the stop-sign's) and the new servers as
+    /// peers. Otherwise as [`new`](Self::new); the status shows
+    /// [`NodeStatus::joining`] until the log is in.
+    pub fn join<S>(
+        mut node_conf: NodeConfig,
+        storage: S,
+        sources: Vec<NodeId>,
+    ) -> OmniPaxosHandle<T>
+    where
+        S: Storage<T> + Send + 'static,
+    {
+        node_conf.set_join_sources(sources);
+        Self::new(node_conf, storage)
+    }
+
     #[allow(clippy::type_complexity)]
     fn prepare<S>(
         node_conf: NodeConfig,
@@ -240,10 +270,33 @@ where
         let (sp_out, sp_out_rx) = mpsc::channel(cap);
         let (ble_in_tx, ble_in) = mpsc::channel(cap);
         let (ble_out, ble_out_rx) = mpsc::channel(cap);
-        let configuration_id = node_conf.omnipaxos_config().configuration_id;
+        let mut config = node_conf.omnipaxos_config().clone();
+        let mut join = node_conf.join_sources().map(<[NodeId]>::to_vec);
+        // A node that moved on (or joined) recorded how the configuration
+        // before its new one ended: on such storage it runs in that newer
+        // configuration, whatever the (static) node config names, and it
+        // has nothing left to join.
+        if let Ok(Some(end)) = storage.get_previous_configuration_end() {
+            let ss = end.stopsign;
+            if ss.config_id >= config.configuration_id && ss.nodes.contains(&config.pid) {
+                config.configuration_id = ss.config_id;
+                config.peers = ss
+                    .nodes
+                    .iter()
+                    .copied()
+                    .filter(|&p| p != config.pid)
+                    .collect();
+                join = None;
+            }
+        }
+        let configuration_id = config.configuration_id;
+        let mut members = config.peers.clone();
+        members.push(config.pid);
+        members.sort_unstable();
         let (status, status_rx) = watch::channel(NodeStatus {
             pid: node_conf.pid(),
             configuration_id,
+            members,
             ..NodeStatus::default()
         });
         let metrics = Arc::new(MetricCounters::default());
@@ -265,19 +318,27 @@ where
                 outgoing: ble_out_rx,
             },
         };
-        let config = node_conf.omnipaxos_config().clone();
         #[cfg(feature = "logging")]
-        let built = match node_conf.logger() {
-            Some(logger) => config.build_with_logger(storage, logger.clone()),
-            None => config.build(storage),
+        let built = match (node_conf.logger(), join) {
+            (Some(logger), Some(sources)) => {
+                config.build_joining_from_with_logger(storage, sources, logger.clone())
+            }
+            (Some(logger), None) => config.build_with_logger(storage, logger.clone()),
+            (None, Some(sources)) => config.build_joining_from(storage, sources),
+            (None, None) => config.build(storage),
         };
         #[cfg(not(feature = "logging"))]
-        let built = config.build(storage);
+        let built = match join {
+            Some(sources) => config.build_joining_from(storage, sources),
+            None => config.build(storage),
+        };
         let op = match built {
             Ok(op) => op,
             Err(e) => return (handle, Err((status, e.into()))),
         };
+        let members = members_of(&op);
         let driver = Driver {
+            members,
             op,
             commands,
             control,
@@ -301,6 +362,10 @@ where
             reads_applying: Vec::new(),
             reconfigure_waiters: Vec::new(),
             reconfigured: None,
+            parked: Vec::new(),
+            retire_grace: node_conf.retire_grace(),
+            retire_at: None,
+            recovering: true,
             dropped_messages: 0,
             ticks: 0,
         };
@@ -372,12 +437,37 @@ where
         })
     }
 
-    /// Proposes a reconfiguration and resolves with the stop-sign once it is
-    /// decided. From then on appends fail with [`RuntimeError::Reconfigured`];
-    /// the servers of the next configuration are started as new nodes with
-    /// configuration id [`StopSign::config_id`].
+    /// Proposes a reconfiguration: the servers of the next configuration
+    /// are `rc.new_configuration`, its id this one's plus one.
+    ///
+    /// Once the old configuration decides the stop-sign, every node of the
+    /// next configuration moves into it by itself, on the same storage and
+    /// with the same handle: its log is kept, appends it held that the old
+    /// configuration did not decide are proposed in the new one (they do not
+    /// fail), and [`NodeStatus::configuration_id`] changes. A server new to
+    /// the configuration is started with [`join`](Self::join) (before or
+    /// after this call); it pulls the log from the old servers. A node the
+    /// next configuration leaves out refuses appends from then on with
+    /// [`RuntimeError::Removed`], serves the new servers' pulls of the log,
+    /// and shuts down [`NodeConfig::set_retire_grace`] after the last one.
+    ///
+    /// Resolves with the stop-sign once this node is in the next
+    /// configuration and knows its leader (on a node that is left out: once
+    /// the stop-sign is decided). Fails with what is known after the append
+    /// timeout ([`RuntimeError::ReconfigurationIncomplete`]), at once if the
+    /// request is invalid or another reconfiguration is under way
+    /// ([`RuntimeError::Rejected`]).
     pub async fn reconfigure(&self, rc: ReconfigurationRequest) -> Result<StopSign, RuntimeError> {
-        self.call(|tx| Command::Reconfigure(rc, tx)).await?
+        let wait = self.call(|tx| Command::Reconfigure(rc, tx));
+        match self.append_timeout {
+            Some(t) => match tokio::time::timeout(t, wait).await {
+                Ok(r) => r?,
+                Err(_) => Err(RuntimeError::ReconfigurationIncomplete {
+                    stopsign: self.status.borrow().reconfigured.clone(),
+                }),
+            },
+            None => wait.await?,
+        }
     }
 
     /// Trims the log below `trim_idx` (default: the decided index) on every
@@ -475,9 +565,12 @@ where
         self.status.borrow().clone()
     }
 
-    /// A receiver that sees every change of [`status`](Self::status).
+    /// A receiver that sees every change of [`status`](Self::status) from
+    /// now on: its `changed()` waits for the next one.
     pub fn watch_status(&self) -> watch::Receiver<NodeStatus> {
-        self.status.clone()
+        let mut status = self.status.clone();
+        status.mark_unchanged();
+        status
     }
 
     /// What the node counted since it started: leader changes, elections,
@@ -630,8 +723,24 @@ struct Driver<T: Entry, S: Storage<T>> {
     read_points: Vec<(ReadId, u64)>,
     /// Reads with a read point, waiting for the decided index to reach it.
     reads_applying: Vec<(u64, Reply<u64>)>,
-    reconfigure_waiters: Vec<Reply<StopSign>>,
+    /// `reconfigure` calls, with the configuration they were made in,
+    /// waiting for the next configuration to have a leader.
+    reconfigure_waiters: Vec<(ConfigurationId, Reply<StopSign>)>,
+    /// The servers of the configuration, for the status.
+    members: Vec<NodeId>,
+    /// This configuration's decided stop-sign, on a node the next
+    /// configuration leaves out (a node in it moves on at once).
     reconfigured: Option<StopSign>,
+    /// Appends that arrived while a stop-sign was in the log but not yet
+    /// decided: proposed in the next configuration if this node is in it,
+    /// refused otherwise.
+    parked: Vec<(T, Reply<u64>)>,
+    /// How long a left-out node serves pulls after the last one.
+    retire_grace: Duration,
+    /// When a left-out node shuts down.
+    retire_at: Option<Instant>,
+    /// Whether the node starts on storage of an earlier run (checked once).
+    recovering: bool,
     dropped_messages: u64,
     ticks: u64,
 }
@@ -650,10 +759,14 @@ where
     async fn run(mut self) {
         let mut ticker = tokio::time::interval(self.tick_interval);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        if self.op.get_promise() != Ballot::default() || self.op.get_decided_idx() > 0 {
+        if self.recovering
+            && !self.op.is_migrating()
+            && (self.op.get_promise() != Ballot::default() || self.op.get_decided_idx() > 0)
+        {
             // The storage holds a previous run's state: rejoin as a recovering server.
             self.op.fail_recovery();
         }
+        self.recovering = false;
         loop {
             tokio::select! {
                 biased;
@@ -664,7 +777,7 @@ where
                 },
                 _ = ticker.tick() => self.on_tick(),
                 Some(m) = self.ble_in.recv() => self.op.handle_incoming(Message::BLE(m)),
-                Some(m) = self.sp_in.recv() => self.op.handle_incoming(m),
+                Some(m) = self.sp_in.recv() => self.handle_message(m),
                 Some(d) = self.deliveries.recv() => self.on_delivery(d),
                 c = self.commands.recv() => match c {
                     Some(c) => self.on_command(c),
@@ -673,6 +786,16 @@ where
             }
             self.take_queued();
             self.after_step();
+            if self.moves_on() {
+                self = match self.move_on() {
+                    Ok(driver) => driver,
+                    Err(()) => return,
+                };
+                self.after_step();
+            }
+            if self.retire_at.is_some_and(|at| at <= Instant::now()) {
+                return self.retire();
+            }
         }
     }
 
@@ -681,7 +804,7 @@ where
     fn take_queued(&mut self) {
         for _ in 0..MAX_INPUTS_PER_STEP {
             match self.sp_in.try_recv() {
-                Ok(m) => self.op.handle_incoming(m),
+                Ok(m) => self.handle_message(m),
                 Err(_) => break,
             }
         }
@@ -703,8 +826,25 @@ where
     /// whatever the protocol keeps of it is the node's memory from now on.
     fn on_delivery(&mut self, d: Delivery<T>) {
         let Delivery { msg, charge } = d;
-        self.op.handle_incoming(msg);
+        self.handle_message(msg);
         drop(charge);
+    }
+
+    fn handle_message(&mut self, m: Message<T>) {
+        if self.retire_at.is_some()
+            && matches!(
+                &m,
+                Message::SequencePaxos(PaxosMessage {
+                    msg: PaxosMsg::PullLog(_),
+                    ..
+                })
+            )
+        {
+            // A server of the next configuration pulls the log from us: stay
+            // up for it.
+            self.retire_at = Some(Instant::now() + self.retire_grace);
+        }
+        self.op.handle_incoming(m);
     }
 
     fn on_tick(&mut self) {
@@ -748,7 +888,9 @@ where
                 }
             }
             Command::Reconfigure(rc, reply) => match self.op.reconfigure(rc) {
-                Ok(()) => self.reconfigure_waiters.push(reply),
+                Ok(()) => self
+                    .reconfigure_waiters
+                    .push((self.configuration_id, reply)),
                 Err(e) => {
                     let _ = reply.send(Err(self.propose_error(e)));
                 }
@@ -806,6 +948,12 @@ where
             Ok(id) => {
                 self.appends.insert(id, reply);
             }
+            Err(ProposeErr::PendingReconfigEntry(entry)) if self.op.is_reconfigured().is_none() => {
+                // A stop-sign is in the log, not yet decided: the entry waits
+                // for the next configuration (or for this one to go on, if
+                // the stop-sign is never decided and a later leader drops it).
+                self.parked.push((entry, reply));
+            }
             Err(e) => {
                 let _ = reply.send(Err(self.propose_error(e)));
             }
@@ -815,7 +963,7 @@ where
     /// Why an append is refused before it reaches the protocol, if it is.
     fn refusal(&self) -> Option<RuntimeError> {
         if let Some(ss) = &self.reconfigured {
-            return Some(RuntimeError::Reconfigured(ss.clone()));
+            return Some(RuntimeError::Removed(ss.clone()));
         }
         self.op
             .get_storage_failure()
@@ -887,7 +1035,38 @@ where
         }
         if self.reconfigured.is_none() {
             if let Some(ss) = self.op.is_reconfigured() {
-                self.on_reconfigured(ss);
+                if !ss.nodes.contains(&self.op.get_pid()) {
+                    self.on_removed(ss);
+                }
+            }
+        }
+        if !self.parked.is_empty()
+            && self.op.is_reconfigured().is_none()
+            && self.op.get_current_leader().is_some()
+        {
+            // Parked appends whose stop-sign went away (a new leader of this
+            // configuration did not keep it), or that moved on with us.
+            for (entry, reply) in std::mem::take(&mut self.parked) {
+                self.propose(entry, reply);
+            }
+        }
+        if !self.reconfigure_waiters.is_empty()
+            && self.reconfigured.is_none()
+            && self.op.get_current_leader().is_some()
+        {
+            // Calls made in an earlier configuration are done: we are in the
+            // next one, and it has a leader.
+            if let Some(ss) = self.op.get_previous_stopsign() {
+                let now = self.configuration_id;
+                let mut i = 0;
+                while i < self.reconfigure_waiters.len() {
+                    if self.reconfigure_waiters[i].0 < now {
+                        let (_, reply) = self.reconfigure_waiters.swap_remove(i);
+                        let _ = reply.send(Ok(ss.clone()));
+                    } else {
+                        i += 1;
+                    }
+                }
             }
         }
         if let Some(e) = self.op.get_storage_failure() {
@@ -896,23 +1075,147 @@ where
         self.publish();
     }
 
-    /// The stop-sign is decided: what waits for this configuration cannot
-    /// be decided in it.
-    fn on_reconfigured(&mut self, ss: StopSign) {
-        for reply in self.reconfigure_waiters.drain(..) {
+    /// The stop-sign is decided and the next configuration leaves this node
+    /// out: what waits here cannot be decided, and the node retires once the
+    /// new servers no longer pull from it.
+    fn on_removed(&mut self, ss: StopSign) {
+        for (_, reply) in self.reconfigure_waiters.drain(..) {
             let _ = reply.send(Ok(ss.clone()));
         }
         let e = RuntimeError::Reconfigured(ss.clone());
         for (_, reply) in self.appends.drain() {
             let _ = reply.send(Err(e.clone()));
         }
+        let removed = RuntimeError::Removed(ss.clone());
         for (_, reply, _) in self.waiting_leader.drain(..) {
+            let _ = reply.send(Err(removed.clone()));
+        }
+        for (_, reply) in self.parked.drain(..) {
+            let _ = reply.send(Err(removed.clone()));
+        }
+        for (_, reply) in self.reads.drain() {
             let _ = reply.send(Err(e.clone()));
         }
+        self.retire_at = Some(Instant::now() + self.retire_grace);
         self.reconfigured = Some(ss);
     }
 
+    /// Whether this node's configuration's stop-sign is decided and names it.
+    fn moves_on(&self) -> bool {
+        self.op
+            .is_reconfigured()
+            .is_some_and(|ss| ss.nodes.contains(&self.op.get_pid()))
+    }
+
+    /// Moves this node into the next configuration: the protocol is rebuilt
+    /// on the same storage ([`OmniPaxos::into_new_configuration`]), and the
+    /// channels, handles and waiting calls stay. `Err` if it could not be
+    /// (the status says why; the node has stopped).
+    fn move_on(self) -> Result<Self, ()> {
+        let Some(ss) = self.op.is_reconfigured() else {
+            return Ok(self);
+        };
+        let pid = self.op.get_pid();
+        let mut config: OmniPaxosConfig = self.op.get_config().clone();
+        config.configuration_id = ss.config_id;
+        config.peers = ss.nodes.iter().copied().filter(|&p| p != pid).collect();
+        let Self {
+            op,
+            commands,
+            control,
+            sp_in,
+            deliveries,
+            ble_in,
+            sp_out,
+            ble_out,
+            status,
+            metrics,
+            configuration_id: _,
+            last_leader: _,
+            tick_interval,
+            leader_wait,
+            outgoing,
+            waiting_leader,
+            appends,
+            decided,
+            mut reads,
+            read_points,
+            reads_applying,
+            reconfigure_waiters,
+            members: _,
+            reconfigured,
+            parked,
+            retire_grace,
+            retire_at,
+            recovering,
+            dropped_messages,
+            ticks,
+        } = self;
+        let op = match op.into_new_configuration(config) {
+            Ok(op) => op,
+            Err(e) => {
+                status.send_modify(|s| s.stopped = Some(RuntimeError::Config(e)));
+                return Err(());
+            }
+        };
+        // Read requests of the old configuration get no read point in the
+        // new one: the caller retries.
+        for (_, reply) in reads.drain() {
+            let _ = reply.send(Err(RuntimeError::Reconfigured(ss.clone())));
+        }
+        let mut members = ss.nodes.clone();
+        members.sort_unstable();
+        Ok(Self {
+            op,
+            commands,
+            control,
+            sp_in,
+            deliveries,
+            ble_in,
+            sp_out,
+            ble_out,
+            status,
+            metrics,
+            configuration_id: ss.config_id,
+            last_leader: None,
+            tick_interval,
+            leader_wait,
+            outgoing,
+            waiting_leader,
+            appends,
+            decided,
+            reads,
+            read_points,
+            reads_applying,
+            reconfigure_waiters,
+            members,
+            reconfigured,
+            parked,
+            retire_grace,
+            retire_at,
+            recovering,
+            dropped_messages,
+            ticks,
+        })
+    }
+
+    /// A node the next configuration left out has served its last pull:
+    /// it shuts down, as [`OmniPaxosNode::shutdown`] would, and its status
+    /// says it was removed.
+    fn retire(mut self) {
+        let ss = self
+            .reconfigured
+            .clone()
+            .expect("only a removed node retires");
+        self.fail_all(&RuntimeError::Removed(ss.clone()));
+        self.status
+            .send_modify(|s| s.stopped = Some(RuntimeError::Removed(ss)));
+    }
+
     fn fail_all(&mut self, e: &RuntimeError) {
+        for (_, reply) in self.parked.drain(..) {
+            let _ = reply.send(Err(e.clone()));
+        }
         for (_, reply) in self.appends.drain() {
             let _ = reply.send(Err(e.clone()));
         }
@@ -922,7 +1225,7 @@ where
         for (_, reply) in self.reads.drain() {
             let _ = reply.send(Err(e.clone()));
         }
-        for reply in self.reconfigure_waiters.drain(..) {
+        for (_, reply) in self.reconfigure_waiters.drain(..) {
             let _ = reply.send(Err(e.clone()));
         }
     }
@@ -945,6 +1248,8 @@ where
                 decided_idx: op.get_decided_idx(),
                 accepted_idx: op.get_accepted_idx(),
                 compacted_idx: op.get_compacted_idx(),
+                members: self.members.clone(),
+                joining: op.is_migrating(),
                 reconfigured: self.reconfigured.clone(),
                 stopped,
                 dropped_messages: dropped,
@@ -972,6 +1277,7 @@ where
     }
 
     /// Ends the node: pending calls fail, channels close, storage is dropped.
+    /// (`parked` appends fail too: see `fail_all`.)
     fn stop(mut self, done: Option<oneshot::Sender<()>>) {
         self.fail_all(&RuntimeError::ShutDown);
         self.status
@@ -986,4 +1292,13 @@ where
     fn stop_with(self, e: RuntimeError) {
         self.status.send_modify(|s| s.stopped = Some(e));
     }
+}
+
+/// The servers of `op`'s configuration, itself included, in increasing order.
+fn members_of<T: Entry, S: Storage<T>>(op: &OmniPaxos<T, S>) -> Vec<NodeId> {
+    let config = op.get_config();
+    let mut members = config.peers.clone();
+    members.push(config.pid);
+    members.sort_unstable();
+    members
 }

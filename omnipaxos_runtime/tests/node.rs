@@ -293,30 +293,39 @@ async fn an_append_cut_off_from_the_leader_times_out() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn after_a_reconfiguration_appends_fail_with_the_stop_sign() {
+async fn after_a_reconfiguration_the_nodes_in_it_move_on_and_the_one_left_out_refuses() {
     let c = Cluster::start(&[1, 2, 3]);
     c.leader().await;
+    c.node(1)
+        .append(put(1, 1))
+        .await
+        .expect("append in configuration 1");
     let ss = c
         .node(2)
-        .reconfigure(ReconfigurationRequest::with(vec![1, 2, 4], None))
+        .reconfigure(ReconfigurationRequest::with(vec![1, 2], None))
         .await
-        .expect("stop-sign decided");
-    assert_eq!(ss.nodes, vec![1, 2, 4]);
-    // Node 2 has decided the stop-sign; nodes 1 and 3 learn it from the
-    // leader, perhaps later.
-    for pid in [1, 3] {
-        wait_status(c.node(pid), "the stop-sign decided", |s| {
-            s.reconfigured.is_some()
+        .expect("the next configuration has a leader");
+    assert_eq!((ss.config_id, ss.nodes.clone()), (2, vec![1, 2]));
+    // Nodes 1 and 2 moved into configuration 2 by themselves, with the log.
+    for pid in [1, 2] {
+        wait_status(c.node(pid), "the move to configuration 2", |s| {
+            s.configuration_id == 2 && s.members == vec![1, 2] && s.reconfigured.is_none()
         })
         .await;
     }
+    assert_eq!(c.node(1).append(put(1, 2)).await, Ok(1));
+    // Node 3 learns the stop-sign, perhaps later, and is left out.
+    wait_status(c.node(3), "the stop-sign decided", |s| {
+        s.reconfigured.is_some()
+    })
+    .await;
     assert_eq!(
         c.node(3).is_reconfigured().await.map(|s| s.config_id),
         Some(ss.config_id)
     );
     assert_eq!(
-        c.node(1).append(put(1, 1)).await,
-        Err(RuntimeError::Reconfigured(ss.clone()))
+        c.node(3).append(put(1, 3)).await,
+        Err(RuntimeError::Removed(ss.clone()))
     );
     // The old configuration serves no more linearizable reads either: the
     // next one may already decide new entries.

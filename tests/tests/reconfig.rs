@@ -118,6 +118,27 @@ impl Cluster {
         }
     }
 
+    /// As `step`, but fails if one tick's messages cause more than `max`
+    /// deliveries: servers that answer each other without end.
+    fn step_bounded(&mut self, max: usize) {
+        self.now += 1;
+        for node in self.nodes.values_mut().flatten() {
+            node.tick();
+            node.take_outgoing_messages(&mut self.buf);
+        }
+        let mut delivered = 0;
+        while !self.buf.is_empty() {
+            for m in std::mem::take(&mut self.buf) {
+                delivered += 1;
+                assert!(delivered <= max, "messages never stop: {m:?}");
+                if let Some(Some(node)) = self.nodes.get_mut(&m.get_receiver()) {
+                    node.handle_incoming(m);
+                    node.take_outgoing_messages(&mut self.buf);
+                }
+            }
+        }
+    }
+
     fn run_until(&mut self, mut done: impl FnMut(&mut Self) -> bool, max_ticks: u64) {
         for _ in 0..max_ticks {
             if done(self) {
@@ -499,4 +520,193 @@ fn pulling_from_three_sources_is_faster_than_from_one() {
         ticks[1] * 2 < ticks[0],
         "parallel pulling is not faster: {ticks:?}"
     );
+}
+
+/// Server 4 joins `[1, 2, 4]` knowing only where the old servers are
+/// (`build_joining_from`): it is started before the reconfiguration is even
+/// proposed, learns the log's length from an old server once the stop-sign
+/// is decided, pulls it, and then takes part.
+#[test]
+fn a_joiner_given_only_the_sources_learns_the_log_length_and_pulls_the_log() {
+    let (mut c, leader) = with_entries(12);
+    let joiner = config(2, 4, &[1, 2, 4])
+        .build_joining_from(MemoryStorage::default(), vec![1, 2, 3])
+        .unwrap();
+    c.nodes.insert(4, Some(joiner));
+    // Nobody can answer yet: the old configuration has no stop-sign.
+    for _ in 0..30 {
+        c.step();
+    }
+    assert!(c.node(4).is_migrating());
+    assert_eq!(
+        c.node(4).get_migration(),
+        None,
+        "the length is not known yet"
+    );
+    assert_eq!(c.node(4).get_decided_idx(), 0);
+    assert_eq!(
+        c.node(leader).get_decided_idx(),
+        12,
+        "the old servers go on"
+    );
+
+    c.node(leader)
+        .reconfigure(ReconfigurationRequest::with(vec![1, 2, 4], None))
+        .unwrap();
+    c.run_until(
+        |c| {
+            [1, 2, 3]
+                .iter()
+                .all(|&p| c.node(p).is_reconfigured().is_some())
+        },
+        100,
+    );
+    // The old servers are all still in configuration 1: they answer the
+    // joiner from their decided stop-sign, and serve its pulls.
+    c.run_until(|c| !c.node(4).is_migrating(), 100);
+    let old_log = decided_values(&mut c, 1);
+    assert_eq!(old_log.len(), 12);
+    assert_eq!(decided_values(&mut c, 4), old_log);
+    for pid in [1, 2] {
+        let old = c.nodes.remove(&pid).flatten().unwrap();
+        let new = old
+            .into_new_configuration(config(2, pid, &[1, 2, 4]))
+            .unwrap();
+        c.nodes.insert(pid, Some(new));
+    }
+    c.nodes.remove(&3);
+    let new_leader = c.leader();
+    c.node(new_leader).append(Value(99)).unwrap();
+    c.run_until(
+        |c| [1, 2, 4].iter().all(|&p| c.node(p).get_decided_idx() == 13),
+        100,
+    );
+    assert_eq!(decided_values(&mut c, 4).last(), Some(&Value(99)));
+}
+
+/// Once the continuing servers have moved on, they answer the joiner in the
+/// new configuration, even with every old-only server gone.
+#[test]
+fn a_joiner_started_after_the_change_learns_the_log_length_from_its_new_peers() {
+    let mut c = reconfigured(&[1, 2, 4]);
+    let old_log = decided_values(&mut c, 1);
+    for pid in [1, 2] {
+        let old = c.nodes.remove(&pid).flatten().unwrap();
+        let new = old
+            .into_new_configuration(config(2, pid, &[1, 2, 4]))
+            .unwrap();
+        c.nodes.insert(pid, Some(new));
+    }
+    c.nodes.remove(&3);
+    let joiner = config(2, 4, &[1, 2, 4])
+        .build_joining_from(MemoryStorage::default(), vec![1, 2, 3])
+        .unwrap();
+    c.nodes.insert(4, Some(joiner));
+    // Server 3 is gone for good: its slice is asked of the next source.
+    c.run_until(|c| !c.node(4).is_migrating(), 200);
+    assert_eq!(decided_values(&mut c, 4), old_log);
+    let new_leader = c.leader();
+    c.node(new_leader).append(Value(7)).unwrap();
+    c.run_until(
+        |c| [1, 2, 4].iter().all(|&p| c.node(p).get_decided_idx() == 6),
+        100,
+    );
+}
+
+/// A joiner takes an answer only from a server it asked, about the
+/// configuration it joins, and naming it; and a storage that already holds
+/// the pulled log (a restart after joining) starts at once.
+#[test]
+fn a_joiner_ignores_answers_it_did_not_ask_for_and_restarts_without_asking_again() {
+    use omnipaxos::messages::{StopSignDecided, StopSignReply};
+    use omnipaxos::{ballot::Ballot, util::StopSign};
+    let mut joiner = config(2, 4, &[1, 2, 4])
+        .build_joining_from(MemoryStorage::<Value>::default(), vec![1, 2])
+        .unwrap();
+    let reply = |from, config_id, nodes: Vec<NodeId>| {
+        Message::SequencePaxos(PaxosMessage {
+            configuration_id: 2,
+            from,
+            to: 4,
+            msg: PaxosMsg::StopSignReply(StopSignReply {
+                decided: Some(StopSignDecided {
+                    ss: StopSign::with(config_id, nodes, None),
+                    stop_idx: 10,
+                    n_accepted: Ballot::default(),
+                }),
+            }),
+        })
+    };
+    joiner.handle_incoming(reply(9, 2, vec![1, 2, 4])); // not asked
+    joiner.handle_incoming(reply(1, 3, vec![1, 2, 4])); // another configuration
+    joiner.handle_incoming(reply(1, 2, vec![1, 2, 5])); // without the joiner
+    assert_eq!(joiner.get_migration(), None);
+    assert!(joiner.is_migrating());
+    joiner.handle_incoming(reply(1, 2, vec![1, 2, 4]));
+    assert_eq!(
+        joiner.get_migration(),
+        Some(Migration {
+            log_len: 10,
+            sources: vec![1, 2]
+        })
+    );
+
+    // A restart of a server that finished joining: its storage holds the
+    // log and how the old configuration ended, so it does not ask again.
+    use omnipaxos::{storage::Storage, util::ConfigurationEnd};
+    let mut storage = MemoryStorage::<Value>::default();
+    storage.append_entries((0..5).map(Value).collect()).unwrap();
+    storage.set_decided_idx(5).unwrap();
+    storage
+        .set_previous_configuration_end(Some(ConfigurationEnd {
+            stopsign: StopSign::with(2, vec![1, 2, 4], None),
+            stop_idx: 5,
+            accepted_round: Ballot::default(),
+        }))
+        .unwrap();
+    let restarted = config(2, 4, &[1, 2, 4])
+        .build_joining_from(storage, vec![1, 2])
+        .unwrap();
+    assert!(!restarted.is_migrating());
+    assert_eq!(restarted.get_decided_idx(), 5);
+}
+
+#[test]
+fn build_joining_from_refuses_sources_it_cannot_use() {
+    let build = |configuration_id, sources: Vec<NodeId>| {
+        config(configuration_id, 4, &[1, 2, 4])
+            .build_joining_from(MemoryStorage::<Value>::default(), sources)
+            .err()
+    };
+    for (configuration_id, sources, field) in [
+        (2, vec![], "migration.sources"),
+        (2, vec![1, 4], "migration.sources"),
+        (2, vec![0], "migration.sources"),
+        (2, vec![1, 1], "migration.sources"),
+        (1, vec![1], "configuration_id"),
+    ] {
+        match build(configuration_id, sources.clone()) {
+            Some(ConfigError::InvalidField { field: f, .. }) => {
+                assert_eq!(f, field, "{sources:?}");
+            }
+            other => panic!("{sources:?}: expected an invalid {field}, got {other:?}"),
+        }
+    }
+}
+
+/// A server the next configuration leaves out keeps running its old
+/// configuration beside the servers that moved on: it learns how its
+/// configuration ended and the servers do not trade messages endlessly.
+#[test]
+fn a_left_out_server_beside_the_moved_on_ones_goes_quiet() {
+    let mut c = reconfigured(&[1, 2]);
+    for pid in [1, 2] {
+        let old = c.nodes.remove(&pid).flatten().unwrap();
+        let new = old.into_new_configuration(config(2, pid, &[1, 2])).unwrap();
+        c.nodes.insert(pid, Some(new));
+    }
+    for _ in 0..200 {
+        c.step_bounded(10_000);
+    }
+    assert!(c.node(3).is_reconfigured().is_some());
 }
