@@ -183,6 +183,7 @@
 //! transport runs until [`OmniPaxosNode::shutdown`] or until the transport
 //! is shut down and every other clone dropped.
 
+mod addresses;
 mod budget;
 mod config;
 mod error;
@@ -197,6 +198,7 @@ mod stats;
 mod tests;
 
 pub use self::{
+    addresses::{PeerAddresses, PeerAddressesError},
     config::NetConfig,
     error::{InvalidPeer, NetError},
     stats::{NetStats, NetStatsReader, PeerStats},
