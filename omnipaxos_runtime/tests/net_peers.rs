@@ -1,7 +1,8 @@
 //! The transport's peer set changes while it runs: a peer added on both
 //! sides joins the traffic, a removed one is cut off and gone from the
 //! counters, a re-pointed one is dialed at its new address, and what cannot
-//! be a peer is refused with a typed error.
+//! be a peer is refused with a typed error; and a transport follows a
+//! reconfiguration that carries the new servers' addresses.
 //!
 //! Every wait is for a condition (a node status or a transport counter),
 //! bounded by a timeout; none sleeps to let something happen.
@@ -12,11 +13,11 @@ use common::{
     Value,
     cluster::{
         Member, WAIT, bind_all, loopback, memory_cluster, net_config, start_node, stop_all,
-        wait_common_leader, wait_decided, wait_stats,
+        wait_common_leader, wait_decided, wait_stats, wait_status,
     },
 };
 use omnipaxos::util::NodeId;
-use omnipaxos_runtime::net::{InvalidPeer, NetError, NetStats};
+use omnipaxos_runtime::net::{InvalidPeer, NetError, NetStats, PeerAddresses, Transport};
 use omnipaxos_storage::memory_storage::MemoryStorage;
 use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
@@ -265,4 +266,46 @@ async fn peers_change_from_many_tasks_while_messages_flow() {
         .into_iter()
         .collect();
     stop_all(members).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decided_stop_sign_naming_a_fourth_servers_address_makes_every_old_transport_add_it() {
+    let members = memory_cluster(&[1, 2, 3], None).await;
+    // Server 4's listener exists; its node would start in configuration 2.
+    let four = Transport::bind(net_config(4, loopback(), None))
+        .await
+        .unwrap();
+    let addr4 = four.local_addr();
+    let leader = wait_common_leader(&members).await;
+    let addrs = PeerAddresses::new(BTreeMap::from([(4, addr4)]));
+    let ss = members[&leader]
+        .node
+        .reconfigure(addrs.request(vec![1, 2, 3, 4]))
+        .await
+        .unwrap();
+    assert_eq!(ss.nodes, [1, 2, 3, 4]);
+    for (pid, m) in &members {
+        wait_status(&m.node, "the stop-sign decided", |s| {
+            s.reconfigured.is_some()
+        })
+        .await;
+        // The transport acts on the status change by itself, with no event
+        // to wait on: poll, bounded.
+        let added = tokio::time::timeout(WAIT, async {
+            while m.transport.peers().get(&4) != Some(&addr4) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        assert!(
+            added.is_ok(),
+            "{pid} did not add 4: {:?}",
+            m.transport.peers()
+        );
+        let peers = m.transport.peers();
+        assert_eq!(peers.len(), 3, "{pid}: {peers:?}");
+        assert!(m.transport.stats().peers.contains_key(&4));
+    }
+    stop_all(members).await;
+    drop(four);
 }

@@ -105,8 +105,8 @@
 //! replication, and one for Sequence Paxos. When a queue is full, as with a
 //! slow or unreachable peer, the newest message is **dropped and counted**
 //! ([`PeerStats::dropped`]); the node is never blocked, and the protocol
-//! resends what matters. Messages for a node that is not a configured peer
-//! are dropped and counted ([`NetStats::unknown_receiver`]). On the
+//! resends what matters. Messages for a node that is not a peer are
+//! dropped and counted ([`NetStats::unknown_receiver`]). On the
 //! receiving side a link waits while the node's incoming channel is full or
 //! the peer's messages already hold their in-flight budget (see
 //! [Memory](#memory)), which pushes back through TCP to the sender's queue.
@@ -174,6 +174,55 @@
 //! buffers (the target of a `Box` or an `Arc` field) is not seen by the
 //! charge; such a type should count it in by lowering `D` and `I`.
 //!
+//! # Changing the peers
+//!
+//! The peers start as [`NetConfig::peers`] and change while the transport
+//! runs, from any task, while messages flow:
+//!
+//! - [`Transport::add_peer`] makes a pid a peer at an address: the transport
+//!   dials it, routes the node's messages for it, accepts its connections
+//!   and shows it in [`Transport::stats`]. A peer added again at another
+//!   address is re-pointed (its links closed, its counters reset, dialed at
+//!   the new address); at the same address nothing changes.
+//! - [`Transport::remove_peer`] stops dialing it, drops what is queued for
+//!   it, closes its inbound link, refuses its later ones, and takes it out
+//!   of the stats.
+//!
+//! Both sides must add each other: a node accepts connections only from
+//! its peers. The node's own configuration is not changed by either call;
+//! it decides whom the node talks to, and messages for a pid that is not a
+//! peer are dropped and counted.
+//!
+//! A transport also follows its node's reconfigurations. When the node
+//! decides a stop-sign whose metadata is [`PeerAddresses`] (build the
+//! request with [`PeerAddresses::request`]), every server of the next
+//! configuration listed there with an address, other than this node and
+//! not yet a peer, is added. Once the node has moved into a later
+//! configuration ([`NodeStatus::configuration_id`](crate::NodeStatus::configuration_id)
+//! passes the one that stop-sign ended), the peers the stop-sign left out
+//! are removed after [`NetConfig::retired_peer_grace`], unless they were
+//! removed or added again meanwhile. A stop-sign without metadata, or with
+//! metadata of another kind, changes no peer (logged at debug level):
+//! removal is otherwise always explicit.
+//!
+//! ```no_run
+//! # use omnipaxos_runtime::{OmniPaxosNode, net::{PeerAddresses, Transport}};
+//! # use std::collections::BTreeMap;
+//! # async fn run<T>(
+//! #     node: OmniPaxosNode<T>,
+//! #     transport: Transport,
+//! # ) -> Result<(), Box<dyn std::error::Error>>
+//! # where T: omnipaxos::storage::Entry + Send + 'static, T::Snapshot: Send {
+//! // Server 4 joins {1, 2, 3}: every transport of the cluster adds it as
+//! // the stop-sign is decided.
+//! let addrs = PeerAddresses::new(BTreeMap::from([(4, "10.0.0.4:7000".parse()?)]));
+//! node.reconfigure(addrs.request(vec![1, 2, 3, 4])).await?;
+//! // Soon after (the transport follows the node's status on its own task):
+//! println!("peers: {:?}", transport.peers());
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Stopping
 //!
 //! [`Transport::shutdown`] ends every task the transport spawned, closes the
@@ -187,6 +236,7 @@ mod addresses;
 mod budget;
 mod config;
 mod error;
+mod follow;
 mod frame;
 mod handshake;
 mod in_flight;
@@ -205,6 +255,7 @@ pub use self::{
 };
 
 use self::{
+    follow::Follower,
     inbound::{Inbound, MAX_PENDING_HANDSHAKES},
     outbound::Router,
     peers::PeerControl,
@@ -415,7 +466,7 @@ impl BoundTransport {
             pid: config.pid,
             own_addrs: [config.listen, local_addr],
             in_flight_bytes: config.max_in_flight_bytes_per_peer,
-            peers: Arc::clone(&counters),
+            counters: Arc::clone(&counters),
             cancel: cancel.clone(),
         });
         // Sequence Paxos messages reach the node on its delivery channel,
@@ -431,6 +482,13 @@ impl BoundTransport {
             outgoing: ble_out,
         } = ble_handle;
 
+        let follower = Follower {
+            status: node.watch_status(),
+            control: Arc::clone(&peers),
+            grace: config.retired_peer_grace,
+            cancel: cancel.clone(),
+        };
+        tracker.spawn_on(follower.run(), &runtime);
         // The router starts a dialer for every peer, now and as peers are
         // added.
         let router = Router::new(

@@ -168,7 +168,8 @@ pub(super) struct PeerControl {
     pub(super) own_addrs: [SocketAddr; 2],
     /// The in-flight budget each new peer gets.
     pub(super) in_flight_bytes: usize,
-    pub(super) peers: Arc<super::stats::Counters>,
+    /// The transport's counters, which hold the peer set.
+    pub(super) counters: Arc<super::stats::Counters>,
     /// Cancelled when the transport stops; a stopped transport's set no
     /// longer changes, so its last stats stay readable.
     pub(super) cancel: CancellationToken,
@@ -194,7 +195,17 @@ impl PeerControl {
         if self.cancel.is_cancelled() {
             return Err(NetError::Stopped);
         }
-        Ok(self.peers.peers.insert(pid, addr, self.in_flight_bytes))
+        Ok(self.counters.peers.insert(pid, addr, self.in_flight_bytes))
+    }
+
+    /// Whether `pid` is a peer now.
+    pub(super) fn contains(&self, pid: NodeId) -> bool {
+        self.counters.peers.contains(pid)
+    }
+
+    /// A copy of the peer set.
+    pub(super) fn members(&self) -> BTreeMap<NodeId, Member> {
+        self.counters.peers.members()
     }
 
     /// Removes peer `pid` (if `only` is given, only that membership of it);
@@ -208,6 +219,6 @@ impl PeerControl {
         if self.cancel.is_cancelled() {
             return Err(NetError::Stopped);
         }
-        Ok(self.peers.peers.remove(pid, only))
+        Ok(self.counters.peers.remove(pid, only))
     }
 }
