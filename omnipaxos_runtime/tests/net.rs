@@ -6,11 +6,17 @@
 
 mod common;
 
-use common::Value;
-use omnipaxos::{storage::Storage, util::NodeId};
+use common::{
+    Value,
+    cluster::{
+        CLUSTER_ID, Member, WAIT, bind_all, loopback, memory_cluster, net_config, start, stop_all,
+        wait_common_leader, wait_decided, wait_stats,
+    },
+};
+use omnipaxos::util::NodeId;
 use omnipaxos_runtime::{
-    NodeConfig, NodeStatus, OmniPaxosHandle, OmniPaxosNode,
-    net::{BoundTransport, NetConfig, NetError, NetStats, Transport},
+    NodeConfig, OmniPaxosNode,
+    net::{NetConfig, NetError, Transport},
 };
 use omnipaxos_storage::{
     memory_storage::MemoryStorage,
@@ -19,170 +25,8 @@ use omnipaxos_storage::{
 use std::{collections::BTreeMap, net::SocketAddr, path::Path, time::Duration};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// The longest any condition may take to become true.
-const WAIT: Duration = Duration::from_secs(20);
-const CLUSTER_ID: u64 = 7;
-
-/// One running member of a test cluster.
-struct Member {
-    node: OmniPaxosNode<Value>,
-    transport: Transport,
-}
-
-impl Member {
-    async fn stop(self) {
-        self.transport.shutdown().await;
-        self.node.shutdown().await;
-    }
-}
-
-async fn stop_all(members: BTreeMap<NodeId, Member>) {
-    for m in members.into_values() {
-        m.stop().await;
-    }
-}
-
-fn loopback() -> SocketAddr {
-    "127.0.0.1:0".parse().unwrap()
-}
-
-fn net_config(pid: NodeId, listen: SocketAddr, psk: Option<&[u8]>) -> NetConfig {
-    let mut config = NetConfig::new(CLUSTER_ID, pid, listen, BTreeMap::new());
-    config.psk = psk.map(<[u8]>::to_vec);
-    // Redial quickly, so a restarted peer is found within a test's patience.
-    config.reconnect_backoff_max = Duration::from_millis(200);
-    config
-}
-
-/// Binds a transport for every config, then gives each the addresses of all
-/// the others as peers.
-async fn bind_all(configs: Vec<NetConfig>) -> BTreeMap<NodeId, BoundTransport> {
-    let mut bound = BTreeMap::new();
-    for config in configs {
-        bound.insert(config.pid, Transport::bind(config).await.unwrap());
-    }
-    let addrs: BTreeMap<NodeId, SocketAddr> = bound
-        .iter()
-        .map(|(pid, b)| (*pid, b.local_addr()))
-        .collect();
-    for (pid, b) in &mut bound {
-        for (other, addr) in &addrs {
-            if other != pid {
-                b.peers_mut().insert(*other, *addr);
-            }
-        }
-    }
-    bound
-}
-
-/// Starts a node on `storage`, with the transport's peers as its peers, and
-/// plugs the transport into it.
-fn start<S>(bound: BoundTransport, storage: S) -> Member
-where
-    S: Storage<Value> + Send + 'static,
-{
-    let mut node_conf = NodeConfig::default();
-    node_conf.set_pid(bound.config().pid);
-    node_conf.set_peers(bound.config().peers.keys().copied().collect());
-    let OmniPaxosHandle {
-        omni_paxos,
-        seq_paxos_handle,
-        ble_handle,
-    } = OmniPaxosNode::try_new(node_conf, storage).unwrap();
-    let transport = bound
-        .start(omni_paxos.clone(), seq_paxos_handle, ble_handle)
-        .unwrap();
-    Member {
-        node: omni_paxos,
-        transport,
-    }
-}
-
-/// A cluster of `pids` on loopback with memory storage.
-async fn memory_cluster(pids: &[NodeId], psk: Option<&[u8]>) -> BTreeMap<NodeId, Member> {
-    let configs = pids
-        .iter()
-        .map(|p| net_config(*p, loopback(), psk))
-        .collect();
-    bind_all(configs)
-        .await
-        .into_iter()
-        .map(|(pid, b)| (pid, start(b, MemoryStorage::default())))
-        .collect()
-}
-
 fn persistent(dir: &Path) -> PersistentStorage<Value> {
     PersistentStorage::open(PersistentStorageConfig::with_path(dir)).unwrap()
-}
-
-/// Waits until `node`'s status satisfies `cond`.
-async fn wait_status(
-    node: &OmniPaxosNode<Value>,
-    what: &str,
-    cond: impl Fn(&NodeStatus) -> bool,
-) -> NodeStatus {
-    let mut status = node.watch_status();
-    let waited = tokio::time::timeout(WAIT, async {
-        loop {
-            let now = status.borrow_and_update().clone();
-            if cond(&now) {
-                return now;
-            }
-            if status.changed().await.is_err() {
-                panic!("node stopped while waiting for {what}: {now:?}");
-            }
-        }
-    })
-    .await;
-    waited.unwrap_or_else(|_| panic!("timed out waiting for {what}: {:?}", node.status()))
-}
-
-/// Waits until `transport`'s counters satisfy `cond`. Counters have no
-/// change notification, so this polls them.
-async fn wait_stats(transport: &Transport, what: &str, cond: impl Fn(&NetStats) -> bool) {
-    let waited = tokio::time::timeout(WAIT, async {
-        while !cond(&transport.stats()) {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
-    assert!(
-        waited.is_ok(),
-        "timed out waiting for {what}: {:?}",
-        transport.stats()
-    );
-}
-
-/// Waits until every member follows the same leader, and returns it.
-async fn wait_common_leader(members: &BTreeMap<NodeId, Member>) -> NodeId {
-    let waited = tokio::time::timeout(WAIT, async {
-        loop {
-            let first = members.values().next().unwrap();
-            let leader = wait_status(&first.node, "a leader", |s| s.leader.is_some())
-                .await
-                .leader
-                .unwrap();
-            let mut agreed = true;
-            for m in members.values() {
-                let s = wait_status(&m.node, "a leader", |s| s.leader.is_some()).await;
-                agreed &= s.leader == Some(leader);
-            }
-            if agreed {
-                return leader;
-            }
-            tokio::task::yield_now().await;
-        }
-    })
-    .await;
-    waited.expect("the members agree on a leader")
-}
-
-/// Waits until `node` has decided at least `idx` entries.
-async fn wait_decided(node: &OmniPaxosNode<Value>, idx: u64) {
-    wait_status(node, &format!("decided index {idx}"), |s| {
-        s.decided_idx >= idx
-    })
-    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

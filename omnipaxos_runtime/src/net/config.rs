@@ -33,8 +33,12 @@ pub struct NetConfig {
     /// The address the listener binds. Port 0 picks a free port; read it with
     /// [`BoundTransport::local_addr`](super::BoundTransport::local_addr).
     pub listen: SocketAddr,
-    /// Every other member: pid -> address to dial. Only these pids may
-    /// connect, and messages for any other receiver are dropped.
+    /// Every other member at start: pid -> address to dial. Only peers may
+    /// connect, and messages for any other receiver are dropped. The peers
+    /// change while the transport runs with
+    /// [`Transport::add_peer`](super::Transport::add_peer) and
+    /// [`remove_peer`](super::Transport::remove_peer), and as it follows the
+    /// node's reconfigurations; this field is only where they start.
     pub peers: BTreeMap<NodeId, SocketAddr>,
     /// Optional pre-shared key; when set, both ends prove they know it (HMAC
     /// challenge-response) before any message flows. Both ends must agree on
@@ -98,6 +102,14 @@ pub struct NetConfig {
     pub reconnect_backoff_min: Duration,
     /// The longest delay between two dials of the same peer. Default 1 s.
     pub reconnect_backoff_max: Duration,
+    /// How long a peer that a decided reconfiguration left out stays a peer
+    /// once this node has moved into the next configuration, before the
+    /// transport removes it by itself (see
+    /// [Changing the peers](super#changing-the-peers)). The old server may
+    /// still need to be told how its configuration ended, or to hand over
+    /// the log; a server that is only slow to learn the end is reached
+    /// within this time. Default 30 s.
+    pub retired_peer_grace: Duration,
 }
 
 impl NetConfig {
@@ -121,6 +133,7 @@ impl NetConfig {
             peer_queue_capacity: 4096,
             reconnect_backoff_min: Duration::from_millis(20),
             reconnect_backoff_max: Duration::from_secs(1),
+            retired_peer_grace: Duration::from_secs(30),
         }
     }
 
@@ -194,6 +207,7 @@ impl fmt::Debug for NetConfig {
             .field("peer_queue_capacity", &self.peer_queue_capacity)
             .field("reconnect_backoff_min", &self.reconnect_backoff_min)
             .field("reconnect_backoff_max", &self.reconnect_backoff_max)
+            .field("retired_peer_grace", &self.retired_peer_grace)
             .finish()
     }
 }

@@ -294,14 +294,17 @@ pub(super) async fn dial<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// Runs the acceptor's side of the handshake on a fresh inbound connection
-/// and returns the dialer's pid. A refused dialer is told why (best effort).
+/// and returns the dialer's pid; `is_peer` says whether a pid is one of the
+/// node's peers now (the set changes at run time, so it is asked, not read
+/// from `config`). A refused dialer is told why (best effort).
 pub(super) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
     s: &mut S,
     config: &NetConfig,
+    is_peer: impl Fn(NodeId) -> bool,
 ) -> Result<NodeId, HandshakeError> {
     read_preface(s).await?;
     s.write_all(&PREFACE).await?;
-    let result = accept_checked(s, config).await;
+    let result = accept_checked(s, config, is_peer).await;
     if let Err(e) = &result {
         if let Some(r) = e.rejection() {
             // Telling the dialer lets it log a clear reason; if that fails,
@@ -315,6 +318,7 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
 async fn accept_checked<S: AsyncRead + AsyncWrite + Unpin>(
     s: &mut S,
     config: &NetConfig,
+    is_peer: impl Fn(NodeId) -> bool,
 ) -> Result<NodeId, HandshakeError> {
     let mut buf = Vec::new();
     let hello: Hello = read_msg(s, &mut buf).await?;
@@ -324,7 +328,7 @@ async fn accept_checked<S: AsyncRead + AsyncWrite + Unpin>(
             theirs: hello.cluster_id,
         });
     }
-    if !config.peers.contains_key(&hello.from) {
+    if !is_peer(hello.from) {
         return Err(HandshakeError::UnknownPeer(hello.from));
     }
     if hello.to != config.pid {
@@ -390,7 +394,7 @@ mod tests {
                 r
             },
             async {
-                let r = accept(&mut b, acceptor).await;
+                let r = accept(&mut b, acceptor, |p| acceptor.peers.contains_key(&p)).await;
                 drop(b);
                 r
             }
@@ -481,19 +485,19 @@ mod tests {
         let acceptor = config(2, &[1], None);
         let (mut a, mut b) = tokio::io::duplex(4096);
         a.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
-        let err = accept(&mut b, &acceptor).await.unwrap_err();
+        let err = accept(&mut b, &acceptor, |_| true).await.unwrap_err();
         assert!(matches!(err, HandshakeError::NotOmniPaxos));
 
         let (mut a, mut b) = tokio::io::duplex(4096);
         a.write_all(b"OPXNET\x00\x09").await.unwrap();
-        let err = accept(&mut b, &acceptor).await.unwrap_err();
+        let err = accept(&mut b, &acceptor, |_| true).await.unwrap_err();
         assert!(matches!(err, HandshakeError::Version(9)));
 
         // A valid preface, then a frame far above the handshake maximum.
         let (mut a, mut b) = tokio::io::duplex(4096);
         a.write_all(&PREFACE).await.unwrap();
         a.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
-        let err = accept(&mut b, &acceptor).await.unwrap_err();
+        let err = accept(&mut b, &acceptor, |_| true).await.unwrap_err();
         assert!(matches!(
             err,
             HandshakeError::Frame(FrameError::TooLarge { .. })

@@ -74,6 +74,8 @@ enum ReadEnd {
     Stopped,
     #[error("a newer connection from the same peer replaced it")]
     Replaced,
+    #[error("the peer was removed or re-pointed to another address")]
+    Removed,
     #[error("the peer closed the connection")]
     Closed,
     #[error("bad frame: {0}")]
@@ -123,7 +125,7 @@ where
         let handshake = tokio::select! {
             biased;
             () = self.cancel.cancelled() => return,
-            r = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake::accept(&mut stream, &self.config)) => r,
+            r = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake::accept(&mut stream, &self.config, |p| self.counters.peers.contains(p))) => r,
         };
         drop(permit);
         let pid = match handshake {
@@ -139,19 +141,25 @@ where
                 return;
             }
         };
-        // The handshake accepts only configured peers, and every configured
-        // peer has counters, so this always finds them.
-        let Some(stats) = self.counters.peers.get(&pid).cloned() else {
+        // The handshake accepts only peers, and every peer has counters; a
+        // peer removed since the handshake has none, or retired ones, and
+        // its connection closes.
+        let token = self.cancel.child_token();
+        let opened = self
+            .counters
+            .peers
+            .counters(pid)
+            .and_then(|stats| Some((stats.open_inbound(token.clone())?, stats)));
+        let Some((id, stats)) = opened else {
+            info!(peer = pid, %addr, "closed a connection from a peer removed during its handshake");
             return;
         };
-        let token = self.cancel.child_token();
-        let id = stats.open_inbound(token.clone());
         info!(peer = pid, %addr, "the peer connected");
         let end = self.read_loop(pid, &mut stream, &stats, &token).await;
         stats.close_inbound(id);
         match end {
             ReadEnd::Stopped => {}
-            e @ (ReadEnd::Replaced | ReadEnd::Closed) => {
+            e @ (ReadEnd::Replaced | ReadEnd::Removed | ReadEnd::Closed) => {
                 info!(peer = pid, %addr, reason = %e, "inbound link from the peer ended");
             }
             e @ (ReadEnd::Frame(_) | ReadEnd::Undecodable(_)) => {
@@ -176,6 +184,8 @@ where
         let ended = || {
             if self.cancel.is_cancelled() {
                 ReadEnd::Stopped
+            } else if stats.is_retired() {
+                ReadEnd::Removed
             } else {
                 ReadEnd::Replaced
             }

@@ -105,8 +105,8 @@
 //! replication, and one for Sequence Paxos. When a queue is full, as with a
 //! slow or unreachable peer, the newest message is **dropped and counted**
 //! ([`PeerStats::dropped`]); the node is never blocked, and the protocol
-//! resends what matters. Messages for a node that is not a configured peer
-//! are dropped and counted ([`NetStats::unknown_receiver`]). On the
+//! resends what matters. Messages for a node that is not a peer are
+//! dropped and counted ([`NetStats::unknown_receiver`]). On the
 //! receiving side a link waits while the node's incoming channel is full or
 //! the peer's messages already hold their in-flight budget (see
 //! [Memory](#memory)), which pushes back through TCP to the sender's queue.
@@ -174,6 +174,55 @@
 //! buffers (the target of a `Box` or an `Arc` field) is not seen by the
 //! charge; such a type should count it in by lowering `D` and `I`.
 //!
+//! # Changing the peers
+//!
+//! The peers start as [`NetConfig::peers`] and change while the transport
+//! runs, from any task, while messages flow:
+//!
+//! - [`Transport::add_peer`] makes a pid a peer at an address: the transport
+//!   dials it, routes the node's messages for it, accepts its connections
+//!   and shows it in [`Transport::stats`]. A peer added again at another
+//!   address is re-pointed (its links closed, its counters reset, dialed at
+//!   the new address); at the same address nothing changes.
+//! - [`Transport::remove_peer`] stops dialing it, drops what is queued for
+//!   it, closes its inbound link, refuses its later ones, and takes it out
+//!   of the stats.
+//!
+//! Both sides must add each other: a node accepts connections only from
+//! its peers. The node's own configuration is not changed by either call;
+//! it decides whom the node talks to, and messages for a pid that is not a
+//! peer are dropped and counted.
+//!
+//! A transport also follows its node's reconfigurations. When the node
+//! decides a stop-sign whose metadata is [`PeerAddresses`] (build the
+//! request with [`PeerAddresses::request`]), every server of the next
+//! configuration listed there with an address, other than this node and
+//! not yet a peer, is added. Once the node has moved into a later
+//! configuration ([`NodeStatus::configuration_id`](crate::NodeStatus::configuration_id)
+//! passes the one that stop-sign ended), the peers the stop-sign left out
+//! are removed after [`NetConfig::retired_peer_grace`], unless they were
+//! removed or added again meanwhile. A stop-sign without metadata, or with
+//! metadata of another kind, changes no peer (logged at debug level):
+//! removal is otherwise always explicit.
+//!
+//! ```no_run
+//! # use omnipaxos_runtime::{OmniPaxosNode, net::{PeerAddresses, Transport}};
+//! # use std::collections::BTreeMap;
+//! # async fn run<T>(
+//! #     node: OmniPaxosNode<T>,
+//! #     transport: Transport,
+//! # ) -> Result<(), Box<dyn std::error::Error>>
+//! # where T: omnipaxos::storage::Entry + Send + 'static, T::Snapshot: Send {
+//! // Server 4 joins {1, 2, 3}: every transport of the cluster adds it as
+//! // the stop-sign is decided.
+//! let addrs = PeerAddresses::new(BTreeMap::from([(4, "10.0.0.4:7000".parse()?)]));
+//! node.reconfigure(addrs.request(vec![1, 2, 3, 4])).await?;
+//! // Soon after (the transport follows the node's status on its own task):
+//! println!("peers: {:?}", transport.peers());
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Stopping
 //!
 //! [`Transport::shutdown`] ends every task the transport spawned, closes the
@@ -183,38 +232,40 @@
 //! transport runs until [`OmniPaxosNode::shutdown`] or until the transport
 //! is shut down and every other clone dropped.
 
+mod addresses;
 mod budget;
 mod config;
 mod error;
+mod follow;
 mod frame;
 mod handshake;
 mod in_flight;
 mod inbound;
 mod outbound;
+mod peers;
 mod stats;
 #[cfg(test)]
 mod tests;
 
 pub use self::{
+    addresses::{PeerAddresses, PeerAddressesError},
     config::NetConfig,
-    error::NetError,
+    error::{InvalidPeer, NetError},
     stats::{NetStats, NetStatsReader, PeerStats},
 };
 
 use self::{
+    follow::Follower,
     inbound::{Inbound, MAX_PENDING_HANDSHAKES},
-    outbound::{Peer, PeerQueues, Router},
+    outbound::Router,
+    peers::PeerControl,
     stats::Counters,
 };
 use crate::{BLEHandle, OmniPaxosNode, SequencePaxosHandle};
 use omnipaxos::{storage::Entry, util::NodeId};
 use serde::{Serialize, de::DeserializeOwned};
 use std::{collections::BTreeMap, net::SocketAddr, sync::Arc};
-use tokio::{
-    net::TcpListener,
-    runtime::Handle,
-    sync::{Semaphore, mpsc},
-};
+use tokio::{net::TcpListener, runtime::Handle, sync::Semaphore};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 /// A running TCP transport for one node; see the [module docs](self).
@@ -227,6 +278,9 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 pub struct Transport {
     local_addr: SocketAddr,
     counters: Arc<Counters>,
+    /// Changes the peer set; shared with the task that follows the node's
+    /// configuration.
+    peers: Arc<PeerControl>,
     /// Cancelled to stop every task: by `shutdown`, or by the router when
     /// the node stops.
     cancel: CancellationToken,
@@ -304,6 +358,42 @@ impl Transport {
         self.counters.snapshot()
     }
 
+    /// Makes `pid` a peer at `addr` while the transport runs: from now on
+    /// the transport dials it, routes the node's messages for it, accepts
+    /// its connections, and shows it in [`stats`](Self::stats).
+    ///
+    /// Adding a peer that is already one at `addr` changes nothing. Adding
+    /// it at another address re-points it, as if removed and added again:
+    /// its links are closed, its counters start from zero, and it is dialed
+    /// at `addr`. The node is not told: its own configuration says whom it
+    /// sends to (messages to a pid that is not a peer are dropped and
+    /// counted in [`NetStats::unknown_receiver`]).
+    ///
+    /// Fails with [`NetError::InvalidPeer`] for pid 0, this node's pid, an
+    /// address this node listens on or one that cannot be dialed, and with
+    /// [`NetError::Stopped`] once the transport has stopped; the peer set is
+    /// then unchanged. Cheap and safe to call from any task while messages
+    /// flow.
+    pub fn add_peer(&self, pid: NodeId, addr: SocketAddr) -> Result<(), NetError> {
+        self.peers.add(pid, addr).map(drop)
+    }
+
+    /// Stops being connected to `pid`: its dialer stops, the messages queued
+    /// for it are dropped, its inbound connection is closed and later ones
+    /// are refused, and it is gone from [`stats`](Self::stats). Removing a
+    /// pid that is not a peer changes nothing.
+    ///
+    /// Fails only with [`NetError::Stopped`], once the transport has
+    /// stopped. Safe to call from any task while messages flow.
+    pub fn remove_peer(&self, pid: NodeId) -> Result<(), NetError> {
+        self.peers.remove(pid, None).map(drop)
+    }
+
+    /// The peers now, with the address each is dialed at.
+    pub fn peers(&self) -> BTreeMap<NodeId, SocketAddr> {
+        self.counters.peers.addrs()
+    }
+
     /// A handle that reads the same counters as [`stats`](Self::stats), to
     /// hand to code that must not own the transport (a metrics exporter).
     pub fn stats_reader(&self) -> NetStatsReader {
@@ -367,11 +457,18 @@ impl BoundTransport {
         }
         let config = Arc::new(config);
         let counters = Arc::new(Counters::new(
-            config.peers.keys().copied(),
+            config.peers.iter().map(|(pid, addr)| (*pid, *addr)),
             config.max_in_flight_bytes_per_peer,
         ));
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
+        let peers = Arc::new(PeerControl {
+            pid: config.pid,
+            own_addrs: [config.listen, local_addr],
+            in_flight_bytes: config.max_in_flight_bytes_per_peer,
+            counters: Arc::clone(&counters),
+            cancel: cancel.clone(),
+        });
         // Sequence Paxos messages reach the node on its delivery channel,
         // which carries each message's charge against its sender's in-flight
         // budget; the handle's own `incoming` is not needed.
@@ -385,37 +482,23 @@ impl BoundTransport {
             outgoing: ble_out,
         } = ble_handle;
 
-        let mut queues = BTreeMap::new();
-        for (&pid, &addr) in &config.peers {
-            let (ble_tx, ble_rx) = mpsc::channel(config.peer_queue_capacity);
-            let (sp_tx, sp_rx) = mpsc::channel(config.peer_queue_capacity);
-            queues.insert(
-                pid,
-                PeerQueues {
-                    ble: ble_tx,
-                    sp: sp_tx,
-                },
-            );
-            let peer = Peer {
-                pid,
-                addr,
-                config: Arc::clone(&config),
-                node: node.clone(),
-                ble: ble_rx,
-                sp: sp_rx,
-                // `counters` has an entry for every configured peer.
-                stats: Arc::clone(&counters.peers[&pid]),
-                cancel: cancel.clone(),
-            };
-            tracker.spawn_on(peer.run(), &runtime);
-        }
-        let router = Router {
-            sp_out,
-            ble_out,
-            queues,
-            counters: Arc::clone(&counters),
+        let follower = Follower {
+            status: node.watch_status(),
+            control: Arc::clone(&peers),
+            grace: config.retired_peer_grace,
             cancel: cancel.clone(),
         };
+        tracker.spawn_on(follower.run(), &runtime);
+        // The router starts a dialer for every peer, now and as peers are
+        // added.
+        let router = Router::new(
+            (sp_out, ble_out),
+            Arc::clone(&counters),
+            Arc::clone(&config),
+            node,
+            tracker.clone(),
+            cancel.clone(),
+        );
         tracker.spawn_on(router.run(), &runtime);
         let inbound = Inbound {
             config,
@@ -430,6 +513,7 @@ impl BoundTransport {
         Ok(Transport {
             local_addr,
             counters,
+            peers,
             cancel,
             tracker,
         })

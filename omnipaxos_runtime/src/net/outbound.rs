@@ -31,7 +31,10 @@ use tokio::{
     net::TcpStream,
     sync::mpsc::{self, error::TrySendError},
 };
-use tokio_util::sync::CancellationToken;
+use tokio_util::{
+    sync::{CancellationToken, DropGuard},
+    task::TaskTracker,
+};
 use tracing::{debug, info, warn};
 
 /// At most this many messages go into one write, so a long queue is sent in
@@ -40,31 +43,74 @@ const MAX_BATCH_MESSAGES: usize = 256;
 /// A batch is written once it holds this many bytes.
 const MAX_BATCH_BYTES: usize = 256 * 1024;
 
-/// The sending ends of one peer's two queues.
-pub(super) struct PeerQueues<T: Entry> {
-    pub(super) ble: mpsc::Sender<BLEMessage>,
-    pub(super) sp: mpsc::Sender<Message<T>>,
+/// The router's end of one peer: its two queues and the dialer behind them.
+struct Route<T: Entry> {
+    ble: mpsc::Sender<BLEMessage>,
+    sp: mpsc::Sender<Message<T>>,
+    /// The membership of the peer this route serves (see
+    /// [`Member::counters`](super::peers::Member::counters)).
+    counters: Arc<PeerCounters>,
+    /// Ends the peer's dialer when the route is dropped: the peer was
+    /// removed or re-pointed. The queued messages go with the dialer.
+    _stop: DropGuard,
 }
 
 /// Reads the node's two outgoing channels and puts each message in the queue
 /// of its receiver. Never waits for a peer: a full queue drops the message.
+///
+/// It owns the peers' dialers: when the peer set changes it starts one for
+/// each new peer and stops those of removed or re-pointed ones, so that
+/// routing a message reads only the router's own map.
 pub(super) struct Router<T: Entry> {
-    pub(super) sp_out: mpsc::Receiver<Message<T>>,
-    pub(super) ble_out: mpsc::Receiver<BLEMessage>,
-    pub(super) queues: BTreeMap<NodeId, PeerQueues<T>>,
-    pub(super) counters: Arc<Counters>,
-    pub(super) cancel: CancellationToken,
+    sp_out: mpsc::Receiver<Message<T>>,
+    ble_out: mpsc::Receiver<BLEMessage>,
+    routes: BTreeMap<NodeId, Route<T>>,
+    counters: Arc<Counters>,
+    config: Arc<NetConfig>,
+    /// Handed to each dialer, to tell the node of a link that came back.
+    node: OmniPaxosNode<T>,
+    tracker: TaskTracker,
+    cancel: CancellationToken,
 }
 
-impl<T: Entry> Router<T> {
+impl<T> Router<T>
+where
+    T: Entry + Serialize + Send + 'static,
+    T::Snapshot: Serialize + Send,
+{
+    /// A router for the node's outgoing channels; it starts the dialers of
+    /// the peers in `counters` when it runs, and spawns them on `tracker`.
+    pub(super) fn new(
+        (sp_out, ble_out): (mpsc::Receiver<Message<T>>, mpsc::Receiver<BLEMessage>),
+        counters: Arc<Counters>,
+        config: Arc<NetConfig>,
+        node: OmniPaxosNode<T>,
+        tracker: TaskTracker,
+        cancel: CancellationToken,
+    ) -> Self {
+        Self {
+            sp_out,
+            ble_out,
+            routes: BTreeMap::new(),
+            counters,
+            config,
+            node,
+            tracker,
+            cancel,
+        }
+    }
+
     /// Runs until the transport is shut down or the node stops; in the latter
     /// case it shuts the transport down.
     pub(super) async fn run(mut self) {
+        self.reconcile();
+        let counters = Arc::clone(&self.counters);
         let (mut sp_open, mut ble_open) = (true, true);
         while sp_open || ble_open {
             tokio::select! {
                 biased;
                 () = self.cancel.cancelled() => return,
+                () = counters.peers.changed() => self.reconcile(),
                 m = self.ble_out.recv(), if ble_open => match m {
                     Some(m) => self.route(Message::BLE(m)),
                     None => ble_open = false,
@@ -81,26 +127,64 @@ impl<T: Entry> Router<T> {
         self.cancel.cancel();
     }
 
+    /// Brings the routes in line with the peer set: drops the routes (and so
+    /// stops the dialers) of peers that are gone or are another membership
+    /// now, and starts a route and a dialer for every peer without one.
+    fn reconcile(&mut self) {
+        let members = self.counters.peers.members();
+        self.routes.retain(|pid, route| {
+            members
+                .get(pid)
+                .is_some_and(|m| Arc::ptr_eq(&m.counters, &route.counters))
+        });
+        for (pid, member) in members {
+            if self.routes.contains_key(&pid) {
+                continue;
+            }
+            let (ble_tx, ble_rx) = mpsc::channel(self.config.peer_queue_capacity);
+            let (sp_tx, sp_rx) = mpsc::channel(self.config.peer_queue_capacity);
+            let stop = self.cancel.child_token();
+            let peer = Peer {
+                pid,
+                addr: member.addr,
+                config: Arc::clone(&self.config),
+                node: self.node.clone(),
+                ble: ble_rx,
+                sp: sp_rx,
+                stats: Arc::clone(&member.counters),
+                cancel: stop.clone(),
+            };
+            self.tracker.spawn(peer.run());
+            self.routes.insert(
+                pid,
+                Route {
+                    ble: ble_tx,
+                    sp: sp_tx,
+                    counters: member.counters,
+                    _stop: stop.drop_guard(),
+                },
+            );
+        }
+    }
+
     fn route(&self, m: Message<T>) {
         let to = m.get_receiver();
-        let Some(queues) = self.queues.get(&to) else {
+        let Some(route) = self.routes.get(&to) else {
             self.counters.unknown_receiver.fetch_add(1, Relaxed);
             debug!(
                 receiver = to,
-                "dropped a message for a node that is not a configured peer"
+                "dropped a message for a node that is not a peer"
             );
             return;
         };
         let full = match m {
-            Message::BLE(b) => matches!(queues.ble.try_send(b), Err(TrySendError::Full(_))),
-            m => matches!(queues.sp.try_send(m), Err(TrySendError::Full(_))),
+            Message::BLE(b) => matches!(route.ble.try_send(b), Err(TrySendError::Full(_))),
+            m => matches!(route.sp.try_send(m), Err(TrySendError::Full(_))),
         };
         // A closed queue means its peer task ended, which happens only at
         // shutdown; such a message is not worth counting.
         if full {
-            if let Some(c) = self.counters.peers.get(&to) {
-                c.dropped.fetch_add(1, Relaxed);
-            }
+            route.counters.dropped.fetch_add(1, Relaxed);
             debug!(peer = to, "dropped a message: the peer's queue is full");
         }
     }
@@ -140,22 +224,25 @@ pub(super) const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How a link ended: stop, or redial.
 enum LinkEnd {
-    /// The transport is shut down or the node stopped.
+    /// The transport is shut down, the node stopped, or the peer was
+    /// removed or re-pointed.
     Stopped,
     /// The connection failed; dial again.
     Lost(LinkLost),
 }
 
 /// The task that owns the outbound link to one peer.
-pub(super) struct Peer<T: Entry> {
-    pub(super) pid: NodeId,
-    pub(super) addr: SocketAddr,
-    pub(super) config: Arc<NetConfig>,
-    pub(super) node: OmniPaxosNode<T>,
-    pub(super) ble: mpsc::Receiver<BLEMessage>,
-    pub(super) sp: mpsc::Receiver<Message<T>>,
-    pub(super) stats: Arc<PeerCounters>,
-    pub(super) cancel: CancellationToken,
+struct Peer<T: Entry> {
+    pid: NodeId,
+    addr: SocketAddr,
+    config: Arc<NetConfig>,
+    node: OmniPaxosNode<T>,
+    ble: mpsc::Receiver<BLEMessage>,
+    sp: mpsc::Receiver<Message<T>>,
+    stats: Arc<PeerCounters>,
+    /// Cancelled when the transport stops, or when the router drops the
+    /// peer's route.
+    cancel: CancellationToken,
 }
 
 impl<T> Peer<T>
@@ -164,8 +251,9 @@ where
     T::Snapshot: Serialize + Send,
 {
     /// Dials, writes until the link fails, and dials again with backoff,
-    /// until the transport is shut down or the node stops.
-    pub(super) async fn run(mut self) {
+    /// until the transport is shut down, the node stops, or the peer is
+    /// removed.
+    async fn run(mut self) {
         let (pid, addr) = (self.pid, self.addr);
         let mut backoff = Backoff::new(
             self.config.reconnect_backoff_min,

@@ -1,9 +1,10 @@
 //! [`NetStats`]: counters a transport keeps, and their shared, lock-free store.
 
-use super::in_flight::InFlight;
+use super::{in_flight::InFlight, peers::PeerSet};
 use omnipaxos::util::NodeId;
 use std::{
     collections::BTreeMap,
+    net::SocketAddr,
     sync::{
         Arc, Mutex, PoisonError,
         atomic::{
@@ -20,7 +21,9 @@ use tokio_util::sync::CancellationToken;
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct NetStats {
-    /// One entry per configured peer.
+    /// One entry per peer now: a peer removed with
+    /// [`Transport::remove_peer`](super::Transport::remove_peer) is gone, and
+    /// one re-pointed to another address starts from zero.
     pub peers: BTreeMap<NodeId, PeerStats>,
     /// Outgoing messages dropped because their receiver is not a configured peer.
     pub unknown_receiver: u64,
@@ -91,7 +94,8 @@ impl NetStatsReader {
 /// The live counters, shared by every task of one transport.
 #[derive(Debug)]
 pub(super) struct Counters {
-    pub(super) peers: BTreeMap<NodeId, Arc<PeerCounters>>,
+    /// The peers, each with its counters; it changes while the transport runs.
+    pub(super) peers: PeerSet,
     pub(super) unknown_receiver: AtomicU64,
     pub(super) rejected_connections: AtomicU64,
 }
@@ -110,32 +114,42 @@ pub(super) struct PeerCounters {
     /// The peer's current inbound connection: its number (to tell whether a
     /// closing reader is still the current one) and the token that ends it.
     /// A newer connection from the same peer replaces and ends the older.
-    inbound: Mutex<Option<(u64, CancellationToken)>>,
+    inbound: Mutex<InboundSlot>,
     next_inbound: AtomicU64,
     /// What the peer's messages hold while the node has not handled them.
     pub(super) in_flight: InFlight,
 }
 
+/// A peer's current inbound connection, and whether the peer was removed.
+#[derive(Debug, Default)]
+struct InboundSlot {
+    /// The connection's number and the token that ends it.
+    current: Option<(u64, CancellationToken)>,
+    /// Set when the peer stops being one (removed or re-pointed): its
+    /// connection is ended and a handshake that finishes later is not let in.
+    retired: bool,
+}
+
 impl Counters {
     /// Counters for `peers`, each with an in-flight budget of `in_flight_bytes`.
-    pub(super) fn new(peers: impl IntoIterator<Item = NodeId>, in_flight_bytes: usize) -> Self {
+    pub(super) fn new(
+        peers: impl IntoIterator<Item = (NodeId, SocketAddr)>,
+        in_flight_bytes: usize,
+    ) -> Self {
         Self {
-            peers: peers
-                .into_iter()
-                .map(|pid| (pid, Arc::new(PeerCounters::new(in_flight_bytes))))
-                .collect(),
+            peers: PeerSet::new(peers, in_flight_bytes),
             unknown_receiver: AtomicU64::new(0),
             rejected_connections: AtomicU64::new(0),
         }
     }
 
     pub(super) fn snapshot(&self) -> NetStats {
+        let mut peers = BTreeMap::new();
+        self.peers.for_each(|pid, c| {
+            peers.insert(pid, c.snapshot());
+        });
         NetStats {
-            peers: self
-                .peers
-                .iter()
-                .map(|(pid, c)| (*pid, c.snapshot()))
-                .collect(),
+            peers,
             unknown_receiver: self.unknown_receiver.load(Relaxed),
             rejected_connections: self.rejected_connections.load(Relaxed),
         }
@@ -143,7 +157,7 @@ impl Counters {
 }
 
 impl PeerCounters {
-    fn new(in_flight_bytes: usize) -> Self {
+    pub(super) fn new(in_flight_bytes: usize) -> Self {
         Self {
             connected: AtomicBool::new(false),
             sent: AtomicU64::new(0),
@@ -153,7 +167,7 @@ impl PeerCounters {
             dropped: AtomicU64::new(0),
             invalid: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
-            inbound: Mutex::new(None),
+            inbound: Mutex::new(InboundSlot::default()),
             next_inbound: AtomicU64::new(0),
             in_flight: InFlight::new(in_flight_bytes),
         }
@@ -162,7 +176,7 @@ impl PeerCounters {
     fn snapshot(&self) -> PeerStats {
         PeerStats {
             connected: self.connected.load(Relaxed),
-            inbound_connected: self.lock_inbound().is_some(),
+            inbound_connected: self.lock_inbound().current.is_some(),
             // A link counts a write's or a frame's bytes before its messages
             // (the message counts with `Release`), so a snapshot that sees a
             // message also sees its bytes.
@@ -178,24 +192,49 @@ impl PeerCounters {
     }
 
     /// Registers a new inbound connection, ending the previous one if any,
-    /// and returns the connection's number for [`close_inbound`](Self::close_inbound).
-    pub(super) fn open_inbound(&self, token: CancellationToken) -> u64 {
+    /// and returns the connection's number for [`close_inbound`](Self::close_inbound);
+    /// `None` if the peer was removed meanwhile, and the connection must close.
+    pub(super) fn open_inbound(&self, token: CancellationToken) -> Option<u64> {
         let id = self.next_inbound.fetch_add(1, Relaxed);
-        if let Some((_, old)) = self.lock_inbound().replace((id, token)) {
+        let mut slot = self.lock_inbound();
+        if slot.retired {
+            return None;
+        }
+        if let Some((_, old)) = slot.current.replace((id, token)) {
             old.cancel();
         }
-        id
+        Some(id)
     }
 
     /// Unregisters inbound connection `id` unless a newer one replaced it.
     pub(super) fn close_inbound(&self, id: u64) {
         let mut slot = self.lock_inbound();
-        if slot.as_ref().is_some_and(|(current, _)| *current == id) {
-            *slot = None;
+        if slot
+            .current
+            .as_ref()
+            .is_some_and(|(current, _)| *current == id)
+        {
+            slot.current = None;
         }
     }
 
-    fn lock_inbound(&self) -> std::sync::MutexGuard<'_, Option<(u64, CancellationToken)>> {
+    /// The peer is no longer one (removed or re-pointed): ends its inbound
+    /// connection and refuses any later one. Its dialer is stopped by the
+    /// router.
+    pub(super) fn retire(&self) {
+        let mut slot = self.lock_inbound();
+        slot.retired = true;
+        if let Some((_, token)) = slot.current.take() {
+            token.cancel();
+        }
+    }
+
+    /// Whether [`retire`](Self::retire) was called.
+    pub(super) fn is_retired(&self) -> bool {
+        self.lock_inbound().retired
+    }
+
+    fn lock_inbound(&self) -> std::sync::MutexGuard<'_, InboundSlot> {
         // The lock guards a plain replace; a panic while holding it cannot
         // leave the slot half-written, so a poisoned lock is still usable.
         self.inbound.lock().unwrap_or_else(PoisonError::into_inner)

@@ -425,7 +425,7 @@ async fn a_peer_holds_at_most_its_in_flight_budget_until_the_node_takes_its_mess
     config.max_decoded_bytes_per_frame = 64 << 10;
     config.max_in_flight_bytes_per_peer = 256 << 10;
     let budget = config.max_in_flight_bytes_per_peer;
-    let counters = Arc::new(Counters::new([1, 3], budget));
+    let counters = Arc::new(Counters::new([(1, nowhere), (3, nowhere)], budget));
     // The test plays the node: it holds the receiving end of the deliveries
     // and takes nothing until it says so.
     let (sp_in, mut node) = mpsc::channel(1024);
@@ -463,23 +463,20 @@ async fn a_peer_holds_at_most_its_in_flight_budget_until_the_node_takes_its_mess
         s
     });
 
-    let in_flight = |c: &Counters| c.peers[&1].in_flight.used();
+    let peer_one = counters.peers.counters(1).unwrap();
+    let in_flight = || peer_one.in_flight.used();
     let waited = tokio::time::timeout(WAIT, async {
-        while in_flight(&counters) < fit * charge {
+        while in_flight() < fit * charge {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     })
     .await;
-    assert!(
-        waited.is_ok(),
-        "only {} bytes in flight",
-        in_flight(&counters)
-    );
+    assert!(waited.is_ok(), "only {} bytes in flight", in_flight());
     // The link now waits for the node; give it time to (wrongly) go on.
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(node.len(), fit, "messages handed over");
     // The message waiting to be handed over may hold part of the rest.
-    assert!(in_flight(&counters) <= budget);
+    assert!(in_flight() <= budget);
 
     // The node takes the messages (dropping a delivery frees its charge),
     // and the rest follow within the budget.
@@ -489,22 +486,18 @@ async fn a_peer_holds_at_most_its_in_flight_budget_until_the_node_takes_its_mess
             .expect("the next message arrives")
             .expect("the link runs");
         assert_eq!(delivery.charge.num_permits(), charge);
-        assert!(in_flight(&counters) <= budget, "after {taken} taken");
+        assert!(in_flight() <= budget, "after {taken} taken");
         drop(delivery);
     }
     let _s = writer.await.unwrap();
     let waited = tokio::time::timeout(WAIT, async {
-        while counters.peers[&1]
-            .received
-            .load(std::sync::atomic::Ordering::Relaxed)
-            < 40
-        {
+        while peer_one.received.load(std::sync::atomic::Ordering::Relaxed) < 40 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     })
     .await;
     assert!(waited.is_ok());
-    assert_eq!(in_flight(&counters), 0);
+    assert_eq!(in_flight(), 0);
     cancel.cancel();
     tracker.close();
     tracker.wait().await;

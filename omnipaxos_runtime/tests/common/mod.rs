@@ -5,6 +5,8 @@
 // Each test binary uses the part of these helpers it needs.
 #![allow(dead_code)]
 
+pub(crate) mod cluster;
+
 use bincode::Options;
 use omnipaxos::{
     ballot::Ballot,
