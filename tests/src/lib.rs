@@ -31,6 +31,10 @@
 //!   [`PersistentStorage`](omnipaxos_storage::persistent_storage::PersistentStorage)
 //!   in a temporary directory instead, and a crash and a restart close the
 //!   files and reopen the directory, so recovery goes through the disk.
+//! * [`join_bench`] measures a server joining a configuration whose decided
+//!   log is large, pulling it from one old server or from three, over a
+//!   bandwidth-limited network model (`cargo bench -p omnipaxos_tests
+//!   --bench join`).
 //! * [`invariants`] holds the safety properties of the Omni-Paxos paper as named
 //!   code, one file each. The cluster checks all of them after every step and
 //!   panics with the property's name, the tick and the seed on a violation.
@@ -64,6 +68,7 @@
 #![deny(missing_docs)]
 
 pub mod invariants;
+pub mod join_bench;
 pub mod sim;
 pub mod soak;
 
