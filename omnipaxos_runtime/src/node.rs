@@ -101,6 +101,10 @@ pub struct NodeStatus {
     /// and this is `None` again. A node the next configuration leaves out
     /// keeps it until it shuts down.
     pub reconfigured: Option<StopSign>,
+    /// The stop-sign that ended the configuration before this node's, once
+    /// known (the node moved on, or joined): its metadata is what the
+    /// reconfiguration request carried, e.g. the new servers' addresses.
+    pub previous_stopsign: Option<StopSign>,
     /// Why the node stopped, if it did (shut down, or a storage failure).
     pub stopped: Option<RuntimeError>,
     /// Outgoing messages dropped because an outgoing channel was full.
@@ -1238,28 +1242,44 @@ where
         let stopped = op
             .get_storage_failure()
             .map(|e| RuntimeError::Storage(e.clone()));
+        let previous_stopsign = op.get_previous_stopsign();
+        // Field by field, so that nothing is cloned unless it changed: this
+        // runs after every step.
         self.status.send_if_modified(|s| {
-            let new = NodeStatus {
-                pid: op.get_pid(),
-                configuration_id: self.configuration_id,
-                leader: leader_ballot.map(|b| b.pid),
-                leader_ballot,
-                is_leader: op.is_leader(),
-                decided_idx: op.get_decided_idx(),
-                accepted_idx: op.get_accepted_idx(),
-                compacted_idx: op.get_compacted_idx(),
-                members: self.members.clone(),
-                joining: op.is_migrating(),
-                reconfigured: self.reconfigured.clone(),
-                stopped,
-                dropped_messages: dropped,
-            };
-            if *s == new {
-                false
-            } else {
-                *s = new;
-                true
+            let mut changed = false;
+            macro_rules! set {
+                ($field:ident, $value:expr) => {{
+                    let value = $value;
+                    if s.$field != value {
+                        s.$field = value;
+                        changed = true;
+                    }
+                }};
             }
+            set!(pid, op.get_pid());
+            set!(configuration_id, self.configuration_id);
+            set!(leader, leader_ballot.map(|b| b.pid));
+            set!(leader_ballot, leader_ballot);
+            set!(is_leader, op.is_leader());
+            set!(decided_idx, op.get_decided_idx());
+            set!(accepted_idx, op.get_accepted_idx());
+            set!(compacted_idx, op.get_compacted_idx());
+            set!(joining, op.is_migrating());
+            set!(stopped, stopped);
+            set!(dropped_messages, dropped);
+            if s.members != self.members {
+                s.members.clone_from(&self.members);
+                changed = true;
+            }
+            if s.reconfigured != self.reconfigured {
+                s.reconfigured.clone_from(&self.reconfigured);
+                changed = true;
+            }
+            if s.previous_stopsign.as_ref() != previous_stopsign {
+                s.previous_stopsign = previous_stopsign.cloned();
+                changed = true;
+            }
+            changed
         });
     }
 

@@ -73,17 +73,28 @@ impl Follower {
         // with every decided entry); the borrow ends before any await.
         let (configuration_id, stop_sign) = {
             let status = self.status.borrow_and_update();
-            let key = |ss: &StopSign| (status.configuration_id, ss.config_id);
+            // The stop-sign that ended this configuration (on a node it
+            // leaves out), or the one that ended the previous configuration
+            // (a node moves into the next configuration as soon as its
+            // stop-sign is decided, so the first may never be seen).
             let new = status
                 .reconfigured
                 .as_ref()
-                .filter(|ss| *followed != Some(key(ss)))
-                .cloned();
+                .map(|ss| (status.configuration_id, ss))
+                .or_else(|| {
+                    status
+                        .previous_stopsign
+                        .as_ref()
+                        .filter(|ss| ss.config_id == status.configuration_id)
+                        .map(|ss| (status.configuration_id.saturating_sub(1), ss))
+                })
+                .filter(|(ended, ss)| *followed != Some((*ended, ss.config_id)))
+                .map(|(ended, ss)| (ended, ss.clone()));
             (status.configuration_id, new)
         };
-        if let Some(ss) = stop_sign {
-            *followed = Some((configuration_id, ss.config_id));
-            self.follow(configuration_id, &ss, retiring);
+        if let Some((ended, ss)) = stop_sign {
+            *followed = Some((ended, ss.config_id));
+            self.follow(ended, &ss, retiring);
         }
         for r in retiring.iter_mut() {
             if r.at.is_none() && configuration_id > r.ended {
