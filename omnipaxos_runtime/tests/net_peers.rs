@@ -310,3 +310,61 @@ async fn a_decided_stop_sign_naming_a_fourth_servers_address_makes_every_old_tra
     stop_all(members).await;
     drop(four);
 }
+
+/// Seed 003's replacement over TCP: node 3 is replaced by node 4, whose
+/// address travels in the stop-sign. The old transports add node 4 by
+/// themselves; node 4 joins knowing only the old servers' addresses, pulls
+/// the log, and the new configuration decides appends made at node 4.
+#[tokio::test]
+async fn replacing_a_server_over_tcp_moves_the_cluster_to_the_new_server() {
+    let members = memory_cluster(&[1, 2, 3], None).await;
+    let leader = wait_common_leader(&members).await;
+    for v in 0..50 {
+        members[&leader].node.append(Value(v)).await.unwrap();
+    }
+    // Node 4: a transport that knows where the old servers are, and a node
+    // that joins configuration 2.
+    let mut bound4 = Transport::bind(net_config(4, loopback(), None))
+        .await
+        .unwrap();
+    for (pid, m) in &members {
+        bound4.peers_mut().insert(*pid, m.transport.local_addr());
+    }
+    let addr4 = bound4.local_addr();
+    let mut node_conf = omnipaxos_runtime::NodeConfig::default();
+    node_conf.omnipaxos_config_mut().configuration_id = 2;
+    node_conf.set_pid(4);
+    node_conf.set_peers(vec![1, 2]);
+    let omnipaxos_runtime::OmniPaxosHandle {
+        omni_paxos: node4,
+        seq_paxos_handle,
+        ble_handle,
+    } = omnipaxos_runtime::OmniPaxosNode::join(node_conf, MemoryStorage::default(), vec![1, 2, 3]);
+    let transport4 = bound4
+        .start(node4.clone(), seq_paxos_handle, ble_handle)
+        .unwrap();
+
+    let addrs = PeerAddresses::new(BTreeMap::from([(4, addr4)]));
+    let ss = members[&1]
+        .node
+        .reconfigure(addrs.request(vec![1, 2, 4]))
+        .await
+        .expect("the new configuration has a leader");
+    assert_eq!(ss.nodes, [1, 2, 4]);
+    wait_status(&node4, "node 4 to join", |s| {
+        !s.joining && s.leader.is_some()
+    })
+    .await;
+    let idx = node4.append(Value(1000)).await.expect("append at node 4");
+    assert_eq!(idx, 50);
+    for pid in [1, 2] {
+        wait_decided(&members[&pid].node, 51).await;
+        assert_eq!(members[&pid].node.status().configuration_id, 2);
+    }
+    let log4 = node4.read_entries(0..51).await.unwrap();
+    let log1 = members[&1].node.read_entries(0..51).await.unwrap();
+    assert_eq!(format!("{log4:?}"), format!("{log1:?}"));
+    stop_all(members).await;
+    transport4.shutdown().await;
+    node4.shutdown().await;
+}
