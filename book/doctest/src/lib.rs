@@ -32,6 +32,7 @@ chapters! {
     runtime => "runtime.md",
     networking => "networking.md",
     dashboard => "dashboard.md",
+    metrics => "metrics.md",
     testing => "testing.md",
     kv_store => "kv_store.md",
     faq => "faq.md",
