@@ -432,10 +432,14 @@ impl SimCluster {
         );
         assert!(!self.sim_node(pid).retired, "server {pid} is retired");
         self.reopen_storage(pid);
+        let ask = self.options.joiners_ask_log_len;
         let node = self.sim_node_mut(pid);
         let config = node.config.clone();
         let storage = node.storage.clone();
         let mut paxos = match node.migration.clone() {
+            Some(m) if ask && !m.sources.is_empty() => {
+                config.build_joining_from(storage, m.sources)
+            }
             Some(migration) => config.build_joining(storage, migration),
             None => config.build(storage),
         }
@@ -1008,15 +1012,21 @@ impl SimCluster {
     ) -> SimNode {
         let config = self.options.config_in(self.config_id, pid, &self.ids);
         let storage = SharedStorage::of_kind(self.options.storage);
-        let paxos = config
-            .clone()
-            .build_joining(storage.clone(), migration.clone())
-            .unwrap_or_else(|e| {
-                panic!(
-                    "server {pid} cannot join configuration {}: {e}",
-                    self.config_id
-                )
-            });
+        let built = if self.options.joiners_ask_log_len && !migration.sources.is_empty() {
+            config
+                .clone()
+                .build_joining_from(storage.clone(), migration.sources.clone())
+        } else {
+            config
+                .clone()
+                .build_joining(storage.clone(), migration.clone())
+        };
+        let paxos = built.unwrap_or_else(|e| {
+            panic!(
+                "server {pid} cannot join configuration {}: {e}",
+                self.config_id
+            )
+        });
         SimNode {
             config,
             migration: Some(migration),

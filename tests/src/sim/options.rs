@@ -65,6 +65,10 @@ pub struct SimOptions {
     /// Which storage the servers persist to: memory (the default, fast) or
     /// `PersistentStorage` files that a restart really reopens.
     pub storage: SimStorage,
+    /// Whether servers new to a configuration are built with
+    /// `build_joining_from` (given only the sources: they ask how long the
+    /// log is) instead of `build_joining` (given the log's length too).
+    pub joiners_ask_log_len: bool,
     /// The command printed to replay a failing run. `None` derives
     /// `cargo test ... --exact <test>` from the running test's binary and
     /// thread name, which is right for ordinary `#[test]` functions; the soak
@@ -90,6 +94,7 @@ impl Default for SimOptions {
             allow_duplicate_decisions: false,
             trace: false,
             storage: SimStorage::Memory,
+            joiners_ask_log_len: false,
             replay_command: None,
         }
     }
