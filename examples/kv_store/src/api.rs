@@ -7,6 +7,7 @@
 //! POST   /kv/{key}/cas CasRequest-> 200 WriteResponse (success says whether it swapped)
 //! GET    /kv?prefix=P[&limit=N][&stale=true] -> 200 ScanResponse
 //! GET    /status                 -> 200 StatusResponse
+//! GET    /members                -> 200 MembersResponse
 //! GET    /metrics                -> 200 text/plain (the Prometheus text format)
 //! ```
 //!
@@ -215,4 +216,32 @@ pub struct ErrorBody {
     /// For writes: what is known of the write's effect.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<Outcome>,
+}
+
+/// Answer to `GET /members`: the configuration this server runs in.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MembersResponse {
+    /// The cluster this server belongs to.
+    pub cluster_id: u64,
+    /// The configuration it runs in.
+    pub configuration_id: u32,
+    /// The configuration's servers, in id order.
+    pub members: Vec<MemberStatus>,
+    /// The leader it follows (possibly itself), if any.
+    pub leader: Option<NodeId>,
+    /// Whether this server is still joining the configuration (pulling the log).
+    pub joining: bool,
+    /// The servers of the next configuration, once a stop-sign ending this
+    /// one is decided and this server has not moved on (it is left out, or
+    /// is about to move).
+    pub next_configuration: Option<Vec<NodeId>>,
+}
+
+/// One server of a configuration, part of [`MembersResponse`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberStatus {
+    /// The server.
+    pub id: NodeId,
+    /// Its protocol (transport) address, if this server knows it.
+    pub peer_addr: Option<String>,
 }

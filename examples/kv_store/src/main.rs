@@ -96,6 +96,11 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// Print the configuration a server runs in and its members as JSON.
+    Members {
+        #[command(flatten)]
+        target: Target,
+    },
     /// Print a server's view of the cluster as JSON.
     Status {
         #[command(flatten)]
@@ -338,6 +343,10 @@ async fn run(command: Command) -> ExitCode {
                 Err(e) => Err(e),
             }
         }
+        Command::Members { target } => match client(&target) {
+            Ok(c) => c.members().await.map(|r| print_json(&r)),
+            Err(e) => Err(e),
+        },
         Command::Status { target } => match client(&target) {
             Ok(c) => c.status().await.map(|r| print_json(&r)),
             Err(e) => Err(e),

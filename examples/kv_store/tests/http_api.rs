@@ -298,3 +298,19 @@ async fn snapshots_compact_the_log_and_a_restart_rebuilds_the_state_from_them() 
     assert_eq!(scan.items, expected);
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn members_lists_the_configuration_this_server_runs_in() {
+    let (server, c) = start(StorageChoice::Memory).await;
+    let m = c.members().await.unwrap();
+    assert_eq!(m.cluster_id, 1);
+    assert_eq!(m.configuration_id, server_configuration(&c).await);
+    assert_eq!(m.members.iter().map(|s| s.id).collect::<Vec<_>>(), [1]);
+    assert!(!m.joining);
+    assert_eq!(m.next_configuration, None);
+    server.shutdown().await;
+}
+
+async fn server_configuration(c: &KvClient) -> u32 {
+    c.status().await.unwrap().configuration_id
+}

@@ -6,8 +6,8 @@ use super::{
 };
 use crate::{
     api::{
-        CasRequest, ErrorBody, GetResponse, Outcome, PeerStatus, PutRequest, Role, ScanResponse,
-        StatusResponse, WriteResponse,
+        CasRequest, ErrorBody, GetResponse, MemberStatus, MembersResponse, Outcome, PeerStatus,
+        PutRequest, Role, ScanResponse, StatusResponse, WriteResponse,
     },
     store::{KVCommand, Op},
 };
@@ -77,6 +77,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/kv/{key}", get(get_key).put(put_key).delete(delete_key))
         .route("/kv/{key}/cas", post(cas_key))
         .route("/status", get(status))
+        .route("/members", get(members))
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -465,6 +466,26 @@ async fn status(State(AppState(s)): State<AppState>) -> Json<StatusResponse> {
     })
 }
 
+async fn members(State(AppState(s)): State<AppState>) -> Json<MembersResponse> {
+    let st = s.node.status();
+    let members = st
+        .members
+        .iter()
+        .map(|&id| MemberStatus {
+            id,
+            peer_addr: s.peers.get(&id).cloned(),
+        })
+        .collect();
+    Json(MembersResponse {
+        cluster_id: s.cluster_id,
+        configuration_id: st.configuration_id,
+        members,
+        leader: st.leader,
+        joining: st.joining,
+        next_configuration: st.reconfigured.map(|ss| ss.nodes),
+    })
+}
+
 async fn metrics(State(AppState(s)): State<AppState>) -> Response {
     match metrics::encode(&s.registry) {
         Ok(body) => ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], body).into_response(),
@@ -485,7 +506,7 @@ async fn not_found(method: Method, uri: Uri) -> ApiError {
         "not_found",
         format!(
             "no route for {method} {}; the API is GET|PUT|DELETE /kv/{{key}}, POST /kv/{{key}}/cas, \
-             GET /kv?prefix=, GET /status, GET /metrics",
+             GET /kv?prefix=, GET /status, GET /members, GET /metrics",
             uri.path()
         ),
     )
