@@ -306,6 +306,10 @@ async fn members_lists_the_configuration_this_server_runs_in() {
     assert_eq!(m.cluster_id, 1);
     assert_eq!(m.configuration_id, server_configuration(&c).await);
     assert_eq!(m.members.iter().map(|s| s.id).collect::<Vec<_>>(), [1]);
+    assert_eq!(
+        m.members[0].peer_addr,
+        Some(server.protocol_addr().to_string())
+    );
     assert!(!m.joining);
     assert_eq!(m.next_configuration, None);
     server.shutdown().await;

@@ -50,6 +50,8 @@ pub(crate) struct Shared {
     pub(crate) replica: Arc<Replica>,
     pub(crate) cluster_id: u64,
     pub(crate) peers: BTreeMap<NodeId, String>,
+    /// This server's own protocol address, for `GET /members`.
+    pub(crate) protocol_addr: String,
     pub(crate) storage: &'static str,
     pub(crate) request_timeout: Duration,
     /// The transport's counters, for the links in `/status`.
@@ -473,7 +475,11 @@ async fn members(State(AppState(s)): State<AppState>) -> Json<MembersResponse> {
         .iter()
         .map(|&id| MemberStatus {
             id,
-            peer_addr: s.peers.get(&id).cloned(),
+            peer_addr: if id == st.pid {
+                Some(s.protocol_addr.clone())
+            } else {
+                s.peers.get(&id).cloned()
+            },
         })
         .collect();
     Json(MembersResponse {
