@@ -8,6 +8,7 @@
 //! GET    /kv?prefix=P[&limit=N][&stale=true] -> 200 ScanResponse
 //! GET    /status                 -> 200 StatusResponse
 //! GET    /members                -> 200 MembersResponse
+//! POST   /members MembersChange  -> 200 MembersResponse (the new configuration)
 //! GET    /metrics                -> 200 text/plain (the Prometheus text format)
 //! ```
 //!
@@ -244,4 +245,33 @@ pub struct MemberStatus {
     pub id: NodeId,
     /// Its protocol (transport) address, if this server knows it.
     pub peer_addr: Option<String>,
+}
+
+/// A server named with its protocol (transport) address, in a [`MembersChange`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewMember {
+    /// Its id: not 0, not a member yet.
+    pub id: NodeId,
+    /// Its protocol address, IP:PORT.
+    pub addr: std::net::SocketAddr,
+}
+
+/// Body of `POST /members`: one change of the configuration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum MembersChange {
+    /// Add a server: `{"add": {"id": 4, "addr": "127.0.0.1:7004"}}`.
+    Add(NewMember),
+    /// Remove a server: `{"remove": 3}`.
+    Remove(NodeId),
+    /// Replace `old` by a new server: `{"replace": {"old": 3, "id": 4, "addr": "..."}}`.
+    Replace {
+        /// The member to remove.
+        old: NodeId,
+        /// The new server's id.
+        id: NodeId,
+        /// The new server's protocol address.
+        addr: std::net::SocketAddr,
+    },
 }

@@ -318,3 +318,27 @@ async fn members_lists_the_configuration_this_server_runs_in() {
 async fn server_configuration(c: &KvClient) -> u32 {
     c.status().await.unwrap().configuration_id
 }
+
+#[tokio::test]
+async fn a_membership_change_that_cannot_apply_is_refused_with_its_reason() {
+    let (server, c) = start(StorageChoice::Memory).await;
+    let cases: [(&[u8], StatusCode, &str); 4] = [
+        (
+            br#"{"add": {"id": 0, "addr": "127.0.0.1:1"}}"#,
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            br#"{"add": {"id": 1, "addr": "127.0.0.1:1"}}"#,
+            StatusCode::CONFLICT,
+            "already_member",
+        ),
+        (br#"{"remove": 2}"#, StatusCode::CONFLICT, "not_member"),
+        (br#"{"remove": 1}"#, StatusCode::BAD_REQUEST, "bad_request"),
+    ];
+    for (body, status, code) in cases {
+        let (got, err) = raw(&c, Method::POST, "/members", body).await;
+        assert_eq!((got, err.error.as_str()), (status, code), "{}", err.message);
+    }
+    server.shutdown().await;
+}
