@@ -7,6 +7,8 @@
 //! POST   /kv/{key}/cas CasRequest-> 200 WriteResponse (success says whether it swapped)
 //! GET    /kv?prefix=P[&limit=N][&stale=true] -> 200 ScanResponse
 //! GET    /status                 -> 200 StatusResponse
+//! GET    /members                -> 200 MembersResponse
+//! POST   /members MembersChange  -> 200 MembersResponse (the new configuration)
 //! GET    /metrics                -> 200 text/plain (the Prometheus text format)
 //! ```
 //!
@@ -215,4 +217,61 @@ pub struct ErrorBody {
     /// For writes: what is known of the write's effect.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<Outcome>,
+}
+
+/// Answer to `GET /members`: the configuration this server runs in.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MembersResponse {
+    /// The cluster this server belongs to.
+    pub cluster_id: u64,
+    /// The configuration it runs in.
+    pub configuration_id: u32,
+    /// The configuration's servers, in id order.
+    pub members: Vec<MemberStatus>,
+    /// The leader it follows (possibly itself), if any.
+    pub leader: Option<NodeId>,
+    /// Whether this server is still joining the configuration (pulling the log).
+    pub joining: bool,
+    /// The servers of the next configuration, once a stop-sign ending this
+    /// one is decided and this server has not moved on (it is left out, or
+    /// is about to move).
+    pub next_configuration: Option<Vec<NodeId>>,
+}
+
+/// One server of a configuration, part of [`MembersResponse`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberStatus {
+    /// The server.
+    pub id: NodeId,
+    /// Its protocol (transport) address, if this server knows it.
+    pub peer_addr: Option<String>,
+}
+
+/// A server named with its protocol (transport) address, in a [`MembersChange`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewMember {
+    /// Its id: not 0, not a member yet.
+    pub id: NodeId,
+    /// Its protocol address, IP:PORT.
+    pub addr: std::net::SocketAddr,
+}
+
+/// Body of `POST /members`: one change of the configuration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum MembersChange {
+    /// Add a server: `{"add": {"id": 4, "addr": "127.0.0.1:7004"}}`.
+    Add(NewMember),
+    /// Remove a server: `{"remove": 3}`.
+    Remove(NodeId),
+    /// Replace `old` by a new server: `{"replace": {"old": 3, "id": 4, "addr": "..."}}`.
+    Replace {
+        /// The member to remove.
+        old: NodeId,
+        /// The new server's id.
+        id: NodeId,
+        /// The new server's protocol address.
+        addr: std::net::SocketAddr,
+    },
 }

@@ -2,8 +2,8 @@
 //! subcommands, the demo and the tests.
 
 use crate::api::{
-    CasRequest, ErrorBody, GetResponse, Outcome, PutRequest, ScanResponse, StatusResponse,
-    WriteResponse,
+    CasRequest, ErrorBody, GetResponse, MembersChange, MembersResponse, Outcome, PutRequest,
+    ScanResponse, StatusResponse, WriteResponse,
 };
 use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request, StatusCode, body::Bytes, header};
@@ -217,6 +217,20 @@ impl KvClient {
     /// The server's view of the cluster.
     pub async fn status(&self) -> Result<StatusResponse, ClientError> {
         self.call(Method::GET, "/status", None).await
+    }
+
+    /// The configuration the server runs in and its members.
+    pub async fn members(&self) -> Result<MembersResponse, ClientError> {
+        self.call(Method::GET, "/members", None).await
+    }
+
+    /// Proposes `change` and waits until the next configuration has a leader.
+    pub async fn change_members(
+        &self,
+        change: &MembersChange,
+    ) -> Result<MembersResponse, ClientError> {
+        self.call(Method::POST, "/members", Some(json(change)))
+            .await
     }
 
     /// The server's `GET /metrics`: its figures in the Prometheus text format.

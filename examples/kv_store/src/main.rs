@@ -96,6 +96,15 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// Print the configuration a server runs in and its members as JSON,
+    /// or change it: `members add ID=ADDR`, `members remove ID`,
+    /// `members replace OLD NEW=ADDR` (ADDR: the protocol address).
+    Members {
+        /// Nothing (list), or add ID=ADDR, remove ID, replace OLD ID=ADDR.
+        change: Vec<String>,
+        #[command(flatten)]
+        target: Target,
+    },
     /// Print a server's view of the cluster as JSON.
     Status {
         #[command(flatten)]
@@ -211,6 +220,44 @@ fn parse_peers(s: &str) -> Result<Peers, String> {
         }
     }
     Ok(Peers(peers))
+}
+
+/// The words after `members`: none (list) or one change.
+fn parse_change(words: &[String]) -> Result<Option<kv_store::api::MembersChange>, String> {
+    use kv_store::api::{MembersChange, NewMember};
+    let new = |w: &str| -> Result<NewMember, String> {
+        let peers = parse_peers(w)?.0;
+        match peers.into_iter().collect::<Vec<_>>().as_slice() {
+            [(id, addr)] => Ok(NewMember {
+                id: *id,
+                addr: *addr,
+            }),
+            _ => Err(format!("{w:?} is not one ID=ADDR")),
+        }
+    };
+    let id = |w: &str| {
+        w.parse::<NodeId>()
+            .map_err(|e| format!("bad id {w:?}: {e}"))
+    };
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    Ok(Some(match words.as_slice() {
+        [] => return Ok(None),
+        ["add", m] => MembersChange::Add(new(m)?),
+        ["remove", old] => MembersChange::Remove(id(old)?),
+        ["replace", old, m] => {
+            let m = new(m)?;
+            MembersChange::Replace {
+                old: id(old)?,
+                id: m.id,
+                addr: m.addr,
+            }
+        }
+        _ => {
+            return Err(
+                "members takes nothing, add ID=ADDR, remove ID, or replace OLD ID=ADDR".into(),
+            );
+        }
+    }))
 }
 
 fn main() -> ExitCode {
@@ -336,6 +383,17 @@ async fn run(command: Command) -> ExitCode {
             match client(&target) {
                 Ok(c) => c.cas(&key, expected, new).await.map(|r| print_json(&r)),
                 Err(e) => Err(e),
+            }
+        }
+        Command::Members { change, target } => {
+            let change = match parse_change(&change) {
+                Ok(c) => c,
+                Err(e) => return usage(&e),
+            };
+            match (client(&target), change) {
+                (Ok(c), None) => c.members().await.map(|r| print_json(&r)),
+                (Ok(c), Some(ch)) => c.change_members(&ch).await.map(|r| print_json(&r)),
+                (Err(e), _) => Err(e),
             }
         }
         Command::Status { target } => match client(&target) {

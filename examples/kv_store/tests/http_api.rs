@@ -298,3 +298,47 @@ async fn snapshots_compact_the_log_and_a_restart_rebuilds_the_state_from_them() 
     assert_eq!(scan.items, expected);
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn members_lists_the_configuration_this_server_runs_in() {
+    let (server, c) = start(StorageChoice::Memory).await;
+    let m = c.members().await.unwrap();
+    assert_eq!(m.cluster_id, 1);
+    assert_eq!(m.configuration_id, server_configuration(&c).await);
+    assert_eq!(m.members.iter().map(|s| s.id).collect::<Vec<_>>(), [1]);
+    assert_eq!(
+        m.members[0].peer_addr,
+        Some(server.protocol_addr().to_string())
+    );
+    assert!(!m.joining);
+    assert_eq!(m.next_configuration, None);
+    server.shutdown().await;
+}
+
+async fn server_configuration(c: &KvClient) -> u32 {
+    c.status().await.unwrap().configuration_id
+}
+
+#[tokio::test]
+async fn a_membership_change_that_cannot_apply_is_refused_with_its_reason() {
+    let (server, c) = start(StorageChoice::Memory).await;
+    let cases: [(&[u8], StatusCode, &str); 4] = [
+        (
+            br#"{"add": {"id": 0, "addr": "127.0.0.1:1"}}"#,
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            br#"{"add": {"id": 1, "addr": "127.0.0.1:1"}}"#,
+            StatusCode::CONFLICT,
+            "already_member",
+        ),
+        (br#"{"remove": 2}"#, StatusCode::CONFLICT, "not_member"),
+        (br#"{"remove": 1}"#, StatusCode::BAD_REQUEST, "bad_request"),
+    ];
+    for (body, status, code) in cases {
+        let (got, err) = raw(&c, Method::POST, "/members", body).await;
+        assert_eq!((got, err.error.as_str()), (status, code), "{}", err.message);
+    }
+    server.shutdown().await;
+}

@@ -6,8 +6,8 @@ use super::{
 };
 use crate::{
     api::{
-        CasRequest, ErrorBody, GetResponse, Outcome, PeerStatus, PutRequest, Role, ScanResponse,
-        StatusResponse, WriteResponse,
+        CasRequest, ErrorBody, GetResponse, MemberStatus, MembersChange, MembersResponse, Outcome,
+        PeerStatus, PutRequest, Role, ScanResponse, StatusResponse, WriteResponse,
     },
     store::{KVCommand, Op},
 };
@@ -23,7 +23,10 @@ use axum::{
     routing::{get, post},
 };
 use omnipaxos::util::NodeId;
-use omnipaxos_runtime::{OmniPaxosNode, RuntimeError, net::NetStatsReader};
+use omnipaxos_runtime::{
+    OmniPaxosNode, RuntimeError,
+    net::{NetStatsReader, PeerAddresses},
+};
 use prometheus_client::registry::Registry;
 use serde::Deserialize;
 use std::{
@@ -50,6 +53,8 @@ pub(crate) struct Shared {
     pub(crate) replica: Arc<Replica>,
     pub(crate) cluster_id: u64,
     pub(crate) peers: BTreeMap<NodeId, String>,
+    /// This server's own protocol address, for `GET /members`.
+    pub(crate) protocol_addr: String,
     pub(crate) storage: &'static str,
     pub(crate) request_timeout: Duration,
     /// The transport's counters, for the links in `/status`.
@@ -77,6 +82,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/kv/{key}", get(get_key).put(put_key).delete(delete_key))
         .route("/kv/{key}/cas", post(cas_key))
         .route("/status", get(status))
+        .route("/members", get(members).post(change_members))
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -465,6 +471,121 @@ async fn status(State(AppState(s)): State<AppState>) -> Json<StatusResponse> {
     })
 }
 
+async fn members(State(AppState(s)): State<AppState>) -> Json<MembersResponse> {
+    let st = s.node.status();
+    let members = st
+        .members
+        .iter()
+        .map(|&id| MemberStatus {
+            id,
+            peer_addr: if id == st.pid {
+                Some(s.protocol_addr.clone())
+            } else {
+                s.peers.get(&id).cloned()
+            },
+        })
+        .collect();
+    Json(MembersResponse {
+        cluster_id: s.cluster_id,
+        configuration_id: st.configuration_id,
+        members,
+        leader: st.leader,
+        joining: st.joining,
+        next_configuration: st.reconfigured.map(|ss| ss.nodes),
+    })
+}
+
+async fn change_members(
+    State(AppState(s)): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<MembersResponse> {
+    let change: MembersChange = json_body(body)?;
+    let st = s.node.status();
+    let mut members = st.members.clone();
+    let mut addrs: BTreeMap<NodeId, std::net::SocketAddr> = s
+        .peers
+        .iter()
+        .chain(std::iter::once((&st.pid, &s.protocol_addr)))
+        .filter_map(|(&id, a)| a.parse().ok().map(|a| (id, a)))
+        .collect();
+    let conflict = |code: &str, msg: String| ApiError::new(StatusCode::CONFLICT, code, msg);
+    let mut add = |members: &mut Vec<NodeId>, id: NodeId, addr| {
+        if id == 0 {
+            return Err(ApiError::bad_request("id 0 is not a valid server id"));
+        }
+        if members.contains(&id) {
+            return Err(conflict(
+                "already_member",
+                format!(
+                    "server {id} is already a member of configuration {}",
+                    st.configuration_id
+                ),
+            ));
+        }
+        members.push(id);
+        addrs.insert(id, addr);
+        Ok(())
+    };
+    let remove = |members: &mut Vec<NodeId>, id: NodeId| {
+        let Some(pos) = members.iter().position(|&m| m == id) else {
+            return Err(conflict(
+                "not_member",
+                format!(
+                    "server {id} is not a member of configuration {}",
+                    st.configuration_id
+                ),
+            ));
+        };
+        members.remove(pos);
+        Ok(())
+    };
+    match change {
+        MembersChange::Add(m) => add(&mut members, m.id, m.addr)?,
+        MembersChange::Remove(id) => remove(&mut members, id)?,
+        MembersChange::Replace { old, id, addr } => {
+            remove(&mut members, old)?;
+            add(&mut members, id, addr)?;
+        }
+    }
+    if members.is_empty() {
+        return Err(ApiError::bad_request(
+            "a configuration needs at least one server",
+        ));
+    }
+    members.sort_unstable();
+    addrs.retain(|id, _| members.contains(id));
+    let rc = PeerAddresses::new(addrs).request(members);
+    let ss = s.node.reconfigure(rc).await.map_err(|e| match e {
+        RuntimeError::Rejected(_) => conflict("rejected", e.to_string()),
+        RuntimeError::Removed(_) => conflict("removed", e.to_string()),
+        RuntimeError::ReconfigurationIncomplete { .. } => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "reconfiguration_incomplete",
+            e.to_string(),
+        ),
+        e => ApiError::runtime(&e, false),
+    })?;
+    let known = PeerAddresses::decode(ss.metadata.as_deref().unwrap_or_default()).ok();
+    Ok(Json(MembersResponse {
+        cluster_id: s.cluster_id,
+        configuration_id: ss.config_id,
+        members: ss
+            .nodes
+            .iter()
+            .map(|&id| MemberStatus {
+                id,
+                peer_addr: known
+                    .as_ref()
+                    .and_then(|k| k.get(id))
+                    .map(|a| a.to_string()),
+            })
+            .collect(),
+        leader: s.node.status().leader,
+        joining: false,
+        next_configuration: None,
+    }))
+}
+
 async fn metrics(State(AppState(s)): State<AppState>) -> Response {
     match metrics::encode(&s.registry) {
         Ok(body) => ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], body).into_response(),
@@ -485,7 +606,7 @@ async fn not_found(method: Method, uri: Uri) -> ApiError {
         "not_found",
         format!(
             "no route for {method} {}; the API is GET|PUT|DELETE /kv/{{key}}, POST /kv/{{key}}/cas, \
-             GET /kv?prefix=, GET /status, GET /metrics",
+             GET /kv?prefix=, GET /status, GET /members, GET /metrics",
             uri.path()
         ),
     )

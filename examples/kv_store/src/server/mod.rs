@@ -295,6 +295,7 @@ impl Server {
                 .iter()
                 .map(|(&id, addr)| (id, addr.to_string()))
                 .collect(),
+            protocol_addr: protocol_addr.to_string(),
             storage,
             request_timeout: opts.request_timeout,
             net: transport.stats_reader(),
