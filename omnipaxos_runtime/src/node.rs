@@ -462,13 +462,24 @@ where
     /// request is invalid or another reconfiguration is under way
     /// ([`RuntimeError::Rejected`]).
     pub async fn reconfigure(&self, rc: ReconfigurationRequest) -> Result<StopSign, RuntimeError> {
+        let started_in = self.status.borrow().configuration_id;
         let wait = self.call(|tx| Command::Reconfigure(rc, tx));
         match self.append_timeout {
             Some(t) => match tokio::time::timeout(t, wait).await {
                 Ok(r) => r?,
-                Err(_) => Err(RuntimeError::ReconfigurationIncomplete {
-                    stopsign: self.status.borrow().reconfigured.clone(),
-                }),
+                Err(_) => {
+                    // Decided: either still shown as this configuration's
+                    // end (a node left out), or the node already moved on
+                    // (then it is the stop-sign that moved it).
+                    let status = self.status.borrow();
+                    let stopsign = status.reconfigured.clone().or_else(|| {
+                        status
+                            .previous_stopsign
+                            .clone()
+                            .filter(|ss| ss.config_id > started_in)
+                    });
+                    Err(RuntimeError::ReconfigurationIncomplete { stopsign })
+                }
             },
             None => wait.await?,
         }
