@@ -1126,7 +1126,7 @@ where
     /// on the same storage ([`OmniPaxos::into_new_configuration`]), and the
     /// channels, handles and waiting calls stay. `Err` if it could not be
     /// (the status says why; the node has stopped).
-    fn move_on(self) -> Result<Self, ()> {
+    fn move_on(mut self) -> Result<Self, ()> {
         let Some(ss) = self.op.is_reconfigured() else {
             return Ok(self);
         };
@@ -1134,84 +1134,26 @@ where
         let mut config: OmniPaxosConfig = self.op.get_config().clone();
         config.configuration_id = ss.config_id;
         config.peers = ss.nodes.iter().copied().filter(|&p| p != pid).collect();
-        let Self {
-            op,
-            commands,
-            control,
-            sp_in,
-            deliveries,
-            ble_in,
-            sp_out,
-            ble_out,
-            status,
-            metrics,
-            configuration_id: _,
-            last_leader: _,
-            tick_interval,
-            leader_wait,
-            outgoing,
-            waiting_leader,
-            appends,
-            decided,
-            mut reads,
-            read_points,
-            reads_applying,
-            reconfigure_waiters,
-            members: _,
-            reconfigured,
-            parked,
-            retire_grace,
-            retire_at,
-            recovering,
-            dropped_messages,
-            ticks,
-        } = self;
-        let op = match op.into_new_configuration(config) {
+        // `into_new_configuration` consumes the protocol: move it out of the
+        // driver and put its successor back, so every other field stays.
+        self.op = match self.op.into_new_configuration(config) {
             Ok(op) => op,
             Err(e) => {
-                status.send_modify(|s| s.stopped = Some(RuntimeError::Config(e)));
+                self.status
+                    .send_modify(|s| s.stopped = Some(RuntimeError::Config(e)));
                 return Err(());
             }
         };
         // Read requests of the old configuration get no read point in the
         // new one: the caller retries.
-        for (_, reply) in reads.drain() {
+        for (_, reply) in self.reads.drain() {
             let _ = reply.send(Err(RuntimeError::Reconfigured(ss.clone())));
         }
-        let mut members = ss.nodes.clone();
-        members.sort_unstable();
-        Ok(Self {
-            op,
-            commands,
-            control,
-            sp_in,
-            deliveries,
-            ble_in,
-            sp_out,
-            ble_out,
-            status,
-            metrics,
-            configuration_id: ss.config_id,
-            last_leader: None,
-            tick_interval,
-            leader_wait,
-            outgoing,
-            waiting_leader,
-            appends,
-            decided,
-            reads,
-            read_points,
-            reads_applying,
-            reconfigure_waiters,
-            members,
-            reconfigured,
-            parked,
-            retire_grace,
-            retire_at,
-            recovering,
-            dropped_messages,
-            ticks,
-        })
+        self.configuration_id = ss.config_id;
+        self.last_leader = None;
+        self.members = ss.nodes;
+        self.members.sort_unstable();
+        Ok(self)
     }
 
     /// A node the next configuration left out has served its last pull:

@@ -386,6 +386,16 @@ fn move_to(c: &mut Cluster, members: &[NodeId], sources: &[NodeId]) {
     }
 }
 
+/// Moves the servers `pids` of a reconfigured cluster into configuration 2
+/// with `members`, on their storage.
+fn continue_in_configuration_2(c: &mut Cluster, pids: &[NodeId], members: &[NodeId]) {
+    for &pid in pids {
+        let old = c.nodes.remove(&pid).flatten().expect("server is up");
+        let new = old.into_new_configuration(config(2, pid, members)).unwrap();
+        c.nodes.insert(pid, Some(new));
+    }
+}
+
 /// The decided entries of server `pid`, as values.
 fn decided_values(c: &mut Cluster, pid: NodeId) -> Vec<Value> {
     let node = c.node(pid);
@@ -567,13 +577,7 @@ fn a_joiner_given_only_the_sources_learns_the_log_length_and_pulls_the_log() {
     let old_log = decided_values(&mut c, 1);
     assert_eq!(old_log.len(), 12);
     assert_eq!(decided_values(&mut c, 4), old_log);
-    for pid in [1, 2] {
-        let old = c.nodes.remove(&pid).flatten().unwrap();
-        let new = old
-            .into_new_configuration(config(2, pid, &[1, 2, 4]))
-            .unwrap();
-        c.nodes.insert(pid, Some(new));
-    }
+    continue_in_configuration_2(&mut c, &[1, 2], &[1, 2, 4]);
     c.nodes.remove(&3);
     let new_leader = c.leader();
     c.node(new_leader).append(Value(99)).unwrap();
@@ -590,13 +594,7 @@ fn a_joiner_given_only_the_sources_learns_the_log_length_and_pulls_the_log() {
 fn a_joiner_started_after_the_change_learns_the_log_length_from_its_new_peers() {
     let mut c = reconfigured(&[1, 2, 4]);
     let old_log = decided_values(&mut c, 1);
-    for pid in [1, 2] {
-        let old = c.nodes.remove(&pid).flatten().unwrap();
-        let new = old
-            .into_new_configuration(config(2, pid, &[1, 2, 4]))
-            .unwrap();
-        c.nodes.insert(pid, Some(new));
-    }
+    continue_in_configuration_2(&mut c, &[1, 2], &[1, 2, 4]);
     c.nodes.remove(&3);
     let joiner = config(2, 4, &[1, 2, 4])
         .build_joining_from(MemoryStorage::default(), vec![1, 2, 3])
@@ -700,11 +698,7 @@ fn build_joining_from_refuses_sources_it_cannot_use() {
 #[test]
 fn a_left_out_server_beside_the_moved_on_ones_goes_quiet() {
     let mut c = reconfigured(&[1, 2]);
-    for pid in [1, 2] {
-        let old = c.nodes.remove(&pid).flatten().unwrap();
-        let new = old.into_new_configuration(config(2, pid, &[1, 2])).unwrap();
-        c.nodes.insert(pid, Some(new));
-    }
+    continue_in_configuration_2(&mut c, &[1, 2], &[1, 2]);
     for _ in 0..200 {
         c.step_bounded(10_000);
     }
