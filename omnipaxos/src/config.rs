@@ -51,6 +51,16 @@ pub struct OmniPaxosConfig {
     /// How many proposals a server holds while it has no leader to send them
     /// to; more are refused with [`ProposeErr::BufferFull`](crate::ProposeErr::BufferFull).
     pub buffer_size: usize,
+    /// At most this many log entries travel in one message when a server far
+    /// behind is brought up to date: a leader's log sync to a follower, and a
+    /// reply to a new server pulling the previous configuration's log. Longer
+    /// transfers go in chunks, a few in flight at a time.
+    pub max_entries_per_message: usize,
+    /// The byte bound of one such chunk, as estimated by
+    /// [`Entry::size_hint`]: a chunk takes entries until the next would
+    /// exceed it (always at least one). Keep it well below the transport's
+    /// frame limit (the runtime's TCP transport allows 8 MiB by default).
+    pub max_message_bytes: usize,
     /// This server's leader priority: among servers that are quorum-connected, the
     /// one with the highest priority becomes leader, taking over from a healthy
     /// leader of lower priority.
@@ -73,6 +83,8 @@ impl Default for OmniPaxosConfig {
             flush_batch_tick_timeout: 1,
             batch_size: 1,
             buffer_size: 100_000,
+            max_entries_per_message: 8192,
+            max_message_bytes: 2 << 20,
             leader_priority: 0,
             flexible_quorum: None,
             logger_file_path: None,
@@ -131,6 +143,15 @@ impl OmniPaxosConfig {
         }
         if self.batch_size == 0 {
             return Err(ConfigError::field("batch_size", "must be at least 1"));
+        }
+        if self.max_entries_per_message == 0 {
+            return Err(ConfigError::field(
+                "max_entries_per_message",
+                "must be at least 1",
+            ));
+        }
+        if self.max_message_bytes == 0 {
+            return Err(ConfigError::field("max_message_bytes", "must be at least 1"));
         }
         if self.buffer_size < self.batch_size {
             return Err(ConfigError::field(

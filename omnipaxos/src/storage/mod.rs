@@ -18,6 +18,32 @@ use std::fmt::Debug;
 pub trait Entry: Clone + Debug {
     /// The snapshot type that can replace a prefix of the log; [`NoSnapshot`] if none.
     type Snapshot: Snapshot<Self>;
+
+    /// About how many bytes this entry takes on the wire. The protocol uses
+    /// it only to keep a catch-up chunk under
+    /// [`max_message_bytes`](crate::OmniPaxosConfig::max_message_bytes). The
+    /// default, the entry's in-memory size, is right for plain data; an entry
+    /// holding a `String`, `Vec` or other heap data should add their lengths:
+    ///
+    /// ```
+    /// use omnipaxos::storage::{Entry, NoSnapshot};
+    ///
+    /// #[derive(Clone, Debug)]
+    /// struct Put {
+    ///     key: String,
+    ///     value: Vec<u8>,
+    /// }
+    ///
+    /// impl Entry for Put {
+    ///     type Snapshot = NoSnapshot;
+    ///     fn size_hint(&self) -> usize {
+    ///         16 + self.key.len() + self.value.len()
+    ///     }
+    /// }
+    /// ```
+    fn size_hint(&self) -> usize {
+        size_of_val(self)
+    }
 }
 
 /// A compact stand-in for a prefix of the log, built from its entries.
