@@ -151,7 +151,10 @@ impl OmniPaxosConfig {
             ));
         }
         if self.max_message_bytes == 0 {
-            return Err(ConfigError::field("max_message_bytes", "must be at least 1"));
+            return Err(ConfigError::field(
+                "max_message_bytes",
+                "must be at least 1",
+            ));
         }
         if self.buffer_size < self.batch_size {
             return Err(ConfigError::field(

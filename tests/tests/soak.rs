@@ -60,6 +60,7 @@ fn options_for(seed: u64) -> (Vec<u64>, SimOptions) {
         batch_size: *[1_usize, 1, 3].choose(&mut rng).expect("non-empty"),
         call_reconnected: rng.gen_bool(0.5),
         joiners_ask_log_len: rng.gen_bool(0.5),
+        max_entries_per_message: [4, 16, 64, 8192][rng.gen_range(0..4)],
         // Some five-server runs use flexible quorums (read 4, write 2).
         flexible_quorum: (size == 5 && rng.gen_bool(0.3)).then_some(FlexibleQuorum {
             read_quorum_size: 4,

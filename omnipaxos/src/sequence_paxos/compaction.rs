@@ -40,10 +40,18 @@ where
     /// the sync starts at the compacted index; a receiver that lacks them
     /// refuses it. `trim` only drops what every server accepted, so this
     /// happens only to a server that lost its storage.
+    ///
+    /// With `chunk_until: Some(end)`, the suffix is only its first chunk
+    /// (see [`SequencePaxos::read_chunk`]), but reaches at least `end` (the
+    /// receiver's log length: installing the sync replaces its log from the
+    /// sync index on, so it must get at least as much back) and, unless it
+    /// reaches the end of the log, carries no stop-sign: the stop-sign
+    /// follows the last chunk.
     pub(super) fn log_sync_from(
         &self,
         from: u64,
         from_is_receivers_decided: bool,
+        chunk_until: Option<u64>,
     ) -> StorageResult<LogSync<T>> {
         let compacted = self.storage.compacted_idx();
         let decided_end = self.storage.decided_idx().min(self.storage.log_len());
@@ -68,11 +76,26 @@ where
         } else {
             (from.min(self.storage.log_len()), None)
         };
+        let suffix = match chunk_until {
+            Some(end) if end > sync_idx => {
+                let mut suffix = self
+                    .storage
+                    .get_entries(sync_idx, end.min(self.storage.log_len()))?;
+                let end = sync_idx + suffix.len() as u64;
+                if suffix.len() < self.max_entries_per_message {
+                    suffix.append(&mut self.read_chunk(end)?);
+                }
+                suffix
+            }
+            Some(_) => self.read_chunk(sync_idx)?,
+            None => self.storage.get_suffix(sync_idx)?,
+        };
+        let complete = sync_idx + suffix.len() as u64 >= self.storage.log_len();
         Ok(LogSync {
             decided_snapshot,
             sync_idx,
-            suffix: self.storage.get_suffix(sync_idx)?,
-            stopsign: self.storage.stopsign().cloned(),
+            suffix,
+            stopsign: self.storage.stopsign().filter(|_| complete).cloned(),
         })
     }
 

@@ -62,7 +62,7 @@ where
             // (from a buggy peer) leaves nothing of ours to send past it.
             Some(idx) => {
                 let from = idx.min(accepted_idx);
-                Some(self.log_sync_from(from, from == prep.decided_idx)?)
+                Some(self.log_sync_from(from, from == prep.decided_idx, None)?)
             }
             None => None,
         };
@@ -101,6 +101,17 @@ where
             return Ok(());
         };
         let log_len = self.storage.log_len();
+        let sync_end = log_sync.sync_idx + log_sync.suffix.len() as u64;
+        if self.storage.accepted_round() == Some(sync.n) && sync_end < log_len {
+            // We hold more of this ballot's log than the sync reaches: the
+            // leader went by a promise older than our log (a chunked sync
+            // does not reach the end of its log, so this can happen). Its
+            // next chunks would follow the sync's end, not ours, and cutting
+            // our log could lose entries the leader counted as accepted
+            // here. Ask to be prepared again, with our log as it is now.
+            self.send(from, PaxosMsg::PrepareReq(PrepareReq { n: sync.n }));
+            return Ok(());
+        }
         if self.storage.accepted_round() == Some(sync.n)
             && log_sync.decided_snapshot.is_none()
             && log_sync.sync_idx < log_len

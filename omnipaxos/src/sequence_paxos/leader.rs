@@ -42,6 +42,12 @@ where
         self.role = Role::Leader;
         self.phase = Phase::Prepare;
         self.reset_reads_for_new_ballot();
+        self.start_prepare_round()
+    }
+
+    /// Asks every peer for its promise in our ballot, with our log as it is
+    /// now; the promises complete the prepare phase.
+    fn start_prepare_round(&mut self) -> StorageResult<()> {
         for p in &mut self.progress {
             *p = FollowerProgress {
                 seq: p.seq,
@@ -147,13 +153,18 @@ where
         // has not changed since: install it where it says.
         let sync = sync
             .filter(|s| max_pid != self.pid && s.sync_idx >= self.storage.decided_idx())
-            .and_then(|s| self.checked_sync(s))
-            .unwrap_or_else(|| LogSync {
-                decided_snapshot: None,
-                sync_idx: self.storage.log_len(),
-                suffix: Vec::new(),
-                stopsign: self.storage.stopsign().cloned(),
-            });
+            .and_then(|s| self.checked_sync(s));
+        // A follower sends at most one chunk of its log in its promise: if
+        // the most up-to-date log is longer, this is only its first part.
+        let partial = sync.as_ref().is_some_and(|s| {
+            s.sync_idx + s.suffix.len() as u64 + u64::from(s.stopsign.is_some()) < max.accepted_idx
+        });
+        let sync = sync.unwrap_or_else(|| LogSync {
+            decided_snapshot: None,
+            sync_idx: self.storage.log_len(),
+            suffix: Vec::new(),
+            stopsign: self.storage.stopsign().cloned(),
+        });
         // The adopted promise counts even if its follower asked to be
         // prepared again since (which clears its promise in `progress`): its
         // log, snapshot and all, is what we install (soak seed 1302).
@@ -162,6 +173,22 @@ where
             .iter()
             .filter_map(|p| p.promise.map(|m| m.decided_idx))
             .fold(self.storage.decided_idx().max(max.decided_idx), u64::max);
+        if partial {
+            // Install the part as accepted in the round it was accepted in,
+            // not ours: until we hold all of it, our log is only a prefix of
+            // that round's log, and a later leader must not prefer it. Then
+            // prepare again: the promises, computed against our longer log,
+            // carry the next part.
+            let (mut cut, mut cut_tags) = self.install_sync(max.n_accepted, sync, decided)?;
+            log!(debug, self.logger, "adopting a long log in parts";
+                "from" => max_pid, "log_len" => self.storage.log_len(),
+                "target" => max.accepted_idx);
+            cut.append(&mut self.pending);
+            cut_tags.append(&mut self.pending_tags);
+            self.pending = cut;
+            self.pending_tags = cut_tags;
+            return self.start_prepare_round();
+        }
         let (cut, cut_tags) = self.install_sync(self.leader, sync, decided)?;
         log!(info, self.logger, "leading";
             "n" => self.leader.n, "adopted_from" => max_pid, "log_len" => self.storage.log_len(),
@@ -228,16 +255,34 @@ where
         } else {
             meta.decided_idx
         };
-        let log_sync = self.log_sync_from(from, from == meta.decided_idx)?;
+        // A follower far behind gets only the first chunk here; the rest
+        // follow as it acknowledges them (`pump_catch_up`).
+        // The first chunk replaces the follower's log from the sync index
+        // on, so it covers at least all the follower holds: cutting an entry
+        // without giving it back could lose a decided one. And it covers the
+        // log we adopted when we became leader: a log accepted in our ballot
+        // must hold every entry decided before it, or a later leader that
+        // adopts it (it has the highest round) would lose them. Only what we
+        // appended since may follow in later chunks.
+        let chunk_until = meta.accepted_idx.max(self.synced_len);
+        let log_sync = self.log_sync_from(from, from == meta.decided_idx, Some(chunk_until))?;
+        let sync_end = log_sync.sync_idx + log_sync.suffix.len() as u64;
+        let more = sync_end < self.storage.log_len();
         log!(debug, self.logger, "synchronising a follower";
             "follower" => self.peers[slot], "sync_idx" => log_sync.sync_idx,
-            "entries" => log_sync.suffix.len(), "snapshot" => log_sync.decided_snapshot.is_some());
+            "entries" => log_sync.suffix.len(), "snapshot" => log_sync.decided_snapshot.is_some(),
+            "more" => more);
         let p = &mut self.progress[slot];
         p.seq.session += 1;
         p.seq.counter = 1;
         p.synced = true;
         p.accepted_idx = None;
         p.open_accept = None;
+        p.catch_up = more.then(|| super::CatchUp {
+            next: sync_end,
+            in_flight: [sync_end].into(),
+            progressed: true,
+        });
         let msg = AcceptSync {
             n: self.leader,
             seq_num: p.seq,
@@ -251,7 +296,59 @@ where
         };
         let to = self.peers[slot];
         self.send(to, PaxosMsg::AcceptSync(msg));
-        Ok(())
+        self.pump_catch_up(slot)
+    }
+
+    /// Sends a follower being brought up to date its next chunks, as many as
+    /// the window allows, and moves it to plain replication once a chunk
+    /// reaches the end of our log (then the stop-sign follows, if we have one).
+    /// Chunks are consecutive `AcceptDecide`s of the sync's session, so the
+    /// follower appends each at its end and notices a lost one by its number.
+    fn pump_catch_up(&mut self, slot: usize) -> StorageResult<()> {
+        loop {
+            let Some(cu) = &self.progress[slot].catch_up else {
+                return Ok(());
+            };
+            let next = cu.next;
+            if next >= self.storage.log_len() {
+                self.progress[slot].catch_up = None;
+                log!(debug, self.logger, "follower caught up";
+                    "follower" => self.peers[slot], "log_len" => next);
+                if let Some(ss) = self.storage.stopsign().cloned() {
+                    self.send_stopsign(slot, ss);
+                }
+                return Ok(());
+            }
+            if cu.in_flight.len() >= super::CATCH_UP_WINDOW {
+                return Ok(());
+            }
+            if next < self.storage.compacted_idx() {
+                // Compacted meanwhile: start over, with the snapshot.
+                self.prepare_follower(self.peers[slot]);
+                return Ok(());
+            }
+            let entries = self.read_chunk(next)?;
+            let end = next + entries.len() as u64;
+            let cu = self.progress[slot]
+                .catch_up
+                .as_mut()
+                .expect("checked above");
+            cu.next = end;
+            cu.in_flight.push_back(end);
+            let decided_idx = self.storage.decided_idx();
+            let forward_acks = std::mem::take(&mut self.progress[slot].pending_acks);
+            self.send_numbered(slot, |n, seq_num| {
+                PaxosMsg::AcceptDecide(AcceptDecide {
+                    n,
+                    seq_num,
+                    decided_idx,
+                    entries,
+                    forward_acks,
+                })
+            });
+            // A full chunk: nothing may join it.
+            self.progress[slot].open_accept = None;
+        }
     }
 
     /// Appends a proposal to the leader's log (through the batch) and replicates it.
@@ -299,7 +396,8 @@ where
         );
         let mut entries = std::mem::take(&mut self.batch);
         for slot in 0..self.progress.len() {
-            if self.progress[slot].synced {
+            // A follower being caught up gets these in a later chunk.
+            if self.progress[slot].synced && self.progress[slot].catch_up.is_none() {
                 self.push_accept(slot, &entries);
             }
         }
@@ -392,6 +490,16 @@ where
         // Clamped: a follower cannot have accepted more than we sent it.
         let idx = acc.accepted_idx.min(self.storage.accepted_idx());
         p.accepted_idx = Some(p.accepted_idx.map_or(idx, |a| a.max(idx)));
+        if let Some(cu) = &mut p.catch_up {
+            let before = cu.in_flight.len();
+            while cu.in_flight.front().is_some_and(|&end| end <= idx) {
+                cu.in_flight.pop_front();
+            }
+            if cu.in_flight.len() < before {
+                cu.progressed = true;
+                self.pump_catch_up(slot)?;
+            }
+        }
         self.update_decided()
     }
 
@@ -505,6 +613,15 @@ where
             if self.progress[slot].promise.is_none() {
                 self.send(to, PaxosMsg::Prepare(prepare));
             } else if self.phase == Phase::Accept && self.progress[slot].synced {
+                if let Some(cu) = &mut self.progress[slot].catch_up {
+                    if !std::mem::take(&mut cu.progressed) {
+                        // No chunk acknowledged for a whole timeout: one
+                        // was lost, or its acknowledgement. Prepare the
+                        // follower again; it resumes from what it holds.
+                        self.prepare_follower(to);
+                        continue;
+                    }
+                }
                 self.progress[slot].open_accept = None;
                 self.push_decide(slot);
             }

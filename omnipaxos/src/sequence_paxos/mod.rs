@@ -90,6 +90,9 @@ struct FollowerProgress {
     /// Whether the follower was sent its `AcceptSync` in this ballot, so
     /// that new entries go to it.
     synced: bool,
+    /// While the follower is brought up to date chunk by chunk (its log
+    /// sync did not reach the end of our log): where it stands.
+    catch_up: Option<CatchUp>,
     /// Acknowledgements of this follower's forwarded batches, to ride on the
     /// next `AcceptDecide` to it (the one carrying their entries).
     pending_acks: Vec<ProposalAck>,
@@ -98,6 +101,28 @@ struct FollowerProgress {
     /// making a new message.
     open_accept: Option<usize>,
 }
+
+/// A follower far behind, brought up to date in chunks (see
+/// `leader::pump_catch_up`): its `AcceptSync` carried the first chunk, the
+/// rest follow as `AcceptDecide`s of the same session, at most
+/// [`CATCH_UP_WINDOW`] unacknowledged at a time. New entries do not go to
+/// the follower meanwhile (they are in our log, so a later chunk carries
+/// them), nor does the stop-sign (it follows the last chunk).
+#[derive(Clone, Debug, Default)]
+struct CatchUp {
+    /// The next index of our log to send.
+    next: u64,
+    /// The end of each chunk sent and not yet acknowledged, oldest first.
+    in_flight: VecDeque<u64>,
+    /// Whether the follower acknowledged a chunk since the resend timer last
+    /// fired; if not, it is prepared again and resumes from what it holds.
+    progressed: bool,
+}
+
+/// How many catch-up chunks may be unacknowledged per follower: enough to
+/// keep a link busy over a round trip, few enough to bound what a slow
+/// follower makes us hold.
+const CATCH_UP_WINDOW: usize = 4;
 
 /// What a promise told the leader about the follower's log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -181,6 +206,10 @@ where
     /// is acknowledged rather than appended twice.
     recent_forwards: RecentForwards,
     buffer_size: usize,
+    /// At most this many entries per catch-up chunk.
+    max_entries_per_message: usize,
+    /// At most this many bytes (by `Entry::size_hint`) per catch-up chunk.
+    max_message_bytes: usize,
     batch_size: usize,
     /// Fires when unanswered messages are sent again.
     resend_timer: LogicalClock,
@@ -309,6 +338,8 @@ where
             next_forward_seq: 1,
             recent_forwards: RecentForwards::default(),
             buffer_size: config.buffer_size,
+            max_entries_per_message: config.max_entries_per_message,
+            max_message_bytes: config.max_message_bytes,
             batch_size: config.batch_size,
             resend_timer: LogicalClock::with(config.resend_message_tick_timeout),
             flush_timer: LogicalClock::with(config.flush_batch_tick_timeout),
@@ -573,6 +604,34 @@ where
             return None;
         }
         Some(sync)
+    }
+
+    /// The next chunk of our log from `from` on, for a server being brought
+    /// up to date: at most `max_entries_per_message` entries and, by
+    /// [`Entry::size_hint`], at most `max_message_bytes` (but at least one
+    /// entry); empty at the end of the log. Read a little at a time, so that
+    /// large entries are not read only to be left out.
+    pub(super) fn read_chunk(&self, from: u64) -> StorageResult<Vec<T>> {
+        const READ_STEP: u64 = 256;
+        let end = self
+            .storage
+            .log_len()
+            .min(from.saturating_add(self.max_entries_per_message as u64));
+        let mut chunk = Vec::new();
+        let mut bytes = 0usize;
+        let mut at = from;
+        while at < end {
+            let step_end = end.min(at + READ_STEP);
+            for entry in self.storage.get_entries(at, step_end)? {
+                bytes = bytes.saturating_add(entry.size_hint());
+                if bytes > self.max_message_bytes && !chunk.is_empty() {
+                    return Ok(chunk);
+                }
+                chunk.push(entry);
+            }
+            at = step_end;
+        }
+        Ok(chunk)
     }
 
     fn slot(&self, pid: NodeId) -> Option<usize> {

@@ -113,14 +113,20 @@ where
             "stop_idx" => self.storage.log_len());
         self.storage.set_stopsign(Some(ss.clone()))?;
         for slot in 0..self.progress.len() {
-            if self.progress[slot].synced {
-                let ss = ss.clone();
-                self.send_numbered(slot, |n, seq_num| {
-                    PaxosMsg::AcceptStopSign(AcceptStopSign { n, seq_num, ss })
-                });
+            // A follower still being brought up to date gets it after its
+            // last chunk (`pump_catch_up`).
+            if self.progress[slot].synced && self.progress[slot].catch_up.is_none() {
+                self.send_stopsign(slot, ss.clone());
             }
         }
         self.update_decided()
+    }
+
+    /// Leader: sends one follower our stop-sign, next in its session.
+    pub(super) fn send_stopsign(&mut self, slot: usize, ss: StopSign) {
+        self.send_numbered(slot, |n, seq_num| {
+            PaxosMsg::AcceptStopSign(AcceptStopSign { n, seq_num, ss })
+        });
     }
 
     /// After becoming leader or being synchronised: a stop-sign requested here

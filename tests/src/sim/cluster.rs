@@ -90,6 +90,11 @@ pub struct SimCluster {
     next_value: u64,
     /// A reused buffer for `take_outgoing_messages`.
     outbox: Vec<Message<Value>>,
+    /// The most log entries one message sent so far carried (see
+    /// [`SimCluster::max_entries_per_message`]).
+    max_entries_sent: usize,
+    /// The most entry bytes (by `Entry::size_hint`) one message carried.
+    max_entry_bytes_sent: usize,
     /// Whether to print a line per delivered message and per command.
     trace: bool,
     /// Set once the simulator itself reported a failure, so that `Drop` does
@@ -154,6 +159,8 @@ impl SimCluster {
             network: Network::new(),
             next_value: 1,
             outbox: Vec::new(),
+            max_entries_sent: 0,
+            max_entry_bytes_sent: 0,
             reported: Cell::new(false),
         }
     }
@@ -216,6 +223,9 @@ impl SimCluster {
             }
         }
         for msg in outbox.drain(..) {
+            let (entries, bytes) = entries_carried(&msg);
+            self.max_entries_sent = self.max_entries_sent.max(entries);
+            self.max_entry_bytes_sent = self.max_entry_bytes_sent.max(bytes);
             let (from, to) = (msg.get_sender(), msg.get_receiver());
             let receiver_up = live.contains(&to);
             let fate = self
@@ -357,6 +367,27 @@ impl SimCluster {
         self.nodes
             .get_mut(&pid)
             .unwrap_or_else(|| panic!("server {pid} is not in the cluster {ids:?}"))
+    }
+
+    /// The most log entries one message carried since the cluster started
+    /// or since [`reset_max_entries_per_message`](Self::reset_max_entries_per_message):
+    /// log syncs, accepts and pull replies count.
+    pub fn max_entries_per_message(&self) -> usize {
+        self.max_entries_sent
+    }
+
+    /// The most entry bytes, by [`Entry::size_hint`](omnipaxos::storage::Entry::size_hint),
+    /// one message carried, counted as
+    /// [`max_entries_per_message`](Self::max_entries_per_message) is.
+    pub fn max_entry_bytes_per_message(&self) -> usize {
+        self.max_entry_bytes_sent
+    }
+
+    /// Starts [`max_entries_per_message`](Self::max_entries_per_message) and
+    /// [`max_entry_bytes_per_message`](Self::max_entry_bytes_per_message) over.
+    pub fn reset_max_entries_per_message(&mut self) {
+        self.max_entries_sent = 0;
+        self.max_entry_bytes_sent = 0;
     }
 
     /// The running server `pid`, to query it. Panics if it is crashed.
@@ -1204,6 +1235,53 @@ impl SimCluster {
             self.fail(property, &detail);
         }
         self.check_decided_proposals();
+        if std::env::var_os("SIM_ROUND_CHECK").is_some() {
+            self.check_same_round_logs_agree();
+        }
+    }
+
+    /// Debugging aid (`SIM_ROUND_CHECK=1`): two running servers of one
+    /// configuration whose logs were accepted in the same round hold
+    /// prefixes of that round's leader log, so they agree where both have
+    /// entries. Costs a pass over every pair of logs at every step.
+    fn check_same_round_logs_agree(&self) {
+        let mut logs = Vec::new();
+        for (&pid, node) in &self.nodes {
+            if node.paxos.is_none() {
+                continue;
+            }
+            let (round, len, compacted) = node.storage.with(|s| {
+                (
+                    s.get_accepted_round().ok().flatten(),
+                    s.get_log_len().unwrap_or(0),
+                    s.get_compacted_idx().unwrap_or(0),
+                )
+            });
+            let Some(round) = round else { continue };
+            logs.push((pid, node.config.configuration_id, round, compacted, len));
+        }
+        for (i, a) in logs.iter().enumerate() {
+            for b in &logs[i + 1..] {
+                if a.1 != b.1 || a.2 != b.2 {
+                    continue;
+                }
+                for idx in a.3.max(b.3)..a.4.min(b.4) {
+                    let (x, y) = (
+                        self.nodes[&a.0].storage.entry_at(idx),
+                        self.nodes[&b.0].storage.entry_at(idx),
+                    );
+                    if x != y {
+                        self.fail(
+                            "same_round_logs_agree",
+                            &format!(
+                                "servers {} and {} both accepted in {:?} but hold {x:?} and {y:?} at {idx}",
+                                a.0, b.0, a.2
+                            ),
+                        );
+                    }
+                }
+            }
+        }
     }
 
     /// Checks what each server reports of its tracked proposals: a proposal
@@ -1312,4 +1390,20 @@ impl Drop for SimCluster {
             );
         }
     }
+}
+
+/// How many log entries `m` carries, and their bytes by `Entry::size_hint`.
+fn entries_carried(m: &Message<Value>) -> (usize, usize) {
+    use omnipaxos::messages::{PaxosMessage, PaxosMsg};
+    use omnipaxos::storage::Entry;
+    let entries: &[Value] = match m {
+        Message::SequencePaxos(PaxosMessage { msg, .. }) => match msg {
+            PaxosMsg::AcceptSync(s) => &s.log_sync.suffix,
+            PaxosMsg::AcceptDecide(a) => &a.entries,
+            PaxosMsg::PullLogReply(r) => &r.entries,
+            _ => &[],
+        },
+        Message::BLE(_) => &[],
+    };
+    (entries.len(), entries.iter().map(Entry::size_hint).sum())
 }

@@ -41,6 +41,12 @@ pub struct SimOptions {
     pub batch_size: usize,
     /// Passed to every server's [`OmniPaxosConfig::buffer_size`].
     pub buffer_size: usize,
+    /// `OmniPaxosConfig::max_entries_per_message`: small values make every log
+    /// synchronisation go in chunks.
+    pub max_entries_per_message: usize,
+    /// `OmniPaxosConfig::max_message_bytes`: the byte bound of a catch-up
+    /// chunk, by `Entry::size_hint` (8 bytes per [`Value`](super::Value)).
+    pub max_message_bytes: usize,
     /// Passed to every server's [`OmniPaxosConfig::flexible_quorum`], in
     /// every configuration (so a reconfiguration must keep it valid for the
     /// new number of servers).
@@ -89,6 +95,8 @@ impl Default for SimOptions {
             flush_batch_tick_timeout: 1,
             batch_size: 1,
             buffer_size: 100_000,
+            max_entries_per_message: OmniPaxosConfig::default().max_entries_per_message,
+            max_message_bytes: OmniPaxosConfig::default().max_message_bytes,
             flexible_quorum: None,
             call_reconnected: false,
             allow_duplicate_decisions: false,
@@ -168,6 +176,8 @@ impl SimOptions {
             flush_batch_tick_timeout: self.flush_batch_tick_timeout,
             batch_size: self.batch_size,
             buffer_size: self.buffer_size,
+            max_entries_per_message: self.max_entries_per_message,
+            max_message_bytes: self.max_message_bytes,
             flexible_quorum: self.flexible_quorum,
             ..OmniPaxosConfig::default()
         }
