@@ -9,7 +9,10 @@
 //! ids is part of the state, so it is in every snapshot too: a replica that
 //! starts from a snapshot still refuses the duplicates that follow it.
 
-use omnipaxos::{macros::Entry, storage::Snapshot, util::NodeId};
+use omnipaxos::{
+    storage::{Entry, Snapshot},
+    util::NodeId,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -70,13 +73,30 @@ impl Op {
 }
 
 /// One write: the element type of the replicated log.
-#[derive(Clone, Debug, PartialEq, Eq, Entry, Serialize, Deserialize)]
-#[snapshot(KVSnapshot)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KVCommand {
     /// Names the write, so that it is applied at most once.
     pub id: CommandId,
     /// What it does.
     pub op: Op,
+}
+
+/// By hand rather than `#[derive(Entry)]`, for the size hint: keys and
+/// values live on the heap, so the in-memory size of a command says little
+/// about the bytes a catch-up chunk of commands takes.
+impl Entry for KVCommand {
+    type Snapshot = KVSnapshot;
+
+    fn size_hint(&self) -> usize {
+        let strings = match &self.op {
+            Op::Put { key, value } => key.len() + value.len(),
+            Op::Delete { key } => key.len(),
+            Op::Cas { key, expected, new } => {
+                key.len() + expected.as_ref().map_or(0, String::len) + new.len()
+            }
+        };
+        size_of::<Self>() + strings
+    }
 }
 
 /// What applying a write did.
