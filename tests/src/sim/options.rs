@@ -45,7 +45,7 @@ pub struct SimOptions {
     /// synchronisation go in chunks.
     pub max_entries_per_message: usize,
     /// `OmniPaxosConfig::max_message_bytes`: the byte bound of a catch-up
-    /// chunk, by `Entry::size_hint` (8 bytes per [`Value`](super::Value)).
+    /// chunk, by `Entry::size_hint` (8 bytes per [`Value`](crate::Value)).
     pub max_message_bytes: usize,
     /// Passed to every server's [`OmniPaxosConfig::flexible_quorum`], in
     /// every configuration (so a reconfiguration must keep it valid for the
