@@ -87,6 +87,7 @@
 //! * `book/src/storage.md` and `book/src/compaction.md`: the storages, their
 //!   durability contract, trimming and snapshots;
 //! * `book/src/reconfiguration.md` and `book/src/linearizable_reads.md`;
+//! * `book/src/performance.md`: every figure, with the command that gives it;
 //! * `book/src/faq.md`: every error variant, what it means and what to do.
 //!
 //! ## Features

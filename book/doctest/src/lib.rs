@@ -34,6 +34,7 @@ chapters! {
     dashboard => "dashboard.md",
     metrics => "metrics.md",
     testing => "testing.md",
+    performance => "performance.md",
     kv_store => "kv_store.md",
     faq => "faq.md",
     migration => "migration.md",
