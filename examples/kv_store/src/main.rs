@@ -155,6 +155,21 @@ struct ServerArgs {
     /// listed too, with its --listen address; it is skipped).
     #[arg(long, value_parser = parse_peers, default_value = "")]
     peers: Peers,
+    /// Join a running cluster as a new server instead of starting with
+    /// --peers: the HTTP addresses of some of its servers, URL[,URL...].
+    /// The server learns the cluster over HTTP and waits (answering 503
+    /// `joining`) until a change that names it is decided, e.g. `kv_store
+    /// members replace OLD ID=ADDR` with this --id and --listen; it then
+    /// pulls the log and serves. It refuses to start if no URL answers, the
+    /// cluster id differs from --cluster-id, or --id is already a member.
+    #[arg(long, value_delimiter = ',', conflicts_with = "peers")]
+    join: Vec<String>,
+    /// Milliseconds a server that a change of membership leaves out keeps
+    /// serving the new servers' pulls of the log (counted from the change
+    /// and from each pull) before it exits with status 0. Meanwhile it
+    /// refuses reads and writes with 503 `removed`, naming the new members.
+    #[arg(long, default_value_t = 10_000)]
+    retire_grace_ms: u64,
     /// Directory for this server's log; claimed for this --id and
     /// --cluster-id on first start, refused to any other.
     #[arg(long, required_unless_present = "memory", conflicts_with = "memory")]
@@ -504,6 +519,8 @@ async fn run_server(args: ServerArgs) -> Result<(), kv_store::ServerError> {
     opts.batch_size = usize::try_from(args.batch_size).unwrap_or(usize::MAX);
     opts.request_timeout = Duration::from_millis(args.request_timeout_ms);
     opts.snapshot_every = args.snapshot_every;
+    opts.join = args.join;
+    opts.retire_grace = Duration::from_millis(args.retire_grace_ms);
     if let Some(path) = args.psk_file {
         let key = std::fs::read(&path).map_err(|e| {
             invalid(format!(
@@ -513,11 +530,28 @@ async fn run_server(args: ServerArgs) -> Result<(), kv_store::ServerError> {
         })?;
         opts.psk = Some(key);
     }
-    let server = Server::start(opts).await?;
-    let stdin_closed = if args.exit_on_stdin_eof {
+    let mut stdin_closed = if args.exit_on_stdin_eof {
         Some(watch_stdin())
     } else {
         None
+    };
+    // A joining server may wait long in `start` for a change naming it: a
+    // signal (or the parent going away) stops that wait too.
+    let server = tokio::select! {
+        r = Server::start(opts) => r?,
+        () = interrupted() => {
+            tracing::info!("signal received before the server started");
+            return Ok(());
+        }
+        () = async {
+            match &mut stdin_closed {
+                Some(rx) => { let _ = rx.await; }
+                None => std::future::pending().await,
+            }
+        } => {
+            tracing::info!("standard input closed before the server started");
+            return Ok(());
+        }
     };
     server
         .run_until(async move {
