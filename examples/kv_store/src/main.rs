@@ -14,7 +14,7 @@
 use clap::{Args, Parser, Subcommand};
 use kv_store::{
     KvClient, Server, ServerOptions, StorageChoice,
-    demo::{DemoOptions, run_demo},
+    demo::{DemoOptions, run_demo, run_replace_demo},
 };
 use omnipaxos::util::NodeId;
 use std::{
@@ -141,6 +141,12 @@ struct DemoArgs {
     /// An extra flag for every server, e.g. `--server-arg=--batch-size=8`; repeatable.
     #[arg(long = "server-arg", allow_hyphen_values = true)]
     server_args: Vec<String>,
+    /// Instead of killing the leader: while the clients write, start a 4th
+    /// server with --join, replace a follower by it (POST /members), and
+    /// print the write gap, how long until the new configuration took
+    /// writes, and the acknowledged writes read back.
+    #[arg(long, conflicts_with = "ui")]
+    replace: bool,
 }
 
 #[derive(Args, Debug)]
@@ -457,6 +463,25 @@ async fn demo(args: DemoArgs) -> ExitCode {
     opts.ui = args.ui;
     // Dropping the demo's future on Ctrl-C drops its cluster, which kills
     // the servers and removes their directories.
+    if args.replace {
+        return tokio::select! {
+            r = run_replace_demo(&opts) => match r {
+                Ok(report) => {
+                    println!("{}", report.summary());
+                    println!("OK: every check passed");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("FAILED: {e}");
+                    ExitCode::FAILURE
+                }
+            },
+            () = interrupted() => {
+                eprintln!("interrupted: the servers are stopped and their directories removed");
+                ExitCode::from(130)
+            }
+        };
+    }
     tokio::select! {
         r = run_demo(&opts) => match r {
             Ok(report) => {
