@@ -338,22 +338,41 @@ impl ProcessCluster {
                     .ok_or(ClusterError::UnknownNode(*v))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let (http, protocol) = pick_ports(1, None).map_err(ClusterError::Setup)?;
-        self.nodes.insert(
-            id,
-            NodeProcess {
-                protocol_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, protocol[0])),
-                http_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, http[0])),
-                data_dir: self.dir.path().join(format!("n{id}")),
-                log_path: self.dir.path().join(format!("n{id}.log")),
-                child: None,
-                stdin: None,
-                join: Some(urls),
-                retiring: false,
-                exited: None,
-            },
-        );
-        self.spawn(id)?;
+        // The ports are free when picked but not held (the server binds
+        // them), so another process may take one first: then the server
+        // exits at once saying it cannot listen, and gets other ports.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let (http, protocol) = pick_ports(1, None).map_err(ClusterError::Setup)?;
+            self.nodes.insert(
+                id,
+                NodeProcess {
+                    protocol_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, protocol[0])),
+                    http_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, http[0])),
+                    data_dir: self.dir.path().join(format!("n{id}")),
+                    log_path: self.dir.path().join(format!("n{id}.log")),
+                    child: None,
+                    stdin: None,
+                    join: Some(urls.clone()),
+                    retiring: false,
+                    exited: None,
+                },
+            );
+            self.spawn(id)?;
+            match self.wait_http(id).await {
+                Err(ClusterError::Exited { log, .. })
+                    if attempt < 3 && log.contains("cannot listen") =>
+                {
+                    let _ = fs::remove_dir_all(self.dir.path().join(format!("n{id}")));
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// Waits until server `id` answers HTTP, with 503 `joining` or otherwise.
+    async fn wait_http(&mut self, id: NodeId) -> Result<(), ClusterError> {
         let deadline = Instant::now() + self.opts.start_timeout;
         loop {
             self.check_running()?;
