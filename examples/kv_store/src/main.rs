@@ -441,8 +441,12 @@ fn client(target: &Target) -> Result<KvClient, kv_store::ClientError> {
 }
 
 fn print_json<T: serde::Serialize>(value: &T) {
+    use std::io::Write as _;
     match serde_json::to_string_pretty(value) {
-        Ok(s) => println!("{s}"),
+        // A closed pipe (`| head`) is the reader's choice, not an error.
+        Ok(s) => {
+            let _ = writeln!(std::io::stdout().lock(), "{s}");
+        }
         Err(e) => eprintln!("error: cannot print the answer: {e}"),
     }
 }

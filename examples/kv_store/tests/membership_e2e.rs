@@ -287,13 +287,36 @@ async fn replacing_a_server_while_clients_write_keeps_every_acknowledged_write_a
     s.writers.set_targets(clients(&s.cluster, &new_members));
     s.wait_for_acks(WRITES_PER_PHASE, "writes after the change")
         .await;
-    // The server left out refuses writes, naming the new configuration
-    // (unless it has exited already: its grace period may be over).
-    if let Ok(c) = s.cluster.client(old)
-        && let Err(e) = c.put("late", "x").await
-        && let Some(code) = e.code()
-    {
-        assert_eq!(code, "removed", "{e}");
+    // The server left out refuses writes, naming the new configuration,
+    // once it knows of the change (it may learn it after the others), until
+    // it exits.
+    let c = s.cluster.client(old).unwrap();
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        match c.put("late", "x").await {
+            Ok(r) => panic!("server {old} took a write after it was left out: {r:?}"),
+            Err(e) if e.code() == Some("removed") => {
+                let next = match &e {
+                    kv_store::ClientError::Api { body, .. } => body.configuration.clone(),
+                    _ => None,
+                }
+                .expect("a removed answer names the new configuration");
+                assert_eq!(
+                    (
+                        next.configuration_id,
+                        next.members.iter().map(|m| m.id).collect::<Vec<_>>()
+                    ),
+                    (2, new_members.clone())
+                );
+                break;
+            }
+            // Exited already: its grace period is over.
+            Err(kv_store::ClientError::Connect { .. }) => break,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "server {old} answers {e}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
     }
     s.finish(&new_members, old).await;
 }
