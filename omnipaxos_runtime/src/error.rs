@@ -70,6 +70,17 @@ pub enum RuntimeError {
     /// A trim or snapshot was refused.
     #[error("compaction refused: {0}")]
     Compaction(#[from] CompactionErr),
+    /// The reconfiguration request is invalid and was not proposed: no
+    /// server, a repeated or zero id, or new servers that have not reached
+    /// this one and would leave fewer than a majority of the next
+    /// configuration to take part. The error names the field and the
+    /// servers. The configuration keeps serving.
+    #[error("invalid reconfiguration: {0}")]
+    InvalidReconfiguration(ConfigError),
+    /// Another reconfiguration is under way (its stop-sign is in the log or
+    /// proposed); this one was not proposed. Wait for the next configuration.
+    #[error("another reconfiguration is under way")]
+    ReconfigurationPending,
     /// The protocol refused the request; the message says why.
     #[error("rejected: {0}")]
     Rejected(String),

@@ -145,6 +145,8 @@ impl Outcome {
             RuntimeError::ShutDown => Self::ShutDown,
             RuntimeError::Storage(_) => Self::StorageFailure,
             RuntimeError::Rejected(_)
+            | RuntimeError::InvalidReconfiguration(_)
+            | RuntimeError::ReconfigurationPending
             | RuntimeError::NotLeader { .. }
             | RuntimeError::Compaction(_) => Self::Rejected,
             RuntimeError::Config(_) | RuntimeError::NoRuntime => Self::NotStarted,

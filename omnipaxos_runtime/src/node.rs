@@ -7,7 +7,7 @@ use crate::{
 use omnipaxos::{
     OmniPaxos, OmniPaxosConfig, ReadError, ReadId, ReconfigurationRequest,
     ballot::Ballot,
-    errors::ProposeErr,
+    errors::{ConfigError, ProposeErr},
     messages::{BLEMessage, Message, PaxosMessage, PaxosMsg},
     omni_paxos::ProposalId,
     storage::{Entry, Storage},
@@ -372,6 +372,12 @@ where
             recovering: true,
             dropped_messages: 0,
             ticks: 0,
+            heard_joiners: Vec::new(),
+            // A joiner asks again every resend timeout until it is answered.
+            joiner_window: node_conf
+                .omnipaxos_config()
+                .resend_message_tick_timeout
+                .saturating_mul(4),
         };
         (handle, Ok(driver))
     }
@@ -458,9 +464,17 @@ where
     /// Resolves with the stop-sign once this node is in the next
     /// configuration and knows its leader (on a node that is left out: once
     /// the stop-sign is decided). Fails with what is known after the append
-    /// timeout ([`RuntimeError::ReconfigurationIncomplete`]), at once if the
-    /// request is invalid or another reconfiguration is under way
-    /// ([`RuntimeError::Rejected`]).
+    /// timeout ([`RuntimeError::ReconfigurationIncomplete`]); at once with
+    /// [`RuntimeError::ReconfigurationPending`] if another reconfiguration is
+    /// under way, and with [`RuntimeError::InvalidReconfiguration`] if the
+    /// request names no server, an id twice or id 0, or if its new servers
+    /// that have not reached this node would leave fewer than a majority of
+    /// the next configuration to take part. A server reaches this node when
+    /// it is started with [`join`](Self::join) naming this node among its
+    /// sources or peers (over TCP, this node's transport must know its
+    /// address: [`Transport::add_peer`](crate::net::Transport::add_peer)), and
+    /// counts for four resend timeouts after it last asked. Replacing one
+    /// server of three needs no such contact; replacing two does.
     pub async fn reconfigure(&self, rc: ReconfigurationRequest) -> Result<StopSign, RuntimeError> {
         let started_in = self.status.borrow().configuration_id;
         let wait = self.call(|tx| Command::Reconfigure(rc, tx));
@@ -758,7 +772,16 @@ struct Driver<T: Entry, S: Storage<T>> {
     recovering: bool,
     dropped_messages: u64,
     ticks: u64,
+    /// Servers outside this configuration that recently asked how it ended
+    /// (a server started to join the next one does), with the tick they last
+    /// did: `reconfigure` counts them as reachable new servers.
+    heard_joiners: Vec<(NodeId, u64)>,
+    /// For how many ticks a joiner's request counts as recent.
+    joiner_window: u64,
 }
+
+/// At most this many joiners are remembered (the oldest is forgotten first).
+const MAX_HEARD_JOINERS: usize = 64;
 
 /// How many queued inputs one step takes before the node sends what they caused.
 const MAX_INPUTS_PER_STEP: usize = 256;
@@ -859,7 +882,70 @@ where
             // up for it.
             self.retire_at = Some(Instant::now() + self.retire_grace);
         }
+        if let Message::SequencePaxos(PaxosMessage {
+            from,
+            configuration_id,
+            msg: PaxosMsg::StopSignRequest(_),
+            ..
+        }) = &m
+        {
+            if self.configuration_id.checked_add(1) == Some(*configuration_id)
+                && !self.members.contains(from)
+            {
+                self.heard_joiner(*from);
+            }
+        }
         self.op.handle_incoming(m);
+    }
+
+    /// Notes that `pid`, a server outside this configuration, asked how it
+    /// ended: it is starting to join the next one, and reaches us.
+    fn heard_joiner(&mut self, pid: NodeId) {
+        if let Some(e) = self.heard_joiners.iter_mut().find(|(p, _)| *p == pid) {
+            e.1 = self.ticks;
+            return;
+        }
+        if self.heard_joiners.len() >= MAX_HEARD_JOINERS {
+            if let Some(oldest) =
+                (0..self.heard_joiners.len()).min_by_key(|&i| self.heard_joiners[i].1)
+            {
+                self.heard_joiners.swap_remove(oldest);
+            }
+        }
+        self.heard_joiners.push((pid, self.ticks));
+    }
+
+    /// Refuses a reconfiguration whose new servers, those not heard from
+    /// lately, would leave fewer than a majority of the next configuration
+    /// able to take part: its stop-sign would end this configuration with
+    /// no quorum to continue the log until they start.
+    fn check_reachable(&self, rc: &ReconfigurationRequest) -> Result<(), ConfigError> {
+        let recent = |p: &NodeId| {
+            self.heard_joiners
+                .iter()
+                .any(|(j, at)| j == p && self.ticks.saturating_sub(*at) <= self.joiner_window)
+        };
+        let unheard: Vec<NodeId> = rc
+            .new_configuration
+            .iter()
+            .copied()
+            .filter(|p| !self.members.contains(p) && !recent(p))
+            .collect();
+        let n = rc.new_configuration.len();
+        let majority = n / 2 + 1;
+        if unheard.is_empty() || n - unheard.len() >= majority {
+            return Ok(());
+        }
+        Err(ConfigError::InvalidField {
+            field: "new_configuration".to_owned(),
+            reason: format!(
+                "servers {unheard:?} are new and have not reached this server yet, which leaves \
+                 {} of {n} able to take part, fewer than a majority ({majority}): start them \
+                 first (OmniPaxosNode::join, with this server among their sources and, over \
+                 TCP, Transport::add_peer for each here), or change fewer servers at a time",
+                n - unheard.len()
+            ),
+        })
     }
 
     fn on_tick(&mut self) {
@@ -902,7 +988,11 @@ where
                     self.waiting_leader.push_back((entry, reply, deadline));
                 }
             }
-            Command::Reconfigure(rc, reply) => match self.op.reconfigure(rc) {
+            Command::Reconfigure(rc, reply) => match self
+                .check_reachable(&rc)
+                .map_err(ProposeErr::InvalidReconfiguration)
+                .and_then(|()| self.op.reconfigure(rc))
+            {
                 Ok(()) => self
                     .reconfigure_waiters
                     .push((self.configuration_id, reply)),
@@ -996,6 +1086,8 @@ where
             ProposeErr::BufferFull(_) => RuntimeError::BufferFull,
             ProposeErr::StorageFailure(_) => self.storage_error(),
             ProposeErr::NotPersisted(e) => RuntimeError::Storage(e),
+            ProposeErr::InvalidReconfiguration(e) => RuntimeError::InvalidReconfiguration(e),
+            ProposeErr::PendingReconfigConfig(_) => RuntimeError::ReconfigurationPending,
             ProposeErr::PendingReconfigEntry(_) => match self.op.is_reconfigured() {
                 Some(ss) => RuntimeError::Reconfigured(ss),
                 None => RuntimeError::Rejected(
@@ -1153,6 +1245,7 @@ where
         self.last_leader = None;
         self.members = ss.nodes;
         self.members.sort_unstable();
+        self.heard_joiners.clear();
         Ok(self)
     }
 
