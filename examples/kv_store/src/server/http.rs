@@ -674,6 +674,13 @@ async fn change_members(
     let rc = PeerAddresses::new(addrs).request(members);
     let ss = s.node.reconfigure(rc).await.map_err(|e| match e {
         RuntimeError::Rejected(_) => conflict("rejected", e.to_string()),
+        // E.g. new servers that would be a majority of the next
+        // configuration: a `--join` server starts its node only once a
+        // decided change names it, so change one server at a time.
+        RuntimeError::InvalidReconfiguration(_) => {
+            conflict("invalid_reconfiguration", e.to_string())
+        }
+        RuntimeError::ReconfigurationPending => conflict("reconfiguration_pending", e.to_string()),
         RuntimeError::Removed(_) => conflict("removed", e.to_string()),
         RuntimeError::ReconfigurationIncomplete { .. } => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
