@@ -9,6 +9,11 @@
 //! kv_store get greeting
 //! kv_store cas greeting hello bye
 //! kv_store status
+//!
+//! kv_store server --id 4 --listen 127.0.0.1:7004 --data-dir /var/lib/kv/4 \
+//!     --join http://127.0.0.1:8001                                          # waits, answering 503 joining
+//! kv_store members replace 3 4=127.0.0.1:7004   # server 4 joins, server 3 retires and exits 0
+//! cargo run --release -p kv_store -- demo --replace
 //! ```
 
 use clap::{Args, Parser, Subcommand};
