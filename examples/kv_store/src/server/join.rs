@@ -26,8 +26,10 @@ use omnipaxos::util::{ConfigurationId, NodeId};
 use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 use tracing::{info, warn};
 
-/// How often the joiner asks the cluster whether a configuration names it.
-const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// How often the joiner asks the cluster whether a configuration names it:
+/// the new configuration waits for this server's log pull, so often (a
+/// `GET /members` is cheap).
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
 /// How long one `GET /members` may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -281,4 +283,99 @@ enum AskError {
     Client(ClientError),
     /// It is of another cluster.
     Cluster(JoinError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::NextConfiguration;
+
+    fn member(id: NodeId) -> MemberStatus {
+        MemberStatus {
+            id,
+            peer_addr: Some(format!("127.0.0.1:{}", 7000 + id)),
+        }
+    }
+
+    fn answer(configuration_id: ConfigurationId, ids: &[NodeId]) -> MembersResponse {
+        MembersResponse {
+            cluster_id: 1,
+            configuration_id,
+            members: ids.iter().copied().map(member).collect(),
+            leader: ids.first().copied(),
+            joining: false,
+            next_configuration: None,
+        }
+    }
+
+    /// Server 4, having probed configuration 1 of servers 1, 2 and 3.
+    fn joiner() -> Joiner {
+        let mut j = Joiner {
+            id: 4,
+            cluster_id: 1,
+            clients: Vec::new(),
+            addrs: BTreeMap::new(),
+            before: (1, vec![1, 2, 3]),
+        };
+        j.learn(&answer(1, &[1, 2, 3]).members);
+        j
+    }
+
+    fn addr(id: NodeId) -> SocketAddr {
+        format!("127.0.0.1:{}", 7000 + id).parse().unwrap()
+    }
+
+    #[test]
+    fn a_server_that_moved_into_a_configuration_naming_us_gives_the_plan() {
+        let mut j = joiner();
+        assert_eq!(j.plan_from(&answer(1, &[1, 2, 3])).unwrap(), None);
+        let plan = j.plan_from(&answer(2, &[1, 2, 4])).unwrap().unwrap();
+        assert_eq!(
+            plan,
+            Plan {
+                configuration_id: 2,
+                members: vec![1, 2, 4],
+                // Server 3 is left out but holds the log: a source too.
+                sources: vec![1, 2, 3],
+                addrs: [1, 2, 3].into_iter().map(|id| (id, addr(id))).collect(),
+            }
+        );
+    }
+
+    #[test]
+    fn a_left_out_server_showing_the_decided_change_gives_the_plan_and_a_proposal_does_not() {
+        let mut j = joiner();
+        let mut m = answer(1, &[1, 2, 3]);
+        let next = |decided| NextConfiguration {
+            configuration_id: 2,
+            members: [1, 2, 4].into_iter().map(member).collect(),
+            decided,
+        };
+        m.next_configuration = Some(next(false));
+        assert_eq!(j.plan_from(&m).unwrap(), None, "not decided yet");
+        m.next_configuration = Some(next(true));
+        let plan = j.plan_from(&m).unwrap().unwrap();
+        assert_eq!(
+            (plan.configuration_id, plan.members, plan.sources),
+            (2, vec![1, 2, 4], vec![1, 2, 3])
+        );
+    }
+
+    #[test]
+    fn a_change_without_us_moves_the_sources_on_and_a_member_without_address_is_refused() {
+        let mut j = joiner();
+        assert_eq!(j.plan_from(&answer(2, &[1, 2])).unwrap(), None);
+        let mut m = answer(3, &[1, 2, 4, 5]);
+        m.members[3].peer_addr = None;
+        assert!(matches!(
+            j.plan_from(&m),
+            Err(JoinError::NoAddress {
+                configuration_id: 3,
+                member: 5
+            })
+        ));
+        m.members[3].peer_addr = Some("127.0.0.1:7005".into());
+        let plan = j.plan_from(&m).unwrap().unwrap();
+        assert_eq!((plan.configuration_id, plan.sources), (3, vec![1, 2]));
+    }
 }
