@@ -166,6 +166,18 @@ pub struct StatusResponse {
     /// What it knows of each peer, in id order.
     #[serde(default)]
     pub cluster: Vec<PeerStatus>,
+    /// The servers of its configuration (`configuration_id`), itself
+    /// included, with their protocol addresses: as in `GET /members`.
+    #[serde(default)]
+    pub members: Vec<MemberStatus>,
+    /// The configuration that follows, while a change is in flight or
+    /// decided and this server has not moved into it: as in `GET /members`.
+    #[serde(default)]
+    pub next_configuration: Option<NextConfiguration>,
+    /// Whether it is still joining its configuration (pulling the log);
+    /// until it is done it answers reads and writes with 503 `joining`.
+    #[serde(default)]
+    pub joining: bool,
 }
 
 /// One peer as a server sees it, part of [`StatusResponse`]: whether
@@ -217,6 +229,10 @@ pub struct ErrorBody {
     /// For writes: what is known of the write's effect.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<Outcome>,
+    /// With `removed`: the configuration that left this server out, and
+    /// where its servers are; send the request there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub configuration: Option<NextConfiguration>,
 }
 
 /// Answer to `GET /members`: the configuration this server runs in.
@@ -232,10 +248,24 @@ pub struct MembersResponse {
     pub leader: Option<NodeId>,
     /// Whether this server is still joining the configuration (pulling the log).
     pub joining: bool,
-    /// The servers of the next configuration, once a stop-sign ending this
-    /// one is decided and this server has not moved on (it is left out, or
-    /// is about to move).
-    pub next_configuration: Option<Vec<NodeId>>,
+    /// The configuration that follows this one: while this server proposes
+    /// a change (a `POST /members` it took is under way), or once the change
+    /// is decided and this server has not moved into it (it is left out).
+    pub next_configuration: Option<NextConfiguration>,
+}
+
+/// The configuration after the one a server runs in, part of
+/// [`MembersResponse`] and [`StatusResponse`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NextConfiguration {
+    /// Its id: the current one plus one.
+    pub configuration_id: u32,
+    /// Its servers, in id order, with the addresses this server knows.
+    pub members: Vec<MemberStatus>,
+    /// Whether the change is decided (the old configuration's stop-sign is
+    /// in its log): then it happens, whatever fails next. If not, it is a
+    /// proposal this server made that may still be dropped.
+    pub decided: bool,
 }
 
 /// One server of a configuration, part of [`MembersResponse`].

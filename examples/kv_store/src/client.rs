@@ -245,6 +245,7 @@ impl KvClient {
                     error: "http_error".to_owned(),
                     message: format!("HTTP {status}"),
                     outcome: None,
+                    configuration: None,
                 }),
             });
         }
@@ -277,6 +278,7 @@ impl KvClient {
                     String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
                 ),
                 outcome: None,
+                configuration: None,
             });
             Err(ClientError::Api {
                 server: server(),

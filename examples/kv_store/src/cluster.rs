@@ -120,6 +120,13 @@ struct NodeProcess {
     child: Option<Child>,
     /// Kept open so that the server keeps running; closing it stops the server.
     stdin: Option<ChildStdin>,
+    /// For a server started with `--join`: the HTTP addresses it joins through.
+    join: Option<Vec<String>>,
+    /// Whether the server is expected to exit by itself (a change of
+    /// membership left it out): its exit is then recorded, not an error.
+    retiring: bool,
+    /// How it exited, once a retiring server has.
+    exited: Option<std::process::ExitStatus>,
 }
 
 /// A cluster of server processes; see the [module docs](self).
@@ -156,6 +163,9 @@ impl ProcessCluster {
                     log_path: dir.path().join(format!("n{id}.log")),
                     child: None,
                     stdin: None,
+                    join: None,
+                    retiring: false,
+                    exited: None,
                 },
             );
         }
@@ -310,6 +320,111 @@ impl ProcessCluster {
         self.wait_answering(id).await
     }
 
+    /// Starts server `id`, new to the cluster, with `--join` and the HTTP
+    /// addresses of the servers `via`, on free ports; waits until its HTTP
+    /// API answers (with 503 `joining` until a change names it). Propose
+    /// the change with [`protocol_addr`](Self::protocol_addr) of `id`.
+    pub async fn join(&mut self, id: NodeId, via: &[NodeId]) -> Result<(), ClusterError> {
+        if self.nodes.contains_key(&id) {
+            return Err(ClusterError::Setup(io::Error::other(format!(
+                "server {id} is already in the cluster"
+            ))));
+        }
+        let urls = via
+            .iter()
+            .map(|v| {
+                self.http_addr(*v)
+                    .map(|a| format!("http://{a}"))
+                    .ok_or(ClusterError::UnknownNode(*v))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        // The ports are free when picked but not held (the server binds
+        // them), so another process may take one first: then the server
+        // exits at once saying it cannot listen, and gets other ports.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let (http, protocol) = pick_ports(1, None).map_err(ClusterError::Setup)?;
+            self.nodes.insert(
+                id,
+                NodeProcess {
+                    protocol_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, protocol[0])),
+                    http_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, http[0])),
+                    data_dir: self.dir.path().join(format!("n{id}")),
+                    log_path: self.dir.path().join(format!("n{id}.log")),
+                    child: None,
+                    stdin: None,
+                    join: Some(urls.clone()),
+                    retiring: false,
+                    exited: None,
+                },
+            );
+            self.spawn(id)?;
+            match self.wait_http(id).await {
+                Err(ClusterError::Exited { log, .. })
+                    if attempt < 3 && log.contains("cannot listen") =>
+                {
+                    let _ = fs::remove_dir_all(self.dir.path().join(format!("n{id}")));
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// Waits until server `id` answers HTTP, with 503 `joining` or otherwise.
+    async fn wait_http(&mut self, id: NodeId) -> Result<(), ClusterError> {
+        let deadline = Instant::now() + self.opts.start_timeout;
+        loop {
+            self.check_running()?;
+            match self.status(id).await {
+                Ok(_) | Err(ClientError::Api { .. }) => return Ok(()),
+                Err(_) if Instant::now() < deadline => tokio::time::sleep(POLL_INTERVAL).await,
+                Err(_) => {
+                    return Err(ClusterError::Timeout {
+                        what: format!("server {id} to answer HTTP"),
+                        waited: self.opts.start_timeout,
+                        seen: self.log_tail(id, 20),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Says that server `id` will exit by itself (a change of membership
+    /// left it out): from now on its exit is not an error; wait for it
+    /// with [`wait_exit`](Self::wait_exit).
+    pub fn expect_exit(&mut self, id: NodeId) {
+        if let Some(n) = self.nodes.get_mut(&id) {
+            n.retiring = true;
+        }
+    }
+
+    /// Waits, for at most `timeout`, until server `id` (see
+    /// [`expect_exit`](Self::expect_exit)) has exited, and returns how.
+    pub async fn wait_exit(
+        &mut self,
+        id: NodeId,
+        timeout: Duration,
+    ) -> Result<std::process::ExitStatus, ClusterError> {
+        self.expect_exit(id);
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.check_running()?;
+            let node = self.nodes.get(&id).ok_or(ClusterError::UnknownNode(id))?;
+            if let Some(status) = node.exited {
+                return Ok(status);
+            }
+            if Instant::now() >= deadline {
+                return Err(ClusterError::Timeout {
+                    what: format!("server {id} to exit"),
+                    waited: timeout,
+                    seen: self.log_tail(id, 20),
+                });
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+
     /// Fails if a server that should be running has exited.
     pub fn check_running(&mut self) -> Result<(), ClusterError> {
         for (&id, node) in &mut self.nodes {
@@ -318,6 +433,10 @@ impl ProcessCluster {
             {
                 node.child = None;
                 node.stdin = None;
+                if node.retiring {
+                    node.exited = Some(status);
+                    continue;
+                }
                 return Err(ClusterError::Exited {
                     id,
                     status: status.to_string(),
@@ -367,8 +486,11 @@ impl ProcessCluster {
             .args(["--cluster-id", &self.opts.cluster_id.to_string()])
             .args(["--listen", &node.protocol_addr.to_string()])
             .args(["--http", &node.http_addr.to_string()])
-            .args(["--peers", &peers.join(",")])
             .arg("--exit-on-stdin-eof");
+        match &node.join {
+            Some(urls) => cmd.args(["--join", &urls.join(",")]),
+            None => cmd.args(["--peers", &peers.join(",")]),
+        };
         if self.opts.memory {
             cmd.arg("--memory");
         } else {

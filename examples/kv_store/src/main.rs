@@ -9,12 +9,17 @@
 //! kv_store get greeting
 //! kv_store cas greeting hello bye
 //! kv_store status
+//!
+//! kv_store server --id 4 --listen 127.0.0.1:7004 --data-dir /var/lib/kv/4 \
+//!     --join http://127.0.0.1:8001                                          # waits, answering 503 joining
+//! kv_store members replace 3 4=127.0.0.1:7004   # server 4 joins, server 3 retires and exits 0
+//! cargo run --release -p kv_store -- demo --replace
 //! ```
 
 use clap::{Args, Parser, Subcommand};
 use kv_store::{
     KvClient, Server, ServerOptions, StorageChoice,
-    demo::{DemoOptions, run_demo},
+    demo::{DemoOptions, run_demo, run_replace_demo},
 };
 use omnipaxos::util::NodeId;
 use std::{
@@ -141,6 +146,12 @@ struct DemoArgs {
     /// An extra flag for every server, e.g. `--server-arg=--batch-size=8`; repeatable.
     #[arg(long = "server-arg", allow_hyphen_values = true)]
     server_args: Vec<String>,
+    /// Instead of killing the leader: while the clients write, start a 4th
+    /// server with --join, replace a follower by it (POST /members), and
+    /// print the write gap, how long until the new configuration took
+    /// writes, and the acknowledged writes read back.
+    #[arg(long, conflicts_with = "ui")]
+    replace: bool,
 }
 
 #[derive(Args, Debug)]
@@ -155,6 +166,21 @@ struct ServerArgs {
     /// listed too, with its --listen address; it is skipped).
     #[arg(long, value_parser = parse_peers, default_value = "")]
     peers: Peers,
+    /// Join a running cluster as a new server instead of starting with
+    /// --peers: the HTTP addresses of some of its servers, URL[,URL...].
+    /// The server learns the cluster over HTTP and waits (answering 503
+    /// `joining`) until a change that names it is decided, e.g. `kv_store
+    /// members replace OLD ID=ADDR` with this --id and --listen; it then
+    /// pulls the log and serves. It refuses to start if no URL answers, the
+    /// cluster id differs from --cluster-id, or --id is already a member.
+    #[arg(long, value_delimiter = ',', conflicts_with = "peers")]
+    join: Vec<String>,
+    /// Milliseconds a server that a change of membership leaves out keeps
+    /// serving the new servers' pulls of the log (counted from the change
+    /// and from each pull) before it exits with status 0. Meanwhile it
+    /// refuses reads and writes with 503 `removed`, naming the new members.
+    #[arg(long, default_value_t = 10_000)]
+    retire_grace_ms: u64,
     /// Directory for this server's log; claimed for this --id and
     /// --cluster-id on first start, refused to any other.
     #[arg(long, required_unless_present = "memory", conflicts_with = "memory")]
@@ -420,8 +446,12 @@ fn client(target: &Target) -> Result<KvClient, kv_store::ClientError> {
 }
 
 fn print_json<T: serde::Serialize>(value: &T) {
+    use std::io::Write as _;
     match serde_json::to_string_pretty(value) {
-        Ok(s) => println!("{s}"),
+        // A closed pipe (`| head`) is the reader's choice, not an error.
+        Ok(s) => {
+            let _ = writeln!(std::io::stdout().lock(), "{s}");
+        }
         Err(e) => eprintln!("error: cannot print the answer: {e}"),
     }
 }
@@ -442,6 +472,25 @@ async fn demo(args: DemoArgs) -> ExitCode {
     opts.ui = args.ui;
     // Dropping the demo's future on Ctrl-C drops its cluster, which kills
     // the servers and removes their directories.
+    if args.replace {
+        return tokio::select! {
+            r = run_replace_demo(&opts) => match r {
+                Ok(report) => {
+                    println!("{}", report.summary());
+                    println!("OK: every check passed");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("FAILED: {e}");
+                    ExitCode::FAILURE
+                }
+            },
+            () = interrupted() => {
+                eprintln!("interrupted: the servers are stopped and their directories removed");
+                ExitCode::from(130)
+            }
+        };
+    }
     tokio::select! {
         r = run_demo(&opts) => match r {
             Ok(report) => {
@@ -504,6 +553,8 @@ async fn run_server(args: ServerArgs) -> Result<(), kv_store::ServerError> {
     opts.batch_size = usize::try_from(args.batch_size).unwrap_or(usize::MAX);
     opts.request_timeout = Duration::from_millis(args.request_timeout_ms);
     opts.snapshot_every = args.snapshot_every;
+    opts.join = args.join;
+    opts.retire_grace = Duration::from_millis(args.retire_grace_ms);
     if let Some(path) = args.psk_file {
         let key = std::fs::read(&path).map_err(|e| {
             invalid(format!(
@@ -513,11 +564,28 @@ async fn run_server(args: ServerArgs) -> Result<(), kv_store::ServerError> {
         })?;
         opts.psk = Some(key);
     }
-    let server = Server::start(opts).await?;
-    let stdin_closed = if args.exit_on_stdin_eof {
+    let mut stdin_closed = if args.exit_on_stdin_eof {
         Some(watch_stdin())
     } else {
         None
+    };
+    // A joining server may wait long in `start` for a change naming it: a
+    // signal (or the parent going away) stops that wait too.
+    let server = tokio::select! {
+        r = Server::start(opts) => r?,
+        () = interrupted() => {
+            tracing::info!("signal received before the server started");
+            return Ok(());
+        }
+        () = async {
+            match &mut stdin_closed {
+                Some(rx) => { let _ = rx.await; }
+                None => std::future::pending().await,
+            }
+        } => {
+            tracing::info!("standard input closed before the server started");
+            return Ok(());
+        }
     };
     server
         .run_until(async move {

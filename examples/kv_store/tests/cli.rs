@@ -132,3 +132,74 @@ fn a_client_without_a_server_says_so() {
         stderr(&out)
     );
 }
+
+/// `server --join` refuses, with one `error:` line and exit status 1, when
+/// no `--join` server answers, when they are of another cluster, and when
+/// its id is a member already.
+#[test]
+fn a_joining_server_refuses_an_unreachable_cluster_another_cluster_and_a_taken_id() {
+    use kv_store::{Server, ServerOptions, StorageChoice};
+    let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // A one-server cluster (id 1, cluster 1), run by the runtime's threads
+    // while this one runs the binary.
+    let server = rt
+        .block_on(Server::start(ServerOptions::new(
+            1,
+            any,
+            Default::default(),
+            any,
+            StorageChoice::Memory,
+        )))
+        .expect("the server starts");
+    let url = format!("http://{}", server.http_addr());
+    let closed = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let join = |id: &str, cluster: &str, urls: &str| {
+        kv_store(&[
+            "server",
+            "--id",
+            id,
+            "--cluster-id",
+            cluster,
+            "--listen",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--memory",
+            "--join",
+            urls,
+        ])
+    };
+    let cases = [
+        (
+            join("2", "1", &closed),
+            format!(
+                "error: cannot join: cannot reach any --join server: cannot connect to {closed}"
+            ),
+        ),
+        (
+            join("2", "9", &url),
+            format!(
+                "error: cannot join: {url} belongs to cluster 1, but this server is of cluster 9 (--cluster-id)"
+            ),
+        ),
+        (
+            join("1", "1", &format!("{closed},{url}")),
+            format!(
+                "error: cannot join: server id 1 is taken: it is a member of configuration 1 (as {url} says)"
+            ),
+        ),
+    ];
+    for (out, expected) in cases {
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+        assert_eq!(errors.len(), 1, "{err}");
+        assert!(errors[0].starts_with(&expected), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    rt.block_on(server.shutdown());
+}

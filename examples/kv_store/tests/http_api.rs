@@ -312,6 +312,17 @@ async fn members_lists_the_configuration_this_server_runs_in() {
     );
     assert!(!m.joining);
     assert_eq!(m.next_configuration, None);
+    // `/status` shows the same configuration.
+    let st = c.status().await.unwrap();
+    assert_eq!(
+        (
+            st.configuration_id,
+            st.members,
+            st.next_configuration,
+            st.joining
+        ),
+        (m.configuration_id, m.members, None, false)
+    );
     server.shutdown().await;
 }
 

@@ -104,6 +104,38 @@ fn check_scrape(m: &Exposition, st: &StatusResponse, writes: u64, reads: u64, pe
         m.get("omnipaxos_configuration_id", &[]),
         f(u64::from(st.configuration_id))
     );
+    // One `kv_store_member` series per member of the configuration, with
+    // the address `/status` gives it, and no other.
+    let members: BTreeMap<String, String> = m
+        .families
+        .get("kv_store_member")
+        .map(|f| {
+            f.samples
+                .iter()
+                .map(|s| {
+                    assert_eq!(s.value, 1.0, "{who}: {s:?}");
+                    (s.labels["member"].clone(), s.labels["peer_addr"].clone())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let expected_members: BTreeMap<String, String> = st
+        .members
+        .iter()
+        .map(|s| (s.id.to_string(), s.peer_addr.clone().unwrap_or_default()))
+        .collect();
+    assert_eq!(members, expected_members, "{who}");
+    assert_eq!(
+        st.members.len(),
+        peers.len() + 1,
+        "{who}: /status lists every member"
+    );
+    assert!(
+        st.members.iter().all(|s| s.peer_addr.is_some()),
+        "{who}: every member's address is known: {:?}",
+        st.members
+    );
+    assert_eq!(m.get("kv_store_joining", &[]), 0.0, "{who}");
     let roles = m.by_label("omnipaxos_role", "role");
     let expected_roles: BTreeMap<String, f64> = [Role::Leader, Role::Follower, Role::NoLeader]
         .into_iter()

@@ -1,13 +1,14 @@
 //! The HTTP/JSON client API; see [`crate::api`] for the routes and bodies.
 
 use super::{
+    members::{self, Directory},
     metrics::{self, Recorders},
     replica::Replica,
 };
 use crate::{
     api::{
-        CasRequest, ErrorBody, GetResponse, MemberStatus, MembersChange, MembersResponse, Outcome,
-        PeerStatus, PutRequest, Role, ScanResponse, StatusResponse, WriteResponse,
+        CasRequest, ErrorBody, GetResponse, MembersChange, MembersResponse, NextConfiguration,
+        Outcome, PeerStatus, PutRequest, Role, ScanResponse, StatusResponse, WriteResponse,
     },
     store::{KVCommand, Op},
 };
@@ -15,23 +16,24 @@ use axum::{
     Json, Router,
     body::Bytes,
     extract::{
-        DefaultBodyLimit, Path, Query, State,
+        DefaultBodyLimit, FromRequestParts, Path, Query,
         rejection::{BytesRejection, PathRejection, QueryRejection},
     },
-    http::{Method, StatusCode, Uri, header},
+    http::{Method, StatusCode, Uri, header, request::Parts},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
-use omnipaxos::util::NodeId;
+use omnipaxos::util::{NodeId, StopSign};
 use omnipaxos_runtime::{
-    OmniPaxosNode, RuntimeError,
+    NodeStatus, OmniPaxosNode, RuntimeError,
     net::{NetStatsReader, PeerAddresses},
 };
 use prometheus_client::registry::Registry;
 use serde::Deserialize;
 use std::{
     collections::BTreeMap,
-    sync::Arc,
+    ops::Deref,
+    sync::{Arc, OnceLock},
     time::{Duration, Instant},
 };
 
@@ -52,9 +54,8 @@ pub(crate) struct Shared {
     pub(crate) node: OmniPaxosNode<KVCommand>,
     pub(crate) replica: Arc<Replica>,
     pub(crate) cluster_id: u64,
-    pub(crate) peers: BTreeMap<NodeId, String>,
-    /// This server's own protocol address, for `GET /members`.
-    pub(crate) protocol_addr: String,
+    /// The members' addresses, and the change this server proposes.
+    pub(crate) directory: Arc<Directory>,
     pub(crate) storage: &'static str,
     pub(crate) request_timeout: Duration,
     /// The transport's counters, for the links in `/status`.
@@ -65,13 +66,95 @@ pub(crate) struct Shared {
     pub(crate) registry: Registry,
 }
 
-/// The handlers' state: cheap to clone.
+/// The handlers' state: cheap to clone. The HTTP API is up before the node
+/// is (a joining server serves it while it waits for a configuration that
+/// names it), so what the handlers need is filled in once, when the node
+/// has started; until then every request is answered with 503 `joining`.
 #[derive(Clone, Debug)]
-pub(crate) struct AppState(Arc<Shared>);
+pub(crate) struct AppState(Arc<Slot>);
+
+/// See [`AppState`].
+#[derive(Debug)]
+pub(crate) struct Slot {
+    shared: OnceLock<Shared>,
+    /// What a request is told while the node has not started.
+    waiting: String,
+}
 
 impl AppState {
-    pub(crate) fn new(shared: Shared) -> Self {
-        Self(Arc::new(shared))
+    /// A state without a node yet; requests get 503 `joining` with `waiting`.
+    pub(crate) fn waiting(waiting: String) -> Self {
+        Self(Arc::new(Slot {
+            shared: OnceLock::new(),
+            waiting,
+        }))
+    }
+
+    /// Hands the handlers the started node. Called once.
+    pub(crate) fn start(&self, shared: Shared) {
+        if self.0.shared.set(shared).is_err() {
+            debug_assert!(false, "the server's state is set once");
+        }
+    }
+}
+
+/// Extracts the server's state once its node has started; rejects the
+/// request with 503 `joining` before.
+struct Started(Arc<Slot>);
+
+impl Deref for Started {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        self.0
+            .shared
+            .get()
+            .expect("a Started is only extracted once the state is set")
+    }
+}
+
+impl FromRequestParts<AppState> for Started {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(_: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if state.0.shared.get().is_some() {
+            Ok(Self(Arc::clone(&state.0)))
+        } else {
+            Err(ApiError::joining(state.0.waiting.clone()))
+        }
+    }
+}
+
+/// Extracts the server's state when it serves reads and writes: its node
+/// has started, holds the log (it is not joining) and is still a member.
+struct Serving(Started);
+
+impl Deref for Serving {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+impl FromRequestParts<AppState> for Serving {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let s = Started::from_request_parts(parts, state).await?;
+        let st = s.node.status();
+        if st.joining {
+            return Err(ApiError::joining(format!(
+                "server {} is joining configuration {}: it is pulling the log",
+                st.pid, st.configuration_id
+            )));
+        }
+        if let Some(ss) = &st.reconfigured
+            && !ss.nodes.contains(&st.pid)
+        {
+            return Err(ApiError::removed(&s.directory, &st, ss));
+        }
+        Ok(Self(s))
     }
 }
 
@@ -105,8 +188,38 @@ impl ApiError {
                 error: error.to_owned(),
                 message: message.into(),
                 outcome: None,
+                configuration: None,
             },
         }
+    }
+
+    /// The server is not a member with the log yet.
+    fn joining(message: String) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "joining", message)
+            .with_outcome(Outcome::NotApplied)
+    }
+
+    /// The server is left out of the configuration `ss` begins: nothing it
+    /// is asked is done; the answer names where to go.
+    fn removed(directory: &Directory, st: &NodeStatus, ss: &StopSign) -> Self {
+        let mut ids = ss.nodes.clone();
+        ids.sort_unstable();
+        let next = NextConfiguration {
+            configuration_id: ss.config_id,
+            members: members::described(&ids, &directory.addresses(st)),
+            decided: true,
+        };
+        let mut err = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "removed",
+            format!(
+                "server {} is not in configuration {} (servers {ids:?}); send requests there",
+                st.pid, ss.config_id
+            ),
+        )
+        .with_outcome(Outcome::NotApplied);
+        err.body.configuration = Some(next);
+        err
     }
 
     fn bad_request(message: impl Into<String>) -> Self {
@@ -153,6 +266,9 @@ impl ApiError {
                 "this server is shutting down".to_owned(),
             ),
             RuntimeError::Reconfigured(_) => (unavailable, "reconfigured", Unknown, e.to_string()),
+            // Refused before it reached the protocol; `Serving` usually
+            // answers `removed` first, with the new members' addresses.
+            RuntimeError::Removed(_) => (unavailable, "removed", NotApplied, e.to_string()),
             RuntimeError::Storage(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "storage_failure",
@@ -336,7 +452,7 @@ impl Shared {
 }
 
 async fn get_key(
-    State(AppState(s)): State<AppState>,
+    s: Serving,
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<ReadParams>, QueryRejection>,
 ) -> ApiResult<GetResponse> {
@@ -361,7 +477,7 @@ async fn get_key(
 }
 
 async fn scan(
-    State(AppState(s)): State<AppState>,
+    s: Serving,
     query: Result<Query<ScanParams>, QueryRejection>,
 ) -> ApiResult<ScanResponse> {
     let params = query_from(query)?;
@@ -386,7 +502,7 @@ async fn scan(
 }
 
 async fn put_key(
-    State(AppState(s)): State<AppState>,
+    s: Serving,
     path: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<WriteResponse> {
@@ -397,7 +513,7 @@ async fn put_key(
 }
 
 async fn delete_key(
-    State(AppState(s)): State<AppState>,
+    s: Serving,
     path: Result<Path<String>, PathRejection>,
 ) -> ApiResult<WriteResponse> {
     let key = key_from(path)?;
@@ -405,7 +521,7 @@ async fn delete_key(
 }
 
 async fn cas_key(
-    State(AppState(s)): State<AppState>,
+    s: Serving,
     path: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<WriteResponse> {
@@ -418,15 +534,21 @@ async fn cas_key(
     s.write(Op::Cas { key, expected, new }).await
 }
 
-async fn status(State(AppState(s)): State<AppState>) -> Json<StatusResponse> {
+async fn status(s: Started) -> Json<StatusResponse> {
     // The protocol's view comes from the node's task; the status, read
     // after it, is at least as recent, so the two do not contradict.
     let ui = s.node.get_ui_states().await;
     let st = s.node.status();
     let net = s.net.stats();
-    let cluster = s
-        .peers
-        .keys()
+    let addrs = s.directory.addresses(&st);
+    let others: Vec<NodeId> = st
+        .members
+        .iter()
+        .copied()
+        .filter(|&p| p != st.pid)
+        .collect();
+    let cluster = others
+        .iter()
         .map(|&pid| {
             let seen = ui
                 .as_ref()
@@ -458,9 +580,12 @@ async fn status(State(AppState(s)): State<AppState>) -> Json<StatusResponse> {
         compacted_idx: st.compacted_idx,
         applied_idx: s.replica.applied_idx(),
         keys: s.replica.state().len(),
-        peers: s.peers.clone(),
+        peers: others
+            .iter()
+            .filter_map(|id| addrs.get(id).map(|a| (*id, a.to_string())))
+            .collect(),
         storage: s.storage.to_owned(),
-        stopped: st.stopped.map(|e| e.to_string()),
+        stopped: st.stopped.as_ref().map(ToString::to_string),
         configuration_id: st.configuration_id,
         leader_ballot: st.leader_ballot,
         quorum_connected: ui.as_ref().is_some_and(|u| u.quorum_connected),
@@ -468,46 +593,32 @@ async fn status(State(AppState(s)): State<AppState>) -> Json<StatusResponse> {
         dropped_messages: st.dropped_messages,
         cluster,
         protocol: ui,
+        members: members::described(&st.members, &addrs),
+        next_configuration: s.directory.next_configuration(&st),
+        joining: st.joining,
     })
 }
 
-async fn members(State(AppState(s)): State<AppState>) -> Json<MembersResponse> {
+async fn members(s: Started) -> Json<MembersResponse> {
     let st = s.node.status();
-    let members = st
-        .members
-        .iter()
-        .map(|&id| MemberStatus {
-            id,
-            peer_addr: if id == st.pid {
-                Some(s.protocol_addr.clone())
-            } else {
-                s.peers.get(&id).cloned()
-            },
-        })
-        .collect();
     Json(MembersResponse {
         cluster_id: s.cluster_id,
         configuration_id: st.configuration_id,
-        members,
+        members: s.directory.members(&st),
         leader: st.leader,
         joining: st.joining,
-        next_configuration: st.reconfigured.map(|ss| ss.nodes),
+        next_configuration: s.directory.next_configuration(&st),
     })
 }
 
 async fn change_members(
-    State(AppState(s)): State<AppState>,
+    s: Serving,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<MembersResponse> {
     let change: MembersChange = json_body(body)?;
     let st = s.node.status();
     let mut members = st.members.clone();
-    let mut addrs: BTreeMap<NodeId, std::net::SocketAddr> = s
-        .peers
-        .iter()
-        .chain(std::iter::once((&st.pid, &s.protocol_addr)))
-        .filter_map(|(&id, a)| a.parse().ok().map(|a| (id, a)))
-        .collect();
+    let mut addrs = s.directory.addresses(&st);
     let conflict = |code: &str, msg: String| ApiError::new(StatusCode::CONFLICT, code, msg);
     let mut add = |members: &mut Vec<NodeId>, id: NodeId, addr| {
         if id == 0 {
@@ -554,9 +665,22 @@ async fn change_members(
     }
     members.sort_unstable();
     addrs.retain(|id, _| members.contains(id));
+    // Shown as the next configuration while the change is under way.
+    let _proposing = s.directory.propose(NextConfiguration {
+        configuration_id: st.configuration_id + 1,
+        members: members::described(&members, &addrs),
+        decided: false,
+    });
     let rc = PeerAddresses::new(addrs).request(members);
     let ss = s.node.reconfigure(rc).await.map_err(|e| match e {
         RuntimeError::Rejected(_) => conflict("rejected", e.to_string()),
+        // E.g. new servers that would be a majority of the next
+        // configuration: a `--join` server starts its node only once a
+        // decided change names it, so change one server at a time.
+        RuntimeError::InvalidReconfiguration(_) => {
+            conflict("invalid_reconfiguration", e.to_string())
+        }
+        RuntimeError::ReconfigurationPending => conflict("reconfiguration_pending", e.to_string()),
         RuntimeError::Removed(_) => conflict("removed", e.to_string()),
         RuntimeError::ReconfigurationIncomplete { .. } => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -565,28 +689,23 @@ async fn change_members(
         ),
         e => ApiError::runtime(&e, false),
     })?;
-    let known = PeerAddresses::decode(ss.metadata.as_deref().unwrap_or_default()).ok();
+    let mut addrs = members::carried_addresses(&ss)
+        .map(|k| k.addrs().clone())
+        .unwrap_or_default();
+    addrs.extend(s.directory.addresses(&s.node.status()));
+    let mut ids = ss.nodes.clone();
+    ids.sort_unstable();
     Ok(Json(MembersResponse {
         cluster_id: s.cluster_id,
         configuration_id: ss.config_id,
-        members: ss
-            .nodes
-            .iter()
-            .map(|&id| MemberStatus {
-                id,
-                peer_addr: known
-                    .as_ref()
-                    .and_then(|k| k.get(id))
-                    .map(|a| a.to_string()),
-            })
-            .collect(),
+        members: members::described(&ids, &addrs),
         leader: s.node.status().leader,
         joining: false,
         next_configuration: None,
     }))
 }
 
-async fn metrics(State(AppState(s)): State<AppState>) -> Response {
+async fn metrics(s: Started) -> Response {
     match metrics::encode(&s.registry) {
         Ok(body) => ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], body).into_response(),
         // Encoding into a `String` cannot fail, and no part of the registry

@@ -18,7 +18,7 @@
 //! per peer with a `peer` label), `kv_store_` for what this server measures
 //! itself. Counters end in `_total`, durations are in seconds.
 
-use super::replica::Replica;
+use super::{members::Directory, replica::Replica};
 use crate::{api::Role, store::KVCommand};
 use omnipaxos::util::NodeId;
 use omnipaxos_runtime::{
@@ -77,6 +77,7 @@ pub(crate) struct Sources {
     pub(crate) node: OmniPaxosNode<KVCommand>,
     pub(crate) net: NetStatsReader,
     pub(crate) replica: Arc<Replica>,
+    pub(crate) directory: Arc<Directory>,
 }
 
 /// Server facts that never change while it runs, for the info metric.
@@ -155,6 +156,13 @@ impl Collector for Sources {
             "omnipaxos_configuration_id",
             "The configuration this server runs in.",
             status.configuration_id,
+        )?;
+        encode_members(&mut e, &status, &self.directory)?;
+        gauge(
+            &mut e,
+            "kv_store_joining",
+            "1 while this server is joining its configuration (pulling the log; it answers reads and writes with 503 joining), else 0.",
+            u64::from(status.joining),
         )?;
         gauge(
             &mut e,
@@ -237,6 +245,30 @@ fn encode_role(e: &mut DescriptorEncoder<'_>, status: &NodeStatus) -> fmt::Resul
             .into_iter()
             .map(|r| (r.as_str(), u64::from(r == now))),
     )
+}
+
+/// The members of the configuration this server runs in, one series each,
+/// labelled with the member's id and protocol address (empty if unknown):
+/// a scrape of any server tells where the whole configuration listens.
+fn encode_members(
+    e: &mut DescriptorEncoder<'_>,
+    status: &NodeStatus,
+    directory: &Directory,
+) -> fmt::Result {
+    let mut m = e.encode_descriptor(
+        "kv_store_member",
+        "1 for each server of the configuration this server runs in (member: its id, peer_addr: its protocol address as this server knows it).",
+        None,
+        ConstGauge::new(0u64).metric_type(),
+    )?;
+    for member in directory.members(status) {
+        let labels = [
+            ("member", member.id.to_string()),
+            ("peer_addr", member.peer_addr.unwrap_or_default()),
+        ];
+        ConstGauge::new(1u64).encode(m.encode_family(&labels)?)?;
+    }
+    Ok(())
 }
 
 /// One per-peer series of the transport: its name, help and kind, and how

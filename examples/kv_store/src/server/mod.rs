@@ -18,11 +18,14 @@
 
 mod http;
 mod identity;
+mod join;
+mod members;
 mod metrics;
 mod replica;
 mod timed_storage;
 
 use crate::store::{KVCommand, SessionId};
+use members::Directory;
 use metrics::Recorders;
 use omnipaxos::{errors::StorageError, util::NodeId};
 use omnipaxos_runtime::{
@@ -49,6 +52,7 @@ use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tracing::{info, warn};
 
 pub use identity::Identity;
+pub use join::JoinError;
 
 /// Where a server keeps its log.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -90,6 +94,16 @@ pub struct ServerOptions {
     pub snapshot_every: u64,
     /// Pre-shared key the servers prove to each other, if any.
     pub psk: Option<Vec<u8>>,
+    /// The HTTP addresses of servers of a running cluster that this server
+    /// joins as a new member (`--join`); empty for a server that starts with
+    /// `peers` in the first configuration. A joining server learns the
+    /// configuration that names it (and its peers) from them, so `peers`
+    /// is then unused.
+    pub join: Vec<String>,
+    /// How long a server that a change of membership left out keeps serving
+    /// the new servers' pulls of the log, counted from the change and from
+    /// each pull; then it exits.
+    pub retire_grace: Duration,
 }
 
 impl ServerOptions {
@@ -115,6 +129,8 @@ impl ServerOptions {
             request_timeout: Duration::from_secs(5),
             snapshot_every: 10_000,
             psk: None,
+            join: Vec::new(),
+            retire_grace: DEFAULT_RETIRE_GRACE,
         }
     }
 }
@@ -141,6 +157,10 @@ pub enum ServerError {
         /// What the operating system said.
         source: io::Error,
     },
+    /// A `--join` server could not learn a configuration to join (the
+    /// user's to fix).
+    #[error("cannot join: {0}")]
+    Join(#[from] JoinError),
     /// The protocol transport could not start, e.g. because its port is in use.
     #[error("protocol transport: {0}")]
     Net(#[from] NetError),
@@ -160,6 +180,10 @@ pub enum ServerError {
 /// quickly, since its absence holds up its catch-up.
 const RECONNECT_BACKOFF_MAX: Duration = Duration::from_millis(250);
 
+/// The default of [`ServerOptions::retire_grace`] (`--retire-grace-ms`):
+/// the runtime's own default.
+pub const DEFAULT_RETIRE_GRACE: Duration = Duration::from_secs(10);
+
 /// How long the HTTP server gets to finish requests in flight at shutdown.
 const HTTP_DRAIN: Duration = Duration::from_secs(2);
 
@@ -174,8 +198,9 @@ pub struct Server {
     http_addr: SocketAddr,
     /// Where peers connect.
     protocol_addr: SocketAddr,
-    /// Applies decided entries; ends with an error if the log cannot be followed.
-    applier: JoinHandle<Result<(), String>>,
+    /// Applies decided entries; ends with an error if the log cannot be
+    /// followed, or when the node retires after a change left it out.
+    applier: JoinHandle<Result<replica::Ended, String>>,
     /// The HTTP server task.
     http: JoinHandle<io::Result<()>>,
     /// Tells the HTTP server to stop accepting and drain.
@@ -185,6 +210,13 @@ pub struct Server {
 impl Server {
     /// Checks the options and the data directory, binds both addresses,
     /// opens the storage and starts everything.
+    ///
+    /// A server with [`ServerOptions::join`] serves HTTP at once (every
+    /// request gets 503 `joining`), learns the cluster from those servers,
+    /// and returns only once a decided configuration names it and its node
+    /// has started (it then pulls the log, still answering reads and writes
+    /// with `joining`); it fails at once if the cluster cannot be reached,
+    /// is another one, or has a member with this server's id.
     pub async fn start(opts: ServerOptions) -> Result<Self, ServerError> {
         validate(&opts)?;
         if let StorageChoice::Persistent(dir) = &opts.storage {
@@ -213,8 +245,22 @@ impl Server {
             NetConfig::new(opts.cluster_id, opts.id, opts.listen, opts.peers.clone());
         net_conf.psk.clone_from(&opts.psk);
         net_conf.reconnect_backoff_max = RECONNECT_BACKOFF_MAX;
-        let bound = Transport::bind(net_conf).await?;
+        let mut bound = Transport::bind(net_conf).await?;
         let protocol_addr = bound.local_addr();
+
+        let state = http::AppState::waiting(format!(
+            "server {} is joining cluster {}: it waits for a configuration that names it",
+            opts.id, opts.cluster_id
+        ));
+        let (stop_http, stopped) = oneshot::channel::<()>();
+        let app = http::router(state.clone());
+        let http = tokio::spawn(async move {
+            axum::serve(http_listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.await;
+                })
+                .await
+        });
 
         let mut node_conf = NodeConfig::default();
         // The protocol's events (leader changes, syncs, compactions) go into
@@ -224,39 +270,78 @@ impl Server {
             slog::o!(),
         ));
         node_conf.set_pid(opts.id);
-        node_conf.set_peers(opts.peers.keys().copied().collect());
         node_conf.set_tick_interval(opts.tick_interval);
         node_conf.set_append_timeout(Some(opts.request_timeout));
+        node_conf.set_retire_grace(opts.retire_grace);
+        let (started_with, sources) = if opts.join.is_empty() {
+            node_conf.set_peers(opts.peers.keys().copied().collect());
+            (opts.peers.clone(), None)
+        } else {
+            let plan = match join::Joiner::probe(&opts.join, opts.id, opts.cluster_id).await {
+                Ok(joiner) => joiner.wait_for_plan().await,
+                Err(e) => Err(e),
+            };
+            let plan = match plan {
+                Ok(plan) => plan,
+                Err(e) => return abandon(stop_http, http, e.into()).await,
+            };
+            node_conf.omnipaxos_config_mut().configuration_id = plan.configuration_id;
+            node_conf.set_peers(
+                plan.members
+                    .iter()
+                    .copied()
+                    .filter(|&m| m != opts.id)
+                    .collect(),
+            );
+            bound.peers_mut().clone_from(&plan.addrs);
+            (plan.addrs, Some(plan.sources))
+        };
         let core = node_conf.omnipaxos_config_mut();
         core.election_tick_timeout = opts.election_tick_timeout;
         core.batch_size = opts.batch_size;
         let recorders = Recorders::new();
         let writes = &recorders.storage_write_duration;
+        let started = match &opts.storage {
+            StorageChoice::Persistent(dir) => {
+                let mut conf = PersistentStorageConfig::default();
+                conf.set_path(dir.join(identity::LOG_DIR));
+                match PersistentStorage::<KVCommand>::open(conf) {
+                    Ok(storage) => {
+                        let report = storage.open_report();
+                        if !report.is_clean() {
+                            info!(dir = %dir.display(), "opened the log: {report}");
+                        }
+                        start_node(
+                            node_conf,
+                            TimedStorage::new(storage, writes.clone()),
+                            sources,
+                        )
+                    }
+                    Err(e) => Err(e.into()),
+                }
+            }
+            StorageChoice::Memory => {
+                let storage = MemoryStorage::<KVCommand>::default();
+                start_node(
+                    node_conf,
+                    TimedStorage::new(storage, writes.clone()),
+                    sources,
+                )
+            }
+        };
         let OmniPaxosHandle {
             omni_paxos: node,
             seq_paxos_handle,
             ble_handle,
-        } = match &opts.storage {
-            StorageChoice::Persistent(dir) => {
-                let mut conf = PersistentStorageConfig::default();
-                conf.set_path(dir.join(identity::LOG_DIR));
-                let storage = PersistentStorage::<KVCommand>::open(conf)?;
-                let report = storage.open_report();
-                if !report.is_clean() {
-                    info!(dir = %dir.display(), "opened the log: {report}");
-                }
-                OmniPaxosNode::try_new(node_conf, TimedStorage::new(storage, writes.clone()))?
-            }
-            StorageChoice::Memory => {
-                let storage = MemoryStorage::<KVCommand>::default();
-                OmniPaxosNode::try_new(node_conf, TimedStorage::new(storage, writes.clone()))?
-            }
+        } = match started {
+            Ok(h) => h,
+            Err(e) => return abandon(stop_http, http, e).await,
         };
         let transport = match bound.start(node.clone(), seq_paxos_handle, ble_handle) {
             Ok(t) => t,
             Err(e) => {
                 node.shutdown().await;
-                return Err(e.into());
+                return abandon(stop_http, http, e.into()).await;
             }
         };
 
@@ -273,6 +358,7 @@ impl Server {
             StorageChoice::Persistent(_) => "persistent",
             StorageChoice::Memory => "memory",
         };
+        let directory = Arc::new(Directory::new(opts.id, protocol_addr, started_with));
         let registry = metrics::registry(
             &recorders,
             &metrics::Identity {
@@ -284,35 +370,24 @@ impl Server {
                 node: node.clone(),
                 net: transport.stats_reader(),
                 replica: Arc::clone(&replica),
+                directory: Arc::clone(&directory),
             },
         );
-        let app = http::router(http::AppState::new(http::Shared {
+        state.start(http::Shared {
             node: node.clone(),
             replica,
             cluster_id: opts.cluster_id,
-            peers: opts
-                .peers
-                .iter()
-                .map(|(&id, addr)| (id, addr.to_string()))
-                .collect(),
-            protocol_addr: protocol_addr.to_string(),
+            directory,
             storage,
             request_timeout: opts.request_timeout,
             net: transport.stats_reader(),
             recorders,
             registry,
-        }));
-        let (stop_http, stopped) = oneshot::channel::<()>();
-        let http = tokio::spawn(async move {
-            axum::serve(http_listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stopped.await;
-                })
-                .await
         });
         info!(
             pid = opts.id,
             cluster_id = opts.cluster_id,
+            configuration_id = node.status().configuration_id,
             %protocol_addr,
             %http_addr,
             storage = ?opts.storage,
@@ -339,16 +414,28 @@ impl Server {
         self.protocol_addr
     }
 
-    /// Runs until `stop` resolves or a part of the server fails, then shuts
-    /// down. Returns the failure, if one ended it.
+    /// Runs until `stop` resolves, a part of the server fails, or a change
+    /// of membership left this server out and it has served the new
+    /// servers for the retire grace period; then shuts down. Returns the
+    /// failure, if one ended it (retiring is not one).
     pub async fn run_until(mut self, stop: impl Future<Output = ()>) -> Result<(), ServerError> {
         let failure = tokio::select! {
             () = stop => None,
-            r = &mut self.applier => Some(match r {
-                Ok(Ok(())) => ServerError::Applier("the applier stopped".into()),
-                Ok(Err(e)) => ServerError::Applier(e),
-                Err(e) => ServerError::Applier(format!("the applier panicked: {e}")),
-            }),
+            r = &mut self.applier => match r {
+                Ok(Ok(replica::Ended::Retired(ss))) => {
+                    info!(
+                        configuration_id = ss.config_id,
+                        members = ?ss.nodes,
+                        "this server is not in the new configuration and served its last pull; exiting"
+                    );
+                    None
+                }
+                Ok(Ok(replica::Ended::ShutDown)) => {
+                    Some(ServerError::Applier("the applier stopped".into()))
+                }
+                Ok(Err(e)) => Some(ServerError::Applier(e)),
+                Err(e) => Some(ServerError::Applier(format!("the applier panicked: {e}"))),
+            },
             r = &mut self.http => Some(match r {
                 Ok(Ok(())) => ServerError::Http(io::Error::other("the HTTP server stopped")),
                 Ok(Err(e)) => ServerError::Http(e),
@@ -374,10 +461,48 @@ impl Server {
         }
         self.transport.shutdown().await;
         self.node.shutdown().await;
-        // The applier ends when the node does; wait so nothing outlives us.
-        let _ = self.applier.await;
+        // The applier ends when the node does; wait so nothing outlives us
+        // (unless `run_until` already saw it end).
+        if !self.applier.is_finished() {
+            let _ = self.applier.await;
+        }
         info!("kv_store server stopped");
     }
+}
+
+/// Stops the HTTP server of a server that could not start, and fails with `e`.
+async fn abandon<T>(
+    stop_http: oneshot::Sender<()>,
+    http: JoinHandle<io::Result<()>>,
+    e: ServerError,
+) -> Result<T, ServerError> {
+    let _ = stop_http.send(());
+    let _ = http.await;
+    Err(e)
+}
+
+/// Starts the node: a server of the first configuration, or with
+/// `sources` one that joins a later one.
+fn start_node<S>(
+    node_conf: NodeConfig,
+    storage: S,
+    sources: Option<Vec<NodeId>>,
+) -> Result<OmniPaxosHandle<KVCommand>, ServerError>
+where
+    S: omnipaxos::storage::Storage<KVCommand> + Send + 'static,
+{
+    Ok(match sources {
+        None => OmniPaxosNode::try_new(node_conf, storage)?,
+        Some(sources) => {
+            // `join` reports a bad configuration in the status, not as an
+            // error: check it here so it is refused as `try_new` would.
+            let handle = OmniPaxosNode::join(node_conf, storage, sources);
+            if let Some(e) = handle.omni_paxos.status().stopped {
+                return Err(e.into());
+            }
+            handle
+        }
+    })
 }
 
 fn validate(opts: &ServerOptions) -> Result<(), ServerError> {

@@ -3,7 +3,10 @@
 //! waiting for them.
 
 use crate::store::{CommandId, CommandResult, KVCommand, KvState, SessionId};
-use omnipaxos::{errors::CompactionErr, util::LogEntry};
+use omnipaxos::{
+    errors::CompactionErr,
+    util::{LogEntry, StopSign},
+};
 use omnipaxos_runtime::{DecidedBatch, OmniPaxosNode, RuntimeError};
 use std::{
     collections::HashMap,
@@ -192,19 +195,30 @@ impl Drop for PendingResult {
     }
 }
 
+/// Why the applier ended without an error.
+#[derive(Debug)]
+pub(crate) enum Ended {
+    /// The node was shut down.
+    ShutDown,
+    /// The node retired: the configuration that `.0` begins leaves this
+    /// server out, and it has served the new servers' pulls.
+    Retired(StopSign),
+}
+
 /// Applies decided entries from index 0 on, in order, for as long as the
 /// node runs; compacts the log into a snapshot every `snapshot_every` entries.
 pub(crate) async fn run_applier(
     node: OmniPaxosNode<KVCommand>,
     replica: Arc<Replica>,
     snapshot_every: u64,
-) -> Result<(), ApplyError> {
+) -> Result<Ended, ApplyError> {
     let mut decided = node.decided_entries(replica.applied_idx());
     let mut last_snapshot = 0;
     loop {
         let batch = match decided.next().await {
             Ok(batch) => batch,
-            Err(RuntimeError::ShutDown) => return Ok(()),
+            Err(RuntimeError::ShutDown) => return Ok(Ended::ShutDown),
+            Err(RuntimeError::Removed(ss)) => return Ok(Ended::Retired(ss)),
             Err(e) => return Err(format!("reading decided entries: {e}")),
         };
         let applied = replica.apply_batch(batch)?;
@@ -214,7 +228,8 @@ pub(crate) async fn run_applier(
             match node.snapshot(Some(applied), true).await {
                 Ok(()) => debug!(idx = applied, "compacted the log into a snapshot"),
                 Err(RuntimeError::Compaction(CompactionErr::AlreadyCompacted { .. })) => {}
-                Err(RuntimeError::ShutDown) => return Ok(()),
+                Err(RuntimeError::ShutDown) => return Ok(Ended::ShutDown),
+                Err(RuntimeError::Removed(ss)) => return Ok(Ended::Retired(ss)),
                 Err(e) => warn!(idx = applied, error = %e, "snapshot refused"),
             }
             last_snapshot = applied;

@@ -3,8 +3,15 @@
 //! middle, the killed server restarted and caught up, and a final check that
 //! every acknowledged write is still there.
 //!
+//! `kv_store demo --replace` (in `replace.rs`) runs the same workload
+//! while a fourth server joins with `--join` and replaces one of the three.
+//!
 //! Waits poll the servers' `/status` with a deadline; the only sleeps are
 //! the workload phases themselves ("let the clients run for 3 s").
+
+mod replace;
+
+pub use replace::{ReplaceReport, run_replace_demo};
 
 use crate::{
     client::{ClientError, KvClient},
@@ -43,6 +50,8 @@ pub struct DemoOptions {
     pub server_args: Vec<String>,
     /// Show the cluster in the terminal dashboard while the demo runs.
     pub ui: bool,
+    /// How long a server left out by `--replace` serves pulls before it exits.
+    pub retire_grace: Duration,
 }
 
 impl DemoOptions {
@@ -55,6 +64,7 @@ impl DemoOptions {
             memory: false,
             server_args: Vec::new(),
             ui: false,
+            retire_grace: Duration::from_secs(2),
         }
     }
 }
@@ -137,6 +147,16 @@ pub enum DemoError {
     /// The terminal dashboard (`--ui`) could not start.
     #[error("cannot show the dashboard: {0}")]
     Ui(String),
+    /// A server that a change of membership left out did not exit with 0.
+    #[error("server {id} was left out of the configuration but exited with {status}:\n{log}")]
+    NotRetired {
+        /// The server.
+        id: NodeId,
+        /// How it exited.
+        status: String,
+        /// The end of its log.
+        log: String,
+    },
     /// Acknowledged writes are missing or wrong at the end.
     #[error("{count} acknowledged writes were lost, e.g. {examples}")]
     LostWrites {
@@ -197,6 +217,9 @@ struct Workload {
     first_ack_after_kill: Mutex<Option<Instant>>,
     /// Reads that did not return the acknowledged value: must stay empty.
     stale_reads: Mutex<Vec<String>>,
+    /// When each write was acknowledged, in order, if the demo asks for
+    /// them (`--replace` measures the longest gap between two).
+    ack_times: Option<Mutex<Vec<Instant>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -218,6 +241,9 @@ impl Workload {
         let now = Instant::now();
         lock(&self.write_latencies).push(latency);
         *lock(&self.last_write_ack) = Some(now);
+        if let Some(times) = &self.ack_times {
+            lock(times).push(now);
+        }
         if lock(&self.kill_at).is_some_and(|k| sent >= k) {
             let mut first = lock(&self.first_ack_after_kill);
             if first.is_none_or(|f| now < f) {
@@ -432,6 +458,7 @@ impl<'a> Demo<'a> {
             kill_at: Mutex::default(),
             first_ack_after_kill: Mutex::default(),
             stale_reads: Mutex::default(),
+            ack_times: None,
         });
         let t0 = Instant::now();
         let clients: Vec<JoinHandle<Vec<(String, String)>>> = (0..opts.clients)
