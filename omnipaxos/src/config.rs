@@ -260,7 +260,21 @@ impl OmniPaxosConfig {
         let logger = ();
         let mut node = OmniPaxos::new(self, storage, logger)?;
         let decided = node.get_decided_idx();
-        if decided < migration.log_len {
+        if let Some(recorded) = node.pulling_log_len() {
+            // The storage says it was pulling (a restart mid-pull): on, from
+            // the sources named here.
+            if recorded != migration.log_len {
+                return Err(ConfigError::field(
+                    "migration.log_len",
+                    format!(
+                        "the storage records that the previous configuration ended at \
+                         {recorded}, not {}",
+                        migration.log_len
+                    ),
+                ));
+            }
+            node.start_joining(migration, decided);
+        } else if decided < migration.log_len {
             if node.get_promise() != Ballot::default() {
                 return Err(ConfigError::field(
                     "migration.log_len",
@@ -363,7 +377,12 @@ impl OmniPaxosConfig {
             ));
         }
         let mut node = OmniPaxos::new(self, storage, logger)?;
-        if node.get_promise() == Ballot::default() && !node.knows_previous_end() {
+        if let Some(log_len) = node.pulling_log_len() {
+            // The storage says it was pulling (a restart mid-pull): on, from
+            // the sources named here.
+            let decided = node.get_decided_idx();
+            node.start_joining(Migration { log_len, sources }, decided);
+        } else if node.get_promise() == Ballot::default() && !node.knows_previous_end() {
             node.start_discovery(sources);
         }
         Ok(node)

@@ -1419,8 +1419,9 @@ fn a_joiner_learns_how_the_previous_configuration_ended_from_its_sources() {
 }
 
 /// A server of configuration 2 built on a storage that records how
-/// configuration 1 ended (it moved on before a restart) knows it at once:
-/// it asks no peer, and tells configuration 1's stragglers.
+/// configuration 1 ended (it moved on before a restart, with the decided
+/// log) knows it at once: it asks no peer, and tells configuration 1's
+/// stragglers.
 #[test]
 fn a_server_built_on_a_storage_recording_the_previous_end_tells_stragglers_without_asking() {
     let end = ConfigurationEnd {
@@ -1432,6 +1433,8 @@ fn a_server_built_on_a_storage_recording_the_previous_end_tells_stragglers_witho
     storage
         .set_previous_configuration_end(Some(end.clone()))
         .unwrap();
+    storage.append_entries(vec![E(1), E(2), E(3)]).unwrap();
+    storage.set_decided_idx(3).unwrap();
     let mut n: Node = OmniPaxosConfig {
         configuration_id: CONFIG + 1,
         pid: 2,

@@ -198,10 +198,11 @@ where
     open_accepted: Option<usize>,
     /// Follower: index, in the outgoing buffer, of a `ProposalForward` not yet taken.
     open_forward: Option<usize>,
-    /// The servers a pull reply waits for in the outgoing buffer: one per
-    /// puller until the driver takes them, so that a burst of pulls queues
-    /// no more than one reply each.
-    pull_replies: Vec<NodeId>,
+    /// The pull replies waiting in the outgoing buffer, as `(puller, first
+    /// index asked)`: at most `MAX_QUEUED_PULL_REPLIES` per puller, and one
+    /// per range, until the driver takes them, so that a burst of pulls
+    /// queues no more than a puller's window of replies.
+    pull_replies: Vec<(NodeId, u64)>,
     /// Leader: recently appended forwarded batches, so that a retried batch
     /// is acknowledged rather than appended twice.
     recent_forwards: RecentForwards,
@@ -364,17 +365,6 @@ where
     ) {
         let r = self.handle_pull_log(from, req, previous);
         self.guard(r);
-    }
-
-    /// Installs a log pulled while joining a configuration, with how the
-    /// previous configuration ended if a source said (`previous_end`).
-    pub(crate) fn install_pulled(
-        &mut self,
-        p: crate::migration::Pulled<T>,
-        previous_end: Option<crate::util::ConfigurationEnd>,
-    ) -> StorageResult<()> {
-        self.storage
-            .install_pulled(p.snapshot, p.start, p.entries, p.log_len, previous_end)
     }
 
     /// Records a storage failure from outside the message handlers.
@@ -612,10 +602,14 @@ where
     /// entry); empty at the end of the log. Read a little at a time, so that
     /// large entries are not read only to be left out.
     pub(super) fn read_chunk(&self, from: u64) -> StorageResult<Vec<T>> {
+        self.read_chunk_until(from, self.storage.log_len())
+    }
+
+    /// [`read_chunk`](Self::read_chunk), ending at `to` at the latest.
+    pub(super) fn read_chunk_until(&self, from: u64, to: u64) -> StorageResult<Vec<T>> {
         const READ_STEP: u64 = 256;
-        let end = self
-            .storage
-            .log_len()
+        let end = to
+            .min(self.storage.log_len())
             .min(from.saturating_add(self.max_entries_per_message as u64));
         let mut chunk = Vec::new();
         let mut bytes = 0usize;
