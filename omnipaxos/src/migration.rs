@@ -112,7 +112,8 @@ pub enum MigrationStage {
 pub struct SourceStatus {
     /// The source.
     pub pid: NodeId,
-    /// Parts asked of it and not answered yet (at most a few, see
+    /// Parts asked of it and not answered yet: at most four new parts, more
+    /// only while parts move on from silent sources (see
     /// [`OmniPaxos::get_migration_status`](crate::OmniPaxos::get_migration_status)).
     pub outstanding: usize,
     /// Whether it left its parts unanswered for a whole resend timeout:
@@ -466,18 +467,38 @@ impl<T: Entry> Joining<T> {
         for s in &mut self.sources {
             s.answered = false;
         }
+        let mut load: Vec<usize> = (0..n).map(|s| self.outstanding(s)).collect();
         for i in 0..self.parts.len() {
             if self.parts[i].is_complete() || std::mem::take(&mut self.parts[i].progressed) {
                 continue;
             }
-            // The next source after the current one, responsive if any is.
+            // The next source after the current one that is responsive and
+            // has room in its window; else the next responsive one; else
+            // simply the next. (So a source may have more than its window
+            // outstanding while others are silent; the parts in all never
+            // exceed the window times the sources.)
             let cur = self.parts[i].source;
-            let next = (1..=n)
-                .map(|d| (cur + d) % n)
-                .find(|&s| !self.sources[s].unresponsive)
+            let order = || (1..=n).map(|d| (cur + d) % n);
+            let next = order()
+                .find(|&s| !self.sources[s].unresponsive && load[s] < PULL_WINDOW)
+                .or_else(|| order().find(|&s| !self.sources[s].unresponsive))
                 .unwrap_or((cur + 1) % n);
+            load[cur] -= 1;
+            load[next] += 1;
             self.parts[i].source = next;
             self.ask_part(i);
+        }
+        if self.stopsign.is_none() {
+            // Nothing is written before we know how the previous
+            // configuration ended: ask every source for one entry, whose
+            // answer says it once the source decided the stop-sign.
+            for s in &self.sources {
+                let probe = PullLog {
+                    from_idx: self.stored,
+                    to_idx: self.stored + 1,
+                };
+                self.outgoing.push((s.pid, probe));
+            }
         }
         self.fill();
         let stalled = self.stored == self.stored_at_last_resend && !self.is_done();
@@ -563,13 +584,14 @@ impl<T: Entry> Joining<T> {
         self.peak_held_bytes = self.peak_held_bytes.max(self.held_bytes);
     }
 
-    /// Takes `from`'s reply. A reply is used only if it comes from a source
-    /// its part was asked of and lies within the range asked (a snapshot may
-    /// stand for the part's start), and, unless the joiner knows already, it
-    /// says how the previous configuration ended with this server in the
-    /// next: anything else is ignored, and the part asked for again later,
-    /// perhaps of another source. Every index is checked before it is used
-    /// in arithmetic.
+    /// Takes `from`'s reply. Its entries are used only if it comes from a
+    /// source their part was asked of and lies within the range asked (a
+    /// snapshot may stand for the part's start): anything else is ignored,
+    /// and the part asked for again later, perhaps of another source. What
+    /// it says of how the previous configuration ended is used if it comes
+    /// from a source and names this server, its configuration and the log
+    /// length pulled. Every index is checked before it is used in
+    /// arithmetic.
     pub(crate) fn handle_reply(&mut self, from: NodeId, reply: PullLogReply<T>) {
         if reply.snapshot.is_some() && !T::Snapshot::use_snapshots() {
             return;
@@ -582,11 +604,17 @@ impl<T: Entry> Joining<T> {
         if !shape_ok || reply.to_idx > self.log_len || reply.from_idx > MAX_LOG_INDEX {
             return;
         }
-        let learned = match &reply.stopsign {
-            Some(d) if self.stopsign.is_none() && self.describes_our_start(d) => Some(d.clone()),
-            _ if self.stopsign.is_none() => return,
-            _ => None,
-        };
+        // How the previous configuration ended, from any of our sources: a
+        // source of that configuration answers without it until it decided
+        // the stop-sign itself, so the first word may come later than the
+        // entries (which then wait in memory, see `take_ready`).
+        if self.stopsign.is_none() && self.sources.iter().any(|s| s.pid == from) {
+            if let Some(d) = &reply.stopsign {
+                if self.describes_our_start(d) {
+                    self.stopsign = reply.stopsign.clone();
+                }
+            }
+        }
         let Some(i) = self.parts.iter().position(|p| {
             !p.is_complete()
                 && p.asked.contains(&from)
@@ -650,9 +678,6 @@ impl<T: Entry> Joining<T> {
         if let Some(s) = s {
             self.sources[s].answered = true;
             self.sources[s].unresponsive = false;
-        }
-        if learned.is_some() {
-            self.stopsign = learned;
         }
         self.fill();
     }
