@@ -743,12 +743,20 @@ impl<T: Entry> Joining<T> {
             None => (None, self.stored, Vec::new()),
         };
         let mut end = start + entries.len() as u64;
+        // The complete parts that continue each other from `end` on (parts
+        // are disjoint and sorted by `from`).
+        let mut reach = end;
         let complete = self
             .parts
             .iter()
-            .take_while(|p| p.is_complete() && p.from <= end && p.to > end)
+            .take_while(|p| {
+                let continues = p.is_complete() && p.from <= reach && p.to > reach;
+                if continues {
+                    reach = p.to;
+                }
+                continues
+            })
             .count();
-        // Parts are disjoint and sorted, so those taken continue each other.
         for mut p in self.parts.drain(..complete) {
             self.held_bytes = self.held_bytes.saturating_sub(p.bytes);
             let skip = (end - p.from) as usize;

@@ -494,6 +494,26 @@ fn pulls_are_served_only_to_members_once_per_take_and_in_bounded_parts() {
     let out = c.node(f).outgoing_messages();
     assert!(pull_replies(&out, 99).is_empty());
     assert_eq!(pull_replies(&out, m).len(), 1);
+    // Pulls of many ranges queue at most four replies (a puller's window).
+    for _ in 0..50 {
+        for from_idx in 0..5 {
+            c.inject(sp(
+                m,
+                f,
+                PaxosMsg::PullLog(PullLog {
+                    from_idx,
+                    to_idx: 5,
+                }),
+            ));
+        }
+    }
+    let out = c.node(f).outgoing_messages();
+    let replies = pull_replies(&out, m);
+    assert_eq!(replies.len(), 4);
+    assert_eq!(
+        replies.iter().map(|r| r.from_idx).collect::<Vec<_>>(),
+        vec![0, 1, 2, 3]
+    );
 
     // A reply carries at most `buffer_size` entries.
     let mut small: OmniPaxos<E, MemoryStorage<E>> = OmniPaxosConfig {
