@@ -179,6 +179,11 @@ struct Part<T: Entry> {
     /// fired: only a part without one moves on to the next source, so a
     /// source that is slow but sending is not sent duplicate requests.
     progressed: bool,
+    /// The tick (of [`Joining::ticks`]) it was last asked at.
+    asked_at: u64,
+    /// Whether it moved on early (see [`Joining::retry_overdue`]) since the
+    /// resend timer last fired: at most once per timeout.
+    retried_early: bool,
 }
 
 impl<T: Entry> Part<T> {
@@ -246,6 +251,10 @@ pub(crate) struct Joining<T: Entry> {
     unassigned: Vec<(u64, u64)>,
     /// Everything from here to `log_len` is in no part yet.
     cursor: u64,
+    /// The longest a recent part took from being asked to being answered,
+    /// in ticks (decaying by an eighth with each answer): a part unanswered
+    /// for much longer was most likely lost.
+    round_trip: Option<u64>,
     /// How many entries a new part has: at most `max_entries_per_message`.
     part_len: u64,
     /// A snapshot that came, not written yet.
@@ -316,6 +325,7 @@ impl<T: Entry> Joining<T> {
             parts: Vec::new(),
             unassigned: Vec::new(),
             cursor: from,
+            round_trip: None,
             part_len,
             snapshot: None,
             stopsign,
@@ -419,6 +429,8 @@ impl<T: Entry> Joining<T> {
                 bytes: 0,
                 // A new part waits a whole resend timeout before it moves on.
                 progressed: true,
+                asked_at: self.ticks,
+                retried_early: false,
             };
             let at = self.parts.partition_point(|p| p.from < from);
             self.parts.insert(at, part);
@@ -434,7 +446,9 @@ impl<T: Entry> Joining<T> {
 
     /// Asks part `i`'s current source for what the part still lacks.
     fn ask_part(&mut self, i: usize) {
+        let ticks = self.ticks;
         let part = &mut self.parts[i];
+        part.asked_at = ticks;
         let to = self.sources[part.source].pid;
         if !part.asked.contains(&to) {
             part.asked.push(to);
@@ -453,7 +467,11 @@ impl<T: Entry> Joining<T> {
         self.ticks += 1;
         let mut report = TickReport::default();
         if !self.resend.tick_and_check() {
+            self.retry_overdue();
             return report;
+        }
+        for p in &mut self.parts {
+            p.retried_early = false;
         }
         let n = self.sources.len();
         // A source whose part got nothing for a whole timeout, and that sent
@@ -506,6 +524,34 @@ impl<T: Entry> Joining<T> {
         self.stalled = stalled;
         self.stored_at_last_resend = self.stored;
         report
+    }
+
+    /// A part still unanswered long after answers usually come (twice the
+    /// recent round trip, and two ticks more) was most likely lost on the
+    /// way, and every part past it waits in the window: it moves on to the
+    /// next source at once rather than at the next resend timeout, at most
+    /// once per timeout. Over a lossy network a pull of many small parts
+    /// would otherwise crawl at a few parts per timeout.
+    fn retry_overdue(&mut self) {
+        let Some(rtt) = self.round_trip else {
+            return;
+        };
+        let n = self.sources.len();
+        let due = rtt.saturating_mul(2).saturating_add(2);
+        for i in 0..self.parts.len() {
+            let p = &self.parts[i];
+            if p.is_complete() || p.retried_early || self.ticks - p.asked_at <= due {
+                continue;
+            }
+            let cur = p.source;
+            let next = (1..=n)
+                .map(|d| (cur + d) % n)
+                .find(|&s| !self.sources[s].unresponsive)
+                .unwrap_or(cur);
+            self.parts[i].retried_early = true;
+            self.parts[i].source = next;
+            self.ask_part(i);
+        }
     }
 
     /// How the previous configuration ended, learned before the pull began
@@ -653,10 +699,14 @@ impl<T: Entry> Joining<T> {
             Some(_) if reply.entries.is_empty() => return,
             // A snapshot that adds nothing: its entries are plain ones.
             Some(_) | None => {
+                let ticks = self.ticks;
                 let part = &mut self.parts[i];
                 if reply.from_idx > part.next() || reply.from_idx < part.asked_range.0 {
                     return;
                 }
+                let sample = ticks - part.asked_at;
+                self.round_trip = Some(self.round_trip.map_or(sample, |r| sample.max(r - r / 8)));
+                let part = &mut self.parts[i];
                 let skip = (part.next() - reply.from_idx) as usize;
                 let take = (part.to - part.next()) as usize;
                 let before = part.got.len();
