@@ -201,8 +201,10 @@ impl<T: Entry> Part<T> {
 #[derive(Debug)]
 struct Source {
     pid: NodeId,
-    /// Whether it answered since the resend timer last fired.
-    answered: bool,
+    /// The tick of the oldest request it has not answered since (any
+    /// answer clears it): a source silent for a whole resend timeout after
+    /// a request is unresponsive.
+    waiting_since: Option<u64>,
     unresponsive: bool,
     entries_received: u64,
 }
@@ -270,6 +272,8 @@ pub(crate) struct Joining<T: Entry> {
     stored_at_last_resend: u64,
     stalled: bool,
     resend: LogicalClock,
+    /// The resend timeout, in ticks.
+    resend_ticks: u64,
     outgoing: Vec<(NodeId, PullLog)>,
     /// Ticks since joining started, for reporting how long migration took.
     ticks: u64,
@@ -299,7 +303,7 @@ impl<T: Entry> Joining<T> {
             if pid != settings.pid && pid != 0 && !sources.iter().any(|s| s.pid == pid) {
                 sources.push(Source {
                     pid,
-                    answered: false,
+                    waiting_since: None,
                     unresponsive: false,
                     entries_received: 0,
                 });
@@ -335,6 +339,7 @@ impl<T: Entry> Joining<T> {
             stored_at_last_resend: from,
             stalled: false,
             resend: LogicalClock::with(settings.resend_ticks),
+            resend_ticks: settings.resend_ticks,
             outgoing: Vec::new(),
             ticks: 0,
         };
@@ -419,6 +424,7 @@ impl<T: Entry> Joining<T> {
                 return;
             };
             let pid = self.sources[s].pid;
+            self.sources[s].waiting_since.get_or_insert(self.ticks);
             let part = Part {
                 from,
                 to,
@@ -449,7 +455,9 @@ impl<T: Entry> Joining<T> {
         let ticks = self.ticks;
         let part = &mut self.parts[i];
         part.asked_at = ticks;
-        let to = self.sources[part.source].pid;
+        let source = &mut self.sources[part.source];
+        source.waiting_since.get_or_insert(ticks);
+        let to = source.pid;
         if !part.asked.contains(&to) {
             part.asked.push(to);
         }
@@ -474,16 +482,13 @@ impl<T: Entry> Joining<T> {
             p.retried_early = false;
         }
         let n = self.sources.len();
-        // A source whose part got nothing for a whole timeout, and that sent
-        // nothing else either, is unresponsive.
-        for i in 0..self.parts.len() {
-            let p = &self.parts[i];
-            if !p.is_complete() && !p.progressed && !self.sources[p.source].answered {
-                self.sources[p.source].unresponsive = true;
-            }
-        }
+        // A source that answered nothing for a whole timeout after it was
+        // asked is unresponsive.
+        let (now, timeout) = (self.ticks, self.resend_ticks);
         for s in &mut self.sources {
-            s.answered = false;
+            if s.waiting_since.is_some_and(|t| now - t >= timeout) {
+                s.unresponsive = true;
+            }
         }
         let mut load: Vec<usize> = (0..n).map(|s| self.outstanding(s)).collect();
         for i in 0..self.parts.len() {
@@ -726,7 +731,7 @@ impl<T: Entry> Joining<T> {
             }
         }
         if let Some(s) = s {
-            self.sources[s].answered = true;
+            self.sources[s].waiting_since = None;
             self.sources[s].unresponsive = false;
         }
         self.fill();

@@ -275,12 +275,36 @@ fn follower_ignores_a_duplicated_accept_decide() {
 #[test]
 fn follower_that_misses_a_message_asks_the_leader_to_prepare_it_again() {
     let mut f = synced_follower(vec![], 0);
+    // Message 2 is missing: 3 and 4 may only have overtaken it, and wait.
     f.handle_incoming(accept_decide(3, 0, vec![E(2)]));
+    f.handle_incoming(accept_decide(4, 0, vec![E(3)]));
+    assert_eq!(paxos_out(&mut f), vec![]);
+    // A third message past the gap: 2 was lost.
+    f.handle_incoming(accept_decide(5, 0, vec![E(4)]));
     assert_eq!(
         paxos_out(&mut f),
         vec![sp(2, 1, PaxosMsg::PrepareReq(PrepareReq { n: B1 }))]
     );
     assert_eq!(f.read(0), None, "nothing appended past the gap");
+}
+
+#[test]
+fn follower_applies_messages_that_overtook_a_missing_one_once_it_arrives() {
+    let mut f = synced_follower(vec![], 0);
+    f.handle_incoming(accept_decide(3, 0, vec![E(2)]));
+    assert_eq!(paxos_out(&mut f), vec![]);
+    f.handle_incoming(accept_decide(2, 0, vec![E(1)]));
+    let out = paxos_out(&mut f);
+    assert!(
+        !out.iter().any(
+            |m| matches!(m, Message::SequencePaxos(p) if matches!(p.msg, PaxosMsg::PrepareReq(_)))
+        ),
+        "{out:?}"
+    );
+    assert_eq!(
+        f.read_entries(..),
+        Some(vec![LogEntry::Undecided(E(1)), LogEntry::Undecided(E(2))])
+    );
 }
 
 #[test]
