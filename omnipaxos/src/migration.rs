@@ -17,12 +17,16 @@
 //!     A short reply ends its part; the rest becomes a new part.
 //!  J: the first reply saying how the previous configuration ended (or what
 //!     the storage recorded) is persisted first (set_previous_configuration_end):
-//!     from then on the storage marks J as joining, decided_idx < stop_idx
+//!     from then on the storage marks J as joining, decided_idx < stop_idx;
+//!     until then entries wait in memory, and every resend timeout J asks
+//!     each source for one entry (its reply says, once it decided the stop-sign)
 //!  J: each time the stored prefix can grow, the parts that continue it are
 //!     appended in one write that also raises the decided index; parts past
 //!     a gap wait in memory (at most the parts in flight)
 //!  a part without an answer for resend_message_tick_timeout ticks moves to
-//!  the next source; a source without any answer then counts as unresponsive
+//!  the next source, or sooner (once per timeout) when it waited twice the
+//!  recent round trip (lost, most likely); a source that answered nothing for
+//!  a whole timeout after a request counts as unresponsive
 //!  replies are taken only from a source the part was asked of, inside the
 //!  range it was asked for
 //!  decided_idx reaches L  ->  J runs as an ordinary server of the new configuration
