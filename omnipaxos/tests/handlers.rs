@@ -1585,3 +1585,95 @@ fn a_leader_that_adopts_a_snapshot_has_decided_everything_it_covers() {
         l.get_compacted_idx()
     );
 }
+
+/// A storage that records how configuration 1 ended (at 3) but holds only
+/// the first entry of its log, and promised nothing in configuration 2, is
+/// a server that stopped while pulling: built with plain `build`, it pulls
+/// on from its peers, from where its storage ends, and does not promise a
+/// leader meanwhile. `build_joining` with another log length is refused.
+#[test]
+fn a_storage_recording_an_unfinished_pull_keeps_pulling_however_it_is_built() {
+    let end = ConfigurationEnd {
+        stopsign: stopsign_2(),
+        stop_idx: 3,
+        accepted_round: B1,
+    };
+    let storage = || {
+        let mut s = MemoryStorage::default();
+        s.set_previous_configuration_end(Some(end.clone())).unwrap();
+        s.append_entries(vec![E(1)]).unwrap();
+        s.set_decided_idx(1).unwrap();
+        s
+    };
+    let config = OmniPaxosConfig {
+        configuration_id: CONFIG + 1,
+        pid: 2,
+        peers: vec![1, 3],
+        ..Default::default()
+    };
+    let mut n: Node = config.clone().build(storage()).unwrap();
+    assert!(n.is_migrating());
+    let status = n.get_migration_status().unwrap();
+    assert_eq!(
+        (status.log_len, status.started_at, status.stored_idx),
+        (Some(3), 1, 1)
+    );
+    let asked: Vec<(u64, PullLog)> = n
+        .outgoing_messages()
+        .into_iter()
+        .filter_map(|m| match m {
+            Message::SequencePaxos(PaxosMessage {
+                to,
+                msg: PaxosMsg::PullLog(p),
+                ..
+            }) => Some((to, p)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        asked,
+        vec![
+            (
+                1,
+                PullLog {
+                    from_idx: 1,
+                    to_idx: 2
+                }
+            ),
+            (
+                3,
+                PullLog {
+                    from_idx: 2,
+                    to_idx: 3
+                }
+            ),
+        ]
+    );
+    let b2 = Ballot {
+        n: 2,
+        priority: 0,
+        pid: 1,
+    };
+    n.handle_incoming(sp(1, 2, PaxosMsg::Prepare(prepare_empty(b2))));
+    assert_eq!(
+        n.get_promise(),
+        Ballot::default(),
+        "a joiner promises nothing"
+    );
+    assert!(
+        n.outgoing_messages().iter().all(
+            |m| !matches!(m, Message::SequencePaxos(p) if matches!(p.msg, PaxosMsg::Promise(_)))
+        )
+    );
+    let refused = config.build_joining::<E, _>(
+        storage(),
+        Migration {
+            log_len: 5,
+            sources: vec![1],
+        },
+    );
+    assert!(
+        refused.is_err_and(|e| e.to_string().contains("migration.log_len")),
+        "a log length other than the recorded one is refused"
+    );
+}
