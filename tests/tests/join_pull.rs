@@ -295,3 +295,29 @@ fn a_reply_for_a_range_not_asked_of_its_sender_is_ignored() {
     pull_to_the_end(&mut c, 400, |_, _| {});
     assert_joined_with_the_log(&mut c, log_len);
 }
+
+#[test]
+fn sources_that_compacted_send_their_snapshot_and_the_joiner_continues_after_it() {
+    let mut c = SimCluster::new(&OLD, options(9));
+    let leader = c.wait_for_leader(200);
+    for _ in 0..120 {
+        c.propose_new(leader);
+    }
+    c.run_until(|c| OLD.iter().all(|&p| c.decided_idx(p) >= 120), 2_000);
+    // Every old server compacts its first 80 entries into a snapshot.
+    c.node_mut(leader).snapshot(Some(80), false).unwrap();
+    c.run_until(
+        |c| OLD.iter().all(|&p| c.node(p).get_compacted_idx() >= 80),
+        200,
+    );
+    c.reconfigure(leader, &[1, 2, 3, 4]).unwrap();
+    c.run_until(|c| c.config_id() == 2, 400);
+    let log_len = c.configurations().get(2).unwrap().start;
+    pull_to_the_end(&mut c, 400, |_, _| {});
+    assert!(
+        c.node(JOINER).get_compacted_idx() >= 80,
+        "server 4 starts from a snapshot"
+    );
+    // `decided_entries` checks the snapshot against the decided log.
+    assert_joined_with_the_log(&mut c, log_len);
+}
