@@ -198,6 +198,13 @@ impl OmniPaxosConfig {
     ///
     /// A fresh storage starts a new log; a storage that holds state from an
     /// earlier run resumes it (call [`OmniPaxos::fail_recovery`] after a crash).
+    /// A storage of a server that was still pulling the previous
+    /// configuration's log when it stopped (it records how that
+    /// configuration ended, holds less than its log, and promised nothing in
+    /// this one) pulls on, from this configuration's other servers, and
+    /// neither votes nor leads until it holds the whole log
+    /// ([`OmniPaxos::is_migrating`]); [`build_joining`](Self::build_joining)
+    /// names other sources.
     pub fn build<T, S>(self, storage: S) -> Result<OmniPaxos<T, S>, ConfigError>
     where
         T: Entry,
@@ -231,18 +238,28 @@ impl OmniPaxosConfig {
 
     /// Validates the config and creates a server that joins this (new)
     /// configuration without having been in the previous one: it first pulls
-    /// the previous configuration's decided log from `migration.sources`, a
-    /// slice from each in parallel, and takes part (votes, leads, accepts)
-    /// only once it holds all of it. Servers that were in the previous
-    /// configuration use [`OmniPaxos::into_new_configuration`] instead.
+    /// the previous configuration's decided log from `migration.sources`, in
+    /// parts of at most `max_entries_per_message` entries, a few from each
+    /// source in parallel, and takes part (votes, leads, accepts) only once
+    /// it holds all of it. Each part that continues the stored log is
+    /// written (decided) as it comes, after how the previous configuration
+    /// ended is recorded ([`Storage::set_previous_configuration_end`]), so
+    /// the pull holds little in memory
+    /// ([`OmniPaxos::get_migration_status`]). Servers that were in the
+    /// previous configuration use [`OmniPaxos::into_new_configuration`]
+    /// instead.
     ///
     /// A storage that already holds the pulled log (a restart after joining)
     /// starts at once. One that holds a prefix of it and never took part in
     /// this configuration (a restart while pulling, including the pull that
     /// [`OmniPaxos::into_new_configuration`] starts for a server that missed
     /// part of the old log) pulls only the rest: `Migration` as
-    /// [`OmniPaxos::get_migration`] gave it. A storage that took part in a
-    /// configuration (it promised a ballot) and lacks the log is refused.
+    /// [`OmniPaxos::get_migration`] gave it; if the storage records a
+    /// different end of the previous configuration, `migration.log_len` is
+    /// refused. A storage that took part in a configuration (it promised a
+    /// ballot) and lacks the log is refused.
+    ///
+    /// [`Storage::set_previous_configuration_end`]: crate::storage::Storage::set_previous_configuration_end
     pub fn build_joining<T, S>(
         self,
         storage: S,
@@ -260,7 +277,21 @@ impl OmniPaxosConfig {
         let logger = ();
         let mut node = OmniPaxos::new(self, storage, logger)?;
         let decided = node.get_decided_idx();
-        if decided < migration.log_len {
+        if let Some(recorded) = node.pulling_log_len() {
+            // The storage says it was pulling (a restart mid-pull): on, from
+            // the sources named here.
+            if recorded != migration.log_len {
+                return Err(ConfigError::field(
+                    "migration.log_len",
+                    format!(
+                        "the storage records that the previous configuration ended at \
+                         {recorded}, not {}",
+                        migration.log_len
+                    ),
+                ));
+            }
+            node.start_joining(migration, decided);
+        } else if decided < migration.log_len {
             if node.get_promise() != Ballot::default() {
                 return Err(ConfigError::field(
                     "migration.log_len",
@@ -290,9 +321,11 @@ impl OmniPaxosConfig {
     /// may be started before or after the reconfiguration is proposed.
     ///
     /// A storage that took part in this configuration, or that knows how the
-    /// previous one ended (a restart after the pull), starts at once; one
-    /// that holds part of the log (a restart during the pull) asks again and
-    /// pulls only the rest. `sources` must be non-empty, without 0 or this
+    /// previous one ended and holds its whole log (a restart after the
+    /// pull), starts at once; one that records how it ended but holds only
+    /// part of the log (a restart during the pull) pulls the rest from
+    /// `sources` without asking again; one that holds part of the log and
+    /// no record asks again and pulls only the rest. `sources` must be non-empty, without 0 or this
     /// server's pid.
     pub fn build_joining_from<T, S>(
         self,
@@ -363,7 +396,12 @@ impl OmniPaxosConfig {
             ));
         }
         let mut node = OmniPaxos::new(self, storage, logger)?;
-        if node.get_promise() == Ballot::default() && !node.knows_previous_end() {
+        if let Some(log_len) = node.pulling_log_len() {
+            // The storage says it was pulling (a restart mid-pull): on, from
+            // the sources named here.
+            let decided = node.get_decided_idx();
+            node.start_joining(Migration { log_len, sources }, decided);
+        } else if node.get_promise() == Ballot::default() && !node.knows_previous_end() {
             node.start_discovery(sources);
         }
         Ok(node)

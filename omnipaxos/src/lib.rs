@@ -119,7 +119,7 @@ pub use crate::{
     ballot::Ballot,
     config::{FlexibleQuorum, OmniPaxosConfig},
     errors::{CompactionErr, ConfigError, ProposeErr, ReconfigurationRequest, StorageError},
-    migration::Migration,
+    migration::{Migration, MigrationStage, MigrationStatus, SourceStatus},
     omni_paxos::{OmniPaxos, ProposalId},
     sequence_paxos::{Phase, ReadError, ReadId, Role},
     util::{ConfigurationEnd, ConfigurationId, LogEntry, NodeId, StopSign},

@@ -19,8 +19,10 @@
 //!    F ──ForwardStopSign(ss)──▶ L          (a reconfiguration requested at a follower)
 //!
 //!  Joining a new configuration (any server of the old one serves)
-//!    J ──PullLog{from, to}──▶ S_i           (one slice per source, in parallel)
+//!    J ──PullLog{from, to}──▶ S_i           (parts of ≤ max_entries_per_message entries,
+//!                                            ≤ 4 in flight per source, in parallel)
 //!    S_i ──PullLogReply{from, to, snapshot, entries, stopsign}──▶ J
+//!                                           (≤ max_entries_per_message, ≤ max_message_bytes)
 //!
 //!  A straggler X of an ended configuration c (it missed the stop-sign's decision)
 //!    X ──any message of c──▶ N              (N moved on to configuration c + 1,
@@ -239,7 +241,7 @@ pub struct StopSignReply {
     pub decided: Option<StopSignDecided>,
 }
 
-/// A server joining a new configuration asks one source for a slice of the
+/// A server joining a new configuration asks one source for a part of the
 /// previous configuration's decided log. Served across configurations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
@@ -252,12 +254,16 @@ pub struct PullLog {
 
 entry_message! {
 /// A source's answer to [`PullLog`]: the decided entries `from_idx..to_idx`,
-/// with its snapshot first when the slice starts in its compacted prefix (the
-/// snapshot then covers `0..from_idx` of `entries`).
+/// with its snapshot first when the part starts in its compacted prefix (the
+/// snapshot then covers `0..from_idx` of `entries`). `to_idx` may fall short
+/// of what was asked: a reply holds at most the source's
+/// `max_entries_per_message` entries and `max_message_bytes`.
 pub struct PullLogReply<T: Entry> {
     /// Where `entries` start (the source's compacted index if it sends a snapshot).
     pub from_idx: u64,
-    /// The end of the slice asked for.
+    /// Where `entries` end: the end of the part asked for, or less when the
+    /// source's bounds cut the reply short (with a snapshot alone, the end
+    /// asked for).
     pub to_idx: u64,
     /// The source's snapshot of `0..from_idx`, when it compacted into the slice.
     pub snapshot: Option<T::Snapshot>,

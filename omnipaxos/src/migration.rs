@@ -5,28 +5,63 @@
 //! `stragglers.rs`) pulls the rest the same way.
 //!
 //! ```text
-//!  log F..L split into one slice per source:  [F, F+(L-F)/k) ...
-//!  (F: what the joiner's storage already holds decided, 0 for a new server)
-//!  J ──PullLog{slice}──▶ source i, for every slice at once
-//!  source ──PullLogReply{part of the slice, snapshot?, entries}──▶ J
-//!     (at most buffer_size entries: J asks the same source for the rest)
-//!  a slice unanswered for resend_message_tick_timeout ticks goes to the next source
-//!  replies are taken only from a source the slice was asked of, for its range
-//!  every slice in  ->  J writes the log (and snapshot) in one atomic write,
-//!                      then runs as an ordinary server of the new configuration
+//!  log S..L in parts of at most max_entries_per_message entries
+//!  (S: what the joiner's storage already holds decided, 0 for a new server;
+//!   a small log is cut into one part per source, so it still comes in parallel)
+//!  J ──PullLog{part}──▶ source i     at most PULL_WINDOW (4) parts in flight per
+//!                                    source, PULL_WINDOW × sources in all
+//!  source ──PullLogReply{from, to, snapshot?, entries, stopsign}──▶ J
+//!     at most max_entries_per_message entries and max_message_bytes (by
+//!     Entry::size_hint, at least one entry); at most PULL_WINDOW replies
+//!     queued per puller until the driver takes the outgoing messages.
+//!     A short reply ends its part; the rest becomes a new part.
+//!  J: the first reply saying how the previous configuration ended (or what
+//!     the storage recorded) is persisted first (set_previous_configuration_end):
+//!     from then on the storage marks J as joining, decided_idx < stop_idx;
+//!     until then entries wait in memory, and every resend timeout J asks
+//!     each source for one entry (its reply says, once it decided the stop-sign)
+//!  J: each time the stored prefix can grow, the parts that continue it are
+//!     appended in one write that also raises the decided index; parts past
+//!     a gap wait in memory (at most the parts in flight)
+//!  a part without an answer for resend_message_tick_timeout ticks moves to
+//!  the next source, or sooner (once per timeout) when it waited twice the
+//!  recent round trip (lost, most likely); a source that answered nothing for
+//!  a whole timeout after a request counts as unresponsive
+//!  replies are taken only from a source the part was asked of, inside the
+//!  range it was asked for
+//!  decided_idx reaches L  ->  J runs as an ordinary server of the new configuration
 //! ```
 //!
 //! Until then the joiner neither votes nor leads: a server without the
 //! decided log must not be counted in a read quorum, or a leader of the new
-//! configuration could start from an empty log.
+//! configuration could start from an empty log. A restart does not change
+//! that: a server whose storage records how the previous configuration ended
+//! (`stop_idx`) but whose decided index is below it, and which promised
+//! nothing in its configuration, resumes the pull from its decided index
+//! however it is built.
 
 use crate::{
     clock::LogicalClock,
     errors::ConfigError,
     messages::{PullLog, PullLogReply, StopSignDecided},
     storage::{Entry, Snapshot},
-    util::NodeId,
+    util::{ConfigurationId, MAX_LOG_INDEX, NodeId},
 };
+
+/// How many parts a joiner has in flight per source (asked and not yet
+/// answered), and, times the number of sources, how many parts it has at
+/// most asked or held in memory. It bounds what a join holds: at most
+/// `PULL_WINDOW × sources` parts of one reply each, so
+/// `PULL_WINDOW × sources × max_message_bytes` (plus one entry per part, for
+/// entries larger than the bound). A source queues as many replies per
+/// puller ([`MAX_QUEUED_PULL_REPLIES`]).
+pub(crate) const PULL_WINDOW: usize = 4;
+
+/// How many pull replies a source queues for one puller until the driver
+/// takes the outgoing messages: as many as the puller has parts in flight
+/// with it. More requests are dropped; the puller asks again after its
+/// resend timeout.
+pub(crate) const MAX_QUEUED_PULL_REPLIES: usize = PULL_WINDOW;
 
 /// Where a server joining a new configuration gets the log it continues:
 /// the previous configuration's decided log `0..log_len`, from `sources`.
@@ -62,154 +97,507 @@ impl Migration {
     }
 }
 
-/// One slice of the log, who was asked for it, and what came.
+/// Where a joining server is ([`MigrationStatus::stage`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
+pub enum MigrationStage {
+    /// Asking the previous configuration's servers how it ended, to learn
+    /// how long the log to pull is ([`OmniPaxosConfig::build_joining_from`](crate::OmniPaxosConfig::build_joining_from)).
+    Discovering,
+    /// Pulling the previous configuration's decided log.
+    Pulling,
+}
+
+/// What one source of a pull is doing ([`MigrationStatus::sources`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
+pub struct SourceStatus {
+    /// The source.
+    pub pid: NodeId,
+    /// Parts asked of it and not answered yet: at most four new parts, more
+    /// only while parts move on from silent sources (see
+    /// [`OmniPaxos::get_migration_status`](crate::OmniPaxos::get_migration_status)).
+    pub outstanding: usize,
+    /// Whether it left its parts unanswered for a whole resend timeout:
+    /// its parts moved on to other sources. Cleared when it answers again.
+    pub unresponsive: bool,
+    /// Entries taken from its replies so far.
+    pub entries_received: u64,
+}
+
+/// A joining server's progress, for operators
+/// ([`OmniPaxos::get_migration_status`](crate::OmniPaxos::get_migration_status)).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
+pub struct MigrationStatus {
+    /// Discovering the log's length, or pulling it.
+    pub stage: MigrationStage,
+    /// The length of the log to pull: the previous configuration's
+    /// stop-sign index. `None` while discovering.
+    pub log_len: Option<u64>,
+    /// Where this pull started: what the storage held when it began (0 for
+    /// a new server, more after a restart mid-pull).
+    pub started_at: u64,
+    /// The log below this index is in storage (decided); the pull is done
+    /// when it reaches `log_len`.
+    pub stored_idx: u64,
+    /// Bytes of pulled entries held in memory (by [`Entry::size_hint`]):
+    /// parts that arrived ahead of a part still missing.
+    pub held_bytes: usize,
+    /// The most `held_bytes` has been during this pull (counting each reply
+    /// as it arrives, before it is written).
+    pub peak_held_bytes: usize,
+    /// Each source, in the order they are asked.
+    pub sources: Vec<SourceStatus>,
+    /// Whether the stored prefix did not grow during the last resend
+    /// timeout (a warning is logged once when a stall begins).
+    pub stalled: bool,
+    /// Ticks spent joining so far.
+    pub ticks: u64,
+}
+
+/// One part of the log, who was asked for it, and what came.
 #[derive(Debug)]
-struct Slice<T: Entry> {
+struct Part<T: Entry> {
+    /// The part is `from..to`.
     from: u64,
     to: u64,
     /// The source asked now, by position in `sources`.
     source: usize,
-    /// Every source this slice was asked of: a late answer of one that was
-    /// asked before the slice moved on to the next still counts, an answer
+    /// Every source this part was asked of: a late answer of one that was
+    /// asked before the part moved on to the next still counts, an answer
     /// from anyone else does not.
     asked: Vec<NodeId>,
-    /// Where `got` starts: `from`, or where a snapshot that came with an
-    /// answer ends.
-    got_from: u64,
-    /// The entries received, from `got_from` on. A source answers with at
-    /// most `max_entries` entries, so a slice may come in several parts.
+    /// The range the part was first asked for: an answer must lie inside it.
+    /// (A part later starts further on, after a snapshot, or ends earlier,
+    /// when an answer came short.)
+    asked_range: (u64, u64),
+    /// The entries received, from `from` on.
     got: Vec<T>,
-    /// Whether an answer for this slice came since the resend timer last
-    /// fired: only a slice without one is asked again (of the next source),
-    /// so a source that is slow but sending is not sent duplicate requests,
-    /// each of which would cost a duplicate reply on its link.
+    /// What `got` holds by [`Entry::size_hint`].
+    bytes: usize,
+    /// Whether an answer for this part came since the resend timer last
+    /// fired: only a part without one moves on to the next source, so a
+    /// source that is slow but sending is not sent duplicate requests.
     progressed: bool,
+    /// The tick (of [`Joining::ticks`]) it was last asked at.
+    asked_at: u64,
+    /// Whether it moved on early (see [`Joining::retry_overdue`]) since the
+    /// resend timer last fired: at most once per timeout.
+    retried_early: bool,
 }
 
-impl<T: Entry> Slice<T> {
-    /// The first index of the slice not received yet.
+impl<T: Entry> Part<T> {
+    /// The first index of the part not received yet.
     fn next(&self) -> u64 {
-        self.got_from + self.got.len() as u64
+        self.from + self.got.len() as u64
     }
 
-    fn is_done(&self, covered: u64) -> bool {
-        self.next() >= self.to || self.to <= covered
+    fn is_complete(&self) -> bool {
+        self.next() >= self.to
     }
+}
+
+/// One source and what it has done.
+#[derive(Debug)]
+struct Source {
+    pid: NodeId,
+    /// The tick of the oldest request it has not answered since (any
+    /// answer clears it): a source silent for a whole resend timeout after
+    /// a request is unresponsive.
+    waiting_since: Option<u64>,
+    unresponsive: bool,
+    entries_received: u64,
+}
+
+/// A snapshot a source sent (of `0..covers`), with the entries after it,
+/// waiting to be written.
+struct SnapshotPart<T: Entry> {
+    covers: u64,
+    snapshot: T::Snapshot,
+    entries: Vec<T>,
+    bytes: usize,
+}
+
+/// What the joiner writes next: a snapshot of `0..start` if there is one,
+/// then `entries` from `start` on, all decided.
+pub(crate) struct Ready<T: Entry> {
+    pub(crate) snapshot: Option<T::Snapshot>,
+    pub(crate) start: u64,
+    pub(crate) entries: Vec<T>,
+}
+
+/// What the resend timer found ([`Joining::tick`]).
+#[derive(Debug, Default)]
+pub(crate) struct TickReport {
+    /// The stored prefix stopped growing: nothing came for a whole resend
+    /// timeout (reported once per stall).
+    pub(crate) stall_began: bool,
 }
 
 /// The joiner's progress.
 pub(crate) struct Joining<T: Entry> {
-    /// Where the pull starts: the joiner's storage holds the decided log
-    /// below it (nothing for a new server).
-    from: u64,
+    /// This server and its configuration: a reply's word on how the previous
+    /// configuration ended must name them.
+    pid: NodeId,
+    configuration_id: ConfigurationId,
+    /// Where the pull started.
+    started_at: u64,
+    /// The storage holds the decided log below this index.
+    stored: u64,
     log_len: u64,
-    sources: Vec<NodeId>,
-    slices: Vec<Slice<T>>,
-    /// The newest snapshot received, covering `0..covers`.
-    snapshot: Option<(u64, T::Snapshot)>,
-    /// How the previous configuration ended, as a source said.
+    sources: Vec<Source>,
+    /// Parts asked or held, sorted by `from`, disjoint, all at or past `stored`.
+    parts: Vec<Part<T>>,
+    /// Ranges below `cursor` in no part (the rest of a part that came short),
+    /// sorted; asked before anything past `cursor`.
+    unassigned: Vec<(u64, u64)>,
+    /// Everything from here to `log_len` is in no part yet.
+    cursor: u64,
+    /// The longest a recent part took from being asked to being answered,
+    /// in ticks (decaying by an eighth with each answer): a part unanswered
+    /// for much longer was most likely lost.
+    round_trip: Option<u64>,
+    /// How many entries a new part has: at most `max_entries_per_message`.
+    part_len: u64,
+    /// A snapshot that came, not written yet.
+    snapshot: Option<SnapshotPart<T>>,
+    /// How the previous configuration ended, once known.
     stopsign: Option<StopSignDecided>,
+    /// Whether `stopsign` is persisted: nothing pulled is written before, so
+    /// that a storage holding part of the log always says it is joining.
+    recorded: bool,
+    held_bytes: usize,
+    peak_held_bytes: usize,
+    /// `stored` when the resend timer last fired, to tell a stall.
+    stored_at_last_resend: u64,
+    stalled: bool,
     resend: LogicalClock,
+    /// The resend timeout, in ticks.
+    resend_ticks: u64,
     outgoing: Vec<(NodeId, PullLog)>,
     /// Ticks since joining started, for reporting how long migration took.
     ticks: u64,
 }
 
-/// What a finished migration installs: a snapshot of `0..start` (if any),
-/// then the entries `start..log_len`.
-pub(crate) struct Pulled<T: Entry> {
-    pub(crate) snapshot: Option<T::Snapshot>,
-    /// How the previous configuration ended, if a source said.
-    pub(crate) stopsign: Option<StopSignDecided>,
-    pub(crate) start: u64,
-    pub(crate) entries: Vec<T>,
-    pub(crate) log_len: u64,
+/// The settings a pull takes from the joiner's config.
+pub(crate) struct PullSettings {
+    pub(crate) pid: NodeId,
+    pub(crate) configuration_id: ConfigurationId,
+    pub(crate) resend_ticks: u64,
+    pub(crate) max_entries_per_message: usize,
 }
 
 impl<T: Entry> Joining<T> {
-    /// Starts pulling `from..m.log_len`, one slice per source.
-    pub(crate) fn start(m: Migration, from: u64, resend_ticks: u64) -> Self {
+    /// Starts pulling `from..m.log_len` (the storage holds the decided log
+    /// below `from`). `stopsign`: how the previous configuration ended, if
+    /// known, and whether the storage records it.
+    pub(crate) fn start(
+        m: Migration,
+        from: u64,
+        settings: &PullSettings,
+        stopsign: Option<(StopSignDecided, bool)>,
+    ) -> Self {
         debug_assert!(from < m.log_len, "there is something to pull");
-        let k = m.sources.len().max(1) as u64;
-        let per = (m.log_len - from).div_ceil(k).max(1);
-        let slices = (0..k)
-            .map(|i| {
-                let lo = from + i * per;
-                (lo, (lo + per).min(m.log_len), i as usize)
-            })
-            .filter(|(from, to, _)| from < to)
-            .map(|(from, to, source)| Slice {
-                from,
-                to,
-                source,
-                asked: Vec::new(),
-                got_from: from,
-                got: Vec::new(),
-                progressed: false,
-            })
-            .collect();
+        let mut sources: Vec<Source> = Vec::with_capacity(m.sources.len());
+        for pid in m.sources {
+            if pid != settings.pid && pid != 0 && !sources.iter().any(|s| s.pid == pid) {
+                sources.push(Source {
+                    pid,
+                    waiting_since: None,
+                    unresponsive: false,
+                    entries_received: 0,
+                });
+            }
+        }
+        let k = sources.len().max(1) as u64;
+        // A log of fewer than `k` full parts is still pulled from every
+        // source at once.
+        let part_len = (m.log_len - from)
+            .div_ceil(k)
+            .clamp(1, settings.max_entries_per_message.max(1) as u64);
+        let (stopsign, recorded) = match stopsign {
+            Some((d, recorded)) => (Some(d), recorded),
+            None => (None, false),
+        };
         let mut joining = Self {
-            from,
+            pid: settings.pid,
+            configuration_id: settings.configuration_id,
+            started_at: from,
+            stored: from,
             log_len: m.log_len,
-            sources: m.sources,
-            slices,
+            sources,
+            parts: Vec::new(),
+            unassigned: Vec::new(),
+            cursor: from,
+            round_trip: None,
+            part_len,
             snapshot: None,
-            stopsign: None,
-            resend: LogicalClock::with(resend_ticks),
+            stopsign,
+            recorded,
+            held_bytes: 0,
+            peak_held_bytes: 0,
+            stored_at_last_resend: from,
+            stalled: false,
+            resend: LogicalClock::with(settings.resend_ticks),
+            resend_ticks: settings.resend_ticks,
             outgoing: Vec::new(),
             ticks: 0,
         };
-        joining.ask(false);
+        joining.fill();
         joining
     }
 
-    /// Asks for every slice not complete yet; with `rotate`, only those
-    /// that made no progress since the last time, from the next source.
-    fn ask(&mut self, rotate: bool) {
-        let n = self.sources.len();
-        let covered = self.covered();
-        for i in 0..self.slices.len() {
-            if self.slices[i].is_done(covered) {
-                continue;
+    /// The most parts asked or held at once.
+    fn max_parts(&self) -> usize {
+        PULL_WINDOW * self.sources.len().max(1)
+    }
+
+    /// Parts asked of source `s` and not complete.
+    fn outstanding(&self, s: usize) -> usize {
+        self.parts
+            .iter()
+            .filter(|p| p.source == s && !p.is_complete())
+            .count()
+    }
+
+    /// The source a new part goes to: the responsive one with the fewest
+    /// parts outstanding, below the window; an unresponsive one only if no
+    /// other has room. Ties go to the earlier source, so that parts are
+    /// dealt round-robin.
+    /// With `force`, the least loaded source even if every window is full.
+    fn pick_source(&self, force: bool) -> Option<usize> {
+        let load: Vec<usize> = (0..self.sources.len())
+            .map(|s| self.outstanding(s))
+            .collect();
+        let best = |responsive: bool| {
+            (0..self.sources.len())
+                .filter(|&s| {
+                    (force || load[s] < PULL_WINDOW) && self.sources[s].unresponsive != responsive
+                })
+                .min_by_key(|&s| load[s])
+        };
+        best(true).or_else(|| best(false))
+    }
+
+    /// The next range to make a part of: the lowest unassigned one, else
+    /// the next `part_len` entries past `cursor`.
+    fn next_range(&mut self) -> Option<(u64, u64)> {
+        if !self.unassigned.is_empty() {
+            let (from, to) = self.unassigned[0];
+            let to = to.min(from + self.part_len);
+            if to >= self.unassigned[0].1 {
+                self.unassigned.remove(0);
+            } else {
+                self.unassigned[0].0 = to;
             }
-            if rotate && std::mem::take(&mut self.slices[i].progressed) {
-                continue;
+            return Some((from, to));
+        }
+        if self.cursor >= self.log_len {
+            return None;
+        }
+        let from = self.cursor;
+        let to = self.log_len.min(from + self.part_len);
+        self.cursor = to;
+        Some((from, to))
+    }
+
+    /// Makes and asks new parts while the window has room.
+    fn fill(&mut self) {
+        loop {
+            let frontier_unassigned = self
+                .unassigned
+                .first()
+                .is_some_and(|r| r.0 <= self.stored_or_snapshot());
+            // The part that continues the stored prefix is always asked,
+            // even with the window full, so that the pull cannot wedge. (The
+            // window's accounting rules that out: the rest of a short part
+            // at the frontier is left only when that part is written, which
+            // makes room.)
+            let full = self.parts.len() >= self.max_parts();
+            if full && !frontier_unassigned {
+                return;
             }
-            if rotate {
-                self.slices[i].source = (self.slices[i].source + 1) % n;
-            }
-            self.ask_slice(i, covered);
+            let Some(s) = self.pick_source(full) else {
+                return;
+            };
+            let Some((from, to)) = self.next_range() else {
+                return;
+            };
+            let pid = self.sources[s].pid;
+            self.sources[s].waiting_since.get_or_insert(self.ticks);
+            let part = Part {
+                from,
+                to,
+                source: s,
+                asked: vec![pid],
+                asked_range: (from, to),
+                got: Vec::new(),
+                bytes: 0,
+                // A new part waits a whole resend timeout before it moves on.
+                progressed: true,
+                asked_at: self.ticks,
+                retried_early: false,
+            };
+            let at = self.parts.partition_point(|p| p.from < from);
+            self.parts.insert(at, part);
+            self.outgoing.push((
+                pid,
+                PullLog {
+                    from_idx: from,
+                    to_idx: to,
+                },
+            ));
         }
     }
 
-    /// Asks the slice's current source for what the slice still lacks.
-    fn ask_slice(&mut self, i: usize, covered: u64) {
-        let slice = &mut self.slices[i];
-        let to = self.sources[slice.source];
-        if !slice.asked.contains(&to) {
-            slice.asked.push(to);
+    /// Asks part `i`'s current source for what the part still lacks.
+    fn ask_part(&mut self, i: usize) {
+        let ticks = self.ticks;
+        let part = &mut self.parts[i];
+        part.asked_at = ticks;
+        let source = &mut self.sources[part.source];
+        source.waiting_since.get_or_insert(ticks);
+        let to = source.pid;
+        if !part.asked.contains(&to) {
+            part.asked.push(to);
         }
         let msg = PullLog {
-            from_idx: slice.next().max(covered),
-            to_idx: slice.to,
+            from_idx: part.next(),
+            to_idx: part.to,
         };
         self.outgoing.push((to, msg));
     }
 
-    pub(crate) fn tick(&mut self) {
+    /// Advances the timers; when the resend timer fires, parts that got
+    /// nothing since the last firing move on to the next source, and
+    /// sources that answered nothing count as unresponsive.
+    pub(crate) fn tick(&mut self) -> TickReport {
         self.ticks += 1;
-        if self.resend.tick_and_check() {
-            self.ask(true);
+        let mut report = TickReport::default();
+        if !self.resend.tick_and_check() {
+            self.retry_overdue();
+            return report;
+        }
+        for p in &mut self.parts {
+            p.retried_early = false;
+        }
+        let n = self.sources.len();
+        // A source that answered nothing for a whole timeout after it was
+        // asked is unresponsive.
+        let (now, timeout) = (self.ticks, self.resend_ticks);
+        for s in &mut self.sources {
+            if s.waiting_since.is_some_and(|t| now - t >= timeout) {
+                s.unresponsive = true;
+            }
+        }
+        let mut load: Vec<usize> = (0..n).map(|s| self.outstanding(s)).collect();
+        for i in 0..self.parts.len() {
+            if self.parts[i].is_complete() || std::mem::take(&mut self.parts[i].progressed) {
+                continue;
+            }
+            // The next source after the current one that is responsive and
+            // has room in its window; else the next responsive one; else
+            // simply the next. (So a source may have more than its window
+            // outstanding while others are silent; the parts in all never
+            // exceed the window times the sources.)
+            let cur = self.parts[i].source;
+            let order = || (1..=n).map(|d| (cur + d) % n);
+            let next = order()
+                .find(|&s| !self.sources[s].unresponsive && load[s] < PULL_WINDOW)
+                .or_else(|| order().find(|&s| !self.sources[s].unresponsive))
+                .unwrap_or((cur + 1) % n);
+            load[cur] -= 1;
+            load[next] += 1;
+            self.parts[i].source = next;
+            self.ask_part(i);
+        }
+        if self.stopsign.is_none() {
+            // Nothing is written before we know how the previous
+            // configuration ended: ask every source for one entry, whose
+            // answer says it once the source decided the stop-sign.
+            for s in &self.sources {
+                let probe = PullLog {
+                    from_idx: self.stored,
+                    to_idx: self.stored + 1,
+                };
+                self.outgoing.push((s.pid, probe));
+            }
+        }
+        self.fill();
+        let stalled = self.stored == self.stored_at_last_resend && !self.is_done();
+        report.stall_began = stalled && !self.stalled;
+        self.stalled = stalled;
+        self.stored_at_last_resend = self.stored;
+        report
+    }
+
+    /// A part still unanswered long after answers usually come (twice the
+    /// recent round trip, and two ticks more) was most likely lost on the
+    /// way, and every part past it waits in the window: it moves on to the
+    /// next source at once rather than at the next resend timeout, at most
+    /// once per timeout. Over a lossy network a pull of many small parts
+    /// would otherwise crawl at a few parts per timeout.
+    fn retry_overdue(&mut self) {
+        let Some(rtt) = self.round_trip else {
+            return;
+        };
+        let n = self.sources.len();
+        let due = rtt.saturating_mul(2).saturating_add(2);
+        for i in 0..self.parts.len() {
+            let p = &self.parts[i];
+            if p.is_complete() || p.retried_early || self.ticks - p.asked_at <= due {
+                continue;
+            }
+            let cur = p.source;
+            let next = (1..=n)
+                .map(|d| (cur + d) % n)
+                .find(|&s| !self.sources[s].unresponsive)
+                .unwrap_or(cur);
+            self.parts[i].retried_early = true;
+            self.parts[i].source = next;
+            self.ask_part(i);
         }
     }
 
-    /// How the previous configuration ended, learned before the pull began.
+    /// How the previous configuration ended, learned before the pull began
+    /// (not recorded in storage yet).
     pub(crate) fn set_stopsign(&mut self, decided: StopSignDecided) {
-        self.stopsign = Some(decided);
+        if self.stopsign.is_none() && self.describes_our_start(&decided) {
+            self.stopsign = Some(decided);
+        }
+    }
+
+    /// Whether `d` says how the configuration before ours ended, with us in
+    /// ours, at the index we pull to.
+    fn describes_our_start(&self, d: &StopSignDecided) -> bool {
+        d.ss.config_id == self.configuration_id
+            && d.stop_idx == self.log_len
+            && d.stop_idx <= MAX_LOG_INDEX
+            && d.ss.nodes.contains(&self.pid)
+    }
+
+    /// How the previous configuration ended, if known and not yet recorded:
+    /// the caller persists it, then calls [`recorded`](Self::recorded).
+    pub(crate) fn to_record(&self) -> Option<&StopSignDecided> {
+        self.stopsign.as_ref().filter(|_| !self.recorded)
+    }
+
+    /// The storage now records how the previous configuration ended.
+    pub(crate) fn recorded(&mut self) {
+        self.recorded = true;
     }
 
     pub(crate) fn ticks(&self) -> u64 {
         self.ticks
+    }
+
+    /// The length of the log being pulled.
+    pub(crate) fn log_len(&self) -> u64 {
+        self.log_len
     }
 
     /// What is being pulled, as a restarted joiner would be told to pull it
@@ -217,129 +605,247 @@ impl<T: Entry> Joining<T> {
     pub(crate) fn migration(&self) -> Migration {
         Migration {
             log_len: self.log_len,
-            sources: self.sources.clone(),
+            sources: self.sources.iter().map(|s| s.pid).collect(),
         }
     }
 
-    /// The log below this index is in hand: what the storage held, or the
-    /// newest snapshot received.
-    fn covered(&self) -> u64 {
-        self.snapshot
-            .as_ref()
-            .map_or(self.from, |(c, _)| (*c).max(self.from))
+    pub(crate) fn status(&self) -> MigrationStatus {
+        MigrationStatus {
+            stage: MigrationStage::Pulling,
+            log_len: Some(self.log_len),
+            started_at: self.started_at,
+            stored_idx: self.stored,
+            held_bytes: self.held_bytes,
+            peak_held_bytes: self.peak_held_bytes,
+            sources: (0..self.sources.len())
+                .map(|s| SourceStatus {
+                    pid: self.sources[s].pid,
+                    outstanding: self.outstanding(s),
+                    unresponsive: self.sources[s].unresponsive,
+                    entries_received: self.sources[s].entries_received,
+                })
+                .collect(),
+            stalled: self.stalled,
+            ticks: self.ticks,
+        }
     }
 
     pub(crate) fn take_outgoing(&mut self) -> std::vec::Drain<'_, (NodeId, PullLog)> {
         self.outgoing.drain(..)
     }
 
-    /// Takes `from`'s reply. A reply is used only if it comes from a source
-    /// its slice was asked of and lies within that slice (a snapshot may
-    /// stand for the slice's start): anything else is ignored, and the
-    /// slice asked for again later, perhaps of another source.
+    fn hold(&mut self, bytes: usize) {
+        self.held_bytes = self.held_bytes.saturating_add(bytes);
+        self.peak_held_bytes = self.peak_held_bytes.max(self.held_bytes);
+    }
+
+    /// Takes `from`'s reply. Its entries are used only if it comes from a
+    /// source their part was asked of and lies within the range asked (a
+    /// snapshot may stand for the part's start): anything else is ignored,
+    /// and the part asked for again later, perhaps of another source. What
+    /// it says of how the previous configuration ended is used if it comes
+    /// from a source and names this server, its configuration and the log
+    /// length pulled. Every index is checked before it is used in
+    /// arithmetic.
     pub(crate) fn handle_reply(&mut self, from: NodeId, reply: PullLogReply<T>) {
-        let covered = self.covered();
         if reply.snapshot.is_some() && !T::Snapshot::use_snapshots() {
             return;
         }
-        let Some(i) = self.slices.iter().position(|s| {
-            !s.is_done(covered)
-                && s.asked.contains(&from)
-                && reply.to_idx > s.next().max(covered)
-                && reply.to_idx <= s.to
+        // The entries must be exactly `from_idx..to_idx`; a snapshot alone
+        // may end anywhere (its `from_idx`), even past `to_idx`.
+        let snapshot_only = reply.snapshot.is_some() && reply.entries.is_empty();
+        let shape_ok = snapshot_only
+            || reply.to_idx.checked_sub(reply.from_idx) == Some(reply.entries.len() as u64);
+        if !shape_ok || reply.to_idx > self.log_len || reply.from_idx > MAX_LOG_INDEX {
+            return;
+        }
+        // How the previous configuration ended, from any of our sources: a
+        // source of that configuration answers without it until it decided
+        // the stop-sign itself, so the first word may come later than the
+        // entries (which then wait in memory, see `take_ready`).
+        if self.stopsign.is_none() && self.sources.iter().any(|s| s.pid == from) {
+            if let Some(d) = &reply.stopsign {
+                if self.describes_our_start(d) {
+                    self.stopsign = reply.stopsign.clone();
+                }
+            }
+        }
+        let Some(i) = self.parts.iter().position(|p| {
+            !p.is_complete()
+                && p.asked.contains(&from)
+                && reply.to_idx > p.next()
+                && reply.to_idx <= p.asked_range.1
+                && (reply.snapshot.is_some() || reply.from_idx >= p.asked_range.0)
         }) else {
             return;
         };
-        let slice = &mut self.slices[i];
-        // The entries must be exactly `from_idx..to_idx`.
-        if reply.to_idx.checked_sub(reply.from_idx) != Some(reply.entries.len() as u64)
-            && !(reply.entries.is_empty() && reply.snapshot.is_some())
-        {
-            return;
-        }
+        let s = self.sources.iter().position(|s| s.pid == from);
         match reply.snapshot {
-            // A source that compacted past where the slice continues answers
+            // A source that compacted past where the part continues answers
             // with its snapshot (of everything below `from_idx`) and the
-            // entries after it; one that compacted past the whole slice,
-            // with its snapshot alone. Its snapshot may even reach past
+            // entries after it; one that compacted past the whole part, with
+            // its snapshot alone. Its snapshot may even reach past
             // `log_len`, when the source went on in the new configuration and
             // compacted there: it is still a prefix of the same log, and the
-            // joiner then starts at its end.
-            Some(snapshot) if reply.from_idx >= slice.next() => {
-                if reply.from_idx > covered {
-                    self.snapshot = Some((reply.from_idx, snapshot));
+            // joiner then ends at its end. A snapshot covers all parts below
+            // it, so it is written at once (with its entries).
+            Some(snapshot) if reply.from_idx > self.stored_or_snapshot() => {
+                let bytes = reply.entries.iter().map(Entry::size_hint).sum();
+                let covers = reply.from_idx;
+                let end = covers + reply.entries.len() as u64;
+                if let Some(old) = self.snapshot.take() {
+                    self.held_bytes = self.held_bytes.saturating_sub(old.bytes);
                 }
-                slice.got_from = reply.from_idx;
-                slice.got = reply.entries;
+                self.hold(bytes);
+                self.snapshot = Some(SnapshotPart {
+                    covers,
+                    snapshot,
+                    entries: reply.entries,
+                    bytes,
+                });
+                self.drop_below(end);
             }
-            Some(_) => return,
-            // Plain entries continue what the slice holds, or start where
-            // the log we hold (`covered`) ends, which may be past it; a part
-            // that overlaps what the slice holds (a late answer to an earlier
-            // request) is the same decided log, and only what follows is kept.
-            None if reply.from_idx > slice.next() && reply.from_idx <= covered => {
-                slice.got_from = reply.from_idx;
-                slice.got = reply.entries;
+            Some(_) if reply.entries.is_empty() => return,
+            // A snapshot that adds nothing: its entries are plain ones.
+            Some(_) | None => {
+                let ticks = self.ticks;
+                let part = &mut self.parts[i];
+                if reply.from_idx > part.next() || reply.from_idx < part.asked_range.0 {
+                    return;
+                }
+                let sample = ticks - part.asked_at;
+                self.round_trip = Some(self.round_trip.map_or(sample, |r| sample.max(r - r / 8)));
+                let part = &mut self.parts[i];
+                let skip = (part.next() - reply.from_idx) as usize;
+                let take = (part.to - part.next()) as usize;
+                let before = part.got.len();
+                part.got
+                    .extend(reply.entries.into_iter().skip(skip).take(take));
+                let bytes: usize = part.got[before..].iter().map(Entry::size_hint).sum();
+                part.bytes += bytes;
+                part.progressed = true;
+                let short = !part.is_complete();
+                self.hold(bytes);
+                if let Some(s) = s {
+                    self.sources[s].entries_received += (self.parts[i].got.len() - before) as u64;
+                }
+                if short {
+                    self.split_short(i);
+                }
             }
-            None if reply.from_idx >= slice.from && reply.from_idx <= slice.next() => {
-                let skip = (slice.next() - reply.from_idx) as usize;
-                slice.got.extend(reply.entries.into_iter().skip(skip));
-            }
-            None => return,
         }
-        slice.progressed = true;
-        if self.stopsign.is_none() {
-            self.stopsign = reply.stopsign;
+        if let Some(s) = s {
+            self.sources[s].waiting_since = None;
+            self.sources[s].unresponsive = false;
         }
-        // A source answers with a bounded number of entries: ask the same
-        // one for the rest of the slice at once.
-        let covered = self.covered();
-        if !self.slices[i].is_done(covered) {
-            self.ask_slice(i, covered);
-        }
+        self.fill();
     }
 
-    /// The whole log, once every slice (or a snapshot past it) is in.
-    pub(crate) fn finish(&mut self) -> Option<Pulled<T>> {
-        let covered = self.covered();
-        if !self.slices.iter().all(|s| s.is_done(covered)) {
+    /// Part `i` came short (the source's bounds are tighter than ours): it
+    /// ends where the answer ended, and the rest waits to be asked as a new
+    /// part. The window counts parts, not ranges, so this makes no room: the
+    /// rest is asked once a part is written.
+    fn split_short(&mut self, i: usize) {
+        let part = &mut self.parts[i];
+        let (rest_from, rest_to) = (part.next(), part.to);
+        part.to = rest_from;
+        let at = self.unassigned.partition_point(|r| r.0 < rest_from);
+        self.unassigned.insert(at, (rest_from, rest_to));
+    }
+
+    /// Where the log in hand ends: what the storage holds, or the snapshot
+    /// waiting to be written.
+    fn stored_or_snapshot(&self) -> u64 {
+        self.snapshot
+            .as_ref()
+            .map_or(self.stored, |s| s.covers.max(self.stored))
+    }
+
+    /// Forgets every part and range below `idx` (written, or covered by a
+    /// snapshot), and cuts those that reach past it.
+    fn drop_below(&mut self, idx: u64) {
+        let mut freed = 0usize;
+        self.parts.retain_mut(|p| {
+            if p.to <= idx {
+                freed += p.bytes;
+                return false;
+            }
+            if p.from < idx {
+                let cut = ((idx - p.from) as usize).min(p.got.len());
+                let dropped: usize = p.got.drain(..cut).map(|e| e.size_hint()).sum();
+                freed += dropped;
+                p.bytes -= dropped;
+                p.from = idx;
+            }
+            true
+        });
+        self.held_bytes = self.held_bytes.saturating_sub(freed);
+        self.unassigned.retain_mut(|r| {
+            r.0 = r.0.max(idx);
+            r.0 < r.1
+        });
+        self.cursor = self.cursor.max(idx);
+    }
+
+    /// What to write now, if anything: the snapshot that came, and the
+    /// complete parts that continue the log in storage. Nothing before how
+    /// the previous configuration ended is recorded.
+    pub(crate) fn take_ready(&mut self) -> Option<Ready<T>> {
+        if !self.recorded {
             return None;
         }
-        let end = self.log_len.max(covered);
-        // Each slice holds its part from where a snapshot left off, and the
-        // newest snapshot covers everything below `covered`, so the parts at
-        // and above `covered` make up the log to `end`.
-        let mut entries = Vec::with_capacity(self.slices.iter().map(|s| s.got.len()).sum());
-        let mut next = covered;
-        for slice in &mut self.slices {
-            let from = slice.got_from;
-            for (e, i) in std::mem::take(&mut slice.got).into_iter().zip(from..) {
-                if i == next && i < end {
-                    entries.push(e);
-                    next += 1;
+        let (snapshot, start, mut entries) = match self.snapshot.take() {
+            Some(s) => {
+                self.held_bytes = self.held_bytes.saturating_sub(s.bytes);
+                (Some(s.snapshot), s.covers, s.entries)
+            }
+            None => (None, self.stored, Vec::new()),
+        };
+        let mut end = start + entries.len() as u64;
+        // The complete parts that continue each other from `end` on (parts
+        // are disjoint and sorted by `from`).
+        let mut reach = end;
+        let complete = self
+            .parts
+            .iter()
+            .take_while(|p| {
+                let continues = p.is_complete() && p.from <= reach && p.to > reach;
+                if continues {
+                    reach = p.to;
                 }
+                continues
+            })
+            .count();
+        for mut p in self.parts.drain(..complete) {
+            self.held_bytes = self.held_bytes.saturating_sub(p.bytes);
+            let skip = (end - p.from) as usize;
+            if skip > 0 {
+                p.got.drain(..skip);
             }
+            end = p.to;
+            entries.append(&mut p.got);
         }
-        if next != end {
-            // Only a bug here could leave a hole; rather than install a log
-            // with one, pull again from the start.
-            debug_assert_eq!(next, end, "the slices cover the log");
-            for slice in &mut self.slices {
-                slice.got_from = slice.from;
-                slice.got.clear();
-                slice.progressed = false;
-            }
-            self.snapshot = None;
-            self.ask(true);
+        if snapshot.is_none() && entries.is_empty() {
             return None;
         }
-        Some(Pulled {
-            snapshot: self.snapshot.take().map(|(_, s)| s),
-            stopsign: self.stopsign.take(),
-            start: covered,
+        Some(Ready {
+            snapshot,
+            start,
             entries,
-            log_len: end,
         })
+    }
+
+    /// The storage now holds the decided log below `idx`.
+    pub(crate) fn stored(&mut self, idx: u64) {
+        debug_assert!(idx >= self.stored, "the stored prefix only grows");
+        self.stored = self.stored.max(idx);
+        self.drop_below(self.stored);
+        self.fill();
+    }
+
+    /// Whether the whole log is in storage.
+    pub(crate) fn is_done(&self) -> bool {
+        self.stored >= self.log_len
     }
 }
 

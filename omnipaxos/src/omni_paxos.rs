@@ -6,7 +6,9 @@ use crate::{
     ballot_leader_election::BallotLeaderElection,
     errors::{CompactionErr, ConfigError, ProposeErr, StorageError},
     messages::{Message, PaxosMessage, PaxosMsg},
-    migration::{Discovery, Joining, Migration},
+    migration::{
+        Discovery, Joining, Migration, MigrationStage, MigrationStatus, PullSettings, SourceStatus,
+    },
     sequence_paxos::{NO_TAG, ReadError, ReadId, Role, SequencePaxos},
     storage::{Entry, Storage, internal::InternalStorage},
     stragglers::Stragglers,
@@ -141,7 +143,7 @@ where
             )
         )]
         let seq_paxos = SequencePaxos::with(&config, storage, logger.clone());
-        Ok(Self {
+        let mut node = Self {
             ble,
             seq_paxos,
             joining: None,
@@ -152,7 +154,37 @@ where
             logger,
             root_logger,
             logged_stop: false,
-        })
+        };
+        node.resume_recorded_join();
+        Ok(node)
+    }
+
+    /// A storage that records how the previous configuration ended but
+    /// holds its decided log only in part, and that never promised a ballot
+    /// in this configuration, belongs to a server that was pulling that log
+    /// when it stopped (a joiner, or a server that moved on without all of
+    /// it): it pulls on, from the new configuration's other servers (a build
+    /// that names sources replaces them), and takes no other part until the
+    /// log is in. Whatever the server was built with, it must not vote with
+    /// part of the log.
+    fn resume_recorded_join(&mut self) {
+        let storage = &self.seq_paxos.storage;
+        let Some(end) = storage.previous_end() else {
+            return;
+        };
+        let decided = storage.decided_idx();
+        if end.stopsign.config_id != self.config.configuration_id
+            || decided >= end.stop_idx
+            || end.stop_idx > MAX_LOG_INDEX
+            || storage.promise() != Ballot::default()
+        {
+            return;
+        }
+        let migration = Migration {
+            log_len: end.stop_idx,
+            sources: self.config.peers.clone(),
+        };
+        self.start_joining(migration, decided);
     }
 
     /// The logger a server built from this one starts from.
@@ -176,10 +208,12 @@ where
     ///   this configuration, in this configuration's id. The exceptions
     ///   cross configurations: a pull of the decided log is served to a
     ///   server of this configuration or one named by this configuration's
-    ///   stop-sign (a joiner), one reply per puller until the driver takes
-    ///   the outgoing messages, of at most `buffer_size` entries; a pull
-    ///   reply is taken only from a server its slice was asked of, for that
-    ///   slice's range; and a message of the configuration before this one
+    ///   stop-sign (a joiner), at most four replies per puller (one per
+    ///   range) until the driver takes the outgoing messages, each of at
+    ///   most `max_entries_per_message` entries and `max_message_bytes`; a
+    ///   pull reply is taken only from a server its part was asked of,
+    ///   inside the range asked, and only once it is known (from the reply
+    ///   or before) how the previous configuration ended; and a message of the configuration before this one
     ///   is answered with how that configuration ended.
     /// * **ballots**: every ballot has a round of at most
     ///   [`Ballot::MAX_ROUND`]; a ballot a server speaks for (a `Prepare`'s,
@@ -213,9 +247,13 @@ where
         if let Message::SequencePaxos(PaxosMessage { msg, .. }) = &m {
             match msg {
                 PaxosMsg::PullLog(req) => {
-                    let req = *req;
-                    self.seq_paxos
-                        .handle_pull(from, req, self.stragglers.previous());
+                    // A server still pulling serves nothing: what it would
+                    // send waits until it takes part.
+                    if self.joining.is_none() {
+                        let req = *req;
+                        self.seq_paxos
+                            .handle_pull(from, req, self.stragglers.previous());
+                    }
                     return;
                 }
                 PaxosMsg::PullLogReply(_) => {
@@ -228,7 +266,7 @@ where
                     ) = (&mut self.joining, m)
                     {
                         joining.handle_reply(from, reply);
-                        self.finish_joining();
+                        self.pump_joining();
                     }
                     return;
                 }
@@ -346,7 +384,23 @@ where
             return;
         }
         if let Some(joining) = &mut self.joining {
-            joining.tick();
+            let report = joining.tick();
+            #[cfg(feature = "logging")]
+            if report.stall_began {
+                let status = joining.status();
+                let unresponsive: Vec<NodeId> = status
+                    .sources
+                    .iter()
+                    .filter(|s| s.unresponsive)
+                    .map(|s| s.pid)
+                    .collect();
+                log!(warn, self.logger, "migration stalled: the stored log did not grow for a resend timeout";
+                    "stored_idx" => status.stored_idx, "log_len" => ?status.log_len,
+                    "knows_previous_end" => joining.to_record().is_some() || self.stragglers.previous().is_some(),
+                    "unresponsive" => ?unresponsive);
+            }
+            #[cfg(not(feature = "logging"))]
+            let _ = report;
             return;
         }
         let promise = self.seq_paxos.storage.promise();
@@ -716,14 +770,32 @@ where
 
     /// Starts pulling the previous configuration's log (see [`Migration`])
     /// from index `from` on; the storage holds the decided log below it.
+    ///
+    /// If the storage records how the previous configuration ended, the
+    /// pull continues under that record; otherwise the first reply that says
+    /// how it ended is recorded before anything pulled is written, so that
+    /// a storage holding part of the log always says it is still pulling.
+    /// Starting again replaces a pull in progress (a build that names other
+    /// sources than the record's resumption).
     pub(crate) fn start_joining(&mut self, migration: Migration, from: u64) {
         log!(info, self.logger, "pulling the previous configuration's log";
             "from" => from, "log_len" => migration.log_len, "sources" => ?migration.sources);
-        self.joining = Some(Joining::start(
-            migration,
-            from,
-            self.config.resend_message_tick_timeout,
-        ));
+        let recorded = self
+            .seq_paxos
+            .storage
+            .previous_end()
+            .filter(|e| {
+                e.stopsign.config_id == self.config.configuration_id
+                    && e.stop_idx == migration.log_len
+            })
+            .map(|e| (e.clone().into(), true));
+        let settings = PullSettings {
+            pid: self.config.pid,
+            configuration_id: self.config.configuration_id,
+            resend_ticks: self.config.resend_message_tick_timeout,
+            max_entries_per_message: self.config.max_entries_per_message,
+        };
+        self.joining = Some(Joining::start(migration, from, &settings, recorded));
     }
 
     /// Starts asking `sources` (and the new peers) how the previous
@@ -776,6 +848,7 @@ where
             if let Some(joining) = &mut self.joining {
                 joining.set_stopsign(d);
             }
+            self.pump_joining();
             return;
         }
         // Our storage holds that log already: take part now.
@@ -787,24 +860,43 @@ where
         self.ble = BallotLeaderElection::with(&self.config);
     }
 
-    /// Installs the pulled log once every slice is in, and starts taking part.
-    fn finish_joining(&mut self) {
-        let Some(mut pulled) = self.joining.as_mut().and_then(Joining::finish) else {
+    /// Writes what the pull made ready: first how the previous
+    /// configuration ended (nothing pulled is written before it), then the
+    /// parts that continue the stored log, each batch in one write that also
+    /// raises the decided index. Once the whole log is in, the server takes
+    /// part. A failed write stops the server.
+    fn pump_joining(&mut self) {
+        let Some(joining) = &mut self.joining else {
             return;
         };
-        let previous_end = pulled
-            .stopsign
-            .take()
-            .filter(|d| d.ss.config_id == self.config.configuration_id);
-        if let Some(d) = &previous_end {
+        let mut failure = None;
+        if let Some(d) = joining.to_record().cloned() {
             self.stragglers.moved_on(d.clone());
+            match self.seq_paxos.storage.set_previous_end(d.into()) {
+                Ok(()) => joining.recorded(),
+                Err(e) => failure = Some(e),
+            }
         }
-        // Persisted with the log, so that this server can tell the previous
-        // configuration's stragglers after a restart too.
-        let previous_end = previous_end.map(ConfigurationEnd::from);
-        if let Err(e) = self.seq_paxos.install_pulled(pulled, previous_end) {
+        while failure.is_none() {
+            let Some(ready) = joining.take_ready() else {
+                break;
+            };
+            match self
+                .seq_paxos
+                .storage
+                .append_pulled(ready.snapshot, ready.start, ready.entries)
+            {
+                Ok(()) => joining.stored(self.seq_paxos.storage.decided_idx()),
+                Err(e) => failure = Some(e),
+            }
+        }
+        let done = joining.is_done();
+        if let Some(e) = failure {
             self.joining = None;
             self.seq_paxos.fail_with(e);
+            return;
+        }
+        if !done {
             return;
         }
         self.joining = None;
@@ -812,6 +904,11 @@ where
             "log_len" => self.seq_paxos.storage.log_len());
         // Leader election starts its rounds now, not from construction time.
         self.ble = BallotLeaderElection::with(&self.config);
+    }
+
+    /// The length of the log this server is pulling, if it is.
+    pub(crate) fn pulling_log_len(&self) -> Option<u64> {
+        self.joining.as_ref().map(Joining::log_len)
     }
 
     /// Whether this server knows how the previous configuration ended.
@@ -835,6 +932,53 @@ where
     /// when it missed part of the old configuration's log.
     pub fn get_migration(&self) -> Option<Migration> {
         self.joining.as_ref().map(Joining::migration)
+    }
+
+    /// How a server that joins its configuration is doing, for operators
+    /// and dashboards; `None` once it takes part (or if it never joined).
+    ///
+    /// While pulling, the log comes in parts of at most
+    /// `max_entries_per_message` entries, at most four parts in flight per
+    /// source; each reply is at most the source's `max_message_bytes` (by
+    /// [`Entry::size_hint`], at least one entry). Parts that continue the
+    /// stored log are written at once; those that came ahead of a missing
+    /// part wait in memory, so
+    /// [`held_bytes`](MigrationStatus::held_bytes) stays below
+    /// `4 × sources × max_message_bytes` (plus one entry per part for
+    /// entries larger than that bound). A source that leaves a part
+    /// unanswered for `resend_message_tick_timeout` ticks is marked
+    /// unresponsive and its parts go to the others;
+    /// [`stalled`](MigrationStatus::stalled) says that the stored log did
+    /// not grow for a whole resend timeout (logged as a warning once per
+    /// stall with feature `logging`).
+    pub fn get_migration_status(&self) -> Option<MigrationStatus> {
+        match (&self.joining, &self.discovering) {
+            (Some(joining), _) => Some(joining.status()),
+            (None, Some(discovery)) => {
+                let decided = self.seq_paxos.storage.decided_idx();
+                Some(MigrationStatus {
+                    stage: MigrationStage::Discovering,
+                    log_len: None,
+                    started_at: decided,
+                    stored_idx: decided,
+                    held_bytes: 0,
+                    peak_held_bytes: 0,
+                    sources: discovery
+                        .sources()
+                        .iter()
+                        .map(|&pid| SourceStatus {
+                            pid,
+                            outstanding: 0,
+                            unresponsive: false,
+                            entries_received: 0,
+                        })
+                        .collect(),
+                    stalled: false,
+                    ticks: discovery.ticks(),
+                })
+            }
+            (None, None) => None,
+        }
     }
 
     /// How many ticks this server has spent pulling the previous

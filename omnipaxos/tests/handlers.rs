@@ -275,12 +275,36 @@ fn follower_ignores_a_duplicated_accept_decide() {
 #[test]
 fn follower_that_misses_a_message_asks_the_leader_to_prepare_it_again() {
     let mut f = synced_follower(vec![], 0);
+    // Message 2 is missing: 3 and 4 may only have overtaken it, and wait.
     f.handle_incoming(accept_decide(3, 0, vec![E(2)]));
+    f.handle_incoming(accept_decide(4, 0, vec![E(3)]));
+    assert_eq!(paxos_out(&mut f), vec![]);
+    // A third message past the gap: 2 was lost.
+    f.handle_incoming(accept_decide(5, 0, vec![E(4)]));
     assert_eq!(
         paxos_out(&mut f),
         vec![sp(2, 1, PaxosMsg::PrepareReq(PrepareReq { n: B1 }))]
     );
     assert_eq!(f.read(0), None, "nothing appended past the gap");
+}
+
+#[test]
+fn follower_applies_messages_that_overtook_a_missing_one_once_it_arrives() {
+    let mut f = synced_follower(vec![], 0);
+    f.handle_incoming(accept_decide(3, 0, vec![E(2)]));
+    assert_eq!(paxos_out(&mut f), vec![]);
+    f.handle_incoming(accept_decide(2, 0, vec![E(1)]));
+    let out = paxos_out(&mut f);
+    assert!(
+        !out.iter().any(
+            |m| matches!(m, Message::SequencePaxos(p) if matches!(p.msg, PaxosMsg::PrepareReq(_)))
+        ),
+        "{out:?}"
+    );
+    assert_eq!(
+        f.read_entries(..),
+        Some(vec![LogEntry::Undecided(E(1)), LogEntry::Undecided(E(2))])
+    );
 }
 
 #[test]
@@ -1419,8 +1443,9 @@ fn a_joiner_learns_how_the_previous_configuration_ended_from_its_sources() {
 }
 
 /// A server of configuration 2 built on a storage that records how
-/// configuration 1 ended (it moved on before a restart) knows it at once:
-/// it asks no peer, and tells configuration 1's stragglers.
+/// configuration 1 ended (it moved on before a restart, with the decided
+/// log) knows it at once: it asks no peer, and tells configuration 1's
+/// stragglers.
 #[test]
 fn a_server_built_on_a_storage_recording_the_previous_end_tells_stragglers_without_asking() {
     let end = ConfigurationEnd {
@@ -1432,6 +1457,8 @@ fn a_server_built_on_a_storage_recording_the_previous_end_tells_stragglers_witho
     storage
         .set_previous_configuration_end(Some(end.clone()))
         .unwrap();
+    storage.append_entries(vec![E(1), E(2), E(3)]).unwrap();
+    storage.set_decided_idx(3).unwrap();
     let mut n: Node = OmniPaxosConfig {
         configuration_id: CONFIG + 1,
         pid: 2,
@@ -1556,5 +1583,97 @@ fn a_leader_that_adopts_a_snapshot_has_decided_everything_it_covers() {
         "decided {} below the compacted {}",
         l.get_decided_idx(),
         l.get_compacted_idx()
+    );
+}
+
+/// A storage that records how configuration 1 ended (at 3) but holds only
+/// the first entry of its log, and promised nothing in configuration 2, is
+/// a server that stopped while pulling: built with plain `build`, it pulls
+/// on from its peers, from where its storage ends, and does not promise a
+/// leader meanwhile. `build_joining` with another log length is refused.
+#[test]
+fn a_storage_recording_an_unfinished_pull_keeps_pulling_however_it_is_built() {
+    let end = ConfigurationEnd {
+        stopsign: stopsign_2(),
+        stop_idx: 3,
+        accepted_round: B1,
+    };
+    let storage = || {
+        let mut s = MemoryStorage::default();
+        s.set_previous_configuration_end(Some(end.clone())).unwrap();
+        s.append_entries(vec![E(1)]).unwrap();
+        s.set_decided_idx(1).unwrap();
+        s
+    };
+    let config = OmniPaxosConfig {
+        configuration_id: CONFIG + 1,
+        pid: 2,
+        peers: vec![1, 3],
+        ..Default::default()
+    };
+    let mut n: Node = config.clone().build(storage()).unwrap();
+    assert!(n.is_migrating());
+    let status = n.get_migration_status().unwrap();
+    assert_eq!(
+        (status.log_len, status.started_at, status.stored_idx),
+        (Some(3), 1, 1)
+    );
+    let asked: Vec<(u64, PullLog)> = n
+        .outgoing_messages()
+        .into_iter()
+        .filter_map(|m| match m {
+            Message::SequencePaxos(PaxosMessage {
+                to,
+                msg: PaxosMsg::PullLog(p),
+                ..
+            }) => Some((to, p)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        asked,
+        vec![
+            (
+                1,
+                PullLog {
+                    from_idx: 1,
+                    to_idx: 2
+                }
+            ),
+            (
+                3,
+                PullLog {
+                    from_idx: 2,
+                    to_idx: 3
+                }
+            ),
+        ]
+    );
+    let b2 = Ballot {
+        n: 2,
+        priority: 0,
+        pid: 1,
+    };
+    n.handle_incoming(sp(1, 2, PaxosMsg::Prepare(prepare_empty(b2))));
+    assert_eq!(
+        n.get_promise(),
+        Ballot::default(),
+        "a joiner promises nothing"
+    );
+    assert!(
+        n.outgoing_messages().iter().all(
+            |m| !matches!(m, Message::SequencePaxos(p) if matches!(p.msg, PaxosMsg::Promise(_)))
+        )
+    );
+    let refused = config.build_joining::<E, _>(
+        storage(),
+        Migration {
+            log_len: 5,
+            sources: vec![1],
+        },
+    );
+    assert!(
+        refused.is_err_and(|e| e.to_string().contains("migration.log_len")),
+        "a log length other than the recorded one is refused"
     );
 }

@@ -10,7 +10,7 @@ use omnipaxos::{
     Ballot, Migration, OmniPaxos, OmniPaxosConfig,
     messages::*,
     storage::{Entry, NoSnapshot},
-    util::{LogEntry, NodeId},
+    util::{LogEntry, NodeId, StopSign},
 };
 use omnipaxos_storage::memory_storage::MemoryStorage;
 use std::collections::BTreeMap;
@@ -494,6 +494,26 @@ fn pulls_are_served_only_to_members_once_per_take_and_in_bounded_parts() {
     let out = c.node(f).outgoing_messages();
     assert!(pull_replies(&out, 99).is_empty());
     assert_eq!(pull_replies(&out, m).len(), 1);
+    // Pulls of many ranges queue at most four replies (a puller's window).
+    for _ in 0..50 {
+        for from_idx in 0..5 {
+            c.inject(sp(
+                m,
+                f,
+                PaxosMsg::PullLog(PullLog {
+                    from_idx,
+                    to_idx: 5,
+                }),
+            ));
+        }
+    }
+    let out = c.node(f).outgoing_messages();
+    let replies = pull_replies(&out, m);
+    assert_eq!(replies.len(), 4);
+    assert_eq!(
+        replies.iter().map(|r| r.from_idx).collect::<Vec<_>>(),
+        vec![0, 1, 2, 3]
+    );
 
     // A reply carries at most `buffer_size` entries.
     let mut small: OmniPaxos<E, MemoryStorage<E>> = OmniPaxosConfig {
@@ -561,7 +581,12 @@ fn a_pull_reply_from_a_server_not_asked_or_for_another_range_is_ignored() {
         })
         .collect();
     assert_eq!(asks.len(), 2, "{asks:?}");
-    let reply = |from: NodeId, from_idx: u64, to_idx: u64| {
+    let ended = StopSignDecided {
+        ss: StopSign::with(CONFIG + 1, vec![1, 2, 4], None),
+        stop_idx: 10,
+        n_accepted: Ballot::default(),
+    };
+    let reply_saying = |from: NodeId, from_idx: u64, to_idx: u64, ss: Option<StopSignDecided>| {
         Message::SequencePaxos(PaxosMessage {
             configuration_id: CONFIG + 1,
             from,
@@ -571,11 +596,46 @@ fn a_pull_reply_from_a_server_not_asked_or_for_another_range_is_ignored() {
                 to_idx,
                 snapshot: None,
                 entries: (from_idx..to_idx).map(E).collect(),
-                stopsign: None,
+                stopsign: ss,
             }),
         })
     };
+    let reply = |from, from_idx, to_idx| reply_saying(from, from_idx, to_idx, Some(ended.clone()));
     let (first, second) = (asks[0], asks[1]);
+    // Before the joiner knows how the previous configuration ended (a reply
+    // that does not say, or says it ended elsewhere, or without this server,
+    // does not tell it), nothing pulled is stored: the entries wait.
+    let mut elsewhere = ended.clone();
+    elsewhere.stop_idx = 9;
+    let mut without_us = ended.clone();
+    without_us.ss = StopSign::with(CONFIG + 1, vec![1, 2, 3], None);
+    for ss in [None, Some(elsewhere), Some(without_us)] {
+        joiner.handle_incoming(reply_saying(first.0, first.1.from_idx, first.1.to_idx, ss));
+    }
+    assert_eq!(joiner.get_decided_idx(), 0);
+    assert_eq!(joiner.get_migration_status().unwrap().stored_idx, 0);
+    // Indices at the ends of the range, and a reply whose entries do not
+    // match its range: ignored, without overflow.
+    for (f, t, n) in [
+        (u64::MAX, u64::MAX, 0),
+        (0, u64::MAX, 1),
+        (5, 2, 3),
+        (0, 5, 4),
+    ] {
+        joiner.handle_incoming(Message::SequencePaxos(PaxosMessage {
+            configuration_id: CONFIG + 1,
+            from: first.0,
+            to: 4,
+            msg: PaxosMsg::PullLogReply(PullLogReply {
+                from_idx: f,
+                to_idx: t,
+                snapshot: None,
+                entries: (0..n).map(E).collect(),
+                stopsign: Some(ended.clone()),
+            }),
+        }));
+    }
+    assert_eq!(joiner.get_decided_idx(), 0);
     // From a server nobody asked, and a reply overlapping two slices with
     // no snapshot: both ignored.
     joiner.handle_incoming(reply(3, first.1.from_idx, first.1.to_idx));

@@ -95,6 +95,10 @@ pub struct NodeStatus {
     /// the previous one ended and pulling its log (see
     /// [`NodeConfig::set_join_sources`]). It neither votes nor leads until done.
     pub joining: bool,
+    /// While `joining`, how the pull goes: stage, log length, what is
+    /// stored, memory held, each source's parts and whether the pull
+    /// stalled (see [`OmniPaxos::get_migration_status`](omnipaxos::OmniPaxos::get_migration_status)).
+    pub migration: Option<omnipaxos::MigrationStatus>,
     /// The stop-sign that ended this node's configuration, once decided. A
     /// node of the next configuration moves into it by itself (see
     /// [`OmniPaxosNode::reconfigure`]): then `configuration_id` changes
@@ -1311,6 +1315,7 @@ where
             set!(accepted_idx, op.get_accepted_idx());
             set!(compacted_idx, op.get_compacted_idx());
             set!(joining, op.is_migrating());
+            set!(migration, op.get_migration_status());
             set!(stopped, stopped);
             set!(dropped_messages, dropped);
             if s.members != self.members {

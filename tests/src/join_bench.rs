@@ -95,8 +95,9 @@ pub struct JoinBenchOptions {
     pub latency_us: u64,
     /// Virtual time between two ticks of every server, in microseconds.
     pub tick_interval_us: u64,
-    /// `buffer_size` of every server: a source answers a pull with at most
-    /// this many entries, the joiner asks again for the rest.
+    /// `buffer_size` and `max_entries_per_message` of every server: a source
+    /// answers a pull with at most this many entries, and the joiner asks
+    /// for parts of at most this many.
     ///
     /// The default is 1024 (1 MiB replies, 8 ms at 1 Gbit/s), not the
     /// config's 100,000: with entries of 1 KiB that is a 100 MB reply, 0.8 s
@@ -602,6 +603,10 @@ fn config(o: &JoinBenchOptions, id: u32, pid: NodeId, members: &[NodeId]) -> Omn
         pid,
         peers: members.iter().copied().filter(|&p| p != pid).collect(),
         buffer_size: o.buffer_size,
+        // A pull reply carries at most this many entries (and at most
+        // `max_message_bytes`, by `size_hint`, which for `Payload` is its
+        // in-memory size: the entry bound is the one that applies).
+        max_entries_per_message: o.buffer_size,
         batch_size: 1,
         resend_message_tick_timeout: o.resend_message_tick_timeout,
         ..Default::default()

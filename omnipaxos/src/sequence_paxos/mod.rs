@@ -170,6 +170,10 @@ where
     synced_len: u64,
     /// Follower: the last sequence number received from the leader.
     last_seq: SequenceNumber,
+    /// Follower: messages of the leader's current session that came ahead
+    /// of one still missing (the network reordered them), at most
+    /// [`MAX_EARLY`]; handled once the missing one arrives.
+    early: Vec<PaxosMessage<T>>,
     /// Proposals waiting for a leader (or for this leader's prepare phase to end).
     pending: Vec<T>,
     /// The tag of each entry in `pending`.
@@ -198,10 +202,11 @@ where
     open_accepted: Option<usize>,
     /// Follower: index, in the outgoing buffer, of a `ProposalForward` not yet taken.
     open_forward: Option<usize>,
-    /// The servers a pull reply waits for in the outgoing buffer: one per
-    /// puller until the driver takes them, so that a burst of pulls queues
-    /// no more than one reply each.
-    pull_replies: Vec<NodeId>,
+    /// The pull replies waiting in the outgoing buffer, as `(puller, first
+    /// index asked)`: at most `MAX_QUEUED_PULL_REPLIES` per puller, and one
+    /// per range, until the driver takes them, so that a burst of pulls
+    /// queues no more than a puller's window of replies.
+    pull_replies: Vec<(NodeId, u64)>,
     /// Leader: recently appended forwarded batches, so that a retried batch
     /// is acknowledged rather than appended twice.
     recent_forwards: RecentForwards,
@@ -327,6 +332,7 @@ where
             open_forward: None,
             pull_replies: Vec::new(),
             last_seq: SequenceNumber::default(),
+            early: Vec::new(),
             pending: Vec::with_capacity(config.batch_size),
             pending_tags: Vec::new(),
             batch: Vec::with_capacity(config.batch_size),
@@ -364,17 +370,6 @@ where
     ) {
         let r = self.handle_pull_log(from, req, previous);
         self.guard(r);
-    }
-
-    /// Installs a log pulled while joining a configuration, with how the
-    /// previous configuration ended if a source said (`previous_end`).
-    pub(crate) fn install_pulled(
-        &mut self,
-        p: crate::migration::Pulled<T>,
-        previous_end: Option<crate::util::ConfigurationEnd>,
-    ) -> StorageResult<()> {
-        self.storage
-            .install_pulled(p.snapshot, p.start, p.entries, p.log_len, previous_end)
     }
 
     /// Records a storage failure from outside the message handlers.
@@ -612,10 +607,14 @@ where
     /// entry); empty at the end of the log. Read a little at a time, so that
     /// large entries are not read only to be left out.
     pub(super) fn read_chunk(&self, from: u64) -> StorageResult<Vec<T>> {
+        self.read_chunk_until(from, self.storage.log_len())
+    }
+
+    /// [`read_chunk`](Self::read_chunk), ending at `to` at the latest.
+    pub(super) fn read_chunk_until(&self, from: u64, to: u64) -> StorageResult<Vec<T>> {
         const READ_STEP: u64 = 256;
-        let end = self
-            .storage
-            .log_len()
+        let end = to
+            .min(self.storage.log_len())
             .min(from.saturating_add(self.max_entries_per_message as u64));
         let mut chunk = Vec::new();
         let mut bytes = 0usize;
@@ -690,6 +689,59 @@ where
         if self.is_halted() {
             return;
         }
+        let Some(msg) = self.hold_if_early(msg) else {
+            return;
+        };
+        self.dispatch(msg);
+        // What came early and is next now.
+        while let Some(i) = self.early.iter().position(|m| {
+            seq_of(m).is_some_and(|s| {
+                s.session == self.last_seq.session
+                    && Some(s.counter) == self.last_seq.counter.checked_add(1)
+            })
+        }) {
+            let next = self.early.swap_remove(i);
+            self.dispatch(next);
+        }
+        let (promise, following) = (
+            self.storage.promise(),
+            self.phase == Phase::Accept && self.role == Role::Follower,
+        );
+        let last = self.last_seq;
+        self.early.retain(|m| {
+            following
+                && ballot_of(m) == Some(promise)
+                && seq_of(m).is_some_and(|s| s.session == last.session && s.counter > last.counter)
+        });
+    }
+
+    /// A follower keeps a message of its leader's current session that
+    /// comes ahead of one still missing (at most [`MAX_EARLY`] of them)
+    /// instead of asking to be synchronised again at once: a network that
+    /// reorders would otherwise restart a long catch-up over and over. A
+    /// message further ahead, or one more, is a gap as before (a lost
+    /// message shows as one once a few later ones arrived).
+    fn hold_if_early(&mut self, msg: PaxosMessage<T>) -> Option<PaxosMessage<T>> {
+        let (Some(n), Some(seq)) = (ballot_of(&msg), seq_of(&msg)) else {
+            return Some(msg);
+        };
+        let early = self.role == Role::Follower
+            && self.phase == Phase::Accept
+            && n == self.storage.promise()
+            && msg.from == n.pid
+            && seq.session == self.last_seq.session
+            && seq.counter > self.last_seq.counter.saturating_add(1)
+            && seq.counter <= self.last_seq.counter.saturating_add(1 + MAX_EARLY as u64)
+            && self.early.len() < MAX_EARLY
+            && !self.early.iter().any(|m| seq_of(m) == Some(seq));
+        if early {
+            self.early.push(msg);
+            return None;
+        }
+        Some(msg)
+    }
+
+    fn dispatch(&mut self, msg: PaxosMessage<T>) {
         let from = msg.from;
         let result = match msg.msg {
             PaxosMsg::PrepareReq(req) => {
@@ -858,5 +910,31 @@ where
             let to = self.peers[i];
             self.send(to, PaxosMsg::PrepareReq(crate::messages::PrepareReq { n }));
         }
+    }
+}
+
+/// How many messages of the leader's session a follower holds that came
+/// ahead of a missing one (see `SequencePaxos::hold_if_early`): fewer than
+/// the catch-up chunks a leader has in flight (4), so that a lost chunk
+/// still shows as a gap once the later ones arrived.
+const MAX_EARLY: usize = 2;
+
+/// The position in the leader's session of a message that has one.
+fn seq_of<T: Entry>(m: &PaxosMessage<T>) -> Option<SequenceNumber> {
+    match &m.msg {
+        PaxosMsg::AcceptDecide(a) => Some(a.seq_num),
+        PaxosMsg::Decide(d) => Some(d.seq_num),
+        PaxosMsg::AcceptStopSign(a) => Some(a.seq_num),
+        _ => None,
+    }
+}
+
+/// The ballot of a message that [`seq_of`] places in a session.
+fn ballot_of<T: Entry>(m: &PaxosMessage<T>) -> Option<Ballot> {
+    match &m.msg {
+        PaxosMsg::AcceptDecide(a) => Some(a.n),
+        PaxosMsg::Decide(d) => Some(d.n),
+        PaxosMsg::AcceptStopSign(a) => Some(a.n),
+        _ => None,
     }
 }

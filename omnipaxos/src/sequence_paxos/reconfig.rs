@@ -26,6 +26,7 @@ use crate::{
     errors::{ConfigError, ProposeErr, ReconfigurationRequest},
     logging::log,
     messages::{AcceptStopSign, PaxosMsg, PullLog, PullLogReply, StopSignDecided},
+    migration::MAX_QUEUED_PULL_REPLIES,
     storage::{Entry, Storage, StorageResult},
     util::{MAX_LOG_INDEX, NodeId, StopSign},
 };
@@ -164,9 +165,14 @@ where
         Ok(())
     }
 
-    /// A server joining a later configuration pulls a slice of our decided
-    /// log. Only decided entries are served; a slice we have not decided (or
+    /// A server joining a later configuration pulls a part of our decided
+    /// log. Only decided entries are served; a part we have not decided (or
     /// trimmed without a snapshot) goes unanswered and the joiner asks another.
+    /// A reply holds at most `max_entries_per_message` entries and
+    /// `max_message_bytes` (by `Entry::size_hint`, at least one entry), and
+    /// at most `MAX_QUEUED_PULL_REPLIES` replies (one per range asked) wait
+    /// for one puller until the driver takes the outgoing messages: what a
+    /// burst of pulls costs is bounded by the puller's window.
     ///
     /// The reply also says how the configuration the joiner joins began
     /// (this one's stop-sign, once decided here, or `previous`, how the one
@@ -178,23 +184,16 @@ where
         previous: Option<&StopSignDecided>,
     ) -> StorageResult<()> {
         let decided = self.storage.decided_idx().min(self.storage.log_len());
+        let queued = self.pull_replies.iter().filter(|(p, _)| *p == from).count();
         if self.is_halted()
             || req.from_idx >= req.to_idx
             || req.to_idx > decided
             || !self.may_pull(from)
-            || self.pull_replies.contains(&from)
+            || queued >= MAX_QUEUED_PULL_REPLIES
+            || self.pull_replies.contains(&(from, req.from_idx))
         {
             return Ok(());
         }
-        // At most `buffer_size` entries per reply; the puller asks for the
-        // rest when this part arrives.
-        let to_idx = req
-            .to_idx
-            .min(req.from_idx.saturating_add(self.buffer_size as u64));
-        let req = PullLog {
-            from_idx: req.from_idx,
-            to_idx,
-        };
         let compacted = self.storage.compacted_idx();
         let (from_idx, snapshot) = if req.from_idx < compacted {
             match self.storage.get_snapshot()? {
@@ -204,16 +203,28 @@ where
         } else {
             (req.from_idx, None)
         };
-        let entries = self.storage.get_entries(from_idx, req.to_idx)?;
+        // At most `max_entries_per_message` entries and `max_message_bytes`
+        // (at least one entry) per reply; the puller asks for the rest.
+        let entries = if from_idx < req.to_idx {
+            self.read_chunk_until(from_idx, req.to_idx)?
+        } else {
+            Vec::new()
+        };
+        // A snapshot alone answers for the whole range asked.
+        let to_idx = if entries.is_empty() {
+            req.to_idx
+        } else {
+            from_idx + entries.len() as u64
+        };
         let reply = PullLogReply {
             from_idx,
-            to_idx: req.to_idx,
+            to_idx,
             snapshot,
             entries,
             stopsign: self.stopsign_decided_msg().or_else(|| previous.cloned()),
         };
         self.send(from, PaxosMsg::PullLogReply(reply));
-        self.pull_replies.push(from);
+        self.pull_replies.push((from, req.from_idx));
         Ok(())
     }
 

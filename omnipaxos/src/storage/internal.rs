@@ -179,41 +179,49 @@ where
         Ok(())
     }
 
-    /// Installs a log pulled from the previous configuration: a snapshot of
-    /// `0..start` if there is one, the entries `start..log_len`, all decided,
-    /// and how the previous configuration ended if a source said so
-    /// (`previous_end`), in one write.
-    pub(crate) fn install_pulled(
+    /// Writes a part of a log pulled from the previous configuration: a
+    /// snapshot of `0..start` if there is one, then `entries` from `start`
+    /// on, all decided, in one write. Without a snapshot, `start` is the
+    /// decided index: the pulled log grows from what is stored, and whatever
+    /// lies past it (nothing the protocol wrote: a joiner accepts nothing)
+    /// is replaced.
+    pub(crate) fn append_pulled(
         &mut self,
         snapshot: Option<T::Snapshot>,
         start: u64,
         entries: Vec<T>,
-        log_len: u64,
-        previous_end: Option<ConfigurationEnd>,
     ) -> StorageResult<()> {
-        debug_assert_eq!(start + entries.len() as u64, log_len);
-        let mut ops = Vec::with_capacity(6);
+        debug_assert!(
+            snapshot.is_some() || start == self.decided_idx,
+            "a pulled part continues the decided log"
+        );
+        let end = start + entries.len() as u64;
+        let mut ops = Vec::with_capacity(5);
         let has_snapshot = snapshot.is_some();
         if let Some(s) = snapshot {
             ops.push(StorageOp::SetSnapshot(Some(s)));
             ops.push(StorageOp::Trim(start));
             ops.push(StorageOp::SetCompactedIdx(start));
         }
-        ops.push(StorageOp::AppendOnPrefix(start, entries));
-        ops.push(StorageOp::SetDecidedIndex(log_len));
-        let previous_end = previous_end.filter(|e| self.previous_end.as_ref() != Some(e));
-        if let Some(end) = &previous_end {
-            ops.push(StorageOp::SetPreviousConfigurationEnd(Some(end.clone())));
+        let log_end = if has_snapshot {
+            self.log_len.max(start)
+        } else {
+            self.log_len
+        };
+        if start == log_end && !entries.is_empty() {
+            ops.push(StorageOp::AppendEntries(entries));
+        } else if start != log_end {
+            ops.push(StorageOp::AppendOnPrefix(start, entries));
+        }
+        if end != self.decided_idx {
+            ops.push(StorageOp::SetDecidedIndex(end));
         }
         self.storage.write_atomically(ops)?;
-        if previous_end.is_some() {
-            self.previous_end = previous_end;
-        }
         if has_snapshot {
             self.compacted_idx = start;
         }
-        self.log_len = log_len;
-        self.decided_idx = log_len;
+        self.log_len = end;
+        self.decided_idx = end;
         Ok(())
     }
 

@@ -195,7 +195,11 @@ pub trait Storage<T: Entry> {
     /// [`write_atomically`](Self::write_atomically) batch that drops the old
     /// configuration's stop-sign and ballots, and when a server of the new
     /// configuration that did not know it (a joiner, or one whose storage
-    /// predates the slot) learns it from a peer. It reads it back when it is
+    /// predates the slot) learns it from a peer. A joiner writes it before
+    /// it stores any pulled entry: a storage whose decided index is below
+    /// the recorded `stop_idx` (and that promised nothing) belongs to a
+    /// server still pulling the previous configuration's log, and the server
+    /// built on it pulls on before it takes part. It reads it back when it is
     /// built on the storage, so that after a restart the server can still
     /// tell servers that missed the end of the previous configuration (they
     /// would otherwise have nobody to learn it from). It is independent of

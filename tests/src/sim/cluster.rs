@@ -457,6 +457,20 @@ impl SimCluster {
     /// crashed starts pulling again.
     #[track_caller]
     pub fn restart(&mut self, pid: NodeId) {
+        self.restart_built(pid, false);
+    }
+
+    /// Restarts crashed server `pid` as [`restart`](Self::restart) does, but
+    /// always with plain `OmniPaxosConfig::build`, as a driver that does not
+    /// remember that the server was joining would: a storage that records an
+    /// unfinished pull must make it pull on by itself (from its new peers).
+    #[track_caller]
+    pub fn restart_with_plain_build(&mut self, pid: NodeId) {
+        self.restart_built(pid, true);
+    }
+
+    #[track_caller]
+    fn restart_built(&mut self, pid: NodeId, plain: bool) {
         assert!(
             self.sim_node(pid).paxos.is_none(),
             "server {pid} is running; crash it first"
@@ -467,7 +481,8 @@ impl SimCluster {
         let node = self.sim_node_mut(pid);
         let config = node.config.clone();
         let storage = node.storage.clone();
-        let mut paxos = match node.migration.clone() {
+        let migration = if plain { None } else { node.migration.clone() };
+        let mut paxos = match migration {
             Some(m) if ask && !m.sources.is_empty() => {
                 config.build_joining_from(storage, m.sources)
             }
