@@ -472,29 +472,18 @@ async fn demo(args: DemoArgs) -> ExitCode {
     opts.ui = args.ui;
     // Dropping the demo's future on Ctrl-C drops its cluster, which kills
     // the servers and removes their directories.
-    if args.replace {
-        return tokio::select! {
-            r = run_replace_demo(&opts) => match r {
-                Ok(report) => {
-                    println!("{}", report.summary());
-                    println!("OK: every check passed");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("FAILED: {e}");
-                    ExitCode::FAILURE
-                }
-            },
-            () = interrupted() => {
-                eprintln!("interrupted: the servers are stopped and their directories removed");
-                ExitCode::from(130)
-            }
-        };
-    }
+    let replace = args.replace;
+    let run = async {
+        if replace {
+            run_replace_demo(&opts).await.map(|r| r.summary())
+        } else {
+            run_demo(&opts).await.map(|r| r.summary())
+        }
+    };
     tokio::select! {
-        r = run_demo(&opts) => match r {
-            Ok(report) => {
-                println!("{}", report.summary());
+        r = run => match r {
+            Ok(summary) => {
+                println!("{summary}");
                 println!("OK: every check passed");
                 ExitCode::SUCCESS
             }

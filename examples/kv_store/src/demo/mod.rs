@@ -635,28 +635,46 @@ async fn progress(out: Printer, w: Arc<Workload>, t0: Instant) {
     }
 }
 
+/// The first lines of a demo's closing summary: "results", then throughput
+/// and latency (`ops` is `(writes, reads)`, `load` is `(clients, retries)`).
+fn load_lines(
+    s: &mut String,
+    throughput: f64,
+    ops: (&Latency, &Latency),
+    duration: Duration,
+    load: (usize, u64),
+) {
+    let (writes, reads) = ops;
+    let _ = writeln!(s, "results");
+    let _ = writeln!(
+        s,
+        "  throughput   {throughput:.0} ops/s ({} writes + {} linearizable reads in {:.1} s, {} clients, {} retried)",
+        writes.count,
+        reads.count,
+        duration.as_secs_f64(),
+        load.0,
+        load.1
+    );
+    let _ = writeln!(
+        s,
+        "  latency      writes p50 {} p99 {}; reads p50 {} p99 {}",
+        ms1(writes.p50),
+        ms1(writes.p99),
+        ms1(reads.p50),
+        ms1(reads.p99)
+    );
+}
+
 impl DemoReport {
     /// The closing summary, as printed by the CLI.
     pub fn summary(&self) -> String {
         let mut s = String::new();
-        let _ = writeln!(s, "results");
-        let _ = writeln!(
-            s,
-            "  throughput   {:.0} ops/s ({} writes + {} linearizable reads in {:.1} s, {} clients, {} retried)",
+        load_lines(
+            &mut s,
             self.throughput,
-            self.writes.count,
-            self.reads.count,
-            self.duration.as_secs_f64(),
-            self.clients,
-            self.retries
-        );
-        let _ = writeln!(
-            s,
-            "  latency      writes p50 {} p99 {}; reads p50 {} p99 {}",
-            ms1(self.writes.p50),
-            ms1(self.writes.p99),
-            ms1(self.reads.p50),
-            ms1(self.reads.p99)
+            (&self.writes, &self.reads),
+            self.duration,
+            (self.clients, self.retries),
         );
         let _ = writeln!(
             s,

@@ -5,8 +5,8 @@
 //! writes, and reads every acknowledged write back through the new server.
 
 use super::{
-    DemoError, DemoOptions, ELECTION_WAIT, Latency, Printer, Workload, client_loop, lock, ms, ms1,
-    progress,
+    DemoError, DemoOptions, ELECTION_WAIT, Latency, Printer, Workload, client_loop, load_lines,
+    lock, ms, progress,
 };
 use crate::{
     api::MembersChange,
@@ -273,24 +273,12 @@ impl ReplaceReport {
     /// The closing summary, as printed by the CLI.
     pub fn summary(&self) -> String {
         let mut s = String::new();
-        let _ = writeln!(s, "results");
-        let _ = writeln!(
-            s,
-            "  throughput   {:.0} ops/s ({} writes + {} linearizable reads in {:.1} s, {} clients, {} retried)",
+        load_lines(
+            &mut s,
             self.throughput,
-            self.writes.count,
-            self.reads.count,
-            self.duration.as_secs_f64(),
-            self.clients,
-            self.retries
-        );
-        let _ = writeln!(
-            s,
-            "  latency      writes p50 {} p99 {}; reads p50 {} p99 {}",
-            ms1(self.writes.p50),
-            ms1(self.writes.p99),
-            ms1(self.reads.p50),
-            ms1(self.reads.p99)
+            (&self.writes, &self.reads),
+            self.duration,
+            (self.clients, self.retries),
         );
         let _ = writeln!(
             s,
