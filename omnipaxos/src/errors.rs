@@ -140,6 +140,20 @@ pub enum ProposeErr<T> {
 }
 
 impl<T> ProposeErr<T> {
+    /// The same refusal without the entry it hands back: a driver that
+    /// keeps the entry elsewhere (or has no use for it) can pass the reason
+    /// on as a plain value.
+    pub fn without_entry(self) -> ProposeErr<()> {
+        match self {
+            Self::PendingReconfigEntry(_) => ProposeErr::PendingReconfigEntry(()),
+            Self::PendingReconfigConfig(rc) => ProposeErr::PendingReconfigConfig(rc),
+            Self::InvalidReconfiguration(e) => ProposeErr::InvalidReconfiguration(e),
+            Self::BufferFull(_) => ProposeErr::BufferFull(()),
+            Self::StorageFailure(_) => ProposeErr::StorageFailure(()),
+            Self::NotPersisted(e) => ProposeErr::NotPersisted(e),
+        }
+    }
+
     /// Gives the rejected entry back, if the proposal was an entry.
     pub fn into_entry(self) -> Option<T> {
         match self {

@@ -1,15 +1,16 @@
 //! [`RuntimeError`]: why a runtime call did not succeed.
 
 use omnipaxos::{
-    errors::{CompactionErr, ConfigError, StorageError},
-    util::{NodeId, StopSign},
+    errors::{CompactionErr, ConfigError, ProposeErr, StorageError},
+    util::StopSign,
 };
 
 /// Why a call on an [`OmniPaxosNode`](crate::OmniPaxosNode) did not succeed.
 ///
 /// For an append the variants say what is known of the entry:
-/// [`NoLeader`](Self::NoLeader), [`BufferFull`](Self::BufferFull) and
-/// [`Rejected`](Self::Rejected) mean it never entered the log;
+/// [`NoLeader`](Self::NoLeader), [`BufferFull`](Self::BufferFull),
+/// [`ReconfigurationPending`](Self::ReconfigurationPending) and
+/// [`Refused`](Self::Refused) mean it never entered the log;
 /// [`Timeout`](Self::Timeout), [`Reconfigured`](Self::Reconfigured) and
 /// [`ShutDown`](Self::ShutDown) after the entry was handed to the protocol
 /// mean the outcome is unknown (it may still be decided), so a retry must be
@@ -77,17 +78,16 @@ pub enum RuntimeError {
     /// servers. The configuration keeps serving.
     #[error("invalid reconfiguration: {0}")]
     InvalidReconfiguration(ConfigError),
-    /// Another reconfiguration is under way (its stop-sign is in the log or
-    /// proposed); this one was not proposed. Wait for the next configuration.
-    #[error("another reconfiguration is under way")]
+    /// A reconfiguration is under way: its stop-sign is proposed or in the
+    /// log, not yet decided. A second reconfiguration, or an append or
+    /// linearizable read that met it, was not carried out; retry in the
+    /// next configuration once [`reconfigure`](crate::OmniPaxosNode::reconfigure)
+    /// of the first resolves.
+    #[error("a reconfiguration is under way; retry in the next configuration")]
     ReconfigurationPending,
-    /// The protocol refused the request; the message says why.
-    #[error("rejected: {0}")]
-    Rejected(String),
-    /// This server does not lead, and the call needs the leader.
-    #[error("not the leader (leader: {leader:?})")]
-    NotLeader {
-        /// The leader, if one is known.
-        leader: Option<NodeId>,
-    },
+    /// The protocol refused the proposal for a reason the variants above do
+    /// not name (a kind of refusal added to [`ProposeErr`] after this
+    /// runtime was written); the entry was not proposed.
+    #[error("refused: {0}")]
+    Refused(ProposeErr<()>),
 }

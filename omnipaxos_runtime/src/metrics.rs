@@ -74,8 +74,9 @@ pub struct OutcomeCounts {
     /// Failed with [`RuntimeError::Storage`]: a storage write failed and the
     /// node stopped acting.
     pub storage_failure: u64,
-    /// Refused by the protocol ([`RuntimeError::Rejected`],
-    /// [`RuntimeError::NotLeader`], [`RuntimeError::Compaction`]).
+    /// Refused by the protocol ([`RuntimeError::Refused`],
+    /// [`RuntimeError::InvalidReconfiguration`],
+    /// [`RuntimeError::ReconfigurationPending`], [`RuntimeError::Compaction`]).
     pub rejected: u64,
     /// Failed because the node never started ([`RuntimeError::Config`],
     /// [`RuntimeError::NoRuntime`]).
@@ -144,10 +145,9 @@ impl Outcome {
             RuntimeError::ReconfigurationIncomplete { .. } => Self::Timeout,
             RuntimeError::ShutDown => Self::ShutDown,
             RuntimeError::Storage(_) => Self::StorageFailure,
-            RuntimeError::Rejected(_)
+            RuntimeError::Refused(_)
             | RuntimeError::InvalidReconfiguration(_)
             | RuntimeError::ReconfigurationPending
-            | RuntimeError::NotLeader { .. }
             | RuntimeError::Compaction(_) => Self::Rejected,
             RuntimeError::Config(_) | RuntimeError::NoRuntime => Self::NotStarted,
         }
@@ -278,7 +278,7 @@ mod tests {
         late.finish(&Err::<u64, _>(RuntimeError::Timeout));
         drop(CallRecord::start(&counters, CallKind::Append));
         let mut read = CallRecord::start(&counters, CallKind::Read);
-        read.finish(&Err::<u64, _>(RuntimeError::NotLeader { leader: None }));
+        read.finish(&Err::<u64, _>(RuntimeError::ReconfigurationPending));
 
         let m = counters.snapshot(7, 1);
         let appends = OutcomeCounts {

@@ -319,9 +319,7 @@ where
                     // The stop-sign is in the log; it may not be decided yet.
                     let e = match self.op.is_reconfigured() {
                         Some(ss) => RuntimeError::Reconfigured(ss),
-                        None => RuntimeError::Rejected(
-                            "a reconfiguration is under way; read in the next configuration".into(),
-                        ),
+                        None => RuntimeError::ReconfigurationPending,
                     };
                     let _ = reply.send(Err(e));
                 }
@@ -392,11 +390,9 @@ where
             ProposeErr::PendingReconfigConfig(_) => RuntimeError::ReconfigurationPending,
             ProposeErr::PendingReconfigEntry(_) => match self.op.is_reconfigured() {
                 Some(ss) => RuntimeError::Reconfigured(ss),
-                None => RuntimeError::Rejected(
-                    "a reconfiguration is under way; append in the next configuration".into(),
-                ),
+                None => RuntimeError::ReconfigurationPending,
             },
-            other => RuntimeError::Rejected(other.to_string()),
+            other => RuntimeError::Refused(other.without_entry()),
         }
     }
 

@@ -243,16 +243,15 @@ impl ApiError {
                 NotApplied,
                 "no leader is reachable; retry when the cluster has a majority".to_owned(),
             ),
-            RuntimeError::NotLeader { .. } => {
-                (unavailable, "not_leader", NotApplied, e.to_string())
-            }
             RuntimeError::BufferFull => (
                 unavailable,
                 "busy",
                 NotApplied,
                 "too many requests are waiting for a leader; retry later".to_owned(),
             ),
-            RuntimeError::Rejected(_) => (unavailable, "rejected", NotApplied, e.to_string()),
+            RuntimeError::Refused(_) | RuntimeError::ReconfigurationPending => {
+                (unavailable, "rejected", NotApplied, e.to_string())
+            }
             RuntimeError::Timeout => (
                 unavailable,
                 "timeout",
@@ -673,7 +672,6 @@ async fn change_members(
     });
     let rc = PeerAddresses::new(addrs).request(members);
     let ss = s.node.reconfigure(rc).await.map_err(|e| match e {
-        RuntimeError::Rejected(_) => conflict("rejected", e.to_string()),
         // E.g. new servers that would be a majority of the next
         // configuration: a `--join` server starts its node only once a
         // decided change names it, so change one server at a time.
