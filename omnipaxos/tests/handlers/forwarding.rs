@@ -1,0 +1,199 @@
+//! Proposals forwarded from a follower to the leader, their
+//! acknowledgements, and retries.
+
+use crate::fixtures::*;
+use omnipaxos::messages::*;
+use pretty_assertions::assert_eq;
+
+#[test]
+fn follower_forwards_a_proposal_to_the_leader() {
+    let mut f = synced_follower(vec![], 0);
+    f.append(E(42)).unwrap();
+    assert_eq!(
+        paxos_out(&mut f),
+        vec![sp(
+            2,
+            1,
+            PaxosMsg::ProposalForward(ProposalForward {
+                n: B1,
+                id: ForwardId {
+                    ballot: B1,
+                    session: 1,
+                    seq: 1
+                },
+                entries: vec![E(42)],
+            })
+        )]
+    );
+}
+
+#[test]
+fn leader_appends_a_forwarded_batch_once_and_acknowledges_every_retry() {
+    let mut l = leader_with_follower_2();
+    let fwd = || {
+        sp(
+            3,
+            1,
+            PaxosMsg::ProposalForward(ProposalForward {
+                n: B1,
+                id: ForwardId {
+                    ballot: B1,
+                    session: 7,
+                    seq: 4,
+                },
+                entries: vec![E(1), E(2)],
+            }),
+        )
+    };
+    l.handle_incoming(fwd());
+    let out = paxos_out(&mut l);
+    assert!(out.contains(&sp(
+        1,
+        3,
+        PaxosMsg::ProposalAck(ProposalAck {
+            n: B1,
+            id: ForwardId {
+                ballot: B1,
+                session: 7,
+                seq: 4
+            },
+            first_idx: 0
+        })
+    )));
+    l.handle_incoming(fwd());
+    assert_eq!(
+        paxos_out(&mut l),
+        vec![sp(
+            1,
+            3,
+            PaxosMsg::ProposalAck(ProposalAck {
+                n: B1,
+                id: ForwardId {
+                    ballot: B1,
+                    session: 7,
+                    seq: 4
+                },
+                first_idx: 0
+            })
+        )]
+    );
+    assert_eq!(
+        l.read_entries(..).unwrap().len(),
+        2,
+        "the retry was not appended again"
+    );
+}
+
+#[test]
+fn leader_appends_a_batch_from_a_restarted_origin_that_reuses_a_seq() {
+    // The origin restarted: its batch numbers count from 1 again, but it was
+    // synchronised in a new session, so the id differs and the batch is new.
+    let mut l = leader_with_follower_2();
+    let fwd = |session| {
+        sp(
+            3,
+            1,
+            PaxosMsg::ProposalForward(ProposalForward {
+                n: B1,
+                id: ForwardId {
+                    ballot: B1,
+                    session,
+                    seq: 1,
+                },
+                entries: vec![E(session)],
+            }),
+        )
+    };
+    l.handle_incoming(fwd(1));
+    l.handle_incoming(fwd(2));
+    let acks: Vec<_> = paxos_out(&mut l)
+        .into_iter()
+        .filter(|m| {
+            matches!(
+                m,
+                Message::SequencePaxos(PaxosMessage {
+                    msg: PaxosMsg::ProposalAck(_),
+                    ..
+                })
+            )
+        })
+        .collect();
+    assert_eq!(
+        acks,
+        vec![
+            sp(
+                1,
+                3,
+                PaxosMsg::ProposalAck(ProposalAck {
+                    n: B1,
+                    id: ForwardId {
+                        ballot: B1,
+                        session: 1,
+                        seq: 1
+                    },
+                    first_idx: 0
+                })
+            ),
+            sp(
+                1,
+                3,
+                PaxosMsg::ProposalAck(ProposalAck {
+                    n: B1,
+                    id: ForwardId {
+                        ballot: B1,
+                        session: 2,
+                        seq: 1
+                    },
+                    first_idx: 1
+                })
+            ),
+        ]
+    );
+    assert_eq!(l.read_entries(..).unwrap().len(), 2);
+}
+
+#[test]
+fn the_acknowledgement_of_a_forwarded_batch_rides_with_its_entries_to_the_origin() {
+    // If the standalone ack is lost but the entries arrive, the origin still
+    // learns that its batch is in the log, so it never proposes it twice.
+    let mut l = leader_with_follower_2();
+    let id = ForwardId {
+        ballot: B1,
+        session: 1,
+        seq: 1,
+    };
+    l.handle_incoming(sp(
+        2,
+        1,
+        PaxosMsg::ProposalForward(ProposalForward {
+            n: B1,
+            id,
+            entries: vec![E(8)],
+        }),
+    ));
+    let ack = ProposalAck {
+        n: B1,
+        id,
+        first_idx: 0,
+    };
+    assert_eq!(
+        paxos_out(&mut l),
+        vec![
+            sp(
+                1,
+                2,
+                PaxosMsg::AcceptDecide(AcceptDecide {
+                    n: B1,
+                    seq_num: SequenceNumber {
+                        session: 1,
+                        counter: 2
+                    },
+                    decided_idx: 0,
+                    entries: vec![E(8)],
+                    forward_acks: vec![ack],
+                })
+            ),
+            sp(1, 2, PaxosMsg::ProposalAck(ack)),
+        ]
+    );
+}

@@ -1,0 +1,215 @@
+//! A leader: the prepare phase, adopting a log, deciding, and a node that
+//! waits for one.
+
+use crate::fixtures::*;
+use omnipaxos::{Ballot, OmniPaxosConfig, ProposeErr, messages::*, util::LogEntry};
+use omnipaxos_storage::memory_storage::MemoryStorage;
+use pretty_assertions::assert_eq;
+
+#[test]
+fn new_leader_persists_its_promise_and_prepares_every_peer() {
+    let mut l = node(1);
+    l.try_become_leader();
+    assert_eq!(
+        paxos_out(&mut l),
+        vec![
+            sp(1, 2, PaxosMsg::Prepare(prepare_empty(B1))),
+            sp(1, 3, PaxosMsg::Prepare(prepare_empty(B1))),
+        ]
+    );
+    assert_eq!(l.get_promise(), B1);
+    assert!(!l.is_leader(), "still in the prepare phase");
+}
+
+#[test]
+fn leader_with_a_quorum_of_promises_synchronises_the_follower() {
+    let mut l = node(1);
+    l.try_become_leader();
+    l.outgoing_messages();
+    l.append(E(5)).unwrap(); // held until the prepare phase ends
+    l.handle_incoming(sp(
+        2,
+        1,
+        PaxosMsg::Promise(Promise {
+            n: B1,
+            n_accepted: Ballot::default(),
+            decided_idx: 0,
+            accepted_idx: 0,
+            log_sync: None,
+        }),
+    ));
+    assert_eq!(
+        paxos_out(&mut l),
+        vec![
+            sp(
+                1,
+                2,
+                PaxosMsg::AcceptSync(AcceptSync {
+                    n: B1,
+                    seq_num: SequenceNumber {
+                        session: 1,
+                        counter: 1
+                    },
+                    decided_idx: 0,
+                    log_sync: LogSync {
+                        decided_snapshot: None,
+                        sync_idx: 0,
+                        suffix: vec![],
+                        stopsign: None,
+                    },
+                    forward_acks: vec![],
+                })
+            ),
+            sp(
+                1,
+                2,
+                PaxosMsg::AcceptDecide(AcceptDecide {
+                    n: B1,
+                    seq_num: SequenceNumber {
+                        session: 1,
+                        counter: 2
+                    },
+                    decided_idx: 0,
+                    entries: vec![E(5)],
+                    forward_acks: vec![],
+                })
+            ),
+        ]
+    );
+    assert!(l.is_leader());
+    assert_eq!(l.read(0), Some(LogEntry::Undecided(E(5))));
+}
+
+#[test]
+fn leader_adopts_the_log_of_the_most_up_to_date_promise() {
+    let mut l = node(1);
+    l.try_become_leader();
+    l.outgoing_messages();
+    l.handle_incoming(sp(
+        2,
+        1,
+        PaxosMsg::Promise(Promise {
+            n: B1,
+            n_accepted: Ballot::with(0, 0, 3),
+            decided_idx: 0,
+            accepted_idx: 2,
+            log_sync: Some(LogSync {
+                decided_snapshot: None,
+                sync_idx: 0,
+                suffix: vec![E(1), E(2)],
+                stopsign: None,
+            }),
+        }),
+    ));
+    assert_eq!(l.read_entries(..).unwrap().len(), 2);
+    assert_eq!(l.read(1), Some(LogEntry::Undecided(E(2))));
+}
+
+#[test]
+fn leader_decides_once_a_quorum_accepted_and_tells_followers() {
+    let mut l = leader_with_follower_2();
+    l.append(E(9)).unwrap();
+    l.outgoing_messages();
+    l.handle_incoming(sp(
+        2,
+        1,
+        PaxosMsg::Accepted(Accepted {
+            n: B1,
+            accepted_idx: 1,
+        }),
+    ));
+    assert_eq!(
+        paxos_out(&mut l),
+        vec![sp(
+            1,
+            2,
+            PaxosMsg::Decide(Decide {
+                n: B1,
+                seq_num: SequenceNumber {
+                    session: 1,
+                    counter: 3
+                },
+                decided_idx: 1,
+            })
+        )]
+    );
+    assert_eq!(l.get_decided_idx(), 1);
+    assert_eq!(l.read(0), Some(LogEntry::Decided(E(9))));
+}
+
+#[test]
+fn leader_prepares_a_follower_that_asks() {
+    let mut l = leader_with_follower_2();
+    l.handle_incoming(sp(2, 1, PaxosMsg::PrepareReq(PrepareReq { n: B1 })));
+    assert_eq!(
+        paxos_out(&mut l),
+        vec![sp(
+            1,
+            2,
+            PaxosMsg::Prepare(Prepare {
+                n: B1,
+                decided_idx: 0,
+                n_accepted: B1,
+                accepted_idx: 0,
+            })
+        )]
+    );
+}
+
+#[test]
+fn a_node_without_a_leader_buffers_proposals_up_to_buffer_size() {
+    let mut n: Node = OmniPaxosConfig {
+        pid: 1,
+        peers: vec![2, 3],
+        buffer_size: 1,
+        ..Default::default()
+    }
+    .build(MemoryStorage::default())
+    .unwrap();
+    n.append(E(1)).unwrap();
+    match n.append(E(2)) {
+        Err(ProposeErr::BufferFull(e)) => assert_eq!(e, E(2)),
+        other => panic!("expected BufferFull, got {other:?}"),
+    }
+}
+
+#[test]
+fn one_node_cluster_decides_alone() {
+    let mut n: Node = OmniPaxosConfig {
+        pid: 7,
+        ..Default::default()
+    }
+    .build(MemoryStorage::default())
+    .unwrap();
+    for _ in 0..10 {
+        n.tick();
+    }
+    assert!(n.is_leader());
+    n.append(E(1)).unwrap();
+    assert_eq!(n.get_decided_idx(), 1);
+    assert_eq!(n.outgoing_messages(), vec![]);
+}
+
+#[test]
+fn leader_outbids_a_higher_ballot_named_in_a_prepare_request() {
+    // Server 2 promised its own ballot 5 and crashed before leading; after a
+    // restart it asks to be prepared under that ballot. Our ballot is lower,
+    // so at the end of the next heartbeat round we take a ballot above 5.
+    let mut l = leader_with_follower_2();
+    l.handle_incoming(sp(
+        2,
+        1,
+        PaxosMsg::PrepareReq(PrepareReq {
+            n: Ballot::with(5, 0, 2),
+        }),
+    ));
+    assert_eq!(paxos_out(&mut l), vec![]);
+    for _ in 0..10 {
+        l.tick();
+    }
+    assert!(
+        l.get_promise() > Ballot::with(5, 0, 2),
+        "promise {:?}",
+        l.get_promise()
+    );
+}

@@ -1,0 +1,315 @@
+//! Regressions from soak seeds: each test is the smallest history of the
+//! seed it names.
+
+use crate::fixtures::*;
+use omnipaxos::{
+    Ballot, OmniPaxos, OmniPaxosConfig,
+    messages::*,
+    util::{LogEntry, StopSign},
+};
+use omnipaxos_storage::memory_storage::MemoryStorage;
+use pretty_assertions::assert_eq;
+
+/// Seed 663 of the reconfiguration soak: a leader re-prepared in a higher
+/// ballot with a proposal still in its unsent batch, and adopted a log that
+/// ends in a decided stop-sign. The batch must not be appended after the
+/// adopted log: that would put an entry where the stop-sign was decided.
+#[test]
+fn a_leader_that_re_prepares_never_appends_its_old_batch_after_an_adopted_stop_sign() {
+    let mut l: Node = OmniPaxosConfig {
+        configuration_id: CONFIG,
+        pid: 1,
+        peers: vec![2, 3],
+        batch_size: 3,
+        ..Default::default()
+    }
+    .build(MemoryStorage::default())
+    .unwrap();
+    l.try_become_leader();
+    l.handle_incoming(sp(
+        2,
+        1,
+        PaxosMsg::Promise(Promise {
+            n: B1,
+            n_accepted: Ballot::default(),
+            decided_idx: 0,
+            accepted_idx: 0,
+            log_sync: None,
+        }),
+    ));
+    assert!(l.is_leader());
+    let id = l.append_tracked(E(7)).unwrap(); // waits in the batch
+    l.outgoing_messages();
+    // Meanwhile server 3 led ballot (1, 0, 3) and decided a stop-sign at
+    // index 0 with server 2. Server 1 did not hear of it and leads again.
+    l.try_become_leader();
+    let b2 = l.get_promise();
+    assert!(b2 > Ballot::with(1, 0, 3));
+    l.outgoing_messages();
+    let ss = StopSign::with(CONFIG + 1, vec![1, 2, 3], None);
+    l.handle_incoming(sp(
+        2,
+        1,
+        PaxosMsg::Promise(Promise {
+            n: b2,
+            n_accepted: Ballot::with(1, 0, 3),
+            decided_idx: 1,
+            accepted_idx: 1,
+            log_sync: Some(LogSync {
+                decided_snapshot: None,
+                sync_idx: 0,
+                suffix: vec![],
+                stopsign: Some(ss.clone()),
+            }),
+        }),
+    ));
+    assert_eq!(
+        l.read_entries(..),
+        Some(vec![LogEntry::StopSign(ss.clone(), true)])
+    );
+    assert_eq!(l.is_reconfigured(), Some(ss));
+    let appended: Vec<Message<E>> = paxos_out(&mut l)
+        .into_iter()
+        .filter(|m| {
+            matches!(m, Message::SequencePaxos(PaxosMessage { msg: PaxosMsg::AcceptDecide(a), .. }) if !a.entries.is_empty())
+        })
+        .collect();
+    assert_eq!(appended, vec![], "nothing follows the stop-sign");
+    let mut decided = Vec::new();
+    l.take_decided_proposals(&mut decided);
+    assert_eq!(
+        decided,
+        vec![],
+        "{id:?} is not decided in this configuration"
+    );
+}
+
+/// Soak seed 3103: a leader re-prepared and adopted a log whose snapshot
+/// replaced the index where it had appended a forwarded batch. A retry of
+/// that batch must be appended again, not acknowledged at the old index,
+/// which now holds something else.
+#[test]
+fn a_forwarded_batch_whose_index_a_snapshot_replaced_is_appended_again_on_retry() {
+    let mut l: OmniPaxos<N, MemoryStorage<N>> = OmniPaxosConfig {
+        configuration_id: CONFIG,
+        pid: 1,
+        peers: vec![2, 3],
+        ..Default::default()
+    }
+    .build(MemoryStorage::default())
+    .unwrap();
+    l.try_become_leader();
+    l.handle_incoming(sp_n(
+        2,
+        1,
+        PaxosMsg::Promise(Promise {
+            n: B1,
+            n_accepted: Ballot::default(),
+            decided_idx: 0,
+            accepted_idx: 0,
+            log_sync: None,
+        }),
+    ));
+    let id = ForwardId {
+        ballot: B1,
+        session: 1,
+        seq: 1,
+    };
+    let fwd = |n| {
+        sp_n(
+            3,
+            1,
+            PaxosMsg::ProposalForward(ProposalForward {
+                n,
+                id,
+                entries: vec![N(7)],
+            }),
+        )
+    };
+    l.handle_incoming(fwd(B1));
+    l.outgoing_messages();
+    assert_eq!(l.read(0), Some(LogEntry::Undecided(N(7))));
+    // Server 2 accepted a later leader's log, decided up to 5 and compacted
+    // into a snapshot; it does not hold N(7).
+    l.try_become_leader();
+    let b2 = l.get_promise();
+    l.outgoing_messages();
+    l.handle_incoming(sp_n(
+        2,
+        1,
+        PaxosMsg::Promise(Promise {
+            n: b2,
+            n_accepted: Ballot::with(1, 0, 2),
+            decided_idx: 5,
+            accepted_idx: 6,
+            log_sync: Some(LogSync {
+                decided_snapshot: Some(SnapshotType::Complete(Sum(15))),
+                sync_idx: 5,
+                suffix: vec![N(9)],
+                stopsign: None,
+            }),
+        }),
+    ));
+    assert!(l.is_leader());
+    assert_eq!(l.get_compacted_idx(), 5);
+    l.outgoing_messages();
+    l.handle_incoming(fwd(b2));
+    let acks: Vec<Message<N>> = l
+        .outgoing_messages()
+        .into_iter()
+        .filter(|m| {
+            matches!(
+                m,
+                Message::SequencePaxos(PaxosMessage {
+                    msg: PaxosMsg::ProposalAck(_),
+                    ..
+                })
+            )
+        })
+        .collect();
+    assert_eq!(
+        acks,
+        vec![sp_n(
+            1,
+            3,
+            PaxosMsg::ProposalAck(ProposalAck {
+                n: b2,
+                id,
+                first_idx: 6
+            })
+        )]
+    );
+    assert_eq!(l.read(6), Some(LogEntry::Undecided(N(7))));
+}
+
+/// Soak seed 1625: a server joined a configuration with a snapshot that
+/// reached past the previous configuration's log (its source had compacted
+/// there), and promised the leader late, in the round the leader's own log
+/// was accepted in. The leader synchronised it from the end of the prefix it
+/// shared at prepare, inside the joiner's compacted prefix, which the joiner
+/// cannot install: it asked again, forever. Its decided prefix is the
+/// leader's too, so the sync starts there at the earliest.
+#[test]
+fn a_late_follower_of_the_synced_round_is_synchronised_from_its_decided_index_at_the_earliest() {
+    let mut l = node(1);
+    l.try_become_leader();
+    l.handle_incoming(sp(
+        3,
+        1,
+        PaxosMsg::Promise(Promise {
+            n: B1,
+            n_accepted: Ballot::default(),
+            decided_idx: 0,
+            accepted_idx: 0,
+            log_sync: None,
+        }),
+    ));
+    for v in 1..=5 {
+        l.append(E(v)).unwrap();
+    }
+    l.handle_incoming(sp(
+        3,
+        1,
+        PaxosMsg::Accepted(Accepted {
+            n: B1,
+            accepted_idx: 5,
+        }),
+    ));
+    assert_eq!(l.get_decided_idx(), 5);
+    l.outgoing_messages();
+    l.handle_incoming(sp(
+        2,
+        1,
+        PaxosMsg::Promise(Promise {
+            n: B1,
+            n_accepted: Ballot::default(),
+            decided_idx: 4,
+            accepted_idx: 4,
+            log_sync: None,
+        }),
+    ));
+    assert_eq!(
+        paxos_out(&mut l),
+        vec![sp(
+            1,
+            2,
+            PaxosMsg::AcceptSync(AcceptSync {
+                n: B1,
+                seq_num: SequenceNumber {
+                    session: 1,
+                    counter: 1
+                },
+                decided_idx: 5,
+                log_sync: LogSync {
+                    decided_snapshot: None,
+                    sync_idx: 4,
+                    suffix: vec![E(5)],
+                    stopsign: None,
+                },
+                forward_acks: vec![],
+            })
+        )]
+    );
+}
+
+/// Soak seed 1302: a follower whose promise the leader adopted asked to be
+/// prepared again before the prepare phase ended, which cleared its promise
+/// from the leader's count. The leader then installed that follower's log,
+/// snapshot and all, with a decided index taken only from the other
+/// promises: its log was compacted past its decided index. Everything a
+/// snapshot covers is decided.
+#[test]
+fn a_leader_that_adopts_a_snapshot_has_decided_everything_it_covers() {
+    let mut l: OmniPaxos<N, MemoryStorage<N>> = OmniPaxosConfig {
+        configuration_id: CONFIG,
+        pid: 1,
+        peers: vec![2, 3, 4, 5],
+        ..Default::default()
+    }
+    .build(MemoryStorage::default())
+    .unwrap();
+    l.try_become_leader();
+    l.outgoing_messages();
+    let n = l.get_promise();
+    // Of five servers, a read quorum is three. Server 2 accepted a later
+    // log, compacted up to 40, and sends it all.
+    l.handle_incoming(sp_n(
+        2,
+        1,
+        PaxosMsg::Promise(Promise {
+            n,
+            n_accepted: Ballot::with(0, 0, 3),
+            decided_idx: 40,
+            accepted_idx: 42,
+            log_sync: Some(LogSync {
+                decided_snapshot: Some(SnapshotType::Complete(Sum(7))),
+                sync_idx: 40,
+                suffix: vec![N(1), N(2)],
+                stopsign: None,
+            }),
+        }),
+    ));
+    // It asks to be prepared again; servers 3 and 4, knowing nothing, promise.
+    l.handle_incoming(sp_n(2, 1, PaxosMsg::PrepareReq(PrepareReq { n })));
+    for from in [3, 4] {
+        l.handle_incoming(sp_n(
+            from,
+            1,
+            PaxosMsg::Promise(Promise {
+                n,
+                n_accepted: Ballot::default(),
+                decided_idx: 0,
+                accepted_idx: 0,
+                log_sync: None,
+            }),
+        ));
+    }
+    assert!(l.is_leader());
+    assert_eq!(l.get_compacted_idx(), 40);
+    assert!(
+        l.get_decided_idx() >= l.get_compacted_idx(),
+        "decided {} below the compacted {}",
+        l.get_decided_idx(),
+        l.get_compacted_idx()
+    );
+}
