@@ -3,7 +3,7 @@
 //!
 //! | file | concern |
 //! | --- | --- |
-//! | [`cluster`] | [`SimCluster`](cluster::SimCluster): servers, `step`, `run_until`, crash and restart, proposals |
+//! | [`cluster`] | [`SimCluster`](cluster::SimCluster): servers, `step`, `run_until`, crash and restart, proposals; its links (`cluster/links.rs`), reconfiguration (`cluster/reconfiguration.rs`) and invariant checks (`cluster/checks.rs`) |
 //! | [`network`] | [`Network`](network::Network): in-flight messages, loss, duplication, delay, link cuts |
 //! | [`options`] | [`SimOptions`](options::SimOptions): the seed and every knob of a run, including the storage kind |
 //! | [`storage`] | [`SharedStorage`](storage::SharedStorage): a crash-surviving handle on `MemoryStorage` or `PersistentStorage` |
