@@ -691,12 +691,10 @@ async fn change_members(
         .map(|k| k.addrs().clone())
         .unwrap_or_default();
     addrs.extend(s.directory.addresses(&s.node.status()));
-    let mut ids = ss.nodes.clone();
-    ids.sort_unstable();
     Ok(Json(MembersResponse {
         cluster_id: s.cluster_id,
         configuration_id: ss.config_id,
-        members: members::described(&ids, &addrs),
+        members: members::described(&members::sorted(&ss.nodes), &addrs),
         leader: s.node.status().leader,
         joining: false,
         next_configuration: None,

@@ -123,7 +123,8 @@ pub(crate) fn described(ids: &[NodeId], addrs: &BTreeMap<NodeId, SocketAddr>) ->
         .collect()
 }
 
-fn sorted(ids: &[NodeId]) -> Vec<NodeId> {
+/// `ids` in increasing order.
+pub(crate) fn sorted(ids: &[NodeId]) -> Vec<NodeId> {
     let mut ids = ids.to_vec();
     ids.sort_unstable();
     ids
