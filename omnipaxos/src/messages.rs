@@ -8,6 +8,8 @@
 //!  Sequence Paxos, leader L and follower F
 //!    L ──Prepare{n, decided_idx, n_accepted, accepted_idx}──▶ F      (new leader, or resync)
 //!    F ──Promise{n, n_accepted, decided_idx, accepted_idx, log_sync}──▶ L
+//!    L ──DecidedSync{n, log_sync}──▶ F   (F far behind L's decided prefix: the next part of it)
+//!    F ──Promise{..}──▶ L                 (F's log now: the next part, or the AcceptSync)
 //!    L ──AcceptSync{n, seq, decided_idx, log_sync}──▶ F             (F's log := L's log)
 //!    L ──AcceptDecide{n, seq, decided_idx, entries}──▶ F            (steady state)
 //!    F ──Accepted{n, accepted_idx}──▶ L
@@ -146,6 +148,7 @@ pub enum PaxosMsg<T: Entry> {
     StopSignDecided(StopSignDecided),
     StopSignRequest(StopSignRequest),
     StopSignReply(StopSignReply),
+    DecidedSync(DecidedSync<T>),
 }
 }
 
@@ -161,6 +164,7 @@ impl<T: Entry> PaxosMsg<T> {
             Self::Prepare(m) => ok(&m.n) && ok(&m.n_accepted),
             Self::Promise(m) => ok(&m.n) && ok(&m.n_accepted),
             Self::AcceptSync(m) => ok(&m.n) && m.forward_acks.iter().all(|a| ok(&a.n)),
+            Self::DecidedSync(m) => ok(&m.n),
             Self::AcceptDecide(m) => ok(&m.n) && m.forward_acks.iter().all(|a| ok(&a.n)),
             Self::Accepted(m) => ok(&m.n),
             Self::Decide(m) => ok(&m.n),
@@ -449,6 +453,32 @@ pub struct AcceptSync<T: Entry> {
     pub log_sync: LogSync<T>,
     /// Acknowledgements of this follower's forwarded batches in the suffix.
     pub forward_acks: Vec<ProposalAck>,
+}
+}
+
+entry_message! {
+/// The leader of ballot `n` sends a promised follower whose log lags far
+/// behind the leader's decided prefix the next part of that prefix, before
+/// its [`AcceptSync`]. Everything in the part is decided, so the follower
+/// installs it without accepting anything in `n`: it keeps the round its log
+/// was accepted in, raises its decided index to the part's end, and answers
+/// with a new [`Promise`]. A part starts where the follower's decided prefix
+/// ends once the parts before it are in (the first at the decided index the
+/// follower promised with) and the first reaches at least the follower's log
+/// end, so installing one cuts nothing the follower held. The leader keeps
+/// a few parts unanswered at a time, and sends the `AcceptSync` once all are
+/// in; the follower holds a part that comes ahead of a missing one.
+///
+/// This keeps every message of a catch-up after a leader change within the
+/// chunk bound: an `AcceptSync` labels the follower's log with the leader's
+/// ballot, so it must carry the whole log the leader adopted, and sent
+/// first it would carry the follower's entire gap.
+pub struct DecidedSync<T: Entry> {
+    /// The leader's ballot.
+    pub n: Ballot,
+    /// The part: a suffix (possibly after a snapshot) of decided entries,
+    /// never a stop-sign.
+    pub log_sync: LogSync<T>,
 }
 }
 

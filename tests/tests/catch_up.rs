@@ -5,9 +5,12 @@
 //! the middle. The follower writes each chunk as it arrives, so what its
 //! protocol holds for the transfer is one message: the bounds below.
 //!
-//! Not chunked (yet): what the follower must take at once, namely the log
-//! the leader adopted when it became leader past what the follower holds,
-//! and a snapshot.
+//! After a leader change too: a follower far behind takes the new leader's
+//! decided prefix in parts (`DecidedSync`) before its `AcceptSync`, and a
+//! new leader far behind takes a follower's decided prefix in parts, one per
+//! promise. What still comes in one message: the undecided part of the log
+//! a new leader adopts (it must be accepted at once, in the new ballot), and
+//! a snapshot.
 
 use omnipaxos_tests::{SimCluster, SimOptions};
 
@@ -132,13 +135,17 @@ fn a_catch_up_interrupted_by_a_leader_change_resumes_under_the_new_leader() {
             log_len(&c, behind) < target,
             "seed {seed}: the follower caught up before the leader went away"
         );
-        // The new leader sends the log it adopted, past what the follower
-        // holds, in its first message (see the book's catch-up section):
-        // only what it appends after that goes in chunks.
+        // The new leader sends its decided prefix in parts, then the rest.
+        c.reset_max_entries_per_message();
         c.crash(leader);
         c.run_until(
             |c| c.leader().is_some_and(|l| l != leader) && c.decided_idx(behind) >= target,
             20_000,
+        );
+        let largest = c.max_entries_per_message();
+        assert!(
+            largest <= SMALL,
+            "seed {seed}: a message carried {largest} entries"
         );
         let other = c.leader().expect("checked above");
         assert_eq!(
@@ -180,5 +187,80 @@ fn a_leader_sends_a_bounded_window_of_chunks_to_a_follower_that_does_not_acknowl
             log_len(&c, behind) < target,
             "seed {seed}: the follower caught up without acknowledging"
         );
+    }
+}
+
+/// A follower that was down while five chunks were decided comes back just
+/// as the leader goes: the remaining server leads with it, and sends it its
+/// decided log in parts before its `AcceptSync`, under message loss too.
+#[test]
+fn a_follower_far_behind_catches_up_in_chunks_from_a_new_leader() {
+    for (seed, loss) in [(41, 0.0), (42, 0.05), (43, 0.1), (44, 0.2)] {
+        let mut c = SimCluster::new(&[1, 2, 3], options(seed, loss));
+        let (leader, behind) = decide_without_one(&mut c, (5 * CHUNK) as u64);
+        // Let the last decisions reach the other follower.
+        c.run_for(50);
+        let target = c.decided_idx(leader);
+        c.reset_max_entries_per_message();
+        c.crash(leader);
+        c.restart(behind);
+        c.run_until(
+            |c| c.leader().is_some_and(|l| l != leader) && c.decided_idx(behind) >= target,
+            20_000,
+        );
+        let largest = c.max_entries_per_message();
+        assert!(
+            largest <= CHUNK,
+            "seed {seed}: a message carried {largest} entries"
+        );
+        let other = c.leader().expect("checked above");
+        assert_eq!(
+            c.decided_entries(behind)[..target as usize],
+            c.decided_entries(other)[..target as usize],
+            "seed {seed}"
+        );
+        // The pair replicates new entries.
+        let v = c.propose_new(other);
+        c.run_until(|c| c.is_decided(behind, &v), 5_000);
+    }
+}
+
+/// A server that was down while five chunks were decided becomes leader as
+/// soon as it is back (it has the highest priority): the follower that holds
+/// the log sends it its decided prefix a chunk per promise, and no message
+/// carries more than a chunk.
+#[test]
+fn a_leader_far_behind_adopts_the_log_in_chunks() {
+    for (seed, loss) in [(51, 0.0), (52, 0.05), (53, 0.1)] {
+        let mut c = SimCluster::new(&[1, 2, 3], options(seed, loss));
+        let (leader, behind) = decide_without_one(&mut c, (5 * CHUNK) as u64);
+        c.run_for(50);
+        let target = c.decided_idx(leader);
+        c.set_priority(behind, 10);
+        c.reset_max_entries_per_message();
+        c.crash(leader);
+        c.restart(behind);
+        c.run_until(
+            |c| c.leader() == Some(behind) && c.decided_idx(behind) >= target,
+            20_000,
+        );
+        let largest = c.max_entries_per_message();
+        assert!(
+            largest <= CHUNK,
+            "seed {seed}: a message carried {largest} entries"
+        );
+        let other = c.others(behind)[0];
+        let other = if other == leader {
+            c.others(behind)[1]
+        } else {
+            other
+        };
+        assert_eq!(
+            c.decided_entries(behind)[..target as usize],
+            c.decided_entries(other)[..target as usize],
+            "seed {seed}"
+        );
+        let v = c.propose_new(behind);
+        c.run_until(|c| c.is_decided(other, &v), 5_000);
     }
 }

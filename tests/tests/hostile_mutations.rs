@@ -304,6 +304,10 @@ fn mutate(rng: &mut ChaCha8Rng, msg: &mut Message<Value>) {
                     2 => m.n = ballot(r, m.n),
                     _ => log_sync(r, &mut m.log_sync),
                 },
+                PaxosMsg::DecidedSync(m) => match r.gen_range(0..2) {
+                    0 => m.n = ballot(r, m.n),
+                    _ => log_sync(r, &mut m.log_sync),
+                },
                 PaxosMsg::AcceptDecide(m) => match r.gen_range(0..4) {
                     0 => m.decided_idx = num(r, m.decided_idx),
                     1 => m.seq_num.counter = num(r, m.seq_num.counter),

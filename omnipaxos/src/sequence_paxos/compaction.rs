@@ -32,9 +32,10 @@ where
 {
     /// The log from `from` on, as a [`LogSync`]: with this server's snapshot
     /// if `from` lies in the compacted prefix, or with a delta snapshot of the
-    /// decided entries from `from` on when the receiver has decided exactly up
-    /// to `from` (`from_is_receivers_decided`) and there are at least
-    /// [`DELTA_MIN_ENTRIES`] of them: one snapshot instead of many entries.
+    /// next chunk of decided entries from `from` on when the receiver has
+    /// decided exactly up to `from` (`from_is_receivers_decided`) and the
+    /// chunk holds at least [`DELTA_MIN_ENTRIES`] of them: one snapshot
+    /// instead of many entries.
     ///
     /// If the prefix was trimmed without a snapshot, the entries are gone and
     /// the sync starts at the compacted index; a receiver that lacks them
@@ -53,6 +54,41 @@ where
         from_is_receivers_decided: bool,
         chunk_until: Option<u64>,
     ) -> StorageResult<LogSync<T>> {
+        let log_len = self.storage.log_len();
+        self.log_sync_within(from, from_is_receivers_decided, chunk_until, log_len)
+    }
+
+    /// The next part of our decided log for a receiver whose log ends at
+    /// `cover`, from `from` on: [`log_sync_from`](Self::log_sync_from) with
+    /// the suffix a chunk long, reaching `cover`, and ending within the
+    /// decided prefix, without a stop-sign. `None` if `cover` lies past the
+    /// decided prefix (the receiver holds undecided entries there, which
+    /// only a sync in a ballot may replace) or if `from` is not inside it.
+    pub(super) fn decided_part(
+        &self,
+        from: u64,
+        from_is_receivers_decided: bool,
+        cover: u64,
+    ) -> StorageResult<Option<LogSync<T>>> {
+        let decided_end = self.storage.decided_idx().min(self.storage.log_len());
+        if from >= decided_end || cover > decided_end {
+            return Ok(None);
+        }
+        let mut part =
+            self.log_sync_within(from, from_is_receivers_decided, Some(cover), decided_end)?;
+        part.stopsign = None;
+        Ok(Some(part))
+    }
+
+    /// [`log_sync_from`](Self::log_sync_from), with the suffix read up to
+    /// `until` at the latest.
+    fn log_sync_within(
+        &self,
+        from: u64,
+        from_is_receivers_decided: bool,
+        chunk_until: Option<u64>,
+        until: u64,
+    ) -> StorageResult<LogSync<T>> {
         let compacted = self.storage.compacted_idx();
         let decided_end = self.storage.decided_idx().min(self.storage.log_len());
         let (sync_idx, decided_snapshot) = if from < compacted {
@@ -64,31 +100,47 @@ where
             && T::Snapshot::use_snapshots()
             && decided_end >= from.saturating_add(DELTA_MIN_ENTRIES)
         {
-            let entries = self.storage.get_entries(from, decided_end)?;
-            let snapshot = T::Snapshot::create(&entries);
-            (
-                decided_end,
-                Some(SnapshotType::Delta {
-                    from_idx: from,
-                    snapshot,
-                }),
-            )
+            // One chunk of them at a time: a delta of the whole decided gap
+            // would read it all into memory and send it as one message.
+            let entries = self.read_chunk_until(from, decided_end)?;
+            if entries.len() as u64 >= DELTA_MIN_ENTRIES {
+                let snapshot = T::Snapshot::create(&entries);
+                (
+                    from + entries.len() as u64,
+                    Some(SnapshotType::Delta {
+                        from_idx: from,
+                        snapshot,
+                    }),
+                )
+            } else {
+                (from.min(self.storage.log_len()), None)
+            }
         } else {
             (from.min(self.storage.log_len()), None)
         };
         let suffix = match chunk_until {
             Some(end) if end > sync_idx => {
-                let mut suffix = self
-                    .storage
-                    .get_entries(sync_idx, end.min(self.storage.log_len()))?;
+                // What the receiver holds must come back whole; the rest of
+                // the chunk's room goes to what follows.
+                let mut suffix = self.storage.get_entries(sync_idx, end.min(until))?;
                 let end = sync_idx + suffix.len() as u64;
-                if suffix.len() < self.max_entries_per_message {
-                    suffix.append(&mut self.read_chunk(end)?);
+                let bytes = suffix
+                    .iter()
+                    .fold(0usize, |sum, e| sum.saturating_add(e.size_hint()));
+                if suffix.len() < self.max_entries_per_message && bytes < self.max_message_bytes {
+                    suffix.append(&mut self.read_chunk_within(
+                        end,
+                        until,
+                        self.max_entries_per_message - suffix.len(),
+                        self.max_message_bytes - bytes,
+                        false,
+                    )?);
                 }
                 suffix
             }
-            Some(_) => self.read_chunk(sync_idx)?,
-            None => self.storage.get_suffix(sync_idx)?,
+            Some(_) => self.read_chunk_until(sync_idx, until)?,
+            None if until >= self.storage.log_len() => self.storage.get_suffix(sync_idx)?,
+            None => self.storage.get_entries(sync_idx, until.max(sync_idx))?,
         };
         let complete = sync_idx + suffix.len() as u64 >= self.storage.log_len();
         Ok(LogSync {

@@ -6,8 +6,9 @@ use crate::{
     ballot::Ballot,
     logging::log,
     messages::{
-        AcceptDecide, AcceptSync, Accepted, Decide, ForwardId, Message, NotAccepted, PaxosMessage,
-        PaxosMsg, Prepare, PrepareReq, Promise, ProposalAck, ProposalForward, SequenceNumber,
+        AcceptDecide, AcceptSync, Accepted, Decide, DecidedSync, ForwardId, LogSync, Message,
+        NotAccepted, PaxosMessage, PaxosMsg, Prepare, PrepareReq, Promise, ProposalAck,
+        ProposalForward, SequenceNumber, SnapshotType,
     },
     storage::{Entry, Storage, StorageResult},
     util::{MAX_LOG_INDEX, NodeId},
@@ -62,7 +63,8 @@ where
             // (from a buggy peer) leaves nothing of ours to send past it.
             Some(idx) => {
                 let from = idx.min(accepted_idx);
-                Some(self.log_sync_from(from, from == prep.decided_idx, None)?)
+                let same_round = n_accepted == prep.n_accepted;
+                Some(self.promise_sync(from, from == prep.decided_idx, same_round, &prep)?)
             }
             None => None,
         };
@@ -75,6 +77,149 @@ where
         };
         self.send(from, PaxosMsg::Promise(promise));
         Ok(())
+    }
+
+    /// What a promise carries of our log from `from` on, for a leader whose
+    /// log is shorter: at most one chunk where that is safe, else all of it.
+    ///
+    /// After the leader's own round, its log is a prefix of ours, so any part
+    /// of what follows extends it. After a later round, the leader must get
+    /// the undecided rest in one piece (a part of it would leave the leader
+    /// with a log that a later leader might adopt while it lacks decided
+    /// entries), but our decided prefix may come in parts: decided entries
+    /// are the same in every log, and each part reaches the leader's log end,
+    /// so installing it cuts nothing the leader held.
+    fn promise_sync(
+        &self,
+        from: u64,
+        from_is_leaders_decided: bool,
+        same_round: bool,
+        prep: &Prepare,
+    ) -> StorageResult<LogSync<T>> {
+        if same_round {
+            return self.log_sync_from(from, from_is_leaders_decided, Some(from));
+        }
+        let decided_end = self.storage.decided_idx().min(self.storage.log_len());
+        if let Some(part) = self.decided_part(from, from_is_leaders_decided, prep.accepted_idx)? {
+            if part.sync_idx + (part.suffix.len() as u64) < decided_end {
+                return Ok(part);
+            }
+        }
+        self.log_sync_from(from, from_is_leaders_decided, None)
+    }
+
+    /// A part of the leader's decided log (see [`DecidedSync`]): install it
+    /// as decided, keeping the round our log was accepted in, and promise
+    /// again with our longer log. A part that comes ahead of one still
+    /// missing is held (at most [`MAX_EARLY`](super::MAX_EARLY) of them) and
+    /// installed once the missing one is in.
+    pub(super) fn handle_decided_sync(
+        &mut self,
+        from: NodeId,
+        part: DecidedSync<T>,
+    ) -> StorageResult<()> {
+        if part.n != self.storage.promise()
+            || self.phase != Phase::Prepare
+            || self.role != Role::Follower
+            || part.n.pid != from
+        {
+            return Ok(());
+        }
+        let n = part.n;
+        self.early_parts.retain(|(b, _)| *b == n);
+        let log_sync = part.log_sync;
+        let Some(end) = log_sync.sync_idx.checked_add(log_sync.suffix.len() as u64) else {
+            return Ok(());
+        };
+        if end <= self.storage.decided_idx() && log_sync.decided_snapshot.is_none() {
+            // A delayed copy of a part we installed: nothing new.
+            return Ok(());
+        }
+        if self.part_is_early(&log_sync) {
+            let held = self
+                .early_parts
+                .iter()
+                .any(|(_, s)| s.sync_idx == log_sync.sync_idx);
+            if !held && self.early_parts.len() < super::MAX_EARLY {
+                self.early_parts.push((n, log_sync));
+            }
+            return Ok(());
+        }
+        if !self.install_decided_part(from, n, log_sync)? {
+            return Ok(());
+        }
+        // Parts that came early and continue what we hold now.
+        while let Some(i) = self
+            .early_parts
+            .iter()
+            .position(|(_, s)| !self.part_is_early(s))
+        {
+            let (_, next) = self.early_parts.swap_remove(i);
+            let next_end = next.sync_idx + next.suffix.len() as u64;
+            if next_end > self.storage.decided_idx() && !self.install_decided_part(from, n, next)? {
+                return Ok(());
+            }
+        }
+        let promise = Promise {
+            n,
+            n_accepted: self.storage.accepted_round().unwrap_or_default(),
+            decided_idx: self.storage.decided_idx(),
+            accepted_idx: self.storage.accepted_idx(),
+            log_sync: None,
+        };
+        self.send(from, PaxosMsg::Promise(promise));
+        Ok(())
+    }
+
+    /// Whether a part of the leader's decided log starts past our decided
+    /// prefix, so that a part before it is still missing. (A part starts
+    /// where the leader knows our decided prefix to end once the parts
+    /// before it are in; our log past our decided index may differ from the
+    /// leader's, so a part that starts there is not installed.)
+    fn part_is_early(&self, part: &LogSync<T>) -> bool {
+        let start = match &part.decided_snapshot {
+            Some(SnapshotType::Complete(_)) => 0,
+            Some(SnapshotType::Delta { from_idx, .. }) => *from_idx,
+            None => part.sync_idx,
+        };
+        start > self.storage.decided_idx()
+    }
+
+    /// Installs one part of the leader's decided log, if it is one a correct
+    /// leader sends: decided entries only, reaching at least our log end,
+    /// so installing it cuts nothing we accepted. Otherwise asks to be
+    /// prepared again and returns false.
+    fn install_decided_part(
+        &mut self,
+        from: NodeId,
+        n: Ballot,
+        log_sync: LogSync<T>,
+    ) -> StorageResult<bool> {
+        let end = log_sync.sync_idx + log_sync.suffix.len() as u64;
+        let refuse = log_sync.stopsign.is_some() || end < self.storage.accepted_idx();
+        let Some(mut log_sync) = self.checked_sync(log_sync).filter(|_| !refuse) else {
+            self.early_parts.clear();
+            self.send(from, PaxosMsg::PrepareReq(PrepareReq { n }));
+            return Ok(false);
+        };
+        let decided = self.storage.decided_idx();
+        if log_sync.decided_snapshot.is_none() && log_sync.sync_idx < decided {
+            // Our decided entries are these already: keep them.
+            let have = ((decided - log_sync.sync_idx) as usize).min(log_sync.suffix.len());
+            log_sync.suffix.drain(..have);
+            log_sync.sync_idx += have as u64;
+        }
+        let (mut cut, mut cut_tags) = self.install_sync(None, log_sync, end)?;
+        log!(debug, self.logger, "installed part of the leader's decided log";
+            "leader" => from, "decided_idx" => self.storage.decided_idx(),
+            "log_len" => self.storage.log_len());
+        // Our own proposals that the part replaced wait for the AcceptSync,
+        // as proposals waiting for a leader do.
+        cut.append(&mut self.pending);
+        cut_tags.append(&mut self.pending_tags);
+        self.pending = cut;
+        self.pending_tags = cut_tags;
+        Ok(true)
     }
 
     pub(super) fn handle_accept_sync(
@@ -130,7 +275,8 @@ where
             log_sync.suffix.len(),
             log_sync.decided_snapshot.is_some(),
         );
-        let (mut cut, mut cut_tags) = self.install_sync(sync.n, log_sync, sync.decided_idx)?;
+        let (mut cut, mut cut_tags) =
+            self.install_sync(Some(sync.n), log_sync, sync.decided_idx)?;
         log!(info, self.logger, "log synchronised by the leader";
             "leader" => from, "n" => sync.n.n, "sync_idx" => sync_idx, "entries" => entries,
             "snapshot" => snapshot, "log_len" => self.storage.log_len(),
@@ -140,6 +286,7 @@ where
         }
         self.last_seq = sync.seq_num;
         self.phase = Phase::Accept;
+        self.early_parts.clear();
         self.open_accepted = None;
         self.send_accepted();
         // Proposals that waited for a leader go to it now, with our own

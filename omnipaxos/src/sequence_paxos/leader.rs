@@ -6,8 +6,9 @@ use crate::{
     ballot::Ballot,
     logging::log,
     messages::{
-        AcceptDecide, AcceptSync, Accepted, Decide, LogSync, Message, NotAccepted, PaxosMessage,
-        PaxosMsg, Prepare, PrepareReq, Promise, ProposalAck, ProposalForward, SequenceNumber,
+        AcceptDecide, AcceptSync, Accepted, Decide, DecidedSync, LogSync, Message, NotAccepted,
+        PaxosMessage, PaxosMsg, Prepare, PrepareReq, Promise, ProposalAck, ProposalForward,
+        SequenceNumber,
     },
     storage::{Entry, Storage, StorageResult},
     util::NodeId,
@@ -116,8 +117,10 @@ where
             return Ok(());
         };
         if self.progress[slot].promise.is_some() {
-            // A duplicate: the follower is already promised in this ballot.
-            return Ok(());
+            // A follower taking our decided prefix in parts promises again
+            // each time it installs some; any other second promise in this
+            // ballot is a duplicate.
+            return self.decided_parts_answered(slot, prom.decided_idx, prom.accepted_idx);
         }
         let meta = PromiseMeta {
             n_accepted: prom.n_accepted,
@@ -154,16 +157,25 @@ where
         let sync = sync
             .filter(|s| max_pid != self.pid && s.sync_idx >= self.storage.decided_idx())
             .and_then(|s| self.checked_sync(s));
+        // A follower whose log is ahead of ours always sends some of it. If
+        // the promise we adopt has none we can install, it answered one of
+        // our earlier prepare rounds (they share the ballot; see the partial
+        // case below) and a copy of it came late, or its sender is faulty.
+        // Going on with our own log would drop what that follower holds:
+        // ask again instead.
+        let own = (
+            self.storage.accepted_round().unwrap_or_default(),
+            self.storage.accepted_idx(),
+        );
+        if max_pid != self.pid && (max.n_accepted, max.accepted_idx) > own && sync.is_none() {
+            log!(debug, self.logger, "the most up-to-date promise carried no usable log; preparing again";
+                "from" => max_pid);
+            return self.start_prepare_round();
+        }
         // A follower sends at most one chunk of its log in its promise: if
         // the most up-to-date log is longer, this is only its first part.
         let partial = sync.as_ref().is_some_and(|s| {
             s.sync_idx + s.suffix.len() as u64 + u64::from(s.stopsign.is_some()) < max.accepted_idx
-        });
-        let sync = sync.unwrap_or_else(|| LogSync {
-            decided_snapshot: None,
-            sync_idx: self.storage.log_len(),
-            suffix: Vec::new(),
-            stopsign: self.storage.stopsign().cloned(),
         });
         // The adopted promise counts even if its follower asked to be
         // prepared again since (which clears its promise in `progress`): its
@@ -174,12 +186,27 @@ where
             .filter_map(|p| p.promise.map(|m| m.decided_idx))
             .fold(self.storage.decided_idx().max(max.decided_idx), u64::max);
         if partial {
-            // Install the part as accepted in the round it was accepted in,
-            // not ours: until we hold all of it, our log is only a prefix of
-            // that round's log, and a later leader must not prefer it. Then
-            // prepare again: the promises, computed against our longer log,
-            // carry the next part.
-            let (mut cut, mut cut_tags) = self.install_sync(max.n_accepted, sync, decided)?;
+            // A follower whose log is far ahead of ours sends it in parts
+            // (`promise_sync`): after a log accepted in our round, the next
+            // part of it; after a later round's, the next part of its
+            // decided prefix, never an undecided entry. Either way our log
+            // stays accepted in the round it was: a prefix of a later
+            // round's log labelled with that round would let a later leader
+            // prefer it over a longer log holding decided entries past it.
+            // Then prepare again: the promises, computed against our longer
+            // log, carry the next part.
+            let own_round = self.storage.accepted_round().unwrap_or_default();
+            let Some(sync) = sync.filter(|s| {
+                max.n_accepted == own_round || s.sync_idx + s.suffix.len() as u64 <= max.decided_idx
+            }) else {
+                // No correct follower sends undecided entries of a later
+                // round in part: ignore the promise's log and ask again.
+                log!(warn, self.logger, "a promise carried part of an undecided log; preparing again";
+                    "from" => max_pid);
+                return self.start_prepare_round();
+            };
+            let part_end = sync.sync_idx + sync.suffix.len() as u64;
+            let (mut cut, mut cut_tags) = self.install_sync(None, sync, decided.min(part_end))?;
             log!(debug, self.logger, "adopting a long log in parts";
                 "from" => max_pid, "log_len" => self.storage.log_len(),
                 "target" => max.accepted_idx);
@@ -189,7 +216,13 @@ where
             self.pending_tags = cut_tags;
             return self.start_prepare_round();
         }
-        let (cut, cut_tags) = self.install_sync(self.leader, sync, decided)?;
+        let sync = sync.unwrap_or_else(|| LogSync {
+            decided_snapshot: None,
+            sync_idx: self.storage.log_len(),
+            suffix: Vec::new(),
+            stopsign: self.storage.stopsign().cloned(),
+        });
+        let (cut, cut_tags) = self.install_sync(Some(self.leader), sync, decided)?;
         log!(info, self.logger, "leading";
             "n" => self.leader.n, "adopted_from" => max_pid, "log_len" => self.storage.log_len(),
             "decided_idx" => self.storage.decided_idx(), "cut_own" => cut.len());
@@ -265,6 +298,9 @@ where
         // adopts it (it has the highest round) would lose them. Only what we
         // appended since may follow in later chunks.
         let chunk_until = meta.accepted_idx.max(self.synced_len);
+        if self.start_decided_parts(slot, meta, chunk_until)? {
+            return Ok(());
+        }
         let log_sync = self.log_sync_from(from, from == meta.decided_idx, Some(chunk_until))?;
         let sync_end = log_sync.sync_idx + log_sync.suffix.len() as u64;
         let more = sync_end < self.storage.log_len();
@@ -297,6 +333,135 @@ where
         let to = self.peers[slot];
         self.send(to, PaxosMsg::AcceptSync(msg));
         self.pump_catch_up(slot)
+    }
+
+    /// Sends a follower whose `AcceptSync` would exceed a chunk our decided
+    /// prefix in parts instead, if that is where it lags: `DecidedSync`s, the
+    /// first from its decided index and reaching at least its log end, each
+    /// a chunk, all within our decided prefix. Returns whether it did. The
+    /// follower answers the parts with promises (`decided_parts_answered`);
+    /// once they are in, what it lacks past its decided index fits the
+    /// `AcceptSync`: the undecided part of the log we adopted, and our
+    /// entries since.
+    fn start_decided_parts(
+        &mut self,
+        slot: usize,
+        meta: PromiseMeta,
+        chunk_until: u64,
+    ) -> StorageResult<bool> {
+        // Every part starts at the follower's decided index (the first at
+        // the one it promised with, each later one where the one before
+        // ends), even where its log is known to match ours beyond: the
+        // follower installs a part only once its decided prefix reaches the
+        // part's start, which is what it can check for itself.
+        let start = meta.decided_idx;
+        let Some(part) = self.decided_part(start, true, meta.accepted_idx)? else {
+            return Ok(false);
+        };
+        let end = part.sync_idx + part.suffix.len() as u64;
+        if end >= chunk_until {
+            // The part is all the follower lacks for its AcceptSync: send that.
+            return Ok(false);
+        }
+        log!(debug, self.logger, "sending a follower the decided log in parts";
+            "follower" => self.peers[slot], "from" => start, "target" => chunk_until);
+        let p = &mut self.progress[slot];
+        p.synced = false;
+        p.accepted_idx = None;
+        p.catch_up = None;
+        p.open_accept = None;
+        p.decided_parts = Some(super::DecidedParts {
+            next: end,
+            in_flight: [end].into(),
+            until: chunk_until,
+            progressed: true,
+        });
+        self.send_decided_part(slot, part);
+        self.pump_decided_parts(slot)?;
+        Ok(true)
+    }
+
+    fn send_decided_part(&mut self, slot: usize, part: LogSync<T>) {
+        let to = self.peers[slot];
+        self.send(
+            to,
+            PaxosMsg::DecidedSync(DecidedSync {
+                n: self.leader,
+                log_sync: part,
+            }),
+        );
+    }
+
+    /// Sends a follower taking our decided prefix in parts the next ones, as
+    /// many as the window allows, stopping before a part that would reach
+    /// what its `AcceptSync` must carry.
+    fn pump_decided_parts(&mut self, slot: usize) -> StorageResult<()> {
+        loop {
+            let Some(dp) = &self.progress[slot].decided_parts else {
+                return Ok(());
+            };
+            if dp.in_flight.len() >= super::CATCH_UP_WINDOW {
+                return Ok(());
+            }
+            let (next, until) = (dp.next, dp.until);
+            if next < self.storage.compacted_idx() {
+                // Compacted meanwhile: start over, with the snapshot.
+                self.prepare_follower(self.peers[slot]);
+                return Ok(());
+            }
+            // Once the parts before it are in, the follower's log ends, and
+            // is decided, exactly at `next`.
+            let Some(part) = self.decided_part(next, true, next)? else {
+                return Ok(());
+            };
+            let end = part.sync_idx + part.suffix.len() as u64;
+            if end >= until {
+                return Ok(());
+            }
+            let dp = self.progress[slot]
+                .decided_parts
+                .as_mut()
+                .expect("checked above");
+            dp.next = end;
+            dp.in_flight.push_back(end);
+            self.send_decided_part(slot, part);
+        }
+    }
+
+    /// A promised follower promised again: it installed parts of our decided
+    /// log up to `decided_idx`, and its log ends at `accepted_idx`. Moves its
+    /// window on; once every part is in, synchronises it. Anything else is a
+    /// duplicate promise.
+    fn decided_parts_answered(
+        &mut self,
+        slot: usize,
+        decided_idx: u64,
+        accepted_idx: u64,
+    ) -> StorageResult<()> {
+        let Some(dp) = self.progress[slot].decided_parts.as_mut() else {
+            return Ok(());
+        };
+        if dp.in_flight.front().is_none_or(|&end| decided_idx < end) {
+            return Ok(());
+        }
+        while dp.in_flight.front().is_some_and(|&end| end <= decided_idx) {
+            dp.in_flight.pop_front();
+        }
+        dp.progressed = true;
+        let done = dp.in_flight.is_empty();
+        if let Some(meta) = self.progress[slot].promise.as_mut() {
+            // The round its log was accepted in is unchanged.
+            meta.decided_idx = decided_idx;
+            meta.accepted_idx = accepted_idx;
+        }
+        if !done {
+            return self.pump_decided_parts(slot);
+        }
+        self.progress[slot].decided_parts = None;
+        if self.phase == Phase::Accept {
+            self.send_accept_sync(slot)?;
+        }
+        Ok(())
     }
 
     /// Sends a follower being brought up to date its next chunks, as many as
@@ -612,6 +777,13 @@ where
             let to = self.peers[slot];
             if self.progress[slot].promise.is_none() {
                 self.send(to, PaxosMsg::Prepare(prepare));
+            } else if let Some(dp) = &mut self.progress[slot].decided_parts {
+                if !std::mem::take(&mut dp.progressed) {
+                    // A whole timeout without the promise that answers the
+                    // part: prepare the follower again; it resumes from
+                    // what it holds.
+                    self.prepare_follower(to);
+                }
             } else if self.phase == Phase::Accept && self.progress[slot].synced {
                 if let Some(cu) = &mut self.progress[slot].catch_up {
                     if !std::mem::take(&mut cu.progressed) {

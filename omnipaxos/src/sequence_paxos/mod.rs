@@ -93,6 +93,9 @@ struct FollowerProgress {
     /// While the follower is brought up to date chunk by chunk (its log
     /// sync did not reach the end of our log): where it stands.
     catch_up: Option<CatchUp>,
+    /// While the follower takes our decided prefix in parts before its
+    /// `AcceptSync` (see `leader::start_decided_parts`): where it stands.
+    decided_parts: Option<DecidedParts>,
     /// Acknowledgements of this follower's forwarded batches, to ride on the
     /// next `AcceptDecide` to it (the one carrying their entries).
     pending_acks: Vec<ProposalAck>,
@@ -116,6 +119,25 @@ struct CatchUp {
     in_flight: VecDeque<u64>,
     /// Whether the follower acknowledged a chunk since the resend timer last
     /// fired; if not, it is prepared again and resumes from what it holds.
+    progressed: bool,
+}
+
+/// A follower far behind our decided prefix after a leader change, taking
+/// it in parts (`DecidedSync`s), at most [`CATCH_UP_WINDOW`] unanswered at a
+/// time; each promise it answers with moves the window on. Once the parts
+/// are in, its `AcceptSync` carries the rest.
+#[derive(Clone, Debug)]
+struct DecidedParts {
+    /// Where the next part starts: the end of the last one sent.
+    next: u64,
+    /// The end of each part sent and not yet answered, oldest first.
+    in_flight: VecDeque<u64>,
+    /// Parts stop before one would reach here: what the `AcceptSync` must
+    /// carry at least (see `leader::send_accept_sync`).
+    until: u64,
+    /// Whether a part was answered since the resend timer last fired; if
+    /// not, one was lost (or its answer was), and the follower is prepared
+    /// again.
     progressed: bool,
 }
 
@@ -174,6 +196,10 @@ where
     /// of one still missing (the network reordered them), at most
     /// [`MAX_EARLY`]; handled once the missing one arrives.
     early: Vec<PaxosMessage<T>>,
+    /// Follower: parts of the leader's decided log (`DecidedSync`) that came
+    /// ahead of one still missing, with the ballot they came in; at most
+    /// [`MAX_EARLY`].
+    early_parts: Vec<(Ballot, LogSync<T>)>,
     /// Proposals waiting for a leader (or for this leader's prepare phase to end).
     pending: Vec<T>,
     /// The tag of each entry in `pending`.
@@ -333,6 +359,7 @@ where
             pull_replies: Vec::new(),
             last_seq: SequenceNumber::default(),
             early: Vec::new(),
+            early_parts: Vec::new(),
             pending: Vec::with_capacity(config.batch_size),
             pending_tags: Vec::new(),
             batch: Vec::with_capacity(config.batch_size),
@@ -444,7 +471,9 @@ where
     }
 
     /// Installs a log synchronisation (a new leader adopting the most
-    /// up-to-date log, or a follower taking its leader's) and returns the
+    /// up-to-date log, or a follower taking its leader's), accepted in
+    /// `round` (`None` for a part of decided entries, which leaves the round
+    /// our log was accepted in as it is), and returns the
     /// proposals it cut that exist nowhere else, for the caller to propose again.
     ///
     /// Those are the entries this server appended itself while it led the
@@ -453,7 +482,7 @@ where
     /// that followers forwarded are left out; their origins retry them.
     fn install_sync(
         &mut self,
-        round: Ballot,
+        round: Option<Ballot>,
         sync: LogSync<T>,
         decided_idx: u64,
     ) -> StorageResult<(Vec<T>, Vec<Tag>)> {
@@ -612,10 +641,30 @@ where
 
     /// [`read_chunk`](Self::read_chunk), ending at `to` at the latest.
     pub(super) fn read_chunk_until(&self, from: u64, to: u64) -> StorageResult<Vec<T>> {
+        self.read_chunk_within(
+            from,
+            to,
+            self.max_entries_per_message,
+            self.max_message_bytes,
+            true,
+        )
+    }
+
+    /// Entries from `from` on, ending at `to` at the latest: at most
+    /// `max_entries` of them and at most `max_bytes` by
+    /// [`Entry::size_hint`] (but at least one if `at_least_one`).
+    pub(super) fn read_chunk_within(
+        &self,
+        from: u64,
+        to: u64,
+        max_entries: usize,
+        max_bytes: usize,
+        at_least_one: bool,
+    ) -> StorageResult<Vec<T>> {
         const READ_STEP: u64 = 256;
         let end = to
             .min(self.storage.log_len())
-            .min(from.saturating_add(self.max_entries_per_message as u64));
+            .min(from.saturating_add(max_entries as u64));
         let mut chunk = Vec::new();
         let mut bytes = 0usize;
         let mut at = from;
@@ -623,7 +672,7 @@ where
             let step_end = end.min(at + READ_STEP);
             for entry in self.storage.get_entries(at, step_end)? {
                 bytes = bytes.saturating_add(entry.size_hint());
-                if bytes > self.max_message_bytes && !chunk.is_empty() {
+                if bytes > max_bytes && (!chunk.is_empty() || !at_least_one) {
                     return Ok(chunk);
                 }
                 chunk.push(entry);
@@ -751,6 +800,7 @@ where
             PaxosMsg::Prepare(prep) => self.handle_prepare(from, prep),
             PaxosMsg::Promise(prom) => self.handle_promise(from, prom),
             PaxosMsg::AcceptSync(sync) => self.handle_accept_sync(from, sync),
+            PaxosMsg::DecidedSync(part) => self.handle_decided_sync(from, part),
             PaxosMsg::AcceptDecide(acc) => self.handle_accept_decide(from, acc),
             PaxosMsg::Accepted(acc) => self.handle_accepted(from, acc),
             PaxosMsg::Decide(dec) => self.handle_decide(from, dec),

@@ -287,13 +287,15 @@ where
     }
 
     /// Replaces the log from `sync_idx` on with `suffix`, records that the log
-    /// is now accepted in `round`, and raises the decided index, atomically:
+    /// is now accepted in `round` (`None`: in the round it was accepted in
+    /// before, for a suffix of decided entries), and raises the decided
+    /// index, atomically:
     /// the log synchronisation of a new leader or of a follower. With a
     /// `snapshot` (of the whole log below `sync_idx`), the log is first
     /// compacted up to `sync_idx`, which may lie past its current end.
     pub(crate) fn sync_log(
         &mut self,
-        round: Ballot,
+        round: Option<Ballot>,
         sync_idx: u64,
         snapshot: Option<T::Snapshot>,
         suffix: Vec<T>,
@@ -334,7 +336,9 @@ where
         if stopsign != self.stopsign {
             ops.push(StorageOp::SetStopsign(stopsign.clone()));
         }
-        ops.push(StorageOp::SetAcceptedRound(round));
+        if let Some(round) = round {
+            ops.push(StorageOp::SetAcceptedRound(round));
+        }
         if new_decided != self.decided_idx {
             ops.push(StorageOp::SetDecidedIndex(new_decided));
         }
@@ -342,7 +346,9 @@ where
         self.log_len = new_len;
         self.stopsign = stopsign;
         self.compacted_idx = compacted;
-        self.accepted_round = Some(round);
+        if round.is_some() {
+            self.accepted_round = round;
+        }
         self.decided_idx = new_decided;
         Ok(())
     }

@@ -6,6 +6,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod decided_sync;
 mod envelope;
 mod fixtures;
 mod follower;

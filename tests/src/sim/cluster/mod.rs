@@ -375,7 +375,8 @@ impl SimCluster {
 
     /// The most log entries one message carried since the cluster started
     /// or since [`reset_max_entries_per_message`](Self::reset_max_entries_per_message):
-    /// log syncs, accepts and pull replies count.
+    /// log syncs (in promises, decided parts and accept syncs), accepts and
+    /// pull replies count.
     pub fn max_entries_per_message(&self) -> usize {
         self.max_entries_sent
     }
@@ -806,6 +807,8 @@ fn entries_carried(m: &Message<Value>) -> (usize, usize) {
     let entries: &[Value] = match m {
         Message::SequencePaxos(PaxosMessage { msg, .. }) => match msg {
             PaxosMsg::AcceptSync(s) => &s.log_sync.suffix,
+            PaxosMsg::DecidedSync(s) => &s.log_sync.suffix,
+            PaxosMsg::Promise(p) => p.log_sync.as_ref().map_or(&[], |s| &s.suffix),
             PaxosMsg::AcceptDecide(a) => &a.entries,
             PaxosMsg::PullLogReply(r) => &r.entries,
             _ => &[],
