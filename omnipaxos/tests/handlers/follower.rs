@@ -7,7 +7,7 @@ use pretty_assertions::assert_eq;
 #[test]
 fn fresh_follower_promises_a_prepare_and_persists_the_promise() {
     let mut f = node(2);
-    f.handle_incoming(sp(1, 2, PaxosMsg::Prepare(prepare_empty(B1))));
+    f.handle_incoming(sp(1, 2, PaxosMsg::Prepare(prepare(B1))));
     assert_eq!(
         paxos_out(&mut f),
         vec![sp(
@@ -29,9 +29,9 @@ fn fresh_follower_promises_a_prepare_and_persists_the_promise() {
 fn follower_with_higher_promise_rejects_prepare_with_not_accepted() {
     let mut f = node(2);
     let high = Ballot::with(5, 0, 3);
-    f.handle_incoming(sp(3, 2, PaxosMsg::Prepare(prepare_empty(high))));
+    f.handle_incoming(sp(3, 2, PaxosMsg::Prepare(prepare(high))));
     f.outgoing_messages();
-    f.handle_incoming(sp(1, 2, PaxosMsg::Prepare(prepare_empty(B1))));
+    f.handle_incoming(sp(1, 2, PaxosMsg::Prepare(prepare(B1))));
     assert_eq!(
         paxos_out(&mut f),
         vec![sp(2, 1, PaxosMsg::NotAccepted(NotAccepted { n: high }))]
@@ -79,7 +79,7 @@ fn follower_that_accepted_in_a_later_round_sends_its_log_beyond_the_leaders_deci
 #[test]
 fn follower_installs_accept_sync_and_reports_its_log_length() {
     let mut f = node(2);
-    f.handle_incoming(sp(1, 2, PaxosMsg::Prepare(prepare_empty(B1))));
+    f.handle_incoming(sp(1, 2, PaxosMsg::Prepare(prepare(B1))));
     f.outgoing_messages();
     f.handle_incoming(sp(
         1,
@@ -119,7 +119,7 @@ fn follower_installs_accept_sync_and_reports_its_log_length() {
 #[test]
 fn follower_appends_the_next_accept_decide_and_learns_the_decided_index() {
     let mut f = synced_follower(vec![E(1)], 0);
-    f.handle_incoming(accept_decide(2, 1, vec![E(2), E(3)]));
+    f.handle_incoming(accept_decide_from_1(2, 1, vec![E(2), E(3)]));
     assert_eq!(
         paxos_out(&mut f),
         vec![sp(
@@ -138,9 +138,9 @@ fn follower_appends_the_next_accept_decide_and_learns_the_decided_index() {
 #[test]
 fn follower_ignores_a_duplicated_accept_decide() {
     let mut f = synced_follower(vec![], 0);
-    f.handle_incoming(accept_decide(2, 0, vec![E(1)]));
+    f.handle_incoming(accept_decide_from_1(2, 0, vec![E(1)]));
     f.outgoing_messages();
-    f.handle_incoming(accept_decide(2, 0, vec![E(1)]));
+    f.handle_incoming(accept_decide_from_1(2, 0, vec![E(1)]));
     assert_eq!(paxos_out(&mut f), vec![]);
     assert_eq!(f.read_entries(..).unwrap().len(), 1);
 }
@@ -149,11 +149,11 @@ fn follower_ignores_a_duplicated_accept_decide() {
 fn follower_that_misses_a_message_asks_the_leader_to_prepare_it_again() {
     let mut f = synced_follower(vec![], 0);
     // Message 2 is missing: 3 and 4 may only have overtaken it, and wait.
-    f.handle_incoming(accept_decide(3, 0, vec![E(2)]));
-    f.handle_incoming(accept_decide(4, 0, vec![E(3)]));
+    f.handle_incoming(accept_decide_from_1(3, 0, vec![E(2)]));
+    f.handle_incoming(accept_decide_from_1(4, 0, vec![E(3)]));
     assert_eq!(paxos_out(&mut f), vec![]);
     // A third message past the gap: 2 was lost.
-    f.handle_incoming(accept_decide(5, 0, vec![E(4)]));
+    f.handle_incoming(accept_decide_from_1(5, 0, vec![E(4)]));
     assert_eq!(
         paxos_out(&mut f),
         vec![sp(2, 1, PaxosMsg::PrepareReq(PrepareReq { n: B1 }))]
@@ -164,9 +164,9 @@ fn follower_that_misses_a_message_asks_the_leader_to_prepare_it_again() {
 #[test]
 fn follower_applies_messages_that_overtook_a_missing_one_once_it_arrives() {
     let mut f = synced_follower(vec![], 0);
-    f.handle_incoming(accept_decide(3, 0, vec![E(2)]));
+    f.handle_incoming(accept_decide_from_1(3, 0, vec![E(2)]));
     assert_eq!(paxos_out(&mut f), vec![]);
-    f.handle_incoming(accept_decide(2, 0, vec![E(1)]));
+    f.handle_incoming(accept_decide_from_1(2, 0, vec![E(1)]));
     let out = paxos_out(&mut f);
     assert!(
         !out.iter().any(
@@ -234,9 +234,9 @@ fn follower_repeats_accepted_when_a_decide_shows_the_leader_lags_its_log() {
 fn follower_answers_an_accept_decide_of_an_older_ballot_with_not_accepted() {
     let mut f = synced_follower(vec![], 0);
     let b2 = Ballot::with(2, 0, 3);
-    f.handle_incoming(sp(3, 2, PaxosMsg::Prepare(prepare_empty(b2))));
+    f.handle_incoming(sp(3, 2, PaxosMsg::Prepare(prepare(b2))));
     f.outgoing_messages();
-    f.handle_incoming(accept_decide(2, 0, vec![E(1)]));
+    f.handle_incoming(accept_decide_from_1(2, 0, vec![E(1)]));
     assert_eq!(
         paxos_out(&mut f),
         vec![sp(2, 1, PaxosMsg::NotAccepted(NotAccepted { n: b2 }))]

@@ -14,7 +14,7 @@ fn an_answer_to_a_read_of_an_earlier_incarnation_does_not_complete_a_new_read() 
         seq: 1,
     };
     let mut f = node(2);
-    f.handle_incoming(sp(1, 2, PaxosMsg::Prepare(prepare_empty(B1))));
+    f.handle_incoming(sp(1, 2, PaxosMsg::Prepare(prepare(B1))));
     f.handle_incoming(sp(
         1,
         2,
