@@ -47,14 +47,8 @@ pub(super) struct Channels<T: Entry> {
 /// The task that owns the protocol.
 pub(super) struct Driver<T: Entry, S: Storage<T>> {
     op: OmniPaxos<T, S>,
-    commands: mpsc::Receiver<Command<T>>,
-    control: mpsc::UnboundedReceiver<Control>,
-    sp_in: mpsc::Receiver<Message<T>>,
-    deliveries: mpsc::Receiver<Delivery<T>>,
-    ble_in: mpsc::Receiver<BLEMessage>,
-    sp_out: mpsc::Sender<Message<T>>,
-    ble_out: mpsc::Sender<BLEMessage>,
-    status: watch::Sender<NodeStatus>,
+    /// What the driver takes inputs from and hands outputs to.
+    channels: Channels<T>,
     /// The counters behind [`OmniPaxosNode::metrics`]; the driver counts
     /// leader changes there.
     metrics: Arc<MetricCounters>,
@@ -126,27 +120,10 @@ where
         configuration_id: ConfigurationId,
         node_conf: &NodeConfig,
     ) -> Self {
-        let Channels {
-            commands,
-            control,
-            sp_in,
-            deliveries,
-            ble_in,
-            sp_out,
-            ble_out,
-            status,
-        } = channels;
         Self {
             members: members_of(&op),
             op,
-            commands,
-            control,
-            sp_in,
-            deliveries,
-            ble_in,
-            sp_out,
-            ble_out,
-            status,
+            channels,
             metrics,
             configuration_id,
             last_leader: None,
@@ -192,16 +169,16 @@ where
         loop {
             tokio::select! {
                 biased;
-                c = self.control.recv() => match c {
+                c = self.channels.control.recv() => match c {
                     Some(Control::Shutdown(done)) => return self.stop(Some(done)),
                     Some(c) => self.on_control(c),
                     None => return self.stop(None),
                 },
                 _ = ticker.tick() => self.on_tick(),
-                Some(m) = self.ble_in.recv() => self.op.handle_incoming(Message::BLE(m)),
-                Some(m) = self.sp_in.recv() => self.handle_message(m),
-                Some(d) = self.deliveries.recv() => self.on_delivery(d),
-                c = self.commands.recv() => match c {
+                Some(m) = self.channels.ble_in.recv() => self.op.handle_incoming(Message::BLE(m)),
+                Some(m) = self.channels.sp_in.recv() => self.handle_message(m),
+                Some(d) = self.channels.deliveries.recv() => self.on_delivery(d),
+                c = self.channels.commands.recv() => match c {
                     Some(c) => self.on_command(c),
                     None => return self.stop(None),
                 },
@@ -225,19 +202,19 @@ where
     /// step's outgoing messages and storage writes cover many of them.
     fn take_queued(&mut self) {
         for _ in 0..MAX_INPUTS_PER_STEP {
-            match self.sp_in.try_recv() {
+            match self.channels.sp_in.try_recv() {
                 Ok(m) => self.handle_message(m),
                 Err(_) => break,
             }
         }
         for _ in 0..MAX_INPUTS_PER_STEP {
-            match self.deliveries.try_recv() {
+            match self.channels.deliveries.try_recv() {
                 Ok(d) => self.on_delivery(d),
                 Err(_) => break,
             }
         }
         for _ in 0..MAX_INPUTS_PER_STEP {
-            match self.commands.try_recv() {
+            match self.channels.commands.try_recv() {
                 Ok(c) => self.on_command(c),
                 Err(_) => break,
             }
@@ -489,8 +466,8 @@ where
         self.op.take_outgoing_messages(&mut self.outgoing);
         for m in self.outgoing.drain(..) {
             let sent = match m {
-                Message::BLE(b) => self.ble_out.try_send(b).is_ok(),
-                m => self.sp_out.try_send(m).is_ok(),
+                Message::BLE(b) => self.channels.ble_out.try_send(b).is_ok(),
+                m => self.channels.sp_out.try_send(m).is_ok(),
             };
             if !sent {
                 self.dropped_messages += 1;
@@ -611,7 +588,8 @@ where
         self.op = match self.op.into_new_configuration(config) {
             Ok(op) => op,
             Err(e) => {
-                self.status
+                self.channels
+                    .status
                     .send_modify(|s| s.stopped = Some(RuntimeError::Config(e)));
                 return Err(());
             }
@@ -638,7 +616,8 @@ where
             .clone()
             .expect("only a removed node retires");
         self.fail_all(&RuntimeError::Removed(ss.clone()));
-        self.status
+        self.channels
+            .status
             .send_modify(|s| s.stopped = Some(RuntimeError::Removed(ss)));
     }
 
@@ -671,7 +650,7 @@ where
         let previous_stopsign = op.get_previous_stopsign();
         // Field by field, so that nothing is cloned unless it changed: this
         // runs after every step.
-        self.status.send_if_modified(|s| {
+        self.channels.status.send_if_modified(|s| {
             let mut changed = false;
             macro_rules! set {
                 ($field:ident, $value:expr) => {{
@@ -727,7 +706,8 @@ where
     /// (`parked` appends fail too: see `fail_all`.)
     fn stop(mut self, done: Option<oneshot::Sender<()>>) {
         self.fail_all(&RuntimeError::ShutDown);
-        self.status
+        self.channels
+            .status
             .send_modify(|s| s.stopped = Some(RuntimeError::ShutDown));
         drop(self);
         if let Some(done) = done {
@@ -737,7 +717,7 @@ where
 
     /// For a node that cannot run: publish why; its channels close when dropped.
     pub(super) fn stop_with(self, e: RuntimeError) {
-        self.status.send_modify(|s| s.stopped = Some(e));
+        self.channels.status.send_modify(|s| s.stopped = Some(e));
     }
 }
 
