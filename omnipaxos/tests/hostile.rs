@@ -460,18 +460,7 @@ fn a_pull_reply_from_a_server_not_asked_or_for_another_range_is_ignored() {
         },
     )
     .unwrap();
-    let asks: Vec<(NodeId, PullLog)> = joiner
-        .outgoing_messages()
-        .into_iter()
-        .filter_map(|m| match m {
-            Message::SequencePaxos(PaxosMessage {
-                to,
-                msg: PaxosMsg::PullLog(p),
-                ..
-            }) => Some((to, p)),
-            _ => None,
-        })
-        .collect();
+    let asks = pull_logs(joiner.outgoing_messages());
     assert_eq!(asks.len(), 2, "{asks:?}");
     let ended = StopSignDecided {
         ss: StopSign::with(CONFIG + 1, vec![1, 2, 4], None),

@@ -100,6 +100,35 @@ pub(crate) fn paxos_out(n: &mut Node) -> Vec<Message<E>> {
         .collect()
 }
 
+/// The messages among `msgs` that acknowledge forwarded proposals.
+pub(crate) fn proposal_acks<T: Entry>(msgs: Vec<Message<T>>) -> Vec<Message<T>> {
+    msgs.into_iter()
+        .filter(|m| {
+            matches!(
+                m,
+                Message::SequencePaxos(PaxosMessage {
+                    msg: PaxosMsg::ProposalAck(_),
+                    ..
+                })
+            )
+        })
+        .collect()
+}
+
+/// The pull requests among `msgs`, each with the server it goes to.
+pub(crate) fn pull_logs<T: Entry>(msgs: Vec<Message<T>>) -> Vec<(NodeId, PullLog)> {
+    msgs.into_iter()
+        .filter_map(|m| match m {
+            Message::SequencePaxos(PaxosMessage {
+                to,
+                msg: PaxosMsg::PullLog(p),
+                ..
+            }) => Some((to, p)),
+            _ => None,
+        })
+        .collect()
+}
+
 // ----- messages ------------------------------------------------------------------
 
 /// The ballot server 1 leads in first.

@@ -85,18 +85,7 @@ fn a_follower_with_a_shorter_log_moves_on_by_pulling_the_rest() {
         })
     );
     // Slices 1..2 from 3 and 2..3 from 1: it holds the decided log below 1.
-    let pulls: Vec<(u64, PullLog)> = n
-        .outgoing_messages()
-        .into_iter()
-        .filter_map(|m| match m {
-            Message::SequencePaxos(PaxosMessage {
-                to,
-                msg: PaxosMsg::PullLog(p),
-                ..
-            }) => Some((to, p)),
-            _ => None,
-        })
-        .collect();
+    let pulls = pull_logs(n.outgoing_messages());
     assert_eq!(
         pulls,
         vec![
@@ -386,18 +375,7 @@ fn a_storage_recording_an_unfinished_pull_keeps_pulling_however_it_is_built() {
         (status.log_len, status.started_at, status.stored_idx),
         (Some(3), 1, 1)
     );
-    let asked: Vec<(u64, PullLog)> = n
-        .outgoing_messages()
-        .into_iter()
-        .filter_map(|m| match m {
-            Message::SequencePaxos(PaxosMessage {
-                to,
-                msg: PaxosMsg::PullLog(p),
-                ..
-            }) => Some((to, p)),
-            _ => None,
-        })
-        .collect();
+    let asked = pull_logs(n.outgoing_messages());
     assert_eq!(
         asked,
         vec![

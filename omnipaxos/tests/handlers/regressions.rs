@@ -113,19 +113,7 @@ fn a_forwarded_batch_whose_index_a_snapshot_replaced_is_appended_again_on_retry(
     assert_eq!(l.get_compacted_idx(), 5);
     l.outgoing_messages();
     l.handle_incoming(fwd(b2));
-    let acks: Vec<Message<N>> = l
-        .outgoing_messages()
-        .into_iter()
-        .filter(|m| {
-            matches!(
-                m,
-                Message::SequencePaxos(PaxosMessage {
-                    msg: PaxosMsg::ProposalAck(_),
-                    ..
-                })
-            )
-        })
-        .collect();
+    let acks = proposal_acks(l.outgoing_messages());
     assert_eq!(
         acks,
         vec![
