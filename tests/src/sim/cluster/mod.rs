@@ -55,6 +55,29 @@ struct SimNode {
     incarnation: u32,
 }
 
+impl SimNode {
+    /// A server on its first storage, just built and running, that has
+    /// tracked nothing yet; `migration` as the field says.
+    fn running(
+        config: OmniPaxosConfig,
+        storage: SharedStorage,
+        paxos: OmniPaxos<Value, SharedStorage>,
+        migration: Option<Migration>,
+    ) -> Self {
+        Self {
+            config,
+            migration,
+            generation: 0,
+            past_storages: Vec::new(),
+            retired: false,
+            storage,
+            paxos: Some(paxos),
+            tracked: HashMap::new(),
+            incarnation: 0,
+        }
+    }
+}
+
 /// A cluster of `OmniPaxos` servers driven tick by tick in one thread.
 ///
 /// A test builds a cluster, scripts commands (propose, cut links, crash,
@@ -136,18 +159,7 @@ impl SimCluster {
                     .clone()
                     .build(storage.clone())
                     .unwrap_or_else(|e| panic!("config of server {pid} is invalid: {e}"));
-                let node = SimNode {
-                    config,
-                    migration: None,
-                    generation: 0,
-                    past_storages: Vec::new(),
-                    retired: false,
-                    storage,
-                    paxos: Some(paxos),
-                    tracked: HashMap::new(),
-                    incarnation: 0,
-                };
-                (pid, node)
+                (pid, SimNode::running(config, storage, paxos, None))
             })
             .collect();
         Self {

@@ -10,7 +10,6 @@ use omnipaxos::{
     Migration, ProposeErr, ReconfigurationRequest,
     util::{ConfigurationId, NodeId, StopSign},
 };
-use std::collections::HashMap;
 
 impl SimCluster {
     /// Asks server `at` to end the current configuration and continue the log
@@ -163,21 +162,12 @@ impl SimCluster {
             .clone()
             .build_joining_from(storage.clone(), sources.to_vec())
             .unwrap_or_else(|e| panic!("server {pid} cannot join {members:?}: {e}"));
-        let node = SimNode {
-            config,
-            // The length is learned; a restart asks for it again.
-            migration: Some(Migration {
-                log_len: 0,
-                sources: sources.to_vec(),
-            }),
-            generation: 0,
-            past_storages: Vec::new(),
-            retired: false,
-            storage,
-            paxos: Some(paxos),
-            tracked: HashMap::new(),
-            incarnation: 0,
+        // The length is learned; a restart asks for it again.
+        let migration = Migration {
+            log_len: 0,
+            sources: sources.to_vec(),
         };
+        let node = SimNode::running(config, storage, paxos, Some(migration));
         self.nodes.insert(pid, node);
         self.trace(|| format!("server {pid} starts early to join {members:?}"));
         self.check_invariants();
@@ -326,15 +316,9 @@ impl SimCluster {
             )
         });
         SimNode {
-            config,
-            migration: Some(migration),
             generation,
             past_storages,
-            retired: false,
-            storage,
-            paxos: Some(paxos),
-            tracked: HashMap::new(),
-            incarnation: 0,
+            ..SimNode::running(config, storage, paxos, Some(migration))
         }
     }
 
