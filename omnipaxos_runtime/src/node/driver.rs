@@ -722,7 +722,7 @@ where
 }
 
 /// The servers of `op`'s configuration, itself included, in increasing order.
-pub(super) fn members_of<T: Entry, S: Storage<T>>(op: &OmniPaxos<T, S>) -> Vec<NodeId> {
+fn members_of<T: Entry, S: Storage<T>>(op: &OmniPaxos<T, S>) -> Vec<NodeId> {
     let config = op.get_config();
     let mut members = config.peers.clone();
     members.push(config.pid);
