@@ -326,6 +326,39 @@ mod tests {
     }
 
     #[test]
+    fn limited_pull_bandwidth_delays_pull_replies_one_after_another_per_link() {
+        use omnipaxos::messages::{PaxosMessage, PaxosMsg, PullLogReply};
+        let reply = |from, to, len: u64| {
+            Message::SequencePaxos(PaxosMessage {
+                configuration_id: 1,
+                from,
+                to,
+                msg: PaxosMsg::PullLogReply(PullLogReply {
+                    from_idx: 0,
+                    to_idx: len,
+                    snapshot: None,
+                    entries: (0..len).map(Value).collect(),
+                    stopsign: None,
+                }),
+            })
+        };
+        let options = SimOptions::default();
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let mut net = Network::new();
+        net.limit_pull_bandwidth(Some(10));
+        let mut due = |net: &mut Network, msg| match net.send(msg, 5, true, &options, &mut rng) {
+            Fate::Queued { due, .. } => due,
+            other => panic!("{other:?}"),
+        };
+        // 25 entries take 3 ticks; the next reply on that link waits for it.
+        assert_eq!(due(&mut net, reply(1, 4, 25)), 8);
+        assert_eq!(due(&mut net, reply(1, 4, 5)), 9);
+        // Another link, and other messages, are not held up.
+        assert_eq!(due(&mut net, reply(2, 4, 5)), 6);
+        assert_eq!(due(&mut net, heartbeat(1, 4, 0)), 5);
+    }
+
+    #[test]
     fn a_crash_drops_what_is_in_flight_from_and_to_the_server() {
         let options = SimOptions {
             max_delay_ticks: 1,
