@@ -5,7 +5,7 @@
 //! receiver's state as the protocol allows, and that the cluster still
 //! decides new entries afterwards.
 
-use common::{N, Sum};
+use fixtures::*;
 use omnipaxos::{
     Ballot, Migration, OmniPaxos, OmniPaxosConfig,
     messages::*,
@@ -16,15 +16,11 @@ use omnipaxos_storage::memory_storage::MemoryStorage;
 use std::collections::BTreeMap;
 
 mod common;
-
-const CONFIG: u32 = 1;
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct E(u64);
-
-impl Entry for E {
-    type Snapshot = NoSnapshot;
-}
+// The handler tests' builders and entry types; this file does not use the
+// nodes in known states that they set up.
+#[allow(dead_code)]
+#[path = "handlers/fixtures.rs"]
+mod fixtures;
 
 /// A cluster of servers 1, 2, 3 on in-memory storage, every message
 /// delivered on the next step.
@@ -36,18 +32,7 @@ impl<T: Entry> Cluster<T> {
     fn new() -> Self {
         let nodes = [1, 2, 3]
             .into_iter()
-            .map(|pid| {
-                let peers = [1, 2, 3].into_iter().filter(|&p| p != pid).collect();
-                let node = OmniPaxosConfig {
-                    configuration_id: CONFIG,
-                    pid,
-                    peers,
-                    ..Default::default()
-                }
-                .build(MemoryStorage::default())
-                .unwrap();
-                (pid, node)
-            })
+            .map(|pid| (pid, member(pid)))
             .collect();
         let mut cluster = Self { nodes };
         cluster.run_until(|c| c.leader().is_some(), 200);
@@ -139,51 +124,11 @@ impl<T: Entry> Cluster<T> {
     }
 }
 
-fn sp<T: Entry>(from: NodeId, to: NodeId, msg: PaxosMsg<T>) -> Message<T> {
-    Message::SequencePaxos(PaxosMessage {
-        configuration_id: CONFIG,
-        from,
-        to,
-        msg,
-    })
-}
-
-fn ble<T: Entry>(from: NodeId, to: NodeId, msg: HeartbeatMsg) -> Message<T> {
-    Message::BLE(BLEMessage {
-        configuration_id: CONFIG,
-        from,
-        to,
-        msg,
-    })
-}
-
-fn accept_sync<T: Entry>(n: Ballot, log_sync: LogSync<T>) -> PaxosMsg<T> {
-    PaxosMsg::AcceptSync(AcceptSync {
-        n,
-        seq_num: SequenceNumber {
-            session: 1,
-            counter: 1,
-        },
-        decided_idx: 0,
-        log_sync,
-        forward_acks: vec![],
-    })
-}
-
 /// Makes `f` promise a ballot of member `m` above the current leader's, as a
 /// member that started to lead would: what a sync must come with.
 fn prepared_by<T: Entry>(c: &mut Cluster<T>, m: NodeId, f: NodeId) -> Ballot {
     let n = Ballot::with(c.node(f).get_promise().n + 1, 0, m);
-    c.inject(sp(
-        m,
-        f,
-        PaxosMsg::Prepare(Prepare {
-            n,
-            decided_idx: 0,
-            n_accepted: Ballot::default(),
-            accepted_idx: 0,
-        }),
-    ));
+    c.inject(prepare(n).sent(m, f));
     n
 }
 
@@ -196,18 +141,9 @@ fn a_ballot_round_no_server_could_outbid_is_refused_and_the_cluster_still_decide
     let (leader, f) = (c.leader().unwrap(), c.follower());
     let promise = c.node(f).get_promise();
     let top = Ballot::with(u32::MAX, 0, leader);
-    c.inject(sp(
-        leader,
-        f,
-        PaxosMsg::Prepare(Prepare {
-            n: top,
-            decided_idx: 0,
-            n_accepted: Ballot::default(),
-            accepted_idx: 0,
-        }),
-    ));
-    c.inject(sp(leader, f, PaxosMsg::PrepareReq(PrepareReq { n: top })));
-    c.inject(sp(f, leader, PaxosMsg::NotAccepted(NotAccepted { n: top })));
+    c.inject(prepare(top).sent(leader, f));
+    c.inject(PrepareReq { n: top }.sent(leader, f));
+    c.inject(NotAccepted { n: top }.sent(f, leader));
     c.inject(ble(
         leader,
         f,
@@ -222,16 +158,7 @@ fn a_ballot_round_no_server_could_outbid_is_refused_and_the_cluster_still_decide
     // One past the last round a server takes, and a reply speaking for
     // another server's ballot, are refused too.
     let past = Ballot::with(Ballot::MAX_ROUND + 1, 0, leader);
-    c.inject(sp(
-        leader,
-        f,
-        PaxosMsg::Prepare(Prepare {
-            n: past,
-            decided_idx: 0,
-            n_accepted: Ballot::default(),
-            accepted_idx: 0,
-        }),
-    ));
+    c.inject(prepare(past).sent(leader, f));
     assert_eq!(c.node(f).get_promise(), promise);
     c.inject(ble(
         f,
@@ -263,19 +190,16 @@ fn a_sync_with_a_snapshot_for_an_entry_type_without_snapshots_is_refused() {
     let before = c.node(f).read_entries(..).unwrap();
     for sync_idx in [1 << 40, u64::MAX] {
         let n = prepared_by(&mut c, m, f);
-        c.inject(sp(
-            m,
-            f,
+        c.inject(
             accept_sync(
                 n,
                 LogSync {
                     decided_snapshot: Some(SnapshotType::Complete(NoSnapshot)),
-                    sync_idx,
-                    suffix: vec![E(7)],
-                    stopsign: None,
+                    ..log_sync(sync_idx, vec![E(7)])
                 },
-            ),
-        ));
+            )
+            .sent(m, f),
+        );
         assert_eq!(c.node(f).read_entries(..).unwrap(), before);
         assert!(c.node(f).get_storage_failure().is_none());
     }
@@ -289,37 +213,31 @@ fn a_snapshot_sync_far_past_the_log_reserves_no_memory_from_its_index() {
     let (f, m) = (c.follower(), c.other_follower());
     // Past the highest index a server takes: refused.
     let n = prepared_by(&mut c, m, f);
-    c.inject(sp(
-        m,
-        f,
+    c.inject(
         accept_sync(
             n,
             LogSync {
                 decided_snapshot: Some(SnapshotType::Complete(Sum(5))),
-                sync_idx: u64::MAX - 1,
-                suffix: vec![N(1), N(2)],
-                stopsign: None,
+                ..log_sync(u64::MAX - 1, vec![N(1), N(2)])
             },
-        ),
-    ));
+        )
+        .sent(m, f),
+    );
     assert_eq!(c.node(f).get_accepted_idx(), 1);
     // Far past the log, but an index a log could reach: installed as the
     // leader's word, and reading the whole log afterwards reserves memory
     // for what is there, not for 2^40 entries.
     let n = prepared_by(&mut c, m, f);
-    c.inject(sp(
-        m,
-        f,
+    c.inject(
         accept_sync(
             n,
             LogSync {
                 decided_snapshot: Some(SnapshotType::Complete(Sum(5))),
-                sync_idx: 1 << 40,
-                suffix: vec![N(1)],
-                stopsign: None,
+                ..log_sync(1 << 40, vec![N(1)])
             },
-        ),
-    ));
+        )
+        .sent(m, f),
+    );
     let f_node = c.node(f);
     assert_eq!(f_node.get_decided_idx(), 1 << 40);
     let read = f_node.read_entries(0..f_node.get_decided_idx()).unwrap();
@@ -337,19 +255,7 @@ fn a_sync_that_would_cut_decided_entries_is_refused() {
     let (f, m) = (c.follower(), c.other_follower());
     let decided = c.node(f).read_decided_suffix(0).unwrap();
     let n = prepared_by(&mut c, m, f);
-    c.inject(sp(
-        m,
-        f,
-        accept_sync(
-            n,
-            LogSync {
-                decided_snapshot: None,
-                sync_idx: 0,
-                suffix: vec![],
-                stopsign: None,
-            },
-        ),
-    ));
+    c.inject(accept_sync(n, log_sync(0, vec![])).sent(m, f));
     assert_eq!(c.node(f).read_decided_suffix(0).unwrap(), decided);
     c.decides(E(6));
 }
@@ -362,16 +268,13 @@ fn a_prepare_claiming_a_decided_index_past_our_log_is_answered_from_our_log() {
     c.decides(E(1));
     let (f, m) = (c.follower(), c.other_follower());
     let n = Ballot::with(c.node(f).get_promise().n + 1, 0, m);
-    c.inject(sp(
-        m,
-        f,
-        PaxosMsg::Prepare(Prepare {
-            n,
+    c.inject(
+        Prepare {
             decided_idx: u64::MAX,
-            n_accepted: Ballot::default(),
-            accepted_idx: 0,
-        }),
-    ));
+            ..prepare(n)
+        }
+        .sent(m, f),
+    );
     let promise = c
         .node(f)
         .outgoing_messages()
@@ -417,25 +320,23 @@ fn an_acknowledgement_from_another_than_the_leader_or_past_any_log_is_ignored() 
     let id = forward_id(&forward);
     let n = c.node(f).get_current_leader_ballot().unwrap();
     // From a member that does not lead, at index 0 (which holds E(1)).
-    c.inject(sp(
-        m,
-        f,
-        PaxosMsg::ProposalAck(ProposalAck {
+    c.inject(
+        ProposalAck {
             n,
             id,
             first_idx: 0,
-        }),
-    ));
+        }
+        .sent(m, f),
+    );
     // From the leader, at an index whose range overflows.
-    c.inject(sp(
-        leader,
-        f,
-        PaxosMsg::ProposalAck(ProposalAck {
+    c.inject(
+        ProposalAck {
             n,
             id,
             first_idx: u64::MAX,
-        }),
-    ));
+        }
+        .sent(leader, f),
+    );
     // The forward is lost; the follower retries it until it is decided.
     let mut decided = Vec::new();
     c.run_until(|c| c.nodes.values().all(|n| n.get_decided_idx() >= 2), 500);
@@ -472,24 +373,22 @@ fn pulls_are_served_only_to_members_once_per_take_and_in_bounded_parts() {
     }
     let f = c.follower();
     // A stranger gets nothing; 200 pulls from a member queue one reply.
-    c.inject(sp(
-        99,
-        f,
-        PaxosMsg::PullLog(PullLog {
+    c.inject(
+        PullLog {
             from_idx: 0,
             to_idx: 5,
-        }),
-    ));
+        }
+        .sent(99, f),
+    );
     let m = c.other_follower();
     for _ in 0..200 {
-        c.inject(sp(
-            m,
-            f,
-            PaxosMsg::PullLog(PullLog {
+        c.inject(
+            PullLog {
                 from_idx: 0,
                 to_idx: 5,
-            }),
-        ));
+            }
+            .sent(m, f),
+        );
     }
     let out = c.node(f).outgoing_messages();
     assert!(pull_replies(&out, 99).is_empty());
@@ -497,14 +396,13 @@ fn pulls_are_served_only_to_members_once_per_take_and_in_bounded_parts() {
     // Pulls of many ranges queue at most four replies (a puller's window).
     for _ in 0..50 {
         for from_idx in 0..5 {
-            c.inject(sp(
-                m,
-                f,
-                PaxosMsg::PullLog(PullLog {
+            c.inject(
+                PullLog {
                     from_idx,
                     to_idx: 5,
-                }),
-            ));
+                }
+                .sent(m, f),
+            );
         }
     }
     let out = c.node(f).outgoing_messages();
@@ -517,11 +415,8 @@ fn pulls_are_served_only_to_members_once_per_take_and_in_bounded_parts() {
 
     // A reply carries at most `buffer_size` entries.
     let mut small: OmniPaxos<E, MemoryStorage<E>> = OmniPaxosConfig {
-        configuration_id: CONFIG,
-        pid: 1,
-        peers: vec![],
         buffer_size: 2,
-        ..Default::default()
+        ..config(1, &[])
     }
     .build(MemoryStorage::default())
     .unwrap();
@@ -539,14 +434,13 @@ fn pulls_are_served_only_to_members_once_per_take_and_in_bounded_parts() {
     small.outgoing_messages();
     // The single server's only "member" is itself; a joiner would be named
     // by a stop-sign. A pull from a stranger is refused here too.
-    small.handle_incoming(sp(
-        7,
-        1,
-        PaxosMsg::PullLog(PullLog {
+    small.handle_incoming(
+        PullLog {
             from_idx: 0,
             to_idx: 5,
-        }),
-    ));
+        }
+        .sent(7, 1),
+    );
     assert!(pull_replies(&small.outgoing_messages(), 7).is_empty());
     c.decides(E(6));
 }
@@ -556,9 +450,7 @@ fn a_pull_reply_from_a_server_not_asked_or_for_another_range_is_ignored() {
     let storage = MemoryStorage::<E>::default();
     let mut joiner: OmniPaxos<E, MemoryStorage<E>> = OmniPaxosConfig {
         configuration_id: CONFIG + 1,
-        pid: 4,
-        peers: vec![1, 2],
-        ..Default::default()
+        ..config(4, &[1, 2])
     }
     .build_joining(
         storage,
@@ -568,18 +460,7 @@ fn a_pull_reply_from_a_server_not_asked_or_for_another_range_is_ignored() {
         },
     )
     .unwrap();
-    let asks: Vec<(NodeId, PullLog)> = joiner
-        .outgoing_messages()
-        .into_iter()
-        .filter_map(|m| match m {
-            Message::SequencePaxos(PaxosMessage {
-                to,
-                msg: PaxosMsg::PullLog(p),
-                ..
-            }) => Some((to, p)),
-            _ => None,
-        })
-        .collect();
+    let asks = pull_logs(joiner.outgoing_messages());
     assert_eq!(asks.len(), 2, "{asks:?}");
     let ended = StopSignDecided {
         ss: StopSign::with(CONFIG + 1, vec![1, 2, 4], None),
@@ -587,18 +468,11 @@ fn a_pull_reply_from_a_server_not_asked_or_for_another_range_is_ignored() {
         n_accepted: Ballot::default(),
     };
     let reply_saying = |from: NodeId, from_idx: u64, to_idx: u64, ss: Option<StopSignDecided>| {
-        Message::SequencePaxos(PaxosMessage {
-            configuration_id: CONFIG + 1,
-            from,
-            to: 4,
-            msg: PaxosMsg::PullLogReply(PullLogReply {
-                from_idx,
-                to_idx,
-                snapshot: None,
-                entries: (from_idx..to_idx).map(E).collect(),
-                stopsign: ss,
-            }),
-        })
+        PullLogReply {
+            stopsign: ss,
+            ..pull_log_reply(from_idx, (from_idx..to_idx).map(E).collect())
+        }
+        .sent_in(CONFIG + 1, from, 4)
     };
     let reply = |from, from_idx, to_idx| reply_saying(from, from_idx, to_idx, Some(ended.clone()));
     let (first, second) = (asks[0], asks[1]);
@@ -622,18 +496,16 @@ fn a_pull_reply_from_a_server_not_asked_or_for_another_range_is_ignored() {
         (5, 2, 3),
         (0, 5, 4),
     ] {
-        joiner.handle_incoming(Message::SequencePaxos(PaxosMessage {
-            configuration_id: CONFIG + 1,
-            from: first.0,
-            to: 4,
-            msg: PaxosMsg::PullLogReply(PullLogReply {
+        joiner.handle_incoming(
+            PullLogReply {
                 from_idx: f,
                 to_idx: t,
                 snapshot: None,
                 entries: (0..n).map(E).collect(),
                 stopsign: Some(ended.clone()),
-            }),
-        }));
+            }
+            .sent_in(CONFIG + 1, first.0, 4),
+        );
     }
     assert_eq!(joiner.get_decided_idx(), 0);
     // From a server nobody asked, and a reply overlapping two slices with

@@ -1,8 +1,11 @@
 //! Reconfiguration: the stop-sign that ends a configuration, the refusals
 //! that follow it, and continuing the same log in the next configuration.
 //!
-//! These tests drive a small lossless in-memory cluster by hand, so that a
-//! server can be replaced by its next-configuration self mid-run.
+//! The scenarios run on the simulator's lossless default network. The
+//! simulator moves servers on to the next configuration by itself; a test
+//! that wants to look at servers in the configuration that ended, or to move
+//! one on itself, holds that back
+//! ([`SimCluster::hold_configuration_changes`]) and resumes it when done.
 
 use omnipaxos::{
     ConfigError, Migration, OmniPaxos, OmniPaxosConfig, ProposeErr, ReconfigurationRequest,
@@ -10,26 +13,13 @@ use omnipaxos::{
     util::{LogEntry, NodeId},
 };
 use omnipaxos_storage::memory_storage::MemoryStorage;
-use omnipaxos_tests::Value;
+use omnipaxos_tests::{SharedStorage, SimCluster, SimOptions, Value};
 use pretty_assertions::assert_eq;
-use std::collections::BTreeMap;
 
-type Node = OmniPaxos<Value, MemoryStorage<Value>>;
+type Node = OmniPaxos<Value, SharedStorage>;
 
-/// A lossless network of servers, some of which may be down.
-struct Cluster {
-    nodes: BTreeMap<NodeId, Option<Node>>,
-    buf: Vec<Message<Value>>,
-    /// Log transfers (pull replies) carry at most this many entries per tick
-    /// on each link; `None` delivers everything at once.
-    bandwidth: Option<u64>,
-    /// Pull replies still on the wire: `(arrival tick, message)`.
-    in_transit: Vec<(u64, Message<Value>)>,
-    /// Per link `(from, to)`, the tick at which it is free again.
-    busy_until: BTreeMap<(NodeId, NodeId), u64>,
-    now: u64,
-}
-
+/// Server `pid`'s config in configuration `configuration_id` of the servers
+/// `all`: the defaults, which are also what the simulator builds with.
 fn config(configuration_id: u32, pid: NodeId, all: &[NodeId]) -> OmniPaxosConfig {
     OmniPaxosConfig {
         configuration_id,
@@ -39,177 +29,60 @@ fn config(configuration_id: u32, pid: NodeId, all: &[NodeId]) -> OmniPaxosConfig
     }
 }
 
-impl Cluster {
-    fn new(all: &[NodeId]) -> Self {
-        let nodes = all
-            .iter()
-            .map(|&pid| {
-                (
-                    pid,
-                    Some(config(1, pid, all).build(MemoryStorage::default()).unwrap()),
-                )
-            })
-            .collect();
-        Self::of(nodes)
-    }
-
-    fn of(nodes: BTreeMap<NodeId, Option<Node>>) -> Self {
-        Self {
-            nodes,
-            buf: Vec::new(),
-            bandwidth: None,
-            in_transit: Vec::new(),
-            busy_until: BTreeMap::new(),
-            now: 0,
-        }
-    }
-
-    fn node(&mut self, pid: NodeId) -> &mut Node {
-        self.nodes
-            .get_mut(&pid)
-            .and_then(Option::as_mut)
-            .expect("server is up")
-    }
-
-    /// One tick everywhere, then every message is delivered (pull replies
-    /// when the bandwidth model says they arrive).
-    fn step(&mut self) {
-        self.now += 1;
-        for node in self.nodes.values_mut().flatten() {
-            node.tick();
-            node.take_outgoing_messages(&mut self.buf);
-        }
-        let now = self.now;
-        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.in_transit)
-            .into_iter()
-            .partition(|(at, _)| *at <= now);
-        self.in_transit = later;
-        // Transfers that arrive now go straight to their receiver.
-        for (_, m) in due {
-            if let Some(Some(node)) = self.nodes.get_mut(&m.get_receiver()) {
-                node.handle_incoming(m);
-                node.take_outgoing_messages(&mut self.buf);
-            }
-        }
-        while !self.buf.is_empty() {
-            for m in std::mem::take(&mut self.buf) {
-                if let (
-                    Some(b),
-                    Message::SequencePaxos(PaxosMessage {
-                        from,
-                        to,
-                        msg: PaxosMsg::PullLogReply(r),
-                        ..
-                    }),
-                ) = (self.bandwidth, &m)
-                {
-                    // The link sends one transfer after another.
-                    let link = self.busy_until.entry((*from, *to)).or_insert(now);
-                    let start = (*link).max(now);
-                    *link = start + (r.entries.len() as u64).div_ceil(b).max(1);
-                    self.in_transit.push((*link, m));
-                    continue;
-                }
-                if let Some(Some(node)) = self.nodes.get_mut(&m.get_receiver()) {
-                    node.handle_incoming(m);
-                    node.take_outgoing_messages(&mut self.buf);
-                }
-            }
-        }
-    }
-
-    /// As `step`, but fails if one tick's messages cause more than `max`
-    /// deliveries: servers that answer each other without end.
-    fn step_bounded(&mut self, max: usize) {
-        self.now += 1;
-        for node in self.nodes.values_mut().flatten() {
-            node.tick();
-            node.take_outgoing_messages(&mut self.buf);
-        }
-        let mut delivered = 0;
-        while !self.buf.is_empty() {
-            for m in std::mem::take(&mut self.buf) {
-                delivered += 1;
-                assert!(delivered <= max, "messages never stop: {m:?}");
-                if let Some(Some(node)) = self.nodes.get_mut(&m.get_receiver()) {
-                    node.handle_incoming(m);
-                    node.take_outgoing_messages(&mut self.buf);
-                }
-            }
-        }
-    }
-
-    fn run_until(&mut self, mut done: impl FnMut(&mut Self) -> bool, max_ticks: u64) {
-        for _ in 0..max_ticks {
-            if done(self) {
-                return;
-            }
-            self.step();
-        }
-        assert!(done(self), "condition not reached within {max_ticks} ticks");
-    }
-
-    fn leader(&mut self) -> NodeId {
-        self.run_until(|c| c.nodes.values().flatten().any(Node::is_leader), 100);
-        self.nodes
-            .iter()
-            .find(|(_, n)| n.as_ref().is_some_and(Node::is_leader))
-            .map(|(&p, _)| p)
-            .expect("a leader")
-    }
-
-    fn up(&self) -> Vec<NodeId> {
-        self.nodes
-            .iter()
-            .filter(|(_, n)| n.is_some())
-            .map(|(&p, _)| p)
-            .collect()
-    }
-
-    fn all_reconfigured(&mut self) -> bool {
-        self.nodes
-            .values()
-            .flatten()
-            .all(|n| n.is_reconfigured().is_some())
-    }
+/// Steps until a server of the current configuration leads, and returns it.
+fn wait_for_a_leader(c: &mut SimCluster) -> NodeId {
+    c.run_until(|c| c.leader().is_some(), 100);
+    c.leader().expect("run_until returned, so a server leads")
 }
 
-/// A three-server cluster with `n` decided entries.
-fn with_entries(n: u64) -> (Cluster, NodeId) {
-    let mut c = Cluster::new(&[1, 2, 3]);
-    let leader = c.leader();
+/// Whether every running server has a decided stop-sign.
+fn all_reconfigured(c: &SimCluster) -> bool {
+    c.live_ids()
+        .iter()
+        .all(|&p| c.node(p).is_reconfigured().is_some())
+}
+
+/// A three-server cluster on `options` with the `n` decided entries
+/// `Value(0)..Value(n)`, and its leader.
+fn with_entries_on(options: SimOptions, n: u64) -> (SimCluster, NodeId) {
+    let mut c = SimCluster::new(&[1, 2, 3], options);
+    let leader = wait_for_a_leader(&mut c);
     for v in 0..n {
-        c.node(leader).append(Value(v)).unwrap();
+        c.propose(leader, Value(v)).unwrap();
     }
-    c.run_until(
-        |c| {
-            c.nodes
-                .values()
-                .flatten()
-                .all(|node| node.get_decided_idx() == n)
-        },
-        100,
-    );
+    c.run_until(|c| c.live_ids().iter().all(|&p| c.decided_idx(p) == n), 100);
     (c, leader)
 }
 
-/// `with_entries(5)` whose stop-sign, naming `members`, is decided everywhere.
-fn reconfigured(members: &[NodeId]) -> Cluster {
-    let (mut c, leader) = with_entries(5);
-    c.node(leader)
-        .reconfigure(ReconfigurationRequest::with(members.to_vec(), None))
-        .unwrap();
-    c.run_until(Cluster::all_reconfigured, 100);
+/// [`with_entries_on`] the default options.
+fn with_entries(n: u64) -> (SimCluster, NodeId) {
+    with_entries_on(SimOptions::default(), n)
+}
+
+/// `with_entries_on(options, 5)` whose stop-sign, naming `members`, is
+/// decided everywhere, with the configuration changes held: every server is
+/// still in configuration 1.
+fn reconfigured_on(options: SimOptions, members: &[NodeId]) -> SimCluster {
+    let (mut c, leader) = with_entries_on(options, 5);
+    c.hold_configuration_changes();
+    c.reconfigure(leader, members).unwrap();
+    c.run_until(all_reconfigured, 100);
     c
+}
+
+/// [`reconfigured_on`] the default options.
+fn reconfigured(members: &[NodeId]) -> SimCluster {
+    reconfigured_on(SimOptions::default(), members)
 }
 
 #[test]
 fn a_decided_stop_sign_ends_the_configuration_everywhere() {
     let (mut c, leader) = with_entries(4);
+    c.hold_configuration_changes();
     let rc = ReconfigurationRequest::with(vec![1, 2, 3], Some(vec![7]));
-    c.node(leader).reconfigure(rc.clone()).unwrap();
-    c.run_until(Cluster::all_reconfigured, 100);
-    for pid in c.up() {
+    c.reconfigure_with(leader, rc.clone()).unwrap();
+    c.run_until(all_reconfigured, 100);
+    for pid in c.live_ids() {
         let node = c.node(pid);
         let ss = node.is_reconfigured().unwrap();
         assert_eq!(
@@ -220,11 +93,11 @@ fn a_decided_stop_sign_ends_the_configuration_everywhere() {
         assert_eq!(node.read(4), Some(LogEntry::StopSign(ss, true)));
         assert_eq!(node.read(3), Some(LogEntry::Decided(Value(3))));
         assert!(matches!(
-            node.append(Value(99)),
+            c.propose(pid, Value(99)),
             Err(ProposeErr::PendingReconfigEntry(Value(99)))
         ));
         assert!(matches!(
-            node.reconfigure(rc.clone()),
+            c.reconfigure_with(pid, rc.clone()),
             Err(ProposeErr::PendingReconfigConfig(_))
         ));
     }
@@ -233,11 +106,10 @@ fn a_decided_stop_sign_ends_the_configuration_everywhere() {
 #[test]
 fn a_reconfiguration_requested_at_a_follower_is_forwarded_and_decided() {
     let (mut c, leader) = with_entries(2);
-    let follower = c.up().into_iter().find(|&p| p != leader).unwrap();
-    c.node(follower)
-        .reconfigure(ReconfigurationRequest::with(vec![1, 2], None))
-        .unwrap();
-    c.run_until(Cluster::all_reconfigured, 100);
+    let follower = c.others(leader)[0];
+    c.hold_configuration_changes();
+    c.reconfigure(follower, &[1, 2]).unwrap();
+    c.run_until(all_reconfigured, 100);
     assert_eq!(c.node(leader).is_reconfigured().unwrap().nodes, vec![1, 2]);
 }
 
@@ -245,25 +117,19 @@ fn a_reconfiguration_requested_at_a_follower_is_forwarded_and_decided() {
 fn invalid_reconfigurations_are_refused_and_change_nothing() {
     let (mut c, leader) = with_entries(1);
     for bad in [vec![], vec![1, 1], vec![0, 2]] {
-        let err = c
-            .node(leader)
-            .reconfigure(ReconfigurationRequest::with(bad.clone(), None))
-            .unwrap_err();
+        let err = c.reconfigure(leader, &bad).unwrap_err();
         assert!(
             matches!(&err, ProposeErr::InvalidReconfiguration(ConfigError::InvalidField { field, .. }) if field == "new_configuration"),
             "{bad:?}: {err:?}"
         );
     }
-    for _ in 0..30 {
-        c.step();
-    }
+    c.run_for(30);
     assert!(
-        c.nodes
-            .values()
-            .flatten()
-            .all(|n| n.is_reconfigured().is_none())
+        c.live_ids()
+            .iter()
+            .all(|&p| c.node(p).is_reconfigured().is_none())
     );
-    c.node(leader).append(Value(5)).unwrap();
+    c.propose(leader, Value(5)).unwrap();
 }
 
 #[test]
@@ -275,7 +141,7 @@ fn into_new_configuration_refuses_a_config_the_stop_sign_does_not_name() {
     };
     // No decided stop-sign yet.
     let (mut c, _) = with_entries(1);
-    let node = c.nodes.remove(&1).flatten().unwrap();
+    let node = c.take_node(1);
     assert_eq!(
         field_of(node.into_new_configuration(config(2, 1, &[1, 2]))),
         "configuration_id"
@@ -285,11 +151,11 @@ fn into_new_configuration_refuses_a_config_the_stop_sign_does_not_name() {
         (config(2, 1, &[1, 3]), "peers"),
         (config(2, 1, &[1, 2, 3]), "peers"),
     ] {
-        let node = reconfigured(&[1, 2]).nodes.remove(&1).flatten().unwrap();
+        let node = reconfigured(&[1, 2]).take_node(1);
         assert_eq!(field_of(node.into_new_configuration(bad)), field);
     }
     // Server 3 is not a member of the next configuration.
-    let node = reconfigured(&[1, 2]).nodes.remove(&3).flatten().unwrap();
+    let node = reconfigured(&[1, 2]).take_node(3);
     assert_eq!(
         field_of(node.into_new_configuration(config(2, 3, &[1, 2, 3]))),
         "pid"
@@ -299,55 +165,40 @@ fn into_new_configuration_refuses_a_config_the_stop_sign_does_not_name() {
 #[test]
 fn the_next_configuration_continues_the_same_log_with_fewer_servers() {
     let mut c = reconfigured(&[1, 2]);
-    let mut next = Cluster::of(BTreeMap::new());
+    // The next configuration runs without server 3.
+    c.crash(3);
+    c.resume_configuration_changes();
+    let leader = wait_for_a_leader(&mut c);
     for pid in [1, 2] {
-        let old = c.nodes.remove(&pid).flatten().unwrap();
-        let node = old.into_new_configuration(config(2, pid, &[1, 2])).unwrap();
-        next.nodes.insert(pid, Some(node));
-    }
-    let leader = next.leader();
-    for pid in [1, 2] {
-        let node = next.node(pid);
+        let node = c.node(pid);
         assert_eq!(node.get_decided_idx(), 5);
         assert_eq!(node.read(4), Some(LogEntry::Decided(Value(4))));
         assert_eq!(node.is_reconfigured(), None);
     }
-    next.node(leader).append(Value(50)).unwrap();
-    next.run_until(
-        |c| c.nodes.values().flatten().all(|n| n.get_decided_idx() == 6),
-        100,
-    );
-    assert_eq!(next.node(1).read(5), Some(LogEntry::Decided(Value(50))));
+    c.propose(leader, Value(50)).unwrap();
+    c.run_until(|c| [1, 2].iter().all(|&p| c.decided_idx(p) == 6), 100);
+    assert_eq!(c.node(1).read(5), Some(LogEntry::Decided(Value(50))));
 }
 
 #[test]
 fn a_stop_sign_accepted_by_a_quorum_survives_the_old_leader_crashing() {
     let (mut c, leader) = with_entries(3);
-    c.node(leader)
-        .reconfigure(ReconfigurationRequest::with(vec![1, 2, 3], None))
-        .unwrap();
+    c.hold_configuration_changes();
+    c.reconfigure(leader, &[1, 2, 3]).unwrap();
     // The followers get the stop-sign, then the leader crashes before it
     // hears that they accepted it: the stop-sign is accepted by a quorum but
-    // decided nowhere.
-    let mut out = Vec::new();
-    c.node(leader).take_outgoing_messages(&mut out);
-    for m in out {
-        let to = m.get_receiver();
-        if let Some(Some(node)) = c.nodes.get_mut(&to) {
-            node.handle_incoming(m);
-            node.outgoing_messages();
-        }
-    }
-    c.nodes.insert(leader, None);
+    // decided nowhere. One step delivers what the leader sent; what the
+    // followers answer waits for the next step, and the crash loses it.
+    c.step();
+    c.crash(leader);
     assert!(
-        c.nodes
-            .values()
-            .flatten()
-            .all(|n| n.is_reconfigured().is_none())
+        c.live_ids()
+            .iter()
+            .all(|&p| c.node(p).is_reconfigured().is_none())
     );
     // The next leader adopts the stop-sign with the log and decides it.
-    c.run_until(Cluster::all_reconfigured, 200);
-    for pid in c.up() {
+    c.run_until(all_reconfigured, 200);
+    for pid in c.live_ids() {
         assert_eq!(
             c.node(pid)
                 .read(3)
@@ -357,104 +208,44 @@ fn a_stop_sign_accepted_by_a_quorum_survives_the_old_leader_crashing() {
     }
 }
 
-/// Moves the servers of a reconfigured cluster to configuration 2 with
-/// `members`: continuing servers via `into_new_configuration`, new ones via
-/// `build_joining` pulling the log from `sources`. Servers that leave keep
-/// running their old configuration, so that they can serve pulls.
-fn move_to(c: &mut Cluster, members: &[NodeId], sources: &[NodeId]) {
-    let log_len = c
-        .nodes
-        .values()
-        .flatten()
-        .next()
-        .map(|n| n.get_decided_idx() - 1)
-        .expect("a server");
-    for &pid in members {
-        let node = match c.nodes.remove(&pid) {
-            Some(Some(old)) => old.into_new_configuration(config(2, pid, members)).unwrap(),
-            _ => config(2, pid, members)
-                .build_joining(
-                    MemoryStorage::default(),
-                    Migration {
-                        log_len,
-                        sources: sources.to_vec(),
-                    },
-                )
-                .unwrap(),
-        };
-        c.nodes.insert(pid, Some(node));
-    }
-}
-
-/// Moves the servers `pids` of a reconfigured cluster into configuration 2
-/// with `members`, on their storage.
-fn continue_in_configuration_2(c: &mut Cluster, pids: &[NodeId], members: &[NodeId]) {
-    for &pid in pids {
-        let old = c.nodes.remove(&pid).flatten().expect("server is up");
-        let new = old.into_new_configuration(config(2, pid, members)).unwrap();
-        c.nodes.insert(pid, Some(new));
-    }
-}
-
-/// The decided entries of server `pid`, as values.
-fn decided_values(c: &mut Cluster, pid: NodeId) -> Vec<Value> {
-    let node = c.node(pid);
-    node.read_decided_suffix(0)
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|e| match e {
-            LogEntry::Decided(v) => Some(v),
-            _ => None,
-        })
-        .collect()
-}
-
 #[test]
 fn replacing_one_of_five_servers_keeps_the_log_while_clients_keep_appending() {
-    let mut c = Cluster::new(&[1, 2, 3, 4, 5]);
-    let leader = c.leader();
+    let mut c = SimCluster::new(&[1, 2, 3, 4, 5], SimOptions::default());
+    let leader = wait_for_a_leader(&mut c);
     let mut next_value = 0;
     // Clients append before, during and after the reconfiguration.
     for _ in 0..20 {
-        c.node(leader).append(Value(next_value)).unwrap();
+        c.propose(leader, Value(next_value)).unwrap();
         next_value += 1;
         c.step();
     }
-    c.node(leader)
-        .reconfigure(ReconfigurationRequest::with(vec![1, 2, 3, 4, 6], None))
-        .unwrap();
+    c.hold_configuration_changes();
+    c.reconfigure(leader, &[1, 2, 3, 4, 6]).unwrap();
     // Appends racing the stop-sign are refused, never silently dropped.
-    match c.node(leader).append(Value(next_value)) {
+    match c.propose(leader, Value(next_value)) {
         Err(ProposeErr::PendingReconfigEntry(_)) => {}
         other => panic!("expected PendingReconfigEntry, got {other:?}"),
     }
-    c.run_until(Cluster::all_reconfigured, 100);
-    let old_log = decided_values(&mut c, 1);
+    c.run_until(all_reconfigured, 100);
+    let old_log = c.decided_entries(1);
     assert_eq!(old_log.len(), 20);
 
-    move_to(&mut c, &[1, 2, 3, 4, 6], &[1, 2, 3, 4, 5]);
+    // Servers 1 to 4 move on; server 6 joins, pulling from 1 to 5.
+    c.resume_configuration_changes();
     c.run_until(|c| !c.node(6).is_migrating(), 100);
-    let new_leader = {
-        let mut n = Cluster::of(std::mem::take(&mut c.nodes));
-        n.nodes.remove(&5); // server 5 has left; its old instance is no longer needed
-        let l = n.leader();
-        c.nodes = std::mem::take(&mut n.nodes);
-        l
-    };
+    // Server 5 has left; its old instance is no longer needed.
+    c.crash(5);
+    let new_leader = wait_for_a_leader(&mut c);
     for v in 100..110 {
-        c.node(new_leader).append(Value(v)).unwrap();
+        c.propose(new_leader, Value(v)).unwrap();
         c.step();
     }
     c.run_until(
-        |c| {
-            [1, 2, 3, 4, 6]
-                .iter()
-                .all(|&p| c.node(p).get_decided_idx() == 30)
-        },
+        |c| [1, 2, 3, 4, 6].iter().all(|&p| c.decided_idx(p) == 30),
         200,
     );
     for pid in [1, 2, 3, 4, 6] {
-        let log = decided_values(&mut c, pid);
+        let log = c.decided_entries(pid);
         assert_eq!(&log[..20], &old_log[..], "server {pid} changed the old log");
         assert_eq!(&log[20..], &(100..110).map(Value).collect::<Vec<_>>()[..]);
     }
@@ -463,13 +254,13 @@ fn replacing_one_of_five_servers_keeps_the_log_while_clients_keep_appending() {
 #[test]
 fn replacing_a_majority_pulls_the_log_before_the_new_servers_take_part() {
     let (mut c, _) = with_entries(12);
-    let leader = c.leader();
-    c.node(leader)
-        .reconfigure(ReconfigurationRequest::with(vec![1, 4, 5], None))
-        .unwrap();
-    c.run_until(Cluster::all_reconfigured, 100);
-    let old_log = decided_values(&mut c, 1);
-    move_to(&mut c, &[1, 4, 5], &[1, 2, 3]);
+    let leader = wait_for_a_leader(&mut c);
+    c.hold_configuration_changes();
+    c.reconfigure(leader, &[1, 4, 5]).unwrap();
+    c.run_until(all_reconfigured, 100);
+    let old_log = c.decided_entries(1);
+    // Server 1 moves on; servers 4 and 5 join, pulling from 1, 2 and 3.
+    c.resume_configuration_changes();
     // The newcomers are a majority of the new configuration: had they voted
     // with empty logs, a leader could have started the new configuration
     // from nothing.
@@ -479,16 +270,13 @@ fn replacing_a_majority_pulls_the_log_before_the_new_servers_take_part() {
         100,
     );
     for pid in [4, 5] {
-        assert_eq!(decided_values(&mut c, pid), old_log, "server {pid}");
+        assert_eq!(c.decided_entries(pid), old_log, "server {pid}");
     }
-    c.nodes.remove(&2);
-    c.nodes.remove(&3);
-    let new_leader = c.leader();
-    c.node(new_leader).append(Value(77)).unwrap();
-    c.run_until(
-        |c| [1, 4, 5].iter().all(|&p| c.node(p).get_decided_idx() == 13),
-        100,
-    );
+    c.crash(2);
+    c.crash(3);
+    let new_leader = wait_for_a_leader(&mut c);
+    c.propose(new_leader, Value(77)).unwrap();
+    c.run_until(|c| [1, 4, 5].iter().all(|&p| c.decided_idx(p) == 13), 100);
 }
 
 #[test]
@@ -497,30 +285,24 @@ fn pulling_from_three_sources_is_faster_than_from_one() {
     // source the transfer takes ~60 ticks, from three ~20.
     let mut ticks = Vec::new();
     for sources in [vec![1], vec![1, 2, 3]] {
-        let mut c = Cluster::new(&[1, 2, 3]);
-        let leader = c.leader();
+        let (mut c, leader) = with_entries(0);
         for v in 0..600 {
-            c.node(leader).append(Value(v)).unwrap();
+            c.propose(leader, Value(v)).unwrap();
         }
         c.run_until(
-            |c| {
-                c.nodes
-                    .values()
-                    .flatten()
-                    .all(|n| n.get_decided_idx() == 600)
-            },
+            |c| c.live_ids().iter().all(|&p| c.decided_idx(p) == 600),
             100,
         );
-        c.node(leader)
-            .reconfigure(ReconfigurationRequest::with(vec![1, 2, 3, 4], None))
-            .unwrap();
-        c.run_until(Cluster::all_reconfigured, 100);
-        c.bandwidth = Some(10);
-        move_to(&mut c, &[1, 2, 3, 4], &sources);
-        let start = c.now;
+        c.hold_configuration_changes();
+        c.reconfigure(leader, &[1, 2, 3, 4]).unwrap();
+        c.run_until(all_reconfigured, 100);
+        c.limit_pull_bandwidth(10);
+        c.pull_from(&sources);
+        c.resume_configuration_changes();
+        let start = c.now();
         c.run_until(|c| !c.node(4).is_migrating(), 500);
-        ticks.push(c.now - start);
-        assert_eq!(decided_values(&mut c, 4).len(), 600);
+        ticks.push(c.now() - start);
+        assert_eq!(c.decided_entries(4).len(), 600);
     }
     eprintln!(
         "migration of 600 entries at 10 entries/tick/link: 1 source {} ticks, 3 sources {} ticks",
@@ -532,21 +314,25 @@ fn pulling_from_three_sources_is_faster_than_from_one() {
     );
 }
 
+/// Options under which a server new to a configuration is given only the
+/// sources, and asks them how long the log is.
+fn asking_joiners() -> SimOptions {
+    SimOptions {
+        joiners_ask_log_len: true,
+        ..SimOptions::default()
+    }
+}
+
 /// Server 4 joins `[1, 2, 4]` knowing only where the old servers are
 /// (`build_joining_from`): it is started before the reconfiguration is even
 /// proposed, learns the log's length from an old server once the stop-sign
 /// is decided, pulls it, and then takes part.
 #[test]
 fn a_joiner_given_only_the_sources_learns_the_log_length_and_pulls_the_log() {
-    let (mut c, leader) = with_entries(12);
-    let joiner = config(2, 4, &[1, 2, 4])
-        .build_joining_from(MemoryStorage::default(), vec![1, 2, 3])
-        .unwrap();
-    c.nodes.insert(4, Some(joiner));
+    let (mut c, leader) = with_entries_on(asking_joiners(), 12);
+    c.add_joiner(4, &[1, 2, 4], &[1, 2, 3]);
     // Nobody can answer yet: the old configuration has no stop-sign.
-    for _ in 0..30 {
-        c.step();
-    }
+    c.run_for(30);
     assert!(c.node(4).is_migrating());
     assert_eq!(
         c.node(4).get_migration(),
@@ -560,9 +346,8 @@ fn a_joiner_given_only_the_sources_learns_the_log_length_and_pulls_the_log() {
         "the old servers go on"
     );
 
-    c.node(leader)
-        .reconfigure(ReconfigurationRequest::with(vec![1, 2, 4], None))
-        .unwrap();
+    c.hold_configuration_changes();
+    c.reconfigure(leader, &[1, 2, 4]).unwrap();
     c.run_until(
         |c| {
             [1, 2, 3]
@@ -574,41 +359,34 @@ fn a_joiner_given_only_the_sources_learns_the_log_length_and_pulls_the_log() {
     // The old servers are all still in configuration 1: they answer the
     // joiner from their decided stop-sign, and serve its pulls.
     c.run_until(|c| !c.node(4).is_migrating(), 100);
-    let old_log = decided_values(&mut c, 1);
+    let old_log = c.decided_entries(1);
     assert_eq!(old_log.len(), 12);
-    assert_eq!(decided_values(&mut c, 4), old_log);
-    continue_in_configuration_2(&mut c, &[1, 2], &[1, 2, 4]);
-    c.nodes.remove(&3);
-    let new_leader = c.leader();
-    c.node(new_leader).append(Value(99)).unwrap();
-    c.run_until(
-        |c| [1, 2, 4].iter().all(|&p| c.node(p).get_decided_idx() == 13),
-        100,
-    );
-    assert_eq!(decided_values(&mut c, 4).last(), Some(&Value(99)));
+    assert_eq!(c.decided_entries(4), old_log);
+    // Servers 1 and 2 move on; server 3 is gone.
+    c.crash(3);
+    c.resume_configuration_changes();
+    let new_leader = wait_for_a_leader(&mut c);
+    c.propose(new_leader, Value(99)).unwrap();
+    c.run_until(|c| [1, 2, 4].iter().all(|&p| c.decided_idx(p) == 13), 100);
+    assert_eq!(c.decided_entries(4).last(), Some(&Value(99)));
 }
 
 /// Once the continuing servers have moved on, they answer the joiner in the
 /// new configuration, even with every old-only server gone.
 #[test]
 fn a_joiner_started_after_the_change_learns_the_log_length_from_its_new_peers() {
-    let mut c = reconfigured(&[1, 2, 4]);
-    let old_log = decided_values(&mut c, 1);
-    continue_in_configuration_2(&mut c, &[1, 2], &[1, 2, 4]);
-    c.nodes.remove(&3);
-    let joiner = config(2, 4, &[1, 2, 4])
-        .build_joining_from(MemoryStorage::default(), vec![1, 2, 3])
-        .unwrap();
-    c.nodes.insert(4, Some(joiner));
+    let mut c = reconfigured_on(asking_joiners(), &[1, 2, 4]);
+    let old_log = c.decided_entries(1);
+    c.crash(3);
+    // Servers 1 and 2 move on, and server 4 starts with `build_joining_from`
+    // and the sources 1, 2 and 3 before anyone takes a step.
+    c.resume_configuration_changes();
     // Server 3 is gone for good: its slice is asked of the next source.
     c.run_until(|c| !c.node(4).is_migrating(), 200);
-    assert_eq!(decided_values(&mut c, 4), old_log);
-    let new_leader = c.leader();
-    c.node(new_leader).append(Value(7)).unwrap();
-    c.run_until(
-        |c| [1, 2, 4].iter().all(|&p| c.node(p).get_decided_idx() == 6),
-        100,
-    );
+    assert_eq!(c.decided_entries(4), old_log);
+    let new_leader = wait_for_a_leader(&mut c);
+    c.propose(new_leader, Value(7)).unwrap();
+    c.run_until(|c| [1, 2, 4].iter().all(|&p| c.decided_idx(p) == 6), 100);
 }
 
 /// A joiner takes an answer only from a server it asked, about the
@@ -698,9 +476,25 @@ fn build_joining_from_refuses_sources_it_cannot_use() {
 #[test]
 fn a_left_out_server_beside_the_moved_on_ones_goes_quiet() {
     let mut c = reconfigured(&[1, 2]);
-    continue_in_configuration_2(&mut c, &[1, 2], &[1, 2]);
+    // Servers 1 and 2 move on; server 3 keeps running configuration 1.
+    c.resume_configuration_changes();
+    // A message a server sends while handling another waits for the next
+    // step, so an endless exchange cannot stall one step here as it could
+    // a delivery loop: it would deliver something in every step. What the
+    // servers' timers cause leaves steps with nothing to deliver.
+    let mut delivered = Vec::new();
     for _ in 0..200 {
-        c.step_bounded(10_000);
+        let before = c.network().stats().delivered;
+        c.step();
+        delivered.push(c.network().stats().delivered - before);
+    }
+    let most = delivered.iter().copied().max().unwrap_or_default();
+    assert!(most <= 10_000, "messages never stop: {most} in one step");
+    for window in delivered[100..].windows(10) {
+        assert!(
+            window.contains(&0),
+            "the servers trade messages in every step: {delivered:?}"
+        );
     }
     assert!(c.node(3).is_reconfigured().is_some());
 }

@@ -8,15 +8,9 @@ use pretty_assertions::assert_eq;
 #[test]
 fn messages_for_another_node_configuration_or_from_a_stranger_are_ignored() {
     let mut f = node(2);
-    let prep = PaxosMsg::Prepare(prepare_empty(B1));
-    f.handle_incoming(sp(1, 3, prep.clone()));
-    f.handle_incoming(sp(9, 2, prep.clone()));
-    f.handle_incoming(Message::SequencePaxos(PaxosMessage {
-        configuration_id: 7,
-        from: 1,
-        to: 2,
-        msg: prep,
-    }));
+    f.handle_incoming(prepare(B1).sent(1, 3));
+    f.handle_incoming(prepare(B1).sent(9, 2));
+    f.handle_incoming(prepare(B1).sent_in(7, 1, 2));
     assert_eq!(f.outgoing_messages(), vec![]);
     assert_eq!(f.get_promise(), Ballot::default());
 }
@@ -24,7 +18,7 @@ fn messages_for_another_node_configuration_or_from_a_stranger_are_ignored() {
 #[test]
 fn a_prepare_whose_ballot_names_another_server_is_ignored() {
     let mut f = node(2);
-    f.handle_incoming(sp(3, 2, PaxosMsg::Prepare(prepare_empty(B1))));
+    f.handle_incoming(prepare(B1).sent(3, 2));
     assert_eq!(paxos_out(&mut f), vec![]);
     assert_eq!(f.get_promise(), Ballot::default());
 }
@@ -32,24 +26,22 @@ fn a_prepare_whose_ballot_names_another_server_is_ignored() {
 #[test]
 fn heartbeat_request_gets_a_reply_with_ballot_and_connectivity() {
     let mut f = node(2);
-    f.handle_incoming(Message::BLE(BLEMessage {
-        configuration_id: CONFIG,
-        from: 1,
-        to: 2,
-        msg: HeartbeatMsg::Request(HeartbeatRequest { round: 3 }),
-    }));
+    f.handle_incoming(ble(
+        1,
+        2,
+        HeartbeatMsg::Request(HeartbeatRequest { round: 3 }),
+    ));
     assert_eq!(
         f.outgoing_messages(),
-        vec![Message::BLE(BLEMessage {
-            configuration_id: CONFIG,
-            from: 2,
-            to: 1,
-            msg: HeartbeatMsg::Reply(HeartbeatReply {
+        vec![ble(
+            2,
+            1,
+            HeartbeatMsg::Reply(HeartbeatReply {
                 round: 3,
                 ballot: Ballot::with(0, 0, 2),
                 quorum_connected: true,
                 leader: None,
-            }),
-        })]
+            })
+        )]
     );
 }

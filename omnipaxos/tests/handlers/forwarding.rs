@@ -106,18 +106,7 @@ fn leader_appends_a_batch_from_a_restarted_origin_that_reuses_a_seq() {
     };
     l.handle_incoming(fwd(1));
     l.handle_incoming(fwd(2));
-    let acks: Vec<_> = paxos_out(&mut l)
-        .into_iter()
-        .filter(|m| {
-            matches!(
-                m,
-                Message::SequencePaxos(PaxosMessage {
-                    msg: PaxosMsg::ProposalAck(_),
-                    ..
-                })
-            )
-        })
-        .collect();
+    let acks = proposal_acks(paxos_out(&mut l));
     assert_eq!(
         acks,
         vec![
@@ -179,21 +168,12 @@ fn the_acknowledgement_of_a_forwarded_batch_rides_with_its_entries_to_the_origin
     assert_eq!(
         paxos_out(&mut l),
         vec![
-            sp(
-                1,
-                2,
-                PaxosMsg::AcceptDecide(AcceptDecide {
-                    n: B1,
-                    seq_num: SequenceNumber {
-                        session: 1,
-                        counter: 2
-                    },
-                    decided_idx: 0,
-                    entries: vec![E(8)],
-                    forward_acks: vec![ack],
-                })
-            ),
-            sp(1, 2, PaxosMsg::ProposalAck(ack)),
+            AcceptDecide {
+                forward_acks: vec![ack],
+                ..accept_decide(B1, 2, vec![E(8)])
+            }
+            .sent(1, 2),
+            ack.sent(1, 2),
         ]
     );
 }

@@ -12,10 +12,7 @@ fn new_leader_persists_its_promise_and_prepares_every_peer() {
     l.try_become_leader();
     assert_eq!(
         paxos_out(&mut l),
-        vec![
-            sp(1, 2, PaxosMsg::Prepare(prepare_empty(B1))),
-            sp(1, 3, PaxosMsg::Prepare(prepare_empty(B1))),
-        ]
+        vec![prepare(B1).sent(1, 2), prepare(B1).sent(1, 3)]
     );
     assert_eq!(l.get_promise(), B1);
     assert!(!l.is_leader(), "still in the prepare phase");
@@ -27,53 +24,12 @@ fn leader_with_a_quorum_of_promises_synchronises_the_follower() {
     l.try_become_leader();
     l.outgoing_messages();
     l.append(E(5)).unwrap(); // held until the prepare phase ends
-    l.handle_incoming(sp(
-        2,
-        1,
-        PaxosMsg::Promise(Promise {
-            n: B1,
-            n_accepted: Ballot::default(),
-            decided_idx: 0,
-            accepted_idx: 0,
-            log_sync: None,
-        }),
-    ));
+    l.handle_incoming(promise(B1).sent(2, 1));
     assert_eq!(
         paxos_out(&mut l),
         vec![
-            sp(
-                1,
-                2,
-                PaxosMsg::AcceptSync(AcceptSync {
-                    n: B1,
-                    seq_num: SequenceNumber {
-                        session: 1,
-                        counter: 1
-                    },
-                    decided_idx: 0,
-                    log_sync: LogSync {
-                        decided_snapshot: None,
-                        sync_idx: 0,
-                        suffix: vec![],
-                        stopsign: None,
-                    },
-                    forward_acks: vec![],
-                })
-            ),
-            sp(
-                1,
-                2,
-                PaxosMsg::AcceptDecide(AcceptDecide {
-                    n: B1,
-                    seq_num: SequenceNumber {
-                        session: 1,
-                        counter: 2
-                    },
-                    decided_idx: 0,
-                    entries: vec![E(5)],
-                    forward_acks: vec![],
-                })
-            ),
+            accept_sync(B1, log_sync(0, vec![])).sent(1, 2),
+            accept_decide(B1, 2, vec![E(5)]).sent(1, 2),
         ]
     );
     assert!(l.is_leader());
@@ -85,22 +41,15 @@ fn leader_adopts_the_log_of_the_most_up_to_date_promise() {
     let mut l = node(1);
     l.try_become_leader();
     l.outgoing_messages();
-    l.handle_incoming(sp(
-        2,
-        1,
-        PaxosMsg::Promise(Promise {
-            n: B1,
+    l.handle_incoming(
+        Promise {
             n_accepted: Ballot::with(0, 0, 3),
-            decided_idx: 0,
             accepted_idx: 2,
-            log_sync: Some(LogSync {
-                decided_snapshot: None,
-                sync_idx: 0,
-                suffix: vec![E(1), E(2)],
-                stopsign: None,
-            }),
-        }),
-    ));
+            log_sync: Some(log_sync(0, vec![E(1), E(2)])),
+            ..promise(B1)
+        }
+        .sent(2, 1),
+    );
     assert_eq!(l.read_entries(..).unwrap().len(), 2);
     assert_eq!(l.read(1), Some(LogEntry::Undecided(E(2))));
 }
@@ -110,29 +59,8 @@ fn leader_decides_once_a_quorum_accepted_and_tells_followers() {
     let mut l = leader_with_follower_2();
     l.append(E(9)).unwrap();
     l.outgoing_messages();
-    l.handle_incoming(sp(
-        2,
-        1,
-        PaxosMsg::Accepted(Accepted {
-            n: B1,
-            accepted_idx: 1,
-        }),
-    ));
-    assert_eq!(
-        paxos_out(&mut l),
-        vec![sp(
-            1,
-            2,
-            PaxosMsg::Decide(Decide {
-                n: B1,
-                seq_num: SequenceNumber {
-                    session: 1,
-                    counter: 3
-                },
-                decided_idx: 1,
-            })
-        )]
-    );
+    l.handle_incoming(accepted(B1, 1).sent(2, 1));
+    assert_eq!(paxos_out(&mut l), vec![decide(B1, 3, 1).sent(1, 2)]);
     assert_eq!(l.get_decided_idx(), 1);
     assert_eq!(l.read(0), Some(LogEntry::Decided(E(9))));
 }
@@ -140,29 +68,24 @@ fn leader_decides_once_a_quorum_accepted_and_tells_followers() {
 #[test]
 fn leader_prepares_a_follower_that_asks() {
     let mut l = leader_with_follower_2();
-    l.handle_incoming(sp(2, 1, PaxosMsg::PrepareReq(PrepareReq { n: B1 })));
+    l.handle_incoming(PrepareReq { n: B1 }.sent(2, 1));
     assert_eq!(
         paxos_out(&mut l),
-        vec![sp(
-            1,
-            2,
-            PaxosMsg::Prepare(Prepare {
-                n: B1,
-                decided_idx: 0,
+        vec![
+            Prepare {
                 n_accepted: B1,
-                accepted_idx: 0,
-            })
-        )]
+                ..prepare(B1)
+            }
+            .sent(1, 2)
+        ]
     );
 }
 
 #[test]
 fn a_node_without_a_leader_buffers_proposals_up_to_buffer_size() {
     let mut n: Node = OmniPaxosConfig {
-        pid: 1,
-        peers: vec![2, 3],
         buffer_size: 1,
-        ..Default::default()
+        ..config(1, &[2, 3])
     }
     .build(MemoryStorage::default())
     .unwrap();
@@ -175,12 +98,7 @@ fn a_node_without_a_leader_buffers_proposals_up_to_buffer_size() {
 
 #[test]
 fn one_node_cluster_decides_alone() {
-    let mut n: Node = OmniPaxosConfig {
-        pid: 7,
-        ..Default::default()
-    }
-    .build(MemoryStorage::default())
-    .unwrap();
+    let mut n: Node = config(7, &[]).build(MemoryStorage::default()).unwrap();
     for _ in 0..10 {
         n.tick();
     }
@@ -196,13 +114,12 @@ fn leader_outbids_a_higher_ballot_named_in_a_prepare_request() {
     // restart it asks to be prepared under that ballot. Our ballot is lower,
     // so at the end of the next heartbeat round we take a ballot above 5.
     let mut l = leader_with_follower_2();
-    l.handle_incoming(sp(
-        2,
-        1,
-        PaxosMsg::PrepareReq(PrepareReq {
+    l.handle_incoming(
+        PrepareReq {
             n: Ballot::with(5, 0, 2),
-        }),
-    ));
+        }
+        .sent(2, 1),
+    );
     assert_eq!(paxos_out(&mut l), vec![]);
     for _ in 0..10 {
         l.tick();

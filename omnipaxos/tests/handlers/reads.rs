@@ -14,26 +14,17 @@ fn an_answer_to_a_read_of_an_earlier_incarnation_does_not_complete_a_new_read() 
         seq: 1,
     };
     let mut f = node(2);
-    f.handle_incoming(sp(1, 2, PaxosMsg::Prepare(prepare_empty(B1))));
-    f.handle_incoming(sp(
-        1,
-        2,
-        PaxosMsg::AcceptSync(AcceptSync {
-            n: B1,
+    f.handle_incoming(prepare(B1).sent(1, 2));
+    f.handle_incoming(
+        AcceptSync {
             seq_num: SequenceNumber {
                 session: 2,
                 counter: 1,
             },
-            decided_idx: 0,
-            log_sync: LogSync {
-                decided_snapshot: None,
-                sync_idx: 0,
-                suffix: vec![],
-                stopsign: None,
-            },
-            forward_acks: vec![],
-        }),
-    ));
+            ..accept_sync(B1, log_sync(0, vec![]))
+        }
+        .sent(1, 2),
+    );
     f.outgoing_messages();
     let read = f.request_read().unwrap();
     let new_id = ForwardId {

@@ -85,18 +85,7 @@ fn a_follower_with_a_shorter_log_moves_on_by_pulling_the_rest() {
         })
     );
     // Slices 1..2 from 3 and 2..3 from 1: it holds the decided log below 1.
-    let pulls: Vec<(u64, PullLog)> = n
-        .outgoing_messages()
-        .into_iter()
-        .filter_map(|m| match m {
-            Message::SequencePaxos(PaxosMessage {
-                to,
-                msg: PaxosMsg::PullLog(p),
-                ..
-            }) => Some((to, p)),
-            _ => None,
-        })
-        .collect();
+    let pulls = pull_logs(n.outgoing_messages());
     assert_eq!(
         pulls,
         vec![
@@ -117,18 +106,7 @@ fn a_follower_with_a_shorter_log_moves_on_by_pulling_the_rest() {
         ]
     );
     for (from, idx, e) in [(3, 1, E(2)), (1, 2, E(3))] {
-        n.handle_incoming(Message::SequencePaxos(PaxosMessage {
-            configuration_id: CONFIG,
-            from,
-            to: 2,
-            msg: PaxosMsg::PullLogReply(PullLogReply {
-                from_idx: idx,
-                to_idx: idx + 1,
-                snapshot: None,
-                entries: vec![e],
-                stopsign: None,
-            }),
-        }));
+        n.handle_incoming(pull_log_reply(idx, vec![e]).sent(from, 2));
     }
     assert!(!n.is_migrating());
     assert_eq!(
@@ -267,18 +245,13 @@ fn a_joiner_learns_how_the_previous_configuration_ended_from_its_sources() {
         stop_idx: 1,
         n_accepted: B1,
     };
-    j.handle_incoming(Message::SequencePaxos(PaxosMessage {
-        configuration_id: CONFIG,
-        from: 1,
-        to: 4,
-        msg: PaxosMsg::PullLogReply(PullLogReply {
-            from_idx: 0,
-            to_idx: 1,
-            snapshot: None,
-            entries: vec![E(1)],
+    j.handle_incoming(
+        PullLogReply {
             stopsign: Some(decided.clone()),
-        }),
-    }));
+            ..pull_log_reply(0, vec![E(1)])
+        }
+        .sent(1, 4),
+    );
     assert!(!j.is_migrating());
     j.outgoing_messages();
     j.handle_incoming(sp(3, 4, PaxosMsg::PrepareReq(PrepareReq { n: B1 })));
@@ -402,18 +375,7 @@ fn a_storage_recording_an_unfinished_pull_keeps_pulling_however_it_is_built() {
         (status.log_len, status.started_at, status.stored_idx),
         (Some(3), 1, 1)
     );
-    let asked: Vec<(u64, PullLog)> = n
-        .outgoing_messages()
-        .into_iter()
-        .filter_map(|m| match m {
-            Message::SequencePaxos(PaxosMessage {
-                to,
-                msg: PaxosMsg::PullLog(p),
-                ..
-            }) => Some((to, p)),
-            _ => None,
-        })
-        .collect();
+    let asked = pull_logs(n.outgoing_messages());
     assert_eq!(
         asked,
         vec![
@@ -438,7 +400,7 @@ fn a_storage_recording_an_unfinished_pull_keeps_pulling_however_it_is_built() {
         priority: 0,
         pid: 1,
     };
-    n.handle_incoming(sp(1, 2, PaxosMsg::Prepare(prepare_empty(b2))));
+    n.handle_incoming(sp(1, 2, PaxosMsg::Prepare(prepare(b2))));
     assert_eq!(
         n.get_promise(),
         Ballot::default(),

@@ -17,26 +17,12 @@ use pretty_assertions::assert_eq;
 #[test]
 fn a_leader_that_re_prepares_never_appends_its_old_batch_after_an_adopted_stop_sign() {
     let mut l: Node = OmniPaxosConfig {
-        configuration_id: CONFIG,
-        pid: 1,
-        peers: vec![2, 3],
         batch_size: 3,
-        ..Default::default()
+        ..config(1, &[2, 3])
     }
     .build(MemoryStorage::default())
     .unwrap();
-    l.try_become_leader();
-    l.handle_incoming(sp(
-        2,
-        1,
-        PaxosMsg::Promise(Promise {
-            n: B1,
-            n_accepted: Ballot::default(),
-            decided_idx: 0,
-            accepted_idx: 0,
-            log_sync: None,
-        }),
-    ));
+    promised_by(&mut l, 2);
     assert!(l.is_leader());
     let id = l.append_tracked(E(7)).unwrap(); // waits in the batch
     l.outgoing_messages();
@@ -47,22 +33,19 @@ fn a_leader_that_re_prepares_never_appends_its_old_batch_after_an_adopted_stop_s
     assert!(b2 > Ballot::with(1, 0, 3));
     l.outgoing_messages();
     let ss = StopSign::with(CONFIG + 1, vec![1, 2, 3], None);
-    l.handle_incoming(sp(
-        2,
-        1,
-        PaxosMsg::Promise(Promise {
-            n: b2,
+    l.handle_incoming(
+        Promise {
             n_accepted: Ballot::with(1, 0, 3),
             decided_idx: 1,
             accepted_idx: 1,
             log_sync: Some(LogSync {
-                decided_snapshot: None,
-                sync_idx: 0,
-                suffix: vec![],
                 stopsign: Some(ss.clone()),
+                ..log_sync(0, vec![])
             }),
-        }),
-    ));
+            ..promise(b2)
+        }
+        .sent(2, 1),
+    );
     assert_eq!(
         l.read_entries(..),
         Some(vec![LogEntry::StopSign(ss.clone(), true)])
@@ -90,41 +73,20 @@ fn a_leader_that_re_prepares_never_appends_its_old_batch_after_an_adopted_stop_s
 /// which now holds something else.
 #[test]
 fn a_forwarded_batch_whose_index_a_snapshot_replaced_is_appended_again_on_retry() {
-    let mut l: OmniPaxos<N, MemoryStorage<N>> = OmniPaxosConfig {
-        configuration_id: CONFIG,
-        pid: 1,
-        peers: vec![2, 3],
-        ..Default::default()
-    }
-    .build(MemoryStorage::default())
-    .unwrap();
-    l.try_become_leader();
-    l.handle_incoming(sp_n(
-        2,
-        1,
-        PaxosMsg::Promise(Promise {
-            n: B1,
-            n_accepted: Ballot::default(),
-            decided_idx: 0,
-            accepted_idx: 0,
-            log_sync: None,
-        }),
-    ));
+    let mut l: OmniPaxos<N, MemoryStorage<N>> = member(1);
+    promised_by(&mut l, 2);
     let id = ForwardId {
         ballot: B1,
         session: 1,
         seq: 1,
     };
     let fwd = |n| {
-        sp_n(
-            3,
-            1,
-            PaxosMsg::ProposalForward(ProposalForward {
-                n,
-                id,
-                entries: vec![N(7)],
-            }),
-        )
+        ProposalForward {
+            n,
+            id,
+            entries: vec![N(7)],
+        }
+        .sent(3, 1)
     };
     l.handle_incoming(fwd(B1));
     l.outgoing_messages();
@@ -134,50 +96,34 @@ fn a_forwarded_batch_whose_index_a_snapshot_replaced_is_appended_again_on_retry(
     l.try_become_leader();
     let b2 = l.get_promise();
     l.outgoing_messages();
-    l.handle_incoming(sp_n(
-        2,
-        1,
-        PaxosMsg::Promise(Promise {
-            n: b2,
+    l.handle_incoming(
+        Promise {
             n_accepted: Ballot::with(1, 0, 2),
             decided_idx: 5,
             accepted_idx: 6,
             log_sync: Some(LogSync {
                 decided_snapshot: Some(SnapshotType::Complete(Sum(15))),
-                sync_idx: 5,
-                suffix: vec![N(9)],
-                stopsign: None,
+                ..log_sync(5, vec![N(9)])
             }),
-        }),
-    ));
+            ..promise(b2)
+        }
+        .sent(2, 1),
+    );
     assert!(l.is_leader());
     assert_eq!(l.get_compacted_idx(), 5);
     l.outgoing_messages();
     l.handle_incoming(fwd(b2));
-    let acks: Vec<Message<N>> = l
-        .outgoing_messages()
-        .into_iter()
-        .filter(|m| {
-            matches!(
-                m,
-                Message::SequencePaxos(PaxosMessage {
-                    msg: PaxosMsg::ProposalAck(_),
-                    ..
-                })
-            )
-        })
-        .collect();
+    let acks = proposal_acks(l.outgoing_messages());
     assert_eq!(
         acks,
-        vec![sp_n(
-            1,
-            3,
-            PaxosMsg::ProposalAck(ProposalAck {
+        vec![
+            ProposalAck {
                 n: b2,
                 id,
                 first_idx: 6
-            })
-        )]
+            }
+            .sent(1, 3)
+        ]
     );
     assert_eq!(l.read(6), Some(LogEntry::Undecided(N(7))));
 }
@@ -192,63 +138,30 @@ fn a_forwarded_batch_whose_index_a_snapshot_replaced_is_appended_again_on_retry(
 #[test]
 fn a_late_follower_of_the_synced_round_is_synchronised_from_its_decided_index_at_the_earliest() {
     let mut l = node(1);
-    l.try_become_leader();
-    l.handle_incoming(sp(
-        3,
-        1,
-        PaxosMsg::Promise(Promise {
-            n: B1,
-            n_accepted: Ballot::default(),
-            decided_idx: 0,
-            accepted_idx: 0,
-            log_sync: None,
-        }),
-    ));
+    promised_by(&mut l, 3);
     for v in 1..=5 {
         l.append(E(v)).unwrap();
     }
-    l.handle_incoming(sp(
-        3,
-        1,
-        PaxosMsg::Accepted(Accepted {
-            n: B1,
-            accepted_idx: 5,
-        }),
-    ));
+    l.handle_incoming(accepted(B1, 5).sent(3, 1));
     assert_eq!(l.get_decided_idx(), 5);
     l.outgoing_messages();
-    l.handle_incoming(sp(
-        2,
-        1,
-        PaxosMsg::Promise(Promise {
-            n: B1,
-            n_accepted: Ballot::default(),
+    l.handle_incoming(
+        Promise {
             decided_idx: 4,
             accepted_idx: 4,
-            log_sync: None,
-        }),
-    ));
+            ..promise(B1)
+        }
+        .sent(2, 1),
+    );
     assert_eq!(
         paxos_out(&mut l),
-        vec![sp(
-            1,
-            2,
-            PaxosMsg::AcceptSync(AcceptSync {
-                n: B1,
-                seq_num: SequenceNumber {
-                    session: 1,
-                    counter: 1
-                },
+        vec![
+            AcceptSync {
                 decided_idx: 5,
-                log_sync: LogSync {
-                    decided_snapshot: None,
-                    sync_idx: 4,
-                    suffix: vec![E(5)],
-                    stopsign: None,
-                },
-                forward_acks: vec![],
-            })
-        )]
+                ..accept_sync(B1, log_sync(4, vec![E(5)]))
+            }
+            .sent(1, 2)
+        ]
     );
 }
 
@@ -260,49 +173,31 @@ fn a_late_follower_of_the_synced_round_is_synchronised_from_its_decided_index_at
 /// snapshot covers is decided.
 #[test]
 fn a_leader_that_adopts_a_snapshot_has_decided_everything_it_covers() {
-    let mut l: OmniPaxos<N, MemoryStorage<N>> = OmniPaxosConfig {
-        configuration_id: CONFIG,
-        pid: 1,
-        peers: vec![2, 3, 4, 5],
-        ..Default::default()
-    }
-    .build(MemoryStorage::default())
-    .unwrap();
+    let mut l: OmniPaxos<N, MemoryStorage<N>> = config(1, &[2, 3, 4, 5])
+        .build(MemoryStorage::default())
+        .unwrap();
     l.try_become_leader();
     l.outgoing_messages();
     let n = l.get_promise();
     // Of five servers, a read quorum is three. Server 2 accepted a later
     // log, compacted up to 40, and sends it all.
-    l.handle_incoming(sp_n(
-        2,
-        1,
-        PaxosMsg::Promise(Promise {
-            n,
+    l.handle_incoming(
+        Promise {
             n_accepted: Ballot::with(0, 0, 3),
             decided_idx: 40,
             accepted_idx: 42,
             log_sync: Some(LogSync {
                 decided_snapshot: Some(SnapshotType::Complete(Sum(7))),
-                sync_idx: 40,
-                suffix: vec![N(1), N(2)],
-                stopsign: None,
+                ..log_sync(40, vec![N(1), N(2)])
             }),
-        }),
-    ));
+            ..promise(n)
+        }
+        .sent(2, 1),
+    );
     // It asks to be prepared again; servers 3 and 4, knowing nothing, promise.
-    l.handle_incoming(sp_n(2, 1, PaxosMsg::PrepareReq(PrepareReq { n })));
+    l.handle_incoming(PrepareReq { n }.sent(2, 1));
     for from in [3, 4] {
-        l.handle_incoming(sp_n(
-            from,
-            1,
-            PaxosMsg::Promise(Promise {
-                n,
-                n_accepted: Ballot::default(),
-                decided_idx: 0,
-                accepted_idx: 0,
-                log_sync: None,
-            }),
-        ));
+        l.handle_incoming(promise(n).sent(from, 1));
     }
     assert!(l.is_leader());
     assert_eq!(l.get_compacted_idx(), 40);

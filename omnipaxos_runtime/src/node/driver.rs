@@ -2,7 +2,7 @@
 //! sends what it produced and resolves the calls it finished.
 
 use super::{Command, Control, DecidedBatch, Delivery, NodeStatus, Reply};
-use crate::{RuntimeError, metrics::MetricCounters};
+use crate::{NodeConfig, RuntimeError, metrics::MetricCounters};
 use omnipaxos::{
     OmniPaxos, OmniPaxosConfig, ReadError, ReadId, ReconfigurationRequest,
     ballot::Ballot,
@@ -22,64 +22,80 @@ use tokio::{
     time::{Instant, MissedTickBehavior},
 };
 
+/// The channels a driver owns, made by `OmniPaxosNode::prepare`: the ends
+/// the node's handles do not hold.
+pub(super) struct Channels<T: Entry> {
+    /// Calls from [`OmniPaxosNode`](super::OmniPaxosNode) methods.
+    pub(super) commands: mpsc::Receiver<Command<T>>,
+    /// Control calls (a reconnected peer, priority, leadership, shutdown)
+    /// that must not wait behind commands.
+    pub(super) control: mpsc::UnboundedReceiver<Control>,
+    /// Sequence Paxos messages handed in through the handle.
+    pub(super) sp_in: mpsc::Receiver<Message<T>>,
+    /// Sequence Paxos messages from the transport, with their flow control.
+    pub(super) deliveries: mpsc::Receiver<Delivery<T>>,
+    /// Ballot Leader Election messages handed in through the handle.
+    pub(super) ble_in: mpsc::Receiver<BLEMessage>,
+    /// Where the driver puts the Sequence Paxos messages it sends.
+    pub(super) sp_out: mpsc::Sender<Message<T>>,
+    /// Where the driver puts the Ballot Leader Election messages it sends.
+    pub(super) ble_out: mpsc::Sender<BLEMessage>,
+    /// The status the node's readers watch.
+    pub(super) status: watch::Sender<NodeStatus>,
+}
+
 /// The task that owns the protocol.
 pub(super) struct Driver<T: Entry, S: Storage<T>> {
-    pub(super) op: OmniPaxos<T, S>,
-    pub(super) commands: mpsc::Receiver<Command<T>>,
-    pub(super) control: mpsc::UnboundedReceiver<Control>,
-    pub(super) sp_in: mpsc::Receiver<Message<T>>,
-    pub(super) deliveries: mpsc::Receiver<Delivery<T>>,
-    pub(super) ble_in: mpsc::Receiver<BLEMessage>,
-    pub(super) sp_out: mpsc::Sender<Message<T>>,
-    pub(super) ble_out: mpsc::Sender<BLEMessage>,
-    pub(super) status: watch::Sender<NodeStatus>,
+    op: OmniPaxos<T, S>,
+    /// What the driver takes inputs from and hands outputs to.
+    channels: Channels<T>,
     /// The counters behind [`OmniPaxosNode::metrics`]; the driver counts
     /// leader changes there.
-    pub(super) metrics: Arc<MetricCounters>,
-    pub(super) configuration_id: ConfigurationId,
+    metrics: Arc<MetricCounters>,
+    configuration_id: ConfigurationId,
     /// The last leader ballot counted in `metrics`, to count each new one once.
-    pub(super) last_leader: Option<Ballot>,
-    pub(super) tick_interval: Duration,
-    pub(super) leader_wait: Duration,
+    last_leader: Option<Ballot>,
+    tick_interval: Duration,
+    leader_wait: Duration,
     /// Reused buffer for outgoing messages.
-    pub(super) outgoing: Vec<Message<T>>,
+    outgoing: Vec<Message<T>>,
     /// Appends that wait for a leader to be known before entering the protocol.
-    pub(super) waiting_leader: VecDeque<(T, Reply<u64>, Instant)>,
+    waiting_leader: VecDeque<(T, Reply<u64>, Instant)>,
     /// Appends in the protocol, waiting for their decision.
-    pub(super) appends: HashMap<ProposalId, Reply<u64>>,
+    appends: HashMap<ProposalId, Reply<u64>>,
     /// Reused buffer for decided proposals.
-    pub(super) decided: Vec<(ProposalId, u64)>,
+    decided: Vec<(ProposalId, u64)>,
     /// Linearizable reads waiting for their read point.
-    pub(super) reads: HashMap<ReadId, Reply<u64>>,
-    pub(super) read_points: Vec<(ReadId, u64)>,
+    reads: HashMap<ReadId, Reply<u64>>,
+    read_points: Vec<(ReadId, u64)>,
     /// Reads with a read point, waiting for the decided index to reach it.
-    pub(super) reads_applying: Vec<(u64, Reply<u64>)>,
+    reads_applying: Vec<(u64, Reply<u64>)>,
     /// `reconfigure` calls, with the configuration they were made in,
     /// waiting for the next configuration to have a leader.
-    pub(super) reconfigure_waiters: Vec<(ConfigurationId, Reply<StopSign>)>,
+    reconfigure_waiters: Vec<(ConfigurationId, Reply<StopSign>)>,
     /// The servers of the configuration, for the status.
-    pub(super) members: Vec<NodeId>,
+    members: Vec<NodeId>,
     /// This configuration's decided stop-sign, on a node the next
     /// configuration leaves out (a node in it moves on at once).
-    pub(super) reconfigured: Option<StopSign>,
+    reconfigured: Option<StopSign>,
     /// Appends that arrived while a stop-sign was in the log but not yet
     /// decided: proposed in the next configuration if this node is in it,
     /// refused otherwise.
-    pub(super) parked: Vec<(T, Reply<u64>)>,
+    parked: Vec<(T, Reply<u64>)>,
     /// How long a left-out node serves pulls after the last one.
-    pub(super) retire_grace: Duration,
+    retire_grace: Duration,
     /// When a left-out node shuts down.
-    pub(super) retire_at: Option<Instant>,
+    retire_at: Option<Instant>,
     /// Whether the node starts on storage of an earlier run (checked once).
-    pub(super) recovering: bool,
-    pub(super) dropped_messages: u64,
-    pub(super) ticks: u64,
+    recovering: bool,
+    dropped_messages: u64,
+    ticks: u64,
     /// Servers outside this configuration that recently asked how it ended
     /// (a server started to join the next one does), with the tick they last
     /// did: `reconfigure` counts them as reachable new servers.
-    pub(super) heard_joiners: Vec<(NodeId, u64)>,
+    heard_joiners: Vec<(NodeId, u64)>,
     /// For how many ticks a joiner's request counts as recent.
-    pub(super) joiner_window: u64,
+    joiner_window: u64,
 }
 
 /// At most this many joiners are remembered (the oldest is forgotten first).
@@ -94,6 +110,49 @@ where
     T::Snapshot: Send,
     S: Storage<T> + Send + 'static,
 {
+    /// A driver for the protocol instance `op`, which runs in configuration
+    /// `configuration_id`, on the given channels, with the durations of
+    /// `node_conf`. It does nothing until [`run`](Self::run) is spawned.
+    pub(super) fn new(
+        op: OmniPaxos<T, S>,
+        channels: Channels<T>,
+        metrics: Arc<MetricCounters>,
+        configuration_id: ConfigurationId,
+        node_conf: &NodeConfig,
+    ) -> Self {
+        Self {
+            members: members_of(&op),
+            op,
+            channels,
+            metrics,
+            configuration_id,
+            last_leader: None,
+            tick_interval: node_conf.tick_interval(),
+            leader_wait: node_conf.leader_wait(),
+            outgoing: Vec::new(),
+            waiting_leader: VecDeque::new(),
+            appends: HashMap::new(),
+            decided: Vec::new(),
+            reads: HashMap::new(),
+            read_points: Vec::new(),
+            reads_applying: Vec::new(),
+            reconfigure_waiters: Vec::new(),
+            reconfigured: None,
+            parked: Vec::new(),
+            retire_grace: node_conf.retire_grace(),
+            retire_at: None,
+            recovering: true,
+            dropped_messages: 0,
+            ticks: 0,
+            heard_joiners: Vec::new(),
+            // A joiner asks again every resend timeout until it is answered.
+            joiner_window: node_conf
+                .omnipaxos_config()
+                .resend_message_tick_timeout
+                .saturating_mul(4),
+        }
+    }
+
     /// The driver loop: wait for an input, take what else is queued, then
     /// send, resolve and publish what that changed.
     pub(super) async fn run(mut self) {
@@ -110,16 +169,16 @@ where
         loop {
             tokio::select! {
                 biased;
-                c = self.control.recv() => match c {
+                c = self.channels.control.recv() => match c {
                     Some(Control::Shutdown(done)) => return self.stop(Some(done)),
                     Some(c) => self.on_control(c),
                     None => return self.stop(None),
                 },
                 _ = ticker.tick() => self.on_tick(),
-                Some(m) = self.ble_in.recv() => self.op.handle_incoming(Message::BLE(m)),
-                Some(m) = self.sp_in.recv() => self.handle_message(m),
-                Some(d) = self.deliveries.recv() => self.on_delivery(d),
-                c = self.commands.recv() => match c {
+                Some(m) = self.channels.ble_in.recv() => self.op.handle_incoming(Message::BLE(m)),
+                Some(m) = self.channels.sp_in.recv() => self.handle_message(m),
+                Some(d) = self.channels.deliveries.recv() => self.on_delivery(d),
+                c = self.channels.commands.recv() => match c {
                     Some(c) => self.on_command(c),
                     None => return self.stop(None),
                 },
@@ -143,19 +202,19 @@ where
     /// step's outgoing messages and storage writes cover many of them.
     fn take_queued(&mut self) {
         for _ in 0..MAX_INPUTS_PER_STEP {
-            match self.sp_in.try_recv() {
+            match self.channels.sp_in.try_recv() {
                 Ok(m) => self.handle_message(m),
                 Err(_) => break,
             }
         }
         for _ in 0..MAX_INPUTS_PER_STEP {
-            match self.deliveries.try_recv() {
+            match self.channels.deliveries.try_recv() {
                 Ok(d) => self.on_delivery(d),
                 Err(_) => break,
             }
         }
         for _ in 0..MAX_INPUTS_PER_STEP {
-            match self.commands.try_recv() {
+            match self.channels.commands.try_recv() {
                 Ok(c) => self.on_command(c),
                 Err(_) => break,
             }
@@ -407,8 +466,8 @@ where
         self.op.take_outgoing_messages(&mut self.outgoing);
         for m in self.outgoing.drain(..) {
             let sent = match m {
-                Message::BLE(b) => self.ble_out.try_send(b).is_ok(),
-                m => self.sp_out.try_send(m).is_ok(),
+                Message::BLE(b) => self.channels.ble_out.try_send(b).is_ok(),
+                m => self.channels.sp_out.try_send(m).is_ok(),
             };
             if !sent {
                 self.dropped_messages += 1;
@@ -529,7 +588,8 @@ where
         self.op = match self.op.into_new_configuration(config) {
             Ok(op) => op,
             Err(e) => {
-                self.status
+                self.channels
+                    .status
                     .send_modify(|s| s.stopped = Some(RuntimeError::Config(e)));
                 return Err(());
             }
@@ -556,7 +616,8 @@ where
             .clone()
             .expect("only a removed node retires");
         self.fail_all(&RuntimeError::Removed(ss.clone()));
-        self.status
+        self.channels
+            .status
             .send_modify(|s| s.stopped = Some(RuntimeError::Removed(ss)));
     }
 
@@ -589,7 +650,7 @@ where
         let previous_stopsign = op.get_previous_stopsign();
         // Field by field, so that nothing is cloned unless it changed: this
         // runs after every step.
-        self.status.send_if_modified(|s| {
+        self.channels.status.send_if_modified(|s| {
             let mut changed = false;
             macro_rules! set {
                 ($field:ident, $value:expr) => {{
@@ -645,7 +706,8 @@ where
     /// (`parked` appends fail too: see `fail_all`.)
     fn stop(mut self, done: Option<oneshot::Sender<()>>) {
         self.fail_all(&RuntimeError::ShutDown);
-        self.status
+        self.channels
+            .status
             .send_modify(|s| s.stopped = Some(RuntimeError::ShutDown));
         drop(self);
         if let Some(done) = done {
@@ -655,12 +717,12 @@ where
 
     /// For a node that cannot run: publish why; its channels close when dropped.
     pub(super) fn stop_with(self, e: RuntimeError) {
-        self.status.send_modify(|s| s.stopped = Some(e));
+        self.channels.status.send_modify(|s| s.stopped = Some(e));
     }
 }
 
 /// The servers of `op`'s configuration, itself included, in increasing order.
-pub(super) fn members_of<T: Entry, S: Storage<T>>(op: &OmniPaxos<T, S>) -> Vec<NodeId> {
+fn members_of<T: Entry, S: Storage<T>>(op: &OmniPaxos<T, S>) -> Vec<NodeId> {
     let config = op.get_config();
     let mut members = config.peers.clone();
     members.push(config.pid);

@@ -14,7 +14,6 @@ use omnipaxos::{
     util::{ConfigurationId, LogEntry, NodeId, StopSign},
 };
 use std::{
-    collections::{HashMap, VecDeque},
     ops::{Bound, RangeBounds},
     sync::Arc,
     time::Duration,
@@ -24,7 +23,7 @@ use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot, watch};
 mod driver;
 mod futures;
 
-use driver::{Driver, members_of};
+use driver::{Channels, Driver};
 pub use futures::{DecidedEntries, PendingAppend};
 
 /// The channels that carry this node's Sequence Paxos messages.
@@ -343,10 +342,7 @@ where
             Ok(op) => op,
             Err(e) => return (handle, Err((status, e.into()))),
         };
-        let members = members_of(&op);
-        let driver = Driver {
-            members,
-            op,
+        let channels = Channels {
             commands,
             control,
             sp_in,
@@ -355,33 +351,8 @@ where
             sp_out,
             ble_out,
             status,
-            metrics,
-            configuration_id,
-            last_leader: None,
-            tick_interval: node_conf.tick_interval(),
-            leader_wait: node_conf.leader_wait(),
-            outgoing: Vec::new(),
-            waiting_leader: VecDeque::new(),
-            appends: HashMap::new(),
-            decided: Vec::new(),
-            reads: HashMap::new(),
-            read_points: Vec::new(),
-            reads_applying: Vec::new(),
-            reconfigure_waiters: Vec::new(),
-            reconfigured: None,
-            parked: Vec::new(),
-            retire_grace: node_conf.retire_grace(),
-            retire_at: None,
-            recovering: true,
-            dropped_messages: 0,
-            ticks: 0,
-            heard_joiners: Vec::new(),
-            // A joiner asks again every resend timeout until it is answered.
-            joiner_window: node_conf
-                .omnipaxos_config()
-                .resend_message_tick_timeout
-                .saturating_mul(4),
         };
+        let driver = Driver::new(op, channels, metrics, configuration_id, &node_conf);
         (handle, Ok(driver))
     }
 

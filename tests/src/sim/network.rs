@@ -73,6 +73,12 @@ pub struct Network {
     cut_links: BTreeSet<(NodeId, NodeId)>,
     /// What happened so far, for tests that assert the network did something.
     stats: NetworkStats,
+    /// Set by [`limit_pull_bandwidth`](Self::limit_pull_bandwidth): how many
+    /// log entries a link carries per tick in pull replies.
+    pull_entries_per_tick: Option<u64>,
+    /// Per directed link, the tick at which the pull reply it carries last
+    /// has arrived; the next one starts no sooner.
+    pull_link_busy_until: BTreeMap<(NodeId, NodeId), u64>,
 }
 
 impl Network {
@@ -113,17 +119,55 @@ impl Network {
             self.stats.dropped_randomly += 1;
             return Fate::LostRandomly;
         }
+        let sent_at = self.transfer_end(&msg, now);
         let copy_due = copied.then(|| {
             let copy_delay = rng.gen_range(options.min_delay_ticks..=options.max_delay_ticks);
             self.stats.duplicated += 1;
-            self.enqueue(msg.clone(), now + copy_delay);
-            now + copy_delay
+            self.enqueue(msg.clone(), sent_at + copy_delay);
+            sent_at + copy_delay
         });
-        self.enqueue(msg, now + delay);
+        self.enqueue(msg, sent_at + delay);
         Fate::Queued {
-            due: now + delay,
+            due: sent_at + delay,
             copy_due,
         }
+    }
+
+    /// Makes every link carry pull replies (the log a joiner pulls) at
+    /// `entries_per_tick` entries a tick, one reply after the other: a reply
+    /// of `k` entries sent in step `t` on a free link arrives
+    /// `ceil(k / entries_per_tick)` ticks later (one at the least), plus the
+    /// delay the options draw. Other messages are not slowed. `None`, the
+    /// default, delivers pull replies as any other message.
+    pub fn limit_pull_bandwidth(&mut self, entries_per_tick: Option<u64>) {
+        assert!(
+            entries_per_tick != Some(0),
+            "a link must carry at least one entry per tick"
+        );
+        self.pull_entries_per_tick = entries_per_tick;
+    }
+
+    /// The tick at which `msg`, sent in step `now`, has gone over its link:
+    /// `now`, but for a pull reply under
+    /// [`limit_pull_bandwidth`](Self::limit_pull_bandwidth).
+    fn transfer_end(&mut self, msg: &Message<Value>, now: u64) -> u64 {
+        use omnipaxos::messages::{PaxosMessage, PaxosMsg};
+        let (
+            Some(per_tick),
+            Message::SequencePaxos(PaxosMessage {
+                from,
+                to,
+                msg: PaxosMsg::PullLogReply(reply),
+                ..
+            }),
+        ) = (self.pull_entries_per_tick, msg)
+        else {
+            return now;
+        };
+        let busy_until = self.pull_link_busy_until.entry((*from, *to)).or_insert(now);
+        let start = (*busy_until).max(now);
+        *busy_until = start + (reply.entries.len() as u64).div_ceil(per_tick).max(1);
+        *busy_until
     }
 
     fn enqueue(&mut self, msg: Message<Value>, due: u64) {
@@ -279,6 +323,39 @@ mod tests {
         assert_eq!(rounds(&net.take_due(0)), vec![0, 0]);
         let stats = net.stats();
         assert_eq!((stats.duplicated, stats.dropped_randomly), (1, 1));
+    }
+
+    #[test]
+    fn limited_pull_bandwidth_delays_pull_replies_one_after_another_per_link() {
+        use omnipaxos::messages::{PaxosMessage, PaxosMsg, PullLogReply};
+        let reply = |from, to, len: u64| {
+            Message::SequencePaxos(PaxosMessage {
+                configuration_id: 1,
+                from,
+                to,
+                msg: PaxosMsg::PullLogReply(PullLogReply {
+                    from_idx: 0,
+                    to_idx: len,
+                    snapshot: None,
+                    entries: (0..len).map(Value).collect(),
+                    stopsign: None,
+                }),
+            })
+        };
+        let options = SimOptions::default();
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let mut net = Network::new();
+        net.limit_pull_bandwidth(Some(10));
+        let mut due = |net: &mut Network, msg| match net.send(msg, 5, true, &options, &mut rng) {
+            Fate::Queued { due, .. } => due,
+            other => panic!("{other:?}"),
+        };
+        // 25 entries take 3 ticks; the next reply on that link waits for it.
+        assert_eq!(due(&mut net, reply(1, 4, 25)), 8);
+        assert_eq!(due(&mut net, reply(1, 4, 5)), 9);
+        // Another link, and other messages, are not held up.
+        assert_eq!(due(&mut net, reply(2, 4, 5)), 6);
+        assert_eq!(due(&mut net, heartbeat(1, 4, 0)), 5);
     }
 
     #[test]

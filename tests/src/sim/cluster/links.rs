@@ -4,6 +4,15 @@ use super::SimCluster;
 use omnipaxos::util::NodeId;
 
 impl SimCluster {
+    /// From now on, every link carries the log a joiner pulls at
+    /// `entries_per_tick` entries a tick, one pull reply after the other
+    /// (see [`Network::limit_pull_bandwidth`](crate::Network::limit_pull_bandwidth)),
+    /// so that pulling from several sources at once can be measured in ticks.
+    pub fn limit_pull_bandwidth(&mut self, entries_per_tick: u64) {
+        self.network.limit_pull_bandwidth(Some(entries_per_tick));
+        self.trace(|| format!("pull replies at {entries_per_tick} entries per tick and link"));
+    }
+
     /// Cuts the link from `from` to `to` one way: what `from` sends to `to`
     /// is lost, including what is already in flight; the reverse still works.
     #[track_caller]

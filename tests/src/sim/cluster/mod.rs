@@ -55,6 +55,29 @@ struct SimNode {
     incarnation: u32,
 }
 
+impl SimNode {
+    /// A server on its first storage, just built and running, that has
+    /// tracked nothing yet; `migration` as the field says.
+    fn running(
+        config: OmniPaxosConfig,
+        storage: SharedStorage,
+        paxos: OmniPaxos<Value, SharedStorage>,
+        migration: Option<Migration>,
+    ) -> Self {
+        Self {
+            config,
+            migration,
+            generation: 0,
+            past_storages: Vec::new(),
+            retired: false,
+            storage,
+            paxos: Some(paxos),
+            tracked: HashMap::new(),
+            incarnation: 0,
+        }
+    }
+}
+
 /// A cluster of `OmniPaxos` servers driven tick by tick in one thread.
 ///
 /// A test builds a cluster, scripts commands (propose, cut links, crash,
@@ -101,6 +124,12 @@ pub struct SimCluster {
     max_entry_bytes_sent: usize,
     /// Whether to print a line per delivered message and per command.
     trace: bool,
+    /// Set by [`SimCluster::hold_configuration_changes`]: servers stay in
+    /// their configuration after it decided its stop-sign.
+    configuration_changes_held: bool,
+    /// Set by [`SimCluster::pull_from`]: whom the next configuration's new
+    /// servers pull the old log from, instead of the previous servers.
+    joiner_sources: Option<Vec<NodeId>>,
     /// Set once the simulator itself reported a failure, so that `Drop` does
     /// not print the replay line a second time.
     reported: Cell<bool>,
@@ -130,18 +159,7 @@ impl SimCluster {
                     .clone()
                     .build(storage.clone())
                     .unwrap_or_else(|e| panic!("config of server {pid} is invalid: {e}"));
-                let node = SimNode {
-                    config,
-                    migration: None,
-                    generation: 0,
-                    past_storages: Vec::new(),
-                    retired: false,
-                    storage,
-                    paxos: Some(paxos),
-                    tracked: HashMap::new(),
-                    incarnation: 0,
-                };
-                (pid, node)
+                (pid, SimNode::running(config, storage, paxos, None))
             })
             .collect();
         Self {
@@ -165,6 +183,8 @@ impl SimCluster {
             outbox: Vec::new(),
             max_entries_sent: 0,
             max_entry_bytes_sent: 0,
+            configuration_changes_held: false,
+            joiner_sources: None,
             reported: Cell::new(false),
         }
     }
@@ -436,6 +456,25 @@ impl SimCluster {
         self.trace(|| format!("crash {pid}"));
         self.reopen_storage(pid);
         self.check_invariants();
+    }
+
+    /// Takes running server `pid`'s instance out of the cluster, for a test
+    /// that consumes it (`into_new_configuration` with a config of the
+    /// test's making, say). The cluster then counts the server as crashed,
+    /// as after [`crash`](Self::crash), and can [`restart`](Self::restart)
+    /// it from its storage, which the taken instance still writes to.
+    #[track_caller]
+    pub fn take_node(&mut self, pid: NodeId) -> OmniPaxos<Value, SharedStorage> {
+        let node = self.sim_node_mut(pid);
+        let paxos = node
+            .paxos
+            .take()
+            .unwrap_or_else(|| panic!("server {pid} is crashed"));
+        node.tracked.clear();
+        self.network.drop_involving(pid);
+        self.trace(|| format!("take {pid} out"));
+        self.check_invariants();
+        paxos
     }
 
     /// Closes and reopens crashed server `pid`'s storage (a no-op in memory),

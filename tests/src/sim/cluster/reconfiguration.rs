@@ -10,7 +10,6 @@ use omnipaxos::{
     Migration, ProposeErr, ReconfigurationRequest,
     util::{ConfigurationId, NodeId, StopSign},
 };
-use std::collections::HashMap;
 
 impl SimCluster {
     /// Asks server `at` to end the current configuration and continue the log
@@ -44,21 +43,38 @@ impl SimCluster {
     /// The soak never gets there: it reconfigures only once every server is
     /// in the current configuration.
     ///
-    /// New servers need ids the cluster never had; a server that left cannot
-    /// come back (its storage belongs to an old configuration).
+    /// New servers need ids the cluster never had (or were started for the
+    /// next configuration by [`add_joiner`](Self::add_joiner)); a server that
+    /// left cannot come back (its storage belongs to an old configuration).
+    /// A test that wants to see the servers in the configuration that ended,
+    /// or to move one on itself, holds all of this back with
+    /// [`hold_configuration_changes`](Self::hold_configuration_changes).
     #[track_caller]
     pub fn reconfigure(&mut self, at: NodeId, members: &[NodeId]) -> Result<(), ProposeErr<Value>> {
-        for pid in members {
+        self.reconfigure_with(at, ReconfigurationRequest::with(members.to_vec(), None))
+    }
+
+    /// As [`reconfigure`](Self::reconfigure), with a request of the test's
+    /// making: one that carries metadata in its stop-sign, say.
+    #[track_caller]
+    pub fn reconfigure_with(
+        &mut self,
+        at: NodeId,
+        request: ReconfigurationRequest,
+    ) -> Result<(), ProposeErr<Value>> {
+        let members = request.new_configuration.clone();
+        for pid in &members {
             assert!(
-                self.ids.contains(pid) || !self.nodes.contains_key(pid),
+                self.ids.contains(pid)
+                    || !self.nodes.contains_key(pid)
+                    || self.is_early_joiner(*pid),
                 "server {pid} was in an earlier configuration; new servers need fresh ids"
             );
         }
-        let rc = ReconfigurationRequest::with(members.to_vec(), None);
-        let result = self.node_mut(at).reconfigure(rc);
+        let result = self.node_mut(at).reconfigure(request);
         self.trace(|| format!("reconfigure at {at} to {members:?}: {result:?}"));
         if result.is_ok() {
-            let mut members = members.to_vec();
+            let mut members = members;
             members.sort_unstable();
             self.requested = Some(members);
         }
@@ -80,10 +96,99 @@ impl SimCluster {
         self.requested.as_deref()
     }
 
+    /// Holds back what [`reconfigure`](Self::reconfigure) says the cluster
+    /// does as it steps: no configuration begins, no server moves on and
+    /// none is retired until
+    /// [`resume_configuration_changes`](Self::resume_configuration_changes).
+    /// Servers whose configuration decided its stop-sign stay in it, as a
+    /// driver that has not yet called `into_new_configuration` leaves them,
+    /// so that a test can look at them there or move one itself.
+    pub fn hold_configuration_changes(&mut self) {
+        self.configuration_changes_held = true;
+        self.trace(|| "hold configuration changes".to_string());
+    }
+
+    /// Ends [`hold_configuration_changes`](Self::hold_configuration_changes)
+    /// and does at once, before any server ticks, what was held back: the
+    /// next configuration begins (its new servers are built), the servers
+    /// in it move on and the ones left out are retired if nobody needs them.
+    /// A test can therefore look at the new servers before they take a step.
+    pub fn resume_configuration_changes(&mut self) {
+        self.configuration_changes_held = false;
+        self.trace(|| "resume configuration changes".to_string());
+        self.advance_configurations();
+        self.check_invariants();
+    }
+
+    /// Has the servers new to the next configuration pull the old log from
+    /// `sources`, in that order, instead of from every server of the
+    /// configuration that ends. Applies to the next configuration only.
+    pub fn pull_from(&mut self, sources: &[NodeId]) {
+        self.joiner_sources = Some(sources.to_vec());
+    }
+
+    /// Starts server `pid` now as a member of the next configuration, whose
+    /// servers are to be `members`, before that configuration begins (even
+    /// before it is proposed): a server an operator started early. It is
+    /// built with `build_joining_from` on a fresh storage and knows only
+    /// `sources`, whom it asks how the current configuration ended until one
+    /// of them can say; then it pulls the log.
+    ///
+    /// Until its configuration begins, the invariants leave it out (it
+    /// belongs to a configuration the run does not have yet) and it is not
+    /// a server of the current configuration; when it begins, the cluster
+    /// takes it as that configuration's server instead of building one. The
+    /// reconfiguration must name exactly `members`. A restart has it ask
+    /// again, so the run needs [`SimOptions::joiners_ask_log_len`](crate::SimOptions::joiners_ask_log_len).
+    #[track_caller]
+    pub fn add_joiner(&mut self, pid: NodeId, members: &[NodeId], sources: &[NodeId]) {
+        assert!(
+            self.options.joiners_ask_log_len,
+            "add_joiner needs SimOptions::joiners_ask_log_len, so that a restart asks again"
+        );
+        assert!(
+            pid != 0 && !self.nodes.contains_key(&pid),
+            "server {pid} needs a fresh, non-zero id"
+        );
+        assert!(
+            members.contains(&pid),
+            "{members:?} does not name server {pid}"
+        );
+        let mut members = members.to_vec();
+        members.sort_unstable();
+        let config = self.options.config_in(self.config_id + 1, pid, &members);
+        let storage = SharedStorage::of_kind(self.options.storage);
+        let paxos = config
+            .clone()
+            .build_joining_from(storage.clone(), sources.to_vec())
+            .unwrap_or_else(|e| panic!("server {pid} cannot join {members:?}: {e}"));
+        // The length is learned; a restart asks for it again.
+        let migration = Migration {
+            log_len: 0,
+            sources: sources.to_vec(),
+        };
+        let node = SimNode::running(config, storage, paxos, Some(migration));
+        self.nodes.insert(pid, node);
+        self.trace(|| format!("server {pid} starts early to join {members:?}"));
+        self.check_invariants();
+    }
+
+    /// Whether server `pid` was started by [`add_joiner`](Self::add_joiner)
+    /// for a configuration that has not begun.
+    pub(super) fn is_early_joiner(&self, pid: NodeId) -> bool {
+        self.nodes
+            .get(&pid)
+            .is_some_and(|n| n.config.configuration_id > self.config_id)
+    }
+
     /// Moves servers whose configuration ended on to the next one and retires
     /// servers that left once nobody needs them (see
-    /// [`reconfigure`](Self::reconfigure)).
+    /// [`reconfigure`](Self::reconfigure)); nothing while
+    /// [held](Self::hold_configuration_changes).
     pub(super) fn advance_configurations(&mut self) {
+        if self.configuration_changes_held {
+            return;
+        }
         let ended: Vec<(NodeId, StopSign)> = self
             .nodes
             .iter()
@@ -131,12 +236,23 @@ impl SimCluster {
             .expect("the check above records a decided stop-sign");
         let mut members = ss.nodes.clone();
         members.sort_unstable();
-        if let Some(old) = members
-            .iter()
-            .find(|p| self.nodes.contains_key(p) && !self.ids.contains(p))
-        {
+        if let Some(old) = members.iter().find(|p| {
+            self.nodes.contains_key(p) && !self.ids.contains(p) && !self.is_early_joiner(**p)
+        }) {
             let detail = format!("server {old} left an earlier configuration and cannot come back");
             self.fail("reconfiguration", &detail);
+        }
+        for &pid in members.iter().filter(|&&p| self.is_early_joiner(p)) {
+            let config = &self.nodes[&pid].config;
+            let expected = self.options.config_in(ss.config_id, pid, &members);
+            if (config.configuration_id, &config.peers) != (ss.config_id, &expected.peers) {
+                let detail = format!(
+                    "server {pid} was started to join configuration {} with peers {:?}, \
+                     but configuration {} is {members:?}",
+                    config.configuration_id, config.peers, ss.config_id
+                );
+                self.fail("reconfiguration", &detail);
+            }
         }
         self.invariants.add_configuration(
             ss.config_id,
@@ -153,7 +269,10 @@ impl SimCluster {
                 ss.config_id
             )
         });
-        let sources = self.previous_ids.clone();
+        let sources = self
+            .joiner_sources
+            .take()
+            .unwrap_or_else(|| self.previous_ids.clone());
         for &pid in &members {
             if !self.nodes.contains_key(&pid) {
                 let node = self.joiner(
@@ -197,15 +316,9 @@ impl SimCluster {
             )
         });
         SimNode {
-            config,
-            migration: Some(migration),
             generation,
             past_storages,
-            retired: false,
-            storage,
-            paxos: Some(paxos),
-            tracked: HashMap::new(),
-            incarnation: 0,
+            ..SimNode::running(config, storage, paxos, Some(migration))
         }
     }
 
@@ -314,7 +427,9 @@ impl SimCluster {
         let leavers: Vec<NodeId> = self
             .nodes
             .iter()
-            .filter(|(p, n)| !n.retired && !self.ids.contains(p))
+            .filter(|(p, n)| {
+                !n.retired && !self.ids.contains(p) && n.config.configuration_id <= self.config_id
+            })
             .map(|(&p, _)| p)
             .collect();
         if leavers.is_empty() {
