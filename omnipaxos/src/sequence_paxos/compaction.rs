@@ -32,10 +32,11 @@ where
 {
     /// The log from `from` on, as a [`LogSync`]: with this server's snapshot
     /// if `from` lies in the compacted prefix, or with a delta snapshot of the
-    /// next chunk of decided entries from `from` on when the receiver has
-    /// decided exactly up to `from` (`from_is_receivers_decided`) and the
-    /// chunk holds at least [`DELTA_MIN_ENTRIES`] of them: one snapshot
-    /// instead of many entries.
+    /// decided entries from `from` on when the receiver has decided exactly up
+    /// to `from` (`from_is_receivers_decided`) and there are at least
+    /// [`DELTA_MIN_ENTRIES`] of them: one snapshot instead of many entries.
+    /// The delta is one message, whatever its size, and building it reads
+    /// the gap's entries at once.
     ///
     /// If the prefix was trimmed without a snapshot, the entries are gone and
     /// the sync starts at the compacted index; a receiver that lacks them
@@ -100,21 +101,18 @@ where
             && T::Snapshot::use_snapshots()
             && decided_end >= from.saturating_add(DELTA_MIN_ENTRIES)
         {
-            // One chunk of them at a time: a delta of the whole decided gap
-            // would read it all into memory and send it as one message.
-            let entries = self.read_chunk_until(from, decided_end)?;
-            if entries.len() as u64 >= DELTA_MIN_ENTRIES {
-                let snapshot = T::Snapshot::create(&entries);
-                (
-                    from + entries.len() as u64,
-                    Some(SnapshotType::Delta {
-                        from_idx: from,
-                        snapshot,
-                    }),
-                )
-            } else {
-                (from.min(self.storage.log_len()), None)
-            }
+            // One delta of the whole gap: `Snapshot::merge` only folds a
+            // delta onto a snapshot from index 0, so deltas of consecutive
+            // chunks cannot be folded here.
+            let entries = self.storage.get_entries(from, decided_end)?;
+            let snapshot = T::Snapshot::create(&entries);
+            (
+                decided_end,
+                Some(SnapshotType::Delta {
+                    from_idx: from,
+                    snapshot,
+                }),
+            )
         } else {
             (from.min(self.storage.log_len()), None)
         };

@@ -191,6 +191,7 @@ body_for_variants!(
     Prepare,
     Promise<T>,
     AcceptSync<T>,
+    DecidedSync<T>,
     AcceptDecide<T>,
     Accepted,
     Decide,
