@@ -10,6 +10,8 @@
 //!    F ──Promise{n, n_accepted, decided_idx, accepted_idx, log_sync}──▶ L
 //!    L ──DecidedSync{n, log_sync}──▶ F   (F far behind L's decided prefix: the next part of it)
 //!    F ──Promise{..}──▶ L                 (F's log now: the next part, or the AcceptSync)
+//!    L ──SnapshotPart{n, sync_idx, part, parts, snapshot}──▶ F (a large snapshot F needs, in parts)
+//!    F ──SnapshotPartAck{n, sync_idx, received}──▶ L   (then a Promise once all are installed)
 //!    L ──AcceptSync{n, seq, decided_idx, log_sync}──▶ F             (F's log := L's log)
 //!    L ──AcceptDecide{n, seq, decided_idx, entries}──▶ F            (steady state)
 //!    F ──Accepted{n, accepted_idx}──▶ L
@@ -149,6 +151,8 @@ pub enum PaxosMsg<T: Entry> {
     StopSignRequest(StopSignRequest),
     StopSignReply(StopSignReply),
     DecidedSync(DecidedSync<T>),
+    SnapshotPart(SnapshotPart<T>),
+    SnapshotPartAck(SnapshotPartAck),
 }
 }
 
@@ -165,6 +169,8 @@ impl<T: Entry> PaxosMsg<T> {
             Self::Promise(m) => ok(&m.n) && ok(&m.n_accepted),
             Self::AcceptSync(m) => ok(&m.n) && m.forward_acks.iter().all(|a| ok(&a.n)),
             Self::DecidedSync(m) => ok(&m.n),
+            Self::SnapshotPart(m) => ok(&m.n),
+            Self::SnapshotPartAck(m) => ok(&m.n),
             Self::AcceptDecide(m) => ok(&m.n) && m.forward_acks.iter().all(|a| ok(&a.n)),
             Self::Accepted(m) => ok(&m.n),
             Self::Decide(m) => ok(&m.n),
@@ -480,6 +486,45 @@ pub struct DecidedSync<T: Entry> {
     /// never a stop-sign.
     pub log_sync: LogSync<T>,
 }
+}
+
+entry_message! {
+/// One part of a snapshot too large for one message (see
+/// [`Snapshot::into_parts`](crate::storage::Snapshot::into_parts)), from the
+/// leader of ballot `n` to a promised follower that needs it before its log
+/// can be synchronised: the snapshot stands for the decided log below
+/// `sync_idx`, whole (`delta_from: None`) or from `delta_from` on (a delta
+/// onto the follower's decided log below that index). The follower gathers
+/// the parts in order, acknowledging each ([`SnapshotPartAck`]); once it
+/// holds all `parts`, it installs the snapshot as a part of the leader's
+/// decided log (see [`DecidedSync`]) and promises again.
+pub struct SnapshotPart<T: Entry> {
+    /// The leader's ballot.
+    pub n: Ballot,
+    /// The end of the log prefix the whole snapshot stands for.
+    pub sync_idx: u64,
+    /// Where a delta snapshot starts; `None` for a complete one.
+    pub delta_from: Option<u64>,
+    /// This part's position, from 0.
+    pub part: u32,
+    /// How many parts the snapshot has.
+    pub parts: u32,
+    /// The part.
+    pub snapshot: T::Snapshot,
+}
+}
+
+/// A follower holds the first `received` parts of the snapshot the leader of
+/// ballot `n` is sending it in parts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct SnapshotPartAck {
+    /// The leader's ballot.
+    pub n: Ballot,
+    /// The end of the prefix the snapshot stands for, as in its parts.
+    pub sync_idx: u64,
+    /// How many of its parts, from the first, the follower holds.
+    pub received: u32,
 }
 
 /// The leader replicates new entries and tells the decided index.

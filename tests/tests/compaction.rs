@@ -230,3 +230,41 @@ fn a_follower_far_behind_catches_up_from_a_delta_snapshot_instead_of_every_entry
     let next = cluster.propose_new(lagging);
     cluster.run_until(|c| c.all_live_decided(&next), 4 * ETT);
 }
+
+/// `ValueSnapshot` splits into one to three parts by its count (to exercise
+/// this), so the snapshot of 20 entries goes in three `SnapshotPart`s. Over
+/// a network that loses and duplicates messages the follower still gathers
+/// all of them, installs the snapshot and catches up.
+#[test]
+fn a_snapshot_sent_in_parts_survives_lost_and_duplicated_parts() {
+    for seed in 1..=8 {
+        let mut cluster = SimCluster::new(
+            &[1, 2, 3],
+            SimOptions {
+                seed,
+                drop_probability: 0.2,
+                duplicate_probability: 0.1,
+                ..SimOptions::default()
+            },
+        );
+        let leader = cluster.wait_for_leader(20 * ETT);
+        let lagging = if leader == 3 { 2 } else { 3 };
+        cluster.crash(lagging);
+        let more: Vec<_> = (0..20).map(|_| cluster.propose_new(leader)).collect();
+        cluster.run_until(|c| more.iter().all(|v| c.is_decided(leader, v)), 40 * ETT);
+        assert_eq!(ValueSnapshot::of(&cluster.decided_log()[..20]).count % 3, 2);
+        cluster.node_mut(leader).snapshot(Some(20), false).unwrap();
+        cluster.restart(lagging);
+        cluster.run_until(|c| c.node(lagging).get_decided_idx() >= 20, 100 * ETT);
+        let node = cluster.node(lagging);
+        assert!(node.get_compacted_idx() >= 20, "seed {seed}");
+        match node.read(10) {
+            Some(LogEntry::Snapshotted(s)) => assert_eq!(
+                s.snapshot,
+                ValueSnapshot::of(&cluster.decided_log()[..s.trimmed_idx as usize]),
+                "seed {seed}"
+            ),
+            other => panic!("seed {seed}: expected a snapshotted entry, got {other:?}"),
+        }
+    }
+}

@@ -308,6 +308,16 @@ fn mutate(rng: &mut ChaCha8Rng, msg: &mut Message<Value>) {
                     0 => m.n = ballot(r, m.n),
                     _ => log_sync(r, &mut m.log_sync),
                 },
+                PaxosMsg::SnapshotPart(m) => match r.gen_range(0..4) {
+                    0 => m.n = ballot(r, m.n),
+                    1 => m.sync_idx = num(r, m.sync_idx),
+                    2 => m.part = num(r, u64::from(m.part)) as u32,
+                    _ => m.parts = num(r, u64::from(m.parts)) as u32,
+                },
+                PaxosMsg::SnapshotPartAck(m) => match r.gen_range(0..2) {
+                    0 => m.received = num(r, u64::from(m.received)) as u32,
+                    _ => m.sync_idx = num(r, m.sync_idx),
+                },
                 PaxosMsg::AcceptDecide(m) => match r.gen_range(0..4) {
                     0 => m.decided_idx = num(r, m.decided_idx),
                     1 => m.seq_num.counter = num(r, m.seq_num.counter),

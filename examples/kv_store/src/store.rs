@@ -299,6 +299,77 @@ impl Snapshot<KVCommand> for KVSnapshot {
     fn use_snapshots() -> bool {
         true
     }
+
+    /// Splits by size: a state into parts of its keys (the deduplication
+    /// table rides with the first), a slice of commands into shorter slices.
+    fn into_parts(self, max_bytes: usize) -> Vec<Self> {
+        let max_bytes = max_bytes.max(1);
+        match self {
+            Self::State(KvState { map, sessions }) => {
+                let mut parts = vec![KvState {
+                    map: BTreeMap::new(),
+                    sessions,
+                }];
+                let mut bytes = 0;
+                for (key, value) in map {
+                    let size = key.len() + value.len() + 2 * size_of::<String>();
+                    if bytes + size > max_bytes && bytes > 0 {
+                        parts.push(KvState::default());
+                        bytes = 0;
+                    }
+                    bytes += size;
+                    let last = parts.last_mut().expect("parts start with one");
+                    last.map.insert(key, value);
+                }
+                parts.into_iter().map(Self::State).collect()
+            }
+            Self::Commands(commands) => {
+                let mut parts: Vec<Vec<KVCommand>> = vec![Vec::new()];
+                let mut bytes = 0;
+                for cmd in commands {
+                    let size = cmd.size_hint();
+                    if bytes + size > max_bytes && bytes > 0 {
+                        parts.push(Vec::new());
+                        bytes = 0;
+                    }
+                    bytes += size;
+                    parts.last_mut().expect("parts start with one").push(cmd);
+                }
+                parts.into_iter().map(Self::Commands).collect()
+            }
+        }
+    }
+
+    /// Joins what [`into_parts`](Self::into_parts) split: all states (keys
+    /// in no two parts) or all command slices, in order.
+    fn from_parts(parts: Vec<Self>) -> Option<Self> {
+        let mut parts = parts.into_iter();
+        match parts.next()? {
+            Self::State(mut state) => {
+                for part in parts {
+                    let Self::State(more) = part else { return None };
+                    if !more.sessions.is_empty() {
+                        return None;
+                    }
+                    for (key, value) in more.map {
+                        if state.map.insert(key, value).is_some() {
+                            return None;
+                        }
+                    }
+                }
+                Some(Self::State(state))
+            }
+            Self::Commands(mut commands) => {
+                for part in parts {
+                    let Self::Commands(more) = part else {
+                        return None;
+                    };
+                    commands.extend(more);
+                }
+                Some(Self::Commands(commands))
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -459,6 +530,41 @@ mod tests {
         let mut state = snapshot.into_state();
         assert_eq!(state.apply(&put(0, "a", "1")), None);
         assert_eq!(state.get("a"), Some("2"));
+    }
+
+    #[test]
+    fn a_snapshot_split_into_parts_joins_back_to_itself() {
+        let log: Vec<KVCommand> = (0..200)
+            .map(|i| {
+                put(
+                    i,
+                    &format!("key-{:03}", i % 70),
+                    &"v".repeat(i as usize % 13),
+                )
+            })
+            .collect();
+        for max_bytes in [0, 1, 64, 500, 1 << 20] {
+            let commands = KVSnapshot::create(&log);
+            let parts = commands.clone().into_parts(max_bytes);
+            assert!(!parts.is_empty());
+            assert_eq!(KVSnapshot::from_parts(parts), Some(commands));
+
+            let state = KVSnapshot::State(KvState::replay(&log));
+            let parts = state.clone().into_parts(max_bytes);
+            if max_bytes <= 64 {
+                assert!(parts.len() > 10, "{max_bytes}: {} parts", parts.len());
+            }
+            assert_eq!(KVSnapshot::from_parts(parts), Some(state));
+        }
+        // Parts of two kinds, or a key in two parts, make no snapshot.
+        let mixed = vec![
+            KVSnapshot::State(KvState::default()),
+            KVSnapshot::create(&log[..1]),
+        ];
+        assert_eq!(KVSnapshot::from_parts(mixed), None);
+        let twice = KVSnapshot::State(KvState::replay(&log[..1]));
+        assert_eq!(KVSnapshot::from_parts(vec![twice.clone(), twice]), None);
+        assert_eq!(KVSnapshot::from_parts(Vec::new()), None);
     }
 
     #[test]

@@ -1,16 +1,18 @@
 //! What only a follower does: promise, install the leader's log, accept,
 //! learn decisions, and forward proposals.
 
-use super::{ForwardedBatch, NO_TAG, Phase, Role, SequencePaxos, Tag};
+use super::{
+    ForwardedBatch, MAX_SNAPSHOT_PARTS, NO_TAG, Phase, Role, SequencePaxos, SnapshotKey, Tag,
+};
 use crate::{
     ballot::Ballot,
     logging::log,
     messages::{
         AcceptDecide, AcceptSync, Accepted, Decide, DecidedSync, ForwardId, LogSync, Message,
         NotAccepted, PaxosMessage, PaxosMsg, Prepare, PrepareReq, Promise, ProposalAck,
-        ProposalForward, SequenceNumber, SnapshotType,
+        ProposalForward, SequenceNumber, SnapshotPart, SnapshotPartAck, SnapshotType,
     },
-    storage::{Entry, Storage, StorageResult},
+    storage::{Entry, Snapshot, Storage, StorageResult},
     util::{MAX_LOG_INDEX, NodeId},
 };
 
@@ -160,6 +162,109 @@ where
                 return Ok(());
             }
         }
+        self.send_promise_again(n);
+        Ok(())
+    }
+
+    /// A part of a snapshot the leader sends in parts (see [`SnapshotPart`]):
+    /// gather the parts in order, acknowledging what we hold, and once all
+    /// are in, install the snapshot as decided (keeping the round our log
+    /// was accepted in, and our entries past it) and promise again.
+    pub(super) fn handle_snapshot_part(
+        &mut self,
+        from: NodeId,
+        part: SnapshotPart<T>,
+    ) -> StorageResult<()> {
+        if part.n != self.storage.promise()
+            || self.phase != Phase::Prepare
+            || self.role != Role::Follower
+            || part.n.pid != from
+            || part.parts == 0
+            || part.part >= part.parts
+            || part.parts > MAX_SNAPSHOT_PARTS
+            || part.delta_from.is_some_and(|d| d > part.sync_idx)
+        {
+            return Ok(());
+        }
+        let key = SnapshotKey {
+            n: part.n,
+            sync_idx: part.sync_idx,
+            delta_from: part.delta_from,
+            parts: part.parts,
+        };
+        let gathering = match self.snapshot_parts.take() {
+            Some((k, parts)) if k == key => Some(parts),
+            _ if part.part == 0 => Some(Vec::new()),
+            // A part of a stream whose start we missed: we hold none of it.
+            _ => None,
+        };
+        let Some(mut gathered) = gathering else {
+            self.send_snapshot_ack(from, &key, 0);
+            return Ok(());
+        };
+        if part.part as usize == gathered.len() {
+            gathered.push(part.snapshot);
+        }
+        let received = gathered.len() as u32;
+        self.send_snapshot_ack(from, &key, received);
+        if received < key.parts {
+            self.snapshot_parts = Some((key, gathered));
+            return Ok(());
+        }
+        let Some(snapshot) = T::Snapshot::from_parts(gathered) else {
+            log!(warn, self.logger, "the parts of a snapshot did not make one";
+                "leader" => from, "parts" => key.parts);
+            self.send(from, PaxosMsg::PrepareReq(PrepareReq { n: key.n }));
+            return Ok(());
+        };
+        if key.sync_idx <= self.storage.decided_idx() {
+            // We decided that prefix meanwhile: nothing to install; our
+            // promise tells the leader where we stand.
+            self.send_promise_again(key.n);
+            return Ok(());
+        }
+        let decided_snapshot = match key.delta_from {
+            None => SnapshotType::Complete(snapshot),
+            Some(from_idx) => SnapshotType::Delta { from_idx, snapshot },
+        };
+        // Our entries past the snapshot stay as they are: it replaces only
+        // the prefix it stands for, all of it decided.
+        let sync_idx = key.sync_idx;
+        let log_len = self.storage.log_len();
+        let suffix = if log_len > sync_idx {
+            self.storage.get_entries(sync_idx, log_len)?
+        } else {
+            Vec::new()
+        };
+        let stopsign = self
+            .storage
+            .stopsign()
+            .filter(|_| log_len >= sync_idx)
+            .cloned();
+        let sync = LogSync {
+            decided_snapshot: Some(decided_snapshot),
+            sync_idx,
+            suffix,
+            stopsign,
+        };
+        let Some(sync) = self.checked_sync(sync) else {
+            self.send(from, PaxosMsg::PrepareReq(PrepareReq { n: key.n }));
+            return Ok(());
+        };
+        let (mut cut, mut cut_tags) = self.install_sync(None, sync, sync_idx)?;
+        log!(debug, self.logger, "installed a snapshot sent in parts";
+            "leader" => from, "parts" => key.parts, "decided_idx" => self.storage.decided_idx());
+        cut.append(&mut self.pending);
+        cut_tags.append(&mut self.pending_tags);
+        self.pending = cut;
+        self.pending_tags = cut_tags;
+        self.send_promise_again(key.n);
+        Ok(())
+    }
+
+    /// A promise without a log, to the leader of `n` we already promised:
+    /// where our log stands after taking a part of the leader's.
+    fn send_promise_again(&mut self, n: Ballot) {
         let promise = Promise {
             n,
             n_accepted: self.storage.accepted_round().unwrap_or_default(),
@@ -167,8 +272,16 @@ where
             accepted_idx: self.storage.accepted_idx(),
             log_sync: None,
         };
-        self.send(from, PaxosMsg::Promise(promise));
-        Ok(())
+        self.send(n.pid, PaxosMsg::Promise(promise));
+    }
+
+    fn send_snapshot_ack(&mut self, to: NodeId, key: &SnapshotKey, received: u32) {
+        let ack = SnapshotPartAck {
+            n: key.n,
+            sync_idx: key.sync_idx,
+            received,
+        };
+        self.send(to, PaxosMsg::SnapshotPartAck(ack));
     }
 
     /// Whether a part of the leader's decided log starts past our decided
@@ -287,6 +400,7 @@ where
         self.last_seq = sync.seq_num;
         self.phase = Phase::Accept;
         self.early_parts.clear();
+        self.snapshot_parts = None;
         self.open_accepted = None;
         self.send_accepted();
         // Proposals that waited for a leader go to it now, with our own

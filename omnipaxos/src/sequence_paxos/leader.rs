@@ -8,11 +8,15 @@ use crate::{
     messages::{
         AcceptDecide, AcceptSync, Accepted, Decide, DecidedSync, LogSync, Message, NotAccepted,
         PaxosMessage, PaxosMsg, Prepare, PrepareReq, Promise, ProposalAck, ProposalForward,
-        SequenceNumber,
+        SequenceNumber, SnapshotPart, SnapshotPartAck, SnapshotType,
     },
-    storage::{Entry, Storage, StorageResult},
+    storage::{Entry, Snapshot, Storage, StorageResult},
     util::NodeId,
 };
+
+/// Resend timeouts without progress after which a snapshot sent in parts
+/// starts over with a new prepare (the follower may have restarted).
+const MAX_SNAPSHOT_STALLS: u32 = 3;
 
 impl<T, S> SequencePaxos<T, S>
 where
@@ -301,7 +305,10 @@ where
         if self.start_decided_parts(slot, meta, chunk_until)? {
             return Ok(());
         }
-        let log_sync = self.log_sync_from(from, from == meta.decided_idx, Some(chunk_until))?;
+        let mut log_sync = self.log_sync_from(from, from == meta.decided_idx, Some(chunk_until))?;
+        if self.start_snapshot_stream(slot, &mut log_sync) {
+            return Ok(());
+        }
         let sync_end = log_sync.sync_idx + log_sync.suffix.len() as u64;
         let more = sync_end < self.storage.log_len();
         log!(debug, self.logger, "synchronising a follower";
@@ -355,9 +362,12 @@ where
         // follower installs a part only once its decided prefix reaches the
         // part's start, which is what it can check for itself.
         let start = meta.decided_idx;
-        let Some(part) = self.decided_part(start, true, meta.accepted_idx)? else {
+        let Some(mut part) = self.decided_part(start, true, meta.accepted_idx)? else {
             return Ok(false);
         };
+        if self.start_snapshot_stream(slot, &mut part) {
+            return Ok(true);
+        }
         let end = part.sync_idx + part.suffix.len() as u64;
         if end >= chunk_until {
             // The part is all the follower lacks for its AcceptSync: send that.
@@ -414,6 +424,11 @@ where
             let Some(part) = self.decided_part(next, true, next)? else {
                 return Ok(());
             };
+            if part.decided_snapshot.is_some() {
+                // A delta of the rest of our decided log: it goes once the
+                // parts before it are in (see `start_decided_parts`).
+                return Ok(());
+            }
             let end = part.sync_idx + part.suffix.len() as u64;
             if end >= until {
                 return Ok(());
@@ -438,6 +453,21 @@ where
         decided_idx: u64,
         accepted_idx: u64,
     ) -> StorageResult<()> {
+        if let Some(stream) = &self.progress[slot].snapshot_stream {
+            if decided_idx < stream.sync_idx {
+                return Ok(());
+            }
+            // The follower installed the snapshot: synchronise it from there.
+            self.progress[slot].snapshot_stream = None;
+            if let Some(meta) = self.progress[slot].promise.as_mut() {
+                meta.decided_idx = decided_idx;
+                meta.accepted_idx = accepted_idx;
+            }
+            if self.phase == Phase::Accept {
+                self.send_accept_sync(slot)?;
+            }
+            return Ok(());
+        }
         let Some(dp) = self.progress[slot].decided_parts.as_mut() else {
             return Ok(());
         };
@@ -462,6 +492,112 @@ where
             self.send_accept_sync(slot)?;
         }
         Ok(())
+    }
+
+    /// If `sync` carries a snapshot that splits into several parts
+    /// ([`Snapshot::into_parts`] with our `max_message_bytes`), sends the
+    /// follower the snapshot in parts instead of `sync`, and returns true.
+    /// Otherwise leaves `sync` as it was. The follower installs the snapshot
+    /// once it holds every part and promises again; its log is then
+    /// synchronised from there.
+    fn start_snapshot_stream(&mut self, slot: usize, sync: &mut LogSync<T>) -> bool {
+        let Some(snapshot) = sync.decided_snapshot.take() else {
+            return false;
+        };
+        let (delta_from, whole) = match snapshot {
+            SnapshotType::Complete(s) => (None, s),
+            SnapshotType::Delta { from_idx, snapshot } => (Some(from_idx), snapshot),
+        };
+        let mut parts = whole.into_parts(self.max_message_bytes);
+        if parts.len() == 1 {
+            let whole = parts.pop().expect("length checked");
+            sync.decided_snapshot = Some(match delta_from {
+                None => SnapshotType::Complete(whole),
+                Some(from_idx) => SnapshotType::Delta {
+                    from_idx,
+                    snapshot: whole,
+                },
+            });
+            return false;
+        }
+        let to = self.peers[slot];
+        if parts.is_empty() || u32::try_from(parts.len()).is_err() {
+            // `into_parts` broke its contract: nothing we can send stands
+            // for the snapshot. Try again later.
+            log!(error, self.logger, "a snapshot split into no parts, or too many";
+                "parts" => parts.len());
+            self.prepare_follower(to);
+            return true;
+        }
+        log!(debug, self.logger, "sending a follower a snapshot in parts";
+            "follower" => to, "sync_idx" => sync.sync_idx, "parts" => parts.len());
+        let p = &mut self.progress[slot];
+        p.synced = false;
+        p.accepted_idx = None;
+        p.catch_up = None;
+        p.decided_parts = None;
+        p.open_accept = None;
+        p.snapshot_stream = Some(Box::new(super::SnapshotStream {
+            sync_idx: sync.sync_idx,
+            delta_from,
+            parts,
+            sent: 0,
+            acked: 0,
+            progressed: true,
+            stalls: 0,
+        }));
+        self.pump_snapshot_stream(slot);
+        true
+    }
+
+    /// Sends a follower receiving a snapshot in parts the next ones, as many
+    /// as the window allows.
+    fn pump_snapshot_stream(&mut self, slot: usize) {
+        let to = self.peers[slot];
+        let n = self.leader;
+        let Some(stream) = self.progress[slot].snapshot_stream.as_mut() else {
+            return;
+        };
+        let total = stream.parts.len() as u32;
+        while stream.sent < stream.parts.len()
+            && stream.sent - stream.acked < super::CATCH_UP_WINDOW
+        {
+            let msg = PaxosMsg::SnapshotPart(SnapshotPart {
+                n,
+                sync_idx: stream.sync_idx,
+                delta_from: stream.delta_from,
+                part: stream.sent as u32,
+                parts: total,
+                snapshot: stream.parts[stream.sent].clone(),
+            });
+            stream.sent += 1;
+            self.outgoing.push(Message::SequencePaxos(PaxosMessage {
+                configuration_id: self.configuration_id,
+                from: self.pid,
+                to,
+                msg,
+            }));
+        }
+    }
+
+    pub(super) fn handle_snapshot_part_ack(&mut self, from: NodeId, ack: SnapshotPartAck) {
+        if self.role != Role::Leader || ack.n != self.leader {
+            return;
+        }
+        let Some(slot) = self.slot(from) else { return };
+        let Some(stream) = self.progress[slot].snapshot_stream.as_mut() else {
+            return;
+        };
+        if ack.sync_idx != stream.sync_idx {
+            return;
+        }
+        let received = (ack.received as usize).min(stream.parts.len());
+        if received > stream.acked {
+            stream.acked = received;
+            stream.sent = stream.sent.max(received);
+            stream.progressed = true;
+        }
+        self.pump_snapshot_stream(slot);
     }
 
     /// Sends a follower being brought up to date its next chunks, as many as
@@ -777,6 +913,20 @@ where
             let to = self.peers[slot];
             if self.progress[slot].promise.is_none() {
                 self.send(to, PaxosMsg::Prepare(prepare));
+            } else if let Some(stream) = &mut self.progress[slot].snapshot_stream {
+                if std::mem::take(&mut stream.progressed) {
+                    stream.stalls = 0;
+                } else if stream.stalls < MAX_SNAPSHOT_STALLS {
+                    // No part acknowledged for a whole timeout: one was
+                    // lost (the follower takes them in order only), or its
+                    // acknowledgement was. Send again from the first the
+                    // follower lacks.
+                    stream.stalls += 1;
+                    stream.sent = stream.acked;
+                    self.pump_snapshot_stream(slot);
+                } else {
+                    self.prepare_follower(to);
+                }
             } else if let Some(dp) = &mut self.progress[slot].decided_parts {
                 if !std::mem::take(&mut dp.progressed) {
                     // A whole timeout without the promise that answers the

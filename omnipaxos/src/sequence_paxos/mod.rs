@@ -77,9 +77,11 @@ pub enum Phase {
     None,
 }
 
-/// The leader's view of one follower in the current ballot.
-#[derive(Clone, Debug, Default)]
-struct FollowerProgress {
+/// The leader's view of one follower in the current ballot; `P` is the
+/// snapshot type (see `snapshot_stream`).
+#[derive(Clone, Debug)]
+#[derive_where::derive_where(Default)]
+struct FollowerProgress<P> {
     /// The follower's promise, once received in this ballot.
     promise: Option<PromiseMeta>,
     /// How much of the leader's log the follower accepted; `None` until it
@@ -96,6 +98,10 @@ struct FollowerProgress {
     /// While the follower takes our decided prefix in parts before its
     /// `AcceptSync` (see `leader::start_decided_parts`): where it stands.
     decided_parts: Option<DecidedParts>,
+    /// While the follower is sent a snapshot in parts before its log can be
+    /// synchronised (see `leader::start_snapshot_stream`): the parts and
+    /// where it stands.
+    snapshot_stream: Option<Box<SnapshotStream<P>>>,
     /// Acknowledgements of this follower's forwarded batches, to ride on the
     /// next `AcceptDecide` to it (the one carrying their entries).
     pending_acks: Vec<ProposalAck>,
@@ -141,6 +147,44 @@ struct DecidedParts {
     progressed: bool,
 }
 
+/// A snapshot too large for one message, on its way to a follower in parts,
+/// at most [`CATCH_UP_WINDOW`] unacknowledged at a time. The leader keeps the
+/// parts until the follower holds all of them, since a snapshot of the same
+/// prefix made again could split differently.
+#[derive(Clone, Debug)]
+struct SnapshotStream<P> {
+    /// The end of the prefix the snapshot stands for.
+    sync_idx: u64,
+    /// Where a delta starts; `None` for a complete snapshot.
+    delta_from: Option<u64>,
+    /// Every part, in order.
+    parts: Vec<P>,
+    /// How many parts were sent.
+    sent: usize,
+    /// How many the follower holds, by its acknowledgements.
+    acked: usize,
+    /// Whether the follower acknowledged a part since the resend timer last
+    /// fired; if not, the parts from the first unacknowledged one go again.
+    progressed: bool,
+    /// Resend timeouts in a row without an acknowledgement.
+    stalls: u32,
+}
+
+/// Which snapshot sent in parts a follower is gathering: the parts of one
+/// snapshot all carry the same.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct SnapshotKey {
+    n: Ballot,
+    sync_idx: u64,
+    delta_from: Option<u64>,
+    parts: u32,
+}
+
+/// The most parts a follower takes a snapshot in: a bound on what a faulty
+/// leader can make it gather, far above what a real snapshot needs (at the
+/// default `max_message_bytes`, 2 MiB parts make 128 GiB).
+const MAX_SNAPSHOT_PARTS: u32 = 1 << 16;
+
 /// How many catch-up chunks may be unacknowledged per follower: enough to
 /// keep a link busy over a round trip, few enough to bound what a slow
 /// follower makes us hold.
@@ -181,7 +225,7 @@ where
     /// The ballot of the leader this server follows or is.
     leader: Ballot,
     /// Per peer, in the order of `peers`: the leader's view of each follower.
-    progress: Vec<FollowerProgress>,
+    progress: Vec<FollowerProgress<T::Snapshot>>,
     /// The most up-to-date promise seen in the prepare phase (with its log
     /// suffix); the leader adopts its log.
     max_promise: Option<(PromiseMeta, NodeId, Option<LogSync<T>>)>,
@@ -200,6 +244,9 @@ where
     /// ahead of one still missing, with the ballot they came in; at most
     /// [`MAX_EARLY`].
     early_parts: Vec<(Ballot, LogSync<T>)>,
+    /// Follower: the parts gathered so far of a snapshot the leader sends in
+    /// parts, and which snapshot they belong to.
+    snapshot_parts: Option<(SnapshotKey, Vec<T::Snapshot>)>,
     /// Proposals waiting for a leader (or for this leader's prepare phase to end).
     pending: Vec<T>,
     /// The tag of each entry in `pending`.
@@ -360,6 +407,7 @@ where
             last_seq: SequenceNumber::default(),
             early: Vec::new(),
             early_parts: Vec::new(),
+            snapshot_parts: None,
             pending: Vec::with_capacity(config.batch_size),
             pending_tags: Vec::new(),
             batch: Vec::with_capacity(config.batch_size),
@@ -801,6 +849,11 @@ where
             PaxosMsg::Promise(prom) => self.handle_promise(from, prom),
             PaxosMsg::AcceptSync(sync) => self.handle_accept_sync(from, sync),
             PaxosMsg::DecidedSync(part) => self.handle_decided_sync(from, part),
+            PaxosMsg::SnapshotPart(part) => self.handle_snapshot_part(from, part),
+            PaxosMsg::SnapshotPartAck(ack) => {
+                self.handle_snapshot_part_ack(from, ack);
+                Ok(())
+            }
             PaxosMsg::AcceptDecide(acc) => self.handle_accept_decide(from, acc),
             PaxosMsg::Accepted(acc) => self.handle_accepted(from, acc),
             PaxosMsg::Decide(dec) => self.handle_decide(from, dec),

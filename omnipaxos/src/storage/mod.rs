@@ -67,6 +67,32 @@ pub trait Snapshot<T: Entry>: Clone + Debug {
     /// [`OmniPaxos::snapshot`](crate::OmniPaxos::snapshot) is refused and
     /// compaction is by [`OmniPaxos::trim`](crate::OmniPaxos::trim) only.
     fn use_snapshots() -> bool;
+
+    /// Splits the snapshot into parts of at most about `max_bytes` each (the
+    /// server's `max_message_bytes`, by whatever measure suits the type), so
+    /// that a snapshot too large for one message is sent in several. The
+    /// receiver gathers every part and rebuilds the snapshot with
+    /// [`from_parts`](Self::from_parts) before it uses any of it.
+    ///
+    /// The default keeps the snapshot whole: one message, however large.
+    /// Override both methods for snapshots that can outgrow the transport's
+    /// frame limit.
+    fn into_parts(self, max_bytes: usize) -> Vec<Self> {
+        let _ = max_bytes;
+        vec![self]
+    }
+
+    /// Rebuilds a snapshot from the parts [`into_parts`](Self::into_parts)
+    /// made, in their order; `None` if they do not make one (parts of no
+    /// snapshot this type splits). The default takes a single part as the
+    /// snapshot.
+    fn from_parts(parts: Vec<Self>) -> Option<Self> {
+        let mut parts = parts;
+        match parts.len() {
+            1 => parts.pop(),
+            _ => None,
+        }
+    }
 }
 
 /// The snapshot type of entries that do not use snapshots.

@@ -35,6 +35,15 @@ pub struct ValueSnapshot {
 impl ValueSnapshot {
     const BASE: u64 = 0x100_0000_01b3;
 
+    /// The lowest `bits` bits set.
+    fn mask(bits: u32) -> u64 {
+        if bits >= 64 {
+            u64::MAX
+        } else {
+            (1 << bits) - 1
+        }
+    }
+
     /// The snapshot of `values`, in order.
     pub fn of(values: &[Value]) -> Self {
         let hash = values
@@ -61,11 +70,62 @@ impl Snapshot<Value> for ValueSnapshot {
     fn use_snapshots() -> bool {
         true
     }
+
+    /// Splits the snapshot into one to three parts by its count, whatever
+    /// `max_bytes`, so that the simulator exercises snapshots sent in parts
+    /// (a real snapshot splits only when it is large): each part carries the
+    /// count and a slice of the hash's bits.
+    fn into_parts(self, _max_bytes: usize) -> Vec<Self> {
+        let k = 1 + (self.count % 3) as u32;
+        let bits = 64u32.div_ceil(k);
+        (0..k)
+            .map(|j| Self {
+                count: self.count,
+                hash: (self.hash >> (j * bits)) & Self::mask(bits),
+            })
+            .collect()
+    }
+
+    fn from_parts(parts: Vec<Self>) -> Option<Self> {
+        let first = parts.first()?;
+        let k = u32::try_from(parts.len()).ok()?;
+        if k != 1 + (first.count % 3) as u32 || parts.iter().any(|p| p.count != first.count) {
+            return None;
+        }
+        let bits = 64u32.div_ceil(k);
+        let mut hash = 0u64;
+        for (j, p) in (0u32..).zip(&parts) {
+            if p.hash > Self::mask(bits) {
+                return None;
+            }
+            hash |= p.hash.checked_shl(j * bits).unwrap_or(0);
+        }
+        Some(Self {
+            count: first.count,
+            hash,
+        })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_snapshot_split_into_parts_is_rebuilt_from_them() {
+        for n in 0..9 {
+            let values: Vec<Value> = (0..n)
+                .map(|v: u64| Value(v.wrapping_mul(0x9e37_79b9_7f4a_7c15)))
+                .collect();
+            let s = ValueSnapshot::of(&values);
+            let parts = s.into_parts(1);
+            assert_eq!(parts.len(), 1 + (n % 3) as usize);
+            assert_eq!(ValueSnapshot::from_parts(parts.clone()), Some(s));
+            if parts.len() > 1 {
+                assert_eq!(ValueSnapshot::from_parts(parts[1..].to_vec()), None);
+            }
+        }
+    }
 
     #[test]
     fn merged_snapshots_equal_the_snapshot_of_the_whole_run() {

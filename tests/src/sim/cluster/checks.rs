@@ -41,22 +41,31 @@ impl SimCluster {
     /// Debugging aid (`SIM_ROUND_CHECK=1`): two running servers of one
     /// configuration whose logs were accepted in the same round hold
     /// prefixes of that round's leader log, so they agree where both have
-    /// entries. Costs a pass over every pair of logs at every step.
+    /// entries that neither has decided. Below a server's decided index the
+    /// entries are the cluster's decided ones (`decided_prefix_agreement`
+    /// checks those), and they may differ from what another server accepted
+    /// there in the same round: a server that takes a later leader's decided
+    /// log in parts (`DecidedSync`) keeps the round its log was accepted in.
+    /// That is safe, since a value decided in a later round means a majority
+    /// accepted in a later round, so no leader adopts a log of the earlier
+    /// one. Costs a pass over every pair of logs at every step.
     pub(super) fn check_same_round_logs_agree(&self) {
         let mut logs = Vec::new();
         for (&pid, node) in &self.nodes {
             if node.paxos.is_none() {
                 continue;
             }
-            let (round, len, compacted) = node.storage.with(|s| {
+            let (round, len, compacted, decided) = node.storage.with(|s| {
                 (
                     s.get_accepted_round().ok().flatten(),
                     s.get_log_len().unwrap_or(0),
                     s.get_compacted_idx().unwrap_or(0),
+                    s.get_decided_idx().unwrap_or(0),
                 )
             });
             let Some(round) = round else { continue };
-            logs.push((pid, node.config.configuration_id, round, compacted, len));
+            let from = compacted.max(decided);
+            logs.push((pid, node.config.configuration_id, round, from, len));
         }
         for (i, a) in logs.iter().enumerate() {
             for b in &logs[i + 1..] {
