@@ -719,6 +719,40 @@ where
         }
     }
 
+    /// Sends the proposals a leader has gathered into its current batch now,
+    /// instead of when the batch holds `batch_size` entries or when
+    /// `flush_batch_tick_timeout` ticks have passed. Does nothing on a
+    /// follower (it forwards proposals at once) or with an empty batch.
+    ///
+    /// A driver calls it once it has handed the server every input that was
+    /// waiting: a lone proposal then goes out at once, while a burst still
+    /// forms one large batch (and one storage write). The runtime's node does
+    /// this after every step.
+    ///
+    /// ```
+    /// use omnipaxos::{OmniPaxos, OmniPaxosConfig, macros::Entry};
+    /// use omnipaxos_storage::memory_storage::MemoryStorage;
+    ///
+    /// #[derive(Clone, Debug, Entry)]
+    /// struct Op(u64);
+    ///
+    /// let config = OmniPaxosConfig { pid: 1, batch_size: 64, ..Default::default() };
+    /// let mut node: OmniPaxos<Op, MemoryStorage<Op>> = config.build(MemoryStorage::default())?;
+    /// while !node.is_leader() {
+    ///     node.tick();
+    /// }
+    /// node.append(Op(7)).expect("room");
+    /// assert_eq!(node.get_decided_idx(), 0, "waiting in the batch");
+    /// node.flush_batch();
+    /// assert_eq!(node.get_decided_idx(), 1, "a single server decides at once");
+    /// # Ok::<(), omnipaxos::ConfigError>(())
+    /// ```
+    pub fn flush_batch(&mut self) {
+        if self.discovering.is_none() && self.joining.is_none() {
+            self.seq_paxos.flush();
+        }
+    }
+
     // ---- outputs ----
 
     /// Returns the messages to send, leaving none behind.

@@ -184,6 +184,28 @@ async fn append_resolves_with_the_index_it_was_decided_at_on_leader_and_follower
     c.shutdown().await;
 }
 
+/// A lone append goes out as soon as the node has nothing else to do: it
+/// does not wait for its batch to fill or for the flush timer (here set to
+/// fire only after 10^9 ticks, so only the driver's flush can send it).
+#[tokio::test(start_paused = true)]
+async fn a_lone_append_is_decided_without_waiting_for_the_batch_or_its_timer() {
+    let c = Cluster::start_with(&[1, 2, 3], |conf| {
+        let op = conf.omnipaxos_config_mut();
+        op.batch_size = 64;
+        op.flush_batch_tick_timeout = 1_000_000_000;
+    });
+    let leader = c.leader().await;
+    let follower = if leader == 1 { 2 } else { 1 };
+    for (i, at) in [leader, follower, leader].into_iter().enumerate() {
+        let idx = c.node(at).append(put(9, i as u64)).await.expect("decided");
+        assert_eq!(
+            c.node(at).read(idx).await,
+            Some(LogEntry::Decided(put(9, i as u64)))
+        );
+    }
+    c.shutdown().await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn many_appends_in_flight_each_resolve_with_their_own_index() {
     let c = Cluster::start_with(&[1, 2, 3], |conf| {

@@ -21,6 +21,7 @@ pub mod checker;
 pub mod client;
 pub mod cluster;
 pub mod demo;
+pub mod load;
 pub mod server;
 pub mod store;
 pub mod top;

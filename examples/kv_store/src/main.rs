@@ -110,6 +110,10 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// Apply a closed-loop HTTP load (like `wrk -c N`) to a kv_store server
+    /// or to etcd's JSON gateway, and print requests/s and latency
+    /// percentiles (`--json` for one JSON line).
+    Load(LoadArgs),
     /// Print a server's view of the cluster as JSON.
     Status {
         #[command(flatten)]
@@ -126,6 +130,34 @@ struct Target {
     /// How long to wait for the answer, in seconds.
     #[arg(long, default_value_t = 10)]
     timeout_secs: u64,
+}
+
+#[derive(Args, Debug)]
+struct LoadArgs {
+    /// The server's HTTP address.
+    #[arg(long, default_value = "http://127.0.0.1:8001")]
+    url: String,
+    /// Which API the server speaks.
+    #[arg(long, value_enum, default_value = "kv")]
+    dialect: kv_store::load::Dialect,
+    /// Writes or (linearizable) reads.
+    #[arg(long, value_enum, default_value = "put")]
+    op: kv_store::load::LoadOp,
+    /// Concurrent connections, one request outstanding on each.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    connections: u64,
+    /// Seconds of load.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    duration_secs: u64,
+    /// Distinct keys, drawn at random.
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    keys: u64,
+    /// Bytes per value written.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(0..=1_048_576))]
+    value_bytes: u64,
+    /// Print the report as one JSON line.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -421,6 +453,35 @@ async fn run(command: Command) -> ExitCode {
                 (Ok(c), Some(ch)) => c.change_members(&ch).await.map(|r| print_json(&r)),
                 (Err(e), _) => Err(e),
             }
+        }
+        Command::Load(args) => {
+            let spec = kv_store::load::LoadSpec {
+                url: args.url,
+                dialect: args.dialect,
+                op: args.op,
+                connections: args.connections as usize,
+                duration: Duration::from_secs(args.duration_secs),
+                keys: args.keys,
+                value_bytes: args.value_bytes as usize,
+                timeout: Duration::from_secs(10),
+            };
+            return match kv_store::load::run_load(&spec).await {
+                Ok(report) if args.json => {
+                    println!(
+                        "{}",
+                        serde_json::to_string(&report).expect("a report is plain data")
+                    );
+                    ExitCode::SUCCESS
+                }
+                Ok(report) => {
+                    println!("{report}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            };
         }
         Command::Status { target } => match client(&target) {
             Ok(c) => c.status().await.map(|r| print_json(&r)),

@@ -963,6 +963,15 @@ where
         buf.append(&mut self.decided_tags);
     }
 
+    /// A leader sends the batch it gathered now, without waiting for the
+    /// batch to fill or for the flush timer.
+    pub(crate) fn flush(&mut self) {
+        if !self.is_halted() && self.role == Role::Leader {
+            let r = self.flush_batch();
+            self.guard(r);
+        }
+    }
+
     pub(crate) fn tick(&mut self) {
         if self.is_halted() {
             return;

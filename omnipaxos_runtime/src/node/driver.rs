@@ -183,14 +183,14 @@ where
                     None => return self.stop(None),
                 },
             }
-            self.take_queued();
-            self.after_step();
+            let drained = self.take_queued();
+            self.after_step(drained);
             if self.moves_on() {
                 self = match self.move_on() {
                     Ok(driver) => driver,
                     Err(()) => return,
                 };
-                self.after_step();
+                self.after_step(true);
             }
             if self.retire_at.is_some_and(|at| at <= Instant::now()) {
                 return self.retire();
@@ -200,25 +200,37 @@ where
 
     /// Takes inputs that are already queued, up to a bound, so that one
     /// step's outgoing messages and storage writes cover many of them.
-    fn take_queued(&mut self) {
-        for _ in 0..MAX_INPUTS_PER_STEP {
-            match self.channels.sp_in.try_recv() {
-                Ok(m) => self.handle_message(m),
-                Err(_) => break,
+    /// Returns whether it left none waiting.
+    fn take_queued(&mut self) -> bool {
+        let mut drained = true;
+        let mut taken = 0;
+        while let Ok(m) = self.channels.sp_in.try_recv() {
+            self.handle_message(m);
+            taken += 1;
+            if taken == MAX_INPUTS_PER_STEP {
+                drained = false;
+                break;
             }
         }
-        for _ in 0..MAX_INPUTS_PER_STEP {
-            match self.channels.deliveries.try_recv() {
-                Ok(d) => self.on_delivery(d),
-                Err(_) => break,
+        taken = 0;
+        while let Ok(d) = self.channels.deliveries.try_recv() {
+            self.on_delivery(d);
+            taken += 1;
+            if taken == MAX_INPUTS_PER_STEP {
+                drained = false;
+                break;
             }
         }
-        for _ in 0..MAX_INPUTS_PER_STEP {
-            match self.channels.commands.try_recv() {
-                Ok(c) => self.on_command(c),
-                Err(_) => break,
+        taken = 0;
+        while let Ok(c) = self.channels.commands.try_recv() {
+            self.on_command(c);
+            taken += 1;
+            if taken == MAX_INPUTS_PER_STEP {
+                drained = false;
+                break;
             }
         }
+        drained
     }
 
     /// Handles a message from the transport, then gives back its charge:
@@ -457,11 +469,22 @@ where
 
     /// After a step: send what the protocol produced, hand waiting appends to
     /// a newly known leader, resolve what was decided, publish the status.
-    fn after_step(&mut self) {
+    /// Sends what the step produced and answers what it settled.
+    ///
+    /// A leader's partly filled batch goes out now if no input is waiting
+    /// (`drained`) and nothing it sent before is still undecided: a lone
+    /// append does not wait for the flush timer, while under load the
+    /// proposals that arrive during one batch's round trip and storage write
+    /// form the next batch (sent when that one is decided, when it fills, or
+    /// at the flush timer, whichever comes first).
+    fn after_step(&mut self, drained: bool) {
         if self.op.get_current_leader().is_some() {
             while let Some((entry, reply, _)) = self.waiting_leader.pop_front() {
                 self.propose(entry, reply);
             }
+        }
+        if drained && self.op.get_decided_idx() >= self.op.get_accepted_idx() {
+            self.op.flush_batch();
         }
         self.op.take_outgoing_messages(&mut self.outgoing);
         for m in self.outgoing.drain(..) {
