@@ -36,6 +36,9 @@ pub struct PersistentStorageConfig {
     /// always lives in `state/` under the storage's path, so that one path
     /// names one storage.
     database_options: sled::Config,
+    /// The write-ahead log's checkpoint threshold; `None` is
+    /// [`DEFAULT_WAL_CHECKPOINT_BYTES`](crate::persistent_storage::DEFAULT_WAL_CHECKPOINT_BYTES).
+    wal_checkpoint_bytes: Option<u64>,
 }
 
 impl PersistentStorageConfig {
@@ -75,6 +78,21 @@ impl PersistentStorageConfig {
     pub fn set_database_options(&mut self, options: sled::Config) -> &mut Self {
         self.database_options = options;
         self
+    }
+
+    /// Sets how large the write-ahead log may grow before the storage
+    /// checkpoints: syncs the commitlog, flushes the state record and
+    /// empties the log (a few syncs). A larger value spreads that cost over
+    /// more writes; a smaller one shortens the replay on open after a crash.
+    /// Either way the log stays below this plus one batch.
+    pub fn set_wal_checkpoint_bytes(&mut self, bytes: u64) -> &mut Self {
+        self.wal_checkpoint_bytes = Some(bytes);
+        self
+    }
+
+    /// The write-ahead log's checkpoint threshold, if set.
+    pub fn wal_checkpoint_bytes(&self) -> Option<u64> {
+        self.wal_checkpoint_bytes
     }
 
     /// The storage's directory, if set.

@@ -154,6 +154,8 @@ pub mod persistent_storage;
 mod record_files;
 #[cfg(feature = "persistent")]
 mod segments;
+#[cfg(feature = "persistent")]
+mod wal;
 
 pub use memory_storage::MemoryStorage;
 #[cfg(feature = "persistent")]
