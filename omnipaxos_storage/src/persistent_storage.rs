@@ -2352,6 +2352,288 @@ mod tests {
         assert_eq!(storage.get_snapshot().unwrap(), Some(Bulk(vec![3; 300])));
     }
 
+    /// What a crash leaves: the storage stops without its clean-drop
+    /// checkpoint, so the write-ahead log keeps what it holds.
+    fn crash(mut storage: PersistentStorage<Put>) {
+        storage.poisoned = Some("simulated crash".to_owned());
+        drop(storage);
+    }
+
+    fn wal_path(dir: &Path) -> PathBuf {
+        dir.join(crate::wal::WAL_FILE)
+    }
+
+    #[test]
+    fn an_append_costs_one_sync_of_the_write_ahead_log_and_nothing_in_sled() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut storage =
+            PersistentStorage::<Put>::open(PersistentStorageConfig::with_path(dir.path())).unwrap();
+        storage.append_entries(puts(0..10)).unwrap();
+        let before = storage.stats();
+        storage.append_entry(Put(10)).unwrap();
+        storage
+            .write_atomically(vec![
+                StorageOp::AppendEntries(puts(11..1000)),
+                StorageOp::SetDecidedIndex(5),
+                StorageOp::SetPromise(Ballot::with(1, 2, 3)),
+                StorageOp::SetAcceptedRound(Ballot::with(1, 2, 3)),
+            ])
+            .unwrap();
+        let after = storage.stats();
+        assert_eq!(after.syncs - before.syncs, 2, "{after:?}");
+        assert_eq!(after.wal_records - before.wal_records, 2);
+        assert_eq!(after.state_bytes_written, before.state_bytes_written);
+        assert_eq!(after.checkpoints, before.checkpoints);
+    }
+
+    #[test]
+    fn writes_after_the_last_checkpoint_are_replayed_after_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = PersistentStorageConfig::with_path(dir.path());
+        let mut storage = PersistentStorage::<Put>::open(config.clone()).unwrap();
+        storage.append_entries(puts(0..10)).unwrap();
+        storage
+            .write_atomically(vec![
+                StorageOp::AppendOnPrefix(10, puts(10..20)),
+                StorageOp::SetDecidedIndex(15),
+                StorageOp::SetAcceptedRound(Ballot::with(1, 2, 3)),
+            ])
+            .unwrap();
+        storage.trim(3).unwrap();
+        crash(storage);
+
+        let storage = PersistentStorage::<Put>::open(config.clone()).unwrap();
+        let report = storage.open_report().clone();
+        assert_eq!(report.replayed_records, 3, "{report}");
+        assert_eq!(storage.get_suffix(0).unwrap(), puts(3..20));
+        assert_eq!(storage.get_decided_idx().unwrap(), 15);
+        assert_eq!(
+            storage.get_accepted_round().unwrap(),
+            Some(Ballot::with(1, 2, 3))
+        );
+        drop(storage);
+        // Open checkpointed what it replayed.
+        assert_eq!(fs::metadata(wal_path(dir.path())).unwrap().len(), 0);
+        let storage = PersistentStorage::<Put>::open(config).unwrap();
+        assert!(
+            storage.open_report().is_clean(),
+            "{}",
+            storage.open_report()
+        );
+        assert_eq!(storage.get_suffix(0).unwrap(), puts(3..20));
+    }
+
+    #[test]
+    fn a_crash_after_the_wal_write_before_the_commitlog_append_keeps_the_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = PersistentStorageConfig::with_path(dir.path());
+        let mut storage = PersistentStorage::<Put>::open(config.clone()).unwrap();
+        storage.append_entries(puts(0..10)).unwrap();
+        storage.crash_at = Some(CrashPoint::AfterWalWrite);
+        // The record is synced, so the write is committed even though the
+        // crash came before the call returned.
+        assert!(storage.append_entries(puts(10..20)).is_err());
+        drop(storage);
+
+        let storage = PersistentStorage::<Put>::open(config).unwrap();
+        assert_eq!(storage.open_report().replayed_records, 2);
+        assert_eq!(storage.get_suffix(0).unwrap(), puts(0..20));
+    }
+
+    #[test]
+    fn a_checkpoint_interrupted_at_either_step_loses_nothing() {
+        for point in [
+            CrashPoint::CheckpointBeforeStateFlush,
+            CrashPoint::CheckpointBeforeWalReset,
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut config = PersistentStorageConfig::with_path(dir.path());
+            // Every write passes the threshold, so every write checkpoints.
+            config.set_wal_checkpoint_bytes(1);
+            let mut storage = PersistentStorage::<Put>::open(config.clone()).unwrap();
+            storage.append_entries(puts(0..10)).unwrap();
+            assert_eq!(storage.stats().checkpoints, 1);
+            storage.crash_at = Some(point);
+            assert!(storage.append_entries(puts(10..20)).is_err());
+            drop(storage);
+
+            let storage = PersistentStorage::<Put>::open(config).unwrap();
+            let report = storage.open_report();
+            // Before the flush the record is replayed; after it, the
+            // checkpoint holds it and the stale record is skipped.
+            let replayed = u64::from(point == CrashPoint::CheckpointBeforeStateFlush);
+            assert_eq!(report.replayed_records, replayed, "{point:?}: {report}");
+            assert_eq!(storage.get_suffix(0).unwrap(), puts(0..20), "{point:?}");
+            assert_eq!(fs::metadata(wal_path(dir.path())).unwrap().len(), 0);
+        }
+    }
+
+    #[test]
+    fn a_torn_last_wal_record_is_cut_and_the_writes_before_it_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = PersistentStorageConfig::with_path(dir.path());
+        let mut storage = PersistentStorage::<Put>::open(config.clone()).unwrap();
+        storage.append_entries(puts(0..10)).unwrap();
+        storage.append_entries(puts(10..20)).unwrap();
+        crash(storage);
+        // The second record lost its last bytes: its write never returned.
+        let wal = wal_path(dir.path());
+        let bytes = fs::read(&wal).unwrap();
+        fs::write(&wal, &bytes[..bytes.len() - 3]).unwrap();
+
+        let storage = PersistentStorage::<Put>::open(config.clone()).unwrap();
+        let report = storage.open_report().clone();
+        assert_eq!(report.replayed_records, 1, "{report}");
+        assert!(report.wal_torn_bytes > 0, "{report}");
+        assert!(report.to_string().contains("interrupted"), "{report}");
+        assert_eq!(storage.get_suffix(0).unwrap(), puts(0..10));
+        // The log continues after the cut.
+        let mut storage = storage;
+        storage.append_entries(puts(10..12)).unwrap();
+        crash(storage);
+        let storage = PersistentStorage::<Put>::open(config).unwrap();
+        assert_eq!(storage.get_suffix(0).unwrap(), puts(0..12));
+    }
+
+    #[test]
+    fn a_damaged_wal_record_before_valid_ones_is_refused_with_a_corrupt_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = PersistentStorageConfig::with_path(dir.path());
+        let mut storage = PersistentStorage::<Put>::open(config.clone()).unwrap();
+        storage.append_entries(puts(0..10)).unwrap();
+        storage.append_entries(puts(10..20)).unwrap();
+        crash(storage);
+        let wal = wal_path(dir.path());
+        let mut bytes = fs::read(&wal).unwrap();
+        bytes[crate::wal::HEADER_BYTES + 5] ^= 0x10;
+        fs::write(&wal, &bytes).unwrap();
+
+        let err = PersistentStorage::<Put>::open(config).err().unwrap();
+        assert!(
+            matches!(&err, StorageError::Corrupt { path: Some(p), detail }
+                if p.ends_with(crate::wal::WAL_FILE) && detail.contains("damaged")),
+            "{err}"
+        );
+        // Nothing was cut.
+        assert_eq!(fs::read(&wal).unwrap(), bytes);
+    }
+
+    #[test]
+    fn a_missing_write_ahead_log_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = PersistentStorageConfig::with_path(dir.path());
+        drop(PersistentStorage::<Put>::open(config.clone()).unwrap());
+        fs::remove_file(wal_path(dir.path())).unwrap();
+        let err = PersistentStorage::<Put>::open(config).err().unwrap();
+        assert!(
+            err.to_string().contains("write-ahead log is missing"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_replay_after_a_checkpoint_holding_no_entry_moves_the_offsets() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = PersistentStorageConfig::with_path(dir.path());
+        let mut storage = PersistentStorage::<Put>::open(config.clone()).unwrap();
+        storage.append_entries(puts(0..10)).unwrap();
+        // A snapshot batch commits through the state record, holding no
+        // entry: the next open restarts the commitlog at offset 0.
+        storage
+            .write_atomically(vec![
+                StorageOp::Trim(10),
+                StorageOp::SetCompactedIdx(10),
+                StorageOp::SetSnapshot(Some(Bulk(vec![1; 10]))),
+            ])
+            .unwrap();
+        storage.append_entries(puts(10..15)).unwrap();
+        storage.append_entries(puts(15..20)).unwrap();
+        crash(storage);
+
+        let storage = PersistentStorage::<Put>::open(config.clone()).unwrap();
+        assert_eq!(storage.open_report().replayed_records, 2);
+        assert_eq!(storage.get_suffix(10).unwrap(), puts(10..20));
+        drop(storage);
+        let storage = PersistentStorage::<Put>::open(config).unwrap();
+        assert_eq!(storage.get_suffix(10).unwrap(), puts(10..20));
+        assert_eq!(storage.get_snapshot().unwrap(), Some(Bulk(vec![1; 10])));
+    }
+
+    /// Rewrites the directory of a closed storage into format version 2: the
+    /// state record without a write-ahead log position, the marker and meta
+    /// record naming version 2, and no log file.
+    fn downgrade_to_v2(dir: &Path) {
+        let db_path = dir.join("state");
+        let db = open_database(&crate::config::database_config(
+            &sled::Config::default(),
+            &db_path,
+        ))
+        .unwrap();
+        let state: State = decode(
+            &db.get(KEY_STATE).unwrap().unwrap(),
+            "the state record",
+            &db_path,
+        )
+        .unwrap();
+        let v2 = StateV2 {
+            promise: state.promise,
+            accepted_round: state.accepted_round,
+            decided_idx: state.decided_idx,
+            compacted_idx: state.compacted_idx,
+            trimmed_idx: state.trimmed_idx,
+            log_len: state.log_len,
+            phys_base: state.phys_base,
+            files: state.files,
+        };
+        let mut batch = sled::Batch::default();
+        batch.insert(KEY_STATE, encode(&v2, "").unwrap());
+        batch.insert(KEY_META, encode(&Meta { format_version: 2 }, "").unwrap());
+        db.apply_batch(batch).unwrap();
+        db.flush().unwrap();
+        drop(db);
+        assert_eq!(fs::metadata(wal_path(dir)).unwrap().len(), 0);
+        fs::remove_file(wal_path(dir)).unwrap();
+        fs::write(dir.join(MARKER), format!("{MARKER_HEADER}\nformat 2\n")).unwrap();
+    }
+
+    #[test]
+    fn a_format_2_directory_is_upgraded_on_open_and_keeps_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = PersistentStorageConfig::with_path(dir.path());
+        let mut storage = PersistentStorage::<Put>::open(config.clone()).unwrap();
+        storage.append_entries(puts(0..50)).unwrap();
+        storage
+            .write_atomically(vec![
+                StorageOp::SetDecidedIndex(40),
+                StorageOp::Trim(30),
+                StorageOp::SetCompactedIdx(30),
+                StorageOp::SetSnapshot(Some(Bulk(vec![3; 300]))),
+                StorageOp::SetPromise(Ballot::with(1, 2, 3)),
+            ])
+            .unwrap();
+        drop(storage);
+        downgrade_to_v2(dir.path());
+
+        let mut storage = PersistentStorage::<Put>::open(config.clone()).unwrap();
+        assert_eq!(storage.open_report().upgraded_from, Some(2));
+        assert_eq!(storage.get_snapshot().unwrap(), Some(Bulk(vec![3; 300])));
+        assert_eq!(storage.get_suffix(30).unwrap(), puts(30..50));
+        assert_eq!(storage.get_decided_idx().unwrap(), 40);
+        assert_eq!(storage.get_promise().unwrap(), Some(Ballot::with(1, 2, 3)));
+        let marker = fs::read_to_string(dir.path().join(MARKER)).unwrap();
+        assert!(
+            marker.ends_with(&format!("format {FORMAT_VERSION}\n")),
+            "{marker}"
+        );
+        storage.append_entries(puts(50..60)).unwrap();
+        crash(storage);
+
+        let storage = PersistentStorage::<Put>::open(config).unwrap();
+        assert_eq!(storage.open_report().upgraded_from, None);
+        assert_eq!(storage.open_report().replayed_records, 1);
+        assert_eq!(storage.get_suffix(30).unwrap(), puts(30..60));
+    }
+
     #[test]
     fn a_database_older_than_its_marker_is_refused() {
         let dir = tempfile::tempdir().unwrap();
