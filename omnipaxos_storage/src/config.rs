@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 /// keeps its files, and the options of its commit log and state database.
 ///
 /// Only the path is required. The directory at the path holds a marker file,
-/// the state database (in `state/`), the snapshot (in `records/`) and,
+/// the write-ahead log (`wal`), the state database's checkpoint (in
+/// `state/`), the snapshot (in `records/`) and,
 /// unless [`set_commitlog_options`](Self::set_commitlog_options) names
 /// another directory, the commit log (in `commitlog/`, with segments of
 /// [`DEFAULT_SEGMENT_MAX_BYTES`](crate::persistent_storage::DEFAULT_SEGMENT_MAX_BYTES)).
@@ -74,7 +75,8 @@ impl PersistentStorageConfig {
 
     /// Sets the state database's options (cache size, mode, compression).
     /// The path in them is replaced by `state/` under the storage's path,
-    /// and the background flush is off since every write flushes.
+    /// and the background flush is off since the storage flushes at every
+    /// checkpoint.
     pub fn set_database_options(&mut self, options: sled::Config) -> &mut Self {
         self.database_options = options;
         self
@@ -118,7 +120,7 @@ impl PersistentStorageConfig {
 /// shared. So a fresh config is built and the user's settings are copied
 /// over (sled exposes them through `Deref`); `temporary` and `create_new` are
 /// left out, since a storage is neither. The background flush is turned off:
-/// every write flushes before it returns, and sled's flusher thread would
+/// the storage flushes at every checkpoint, and sled's flusher thread would
 /// hold the database (and its file lock) for a while after the storage is
 /// dropped, so that reopening the path at once would fail.
 pub(crate) fn database_config(user: &sled::Config, path: &Path) -> sled::Config {

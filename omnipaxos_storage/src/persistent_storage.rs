@@ -1,13 +1,17 @@
-//! [`PersistentStorage`]: entries in a `commitlog`, small state in `sled`,
-//! the snapshot in a file of its own, all synced before a write returns.
+//! [`PersistentStorage`]: every write one record in a write-ahead log,
+//! synced before it returns; entries in a `commitlog`, a checkpoint of the
+//! small state in `sled`, the snapshot in a file of its own.
 //!
 //! # Layout on disk
 //!
 //! ```text
 //! <path>/OMNIPAXOS_STORAGE   marker: names the format version; without it a
 //!                            non-empty directory is refused as foreign
-//! <path>/state/              sled: the state record, which holds the
-//!                            protocol's numbers and names the record files
+//! <path>/wal                 the write-ahead log: one record per batch since
+//!                            the last checkpoint (see `wal.rs`)
+//! <path>/state/              sled: the state record of the last checkpoint,
+//!                            which holds the protocol's numbers, names the
+//!                            record files and the last log record it holds
 //! <path>/records/            one file per value that is written rarely and
 //!                            may be large: snapshot-<generation>,
 //!                            stopsign-<generation>, previous_end-<generation>,
@@ -17,39 +21,52 @@
 //!                            `set_commitlog_options` puts them)
 //! ```
 //!
-//! # The commit point
+//! # The commit points
 //!
-//! The state record in sled says which commitlog offsets hold the log:
-//! index `trimmed_idx + k` is at offset `phys_base + k`, up to `log_len`.
-//! Nothing in the commitlog outside that range is part of the log, so:
+//! The state record says which commitlog offsets hold the log: index
+//! `trimmed_idx + k` is at offset `phys_base + k`, up to `log_len`. The
+//! record in sled is a checkpoint: the commitlog is synced up to the end it
+//! maps before it is flushed. The current state is the checkpoint plus the
+//! write-ahead log records after it (those with a sequence number above its
+//! `wal_seq`), each of which holds the whole state after its batch.
 //!
-//! * an append first writes and syncs the new entries after the last
-//!   committed offset, then writes and flushes the state record that covers
-//!   them. A crash before the flush leaves entries past the committed range,
-//!   which the next open cuts away.
-//! * a trim only moves `trimmed_idx` and `phys_base` forward in the state
-//!   record; whole segments below the new start are then deleted, which costs
-//!   time in the number of dropped segments, not in the entries kept. Entries
-//!   below the start inside the first segment stay on disk, unread, until
-//!   the log moves past that segment.
+//! * a common batch (appends, trims, the protocol's numbers) is one log
+//!   record, holding the new state and the serialised entries, appended
+//!   and synced: that sync is its commit point and its only one. The
+//!   entries then go to the commitlog unsynced. Open cuts the commitlog back
+//!   to the checkpoint's end and appends each record's entries again, so it
+//!   never relies on what the unsynced commitlog held.
+//! * a checkpoint syncs the commitlog (the segments a common batch closed
+//!   were synced when it closed them), flushes the state record naming the
+//!   last log record, and empties the log. A crash before the flush leaves
+//!   the old checkpoint and all records; after it, records that open skips
+//!   and the next checkpoint drops.
+//! * a trim only moves `trimmed_idx` and `phys_base` forward in the state;
+//!   whole segments below the new start are deleted after the next
+//!   checkpoint, which the trim asks for when there are any, since the
+//!   checkpoint before it may still need them. Entries below the start
+//!   inside the first segment stay on disk, unread, until the log moves past
+//!   that segment.
 //! * a new snapshot (likewise a new stop-sign or previous configuration's
-//!   end) is written to a new record file and synced; the state record that
-//!   names it (by generation, length and checksum) is then flushed, and only
-//!   after that is the file it replaces deleted. A commit that does not
-//!   change them writes nothing of them: the state record has a fixed size,
-//!   so a commit's cost does not grow with the snapshot or with the
+//!   end) is a rare batch: the storage checkpoints first, writes the value
+//!   to a new record file and syncs it, appends and syncs the batch's
+//!   entries, and flushes the state record that names the file (by
+//!   generation, length and checksum): that flush is the commit point. Only
+//!   after it is the file it replaces deleted. A common batch writes nothing
+//!   of them, so its cost does not grow with the snapshot or with the
 //!   metadata a stop-sign carries.
 //! * a batch that replaces entries (`AppendOnPrefix` below the log end) cannot
 //!   write its new entries beside the old ones, since the commitlog only
-//!   appends. It writes them into a *redo* record file, and commits the new
-//!   state record naming it: that flush is its commit point. Only then is the
-//!   commitlog cut and the entries appended; then the state record is
-//!   flushed again without the redo and the file deleted. An open that finds
-//!   a redo named does the cut and append again (both are idempotent).
+//!   appends. After a checkpoint it writes them into a *redo* record file,
+//!   and commits the new state record naming it: that flush is its commit
+//!   point. Only then is the commitlog cut and the entries appended; then the
+//!   state record is flushed again without the redo and the file deleted. An
+//!   open that finds a redo named does the cut and append again (both are
+//!   idempotent).
 //!
-//! Every batch therefore has exactly one commit point, a sled flush, and is
-//! seen after a crash either whole or not at all. A record file that the
-//! committed state record does not name, whatever the crash left, is
+//! Every batch therefore has exactly one commit point, a log sync or a sled
+//! flush, and is seen after a crash either whole or not at all. A record
+//! file that the committed state does not name, whatever the crash left, is
 //! garbage: open deletes it and says so in its [`OpenReport`].
 //!
 //! # Footprint
@@ -58,7 +75,8 @@
 //! between writing a new one and deleting the old), the log since the last
 //! compaction, up to one commitlog segment of trimmed entries (the segment
 //! the log starts in; 32 MiB by default), the segments' indexes (8 bytes per
-//! entry), and the state database, which holds a few small records and
+//! entry), the write-ahead log (below its checkpoint threshold plus one
+//! batch), and the state database, which holds a few small records and
 //! stays at a few MiB. Only `quarantine/` is not bounded by this: open moves
 //! what lay past the commit point after a crash there, for an operator to
 //! inspect and delete; each crash adds at most the batch it interrupted.
@@ -499,26 +517,30 @@ pub struct PersistentStorageStats {
     pub files_not_removed: u64,
 }
 
-/// A [`Storage`] on disk, in one directory: the entries in a `commitlog`,
-/// the small state (promise, accepted round, decided and compacted index,
-/// stop-sign) in a `sled` database, and the snapshot in a file of its own
-/// that the state record names.
+/// A [`Storage`] on disk, in one directory: every write a record in a
+/// write-ahead log, the entries in a `commitlog`, a checkpoint of the small
+/// state (promise, accepted round, decided and compacted index) in a `sled`
+/// database, and the snapshot and stop-sign in files of their own that the
+/// state names.
 ///
-/// Every write is durable when it returns `Ok`: the commitlog files are
-/// fsynced and the database is flushed. A batch costs one sync of each store
-/// however many entries it carries, so the protocol's batching
-/// (`batch_size`) is what buys throughput; a snapshot is written only by the
-/// batch that sets it. [`write_atomically`](Storage::write_atomically)
-/// is all-or-nothing across the stores, also across a crash; the module
-/// documentation describes the commit point that makes it so, and how much
-/// disk the directory takes.
+/// Every write is durable when it returns `Ok`. A common batch (appends,
+/// trims, the protocol's numbers) costs one `fdatasync` of the write-ahead
+/// log however many entries it carries, so the protocol's batching
+/// (`batch_size`) is what buys throughput; a batch that sets a snapshot,
+/// stop-sign or previous configuration's end, or replaces entries, costs a
+/// few syncs more. [`write_atomically`](Storage::write_atomically)
+/// is all-or-nothing, also across a crash; the module documentation
+/// describes the commit points that make it so, and how much disk the
+/// directory takes. [`stats`](Self::stats) counts the syncs.
 ///
 /// [`open`](Self::open) creates the directory or reopens it. Reopening checks
-/// it first: a torn write past the last committed entry is moved to
+/// it first and replays the write-ahead log: a torn last log record is cut,
+/// a torn write past the last committed entry is moved to
 /// `quarantine/`, files no committed state needs are deleted (and listed in
 /// [`open_report`](Self::open_report)), while a path that is a file, a
 /// directory written by something else, a missing or truncated segment, a
-/// damaged entry, state record or snapshot gives a [`StorageError`] naming
+/// damaged entry, state record or snapshot, a missing write-ahead log or a
+/// damaged record in it followed by valid ones gives a [`StorageError`] naming
 /// the file, and nothing is deleted. A damaged entry in the middle of the
 /// log is found when it is read.
 ///
@@ -635,8 +657,10 @@ where
     /// On the way it deletes what no committed state can need (record files
     /// the state record does not name, segments wholly below the log's
     /// start), moves what lay past the commit point into `quarantine/`,
-    /// finishes a rewrite of the log's tail that a crash interrupted, and
-    /// upgrades a directory written in format version 1.
+    /// finishes a rewrite of the log's tail that a crash interrupted,
+    /// replays the write-ahead log records after the checkpoint (cutting an
+    /// interrupted last one) and checkpoints them, and upgrades a directory
+    /// written in format version 1 or 2.
     /// [`open_report`](Self::open_report) says what it did.
     ///
     /// Fails if no path is set, if the path is a file or a non-empty
@@ -906,6 +930,7 @@ where
             storage.finish_redo(&redo.entries)?;
             storage.report.finished_redo = true;
         }
+        storage.wal.cut_torn_tail()?;
         storage.replay(&scan.data, batches)?;
         if storage.wal.len() > 0 {
             // Replayed records, or ones a checkpoint already held: make the

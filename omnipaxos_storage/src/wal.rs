@@ -21,8 +21,9 @@
 //! record that is incomplete or fails its checksum ends the valid part:
 //!
 //! * if nothing valid follows it, it is the record a crash interrupted (its
-//!   write never returned, so nobody relied on it). It is cut off and the
-//!   number of bytes cut is reported.
+//!   write never returned, so nobody relied on it). It is reported, and cut
+//!   off by [`Wal::cut_torn_tail`] once the storage's open has checked
+//!   everything else.
 //! * if a valid record follows it, the file was damaged after it was
 //!   written: records that were acknowledged are unreadable. That is a
 //!   [`StorageError::Corrupt`] naming the file and the offset, and nothing is
@@ -72,6 +73,8 @@ pub(crate) struct Wal {
     file: File,
     /// The length of the valid records in the file: where the next goes.
     len: u64,
+    /// Whether bytes of an interrupted record follow the valid ones.
+    torn: bool,
 }
 
 impl Wal {
@@ -107,19 +110,37 @@ impl Wal {
             segments::sync_dir(root)?;
         }
         let len = scan.data.len() as u64;
-        if scan.torn_bytes > 0 {
-            file.set_len(len)
-                .and_then(|()| file.sync_all())
+        scan.data.shrink_to_fit();
+        let torn = scan.torn_bytes > 0;
+        Ok((
+            Self {
+                path,
+                file,
+                len,
+                torn,
+            },
+            scan,
+        ))
+    }
+
+    /// Cuts off the interrupted last record that [`open`](Self::open)
+    /// found, if any; until then nothing may be appended. Separate from
+    /// `open` so that an open that fails for another reason changes nothing.
+    pub(crate) fn cut_torn_tail(&mut self) -> StorageResult<()> {
+        if self.torn {
+            self.file
+                .set_len(self.len)
+                .and_then(|()| self.file.sync_all())
                 .map_err(|e| {
                     error::io(
                         "cut an interrupted record off the write-ahead log",
-                        &path,
+                        &self.path,
                         &e,
                     )
                 })?;
+            self.torn = false;
         }
-        scan.data.shrink_to_fit();
-        Ok((Self { path, file, len }, scan))
+        Ok(())
     }
 
     /// The bytes of valid records in the file.
@@ -142,6 +163,7 @@ impl Wal {
     /// Returns the record's size. A failure may leave part of the record in
     /// the file, which the next open cuts off.
     pub(crate) fn append(&mut self, buf: &mut [u8]) -> StorageResult<u64> {
+        debug_assert!(!self.torn, "appending before the torn tail is cut");
         let payload_len = buf.len() - HEADER_BYTES;
         let len = u32::try_from(payload_len).map_err(|_| StorageError::Backend {
             operation: format!("append to the write-ahead log {}", self.path.display()),
@@ -160,13 +182,15 @@ impl Wal {
         Ok(buf.len() as u64)
     }
 
-    /// Empties the file, once a checkpoint holds everything in it.
+    /// Empties the file, once a checkpoint holds everything in it (which
+    /// also cuts a torn tail).
     pub(crate) fn reset(&mut self) -> StorageResult<()> {
         self.file
             .set_len(0)
             .and_then(|()| self.file.sync_all())
             .map_err(|e| error::io("empty the write-ahead log", &self.path, &e))?;
         self.len = 0;
+        self.torn = false;
         Ok(())
     }
 
@@ -295,7 +319,9 @@ mod tests {
         let whole = HEADER_BYTES + 4;
         for cut in [whole + 1, whole + HEADER_BYTES, bytes.len() - 1] {
             fs::write(dir.path().join(WAL_FILE), &bytes[..cut]).unwrap();
-            let (_, scan) = Wal::open(dir.path(), false).unwrap();
+            let (mut wal, scan) = Wal::open(dir.path(), false).unwrap();
+            assert_eq!(fs::read(dir.path().join(WAL_FILE)).unwrap().len(), cut);
+            wal.cut_torn_tail().unwrap();
             assert_eq!(payloads(&scan), vec![(1, b"kept".to_vec())]);
             assert_eq!(scan.torn_bytes, (cut - whole) as u64);
             assert_eq!(fs::read(dir.path().join(WAL_FILE)).unwrap().len(), whole);
