@@ -444,10 +444,12 @@ pub enum LeftoverKind {
     /// A commitlog segment or index holding only trimmed entries.
     TrimmedSegment,
     /// A commitlog segment or index holding only entries that a committed
-    /// batch replaced (the redo record holds their replacements), or
-    /// entries written after the last checkpoint, which open writes again
-    /// from the write-ahead log.
+    /// batch replaced (the redo record holds their replacements).
     ReplacedEntries,
+    /// A commitlog segment or index holding only entries written after the
+    /// last checkpoint, unsynced: open writes them again from the
+    /// write-ahead log rather than trust them.
+    LoggedEntries,
 }
 
 impl fmt::Display for LeftoverKind {
@@ -459,6 +461,7 @@ impl fmt::Display for LeftoverKind {
             Self::Redo => "unreferenced redo record",
             Self::TrimmedSegment => "trimmed segment",
             Self::ReplacedEntries => "replaced entries",
+            Self::LoggedEntries => "entries rewritten from the write-ahead log",
         })
     }
 }
@@ -857,7 +860,8 @@ where
         // written again from them (a batch is logged before its entries
         // reach the commitlog, and the batches that bypass the log empty it
         // first); otherwise nothing says what lies past the log's end.
-        let beyond = if redo.is_some() || !batches.is_empty() {
+        let redo_pending = redo.is_some();
+        let beyond = if redo_pending || !batches.is_empty() {
             Beyond::Remove
         } else {
             Beyond::Quarantine
@@ -871,7 +875,10 @@ where
                     path: path.clone(),
                     kind: match dropped {
                         Dropped::Trimmed => LeftoverKind::TrimmedSegment,
-                        Dropped::Replaced => LeftoverKind::ReplacedEntries,
+                        // Without a redo, what lay past the checkpoint is
+                        // what the log's records write again.
+                        Dropped::Replaced if redo_pending => LeftoverKind::ReplacedEntries,
+                        Dropped::Replaced => LeftoverKind::LoggedEntries,
                     },
                     bytes: *bytes,
                 }),
@@ -1494,9 +1501,11 @@ where
     T: Entry + Serialize + DeserializeOwned,
     T::Snapshot: Serialize + DeserializeOwned,
 {
-    /// Checks the batch, serialises its entries, and then: appends and syncs
-    /// new entries past the log end, and flushes the new state record (the
-    /// commit point). A batch that replaces entries commits them in a redo
+    /// Checks the batch and works out the state after it. A common batch is
+    /// then one write-ahead log record, synced (the commit point), and its
+    /// entries go to the commitlog unsynced. A batch that writes a record
+    /// file or replaces entries checkpoints first and commits by flushing
+    /// the state record; one that replaces entries commits them in a redo
     /// record first and rewrites the commitlog's tail afterwards.
     fn write_atomically(&mut self, ops: Vec<StorageOp<T>>) -> StorageResult<()> {
         self.check_usable("write")?;
