@@ -144,6 +144,9 @@ const V1_KEY_PREVIOUS_END: &[u8] = b"previous_end";
 /// sled key of the [`Redo`] record in format version 1.
 const V1_KEY_REDO: &[u8] = b"redo";
 
+/// The capacity the write-ahead log record buffer keeps between writes.
+const RECORD_KEEP_BYTES: usize = 1 << 20;
+
 /// How many bytes a read asks the commitlog for at first; doubled while a
 /// single entry does not fit.
 const READ_CHUNK_BYTES: u64 = 64 * 1024;
@@ -1217,6 +1220,8 @@ where
             .collect();
         let written = self.append_physical(&entries, false);
         drop(entries);
+        // Reuse the buffer, but do not keep what one huge batch grew it to.
+        record.shrink_to(RECORD_KEEP_BYTES);
         self.record = record;
         self.guard(written)?;
         debug_assert_eq!(
