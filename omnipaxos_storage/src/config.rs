@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 /// keeps its files, and the options of its commit log and state database.
 ///
 /// Only the path is required. The directory at the path holds a marker file,
-/// the state database (in `state/`), the snapshot (in `records/`) and,
+/// the write-ahead log (`wal`), the state database's checkpoint (in
+/// `state/`), the snapshot (in `records/`) and,
 /// unless [`set_commitlog_options`](Self::set_commitlog_options) names
 /// another directory, the commit log (in `commitlog/`, with segments of
 /// [`DEFAULT_SEGMENT_MAX_BYTES`](crate::persistent_storage::DEFAULT_SEGMENT_MAX_BYTES)).
@@ -36,6 +37,9 @@ pub struct PersistentStorageConfig {
     /// always lives in `state/` under the storage's path, so that one path
     /// names one storage.
     database_options: sled::Config,
+    /// The write-ahead log's checkpoint threshold; `None` is
+    /// [`DEFAULT_WAL_CHECKPOINT_BYTES`](crate::persistent_storage::DEFAULT_WAL_CHECKPOINT_BYTES).
+    wal_checkpoint_bytes: Option<u64>,
 }
 
 impl PersistentStorageConfig {
@@ -71,10 +75,26 @@ impl PersistentStorageConfig {
 
     /// Sets the state database's options (cache size, mode, compression).
     /// The path in them is replaced by `state/` under the storage's path,
-    /// and the background flush is off since every write flushes.
+    /// and the background flush is off since the storage flushes at every
+    /// checkpoint.
     pub fn set_database_options(&mut self, options: sled::Config) -> &mut Self {
         self.database_options = options;
         self
+    }
+
+    /// Sets how large the write-ahead log may grow before the storage
+    /// checkpoints: syncs the commitlog, flushes the state record and
+    /// empties the log (a few syncs). A larger value spreads that cost over
+    /// more writes; a smaller one shortens the replay on open after a crash.
+    /// Either way the log stays below this plus one batch.
+    pub fn set_wal_checkpoint_bytes(&mut self, bytes: u64) -> &mut Self {
+        self.wal_checkpoint_bytes = Some(bytes);
+        self
+    }
+
+    /// The write-ahead log's checkpoint threshold, if set.
+    pub fn wal_checkpoint_bytes(&self) -> Option<u64> {
+        self.wal_checkpoint_bytes
     }
 
     /// The storage's directory, if set.
@@ -100,7 +120,7 @@ impl PersistentStorageConfig {
 /// shared. So a fresh config is built and the user's settings are copied
 /// over (sled exposes them through `Deref`); `temporary` and `create_new` are
 /// left out, since a storage is neither. The background flush is turned off:
-/// every write flushes before it returns, and sled's flusher thread would
+/// the storage flushes at every checkpoint, and sled's flusher thread would
 /// hold the database (and its file lock) for a while after the storage is
 /// dropped, so that reopening the path at once would fail.
 pub(crate) fn database_config(user: &sled::Config, path: &Path) -> sled::Config {

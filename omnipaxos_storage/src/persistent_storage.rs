@@ -1,13 +1,17 @@
-//! [`PersistentStorage`]: entries in a `commitlog`, small state in `sled`,
-//! the snapshot in a file of its own, all synced before a write returns.
+//! [`PersistentStorage`]: every write one record in a write-ahead log,
+//! synced before it returns; entries in a `commitlog`, a checkpoint of the
+//! small state in `sled`, the snapshot in a file of its own.
 //!
 //! # Layout on disk
 //!
 //! ```text
 //! <path>/OMNIPAXOS_STORAGE   marker: names the format version; without it a
 //!                            non-empty directory is refused as foreign
-//! <path>/state/              sled: the state record, which holds the
-//!                            protocol's numbers and names the record files
+//! <path>/wal                 the write-ahead log: one record per batch since
+//!                            the last checkpoint (see `wal.rs`)
+//! <path>/state/              sled: the state record of the last checkpoint,
+//!                            which holds the protocol's numbers, names the
+//!                            record files and the last log record it holds
 //! <path>/records/            one file per value that is written rarely and
 //!                            may be large: snapshot-<generation>,
 //!                            stopsign-<generation>, previous_end-<generation>,
@@ -17,39 +21,52 @@
 //!                            `set_commitlog_options` puts them)
 //! ```
 //!
-//! # The commit point
+//! # The commit points
 //!
-//! The state record in sled says which commitlog offsets hold the log:
-//! index `trimmed_idx + k` is at offset `phys_base + k`, up to `log_len`.
-//! Nothing in the commitlog outside that range is part of the log, so:
+//! The state record says which commitlog offsets hold the log: index
+//! `trimmed_idx + k` is at offset `phys_base + k`, up to `log_len`. The
+//! record in sled is a checkpoint: the commitlog is synced up to the end it
+//! maps before it is flushed. The current state is the checkpoint plus the
+//! write-ahead log records after it (those with a sequence number above its
+//! `wal_seq`), each of which holds the whole state after its batch.
 //!
-//! * an append first writes and syncs the new entries after the last
-//!   committed offset, then writes and flushes the state record that covers
-//!   them. A crash before the flush leaves entries past the committed range,
-//!   which the next open cuts away.
-//! * a trim only moves `trimmed_idx` and `phys_base` forward in the state
-//!   record; whole segments below the new start are then deleted, which costs
-//!   time in the number of dropped segments, not in the entries kept. Entries
-//!   below the start inside the first segment stay on disk, unread, until
-//!   the log moves past that segment.
+//! * a common batch (appends, trims, the protocol's numbers) is one log
+//!   record, holding the new state and the serialised entries, appended
+//!   and synced: that sync is its commit point and its only one. The
+//!   entries then go to the commitlog unsynced. Open cuts the commitlog back
+//!   to the checkpoint's end and appends each record's entries again, so it
+//!   never relies on what the unsynced commitlog held.
+//! * a checkpoint syncs the commitlog (the segments a common batch closed
+//!   were synced when it closed them), flushes the state record naming the
+//!   last log record, and empties the log. A crash before the flush leaves
+//!   the old checkpoint and all records; after it, records that open skips
+//!   and the next checkpoint drops.
+//! * a trim only moves `trimmed_idx` and `phys_base` forward in the state;
+//!   whole segments below the new start are deleted after the next
+//!   checkpoint, which the trim asks for when there are any, since the
+//!   checkpoint before it may still need them. Entries below the start
+//!   inside the first segment stay on disk, unread, until the log moves past
+//!   that segment.
 //! * a new snapshot (likewise a new stop-sign or previous configuration's
-//!   end) is written to a new record file and synced; the state record that
-//!   names it (by generation, length and checksum) is then flushed, and only
-//!   after that is the file it replaces deleted. A commit that does not
-//!   change them writes nothing of them: the state record has a fixed size,
-//!   so a commit's cost does not grow with the snapshot or with the
+//!   end) is a rare batch: the storage checkpoints first, writes the value
+//!   to a new record file and syncs it, appends and syncs the batch's
+//!   entries, and flushes the state record that names the file (by
+//!   generation, length and checksum): that flush is the commit point. Only
+//!   after it is the file it replaces deleted. A common batch writes nothing
+//!   of them, so its cost does not grow with the snapshot or with the
 //!   metadata a stop-sign carries.
 //! * a batch that replaces entries (`AppendOnPrefix` below the log end) cannot
 //!   write its new entries beside the old ones, since the commitlog only
-//!   appends. It writes them into a *redo* record file, and commits the new
-//!   state record naming it: that flush is its commit point. Only then is the
-//!   commitlog cut and the entries appended; then the state record is
-//!   flushed again without the redo and the file deleted. An open that finds
-//!   a redo named does the cut and append again (both are idempotent).
+//!   appends. After a checkpoint it writes them into a *redo* record file,
+//!   and commits the new state record naming it: that flush is its commit
+//!   point. Only then is the commitlog cut and the entries appended; then the
+//!   state record is flushed again without the redo and the file deleted. An
+//!   open that finds a redo named does the cut and append again (both are
+//!   idempotent).
 //!
-//! Every batch therefore has exactly one commit point, a sled flush, and is
-//! seen after a crash either whole or not at all. A record file that the
-//! committed state record does not name, whatever the crash left, is
+//! Every batch therefore has exactly one commit point, a log sync or a sled
+//! flush, and is seen after a crash either whole or not at all. A record
+//! file that the committed state does not name, whatever the crash left, is
 //! garbage: open deletes it and says so in its [`OpenReport`].
 //!
 //! # Footprint
@@ -58,7 +75,8 @@
 //! between writing a new one and deleting the old), the log since the last
 //! compaction, up to one commitlog segment of trimmed entries (the segment
 //! the log starts in; 32 MiB by default), the segments' indexes (8 bytes per
-//! entry), and the state database, which holds a few small records and
+//! entry), the write-ahead log (below its checkpoint threshold plus one
+//! batch), and the state database, which holds a few small records and
 //! stays at a few MiB. Only `quarantine/` is not bounded by this: open moves
 //! what lay past the commit point after a crash there, for an operator to
 //! inspect and delete; each crash adds at most the batch it interrupted.
@@ -68,6 +86,7 @@ use crate::{
     error,
     record_files::{Kind, Named, RecordFiles, RecordRef, Swept},
     segments::{self, Beyond, Dropped, HEADER_BYTES, Layout},
+    wal::{Found, Wal},
 };
 use commitlog::{
     CommitLog, ReadError, ReadLimit,
@@ -85,6 +104,8 @@ use std::{
     fs::{self, File},
     io::{ErrorKind, Write},
     marker::PhantomData,
+    mem,
+    ops::Range,
     path::{Path, PathBuf},
 };
 
@@ -94,14 +115,21 @@ pub use commitlog::LogOptions;
 /// The name of the marker file in the storage's directory.
 const MARKER: &str = "OMNIPAXOS_STORAGE";
 /// The version of the on-disk format this build writes. Version 1 kept the
-/// snapshot and the redo record in sled; open upgrades it.
-const FORMAT_VERSION: u32 = 2;
+/// snapshot and the redo record in sled; version 2 had no write-ahead log
+/// and flushed the state record on every write. Open upgrades both.
+const FORMAT_VERSION: u32 = 3;
 /// The oldest format version open can upgrade.
 const OLDEST_READABLE_VERSION: u32 = 1;
 /// The segment size of the commit log when the user sets no options: it
 /// bounds the trimmed entries left on disk in the segment the log starts in
 /// (commitlog's own default is 1 GB).
 pub const DEFAULT_SEGMENT_MAX_BYTES: usize = 32 << 20;
+/// How large the write-ahead log may grow before the storage checkpoints
+/// (syncs the commitlog, flushes the state record and empties the log),
+/// unless [`PersistentStorageConfig::set_wal_checkpoint_bytes`] says
+/// otherwise. It bounds the work of replaying the log on open and the
+/// disk it takes.
+pub const DEFAULT_WAL_CHECKPOINT_BYTES: u64 = 4 << 20;
 /// The first line of the marker file.
 const MARKER_HEADER: &str = "omnipaxos_storage PersistentStorage";
 
@@ -115,6 +143,9 @@ const V1_KEY_SNAPSHOT: &[u8] = b"snapshot";
 const V1_KEY_PREVIOUS_END: &[u8] = b"previous_end";
 /// sled key of the [`Redo`] record in format version 1.
 const V1_KEY_REDO: &[u8] = b"redo";
+
+/// The capacity the write-ahead log record buffer keeps between writes.
+const RECORD_KEEP_BYTES: usize = 1 << 20;
 
 /// How many bytes a read asks the commitlog for at first; doubled while a
 /// single entry does not fit.
@@ -144,6 +175,24 @@ struct State {
     phys_base: u64,
     /// The files of the snapshot, the stop-sign, the previous
     /// configuration's end and a redo in progress, where there are any.
+    files: Named,
+    /// The sequence number of the last write-ahead log record this state
+    /// includes: on open, only the records after it are replayed.
+    wal_seq: u64,
+}
+
+/// The state record of format version 2, read only to upgrade it (and
+/// written by tests that make a version 2 directory).
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+struct StateV2 {
+    promise: Option<Ballot>,
+    accepted_round: Option<Ballot>,
+    decided_idx: u64,
+    compacted_idx: u64,
+    trimmed_idx: u64,
+    log_len: u64,
+    phys_base: u64,
     files: Named,
 }
 
@@ -300,6 +349,12 @@ pub struct OpenReport {
     pub finished_redo: bool,
     /// The on-disk format version open upgraded the directory from, if any.
     pub upgraded_from: Option<u32>,
+    /// Write-ahead log records written after the last checkpoint that open
+    /// applied again (after a crash, or a drop that could not checkpoint).
+    pub replayed_records: u64,
+    /// Bytes of an interrupted last write-ahead log record that open cut
+    /// off: a write that a crash stopped before it returned.
+    pub wal_torn_bytes: u64,
 }
 
 impl OpenReport {
@@ -335,6 +390,18 @@ impl fmt::Display for OpenReport {
         }
         if self.finished_redo {
             parts.push("finished rewriting the log's tail".to_owned());
+        }
+        if self.replayed_records > 0 {
+            parts.push(format!(
+                "replayed {} write-ahead log records",
+                self.replayed_records
+            ));
+        }
+        if self.wal_torn_bytes > 0 {
+            parts.push(format!(
+                "cut an interrupted write-ahead log record ({} bytes)",
+                self.wal_torn_bytes
+            ));
         }
         if !self.quarantined.is_empty() {
             let files: Vec<String> = self
@@ -382,6 +449,10 @@ pub enum LeftoverKind {
     /// A commitlog segment or index holding only entries that a committed
     /// batch replaced (the redo record holds their replacements).
     ReplacedEntries,
+    /// A commitlog segment or index holding only entries written after the
+    /// last checkpoint, unsynced: open writes them again from the
+    /// write-ahead log rather than trust them.
+    LoggedEntries,
 }
 
 impl fmt::Display for LeftoverKind {
@@ -393,6 +464,7 @@ impl fmt::Display for LeftoverKind {
             Self::Redo => "unreferenced redo record",
             Self::TrimmedSegment => "trimmed segment",
             Self::ReplacedEntries => "replaced entries",
+            Self::LoggedEntries => "entries rewritten from the write-ahead log",
         })
     }
 }
@@ -415,16 +487,27 @@ impl From<Swept> for RemovedFile {
 /// Counters of what a [`PersistentStorage`] wrote since it was opened; see
 /// [`PersistentStorage::stats`].
 ///
-/// They show where the bytes go: a commit's cost in the state database does
-/// not depend on the snapshot (`state_bytes_written / commits` stays at the
-/// size of the state record), and a snapshot is written once per compaction.
+/// They show where the bytes and the syncs go: a common batch is one
+/// write-ahead log record and one sync (`syncs` grows by one per
+/// `wal_records`, plus a few per checkpoint), the state database is written
+/// only at checkpoints, and a snapshot is written once per compaction.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PersistentStorageStats {
-    /// Batches committed, each one flush of the state database.
+    /// Batches committed.
     pub commits: u64,
-    /// Bytes handed to the state database, all commits together.
+    /// Bytes handed to the state database, all checkpoints together.
     pub state_bytes_written: u64,
+    /// Batches committed by a write-ahead log record (the common path).
+    pub wal_records: u64,
+    /// Bytes appended to the write-ahead log, headers included.
+    pub wal_bytes_written: u64,
+    /// Checkpoints: the commitlog synced, the state record flushed, the
+    /// write-ahead log emptied.
+    pub checkpoints: u64,
+    /// File and directory syncs (`fsync`, `fdatasync`) and state database
+    /// flushes, all paths together.
+    pub syncs: u64,
     /// Entries appended to the commitlog.
     pub entries_appended: u64,
     /// Bytes of serialised entries appended to the commitlog.
@@ -440,26 +523,30 @@ pub struct PersistentStorageStats {
     pub files_not_removed: u64,
 }
 
-/// A [`Storage`] on disk, in one directory: the entries in a `commitlog`,
-/// the small state (promise, accepted round, decided and compacted index,
-/// stop-sign) in a `sled` database, and the snapshot in a file of its own
-/// that the state record names.
+/// A [`Storage`] on disk, in one directory: every write a record in a
+/// write-ahead log, the entries in a `commitlog`, a checkpoint of the small
+/// state (promise, accepted round, decided and compacted index) in a `sled`
+/// database, and the snapshot and stop-sign in files of their own that the
+/// state names.
 ///
-/// Every write is durable when it returns `Ok`: the commitlog files are
-/// fsynced and the database is flushed. A batch costs one sync of each store
-/// however many entries it carries, so the protocol's batching
-/// (`batch_size`) is what buys throughput; a snapshot is written only by the
-/// batch that sets it. [`write_atomically`](Storage::write_atomically)
-/// is all-or-nothing across the stores, also across a crash; the module
-/// documentation describes the commit point that makes it so, and how much
-/// disk the directory takes.
+/// Every write is durable when it returns `Ok`. A common batch (appends,
+/// trims, the protocol's numbers) costs one `fdatasync` of the write-ahead
+/// log however many entries it carries, so the protocol's batching
+/// (`batch_size`) is what buys throughput; a batch that sets a snapshot,
+/// stop-sign or previous configuration's end, or replaces entries, costs a
+/// few syncs more. [`write_atomically`](Storage::write_atomically)
+/// is all-or-nothing, also across a crash; the module documentation
+/// describes the commit points that make it so, and how much disk the
+/// directory takes. [`stats`](Self::stats) counts the syncs.
 ///
 /// [`open`](Self::open) creates the directory or reopens it. Reopening checks
-/// it first: a torn write past the last committed entry is moved to
+/// it first and replays the write-ahead log: a torn last log record is cut,
+/// a torn write past the last committed entry is moved to
 /// `quarantine/`, files no committed state needs are deleted (and listed in
 /// [`open_report`](Self::open_report)), while a path that is a file, a
 /// directory written by something else, a missing or truncated segment, a
-/// damaged entry, state record or snapshot gives a [`StorageError`] naming
+/// damaged entry, state record or snapshot, a missing write-ahead log or a
+/// damaged record in it followed by valid ones gives a [`StorageError`] naming
 /// the file, and nothing is deleted. A damaged entry in the middle of the
 /// log is found when it is read.
 ///
@@ -509,7 +596,21 @@ pub struct PersistentStorage<T: Entry> {
     db_path: PathBuf,
     /// The snapshot and redo record files.
     records: RecordFiles,
-    /// The committed state record, as last flushed.
+    /// The write-ahead log: the commit point of a common batch.
+    wal: Wal,
+    /// The sequence number of the last record in the write-ahead log (or
+    /// of the checkpoint, when the log is empty).
+    last_seq: u64,
+    /// Checkpoint when the write-ahead log is at least this long.
+    wal_checkpoint_bytes: u64,
+    /// The record being written, kept to reuse its allocation.
+    record: Vec<u8>,
+    /// Where each entry of `record` is, reused likewise.
+    entry_ranges: Vec<Range<usize>>,
+    /// Whether the commitlog directory gained files since the last sync of it.
+    dir_dirty: bool,
+    /// The committed state: the checkpoint in sled and the write-ahead log
+    /// records after it. `wal_seq` in it is the checkpoint's.
     state: State,
     /// The committed snapshot, as last flushed (a copy of the file the
     /// state record names).
@@ -539,6 +640,15 @@ enum CrashPoint {
     /// After a batch that replaces the snapshot committed, before the old
     /// snapshot's file is deleted.
     BeforeOldSnapshotRemoval,
+    /// Right after a batch's write-ahead log record is synced, before its
+    /// entries go to the commitlog.
+    AfterWalWrite,
+    /// In a checkpoint, after the commitlog is synced and before the state
+    /// record is flushed.
+    CheckpointBeforeStateFlush,
+    /// In a checkpoint, after the state record is flushed and before the
+    /// write-ahead log is emptied.
+    CheckpointBeforeWalReset,
 }
 
 impl<T> PersistentStorage<T>
@@ -553,8 +663,10 @@ where
     /// On the way it deletes what no committed state can need (record files
     /// the state record does not name, segments wholly below the log's
     /// start), moves what lay past the commit point into `quarantine/`,
-    /// finishes a rewrite of the log's tail that a crash interrupted, and
-    /// upgrades a directory written in format version 1.
+    /// finishes a rewrite of the log's tail that a crash interrupted,
+    /// replays the write-ahead log records after the checkpoint (cutting an
+    /// interrupted last one) and checkpoints them, and upgrades a directory
+    /// written in format version 1 or 2.
     /// [`open_report`](Self::open_report) says what it did.
     ///
     /// Fails if no path is set, if the path is a file or a non-empty
@@ -590,40 +702,61 @@ where
         let mut records = RecordFiles::open(&root)?;
         let mut report = OpenReport::default();
 
-        let state = match get(KEY_META)? {
+        let meta_version = match get(KEY_META)? {
             Some(bytes) => {
-                let meta: Meta = decode(&bytes, "the meta record", &db_path)?;
-                match meta.format_version {
-                    v if v < claim.marker_version => {
-                        return Err(error::corrupt(
-                            &db_path,
-                            format!(
-                                "the state database has format version {v} but the marker \
-                                 names {}: the marker is only updated after the database",
-                                claim.marker_version
-                            ),
-                        ));
-                    }
-                    FORMAT_VERSION => {
-                        let bytes = get(KEY_STATE)?.ok_or_else(|| {
-                            error::corrupt(&db_path, "the state database has no state record")
-                        })?;
-                        decode::<State>(&bytes, "the state record", &db_path)?
-                    }
-                    1 => {
-                        report.upgraded_from = Some(1);
-                        upgrade_v1(&db, &db_path, &mut records)?
-                    }
-                    v => {
-                        return Err(error::corrupt(
-                            &db_path,
-                            format!(
-                                "the state database has format version {v}, this build reads \
-                                 {OLDEST_READABLE_VERSION} to {FORMAT_VERSION}"
-                            ),
-                        ));
-                    }
-                }
+                Some(decode::<Meta>(&bytes, "the meta record", &db_path)?.format_version)
+            }
+            None => None,
+        };
+        match meta_version {
+            Some(v) if v < claim.marker_version => {
+                return Err(error::corrupt(
+                    &db_path,
+                    format!(
+                        "the state database has format version {v} but the marker \
+                         names {}: the marker is only updated after the database",
+                        claim.marker_version
+                    ),
+                ));
+            }
+            Some(v) if !(OLDEST_READABLE_VERSION..=FORMAT_VERSION).contains(&v) => {
+                return Err(error::corrupt(
+                    &db_path,
+                    format!(
+                        "the state database has format version {v}, this build reads \
+                         {OLDEST_READABLE_VERSION} to {FORMAT_VERSION}"
+                    ),
+                ));
+            }
+            _ => {}
+        }
+        // The log exists from the moment the state database is at the
+        // current version: it is created before the database is initialised
+        // or upgraded, so a current database without it has lost writes.
+        let current = meta_version == Some(FORMAT_VERSION);
+        let (wal, scan) = Wal::open(&root, !current)?;
+        if !current && !scan.records.is_empty() {
+            return Err(error::corrupt(
+                wal.path(),
+                "the write-ahead log holds records but the state database is of an older \
+                 format, which never wrote one",
+            ));
+        }
+        report.wal_torn_bytes = scan.torn_bytes;
+        let state = match meta_version {
+            Some(FORMAT_VERSION) => {
+                let bytes = get(KEY_STATE)?.ok_or_else(|| {
+                    error::corrupt(&db_path, "the state database has no state record")
+                })?;
+                decode::<State>(&bytes, "the state record", &db_path)?
+            }
+            Some(2) => {
+                report.upgraded_from = Some(2);
+                upgrade_v2(&db, &db_path)?
+            }
+            Some(_) => {
+                report.upgraded_from = Some(1);
+                upgrade_v1(&db, &db_path, &mut records)?
             }
             None => {
                 // A new database. That is fine for a new storage, or one
@@ -656,6 +789,50 @@ where
             ));
         }
 
+        // The records after the checkpoint are the writes it does not hold
+        // yet; those up to it are left from a checkpoint that a crash
+        // stopped before it emptied the log.
+        let ckpt_seq = state.wal_seq;
+        let replay: &[Found] = match scan.records.iter().position(|r| r.seq > ckpt_seq) {
+            Some(i) => &scan.records[i..],
+            None => &[],
+        };
+        if let Some(first) = replay.first().filter(|r| r.seq != ckpt_seq + 1) {
+            return Err(error::corrupt(
+                wal.path(),
+                format!(
+                    "the write-ahead log resumes at record {} but the checkpoint ends at \
+                     record {ckpt_seq}: records in between are missing",
+                    first.seq
+                ),
+            ));
+        }
+        let last_seq = scan
+            .records
+            .last()
+            .map_or(ckpt_seq, |r| r.seq.max(ckpt_seq));
+        let batches = replay
+            .iter()
+            .map(|r| decode_batch(&scan.data, r, wal.path()))
+            .collect::<StorageResult<Vec<_>>>()?;
+        if let Some(b) = batches.iter().find(|b| b.state.files != state.files) {
+            return Err(error::corrupt(
+                wal.path(),
+                format!(
+                    "write-ahead log record {} names other record files than the checkpoint; \
+                     a batch that changes them is never logged",
+                    b.seq
+                ),
+            ));
+        }
+        if !batches.is_empty() && state.files.get(Kind::Redo).is_some() {
+            return Err(error::corrupt(
+                wal.path(),
+                "the write-ahead log holds records after a checkpoint with a rewrite in \
+                 progress; a rewrite empties the log first",
+            ));
+        }
+
         let named = state.files.all();
         for (_, r) in &named {
             records.note_referenced(r);
@@ -682,10 +859,15 @@ where
             None => state.held(),
         };
         // With a redo committed, what lies past its cut is what it
-        // replaces; without one, nothing says what lies past the log's end.
-        let beyond = match redo {
-            Some(_) => Beyond::Remove,
-            None => Beyond::Quarantine,
+        // replaces; with records to replay, what lies past the checkpoint is
+        // written again from them (a batch is logged before its entries
+        // reach the commitlog, and the batches that bypass the log empty it
+        // first); otherwise nothing says what lies past the log's end.
+        let redo_pending = redo.is_some();
+        let beyond = if redo_pending || !batches.is_empty() {
+            Beyond::Remove
+        } else {
+            Beyond::Quarantine
         };
         let prepared = segments::prepare(&layout, state.phys_base, held_before_redo, beyond)?;
         report.removed.extend(
@@ -696,7 +878,10 @@ where
                     path: path.clone(),
                     kind: match dropped {
                         Dropped::Trimmed => LeftoverKind::TrimmedSegment,
-                        Dropped::Replaced => LeftoverKind::ReplacedEntries,
+                        // Without a redo, what lay past the checkpoint is
+                        // what the log's records write again.
+                        Dropped::Replaced if redo_pending => LeftoverKind::ReplacedEntries,
+                        Dropped::Replaced => LeftoverKind::LoggedEntries,
                     },
                     bytes: *bytes,
                 }),
@@ -718,6 +903,14 @@ where
             db,
             db_path,
             records,
+            wal,
+            last_seq,
+            wal_checkpoint_bytes: config
+                .wal_checkpoint_bytes()
+                .unwrap_or(DEFAULT_WAL_CHECKPOINT_BYTES),
+            record: Vec::new(),
+            entry_ranges: Vec::new(),
+            dir_dirty: false,
             state: State {
                 phys_base: prepared.first,
                 ..state
@@ -747,7 +940,66 @@ where
             storage.finish_redo(&redo.entries)?;
             storage.report.finished_redo = true;
         }
+        storage.wal.cut_torn_tail()?;
+        storage.replay(&scan.data, batches)?;
+        if storage.wal.len() > 0 {
+            // Replayed records, or ones a checkpoint already held: make the
+            // checkpoint current so that the log starts empty.
+            storage.checkpoint()?;
+        }
         Ok(storage)
+    }
+
+    /// Applies the write-ahead log records after the checkpoint to the
+    /// commitlog (which open cut back to the checkpoint) and to the state.
+    fn replay(&mut self, data: &[u8], batches: Vec<LoggedBatch>) -> StorageResult<()> {
+        // The records name commitlog offsets as they were when written. The
+        // entries land at the same offsets again, except after a checkpoint
+        // that held no entry, where the commitlog restarts at 0: all offsets
+        // then move by the same amount.
+        let mut shift: Option<i128> = None;
+        let replayed = batches.len() as u64;
+        for batch in batches {
+            let next = self.log.next_offset();
+            let shift =
+                *shift.get_or_insert_with(|| i128::from(next) - i128::from(batch.first_offset));
+            let moved = |offset: u64| u64::try_from(i128::from(offset) + shift).ok();
+            let mut state = batch.state;
+            let phys_base = moved(state.phys_base);
+            let (Some(phys_base), true) = (
+                phys_base,
+                moved(batch.first_offset) == Some(next) && state.trimmed_idx <= state.log_len,
+            ) else {
+                return Err(error::corrupt(
+                    self.wal.path(),
+                    format!(
+                        "write-ahead log record {} does not follow the log before it \
+                         (its entries start at offset {}, the commitlog ends at {next})",
+                        batch.seq, batch.first_offset
+                    ),
+                ));
+            };
+            let slices: Vec<&[u8]> = batch.entries.iter().map(|r| &data[r.clone()]).collect();
+            self.append_physical(&slices, false)?;
+            state.phys_base = phys_base;
+            state.wal_seq = self.state.wal_seq;
+            if state.phys_base + state.held() != self.log.next_offset() {
+                return Err(error::corrupt(
+                    self.wal.path(),
+                    format!(
+                        "write-ahead log record {} maps its log to offsets {}..{}, but the \
+                         commitlog ends at {}",
+                        batch.seq,
+                        state.phys_base,
+                        state.phys_base + state.held(),
+                        self.log.next_offset()
+                    ),
+                ));
+            }
+            self.state = state;
+        }
+        self.report.replayed_records = replayed;
+        Ok(())
     }
 
     /// What [`open`](Self::open) found left over in the directory and did
@@ -799,6 +1051,8 @@ where
     fn write_record<V: Serialize>(&mut self, kind: Kind, value: &V) -> StorageResult<RecordRef> {
         let bytes = bincode::serialize(value).map_err(|e| error::serialization(kind.what(), &e))?;
         let record = self.records.write(kind, &bytes)?;
+        // The file and its directory.
+        self.stats.syncs += 2;
         if kind == Kind::Snapshot {
             self.stats.snapshots_written += 1;
             self.stats.snapshot_bytes_written += record.len;
@@ -824,32 +1078,12 @@ where
         }
     }
 
-    /// Stops the write at `point` if a test asked for it: the storage is
-    /// poisoned, as a crash leaves the files, and must be reopened.
-    #[cfg(test)]
-    fn crash_if(&mut self, point: CrashPoint) -> StorageResult<()> {
-        if self.crash_at == Some(point) {
-            let crashed = Err(StorageError::Backend {
-                operation: "write".to_owned(),
-                detail: format!("simulated crash at {point:?}"),
-            });
-            return self.guard(crashed);
-        }
-        Ok(())
-    }
-
-    /// Runs a write step; if it fails, marks the storage unusable.
-    fn guard<R>(&mut self, result: StorageResult<R>) -> StorageResult<R> {
-        if let Err(e) = &result {
-            self.poisoned.get_or_insert_with(|| e.to_string());
-        }
-        result
-    }
-
-    /// Appends serialised entries after the commitlog's last offset and
-    /// syncs them: in chunks that fit one `append` call, noting when the
-    /// commitlog starts a new segment.
-    fn append_physical(&mut self, entries: &[Vec<u8>]) -> StorageResult<()> {
+    /// Appends serialised entries after the commitlog's last offset, in
+    /// chunks that fit one `append` call, noting when the commitlog starts a
+    /// new segment (whose predecessor is synced then, a rare cost). With
+    /// `sync` the segment is synced at the end too (and the directory, if it
+    /// gained files); without it, the next checkpoint does that.
+    fn append_physical<B: AsRef<[u8]>>(&mut self, entries: &[B], sync: bool) -> StorageResult<()> {
         let limit = self.layout.chunk_max_bytes();
         let max_messages = self.layout.chunk_max_messages();
         let mut new_files = false;
@@ -859,19 +1093,10 @@ where
             let mut bytes = 0;
             let mut taken = 0;
             for entry in rest {
+                let entry = entry.as_ref();
                 let size = HEADER_BYTES + entry.len() as u64;
                 if size > limit {
-                    return Err(StorageError::Backend {
-                        operation: format!(
-                            "append entries to the commitlog in {}",
-                            self.layout.dir.display()
-                        ),
-                        detail: format!(
-                            "an entry of {} bytes exceeds the commitlog's limit of {limit} bytes \
-                             per message (message_max_bytes, segment_max_bytes)",
-                            entry.len()
-                        ),
-                    });
+                    return Err(entry_too_large(&self.layout, entry.len()));
                 }
                 if bytes + size > limit || taken == max_messages {
                     break;
@@ -896,29 +1121,16 @@ where
                 // wrote the chunk to a new one starting at `first`. What the
                 // closed one got earlier in this write must be synced too.
                 self.active.sync(&self.layout)?;
+                self.stats.syncs += 2;
                 self.active = Active::open(&self.layout, first)?;
                 self.bases.push(first);
                 new_files = true;
             }
         }
-        self.active.sync(&self.layout)?;
-        if new_files {
-            segments::sync_dir(&self.layout.dir)?;
+        self.dir_dirty |= new_files;
+        if sync {
+            self.sync_commitlog()?;
         }
-        Ok(())
-    }
-
-    /// The commit point: writes the state record and flushes it.
-    fn commit(&mut self, state: &State) -> StorageResult<()> {
-        let record = encode(state, "the state record")?;
-        self.stats.state_bytes_written += record.len() as u64;
-        self.db
-            .insert(KEY_STATE, record)
-            .map_err(|e| error::sled("write", &self.db_path, e))?;
-        self.db
-            .flush()
-            .map_err(|e| error::sled("flush", &self.db_path, e))?;
-        self.stats.commits += 1;
         Ok(())
     }
 
@@ -929,11 +1141,11 @@ where
         let result = (|| {
             let kept = self.state.held() - entries.len() as u64;
             self.reopen_log(kept)?;
-            self.append_physical(entries)?;
+            self.append_physical(entries, true)?;
             let mut state = self.state.clone();
             let redo = state.files.get(Kind::Redo);
             state.files.set(Kind::Redo, None);
-            self.commit(&state)?;
+            self.write_state(&state)?;
             self.state = state;
             if let Some(redo) = redo {
                 self.remove_record(Kind::Redo, &redo);
@@ -971,29 +1183,151 @@ where
         Ok(())
     }
 
-    /// Deletes the segments that hold only offsets below the log's start.
-    /// Called after a trim committed; the cost is one file deletion per
-    /// dropped segment plus reopening the (few) remaining ones.
-    fn drop_trimmed_segments(&mut self) -> StorageResult<()> {
-        let start = self.state.phys_base;
-        let droppable = self
-            .bases
-            .windows(2)
-            .take_while(|pair| pair[1] <= start)
-            .count();
-        if droppable == 0 {
-            return Ok(());
+    /// The common path: one write-ahead log record holding the batch's
+    /// entries and the new state, appended and synced (the commit point),
+    /// then the entries appended to the commitlog without a sync.
+    fn write_logged(&mut self, state: State, tail: &[T], first_idx: u64) -> StorageResult<()> {
+        let seq = self.last_seq + 1;
+        let mut record = mem::take(&mut self.record);
+        Wal::begin(&mut record, seq);
+        let first_offset = self.log.next_offset();
+        let encoded = encode_batch(
+            &mut record,
+            &mut self.entry_ranges,
+            &state,
+            first_offset,
+            tail,
+            first_idx,
+            &self.layout,
+        );
+        if let Err(e) = encoded {
+            // Nothing is written yet: the storage stays usable.
+            self.record = record;
+            return Err(e);
         }
-        for &base in &self.bases[..droppable] {
-            segments::remove_segment(&self.layout, base)?;
-            self.stats.files_removed += 2;
+        let appended = self.wal.append(&mut record);
+        let bytes = self.guard(appended)?;
+        self.last_seq = seq;
+        self.stats.wal_records += 1;
+        self.stats.wal_bytes_written += bytes;
+        self.stats.syncs += 1;
+        #[cfg(test)]
+        self.crash_if(CrashPoint::AfterWalWrite)?;
+        let entries: Vec<&[u8]> = self
+            .entry_ranges
+            .iter()
+            .map(|r| &record[r.clone()])
+            .collect();
+        let written = self.append_physical(&entries, false);
+        drop(entries);
+        // Reuse the buffer, but do not keep what one huge batch grew it to.
+        record.shrink_to(RECORD_KEEP_BYTES);
+        self.record = record;
+        self.guard(written)?;
+        debug_assert_eq!(
+            state.phys_base + state.held(),
+            self.log.next_offset(),
+            "the state maps the log past the commitlog's end"
+        );
+        self.state = state;
+        // A checkpoint empties the log and is what lets trimmed segments
+        // go, since the checkpoint before it may still need them.
+        if self.wal.len() >= self.wal_checkpoint_bytes || self.droppable_segments() > 0 {
+            let done = self.checkpoint();
+            self.guard(done)?;
         }
-        segments::sync_dir(&self.layout.dir)?;
-        self.bases.drain(..droppable);
-        segments::pad_active_index(&self.layout, self.active.base)?;
-        self.log = CommitLog::new(self.layout.options.clone())
-            .map_err(|e| error::io("reopen the commitlog", &self.layout.dir, &e))?;
         Ok(())
+    }
+
+    /// The rare path, for a batch that writes a record file (snapshot,
+    /// stop-sign, previous configuration's end) or replaces entries: first
+    /// a checkpoint empties the write-ahead log, then the batch commits by a
+    /// flush of the state record, as format version 2 did for every batch.
+    fn write_with_checkpoint(
+        &mut self,
+        mut state: State,
+        changes: Changes<T::Snapshot>,
+        plan: LogPlan<T>,
+        rewrites: bool,
+        bounds: Bounds,
+    ) -> StorageResult<()> {
+        if self.wal.len() > 0 || self.last_seq > self.state.wal_seq {
+            let done = self.checkpoint();
+            self.guard(done)?;
+        }
+        state.wal_seq = self.last_seq;
+        let tail = plan
+            .tail
+            .iter()
+            .enumerate()
+            .map(|(i, entry)| {
+                bincode::serialize(entry).map_err(|e| {
+                    error::serialization(format!("entry {}", plan.kept_end + i as u64), &e)
+                })
+            })
+            .collect::<StorageResult<Vec<_>>>()?;
+
+        // A changed value goes to a new record file before the commit point
+        // that names it; a batch that leaves a value alone writes nothing
+        // of it.
+        if let Some(change) = &changes.snapshot {
+            self.stage(&mut state, Kind::Snapshot, change.as_ref())?;
+        }
+        if let Some(change) = changes.stopsign.as_ref().filter(|c| **c != self.stopsign) {
+            self.stage(&mut state, Kind::StopSign, change.as_ref())?;
+        }
+        if let Some(change) = changes
+            .previous_end
+            .as_ref()
+            .filter(|c| **c != self.previous_end)
+        {
+            self.stage(&mut state, Kind::PreviousEnd, change.as_ref())?;
+        }
+        debug_assert_eq!(
+            state.bounds(),
+            bounds,
+            "applied ops moved the log differently than checked"
+        );
+        let replaced: Vec<(Kind, RecordRef)> = self
+            .state
+            .files
+            .all()
+            .into_iter()
+            .filter(|(kind, old)| state.files.get(*kind) != Some(*old))
+            .collect();
+
+        if rewrites {
+            let redo = Redo {
+                cut: state.phys(plan.kept_end),
+                entries: tail,
+            };
+            self.stage(&mut state, Kind::Redo, Some(&redo))?;
+            let committed = self.write_state(&state);
+            self.guard(committed)?;
+            self.state = state;
+            self.adopt(changes);
+            #[cfg(test)]
+            self.crash_if(CrashPoint::AfterRedoCommit)?;
+            self.finish_redo(&redo.entries)?;
+        } else {
+            if !tail.is_empty() {
+                let appended = self.append_physical(&tail, true);
+                self.guard(appended)?;
+            }
+            let committed = self.write_state(&state);
+            self.guard(committed)?;
+            self.state = state;
+            self.adopt(changes);
+        }
+        // Only now, with the new state record flushed, are the files it no
+        // longer names garbage.
+        #[cfg(test)]
+        self.crash_if(CrashPoint::BeforeOldSnapshotRemoval)?;
+        for (kind, old) in replaced {
+            self.remove_record(kind, &old);
+        }
+        let dropped = self.drop_trimmed_segments();
+        self.guard(dropped)
     }
 
     /// Reads the entries `from..to` of the log, which the caller clamped to
@@ -1047,14 +1381,136 @@ where
     }
 }
 
+/// The parts of writing that do not touch entries: syncing, checkpoints,
+/// dropping trimmed segments. They need no serde bounds, so that `Drop` can
+/// checkpoint.
+impl<T: Entry> PersistentStorage<T> {
+    /// Stops the write at `point` if a test asked for it: the storage is
+    /// poisoned, as a crash leaves the files, and must be reopened.
+    #[cfg(test)]
+    fn crash_if(&mut self, point: CrashPoint) -> StorageResult<()> {
+        if self.crash_at == Some(point) {
+            let crashed = Err(StorageError::Backend {
+                operation: "write".to_owned(),
+                detail: format!("simulated crash at {point:?}"),
+            });
+            return self.guard(crashed);
+        }
+        Ok(())
+    }
+
+    /// Runs a write step; if it fails, marks the storage unusable.
+    fn guard<R>(&mut self, result: StorageResult<R>) -> StorageResult<R> {
+        if let Err(e) = &result {
+            self.poisoned.get_or_insert_with(|| e.to_string());
+        }
+        result
+    }
+
+    /// Syncs the active segment and its index, and the commitlog's
+    /// directory if it gained files since it was last synced.
+    fn sync_commitlog(&mut self) -> StorageResult<()> {
+        self.active.sync(&self.layout)?;
+        self.stats.syncs += 2;
+        if self.dir_dirty {
+            segments::sync_dir(&self.layout.dir)?;
+            self.stats.syncs += 1;
+            self.dir_dirty = false;
+        }
+        Ok(())
+    }
+
+    /// Writes the state record and flushes the state database: the commit
+    /// point of a batch on the rare path, and of a checkpoint. The
+    /// commitlog must be synced up to the end `state` maps.
+    fn write_state(&mut self, state: &State) -> StorageResult<()> {
+        let record = encode(state, "the state record")?;
+        self.stats.state_bytes_written += record.len() as u64;
+        self.db
+            .insert(KEY_STATE, record)
+            .map_err(|e| error::sled("write", &self.db_path, e))?;
+        self.db
+            .flush()
+            .map_err(|e| error::sled("flush", &self.db_path, e))?;
+        self.stats.syncs += 1;
+        Ok(())
+    }
+
+    /// Makes the checkpoint hold everything the write-ahead log holds: the
+    /// commitlog is synced, the state record naming the last log record is
+    /// flushed, and then the log is emptied. A crash before the flush
+    /// leaves the old checkpoint and the whole log, one after it leaves
+    /// records that open skips. Segments wholly below the log's start are
+    /// deleted afterwards, now that no checkpoint needs them.
+    fn checkpoint(&mut self) -> StorageResult<()> {
+        self.sync_commitlog()?;
+        #[cfg(test)]
+        self.crash_if(CrashPoint::CheckpointBeforeStateFlush)?;
+        let mut state = self.state.clone();
+        state.wal_seq = self.last_seq;
+        self.write_state(&state)?;
+        self.state = state;
+        #[cfg(test)]
+        self.crash_if(CrashPoint::CheckpointBeforeWalReset)?;
+        self.wal.reset()?;
+        self.stats.syncs += 1;
+        self.stats.checkpoints += 1;
+        self.drop_trimmed_segments()
+    }
+
+    /// How many segments, from the first, hold only offsets below the
+    /// log's start.
+    fn droppable_segments(&self) -> usize {
+        let start = self.state.phys_base;
+        self.bases
+            .windows(2)
+            .take_while(|pair| pair[1] <= start)
+            .count()
+    }
+
+    /// Deletes the segments that hold only offsets below the log's start.
+    /// Called after a trim committed; the cost is one file deletion per
+    /// dropped segment plus reopening the (few) remaining ones.
+    fn drop_trimmed_segments(&mut self) -> StorageResult<()> {
+        let droppable = self.droppable_segments();
+        if droppable == 0 {
+            return Ok(());
+        }
+        for &base in &self.bases[..droppable] {
+            segments::remove_segment(&self.layout, base)?;
+            self.stats.files_removed += 2;
+        }
+        segments::sync_dir(&self.layout.dir)?;
+        self.stats.syncs += 1;
+        self.bases.drain(..droppable);
+        segments::pad_active_index(&self.layout, self.active.base)?;
+        self.log = CommitLog::new(self.layout.options.clone())
+            .map_err(|e| error::io("reopen the commitlog", &self.layout.dir, &e))?;
+        Ok(())
+    }
+}
+
+/// A clean drop checkpoints, so that the next open has nothing to replay.
+/// Errors are ignored: the write-ahead log still holds every write, and the
+/// next open replays it. A storage that failed half-way is left as it is.
+impl<T: Entry> Drop for PersistentStorage<T> {
+    fn drop(&mut self) {
+        if self.poisoned.is_none() && self.wal.len() > 0 {
+            let _ = self.checkpoint();
+        }
+    }
+}
+
 impl<T> Storage<T> for PersistentStorage<T>
 where
     T: Entry + Serialize + DeserializeOwned,
     T::Snapshot: Serialize + DeserializeOwned,
 {
-    /// Checks the batch, serialises its entries, and then: appends and syncs
-    /// new entries past the log end, and flushes the new state record (the
-    /// commit point). A batch that replaces entries commits them in a redo
+    /// Checks the batch and works out the state after it. A common batch is
+    /// then one write-ahead log record, synced (the commit point), and its
+    /// entries go to the commitlog unsynced. A batch that writes a record
+    /// file or replaces entries checkpoints first and commits by flushing
+    /// the state record; one that replaces entries commits them in a redo
     /// record first and rewrites the commitlog's tail afterwards.
     fn write_atomically(&mut self, ops: Vec<StorageOp<T>>) -> StorageResult<()> {
         self.check_usable("write")?;
@@ -1096,17 +1552,6 @@ where
             }
         }
         debug_assert_eq!(plan.log_len(), bounds.log_len, "plan and bounds disagree");
-        let tail = plan
-            .tail
-            .iter()
-            .enumerate()
-            .map(|(i, entry)| {
-                bincode::serialize(entry).map_err(|e| {
-                    error::serialization(format!("entry {}", plan.kept_end + i as u64), &e)
-                })
-            })
-            .collect::<StorageResult<Vec<_>>>()?;
-
         let kept = plan.kept_end - plan.trimmed;
         // Replacing held entries would cut committed data before the commit
         // point; such a batch goes through a redo record instead.
@@ -1119,68 +1564,27 @@ where
         };
         state.trimmed_idx = plan.trimmed;
         state.log_len = plan.log_len();
-
-        // A changed value goes to a new record file before the commit point
-        // that names it; a batch that leaves a value alone writes nothing
-        // of it.
-        if let Some(change) = &changes.snapshot {
-            self.stage(&mut state, Kind::Snapshot, change.as_ref())?;
-        }
-        if let Some(change) = changes.stopsign.as_ref().filter(|c| **c != self.stopsign) {
-            self.stage(&mut state, Kind::StopSign, change.as_ref())?;
-        }
-        if let Some(change) = changes
-            .previous_end
-            .as_ref()
-            .filter(|c| **c != self.previous_end)
-        {
-            self.stage(&mut state, Kind::PreviousEnd, change.as_ref())?;
-        }
-        debug_assert_eq!(
-            state.bounds(),
-            bounds,
-            "applied ops moved the log differently than checked"
-        );
-        let replaced: Vec<(Kind, RecordRef)> = self
-            .state
-            .files
-            .all()
-            .into_iter()
-            .filter(|(kind, old)| state.files.get(*kind) != Some(*old))
-            .collect();
-
-        if rewrites {
-            let redo = Redo {
-                cut: state.phys(plan.kept_end),
-                entries: tail,
-            };
-            self.stage(&mut state, Kind::Redo, Some(&redo))?;
-            let committed = self.commit(&state);
-            self.guard(committed)?;
-            self.state = state;
-            self.adopt(changes);
-            #[cfg(test)]
-            self.crash_if(CrashPoint::AfterRedoCommit)?;
-            self.finish_redo(&redo.entries)?;
+        let changes_files = changes.snapshot.is_some()
+            || changes
+                .stopsign
+                .as_ref()
+                .is_some_and(|c| *c != self.stopsign)
+            || changes
+                .previous_end
+                .as_ref()
+                .is_some_and(|c| *c != self.previous_end);
+        if rewrites || changes_files {
+            self.write_with_checkpoint(state, changes, plan, rewrites, bounds)?;
         } else {
-            if !tail.is_empty() {
-                let appended = self.append_physical(&tail);
-                self.guard(appended)?;
-            }
-            let committed = self.commit(&state);
-            self.guard(committed)?;
-            self.state = state;
-            self.adopt(changes);
+            debug_assert_eq!(
+                state.bounds(),
+                bounds,
+                "the log moved differently than checked"
+            );
+            self.write_logged(state, &plan.tail, plan.kept_end)?;
         }
-        // Only now, with the new state record flushed, are the files it no
-        // longer names garbage.
-        #[cfg(test)]
-        self.crash_if(CrashPoint::BeforeOldSnapshotRemoval)?;
-        for (kind, old) in replaced {
-            self.remove_record(kind, &old);
-        }
-        let dropped = self.drop_trimmed_segments();
-        self.guard(dropped)
+        self.stats.commits += 1;
+        Ok(())
     }
 
     fn append_entry(&mut self, entry: T) -> StorageResult<()> {
@@ -1411,6 +1815,7 @@ fn upgrade_v1(db: &sled::Db, db_path: &Path, records: &mut RecordFiles) -> Stora
         log_len: old.log_len,
         phys_base: old.phys_base,
         files,
+        wal_seq: 0,
     };
     let mut batch = versioned_state_batch(&state)?;
     batch.remove(V1_KEY_SNAPSHOT);
@@ -1420,6 +1825,143 @@ fn upgrade_v1(db: &sled::Db, db_path: &Path, records: &mut RecordFiles) -> Stora
         .map_err(|e| error::sled("upgrade", db_path, e))?;
     db.flush().map_err(|e| error::sled("flush", db_path, e))?;
     Ok(state)
+}
+
+/// Upgrades a database of format version 2, whose state record had no
+/// write-ahead log position: the same record with position 0 (the log was
+/// created empty before this) and the new version are committed in one
+/// flushed batch.
+fn upgrade_v2(db: &sled::Db, db_path: &Path) -> StorageResult<State> {
+    let bytes = read_key(db, db_path, KEY_STATE)?
+        .ok_or_else(|| error::corrupt(db_path, "the state database has no state record"))?;
+    let old: StateV2 = decode(&bytes, "the state record", db_path)?;
+    let state = State {
+        promise: old.promise,
+        accepted_round: old.accepted_round,
+        decided_idx: old.decided_idx,
+        compacted_idx: old.compacted_idx,
+        trimmed_idx: old.trimmed_idx,
+        log_len: old.log_len,
+        phys_base: old.phys_base,
+        files: old.files,
+        wal_seq: 0,
+    };
+    db.apply_batch(versioned_state_batch(&state)?)
+        .map_err(|e| error::sled("upgrade", db_path, e))?;
+    db.flush().map_err(|e| error::sled("flush", db_path, e))?;
+    Ok(state)
+}
+
+/// A batch read back from a write-ahead log record.
+struct LoggedBatch {
+    /// The record's sequence number, for error messages.
+    seq: u64,
+    /// The state after the batch (its `wal_seq` is meaningless).
+    state: State,
+    /// The commitlog offset the batch's first entry went to.
+    first_offset: u64,
+    /// Where the batch's serialised entries are in the log's data.
+    entries: Vec<Range<usize>>,
+}
+
+/// Writes the payload of a batch's write-ahead log record after the header
+/// in `buf`: the state record, the commitlog offset of the first entry, the
+/// number of entries, and each entry as a `u32` length and its bincode
+/// bytes. Notes where each entry is in `ranges`, for the commitlog to take
+/// them from there. Fails before anything is written if an entry does not
+/// serialise or is larger than the commitlog takes.
+fn encode_batch<T: Serialize>(
+    buf: &mut Vec<u8>,
+    ranges: &mut Vec<Range<usize>>,
+    state: &State,
+    first_offset: u64,
+    tail: &[T],
+    first_idx: u64,
+    layout: &Layout,
+) -> StorageResult<()> {
+    ranges.clear();
+    bincode::serialize_into(&mut *buf, state)
+        .map_err(|e| error::serialization("the state record", &e))?;
+    buf.extend_from_slice(&first_offset.to_le_bytes());
+    buf.extend_from_slice(&(tail.len() as u64).to_le_bytes());
+    let limit = layout.chunk_max_bytes();
+    for (i, entry) in tail.iter().enumerate() {
+        let at = buf.len();
+        buf.extend_from_slice(&[0; 4]);
+        bincode::serialize_into(&mut *buf, entry)
+            .map_err(|e| error::serialization(format!("entry {}", first_idx + i as u64), &e))?;
+        let len = buf.len() - at - 4;
+        let len32 = u32::try_from(len)
+            .ok()
+            .filter(|_| HEADER_BYTES + len as u64 <= limit)
+            .ok_or_else(|| entry_too_large(layout, len))?;
+        buf[at..at + 4].copy_from_slice(&len32.to_le_bytes());
+        ranges.push(at + 4..buf.len());
+    }
+    Ok(())
+}
+
+/// Reads back what [`encode_batch`] wrote into record `found` of `data`.
+/// The record passed its checksum, so a payload that does not parse is not
+/// a torn write but a bug or a forgery, and is reported as corrupt.
+fn decode_batch(data: &[u8], found: &Found, path: &Path) -> StorageResult<LoggedBatch> {
+    let bad = |what: &str| {
+        error::corrupt(
+            path,
+            format!("write-ahead log record {} is malformed: {what}", found.seq),
+        )
+    };
+    let mut rest = &data[found.payload.clone()];
+    let state: State =
+        bincode::deserialize_from(&mut rest).map_err(|_| bad("its state does not decode"))?;
+    // Positions from here on are absolute in `data`.
+    let mut pos = found.payload.end - rest.len();
+    let mut take = |n: usize| -> StorageResult<Range<usize>> {
+        let end = pos
+            .checked_add(n)
+            .filter(|&end| end <= found.payload.end)
+            .ok_or_else(|| bad("it ends early"))?;
+        let range = pos..end;
+        pos = end;
+        Ok(range)
+    };
+    let number = |r: Range<usize>| {
+        let mut bytes = [0; 8];
+        bytes[..r.len()].copy_from_slice(&data[r]);
+        u64::from_le_bytes(bytes)
+    };
+    let first_offset = number(take(8)?);
+    let count = number(take(8)?);
+    let mut entries = Vec::new();
+    for _ in 0..count {
+        let len = number(take(4)?) as usize;
+        entries.push(take(len)?);
+    }
+    if take(0)?.end != found.payload.end {
+        return Err(bad("bytes follow its last entry"));
+    }
+    Ok(LoggedBatch {
+        seq: found.seq,
+        state,
+        first_offset,
+        entries,
+    })
+}
+
+/// The error for an entry of `len` serialised bytes that the commitlog does
+/// not take in one message.
+fn entry_too_large(layout: &Layout, len: usize) -> StorageError {
+    StorageError::Backend {
+        operation: format!(
+            "append entries to the commitlog in {}",
+            layout.dir.display()
+        ),
+        detail: format!(
+            "an entry of {len} bytes exceeds the commitlog's limit of {} bytes per message \
+             (message_max_bytes, segment_max_bytes)",
+            layout.chunk_max_bytes()
+        ),
+    }
 }
 
 /// A sled batch writing the meta record of the current format version and
@@ -1599,7 +2141,7 @@ mod tests {
         }
     }
 
-    fn puts(range: std::ops::Range<u64>) -> Vec<Put> {
+    fn puts(range: Range<u64>) -> Vec<Put> {
         range.map(Put).collect()
     }
 
@@ -1847,6 +2389,288 @@ mod tests {
             storage.open_report()
         );
         assert_eq!(storage.get_snapshot().unwrap(), Some(Bulk(vec![3; 300])));
+    }
+
+    /// What a crash leaves: the storage stops without its clean-drop
+    /// checkpoint, so the write-ahead log keeps what it holds.
+    fn crash(mut storage: PersistentStorage<Put>) {
+        storage.poisoned = Some("simulated crash".to_owned());
+        drop(storage);
+    }
+
+    fn wal_path(dir: &Path) -> PathBuf {
+        dir.join(crate::wal::WAL_FILE)
+    }
+
+    #[test]
+    fn an_append_costs_one_sync_of_the_write_ahead_log_and_nothing_in_sled() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut storage =
+            PersistentStorage::<Put>::open(PersistentStorageConfig::with_path(dir.path())).unwrap();
+        storage.append_entries(puts(0..10)).unwrap();
+        let before = storage.stats();
+        storage.append_entry(Put(10)).unwrap();
+        storage
+            .write_atomically(vec![
+                StorageOp::AppendEntries(puts(11..1000)),
+                StorageOp::SetDecidedIndex(5),
+                StorageOp::SetPromise(Ballot::with(1, 2, 3)),
+                StorageOp::SetAcceptedRound(Ballot::with(1, 2, 3)),
+            ])
+            .unwrap();
+        let after = storage.stats();
+        assert_eq!(after.syncs - before.syncs, 2, "{after:?}");
+        assert_eq!(after.wal_records - before.wal_records, 2);
+        assert_eq!(after.state_bytes_written, before.state_bytes_written);
+        assert_eq!(after.checkpoints, before.checkpoints);
+    }
+
+    #[test]
+    fn writes_after_the_last_checkpoint_are_replayed_after_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = PersistentStorageConfig::with_path(dir.path());
+        let mut storage = PersistentStorage::<Put>::open(config.clone()).unwrap();
+        storage.append_entries(puts(0..10)).unwrap();
+        storage
+            .write_atomically(vec![
+                StorageOp::AppendOnPrefix(10, puts(10..20)),
+                StorageOp::SetDecidedIndex(15),
+                StorageOp::SetAcceptedRound(Ballot::with(1, 2, 3)),
+            ])
+            .unwrap();
+        storage.trim(3).unwrap();
+        crash(storage);
+
+        let storage = PersistentStorage::<Put>::open(config.clone()).unwrap();
+        let report = storage.open_report().clone();
+        assert_eq!(report.replayed_records, 3, "{report}");
+        assert_eq!(storage.get_suffix(0).unwrap(), puts(3..20));
+        assert_eq!(storage.get_decided_idx().unwrap(), 15);
+        assert_eq!(
+            storage.get_accepted_round().unwrap(),
+            Some(Ballot::with(1, 2, 3))
+        );
+        drop(storage);
+        // Open checkpointed what it replayed.
+        assert_eq!(fs::metadata(wal_path(dir.path())).unwrap().len(), 0);
+        let storage = PersistentStorage::<Put>::open(config).unwrap();
+        assert!(
+            storage.open_report().is_clean(),
+            "{}",
+            storage.open_report()
+        );
+        assert_eq!(storage.get_suffix(0).unwrap(), puts(3..20));
+    }
+
+    #[test]
+    fn a_crash_after_the_wal_write_before_the_commitlog_append_keeps_the_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = PersistentStorageConfig::with_path(dir.path());
+        let mut storage = PersistentStorage::<Put>::open(config.clone()).unwrap();
+        storage.append_entries(puts(0..10)).unwrap();
+        storage.crash_at = Some(CrashPoint::AfterWalWrite);
+        // The record is synced, so the write is committed even though the
+        // crash came before the call returned.
+        assert!(storage.append_entries(puts(10..20)).is_err());
+        drop(storage);
+
+        let storage = PersistentStorage::<Put>::open(config).unwrap();
+        assert_eq!(storage.open_report().replayed_records, 2);
+        assert_eq!(storage.get_suffix(0).unwrap(), puts(0..20));
+    }
+
+    #[test]
+    fn a_checkpoint_interrupted_at_either_step_loses_nothing() {
+        for point in [
+            CrashPoint::CheckpointBeforeStateFlush,
+            CrashPoint::CheckpointBeforeWalReset,
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut config = PersistentStorageConfig::with_path(dir.path());
+            // Every write passes the threshold, so every write checkpoints.
+            config.set_wal_checkpoint_bytes(1);
+            let mut storage = PersistentStorage::<Put>::open(config.clone()).unwrap();
+            storage.append_entries(puts(0..10)).unwrap();
+            assert_eq!(storage.stats().checkpoints, 1);
+            storage.crash_at = Some(point);
+            assert!(storage.append_entries(puts(10..20)).is_err());
+            drop(storage);
+
+            let storage = PersistentStorage::<Put>::open(config).unwrap();
+            let report = storage.open_report();
+            // Before the flush the record is replayed; after it, the
+            // checkpoint holds it and the stale record is skipped.
+            let replayed = u64::from(point == CrashPoint::CheckpointBeforeStateFlush);
+            assert_eq!(report.replayed_records, replayed, "{point:?}: {report}");
+            assert_eq!(storage.get_suffix(0).unwrap(), puts(0..20), "{point:?}");
+            assert_eq!(fs::metadata(wal_path(dir.path())).unwrap().len(), 0);
+        }
+    }
+
+    #[test]
+    fn a_torn_last_wal_record_is_cut_and_the_writes_before_it_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = PersistentStorageConfig::with_path(dir.path());
+        let mut storage = PersistentStorage::<Put>::open(config.clone()).unwrap();
+        storage.append_entries(puts(0..10)).unwrap();
+        storage.append_entries(puts(10..20)).unwrap();
+        crash(storage);
+        // The second record lost its last bytes: its write never returned.
+        let wal = wal_path(dir.path());
+        let bytes = fs::read(&wal).unwrap();
+        fs::write(&wal, &bytes[..bytes.len() - 3]).unwrap();
+
+        let storage = PersistentStorage::<Put>::open(config.clone()).unwrap();
+        let report = storage.open_report().clone();
+        assert_eq!(report.replayed_records, 1, "{report}");
+        assert!(report.wal_torn_bytes > 0, "{report}");
+        assert!(report.to_string().contains("interrupted"), "{report}");
+        assert_eq!(storage.get_suffix(0).unwrap(), puts(0..10));
+        // The log continues after the cut.
+        let mut storage = storage;
+        storage.append_entries(puts(10..12)).unwrap();
+        crash(storage);
+        let storage = PersistentStorage::<Put>::open(config).unwrap();
+        assert_eq!(storage.get_suffix(0).unwrap(), puts(0..12));
+    }
+
+    #[test]
+    fn a_damaged_wal_record_before_valid_ones_is_refused_with_a_corrupt_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = PersistentStorageConfig::with_path(dir.path());
+        let mut storage = PersistentStorage::<Put>::open(config.clone()).unwrap();
+        storage.append_entries(puts(0..10)).unwrap();
+        storage.append_entries(puts(10..20)).unwrap();
+        crash(storage);
+        let wal = wal_path(dir.path());
+        let mut bytes = fs::read(&wal).unwrap();
+        bytes[crate::wal::HEADER_BYTES + 5] ^= 0x10;
+        fs::write(&wal, &bytes).unwrap();
+
+        let err = PersistentStorage::<Put>::open(config).err().unwrap();
+        assert!(
+            matches!(&err, StorageError::Corrupt { path: Some(p), detail }
+                if p.ends_with(crate::wal::WAL_FILE) && detail.contains("damaged")),
+            "{err}"
+        );
+        // Nothing was cut.
+        assert_eq!(fs::read(&wal).unwrap(), bytes);
+    }
+
+    #[test]
+    fn a_missing_write_ahead_log_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = PersistentStorageConfig::with_path(dir.path());
+        drop(PersistentStorage::<Put>::open(config.clone()).unwrap());
+        fs::remove_file(wal_path(dir.path())).unwrap();
+        let err = PersistentStorage::<Put>::open(config).err().unwrap();
+        assert!(
+            err.to_string().contains("write-ahead log is missing"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_replay_after_a_checkpoint_holding_no_entry_moves_the_offsets() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = PersistentStorageConfig::with_path(dir.path());
+        let mut storage = PersistentStorage::<Put>::open(config.clone()).unwrap();
+        storage.append_entries(puts(0..10)).unwrap();
+        // A snapshot batch commits through the state record, holding no
+        // entry: the next open restarts the commitlog at offset 0.
+        storage
+            .write_atomically(vec![
+                StorageOp::Trim(10),
+                StorageOp::SetCompactedIdx(10),
+                StorageOp::SetSnapshot(Some(Bulk(vec![1; 10]))),
+            ])
+            .unwrap();
+        storage.append_entries(puts(10..15)).unwrap();
+        storage.append_entries(puts(15..20)).unwrap();
+        crash(storage);
+
+        let storage = PersistentStorage::<Put>::open(config.clone()).unwrap();
+        assert_eq!(storage.open_report().replayed_records, 2);
+        assert_eq!(storage.get_suffix(10).unwrap(), puts(10..20));
+        drop(storage);
+        let storage = PersistentStorage::<Put>::open(config).unwrap();
+        assert_eq!(storage.get_suffix(10).unwrap(), puts(10..20));
+        assert_eq!(storage.get_snapshot().unwrap(), Some(Bulk(vec![1; 10])));
+    }
+
+    /// Rewrites the directory of a closed storage into format version 2: the
+    /// state record without a write-ahead log position, the marker and meta
+    /// record naming version 2, and no log file.
+    fn downgrade_to_v2(dir: &Path) {
+        let db_path = dir.join("state");
+        let db = open_database(&crate::config::database_config(
+            &sled::Config::default(),
+            &db_path,
+        ))
+        .unwrap();
+        let state: State = decode(
+            &db.get(KEY_STATE).unwrap().unwrap(),
+            "the state record",
+            &db_path,
+        )
+        .unwrap();
+        let v2 = StateV2 {
+            promise: state.promise,
+            accepted_round: state.accepted_round,
+            decided_idx: state.decided_idx,
+            compacted_idx: state.compacted_idx,
+            trimmed_idx: state.trimmed_idx,
+            log_len: state.log_len,
+            phys_base: state.phys_base,
+            files: state.files,
+        };
+        let mut batch = sled::Batch::default();
+        batch.insert(KEY_STATE, encode(&v2, "").unwrap());
+        batch.insert(KEY_META, encode(&Meta { format_version: 2 }, "").unwrap());
+        db.apply_batch(batch).unwrap();
+        db.flush().unwrap();
+        drop(db);
+        assert_eq!(fs::metadata(wal_path(dir)).unwrap().len(), 0);
+        fs::remove_file(wal_path(dir)).unwrap();
+        fs::write(dir.join(MARKER), format!("{MARKER_HEADER}\nformat 2\n")).unwrap();
+    }
+
+    #[test]
+    fn a_format_2_directory_is_upgraded_on_open_and_keeps_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = PersistentStorageConfig::with_path(dir.path());
+        let mut storage = PersistentStorage::<Put>::open(config.clone()).unwrap();
+        storage.append_entries(puts(0..50)).unwrap();
+        storage
+            .write_atomically(vec![
+                StorageOp::SetDecidedIndex(40),
+                StorageOp::Trim(30),
+                StorageOp::SetCompactedIdx(30),
+                StorageOp::SetSnapshot(Some(Bulk(vec![3; 300]))),
+                StorageOp::SetPromise(Ballot::with(1, 2, 3)),
+            ])
+            .unwrap();
+        drop(storage);
+        downgrade_to_v2(dir.path());
+
+        let mut storage = PersistentStorage::<Put>::open(config.clone()).unwrap();
+        assert_eq!(storage.open_report().upgraded_from, Some(2));
+        assert_eq!(storage.get_snapshot().unwrap(), Some(Bulk(vec![3; 300])));
+        assert_eq!(storage.get_suffix(30).unwrap(), puts(30..50));
+        assert_eq!(storage.get_decided_idx().unwrap(), 40);
+        assert_eq!(storage.get_promise().unwrap(), Some(Ballot::with(1, 2, 3)));
+        let marker = fs::read_to_string(dir.path().join(MARKER)).unwrap();
+        assert!(
+            marker.ends_with(&format!("format {FORMAT_VERSION}\n")),
+            "{marker}"
+        );
+        storage.append_entries(puts(50..60)).unwrap();
+        crash(storage);
+
+        let storage = PersistentStorage::<Put>::open(config).unwrap();
+        assert_eq!(storage.open_report().upgraded_from, None);
+        assert_eq!(storage.open_report().replayed_records, 1);
+        assert_eq!(storage.get_suffix(30).unwrap(), puts(30..60));
     }
 
     #[test]
