@@ -133,6 +133,34 @@ pub struct SimCluster {
     /// Set once the simulator itself reported a failure, so that `Drop` does
     /// not print the replay line a second time.
     reported: Cell<bool>,
+    /// A running hash of the run: every delivery (tick, sender, receiver,
+    /// kind of message) and every server's decided index after each step.
+    /// Two runs of one seed must end with the same hash.
+    trace_hash: u64,
+}
+
+/// Folds `value` into the running trace hash `h` (FNV-1a over its bytes:
+/// fixed, so a hash means the same thing in every run and on every machine).
+fn fold_hash(h: u64, value: u64) -> u64 {
+    value
+        .to_le_bytes()
+        .iter()
+        .fold(h, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+}
+
+/// A number for the kind of a message, for the trace hash.
+fn message_kind(msg: &Message<Value>) -> u64 {
+    match msg {
+        Message::BLE(_) => 0,
+        Message::SequencePaxos(p) => {
+            // `DefaultHasher::new` has fixed keys: the same in every run of
+            // one build, which is all a replay needs.
+            use std::hash::{Hash, Hasher};
+            let mut hasher = std::hash::DefaultHasher::new();
+            std::mem::discriminant(&p.msg).hash(&mut hasher);
+            hasher.finish() | 1
+        }
+    }
 }
 
 impl SimCluster {
@@ -186,6 +214,7 @@ impl SimCluster {
             configuration_changes_held: false,
             joiner_sources: None,
             reported: Cell::new(false),
+            trace_hash: 0xcbf2_9ce4_8422_2325,
         }
     }
 
@@ -216,12 +245,35 @@ impl SimCluster {
         for msg in self.network.take_due(self.now) {
             let to = msg.get_receiver();
             self.trace(|| format!("{} -> {to}: {msg:?}", msg.get_sender()));
+            let mut h = fold_hash(self.trace_hash, self.now);
+            h = fold_hash(h, msg.get_sender() << 32 | to);
+            self.trace_hash = fold_hash(h, message_kind(&msg));
             match self.nodes.get_mut(&to).and_then(|n| n.paxos.as_mut()) {
                 Some(paxos) => paxos.handle_incoming(msg),
                 None => self.network.note_undeliverable(),
             }
         }
+        for node in self.nodes.values() {
+            let decided = node
+                .paxos
+                .as_ref()
+                .map_or(u64::MAX, |p| p.get_decided_idx());
+            self.trace_hash = fold_hash(self.trace_hash, decided);
+        }
         self.check_invariants();
+    }
+
+    /// A hash of everything the run did so far (every delivery, and every
+    /// server's decided index after every step): two runs of one seed and
+    /// one script must give the same hash, which is what makes a failing
+    /// seed replayable.
+    pub fn trace_hash(&self) -> u64 {
+        self.trace_hash
+    }
+
+    /// What happened to the messages sent so far.
+    pub fn network_stats(&self) -> crate::sim::network::NetworkStats {
+        self.network.stats()
     }
 
     /// Moves every running server's outgoing messages into the network,
