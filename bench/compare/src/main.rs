@@ -227,9 +227,9 @@ mod ours_cluster {
                     continue;
                 }
                 let pid = node.get_pid();
-                let entries = node
-                    .read_entries(*applied..decided)
-                    .ok_or_else(|| format!("ours: server {pid} cannot read {applied}..{decided}"))?;
+                let entries = node.read_entries(*applied..decided).ok_or_else(|| {
+                    format!("ours: server {pid} cannot read {applied}..{decided}")
+                })?;
                 if entries.len() as u64 != decided - *applied {
                     return Err(format!("ours: server {pid} read a short range"));
                 }
@@ -316,9 +316,10 @@ mod upstream_cluster {
                 buf: Vec::new(),
             };
             for _ in 0..10_000 {
-                let leader = c.nodes.iter().position(|n| {
-                    n.get_current_leader() == Some((n.get_pid(), true))
-                });
+                let leader = c
+                    .nodes
+                    .iter()
+                    .position(|n| n.get_current_leader() == Some((n.get_pid(), true)));
                 if let Some(i) = leader {
                     c.leader = i;
                     return Ok(c);
@@ -423,7 +424,10 @@ mod raft_cluster {
     fn apply_entries(id: u64, applied: &mut u64, entries: Vec<Entry>) -> Result<(), String> {
         for e in entries {
             if e.get_entry_type() != EntryType::EntryNormal {
-                return Err(format!("raft: server {id} committed a {:?}", e.get_entry_type()));
+                return Err(format!(
+                    "raft: server {id} committed a {:?}",
+                    e.get_entry_type()
+                ));
             }
             if e.data.is_empty() {
                 continue;
@@ -454,7 +458,10 @@ mod raft_cluster {
         }
         apply_entries(id, applied, ready.take_committed_entries())?;
         if !ready.entries().is_empty() {
-            node.store().wl().append(ready.entries()).map_err(raft_err)?;
+            node.store()
+                .wl()
+                .append(ready.entries())
+                .map_err(raft_err)?;
         }
         if let Some(hs) = ready.hs() {
             node.store().wl().set_hardstate(hs.clone());
@@ -493,7 +500,8 @@ mod raft_cluster {
                     ..Default::default()
                 };
                 config.validate().map_err(raft_err)?;
-                let storage = MemStorage::new_with_conf_state(ConfState::from((vec![1, 2, 3], vec![])));
+                let storage =
+                    MemStorage::new_with_conf_state(ConfState::from((vec![1, 2, 3], vec![])));
                 nodes.push(RawNode::new(&config, storage, &logger).map_err(raft_err)?);
             }
             let mut c = Self {
@@ -668,7 +676,10 @@ fn compare(rounds: usize, libs: &[String], w: Workload) -> Result<(), String> {
         let eps = median(fs.iter().map(|f| f.entries_per_s).collect());
         let msgs = median(fs.iter().map(|f| f.messages).collect());
         let peak = median(fs.iter().map(|f| f.peak_kib).collect());
-        tput.insert(lib.as_str(), fs.iter().map(|f| f.entries_per_s).collect::<Vec<_>>());
+        tput.insert(
+            lib.as_str(),
+            fs.iter().map(|f| f.entries_per_s).collect::<Vec<_>>(),
+        );
         println!(
             "  {lib:>8}: {eps:>12.0} entries/s {msgs:>9.0} messages {:>8.1} MiB peak",
             peak / 1024.0
