@@ -751,3 +751,58 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SMALL: Workload = Workload {
+        n: 20_000,
+        batch: 1_000,
+        window: 10_000,
+    };
+
+    #[test]
+    fn check_rejects_a_gap_and_a_repeat() {
+        let mut applied = 0;
+        check(1, &mut applied, 0).unwrap();
+        check(1, &mut applied, 1).unwrap();
+        assert!(check(1, &mut applied, 3).is_err(), "a gap");
+        assert!(check(1, &mut applied, 1).is_err(), "a repeat");
+        assert_eq!(applied, 2);
+    }
+
+    #[test]
+    fn each_library_applies_the_whole_log_in_order() {
+        for batch in [1, 1_000, 10_000] {
+            let w = Workload { batch, ..SMALL };
+            run::<ours_cluster::Ours>(w).map(drop).unwrap();
+            run::<upstream_cluster::Upstream>(w).map(drop).unwrap();
+            run::<raft_cluster::Raft>(w).map(drop).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_short_window_still_completes() {
+        let w = Workload {
+            n: 5_000,
+            batch: 1_000,
+            window: 10,
+        };
+        run::<ours_cluster::Ours>(w).map(drop).unwrap();
+        run::<upstream_cluster::Upstream>(w).map(drop).unwrap();
+        run::<raft_cluster::Raft>(w).map(drop).unwrap();
+    }
+
+    #[test]
+    fn parses_a_result_line() {
+        let f = parse_result("result lib=ours entries_per_s=12 messages=4 secs=0.1 peak_kib=2048")
+            .unwrap();
+        assert_eq!(
+            (f.entries_per_s, f.messages, f.peak_kib),
+            (12.0, 4.0, 2048.0)
+        );
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
+    }
+}
