@@ -712,7 +712,14 @@ where
             self.batch = Vec::with_capacity(self.batch_size);
             self.storage.append_entries(entries)?;
         }
-        self.update_decided()
+        // Our log is the longest in our ballot: no follower accepted more
+        // than we sent it. So lengthening it moves the largest of the
+        // accepted indices only, and the decided index (the write quorum's
+        // smallest) only when a write quorum is this server alone.
+        if self.quorum.write <= 1 {
+            self.update_decided()?;
+        }
+        Ok(())
     }
 
     /// Adds entries to the follower's open `AcceptDecide` if the driver has not
