@@ -727,7 +727,8 @@ where
     /// A driver calls it once it has handed the server every input that was
     /// waiting: a lone proposal then goes out at once, while a burst still
     /// forms one large batch (and one storage write). The runtime's node does
-    /// this after every step.
+    /// this after a step that left no input waiting, once nothing it sent
+    /// before is still undecided.
     ///
     /// ```
     /// use omnipaxos::{OmniPaxos, OmniPaxosConfig, macros::Entry};
