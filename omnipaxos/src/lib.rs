@@ -109,6 +109,7 @@ pub mod messages;
 mod migration;
 pub mod omni_paxos;
 mod quorum;
+mod reconfiguration;
 mod sequence_paxos;
 pub mod storage;
 mod stragglers;

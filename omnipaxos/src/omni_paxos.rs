@@ -5,21 +5,19 @@ use crate::{
     ballot::Ballot,
     ballot_leader_election::BallotLeaderElection,
     errors::{CompactionErr, ConfigError, ProposeErr, StorageError},
-    messages::{Message, PaxosMessage, PaxosMsg},
-    migration::{
-        Discovery, Joining, Migration, MigrationStage, MigrationStatus, PullSettings, SourceStatus,
-    },
+    messages::Message,
+    migration::{Migration, MigrationStatus},
+    reconfiguration::{self, Reconfiguration, Route},
     sequence_paxos::{NO_TAG, ReadError, ReadId, Role, SequencePaxos},
     storage::{Entry, Storage, internal::InternalStorage},
-    stragglers::Stragglers,
     ui::{OmniPaxosStates, PeerState},
-    util::{ConfigurationEnd, LogEntry, MAX_LOG_INDEX, NodeId, SnapshottedEntry, StopSign},
+    util::{LogEntry, NodeId, StopSign},
 };
 pub use crate::{
     config::{FlexibleQuorum, OmniPaxosConfig},
     errors::ReconfigurationRequest,
 };
-use std::ops::{Bound, RangeBounds};
+use std::ops::RangeBounds;
 
 /// Names one proposal made with [`OmniPaxos::append_tracked`] on this server.
 /// Names are handed out in increasing order and are unique for the life of
@@ -63,19 +61,13 @@ where
 {
     ble: BallotLeaderElection,
     seq_paxos: SequencePaxos<T, S>,
-    /// While joining a new configuration: pulling the previous configuration's
-    /// log. The server takes no other part until that is done.
-    joining: Option<Joining<T>>,
-    /// Before `joining`, for a server built with
-    /// [`OmniPaxosConfig::build_joining_from`]: asking the old servers how
-    /// long the log to pull is. The server takes no other part until that
-    /// and the pull are done.
-    discovering: Option<Discovery>,
+    /// Everything that crosses a configuration boundary: the previous
+    /// configuration's stragglers and, while this server joins, what it
+    /// pulls. It sees every message before leader election and Sequence
+    /// Paxos do.
+    reconf: Reconfiguration<T>,
     /// Decided proposals on their way out of `take_decided_proposals`.
     decided_scratch: Vec<(u64, u64)>,
-    /// What this server knows of how the previous configuration ended, to
-    /// tell that configuration's stragglers.
-    stragglers: Stragglers<T>,
     /// The validated config; leader election is rebuilt from it on recovery,
     /// and `set_priority` keeps its priority current.
     config: OmniPaxosConfig,
@@ -123,17 +115,6 @@ where
         )]
         let logger = crate::logging::for_server(&root_logger, &config);
         let ble = BallotLeaderElection::with(&config);
-        let mut stragglers = Stragglers::with(&config);
-        // A server that moved on (or learned how the previous configuration
-        // ended) persisted it, so that it can still tell that
-        // configuration's stragglers after a restart. A record of another
-        // configuration's end (the storage of a server built for a
-        // configuration it never moved on to) says nothing about ours.
-        if let Some(end) = storage.previous_end() {
-            if end.stopsign.config_id == config.configuration_id {
-                stragglers.moved_on(end.clone().into());
-            }
-        }
         #[cfg_attr(
             not(feature = "logging"),
             allow(
@@ -143,48 +124,25 @@ where
             )
         )]
         let seq_paxos = SequencePaxos::with(&config, storage, logger.clone());
-        let mut node = Self {
+        #[cfg_attr(
+            not(feature = "logging"),
+            allow(
+                clippy::clone_on_copy,
+                clippy::unit_arg,
+                reason = "the logger is () without the feature"
+            )
+        )]
+        let reconf = Reconfiguration::with(&config, &seq_paxos, logger.clone());
+        Ok(Self {
             ble,
             seq_paxos,
-            joining: None,
-            discovering: None,
+            reconf,
             decided_scratch: Vec::new(),
-            stragglers,
             config,
             logger,
             root_logger,
             logged_stop: false,
-        };
-        node.resume_recorded_join();
-        Ok(node)
-    }
-
-    /// A storage that records how the previous configuration ended but
-    /// holds its decided log only in part, and that never promised a ballot
-    /// in this configuration, belongs to a server that was pulling that log
-    /// when it stopped (a joiner, or a server that moved on without all of
-    /// it): it pulls on, from the new configuration's other servers (a build
-    /// that names sources replaces them), and takes no other part until the
-    /// log is in. Whatever the server was built with, it must not vote with
-    /// part of the log.
-    fn resume_recorded_join(&mut self) {
-        let storage = &self.seq_paxos.storage;
-        let Some(end) = storage.previous_end() else {
-            return;
-        };
-        let decided = storage.decided_idx();
-        if end.stopsign.config_id != self.config.configuration_id
-            || decided >= end.stop_idx
-            || end.stop_idx > MAX_LOG_INDEX
-            || storage.promise() != Ballot::default()
-        {
-            return;
-        }
-        let migration = Migration {
-            log_len: end.stop_idx,
-            sources: self.config.peers.clone(),
-        };
-        self.start_joining(migration, decided);
+        })
     }
 
     /// The logger a server built from this one starts from.
@@ -233,131 +191,30 @@ where
     /// messages, not lies: a member that runs the protocol wrongly can make
     /// servers decide different logs, and nothing here detects that.
     pub fn handle_incoming(&mut self, m: Message<T>) {
+        // The envelope: for us, with every ballot in range.
         if m.get_receiver() != self.config.pid {
             return;
         }
-        let from = m.get_sender();
         if let Message::SequencePaxos(p) = &m {
             if !p.msg.ballots_are_valid() {
                 return;
             }
         }
-        // Pulling a decided log crosses configurations: a joining server asks
-        // servers of the previous one.
-        if let Message::SequencePaxos(PaxosMessage { msg, .. }) = &m {
-            match msg {
-                PaxosMsg::PullLog(req) => {
-                    // A server still pulling serves nothing: what it would
-                    // send waits until it takes part.
-                    if self.joining.is_none() {
-                        let req = *req;
-                        self.seq_paxos
-                            .handle_pull(from, req, self.stragglers.previous());
-                    }
-                    return;
-                }
-                PaxosMsg::PullLogReply(_) => {
-                    if let (
-                        Some(joining),
-                        Message::SequencePaxos(PaxosMessage {
-                            msg: PaxosMsg::PullLogReply(reply),
-                            ..
-                        }),
-                    ) = (&mut self.joining, m)
-                    {
-                        joining.handle_reply(from, reply);
-                        self.pump_joining();
-                    }
-                    return;
-                }
-                PaxosMsg::StopSignRequest(_)
-                    if self.config.configuration_id.checked_add(1)
-                        == Some(m.get_configuration_id()) =>
-                {
-                    // A server joining the next configuration, which knows
-                    // only where we are, asks how ours ended.
-                    if let Some(decided) = self.seq_paxos.stopsign_decided_msg() {
-                        if decided.ss.nodes.contains(&from) {
-                            self.stragglers.answer_joiner(from, decided);
-                        }
-                    }
-                    return;
-                }
-                _ => {}
-            }
-        }
-        if self.discovering.is_some() {
-            // Only the answer to our question counts until we know what to pull.
-            if let Message::SequencePaxos(PaxosMessage {
-                configuration_id,
-                msg: PaxosMsg::StopSignReply(reply),
-                ..
-            }) = m
-            {
-                self.handle_discovery_reply(from, configuration_id, reply.decided);
-            }
-            return;
-        }
-        let is_notice = matches!(
-            &m,
-            Message::SequencePaxos(PaxosMessage {
-                msg: PaxosMsg::StopSignDecided(_),
-                ..
-            })
-        );
-        if self.stragglers.is_previous(m.get_configuration_id()) {
-            // The sender still speaks in the configuration that ended
-            // before ours: it missed the end. (Told once we hold the decided
-            // log it will ask us for.)
-            if self.joining.is_none() {
-                self.stragglers.handle_previous(from, is_notice);
-            }
-            return;
-        }
-        if self.joining.is_some() {
-            // Not a voter, nor a candidate, until the log is here.
-            return;
-        }
-        if m.get_configuration_id() != self.config.configuration_id
-            || !self.config.peers.contains(&from)
-        {
-            return;
-        }
-        let m = match m {
-            Message::SequencePaxos(PaxosMessage {
-                msg: PaxosMsg::StopSignRequest(_),
-                ..
-            }) => {
-                self.stragglers.handle_request(from);
+        // What crosses configurations, or comes while we join, stops here.
+        let m = match self.reconf.route(m, &mut self.seq_paxos) {
+            Route::Pass(m) => m,
+            Route::Consumed => return,
+            Route::TakesPart => {
+                // Leader election starts its rounds now, not from construction time.
+                self.ble = BallotLeaderElection::with(&self.config);
                 return;
             }
-            Message::SequencePaxos(PaxosMessage {
-                msg: PaxosMsg::StopSignReply(reply),
-                ..
-            }) => {
-                if let Some(learned) = self.stragglers.handle_reply(from, reply) {
-                    // Persisted, so that a restart does not forget it.
-                    if let Err(e) = self.seq_paxos.storage.set_previous_end(learned.into()) {
-                        self.seq_paxos.fail_with(e);
-                    }
-                }
-                return;
-            }
-            m => m,
         };
-        if !is_notice && !self.is_leader() {
-            // Our stop-sign is decided and the sender may not know: it may
-            // have no leader that could tell it (the leader moved on), so
-            // tell it ourselves. A leader tells its followers with Decide.
-            if let Some(decided) = self.seq_paxos.stopsign_decided_msg() {
-                self.stragglers.tell(from, decided);
-            }
-        }
         match m {
             Message::SequencePaxos(p) => {
-                let promise = self.seq_paxos.storage.promise();
+                let promise = self.seq_paxos.promise();
                 self.seq_paxos.handle(p);
-                let new_promise = self.seq_paxos.storage.promise();
+                let new_promise = self.seq_paxos.promise();
                 if new_promise > promise {
                     // Another server prepared us: leader election learns of
                     // that leader now, not a round late through heartbeats.
@@ -365,56 +222,28 @@ where
                 }
                 self.log_stop_decision();
             }
-            Message::BLE(b) => {
-                if !self.seq_paxos.is_halted() {
-                    self.ble.handle(b);
-                }
-            }
+            Message::BLE(b) if !self.seq_paxos.is_halted() => self.ble.handle(b),
+            Message::BLE(_) => {}
         }
     }
 
     /// Advances logical time by one tick. Call it at a fixed interval; every
     /// timeout in [`OmniPaxosConfig`] counts these calls.
     pub fn tick(&mut self) {
-        if self.seq_paxos.is_halted() {
+        if self.seq_paxos.is_halted() || self.reconf.tick_migration() {
             return;
         }
-        if let Some(discovery) = &mut self.discovering {
-            discovery.tick();
-            return;
-        }
-        if let Some(joining) = &mut self.joining {
-            let report = joining.tick();
-            #[cfg(feature = "logging")]
-            if report.stall_began {
-                let status = joining.status();
-                let unresponsive: Vec<NodeId> = status
-                    .sources
-                    .iter()
-                    .filter(|s| s.unresponsive)
-                    .map(|s| s.pid)
-                    .collect();
-                log!(warn, self.logger, "migration stalled: the stored log did not grow for a resend timeout";
-                    "stored_idx" => status.stored_idx, "log_len" => ?status.log_len,
-                    "knows_previous_end" => joining.to_record().is_some() || self.stragglers.previous().is_some(),
-                    "unresponsive" => ?unresponsive);
-            }
-            #[cfg(not(feature = "logging"))]
-            let _ = report;
-            return;
-        }
-        let promise = self.seq_paxos.storage.promise();
+        let promise = self.seq_paxos.promise();
         // If leader election picks this server while Sequence Paxos has promised
         // a higher ballot, it raises its own ballot above that promise at the end
         // of the round, so a stale election never blocks leadership.
-        let leading =
-            (self.seq_paxos.role() == Role::Leader).then(|| self.seq_paxos.storage.promise());
+        let leading = (self.seq_paxos.role() == Role::Leader).then_some(promise);
         let rejected_by = self.seq_paxos.take_rejected_by();
         if let Some(leader) = self.ble.tick(promise, leading, rejected_by) {
             self.on_new_leader(leader);
         }
         self.seq_paxos.tick();
-        self.stragglers.tick();
+        self.reconf.tick();
         self.log_stop_decision();
     }
 
@@ -601,40 +430,7 @@ where
                 "this server's configuration has no decided stop-sign yet",
             ));
         };
-        config.validate()?;
-        if config.configuration_id != ss.config_id {
-            return Err(ConfigError::field(
-                "configuration_id",
-                format!(
-                    "the stop-sign names configuration {}, not {}",
-                    ss.config_id, config.configuration_id
-                ),
-            ));
-        }
-        if config.pid != self.config.pid || !ss.nodes.contains(&config.pid) {
-            return Err(ConfigError::field(
-                "pid",
-                format!(
-                    "must be this server ({}) and one of the next configuration's servers {:?}",
-                    self.config.pid, ss.nodes
-                ),
-            ));
-        }
-        let mut want: Vec<NodeId> = ss
-            .nodes
-            .iter()
-            .copied()
-            .filter(|&p| p != config.pid)
-            .collect();
-        let mut peers = config.peers.clone();
-        want.sort_unstable();
-        peers.sort_unstable();
-        if want != peers {
-            return Err(ConfigError::field(
-                "peers",
-                format!("must be the next configuration's other servers {want:?}"),
-            ));
-        }
+        reconfiguration::check_next_config(&ss, self.config.pid, &config)?;
         #[cfg_attr(
             not(feature = "logging"),
             allow(
@@ -643,54 +439,25 @@ where
             )
         )]
         let logger = self.logger_base();
-        let mut seq_paxos = self.seq_paxos;
-        let stop = seq_paxos
-            .stop_point()
-            .expect("is_reconfigured above: the stop-sign is decided");
-        // Proposals accepted here that the old configuration never decided
-        // (it refuses entries once its stop-sign is in) are proposed again in
-        // the new one, so an `Ok` from `append` is not lost to the change.
-        let (carried, tags) = seq_paxos.take_undecided_proposals(&stop)?;
-        let mut decided_tags = Vec::new();
-        seq_paxos.take_decided_tags(&mut decided_tags);
-        let next_tag = seq_paxos.next_tag();
-        let mut storage = seq_paxos.into_storage();
-        let end = ConfigurationEnd {
-            stopsign: stop.ss,
-            stop_idx: stop.stop_idx,
-            accepted_round: stop.n_accepted,
-        };
-        // The new node reads `end` back from the storage: it then tells the
-        // old configuration's stragglers how it ended, also after restarts.
-        storage.reset_for_new_configuration(stop.known_until, end)?;
-        config.validate()?;
-        let mut node = Self::new(config, storage.into_inner(), logger)?;
+        let handover = self.seq_paxos.into_next_configuration()?;
+        let mut node = Self::new(config, handover.storage, logger)?;
         debug_assert!(
-            node.stragglers.previous().is_some(),
+            node.reconf.knows_previous_end(),
             "the new node knows how the old configuration ended"
         );
-        node.seq_paxos.set_next_tag(next_tag);
-        node.decided_scratch = decided_tags;
-        if stop.known_until < stop.stop_idx {
-            // The stop-sign was decided without us (a server that knew told
-            // us), and our log holds the decided one only below
-            // `known_until`: pull the rest, as a new server does, before
-            // taking part. From those who told us first; the servers of the
-            // new configuration hold that log too (or will, once they pulled
-            // it), in case those do not answer.
-            let mut sources = stop.sources;
-            for &p in &node.config.peers {
-                if !sources.contains(&p) {
-                    sources.push(p);
-                }
-            }
-            let migration = Migration {
-                log_len: stop.stop_idx,
-                sources,
-            };
-            node.start_joining(migration, stop.known_until);
+        node.seq_paxos.set_next_tag(handover.next_tag);
+        node.decided_scratch = handover.decided_tags;
+        if handover.known_until < handover.stop_idx {
+            // The stop-sign was decided without us, and our log holds the
+            // decided one only in part: pull the rest before taking part.
+            node.reconf.pull_rest(
+                handover.known_until,
+                handover.stop_idx,
+                handover.sources,
+                &node.seq_paxos,
+            );
         }
-        for (entry, tag) in carried.into_iter().zip(tags) {
+        for (entry, tag) in handover.carried {
             // The new node has no leader yet: entries wait in its buffer,
             // which has room for what the old one held.
             if node.seq_paxos.append_tagged(entry, tag).is_err() {
@@ -714,7 +481,7 @@ where
         if self.seq_paxos.is_halted() || self.is_migrating() {
             return;
         }
-        if let Some(leader) = self.ble.try_become_leader(self.seq_paxos.storage.promise()) {
+        if let Some(leader) = self.ble.try_become_leader(self.seq_paxos.promise()) {
             self.on_new_leader(leader);
         }
     }
@@ -769,186 +536,37 @@ where
         if self.seq_paxos.is_halted() {
             // A stopped server says nothing, not even heartbeats, so that others replace it.
             self.ble.outgoing_mut().clear();
-            self.stragglers.clear_outgoing();
+            self.reconf.clear_outgoing();
             return;
         }
-        self.stragglers.take_outgoing(buf);
-        if let Some(discovery) = &mut self.discovering {
-            let (configuration_id, from) = (self.config.configuration_id, self.config.pid);
-            if let Some(ask) = discovery.take_due() {
-                buf.extend(ask.iter().map(|&to| {
-                    Message::SequencePaxos(PaxosMessage {
-                        configuration_id,
-                        from,
-                        to,
-                        msg: PaxosMsg::StopSignRequest(crate::messages::StopSignRequest),
-                    })
-                }));
-            }
-            return;
-        }
-        if let Some(joining) = &mut self.joining {
-            let (configuration_id, from) = (self.config.configuration_id, self.config.pid);
-            buf.extend(joining.take_outgoing().map(|(to, msg)| {
-                Message::SequencePaxos(PaxosMessage {
-                    configuration_id,
-                    from,
-                    to,
-                    msg: PaxosMsg::PullLog(msg),
-                })
-            }));
+        if self.reconf.take_outgoing(buf) {
+            // A joining server sends only its questions and pull requests.
             return;
         }
         self.seq_paxos.take_outgoing(buf);
         buf.extend(self.ble.outgoing_mut().drain(..).map(Message::BLE));
     }
 
-    /// Starts pulling the previous configuration's log (see [`Migration`])
-    /// from index `from` on; the storage holds the decided log below it.
-    ///
-    /// If the storage records how the previous configuration ended, the
-    /// pull continues under that record; otherwise the first reply that says
-    /// how it ended is recorded before anything pulled is written, so that
-    /// a storage holding part of the log always says it is still pulling.
-    /// Starting again replaces a pull in progress (a build that names other
-    /// sources than the record's resumption).
+    /// Starts pulling the previous configuration's log from index `from`
+    /// on (see [`Reconfiguration::start_joining`]).
     pub(crate) fn start_joining(&mut self, migration: Migration, from: u64) {
-        log!(info, self.logger, "pulling the previous configuration's log";
-            "from" => from, "log_len" => migration.log_len, "sources" => ?migration.sources);
-        let recorded = self
-            .seq_paxos
-            .storage
-            .previous_end()
-            .filter(|e| {
-                e.stopsign.config_id == self.config.configuration_id
-                    && e.stop_idx == migration.log_len
-            })
-            .map(|e| (e.clone().into(), true));
-        let settings = PullSettings {
-            pid: self.config.pid,
-            configuration_id: self.config.configuration_id,
-            resend_ticks: self.config.resend_message_tick_timeout,
-            max_entries_per_message: self.config.max_entries_per_message,
-        };
-        self.joining = Some(Joining::start(migration, from, &settings, recorded));
+        self.reconf.start_joining(migration, from, &self.seq_paxos);
     }
 
     /// Starts asking `sources` (and the new peers) how the previous
     /// configuration ended, to learn what to pull.
     pub(crate) fn start_discovery(&mut self, sources: Vec<NodeId>) {
-        log!(info, self.logger, "asking the previous configuration's servers how it ended";
-            "sources" => ?sources);
-        self.discovering = Some(Discovery::start(
-            sources,
-            &self.config.peers,
-            self.config.resend_message_tick_timeout,
-        ));
-    }
-
-    /// A `StopSignReply` while discovering: if it comes from a server asked,
-    /// in our configuration, and says how the previous one ended with us in
-    /// the next, pull that log.
-    fn handle_discovery_reply(
-        &mut self,
-        from: NodeId,
-        configuration_id: crate::util::ConfigurationId,
-        decided: Option<crate::messages::StopSignDecided>,
-    ) {
-        let Some(discovery) = &self.discovering else {
-            return;
-        };
-        let Some(d) = decided else {
-            // The server does not know yet; ask again at the next resend.
-            return;
-        };
-        if !discovery.asked(from)
-            || configuration_id != self.config.configuration_id
-            || d.ss.config_id != self.config.configuration_id
-            || !d.ss.nodes.contains(&self.config.pid)
-            || d.stop_idx > MAX_LOG_INDEX
-        {
-            return;
-        }
-        let sources = discovery.sources().to_vec();
-        self.discovering = None;
-        let decided_idx = self.seq_paxos.storage.decided_idx();
-        log!(info, self.logger, "learned how the previous configuration ended";
-            "from" => from, "log_len" => d.stop_idx, "decided_idx" => decided_idx);
-        if decided_idx < d.stop_idx {
-            let migration = Migration {
-                log_len: d.stop_idx,
-                sources,
-            };
-            self.start_joining(migration, decided_idx);
-            if let Some(joining) = &mut self.joining {
-                joining.set_stopsign(d);
-            }
-            self.pump_joining();
-            return;
-        }
-        // Our storage holds that log already: take part now.
-        self.stragglers.moved_on(d.clone());
-        if let Err(e) = self.seq_paxos.storage.set_previous_end(d.into()) {
-            self.seq_paxos.fail_with(e);
-            return;
-        }
-        self.ble = BallotLeaderElection::with(&self.config);
-    }
-
-    /// Writes what the pull made ready: first how the previous
-    /// configuration ended (nothing pulled is written before it), then the
-    /// parts that continue the stored log, each batch in one write that also
-    /// raises the decided index. Once the whole log is in, the server takes
-    /// part. A failed write stops the server.
-    fn pump_joining(&mut self) {
-        let Some(joining) = &mut self.joining else {
-            return;
-        };
-        let mut failure = None;
-        if let Some(d) = joining.to_record().cloned() {
-            self.stragglers.moved_on(d.clone());
-            match self.seq_paxos.storage.set_previous_end(d.into()) {
-                Ok(()) => joining.recorded(),
-                Err(e) => failure = Some(e),
-            }
-        }
-        while failure.is_none() {
-            let Some(ready) = joining.take_ready() else {
-                break;
-            };
-            match self
-                .seq_paxos
-                .storage
-                .append_pulled(ready.snapshot, ready.start, ready.entries)
-            {
-                Ok(()) => joining.stored(self.seq_paxos.storage.decided_idx()),
-                Err(e) => failure = Some(e),
-            }
-        }
-        let done = joining.is_done();
-        if let Some(e) = failure {
-            self.joining = None;
-            self.seq_paxos.fail_with(e);
-            return;
-        }
-        if !done {
-            return;
-        }
-        self.joining = None;
-        log!(info, self.logger, "pulled the previous configuration's log; taking part";
-            "log_len" => self.seq_paxos.storage.log_len());
-        // Leader election starts its rounds now, not from construction time.
-        self.ble = BallotLeaderElection::with(&self.config);
+        self.reconf.start_discovery(sources);
     }
 
     /// The length of the log this server is pulling, if it is.
     pub(crate) fn pulling_log_len(&self) -> Option<u64> {
-        self.joining.as_ref().map(Joining::log_len)
+        self.reconf.pulling_log_len()
     }
 
     /// Whether this server knows how the previous configuration ended.
     pub(crate) fn knows_previous_end(&self) -> bool {
-        self.stragglers.previous().is_some()
+        self.reconf.knows_previous_end()
     }
 
     /// Whether this server is still pulling the previous configuration's log
@@ -956,7 +574,7 @@ where
     /// is (see [`OmniPaxosConfig::build_joining_from`]); it takes no other
     /// part until done.
     pub fn is_migrating(&self) -> bool {
-        self.joining.is_some() || self.discovering.is_some()
+        self.reconf.is_migrating()
     }
 
     /// What this server is pulling, while it joins: if it restarts before it
@@ -966,7 +584,7 @@ where
     /// with [`into_new_configuration`](Self::into_new_configuration) pulls
     /// when it missed part of the old configuration's log.
     pub fn get_migration(&self) -> Option<Migration> {
-        self.joining.as_ref().map(Joining::migration)
+        self.reconf.migration()
     }
 
     /// How a server that joins its configuration is doing, for operators
@@ -987,43 +605,13 @@ where
     /// not grow for a whole resend timeout (logged as a warning once per
     /// stall with feature `logging`).
     pub fn get_migration_status(&self) -> Option<MigrationStatus> {
-        match (&self.joining, &self.discovering) {
-            (Some(joining), _) => Some(joining.status()),
-            (None, Some(discovery)) => {
-                let decided = self.seq_paxos.storage.decided_idx();
-                Some(MigrationStatus {
-                    stage: MigrationStage::Discovering,
-                    log_len: None,
-                    started_at: decided,
-                    stored_idx: decided,
-                    held_bytes: 0,
-                    peak_held_bytes: 0,
-                    sources: discovery
-                        .sources()
-                        .iter()
-                        .map(|&pid| SourceStatus {
-                            pid,
-                            outstanding: 0,
-                            unresponsive: false,
-                            entries_received: 0,
-                        })
-                        .collect(),
-                    stalled: false,
-                    ticks: discovery.ticks(),
-                })
-            }
-            (None, None) => None,
-        }
+        self.reconf.migration_status(self.seq_paxos.decided_idx())
     }
 
     /// How many ticks this server has spent pulling the previous
     /// configuration's log so far, if it is joining.
     pub fn get_migration_ticks(&self) -> Option<u64> {
-        match (&self.joining, &self.discovering) {
-            (Some(joining), _) => Some(joining.ticks()),
-            (None, Some(discovery)) => Some(discovery.ticks()),
-            (None, None) => None,
-        }
+        self.reconf.migration_ticks()
     }
 
     // ---- queries ----
@@ -1041,7 +629,7 @@ where
     /// The stop-sign that ended the configuration before this server's, if
     /// this server knows it (it moved on, joined, or learned it from a peer).
     pub fn get_previous_stopsign(&self) -> Option<&StopSign> {
-        self.stragglers.previous().map(|d| &d.ss)
+        self.reconf.previous_stopsign()
     }
 
     /// Reads the entry at `idx`; `None` if the log does not reach it (or the
@@ -1054,61 +642,7 @@ where
     /// the log. A compacted part of the range is returned as one `Trimmed` or
     /// `Snapshotted` entry.
     pub fn read_entries<R: RangeBounds<u64>>(&self, range: R) -> Option<Vec<LogEntry<T>>> {
-        let storage = &self.seq_paxos.storage;
-        let log_len = storage.log_len();
-        let stopsign = storage.stopsign().cloned();
-        let end_of_log = log_len + u64::from(stopsign.is_some());
-        let from = match range.start_bound() {
-            Bound::Included(&i) => i,
-            Bound::Excluded(&i) => i.checked_add(1)?,
-            Bound::Unbounded => 0,
-        };
-        let to = match range.end_bound() {
-            Bound::Included(&i) => i.checked_add(1)?,
-            Bound::Excluded(&i) => i,
-            Bound::Unbounded => end_of_log,
-        };
-        if from >= to || to > end_of_log {
-            return None;
-        }
-        let decided = storage.decided_idx();
-        let compacted = storage.compacted_idx();
-        // Reserved from what the log holds, not from the range asked: an
-        // index can be far past the entries (after a snapshot), and a
-        // capacity taken from it alone could be more than memory.
-        let held = to.min(log_len).saturating_sub(from.max(compacted));
-        let mut out = Vec::with_capacity(held as usize + 2);
-        if from < compacted {
-            out.push(self.compacted_entry(compacted)?);
-        }
-        let entries_from = from.max(compacted);
-        let entries_to = to.min(log_len);
-        if entries_from < entries_to {
-            let entries = storage.get_entries(entries_from, entries_to).ok()?;
-            out.extend(entries.into_iter().zip(entries_from..).map(|(e, idx)| {
-                if idx < decided {
-                    LogEntry::Decided(e)
-                } else {
-                    LogEntry::Undecided(e)
-                }
-            }));
-        }
-        if to > log_len {
-            if let Some(ss) = stopsign {
-                out.push(LogEntry::StopSign(ss, decided > log_len));
-            }
-        }
-        Some(out)
-    }
-
-    fn compacted_entry(&self, compacted: u64) -> Option<LogEntry<T>> {
-        match self.seq_paxos.storage.get_snapshot().ok()? {
-            Some(snapshot) => Some(LogEntry::Snapshotted(SnapshottedEntry {
-                trimmed_idx: compacted,
-                snapshot,
-            })),
-            None => Some(LogEntry::Trimmed(compacted)),
-        }
+        self.seq_paxos.read_entries(range)
     }
 
     /// Reads the decided entries from `from_idx` on; `None` if there are none.
@@ -1123,18 +657,18 @@ where
 
     /// Entries below this index are decided.
     pub fn get_decided_idx(&self) -> u64 {
-        self.seq_paxos.storage.decided_idx()
+        self.seq_paxos.decided_idx()
     }
 
     /// The length of this server's log: entries below it are accepted here
     /// (decided or not).
     pub fn get_accepted_idx(&self) -> u64 {
-        self.seq_paxos.storage.log_len()
+        self.seq_paxos.accepted_idx()
     }
 
     /// Entries below this index are compacted (trimmed or snapshotted).
     pub fn get_compacted_idx(&self) -> u64 {
-        self.seq_paxos.storage.compacted_idx()
+        self.seq_paxos.compacted_idx()
     }
 
     /// The server this one considers leader, if any.
@@ -1149,14 +683,12 @@ where
 
     /// Whether this server leads and is replicating (past its prepare phase).
     pub fn is_leader(&self) -> bool {
-        self.seq_paxos.role() == Role::Leader
-            && self.seq_paxos.phase() == crate::sequence_paxos::Phase::Accept
-            && !self.seq_paxos.is_halted()
+        self.seq_paxos.is_accepting_leader()
     }
 
     /// The highest ballot this server promised.
     pub fn get_promise(&self) -> Ballot {
-        self.seq_paxos.storage.promise()
+        self.seq_paxos.promise()
     }
 
     /// The stop-sign that ends this configuration, once it is decided: here,
@@ -1175,7 +707,7 @@ where
 
     /// A copy of the state a dashboard shows.
     pub fn get_ui_states(&self) -> OmniPaxosStates {
-        let storage = &self.seq_paxos.storage;
+        let sp = &self.seq_paxos;
         let connected = self.ble.connected_peers();
         OmniPaxosStates {
             pid: self.config.pid,
@@ -1183,13 +715,13 @@ where
             heartbeat_round: self.ble.round(),
             current_ballot: self.ble.current_ballot(),
             current_leader: self.ble.leader(),
-            role: self.seq_paxos.role(),
-            phase: self.seq_paxos.phase(),
-            promise: storage.promise(),
-            accepted_round: storage.accepted_round(),
-            decided_idx: storage.decided_idx(),
-            accepted_idx: storage.log_len(),
-            compacted_idx: storage.compacted_idx(),
+            role: sp.role(),
+            phase: sp.phase(),
+            promise: sp.promise(),
+            accepted_round: sp.accepted_round(),
+            decided_idx: sp.decided_idx(),
+            accepted_idx: sp.accepted_idx(),
+            compacted_idx: sp.compacted_idx(),
             quorum_connected: self.ble.is_quorum_connected(),
             cluster_state: self
                 .config

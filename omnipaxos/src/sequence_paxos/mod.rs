@@ -24,6 +24,7 @@
 mod compaction;
 mod follower;
 mod leader;
+mod queries;
 mod read;
 mod reconfig;
 
@@ -450,11 +451,6 @@ where
     /// Records a storage failure from outside the message handlers.
     pub(crate) fn fail_with(&mut self, e: StorageError) {
         self.fail(e);
-    }
-
-    /// Hands the storage back (to start the next configuration on it).
-    pub(crate) fn into_storage(self) -> InternalStorage<S, T> {
-        self.storage
     }
 
     pub(crate) fn role(&self) -> Role {

@@ -28,7 +28,7 @@ use crate::{
     messages::{AcceptStopSign, PaxosMsg, PullLog, PullLogReply, StopSignDecided},
     migration::MAX_QUEUED_PULL_REPLIES,
     storage::{Entry, Storage, StorageResult},
-    util::{MAX_LOG_INDEX, NodeId, StopSign},
+    util::{ConfigurationEnd, MAX_LOG_INDEX, NodeId, StopSign},
 };
 use std::collections::HashSet;
 
@@ -63,6 +63,30 @@ pub(crate) struct StopPoint {
     acks_decided_until: u64,
     /// Servers that hold the decided log (those that told us), to pull the
     /// rest from (empty when it was decided here).
+    pub(crate) sources: Vec<NodeId>,
+}
+
+/// What a server of an ended configuration hands to its server of the next
+/// one: the storage, reset for the new configuration, and the proposals and
+/// reports that must survive the move.
+pub(crate) struct Handover<T: Entry, S> {
+    /// The storage, holding the decided log below `known_until` and how the
+    /// old configuration ended (so that the new server tells its
+    /// stragglers, also after restarts).
+    pub(crate) storage: S,
+    /// Proposals accepted here that the old configuration may not have
+    /// decided, to propose again in the new one, with their tags.
+    pub(crate) carried: Vec<(T, Tag)>,
+    /// Tracked proposals known to be decided, not yet taken by the driver.
+    pub(crate) decided_tags: Vec<(Tag, u64)>,
+    /// The tag the next tracked proposal gets, so tags stay unique.
+    pub(crate) next_tag: Tag,
+    /// The length of the old configuration's decided log.
+    pub(crate) stop_idx: u64,
+    /// The storage holds the decided log below this index; the rest, up to
+    /// `stop_idx`, must be pulled.
+    pub(crate) known_until: u64,
+    /// Servers that told us the stop-sign was decided, to pull from first.
     pub(crate) sources: Vec<NodeId>,
 }
 
@@ -328,7 +352,7 @@ where
     /// holding it (and appends nothing after a stop-sign). Such a log is
     /// decided up to its end; any other is known decided only up to our
     /// decided index.
-    pub(crate) fn stop_point(&self) -> Option<StopPoint> {
+    fn stop_point(&self) -> Option<StopPoint> {
         let log_len = self.storage.log_len();
         let accepted_round = self.storage.accepted_round();
         if self.storage.stopsign_decided() {
@@ -379,10 +403,7 @@ where
     /// `append` allows; it is reported once. Untagged entries we appended as
     /// leader before a restart are not carried from there: nobody waits for
     /// them, and they are likely decided.
-    pub(crate) fn take_undecided_proposals(
-        &mut self,
-        stop: &StopPoint,
-    ) -> StorageResult<(Vec<T>, Vec<Tag>)> {
+    fn take_undecided_proposals(&mut self, stop: &StopPoint) -> StorageResult<(Vec<T>, Vec<Tag>)> {
         let (mut carried, mut tags) = self.cut_own_proposals(stop.known_until, u64::MAX)?;
         // What is left of our placed proposals lies below `known_until`: decided there.
         self.decided_tags
@@ -415,6 +436,58 @@ where
         }
         self.forwarded_len = 0;
         Ok((carried, tags))
+    }
+
+    /// Ends this server's part in its configuration, whose stop-sign is
+    /// decided (or learned): proposals it may not have decided are taken
+    /// out to be proposed again, and the storage is reset for the next
+    /// configuration in one write that records how this one ended.
+    ///
+    /// Call only once [`Self::decided_stopsign`] is `Some`.
+    pub(crate) fn into_next_configuration(mut self) -> StorageResult<Handover<T, S>> {
+        let stop = self
+            .stop_point()
+            .expect("the caller checked that the stop-sign is decided");
+        // Proposals accepted here that the old configuration never decided
+        // (it refuses entries once its stop-sign is in) are proposed again in
+        // the new one, so an `Ok` from `append` is not lost to the change.
+        let (carried, tags) = self.take_undecided_proposals(&stop)?;
+        let mut decided_tags = Vec::new();
+        self.take_decided_tags(&mut decided_tags);
+        let next_tag = self.next_tag();
+        let mut storage = self.storage;
+        let end = ConfigurationEnd {
+            stopsign: stop.ss,
+            stop_idx: stop.stop_idx,
+            accepted_round: stop.n_accepted,
+        };
+        storage.reset_for_new_configuration(stop.known_until, end)?;
+        Ok(Handover {
+            storage: storage.into_inner(),
+            carried: carried.into_iter().zip(tags).collect(),
+            decided_tags,
+            next_tag,
+            stop_idx: stop.stop_idx,
+            known_until: stop.known_until,
+            sources: stop.sources,
+        })
+    }
+
+    /// Persists how the previous configuration ended (learned from a peer
+    /// or from a pull).
+    pub(crate) fn record_previous_end(&mut self, end: ConfigurationEnd) -> StorageResult<()> {
+        self.storage.set_previous_end(end)
+    }
+
+    /// Writes a decided part of the log pulled from the previous
+    /// configuration (see `InternalStorage::append_pulled`).
+    pub(crate) fn append_pulled(
+        &mut self,
+        snapshot: Option<T::Snapshot>,
+        start: u64,
+        entries: Vec<T>,
+    ) -> StorageResult<()> {
+        self.storage.append_pulled(snapshot, start, entries)
     }
 
     pub(super) fn handle_forward_stopsign(&mut self, ss: StopSign) -> StorageResult<()> {
