@@ -1,6 +1,6 @@
 //! [`NetConfig`]: where a node listens, whom it dials, and the transport's bounds.
 
-use super::NetError;
+use super::{NetError, TlsConfig};
 use omnipaxos::util::NodeId;
 use std::{collections::BTreeMap, fmt, net::SocketAddr, time::Duration};
 use tokio::sync::Semaphore;
@@ -44,6 +44,13 @@ pub struct NetConfig {
     /// challenge-response) before any message flows. Both ends must agree on
     /// whether a key is used.
     pub psk: Option<Vec<u8>>,
+    /// Optional mutual TLS: when set, every connection is a TLS 1.3 session
+    /// in which both ends present a certificate signed by the cluster's CA
+    /// that names their node (see [`TlsConfig`] and the
+    /// [module docs](super#tls)); the handshake, with its pre-shared key if
+    /// one is set, runs inside it. Both ends must agree on whether TLS is
+    /// used. Default `None`: plain TCP.
+    pub tls: Option<TlsConfig>,
     /// The largest frame (one encoded message, without its 4-byte length) this
     /// node sends or accepts. A peer announcing a larger frame is
     /// disconnected; a larger outgoing message is dropped and counted. Each
@@ -114,7 +121,7 @@ pub struct NetConfig {
 
 impl NetConfig {
     /// A configuration with the given identity, listen address and peers,
-    /// no pre-shared key, and every bound at its default.
+    /// no pre-shared key, no TLS, and every bound at its default.
     pub fn new(
         cluster_id: u64,
         pid: NodeId,
@@ -127,6 +134,7 @@ impl NetConfig {
             listen,
             peers,
             psk: None,
+            tls: None,
             max_frame_bytes: 64 << 20,
             max_decoded_bytes_per_frame: 256 << 20,
             max_in_flight_bytes_per_peer: 256 << 20,
@@ -195,6 +203,7 @@ impl fmt::Debug for NetConfig {
             .field("listen", &self.listen)
             .field("peers", &self.peers)
             .field("psk", &self.psk.as_ref().map(|_| "<redacted>"))
+            .field("tls", &self.tls)
             .field("max_frame_bytes", &self.max_frame_bytes)
             .field(
                 "max_decoded_bytes_per_frame",

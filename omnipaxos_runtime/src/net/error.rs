@@ -38,6 +38,12 @@ pub enum NetError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// The TLS certificates of [`NetConfig::tls`](super::NetConfig::tls)
+    /// cannot be used: a CA or the node's certificate does not parse, the
+    /// key does not match the certificate, or the certificate does not name
+    /// this node. Whoever made the certificates is at fault.
+    #[error("invalid tls config: {0}")]
+    Tls(#[from] super::TlsError),
     /// [`Transport::add_peer`](super::Transport::add_peer) was asked for a
     /// peer that cannot be one; the caller (or the reconfiguration metadata
     /// it decided) is at fault. The peer set is unchanged.

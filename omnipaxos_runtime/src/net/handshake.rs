@@ -3,7 +3,7 @@
 //! wire.
 
 use super::{
-    NetConfig,
+    NetConfig, Refusal,
     frame::{DecodeError, EncodeError, FrameError, decode, encode_frame, read_frame},
 };
 use hmac::{Hmac, Mac};
@@ -88,6 +88,8 @@ pub(super) enum Rejection {
     PskUnexpected,
     #[error("wrong pre-shared key")]
     BadProof,
+    #[error("the dialer's TLS certificate does not name the node id it claims")]
+    CertificateMismatch,
 }
 
 /// Why a handshake failed; logged, never returned to a caller.
@@ -127,6 +129,10 @@ pub(super) enum HandshakeError {
     PskUnexpected,
     #[error("the peer's pre-shared key proof is wrong (different keys?)")]
     BadProof,
+    #[error("TLS handshake failed: {0}")]
+    Tls(rustls::Error),
+    #[error("the peer claims to be node {0}, but its TLS certificate does not name that node")]
+    CertificateNotForNode(NodeId),
 }
 
 impl HandshakeError {
@@ -139,7 +145,42 @@ impl HandshakeError {
             Self::PskMissing => Some(Rejection::PskRequired),
             Self::PskUnexpected => Some(Rejection::PskUnexpected),
             Self::BadProof => Some(Rejection::BadProof),
+            Self::CertificateNotForNode(_) => Some(Rejection::CertificateMismatch),
             _ => None,
+        }
+    }
+
+    /// Why an acceptor refused a connection, as its stats count it.
+    pub(super) fn refusal(&self) -> Refusal {
+        use rustls::{CertificateError as C, Error as E};
+        match self {
+            Self::Io(_) | Self::Closed | Self::Encode(_) | Self::Random(_) => Refusal::Broken,
+            Self::Frame(FrameError::Io(_) | FrameError::Truncated) => Refusal::Broken,
+            Self::Frame(FrameError::TooLarge { .. })
+            | Self::NotOmniPaxos
+            | Self::Version(_)
+            | Self::Decode(_)
+            | Self::Unexpected
+            | Self::RejectedByPeer(_) => Refusal::Protocol,
+            Self::WrongCluster { .. } => Refusal::WrongCluster,
+            Self::UnknownPeer(_) => Refusal::UnknownPeer,
+            Self::NotForUs { .. } | Self::WrongNode { .. } => Refusal::WrongNode,
+            Self::PskMissing | Self::PskUnexpected | Self::BadProof => Refusal::Psk,
+            Self::CertificateNotForNode(_) => Refusal::CertificateNotForNode,
+            Self::Tls(e) => match e {
+                E::InvalidCertificate(
+                    C::Expired
+                    | C::ExpiredContext { .. }
+                    | C::NotValidYet
+                    | C::NotValidYetContext { .. },
+                ) => Refusal::CertificateExpired,
+                E::InvalidCertificate(_) | E::NoCertificatesPresented => {
+                    Refusal::CertificateUntrusted
+                }
+                E::InvalidMessage(_) | E::InappropriateMessage { .. } => Refusal::NotTls,
+                E::AlertReceived(_) => Refusal::RefusedByDialer,
+                _ => Refusal::Tls,
+            },
         }
     }
 }
@@ -296,15 +337,18 @@ pub(super) async fn dial<S: AsyncRead + AsyncWrite + Unpin>(
 /// Runs the acceptor's side of the handshake on a fresh inbound connection
 /// and returns the dialer's pid; `is_peer` says whether a pid is one of the
 /// node's peers now (the set changes at run time, so it is asked, not read
-/// from `config`). A refused dialer is told why (best effort).
+/// from `config`). `certified` says whether the dialer's TLS certificate
+/// names a pid (always true without TLS). A refused dialer is told why
+/// (best effort).
 pub(super) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
     s: &mut S,
     config: &NetConfig,
     is_peer: impl Fn(NodeId) -> bool,
+    certified: impl Fn(&S, NodeId) -> bool,
 ) -> Result<NodeId, HandshakeError> {
     read_preface(s).await?;
     s.write_all(&PREFACE).await?;
-    let result = accept_checked(s, config, is_peer).await;
+    let result = accept_checked(s, config, is_peer, certified).await;
     if let Err(e) = &result {
         if let Some(r) = e.rejection() {
             // Telling the dialer lets it log a clear reason; if that fails,
@@ -319,6 +363,7 @@ async fn accept_checked<S: AsyncRead + AsyncWrite + Unpin>(
     s: &mut S,
     config: &NetConfig,
     is_peer: impl Fn(NodeId) -> bool,
+    certified: impl Fn(&S, NodeId) -> bool,
 ) -> Result<NodeId, HandshakeError> {
     let mut buf = Vec::new();
     let hello: Hello = read_msg(s, &mut buf).await?;
@@ -336,6 +381,9 @@ async fn accept_checked<S: AsyncRead + AsyncWrite + Unpin>(
             to: hello.to,
             ours: config.pid,
         });
+    }
+    if !certified(s, hello.from) {
+        return Err(HandshakeError::CertificateNotForNode(hello.from));
     }
     let transcript = Transcript {
         cluster_id: config.cluster_id,
@@ -394,7 +442,13 @@ mod tests {
                 r
             },
             async {
-                let r = accept(&mut b, acceptor, |p| acceptor.peers.contains_key(&p)).await;
+                let r = accept(
+                    &mut b,
+                    acceptor,
+                    |p| acceptor.peers.contains_key(&p),
+                    |_, _| true,
+                )
+                .await;
                 drop(b);
                 r
             }
@@ -485,19 +539,25 @@ mod tests {
         let acceptor = config(2, &[1], None);
         let (mut a, mut b) = tokio::io::duplex(4096);
         a.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
-        let err = accept(&mut b, &acceptor, |_| true).await.unwrap_err();
+        let err = accept(&mut b, &acceptor, |_| true, |_, _| true)
+            .await
+            .unwrap_err();
         assert!(matches!(err, HandshakeError::NotOmniPaxos));
 
         let (mut a, mut b) = tokio::io::duplex(4096);
         a.write_all(b"OPXNET\x00\x09").await.unwrap();
-        let err = accept(&mut b, &acceptor, |_| true).await.unwrap_err();
+        let err = accept(&mut b, &acceptor, |_| true, |_, _| true)
+            .await
+            .unwrap_err();
         assert!(matches!(err, HandshakeError::Version(9)));
 
         // A valid preface, then a frame far above the handshake maximum.
         let (mut a, mut b) = tokio::io::duplex(4096);
         a.write_all(&PREFACE).await.unwrap();
         a.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
-        let err = accept(&mut b, &acceptor, |_| true).await.unwrap_err();
+        let err = accept(&mut b, &acceptor, |_| true, |_, _| true)
+            .await
+            .unwrap_err();
         assert!(matches!(
             err,
             HandshakeError::Frame(FrameError::TooLarge { .. })

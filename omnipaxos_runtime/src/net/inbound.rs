@@ -2,10 +2,11 @@
 //! runs the acceptor's handshake, then reads, checks and delivers messages.
 
 use super::{
-    NetConfig,
+    NetConfig, Refusal,
     frame::{DecodeError, Decoded, FRAME_HEADER_BYTES, FrameError, decode, read_frame},
-    handshake::{self, HANDSHAKE_TIMEOUT},
+    handshake::{self, HANDSHAKE_TIMEOUT, HandshakeError},
     stats::{Counters, PeerCounters},
+    tls::TlsContext,
 };
 use crate::node::Delivery;
 use omnipaxos::{
@@ -15,6 +16,7 @@ use omnipaxos::{
 };
 use serde::de::DeserializeOwned;
 use std::{
+    future::Future,
     net::SocketAddr,
     sync::{
         Arc,
@@ -23,6 +25,7 @@ use std::{
     time::Duration,
 };
 use tokio::{
+    io::AsyncRead,
     net::{TcpListener, TcpStream},
     sync::{OwnedSemaphorePermit, Semaphore, mpsc},
 };
@@ -40,6 +43,9 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 pub(super) struct Inbound<T: Entry> {
     pub(super) config: Arc<NetConfig>,
     pub(super) counters: Arc<Counters>,
+    /// With TLS, every connection starts with a TLS handshake that checks
+    /// the dialer's certificate; the transport's handshake runs inside it.
+    pub(super) tls: Option<TlsContext>,
     /// Sequence Paxos messages go to the node's delivery channel with their
     /// charge, so that their sender's in-flight budget is released only once
     /// the node has handled them.
@@ -58,6 +64,7 @@ impl<T: Entry> Clone for Inbound<T> {
         Self {
             config: Arc::clone(&self.config),
             counters: Arc::clone(&self.counters),
+            tls: self.tls.clone(),
             sp_in: self.sp_in.clone(),
             ble_in: self.ble_in.clone(),
             cancel: self.cancel.clone(),
@@ -111,7 +118,7 @@ where
                 }
             };
             let Ok(permit) = Arc::clone(&self.handshakes).try_acquire_owned() else {
-                self.counters.rejected_connections.fetch_add(1, Relaxed);
+                self.counters.refuse(Refusal::TooManyHandshakes);
                 warn!(%addr, "refused a connection: {MAX_PENDING_HANDSHAKES} handshakes already in progress");
                 continue;
             };
@@ -119,28 +126,71 @@ where
         }
     }
 
-    /// Runs the handshake on one connection, then reads it until it ends.
-    async fn serve(self, mut stream: TcpStream, addr: SocketAddr, permit: OwnedSemaphorePermit) {
+    /// Runs the handshake on one connection (inside TLS if configured),
+    /// then reads it until it ends.
+    async fn serve(self, stream: TcpStream, addr: SocketAddr, permit: OwnedSemaphorePermit) {
         let _ = stream.set_nodelay(true);
+        let is_peer = |p| self.counters.peers.contains(p);
+        match &self.tls {
+            None => {
+                let handshake = async {
+                    let mut stream = stream;
+                    let pid =
+                        handshake::accept(&mut stream, &self.config, is_peer, |_, _| true).await?;
+                    Ok((pid, stream))
+                };
+                if let Some((pid, stream)) = self.admit(addr, permit, handshake).await {
+                    self.serve_link(pid, addr, stream).await;
+                }
+            }
+            Some(tls) => {
+                let handshake = async {
+                    let mut stream = tls.accept(stream).await?;
+                    let certified = |s: &_, pid| tls.certifies(s, pid);
+                    let pid =
+                        handshake::accept(&mut stream, &self.config, is_peer, certified).await?;
+                    Ok((pid, stream))
+                };
+                if let Some((pid, stream)) = self.admit(addr, permit, handshake).await {
+                    self.serve_link(pid, addr, stream).await;
+                }
+            }
+        }
+    }
+
+    /// Runs `handshake` within the handshake timeout, holding `permit`;
+    /// a refused connection is counted and logged, and gives `None`, as
+    /// does the transport stopping.
+    async fn admit<R>(
+        &self,
+        addr: SocketAddr,
+        permit: OwnedSemaphorePermit,
+        handshake: impl Future<Output = Result<R, HandshakeError>>,
+    ) -> Option<R> {
         let handshake = tokio::select! {
             biased;
-            () = self.cancel.cancelled() => return,
-            r = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake::accept(&mut stream, &self.config, |p| self.counters.peers.contains(p))) => r,
+            () = self.cancel.cancelled() => return None,
+            r = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake) => r,
         };
         drop(permit);
-        let pid = match handshake {
-            Ok(Ok(pid)) => pid,
+        match handshake {
+            Ok(Ok(r)) => Some(r),
             Ok(Err(e)) => {
-                self.counters.rejected_connections.fetch_add(1, Relaxed);
-                warn!(%addr, error = %e, "refused an inbound connection");
-                return;
+                let reason = e.refusal();
+                self.counters.refuse(reason);
+                warn!(%addr, reason = reason.label(), error = %e, "refused an inbound connection");
+                None
             }
             Err(_) => {
-                self.counters.rejected_connections.fetch_add(1, Relaxed);
-                warn!(%addr, "refused an inbound connection: no handshake within {HANDSHAKE_TIMEOUT:?}");
-                return;
+                self.counters.refuse(Refusal::Timeout);
+                warn!(%addr, reason = Refusal::Timeout.label(), "refused an inbound connection: no handshake within {HANDSHAKE_TIMEOUT:?}");
+                None
             }
-        };
+        }
+    }
+
+    /// Reads an established link from peer `pid` until it ends.
+    async fn serve_link<S: AsyncRead + Unpin>(&self, pid: NodeId, addr: SocketAddr, mut stream: S) {
         // The handshake accepts only peers, and every peer has counters; a
         // peer removed since the handshake has none, or retired ones, and
         // its connection closes.
@@ -175,7 +225,7 @@ where
     async fn read_loop(
         &self,
         pid: NodeId,
-        stream: &mut TcpStream,
+        stream: &mut (impl AsyncRead + Unpin),
         stats: &PeerCounters,
         token: &CancellationToken,
     ) -> ReadEnd {

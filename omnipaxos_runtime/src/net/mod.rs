@@ -92,10 +92,36 @@
 //! that does not finish within 5 s is abandoned, and at most 64 may be in
 //! progress at once.
 //!
-//! The key authenticates the *start* of a connection; the frames after it
-//! are neither encrypted nor integrity-protected. On a network where an
-//! attacker can inject into or take over a TCP stream, run the transport
-//! through a tunnel (WireGuard, a TLS proxy).
+//! The key authenticates the *start* of a connection; without
+//! [TLS](#tls) the frames after it are neither encrypted nor
+//! integrity-protected. On a network where an attacker can inject into or
+//! take over a TCP stream, turn TLS on.
+//!
+//! # TLS
+//!
+//! With [`NetConfig::tls`] set, each connection starts with a TLS 1.3
+//! handshake (rustls, `ring` provider, no session resumption) in which both
+//! ends present a certificate; the preface, the handshake above and every
+//! frame then travel inside the TLS session. A node's certificate must be
+//! signed by one of the CAs of its [`TlsConfig`] and carry the subject
+//! alternative DNS name [`TlsConfig::node_name`]`(cluster_id, pid)`,
+//! `node-<pid>.cluster-<cluster_id>.omnipaxos`; if it lists extended key
+//! usages, both `serverAuth` and `clientAuth`.
+//!
+//! - The dialer accepts only an acceptor whose certificate chains to a
+//!   trusted CA, is valid now and names the pid it dialed.
+//! - The acceptor accepts only a dialer whose certificate chains to a
+//!   trusted CA and is valid now, and, once the `Hello` says which pid the
+//!   dialer is, whose certificate names that pid; otherwise it answers
+//!   `Rejected` and closes.
+//!
+//! A refused connection is logged, counted by reason in
+//! [`NetStats::refused`] (see [`Refusal`]), and closed; the node keeps
+//! serving, and the dialer dials again with backoff. Both ends must agree on
+//! whether TLS is used: a plaintext dialer to a TLS node is refused as
+//! [`Refusal::NotTls`], a TLS dialer to a plaintext node as
+//! [`Refusal::Protocol`]. [`Transport::bind`] checks the certificates once
+//! ([`NetError::Tls`]), including that the node's own certificate names it.
 //!
 //! # Slow and unreachable peers
 //!
@@ -246,12 +272,16 @@ mod peers;
 mod stats;
 #[cfg(test)]
 mod tests;
+mod tls;
+#[cfg(test)]
+mod tls_tests;
 
 pub use self::{
     addresses::{PeerAddresses, PeerAddressesError},
     config::NetConfig,
     error::{InvalidPeer, NetError},
-    stats::{NetStats, NetStatsReader, PeerStats},
+    stats::{NetStats, NetStatsReader, PeerStats, Refusal},
+    tls::{TlsConfig, TlsError, TlsInput},
 };
 
 use self::{
@@ -260,6 +290,7 @@ use self::{
     outbound::Router,
     peers::PeerControl,
     stats::Counters,
+    tls::TlsContext,
 };
 use crate::{BLEHandle, OmniPaxosNode, SequencePaxosHandle};
 use omnipaxos::{storage::Entry, util::NodeId};
@@ -297,6 +328,9 @@ pub struct Transport {
 #[derive(Debug)]
 pub struct BoundTransport {
     config: NetConfig,
+    /// Built from [`NetConfig::tls`] at bind, so that bad certificates fail
+    /// there.
+    tls: Option<TlsContext>,
     listener: TcpListener,
     local_addr: SocketAddr,
     /// The runtime `bind` ran on; `start` spawns the tasks there.
@@ -314,12 +348,18 @@ impl Transport {
     pub async fn bind(config: NetConfig) -> Result<BoundTransport, NetError> {
         config.validate()?;
         let runtime = Handle::try_current().map_err(|_| NetError::NoRuntime)?;
+        let tls = config
+            .tls
+            .as_ref()
+            .map(|tls| TlsContext::new(tls, config.cluster_id, config.pid))
+            .transpose()?;
         let addr = config.listen;
         let bind_error = |source| NetError::Bind { addr, source };
         let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
         let local_addr = listener.local_addr().map_err(bind_error)?;
         Ok(BoundTransport {
             config,
+            tls,
             listener,
             local_addr,
             runtime,
@@ -444,6 +484,7 @@ impl BoundTransport {
     {
         let Self {
             config,
+            tls,
             listener,
             local_addr,
             runtime,
@@ -494,7 +535,7 @@ impl BoundTransport {
         let router = Router::new(
             (sp_out, ble_out),
             Arc::clone(&counters),
-            Arc::clone(&config),
+            (Arc::clone(&config), tls.clone()),
             node,
             tracker.clone(),
             cancel.clone(),
@@ -503,6 +544,7 @@ impl BoundTransport {
         let inbound = Inbound {
             config,
             counters: Arc::clone(&counters),
+            tls,
             sp_in,
             ble_in,
             cancel: cancel.clone(),

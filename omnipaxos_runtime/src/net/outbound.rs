@@ -7,6 +7,7 @@ use super::{
     frame::encode_frame,
     handshake::{self, HANDSHAKE_TIMEOUT, HandshakeError},
     stats::{Counters, PeerCounters},
+    tls::TlsContext,
 };
 use crate::OmniPaxosNode;
 use omnipaxos::{
@@ -27,7 +28,7 @@ use std::{
     time::Duration,
 };
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     net::TcpStream,
     sync::mpsc::{self, error::TrySendError},
 };
@@ -67,6 +68,8 @@ pub(super) struct Router<T: Entry> {
     routes: BTreeMap<NodeId, Route<T>>,
     counters: Arc<Counters>,
     config: Arc<NetConfig>,
+    /// Handed to each dialer: with TLS, every link is dialed over it.
+    tls: Option<TlsContext>,
     /// Handed to each dialer, to tell the node of a link that came back.
     node: OmniPaxosNode<T>,
     tracker: TaskTracker,
@@ -83,7 +86,7 @@ where
     pub(super) fn new(
         (sp_out, ble_out): (mpsc::Receiver<Message<T>>, mpsc::Receiver<BLEMessage>),
         counters: Arc<Counters>,
-        config: Arc<NetConfig>,
+        (config, tls): (Arc<NetConfig>, Option<TlsContext>),
         node: OmniPaxosNode<T>,
         tracker: TaskTracker,
         cancel: CancellationToken,
@@ -94,6 +97,7 @@ where
             routes: BTreeMap::new(),
             counters,
             config,
+            tls,
             node,
             tracker,
             cancel,
@@ -148,6 +152,7 @@ where
                 pid,
                 addr: member.addr,
                 config: Arc::clone(&self.config),
+                tls: self.tls.clone(),
                 node: self.node.clone(),
                 ble: ble_rx,
                 sp: sp_rx,
@@ -222,6 +227,13 @@ enum LinkLost {
 /// protocol resends.
 pub(super) const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// An established outbound link, plain or inside TLS.
+enum Link {
+    Plain(TcpStream),
+    /// Boxed: a TLS stream holds its session's buffers inline.
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
 /// How a link ended: stop, or redial.
 enum LinkEnd {
     /// The transport is shut down, the node stopped, or the peer was
@@ -236,6 +248,7 @@ struct Peer<T: Entry> {
     pid: NodeId,
     addr: SocketAddr,
     config: Arc<NetConfig>,
+    tls: Option<TlsContext>,
     node: OmniPaxosNode<T>,
     ble: mpsc::Receiver<BLEMessage>,
     sp: mpsc::Receiver<Message<T>>,
@@ -284,7 +297,10 @@ where
                         info!(peer = pid, %addr, "connected to the peer");
                     }
                     ever_connected = true;
-                    let end = self.write_loop(stream).await;
+                    let end = match stream {
+                        Link::Plain(s) => self.write_loop(s).await,
+                        Link::Tls(s) => self.write_loop(*s).await,
+                    };
                     self.stats.connected.store(false, Relaxed);
                     match end {
                         LinkEnd::Stopped => return,
@@ -312,21 +328,32 @@ where
         }
     }
 
-    async fn connect(&self) -> Result<TcpStream, DialError> {
+    /// Connects, runs the TLS handshake if configured (which checks that
+    /// the acceptor's certificate names the peer), then the transport's.
+    async fn connect(&self) -> Result<Link, DialError> {
         let mut stream = TcpStream::connect(self.addr)
             .await
             .map_err(DialError::Connect)?;
         // Consensus messages are small and latency-bound; a failure here
         // only costs latency, so it is not worth failing the link for.
         let _ = stream.set_nodelay(true);
-        handshake::dial(&mut stream, &self.config, self.pid).await?;
-        Ok(stream)
+        match &self.tls {
+            None => {
+                handshake::dial(&mut stream, &self.config, self.pid).await?;
+                Ok(Link::Plain(stream))
+            }
+            Some(tls) => {
+                let mut stream = tls.connect(stream, self.pid).await?;
+                handshake::dial(&mut stream, &self.config, self.pid).await?;
+                Ok(Link::Tls(Box::new(stream)))
+            }
+        }
     }
 
     /// Writes the queues to an established link, leader election first,
     /// until the link fails or the transport stops.
-    async fn write_loop(&mut self, stream: TcpStream) -> LinkEnd {
-        let (mut rd, mut wr) = stream.into_split();
+    async fn write_loop<S: AsyncRead + AsyncWrite + Unpin>(&mut self, stream: S) -> LinkEnd {
+        let (mut rd, mut wr) = tokio::io::split(stream);
         // The peer never writes on this link once the handshake is done, so
         // a read completes only when the peer closes it or the connection
         // breaks: that is how a link to a peer that went away is noticed
@@ -372,7 +399,12 @@ where
             let written = tokio::select! {
                 biased;
                 () = self.cancel.cancelled() => return LinkEnd::Stopped,
-                r = tokio::time::timeout(WRITE_TIMEOUT, wr.write_all(&out)) => r,
+                // TLS holds written bytes until flushed; a plain socket's
+                // flush does nothing.
+                r = tokio::time::timeout(WRITE_TIMEOUT, async {
+                    wr.write_all(&out).await?;
+                    wr.flush().await
+                }) => r,
             };
             match written {
                 Ok(Ok(())) => {}

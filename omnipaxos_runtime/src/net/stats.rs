@@ -30,7 +30,99 @@ pub struct NetStats {
     /// Inbound connections refused or dropped before their handshake
     /// completed: not an omnipaxos-net peer, wrong version or cluster id,
     /// unknown pid, failed authentication, timeout, or too many handshakes at once.
+    /// [`refused`](Self::refused) splits it by reason.
     pub rejected_connections: u64,
+    /// [`rejected_connections`](Self::rejected_connections) by reason; a
+    /// reason that never happened has no entry. The log line of each refusal
+    /// gives the details (the peer's address, rustls' own reason).
+    pub refused: BTreeMap<Refusal, u64>,
+}
+
+/// Why an inbound connection was refused before its handshake completed,
+/// as [`NetStats::refused`] counts it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// The connection failed or closed before its handshake finished, e.g.
+    /// a dialer that gave up, or that refused this node's own credentials.
+    Broken,
+    /// The dialer does not speak this protocol: bad magic bytes, another
+    /// wire version, an undecodable or oversized handshake message. A TLS
+    /// dialer to a node without TLS shows here.
+    Protocol,
+    /// The dialer is a node of another cluster (another cluster id).
+    WrongCluster,
+    /// The dialer's pid is not one of this node's peers.
+    UnknownPeer,
+    /// The dialer meant to reach another node at this address.
+    WrongNode,
+    /// The pre-shared key was missing, unexpected or wrong.
+    Psk,
+    /// This node uses TLS and the dialer did not start a TLS handshake (a
+    /// plaintext dialer), or sent malformed TLS records.
+    NotTls,
+    /// The dialer's TLS certificate is missing, not signed by a CA of
+    /// [`TlsConfig`](super::TlsConfig) (e.g. another cluster's), or
+    /// otherwise invalid.
+    CertificateUntrusted,
+    /// The dialer's TLS certificate has expired or is not valid yet.
+    CertificateExpired,
+    /// The dialer's TLS certificate is valid but does not name the pid its
+    /// handshake claims (see [`TlsConfig::node_name`](super::TlsConfig::node_name)).
+    CertificateNotForNode,
+    /// The dialer ended the TLS handshake with an alert, typically because
+    /// it does not trust this node's certificate (signed by another CA,
+    /// expired, or not naming the node it dialed); its log says why.
+    RefusedByDialer,
+    /// The TLS handshake failed for another reason (e.g. no common cipher
+    /// suite or protocol version).
+    Tls,
+    /// The handshake did not finish within 5 s.
+    Timeout,
+    /// Too many handshakes were in progress at once; the connection was
+    /// closed unread.
+    TooManyHandshakes,
+}
+
+impl Refusal {
+    /// Every reason, in order.
+    pub const ALL: [Self; 14] = [
+        Self::Broken,
+        Self::Protocol,
+        Self::WrongCluster,
+        Self::UnknownPeer,
+        Self::WrongNode,
+        Self::Psk,
+        Self::NotTls,
+        Self::CertificateUntrusted,
+        Self::CertificateExpired,
+        Self::CertificateNotForNode,
+        Self::RefusedByDialer,
+        Self::Tls,
+        Self::Timeout,
+        Self::TooManyHandshakes,
+    ];
+
+    /// A short snake-case name, e.g. for a metrics label:
+    /// `"certificate_expired"`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Broken => "broken",
+            Self::Protocol => "protocol",
+            Self::WrongCluster => "wrong_cluster",
+            Self::UnknownPeer => "unknown_peer",
+            Self::WrongNode => "wrong_node",
+            Self::Psk => "psk",
+            Self::NotTls => "not_tls",
+            Self::CertificateUntrusted => "certificate_untrusted",
+            Self::CertificateExpired => "certificate_expired",
+            Self::CertificateNotForNode => "certificate_not_for_node",
+            Self::RefusedByDialer => "refused_by_dialer",
+            Self::Tls => "tls",
+            Self::Timeout => "timeout",
+            Self::TooManyHandshakes => "too_many_handshakes",
+        }
+    }
 }
 
 /// The counters of one peer, part of [`NetStats`].
@@ -97,7 +189,9 @@ pub(super) struct Counters {
     /// The peers, each with its counters; it changes while the transport runs.
     pub(super) peers: PeerSet,
     pub(super) unknown_receiver: AtomicU64,
-    pub(super) rejected_connections: AtomicU64,
+    /// Refused connections, one counter per [`Refusal`] in the order of
+    /// [`Refusal::ALL`]; the total is their sum.
+    refused: [AtomicU64; Refusal::ALL.len()],
 }
 
 /// The live counters of one peer, and the state its links share.
@@ -139,8 +233,13 @@ impl Counters {
         Self {
             peers: PeerSet::new(peers, in_flight_bytes),
             unknown_receiver: AtomicU64::new(0),
-            rejected_connections: AtomicU64::new(0),
+            refused: Default::default(),
         }
+    }
+
+    /// Counts a connection refused for `reason`.
+    pub(super) fn refuse(&self, reason: Refusal) {
+        self.refused[reason as usize].fetch_add(1, Relaxed);
     }
 
     pub(super) fn snapshot(&self) -> NetStats {
@@ -148,11 +247,25 @@ impl Counters {
         self.peers.for_each(|pid, c| {
             peers.insert(pid, c.snapshot());
         });
+        let refused: BTreeMap<Refusal, u64> = Refusal::ALL
+            .into_iter()
+            .map(|r| (r, self.refused[r as usize].load(Relaxed)))
+            .filter(|(_, n)| *n > 0)
+            .collect();
         NetStats {
             peers,
             unknown_receiver: self.unknown_receiver.load(Relaxed),
-            rejected_connections: self.rejected_connections.load(Relaxed),
+            rejected_connections: refused.values().sum(),
+            refused,
         }
+    }
+}
+
+#[cfg(test)]
+#[test]
+fn every_refusal_has_its_own_counter_in_order() {
+    for (i, r) in Refusal::ALL.into_iter().enumerate() {
+        assert_eq!(r as usize, i, "{r:?}");
     }
 }
 

@@ -29,7 +29,7 @@ use tokio::{
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 #[derive(Clone, Debug, Entry, serde::Serialize, serde::Deserialize)]
-struct Value(u64);
+pub(super) struct Value(pub(super) u64);
 
 /// The shape of the kv_store example's log entry: a command id (the
 /// proposing server, a random session nonce, a counter) and an operation.
@@ -62,11 +62,11 @@ fn defaults() -> NetConfig {
     NetConfig::new(7, 2, "127.0.0.1:0".parse().unwrap(), BTreeMap::new())
 }
 
-const WAIT: Duration = Duration::from_secs(10);
+pub(super) const WAIT: Duration = Duration::from_secs(10);
 
 /// Node 2 of {1, 2, 3}, with a transport whose peers' addresses lead
 /// nowhere: the test itself plays node 1 (or 3).
-async fn lone_node() -> (OmniPaxosNode<Value>, Transport) {
+pub(super) async fn lone_node() -> (OmniPaxosNode<Value>, Transport) {
     let mut node_conf = NodeConfig::default();
     node_conf.set_pid(2);
     node_conf.set_peers(vec![1, 3]);
@@ -90,7 +90,7 @@ async fn lone_node() -> (OmniPaxosNode<Value>, Transport) {
 }
 
 /// Connects to `addr` as `pid` and completes the handshake.
-async fn connect_as(pid: NodeId, addr: SocketAddr) -> TcpStream {
+pub(super) async fn connect_as(pid: NodeId, addr: SocketAddr) -> TcpStream {
     let others = [1, 2, 3]
         .into_iter()
         .filter(|p| *p != pid)
@@ -101,7 +101,7 @@ async fn connect_as(pid: NodeId, addr: SocketAddr) -> TcpStream {
     s
 }
 
-fn heartbeat(from: NodeId, to: NodeId) -> Vec<u8> {
+pub(super) fn heartbeat(from: NodeId, to: NodeId) -> Vec<u8> {
     let m = Message::<Value>::BLE(BLEMessage {
         configuration_id: 1,
         from,
@@ -114,7 +114,11 @@ fn heartbeat(from: NodeId, to: NodeId) -> Vec<u8> {
 }
 
 /// Waits until the transport's counters satisfy `cond`, polling them.
-async fn wait_for_stats(t: &Transport, what: &str, cond: impl Fn(&super::NetStats) -> bool) {
+pub(super) async fn wait_for_stats(
+    t: &Transport,
+    what: &str,
+    cond: impl Fn(&super::NetStats) -> bool,
+) {
     let polled = tokio::time::timeout(WAIT, async {
         while !cond(&t.stats()) {
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -129,7 +133,7 @@ async fn wait_for_stats(t: &Transport, what: &str, cond: impl Fn(&super::NetStat
 }
 
 /// Waits until the server closes `s`: a read returns end of file or an error.
-async fn assert_closed_by_server(s: &mut TcpStream) {
+pub(super) async fn assert_closed_by_server(s: &mut TcpStream) {
     let mut buf = [0u8; 64];
     let read = tokio::time::timeout(WAIT, s.read(&mut buf)).await;
     match read {
@@ -437,6 +441,7 @@ async fn a_peer_holds_at_most_its_in_flight_budget_until_the_node_takes_its_mess
     let inbound = Inbound::<Value> {
         config: Arc::new(config),
         counters: Arc::clone(&counters),
+        tls: None,
         sp_in,
         ble_in,
         cancel: cancel.clone(),
