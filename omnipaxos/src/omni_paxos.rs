@@ -516,7 +516,7 @@ where
     /// # Ok::<(), omnipaxos::ConfigError>(())
     /// ```
     pub fn flush_batch(&mut self) {
-        if self.discovering.is_none() && self.joining.is_none() {
+        if !self.reconf.is_migrating() {
             self.seq_paxos.flush();
         }
     }
