@@ -27,6 +27,10 @@
 //!                                            ≤ 4 in flight per source, in parallel)
 //!    S_i ──PullLogReply{from, to, snapshot, entries, stopsign}──▶ J
 //!                                           (≤ max_entries_per_message, ≤ max_message_bytes)
+//!    (S_i's snapshot too large for one message: instead)
+//!    S_i ──PullSnapshotPart{covers, part: 0, parts, snapshot}──▶ J
+//!    J ──PullSnapshot{covers, parts, part}──▶ S_i     (≤ 4 parts in flight)
+//!    S_i ──PullSnapshotPart{covers, part, parts, snapshot}──▶ J
 //!
 //!  A straggler X of an ended configuration c (it missed the stop-sign's decision)
 //!    X ──any message of c──▶ N              (N moved on to configuration c + 1,
@@ -153,6 +157,8 @@ pub enum PaxosMsg<T: Entry> {
     DecidedSync(DecidedSync<T>),
     SnapshotPart(SnapshotPart<T>),
     SnapshotPartAck(SnapshotPartAck),
+    PullSnapshot(PullSnapshot),
+    PullSnapshotPart(PullSnapshotPart<T>),
 }
 }
 
@@ -185,9 +191,11 @@ impl<T: Entry> PaxosMsg<T> {
             Self::StopSignDecided(m) => ok(&m.n_accepted),
             Self::StopSignReply(m) => m.decided.as_ref().is_none_or(|d| ok(&d.n_accepted)),
             Self::PullLogReply(m) => m.stopsign.as_ref().is_none_or(|d| ok(&d.n_accepted)),
+            Self::PullSnapshotPart(m) => m.stopsign.as_ref().is_none_or(|d| ok(&d.n_accepted)),
             Self::Compaction(_)
             | Self::ForwardStopSign(_)
             | Self::PullLog(_)
+            | Self::PullSnapshot(_)
             | Self::StopSignRequest(_) => true,
         }
     }
@@ -282,6 +290,45 @@ pub struct PullLogReply<T: Entry> {
     /// How the configuration before the joiner's ended, if the source knows:
     /// the joiner can then tell that configuration's stragglers (see
     /// [`StopSignDecided`]).
+    pub stopsign: Option<StopSignDecided>,
+}
+}
+
+/// A joiner asks the source that began sending it a snapshot in parts
+/// ([`PullSnapshotPart`]) for one more of them. The source answers only if
+/// it still holds that snapshot split the same way (`covers` and `parts`
+/// match); otherwise the joiner asks for the log again and gets the
+/// source's current snapshot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct PullSnapshot {
+    /// The end of the log prefix the snapshot stands for.
+    pub covers: u64,
+    /// How many parts the source said the snapshot has.
+    pub parts: u32,
+    /// The part wanted, from 0.
+    pub part: u32,
+}
+
+entry_message! {
+/// One part of a source's snapshot of its decided log below `covers`, sent
+/// instead of a [`PullLogReply`] when the snapshot splits into several
+/// parts ([`Snapshot::into_parts`](crate::storage::Snapshot::into_parts) with
+/// the source's `max_message_bytes`). Part 0 answers a [`PullLog`] that
+/// starts in the source's compacted prefix; the joiner asks for the others
+/// with [`PullSnapshot`], rebuilds the snapshot once it holds all `parts`,
+/// and pulls the entries from `covers` on as usual.
+pub struct PullSnapshotPart<T: Entry> {
+    /// The end of the log prefix the snapshot stands for.
+    pub covers: u64,
+    /// This part's position, from 0.
+    pub part: u32,
+    /// How many parts the snapshot has (at least 2).
+    pub parts: u32,
+    /// The part.
+    pub snapshot: T::Snapshot,
+    /// How the configuration before the joiner's ended, if the source
+    /// knows, as in [`PullLogReply::stopsign`].
     pub stopsign: Option<StopSignDecided>,
 }
 }

@@ -15,6 +15,12 @@
 //!     Entry::size_hint, at least one entry); at most PULL_WINDOW replies
 //!     queued per puller until the driver takes the outgoing messages.
 //!     A short reply ends its part; the rest becomes a new part.
+//!  a part that starts in the source's compacted prefix: its snapshot first,
+//!     in the reply if it is one part by Snapshot::into_parts, else
+//!  source ──PullSnapshotPart{covers, part 0, parts}──▶ J   (source keeps the parts)
+//!  J ──PullSnapshot{covers, parts, part}──▶ that source   (≤ PULL_WINDOW ahead)
+//!     J asks no one else for the log below `covers` meanwhile; once all
+//!     parts are in, the rebuilt snapshot is written like a snapshot reply's
 //!  J: the first reply saying how the previous configuration ended (or what
 //!     the storage recorded) is persisted first (set_previous_configuration_end):
 //!     from then on the storage marks J as joining, decided_idx < stop_idx;
@@ -43,7 +49,7 @@
 use crate::{
     clock::LogicalClock,
     errors::ConfigError,
-    messages::{PullLog, PullLogReply, StopSignDecided},
+    messages::{PaxosMsg, PullLog, PullLogReply, PullSnapshot, PullSnapshotPart, StopSignDecided},
     storage::{Entry, Snapshot},
     util::{ConfigurationId, MAX_LOG_INDEX, NodeId},
 };
@@ -62,6 +68,119 @@ pub(crate) const PULL_WINDOW: usize = 4;
 /// with it. More requests are dropped; the puller asks again after its
 /// resend timeout.
 pub(crate) const MAX_QUEUED_PULL_REPLIES: usize = PULL_WINDOW;
+
+/// The most parts a pulled snapshot may come in: a bound on what a faulty
+/// source can make a joiner gather, as for a leader's snapshot parts.
+pub(crate) const MAX_PULL_SNAPSHOT_PARTS: u32 = 1 << 16;
+
+/// How long a source keeps a snapshot it split for pullers after the last
+/// request for one of its parts, in resend timeouts. A joiner asks for the
+/// next parts as soon as earlier ones arrive, so a pause this long means the
+/// pullers are gone (or will start over with the source's current snapshot).
+const SERVED_SNAPSHOT_KEEP_TIMEOUTS: u64 = 8;
+
+/// What a source's pull replies are waiting in its outgoing buffer for: a
+/// range of the log (by its first index) or one part of a snapshot. A source
+/// queues at most one reply per key and [`MAX_QUEUED_PULL_REPLIES`] per
+/// puller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PullKey {
+    Log(u64),
+    SnapshotPart(u32),
+}
+
+/// A source's snapshot split into parts for pullers (see
+/// [`PullSnapshotPart`]): split once, when a pull first needs it, and kept
+/// while pullers ask for its parts, so that sending a snapshot of `k` parts
+/// costs one split, not `k`. Splitting anew for every part would make a
+/// large snapshot's transfer quadratic in its size.
+pub(crate) struct SnapshotServer<T: Entry> {
+    served: Option<ServedSnapshot<T>>,
+    /// Ticks after the last request at which the split is dropped.
+    keep_ticks: u64,
+}
+
+struct ServedSnapshot<T: Entry> {
+    /// The snapshot stands for the decided log below this index.
+    covers: u64,
+    parts: Vec<T::Snapshot>,
+    /// Ticks since a part was last asked for.
+    idle_ticks: u64,
+}
+
+/// How a source answers a pull that starts in its compacted prefix
+/// ([`SnapshotServer::split`]).
+pub(crate) enum SnapshotAnswer<T: Entry> {
+    /// The snapshot fits one message: a [`PullLogReply`] carries it.
+    Whole(T::Snapshot),
+    /// The snapshot is held in this many parts: send part 0.
+    Parts(u32),
+    /// [`Snapshot::into_parts`] broke its contract (no part, or more than
+    /// [`MAX_PULL_SNAPSHOT_PARTS`]): nothing can stand for the snapshot.
+    Unusable(usize),
+}
+
+impl<T: Entry> SnapshotServer<T> {
+    pub(crate) fn new(resend_ticks: u64) -> Self {
+        Self {
+            served: None,
+            keep_ticks: resend_ticks.saturating_mul(SERVED_SNAPSHOT_KEEP_TIMEOUTS),
+        }
+    }
+
+    /// How many parts the snapshot of the log below `covers` is held in, if
+    /// it is.
+    pub(crate) fn held(&mut self, covers: u64) -> Option<u32> {
+        let served = self.served.as_mut().filter(|s| s.covers == covers)?;
+        served.idle_ticks = 0;
+        Some(served.parts.len() as u32)
+    }
+
+    /// Splits `snapshot` (of the log below `covers`) into parts of about
+    /// `max_bytes`; one that splits into several is kept, replacing any
+    /// other, for the pullers to ask its parts of.
+    pub(crate) fn split(
+        &mut self,
+        covers: u64,
+        snapshot: T::Snapshot,
+        max_bytes: usize,
+    ) -> SnapshotAnswer<T> {
+        let mut parts = snapshot.into_parts(max_bytes);
+        match parts.len() {
+            1 => SnapshotAnswer::Whole(parts.pop().expect("length checked")),
+            n if n == 0 || n > MAX_PULL_SNAPSHOT_PARTS as usize => SnapshotAnswer::Unusable(n),
+            n => {
+                self.served = Some(ServedSnapshot {
+                    covers,
+                    parts,
+                    idle_ticks: 0,
+                });
+                SnapshotAnswer::Parts(n as u32)
+            }
+        }
+    }
+
+    /// Part `part` of the snapshot of the log below `covers` in `parts`
+    /// parts, if that is the snapshot held.
+    pub(crate) fn part(&mut self, covers: u64, parts: u32, part: u32) -> Option<&T::Snapshot> {
+        let served = self
+            .served
+            .as_mut()
+            .filter(|s| s.covers == covers && s.parts.len() == parts as usize)?;
+        served.idle_ticks = 0;
+        served.parts.get(part as usize)
+    }
+
+    /// Drops the split once no puller asked for a while.
+    pub(crate) fn tick(&mut self) {
+        if let Some(s) = &mut self.served {
+            s.idle_ticks += 1;
+            if s.idle_ticks > self.keep_ticks {
+                self.served = None;
+            }
+        }
+    }
+}
 
 /// Where a server joining a new configuration gets the log it continues:
 /// the previous configuration's decided log `0..log_len`, from `sources`.
@@ -144,8 +263,10 @@ pub struct MigrationStatus {
     /// The log below this index is in storage (decided); the pull is done
     /// when it reaches `log_len`.
     pub stored_idx: u64,
-    /// Bytes of pulled entries held in memory (by [`Entry::size_hint`]):
-    /// parts that arrived ahead of a part still missing.
+    /// Bytes of pulled entries and snapshots held in memory (by
+    /// [`Entry::size_hint`] and [`Snapshot::size_hint`]): parts that arrived
+    /// ahead of a part still missing, and the parts of a snapshot coming in
+    /// parts (or the snapshot, until it is written).
     pub held_bytes: usize,
     /// The most `held_bytes` has been during this pull (counting each reply
     /// as it arrives, before it is written).
@@ -222,6 +343,29 @@ struct SnapshotPart<T: Entry> {
     bytes: usize,
 }
 
+/// A snapshot a source is sending in parts ([`PullSnapshotPart`]), being
+/// gathered: from one source, in order, at most [`PULL_WINDOW`] parts asked
+/// ahead of those in hand.
+struct Gathering<T: Entry> {
+    source: NodeId,
+    covers: u64,
+    parts: u32,
+    /// Parts 0.. in hand, in order.
+    got: Vec<T::Snapshot>,
+    /// Parts that came ahead of one still missing (the network reordered
+    /// them), with their positions; only parts asked, so at most the window.
+    early: Vec<(u32, T::Snapshot)>,
+    /// Parts `0..asked` have been asked for (part 0 answers a `PullLog`).
+    asked: u32,
+    /// What `got` and `early` hold by [`Snapshot::size_hint`].
+    bytes: usize,
+    /// Whether a part came since the resend timer last fired.
+    progressed: bool,
+    /// Resend timeouts in a row without a part: a gathering that stalls
+    /// gives way to another source's snapshot.
+    stalls: u32,
+}
+
 /// What the joiner writes next: a snapshot of `0..start` if there is one,
 /// then `entries` from `start` on, all decided.
 pub(crate) struct Ready<T: Entry> {
@@ -265,6 +409,8 @@ pub(crate) struct Joining<T: Entry> {
     part_len: u64,
     /// A snapshot that came, not written yet.
     snapshot: Option<SnapshotPart<T>>,
+    /// A snapshot coming in parts, not complete yet.
+    gathering: Option<Gathering<T>>,
     /// How the previous configuration ended, once known.
     stopsign: Option<StopSignDecided>,
     /// Whether `stopsign` is persisted: nothing pulled is written before, so
@@ -278,7 +424,7 @@ pub(crate) struct Joining<T: Entry> {
     resend: LogicalClock,
     /// The resend timeout, in ticks.
     resend_ticks: u64,
-    outgoing: Vec<(NodeId, PullLog)>,
+    outgoing: Vec<(NodeId, PaxosMsg<T>)>,
     /// Ticks since joining started, for reporting how long migration took.
     ticks: u64,
 }
@@ -336,6 +482,7 @@ impl<T: Entry> Joining<T> {
             round_trip: None,
             part_len,
             snapshot: None,
+            gathering: None,
             stopsign,
             recorded,
             held_bytes: 0,
@@ -446,10 +593,10 @@ impl<T: Entry> Joining<T> {
             self.parts.insert(at, part);
             self.outgoing.push((
                 pid,
-                PullLog {
+                PaxosMsg::PullLog(PullLog {
                     from_idx: from,
                     to_idx: to,
-                },
+                }),
             ));
         }
     }
@@ -469,7 +616,7 @@ impl<T: Entry> Joining<T> {
             from_idx: part.next(),
             to_idx: part.to,
         };
-        self.outgoing.push((to, msg));
+        self.outgoing.push((to, PaxosMsg::PullLog(msg)));
     }
 
     /// Advances the timers; when the resend timer fires, parts that got
@@ -485,6 +632,7 @@ impl<T: Entry> Joining<T> {
         for p in &mut self.parts {
             p.retried_early = false;
         }
+        self.tick_gathering();
         let n = self.sources.len();
         // A source that answered nothing for a whole timeout after it was
         // asked is unresponsive.
@@ -524,7 +672,7 @@ impl<T: Entry> Joining<T> {
                     from_idx: self.stored,
                     to_idx: self.stored + 1,
                 };
-                self.outgoing.push((s.pid, probe));
+                self.outgoing.push((s.pid, PaxosMsg::PullLog(probe)));
             }
         }
         self.fill();
@@ -549,7 +697,11 @@ impl<T: Entry> Joining<T> {
         let due = rtt.saturating_mul(2).saturating_add(2);
         for i in 0..self.parts.len() {
             let p = &self.parts[i];
-            if p.is_complete() || p.retried_early || self.ticks - p.asked_at <= due {
+            if p.is_complete()
+                || p.retried_early
+                || self.ticks - p.asked_at <= due
+                || self.gathering_covers(p)
+            {
                 continue;
             }
             let cur = p.source;
@@ -630,7 +782,7 @@ impl<T: Entry> Joining<T> {
         }
     }
 
-    pub(crate) fn take_outgoing(&mut self) -> std::vec::Drain<'_, (NodeId, PullLog)> {
+    pub(crate) fn take_outgoing(&mut self) -> std::vec::Drain<'_, (NodeId, PaxosMsg<T>)> {
         self.outgoing.drain(..)
     }
 
@@ -659,17 +811,7 @@ impl<T: Entry> Joining<T> {
         if !shape_ok || reply.to_idx > self.log_len || reply.from_idx > MAX_LOG_INDEX {
             return;
         }
-        // How the previous configuration ended, from any of our sources: a
-        // source of that configuration answers without it until it decided
-        // the stop-sign itself, so the first word may come later than the
-        // entries (which then wait in memory, see `take_ready`).
-        if self.stopsign.is_none() && self.sources.iter().any(|s| s.pid == from) {
-            if let Some(d) = &reply.stopsign {
-                if self.describes_our_start(d) {
-                    self.stopsign = reply.stopsign.clone();
-                }
-            }
-        }
+        self.learn_stopsign(from, reply.stopsign.as_ref());
         let Some(i) = self.parts.iter().position(|p| {
             !p.is_complete()
                 && p.asked.contains(&from)
@@ -690,7 +832,8 @@ impl<T: Entry> Joining<T> {
             // joiner then ends at its end. A snapshot covers all parts below
             // it, so it is written at once (with its entries).
             Some(snapshot) if reply.from_idx > self.stored_or_snapshot() => {
-                let bytes = reply.entries.iter().map(Entry::size_hint).sum();
+                let bytes = reply.entries.iter().map(Entry::size_hint).sum::<usize>()
+                    + snapshot.size_hint();
                 let covers = reply.from_idx;
                 let end = covers + reply.entries.len() as u64;
                 if let Some(old) = self.snapshot.take() {
@@ -741,6 +884,200 @@ impl<T: Entry> Joining<T> {
         self.fill();
     }
 
+    /// How the previous configuration ended, from any of our sources: a
+    /// source of that configuration answers without it until it decided
+    /// the stop-sign itself, so the first word may come later than the
+    /// entries (which then wait in memory, see `take_ready`).
+    fn learn_stopsign(&mut self, from: NodeId, said: Option<&StopSignDecided>) {
+        if self.stopsign.is_some() || !self.sources.iter().any(|s| s.pid == from) {
+            return;
+        }
+        if let Some(d) = said.filter(|d| self.describes_our_start(d)) {
+            self.stopsign = Some(d.clone());
+        }
+    }
+
+    /// Whether part `p` waits for the snapshot being gathered (it starts
+    /// below the snapshot's end) while that snapshot is still coming: it is
+    /// not asked of anyone else meanwhile, or every source would split its
+    /// own snapshot for us.
+    fn gathering_covers(&self, p: &Part<T>) -> bool {
+        self.gathering
+            .as_ref()
+            .is_some_and(|g| g.stalls == 0 && p.next() < g.covers)
+    }
+
+    /// Takes one part of a snapshot that `from` sends in parts. Part 0
+    /// answers a pull of ours that starts below the snapshot's end; it starts
+    /// gathering, unless another source's snapshot is coming along (one
+    /// that stalled for a resend timeout gives way). The other parts count
+    /// only from the source and snapshot being gathered; each is checked
+    /// before anything is kept. Once all parts are in, the rebuilt snapshot
+    /// is written as a snapshot reply's would be, and the log from its end
+    /// on is pulled as usual.
+    pub(crate) fn handle_snapshot_part(&mut self, from: NodeId, m: PullSnapshotPart<T>) {
+        let s = self.sources.iter().position(|s| s.pid == from);
+        if !T::Snapshot::use_snapshots()
+            || s.is_none()
+            || m.parts < 2
+            || m.parts > MAX_PULL_SNAPSHOT_PARTS
+            || m.part >= m.parts
+            || m.covers > MAX_LOG_INDEX
+        {
+            return;
+        }
+        self.learn_stopsign(from, m.stopsign.as_ref());
+        if m.covers <= self.stored_or_snapshot() {
+            // Nothing we lack: what is in hand already reaches that far.
+            return;
+        }
+        // Part 0 starts a gathering: there is none, or the one there stalled
+        // (its source may have dropped its parts and split anew), or its
+        // source sends another snapshot. Otherwise it is a duplicate.
+        let same =
+            |g: &Gathering<T>| g.source == from && g.covers == m.covers && g.parts == m.parts;
+        let start = m.part == 0
+            && match &self.gathering {
+                None => true,
+                Some(g) => g.stalls > 0 || (g.source == from && !same(g)),
+            };
+        if start {
+            let asked_for = self
+                .parts
+                .iter()
+                .any(|p| !p.is_complete() && p.asked.contains(&from) && p.next() < m.covers);
+            if !asked_for {
+                return;
+            }
+            if let Some(old) = self.gathering.take() {
+                self.held_bytes = self.held_bytes.saturating_sub(old.bytes);
+            }
+            self.gathering = Some(Gathering {
+                source: from,
+                covers: m.covers,
+                parts: m.parts,
+                got: Vec::new(),
+                early: Vec::new(),
+                asked: 1,
+                bytes: 0,
+                progressed: true,
+                stalls: 0,
+            });
+        }
+        let Some(g) = self.gathering.as_mut().filter(|g| same(g)) else {
+            return;
+        };
+        let at = g.got.len() as u32;
+        let bytes = m.snapshot.size_hint();
+        if m.part == at {
+            g.got.push(m.snapshot);
+            // Parts that came early and now continue the ones in hand.
+            while let Some(i) = g.early.iter().position(|(p, _)| *p == g.got.len() as u32) {
+                let (_, part) = g.early.swap_remove(i);
+                g.got.push(part);
+            }
+        } else if m.part > at && m.part < g.asked && !g.early.iter().any(|(p, _)| *p == m.part) {
+            g.early.push((m.part, m.snapshot));
+        } else {
+            return;
+        }
+        g.bytes += bytes;
+        g.progressed = true;
+        g.stalls = 0;
+        let covers = g.covers;
+        self.hold(bytes);
+        if let Some(s) = s {
+            self.sources[s].waiting_since = None;
+            self.sources[s].unresponsive = false;
+        }
+        // The parts the snapshot will cover are being answered.
+        let ticks = self.ticks;
+        for p in self.parts.iter_mut().filter(|p| p.next() < covers) {
+            p.progressed = true;
+            p.asked_at = ticks;
+        }
+        self.ask_snapshot_parts();
+        self.finish_gathering();
+    }
+
+    /// Asks the source of the snapshot being gathered for the parts after
+    /// those asked, up to [`PULL_WINDOW`] beyond those in hand.
+    fn ask_snapshot_parts(&mut self) {
+        let Some(g) = &mut self.gathering else {
+            return;
+        };
+        let window_end = (g.got.len() as u32).saturating_add(PULL_WINDOW as u32);
+        while g.asked < g.parts && g.asked < window_end {
+            let req = PullSnapshot {
+                covers: g.covers,
+                parts: g.parts,
+                part: g.asked,
+            };
+            self.outgoing.push((g.source, PaxosMsg::PullSnapshot(req)));
+            g.asked += 1;
+        }
+    }
+
+    /// Once every part of the snapshot being gathered is in: rebuilds it
+    /// and takes it as a snapshot reply without entries (parts that did not
+    /// make a snapshot are dropped; the pull then asks again, perhaps
+    /// another source). The parts that now start at its end are asked for
+    /// at once.
+    fn finish_gathering(&mut self) {
+        let Some(g) = self.gathering.take_if(|g| g.got.len() as u32 == g.parts) else {
+            return;
+        };
+        self.held_bytes = self.held_bytes.saturating_sub(g.bytes);
+        let Some(snapshot) = T::Snapshot::from_parts(g.got) else {
+            return;
+        };
+        if g.covers <= self.stored_or_snapshot() {
+            return;
+        }
+        if let Some(old) = self.snapshot.take() {
+            self.held_bytes = self.held_bytes.saturating_sub(old.bytes);
+        }
+        self.hold(g.bytes);
+        self.snapshot = Some(SnapshotPart {
+            covers: g.covers,
+            snapshot,
+            entries: Vec::new(),
+            bytes: g.bytes,
+        });
+        self.drop_below(g.covers);
+        for i in 0..self.parts.len() {
+            let p = &self.parts[i];
+            if p.from == g.covers && !p.is_complete() && p.got.is_empty() {
+                self.ask_part(i);
+            }
+        }
+        self.fill();
+    }
+
+    /// The resend timer fired: a gathering without a part since the last
+    /// firing asks its source again for the parts missing, and counts a
+    /// stall (so that another source's snapshot may take over).
+    fn tick_gathering(&mut self) {
+        let Some(g) = &mut self.gathering else {
+            return;
+        };
+        if std::mem::take(&mut g.progressed) {
+            return;
+        }
+        g.stalls = g.stalls.saturating_add(1);
+        let have = g.got.len() as u32;
+        for part in have..g.asked {
+            if !g.early.iter().any(|(p, _)| *p == part) {
+                let req = PullSnapshot {
+                    covers: g.covers,
+                    parts: g.parts,
+                    part,
+                };
+                self.outgoing.push((g.source, PaxosMsg::PullSnapshot(req)));
+            }
+        }
+    }
+
     /// Part `i` came short (the source's bounds are tighter than ours): it
     /// ends where the answer ended, and the rest waits to be asked as a new
     /// part. The window counts parts, not ranges, so this makes no room: the
@@ -779,6 +1116,10 @@ impl<T: Entry> Joining<T> {
             }
             true
         });
+        if let Some(g) = self.gathering.take_if(|g| g.covers <= idx) {
+            // The log in hand reaches past that snapshot already.
+            freed += g.bytes;
+        }
         self.held_bytes = self.held_bytes.saturating_sub(freed);
         self.unassigned.retain_mut(|r| {
             r.0 = r.0.max(idx);

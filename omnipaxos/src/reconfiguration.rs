@@ -8,6 +8,8 @@
 //!   StopSignRequest (in c)  ──▶  O answers in c with how c - 1 ended
 //!   PullLog{range}          ──▶  O serves its decided log
 //!                           ◀──  PullLogReply{part}
+//!   PullSnapshot{part}      ──▶  O serves its snapshot in parts
+//!                           ◀──  PullSnapshotPart{part}
 //!                                                 any message of c - 1 ──▶ us (c)
 //!                                                 ◀── StopSignDecided (how c - 1 ended)
 //! ```
@@ -29,7 +31,8 @@ use crate::{
     logging::{Logger, log},
     messages::{Message, PaxosMessage, PaxosMsg, StopSignDecided, StopSignRequest},
     migration::{
-        Discovery, Joining, Migration, MigrationStage, MigrationStatus, PullSettings, SourceStatus,
+        Discovery, Joining, Migration, MigrationStage, MigrationStatus, PullSettings,
+        SnapshotServer, SourceStatus,
     },
     sequence_paxos::SequencePaxos,
     storage::{Entry, Storage},
@@ -68,6 +71,8 @@ pub(crate) struct Reconfiguration<T: Entry> {
     /// long the log to pull is. The server takes no other part until that
     /// and the pull are done.
     discovering: Option<Discovery>,
+    /// The snapshot this server serves pullers in parts, split once.
+    snapshots: SnapshotServer<T>,
     /// Where pull progress is logged (nothing without feature `logging`).
     #[cfg_attr(
         not(feature = "logging"),
@@ -108,6 +113,7 @@ impl<T: Entry> Reconfiguration<T> {
             stragglers,
             joining: None,
             discovering: None,
+            snapshots: SnapshotServer::new(config.resend_message_tick_timeout),
             logger,
         };
         reconf.resume_recorded_join(seq_paxos);
@@ -158,7 +164,10 @@ impl<T: Entry> Reconfiguration<T> {
         // servers of the previous one.
         if let Message::SequencePaxos(PaxosMessage { msg, .. }) = &m {
             match msg {
-                PaxosMsg::PullLog(_) | PaxosMsg::PullLogReply(_) => {
+                PaxosMsg::PullLog(_)
+                | PaxosMsg::PullLogReply(_)
+                | PaxosMsg::PullSnapshot(_)
+                | PaxosMsg::PullSnapshotPart(_) => {
                     return self.route_pull(from, m, seq_paxos);
                 }
                 PaxosMsg::StopSignRequest(_)
@@ -261,11 +270,24 @@ impl<T: Entry> Reconfiguration<T> {
         };
         match (msg, &mut self.joining) {
             (PaxosMsg::PullLog(req), None) => {
-                seq_paxos.handle_pull(from, req, self.stragglers.previous());
+                seq_paxos.handle_pull(from, req, self.stragglers.previous(), &mut self.snapshots);
+                Route::Consumed
+            }
+            (PaxosMsg::PullSnapshot(req), None) => {
+                seq_paxos.handle_pull_snapshot(
+                    from,
+                    req,
+                    self.stragglers.previous(),
+                    &mut self.snapshots,
+                );
                 Route::Consumed
             }
             (PaxosMsg::PullLogReply(reply), Some(joining)) => {
                 joining.handle_reply(from, reply);
+                self.pump_joining(seq_paxos)
+            }
+            (PaxosMsg::PullSnapshotPart(part), Some(joining)) => {
+                joining.handle_snapshot_part(from, part);
                 self.pump_joining(seq_paxos)
             }
             _ => Route::Consumed,
@@ -466,6 +488,7 @@ impl<T: Entry> Reconfiguration<T> {
     /// end by one tick (a server that takes part).
     pub(crate) fn tick(&mut self) {
         self.stragglers.tick();
+        self.snapshots.tick();
     }
 
     /// Moves the messages to send into `buf` (appending): answers to
@@ -493,7 +516,7 @@ impl<T: Entry> Reconfiguration<T> {
                     configuration_id,
                     from,
                     to,
-                    msg: PaxosMsg::PullLog(msg),
+                    msg,
                 })
             }));
             return true;

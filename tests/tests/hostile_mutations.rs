@@ -364,6 +364,16 @@ fn mutate(rng: &mut ChaCha8Rng, msg: &mut Message<Value>) {
                     1 => m.to_idx = num(r, m.to_idx),
                     _ => entries(r, &mut m.entries),
                 },
+                PaxosMsg::PullSnapshot(m) => match r.gen_range(0..3) {
+                    0 => m.covers = num(r, m.covers),
+                    1 => m.parts = num(r, m.parts.into()) as u32,
+                    _ => m.part = num(r, m.part.into()) as u32,
+                },
+                PaxosMsg::PullSnapshotPart(m) => match r.gen_range(0..3) {
+                    0 => m.covers = num(r, m.covers),
+                    1 => m.parts = num(r, m.parts.into()) as u32,
+                    _ => m.part = num(r, m.part.into()) as u32,
+                },
                 PaxosMsg::StopSignDecided(m) => m.stop_idx = num(r, m.stop_idx),
                 PaxosMsg::AcceptStopSign(m) => m.ss.nodes.push(r.gen_range(0..5)),
                 PaxosMsg::ForwardStopSign(ss) => ss.nodes.clear(),
@@ -400,6 +410,26 @@ fn extra_messages(corpus: &mut Vec<Message<Value>>) {
             to_idx: 2,
             snapshot: None,
             entries: vec![Value(1), Value(2)],
+            stopsign: None,
+        }),
+    ));
+    corpus.push(sp(
+        2,
+        1,
+        PaxosMsg::PullSnapshot(PullSnapshot {
+            covers: 4,
+            parts: 2,
+            part: 1,
+        }),
+    ));
+    corpus.push(sp(
+        3,
+        1,
+        PaxosMsg::PullSnapshotPart(PullSnapshotPart {
+            covers: 4,
+            part: 0,
+            parts: 2,
+            snapshot: ValueSnapshot { count: 4, hash: 7 },
             stopsign: None,
         }),
     ));

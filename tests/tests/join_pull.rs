@@ -16,7 +16,7 @@ use omnipaxos::{
     messages::{Message, PaxosMessage, PaxosMsg, PullLogReply, StopSignDecided},
     util::{NodeId, StopSign},
 };
-use omnipaxos_tests::{SimCluster, SimOptions, Value};
+use omnipaxos_tests::{SimCluster, SimOptions, Value, ValueSnapshot};
 
 const JOINER: NodeId = 4;
 const OLD: [NodeId; 3] = [1, 2, 3];
@@ -237,8 +237,9 @@ fn the_memory_a_pull_holds_stays_within_the_window_of_parts() {
         assert!(s.held_bytes <= s.peak_held_bytes);
         peak = peak.max(s.peak_held_bytes);
     });
-    // At most the window's parts, each one reply of at most 16 bytes.
-    let bound = PULL_WINDOW * OLD.len() * 16;
+    // At most the window's parts, each one reply of at most 16 bytes, and
+    // one snapshot (a source may have compacted; 16 bytes here).
+    let bound = PULL_WINDOW * OLD.len() * 16 + size_of::<ValueSnapshot>();
     assert!(peak <= bound, "held {peak} bytes, more than {bound}");
     assert!(peak > 16, "parts were held past a gap ({peak} bytes)");
     assert!(c.max_entry_bytes_per_message() <= 16);
@@ -296,28 +297,91 @@ fn a_reply_for_a_range_not_asked_of_its_sender_is_ignored() {
     assert_joined_with_the_log(&mut c, log_len);
 }
 
-#[test]
-fn sources_that_compacted_send_their_snapshot_and_the_joiner_continues_after_it() {
-    let mut c = SimCluster::new(&OLD, options(9));
+/// Decides 120 values in {1, 2, 3}, has every old server compact the first
+/// 80 into a snapshot (the simulator's snapshot of 80 values splits into
+/// three parts), reconfigures to {1, 2, 3, 4} and steps until server 4
+/// starts pulling. Returns the length of the log to pull.
+fn start_join_from_a_snapshot(c: &mut SimCluster) -> u64 {
     let leader = c.wait_for_leader(200);
     for _ in 0..120 {
         c.propose_new(leader);
     }
     c.run_until(|c| OLD.iter().all(|&p| c.decided_idx(p) >= 120), 2_000);
-    // Every old server compacts its first 80 entries into a snapshot.
-    c.node_mut(leader).snapshot(Some(80), false).unwrap();
-    c.run_until(
-        |c| OLD.iter().all(|&p| c.node(p).get_compacted_idx() >= 80),
-        200,
-    );
+    // Each compacts itself (`local_only`), so that no lost message of a
+    // lossy network leaves one without the snapshot.
+    for p in OLD {
+        if c.node(p).get_compacted_idx() < 80 {
+            c.node_mut(p).snapshot(Some(80), true).unwrap();
+        }
+    }
     c.reconfigure(leader, &[1, 2, 3, 4]).unwrap();
-    c.run_until(|c| c.config_id() == 2, 400);
-    let log_len = c.configurations().get(2).unwrap().start;
-    pull_to_the_end(&mut c, 400, |_, _| {});
+    c.run_until(|c| c.config_id() == 2, 2_000);
+    c.configurations().get(2).unwrap().start
+}
+
+/// Server 4 ends with the old servers' snapshot, not the entries below it.
+fn assert_started_from_the_snapshot(c: &SimCluster) {
     assert!(
         c.node(JOINER).get_compacted_idx() >= 80,
         "server 4 starts from a snapshot"
     );
+}
+
+#[test]
+fn sources_that_compacted_send_their_snapshot_and_the_joiner_continues_after_it() {
+    let mut c = SimCluster::new(&OLD, options(9));
+    let log_len = start_join_from_a_snapshot(&mut c);
+    pull_to_the_end(&mut c, 400, |_, _| {});
+    assert_started_from_the_snapshot(&c);
+    // The snapshot came in its three parts, never whole.
+    assert_eq!(c.whole_snapshots_that_split(), 0);
+    assert!(
+        c.snapshot_parts_sent() >= 3,
+        "{} parts sent",
+        c.snapshot_parts_sent()
+    );
     // `decided_entries` checks the snapshot against the decided log.
     assert_joined_with_the_log(&mut c, log_len);
+}
+
+#[test]
+fn a_source_that_dies_while_sending_its_snapshot_in_parts_gives_way_to_another() {
+    // Three ticks each way: the first part comes well before the others.
+    let o = SimOptions {
+        min_delay_ticks: 3,
+        max_delay_ticks: 3,
+        ..options(10)
+    };
+    let mut c = SimCluster::new(&OLD, o);
+    let log_len = start_join_from_a_snapshot(&mut c);
+    let parts_before = c.snapshot_parts_sent();
+    c.run_until(|c| c.snapshot_parts_sent() > parts_before, 100);
+    // The first part sent answers the first pull, which went to server 1
+    // (parts are dealt round-robin from the first source).
+    assert_eq!(c.node(JOINER).get_compacted_idx(), 0, "not installed yet");
+    c.crash(1);
+    pull_to_the_end(&mut c, 2_000, |_, _| {});
+    assert_started_from_the_snapshot(&c);
+    assert_eq!(c.whole_snapshots_that_split(), 0);
+    assert_joined_with_the_log(&mut c, log_len);
+}
+
+#[test]
+fn a_snapshot_in_parts_comes_through_a_network_that_loses_and_duplicates() {
+    for seed in 0..24 {
+        let o = SimOptions {
+            drop_probability: 0.15,
+            duplicate_probability: 0.1,
+            min_delay_ticks: 1,
+            max_delay_ticks: 4,
+            election_tick_timeout: 40,
+            ..options(100 + seed)
+        };
+        let mut c = SimCluster::new(&OLD, o);
+        let log_len = start_join_from_a_snapshot(&mut c);
+        pull_to_the_end(&mut c, 5_000, |_, _| {});
+        assert_started_from_the_snapshot(&c);
+        assert_eq!(c.whole_snapshots_that_split(), 0, "seed {seed}");
+        assert_joined_with_the_log(&mut c, log_len);
+    }
 }

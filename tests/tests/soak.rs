@@ -174,6 +174,8 @@ fn run_seed(seed: u64) -> SeedStats {
     stats.decided_twice = (decided.len() - distinct.len()) as u64;
     stats.steps = cluster.now();
     stats.network = cluster.network_stats();
+    stats.snapshot_parts = cluster.snapshot_parts_sent() as u64;
+    stats.whole_snapshots_that_split = cluster.whole_snapshots_that_split() as u64;
     stats.trace_hash = cluster.trace_hash();
     stats
 }
@@ -221,6 +223,10 @@ struct SeedStats {
     /// Tenths of an election timeout from the heal until a fresh proposal
     /// was decided on every server.
     recovery_tenths: u64,
+    /// Messages that carried a part of a snapshot, and messages that
+    /// carried a snapshot whole although it splits into parts.
+    snapshot_parts: u64,
+    whole_snapshots_that_split: u64,
     trace_hash: u64,
 }
 
@@ -253,6 +259,11 @@ fn print_summary(seeds: u64, failed: usize, stats: &[SeedStats]) {
         sum(&|s| s.decided),
         sum(&|s| s.decided_twice),
         stats.iter().filter(|s| s.decided_twice > 0).count(),
+    );
+    println!(
+        "soak summary: snapshot parts sent {}, snapshots sent whole although they split {}",
+        sum(&|s| s.snapshot_parts),
+        sum(&|s| s.whole_snapshots_that_split),
     );
     let mut recovery: Vec<u64> = stats.iter().map(|s| s.recovery_tenths).collect();
     recovery.sort_unstable();

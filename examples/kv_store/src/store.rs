@@ -300,6 +300,21 @@ impl Snapshot<KVCommand> for KVSnapshot {
         true
     }
 
+    /// Counted as `into_parts` counts: keys and values with their string
+    /// headers, commands by their own size hint.
+    fn size_hint(&self) -> usize {
+        match self {
+            Self::State(KvState { map, sessions }) => {
+                let keys: usize = map
+                    .iter()
+                    .map(|(k, v)| k.len() + v.len() + 2 * size_of::<String>())
+                    .sum();
+                keys + sessions.len() * size_of::<(SessionId, AppliedSeqs)>()
+            }
+            Self::Commands(commands) => commands.iter().map(Entry::size_hint).sum(),
+        }
+    }
+
     /// Splits by size: a state into parts of its keys (the deduplication
     /// table rides with the first), a slice of commands into shorter slices.
     fn into_parts(self, max_bytes: usize) -> Vec<Self> {

@@ -280,7 +280,7 @@ where
     /// index asked)`: at most `MAX_QUEUED_PULL_REPLIES` per puller, and one
     /// per range, until the driver takes them, so that a burst of pulls
     /// queues no more than a puller's window of replies.
-    pull_replies: Vec<(NodeId, u64)>,
+    pull_replies: Vec<(NodeId, crate::migration::PullKey)>,
     /// Leader: recently appended forwarded batches, so that a retried batch
     /// is acknowledged rather than appended twice.
     recent_forwards: RecentForwards,
@@ -443,8 +443,22 @@ where
         from: NodeId,
         req: crate::messages::PullLog,
         previous: Option<&crate::messages::StopSignDecided>,
+        snapshots: &mut crate::migration::SnapshotServer<T>,
     ) {
-        let r = self.handle_pull_log(from, req, previous);
+        let r = self.handle_pull_log(from, req, previous, snapshots);
+        self.guard(r);
+    }
+
+    /// Serves a joining server a part of the snapshot it is pulling (see
+    /// [`Self::handle_pull_log`]).
+    pub(crate) fn handle_pull_snapshot(
+        &mut self,
+        from: NodeId,
+        req: crate::messages::PullSnapshot,
+        previous: Option<&crate::messages::StopSignDecided>,
+        snapshots: &mut crate::migration::SnapshotServer<T>,
+    ) {
+        let r = self.serve_snapshot_part(from, req, previous, snapshots);
         self.guard(r);
     }
 
@@ -880,9 +894,11 @@ where
                 Ok(())
             }
             PaxosMsg::AcceptStopSign(acc) => self.handle_accept_stopsign(from, acc),
-            PaxosMsg::PullLog(req) => self.handle_pull_log(from, req, None),
-            // Replies reach a joining server, which handles them before this.
-            PaxosMsg::PullLogReply(_) => Ok(()),
+            // `OmniPaxos` routes pulls and their replies (`Reconfiguration::route`).
+            PaxosMsg::PullLog(_)
+            | PaxosMsg::PullLogReply(_)
+            | PaxosMsg::PullSnapshot(_)
+            | PaxosMsg::PullSnapshotPart(_) => Ok(()),
             PaxosMsg::ForwardStopSign(ss) => self.handle_forward_stopsign(ss),
             PaxosMsg::StopSignDecided(d) => self.handle_stopsign_decided(from, d),
             // About the previous configuration: `OmniPaxos` answers these.

@@ -25,8 +25,11 @@ use crate::{
     ballot::Ballot,
     errors::{ConfigError, ProposeErr, ReconfigurationRequest},
     logging::log,
-    messages::{AcceptStopSign, PaxosMsg, PullLog, PullLogReply, StopSignDecided},
-    migration::MAX_QUEUED_PULL_REPLIES,
+    messages::{
+        AcceptStopSign, PaxosMsg, PullLog, PullLogReply, PullSnapshot, PullSnapshotPart,
+        StopSignDecided,
+    },
+    migration::{MAX_QUEUED_PULL_REPLIES, PullKey, SnapshotAnswer, SnapshotServer},
     storage::{Entry, Storage, StorageResult},
     util::{ConfigurationEnd, MAX_LOG_INDEX, NodeId, StopSign},
 };
@@ -198,6 +201,13 @@ where
     /// for one puller until the driver takes the outgoing messages: what a
     /// burst of pulls costs is bounded by the puller's window.
     ///
+    /// A part that starts in our compacted prefix is answered with our
+    /// snapshot first. A snapshot that splits into several parts
+    /// ([`Snapshot::into_parts`](crate::storage::Snapshot::into_parts) with
+    /// our `max_message_bytes`) is not sent whole: `snapshots` keeps its
+    /// parts, part 0 answers the pull, and the joiner asks for the others
+    /// ([`Self::serve_snapshot_part`]).
+    ///
     /// The reply also says how the configuration the joiner joins began
     /// (this one's stop-sign, once decided here, or `previous`, how the one
     /// before ours ended), so that the joiner can tell stragglers.
@@ -206,27 +216,123 @@ where
         from: NodeId,
         req: PullLog,
         previous: Option<&StopSignDecided>,
+        snapshots: &mut SnapshotServer<T>,
     ) -> StorageResult<()> {
         let decided = self.storage.decided_idx().min(self.storage.log_len());
-        let queued = self.pull_replies.iter().filter(|(p, _)| *p == from).count();
-        if self.is_halted()
-            || req.from_idx >= req.to_idx
+        if req.from_idx >= req.to_idx
             || req.to_idx > decided
-            || !self.may_pull(from)
-            || queued >= MAX_QUEUED_PULL_REPLIES
-            || self.pull_replies.contains(&(from, req.from_idx))
+            || !self.may_queue_pull_reply(from, PullKey::Log(req.from_idx))
         {
             return Ok(());
         }
         let compacted = self.storage.compacted_idx();
-        let (from_idx, snapshot) = if req.from_idx < compacted {
-            match self.storage.get_snapshot()? {
-                Some(s) => (compacted, Some(s)),
-                None => return Ok(()),
+        if req.from_idx < compacted {
+            let parts = match snapshots.held(compacted) {
+                Some(parts) => parts,
+                None => {
+                    let Some(s) = self.storage.get_snapshot()? else {
+                        return Ok(());
+                    };
+                    match snapshots.split(compacted, s, self.max_message_bytes) {
+                        SnapshotAnswer::Whole(s) => {
+                            return self.reply_pull(from, req, compacted, Some(s), previous);
+                        }
+                        SnapshotAnswer::Parts(parts) => parts,
+                        SnapshotAnswer::Unusable(n) => {
+                            log!(error, self.logger, "a snapshot split into no parts, or too many";
+                                "parts" => n);
+                            let _ = n; // read by the log line, with feature `logging`
+                            return Ok(());
+                        }
+                    }
+                }
+            };
+            let first = PullSnapshot {
+                covers: compacted,
+                parts,
+                part: 0,
+            };
+            self.send_snapshot_part(from, first, previous, snapshots);
+            self.pull_replies.push((from, PullKey::Log(req.from_idx)));
+            return Ok(());
+        }
+        self.reply_pull(from, req, req.from_idx, None, previous)
+    }
+
+    /// Whether a pull reply to `from` under `key` may be queued: we serve
+    /// (see [`Self::may_pull`]), and `from` has fewer than
+    /// `MAX_QUEUED_PULL_REPLIES` replies and none under `key` waiting.
+    fn may_queue_pull_reply(&self, from: NodeId, key: PullKey) -> bool {
+        let queued = self.pull_replies.iter().filter(|(p, _)| *p == from).count();
+        !self.is_halted()
+            && self.may_pull(from)
+            && queued < MAX_QUEUED_PULL_REPLIES
+            && !self.pull_replies.contains(&(from, key))
+    }
+
+    /// A joining server asks for one more part of the snapshot we began
+    /// sending it in parts. We answer from the parts we hold; if we no
+    /// longer hold them (we dropped them while nobody asked, restarted, or
+    /// moved on to the next configuration) but the snapshot is still our
+    /// compacted prefix, we split it again, which gives the same parts
+    /// ([`Snapshot::into_parts`](crate::storage::Snapshot::into_parts) splits
+    /// a snapshot the same way each time). Otherwise nothing: the joiner
+    /// asks for the log again and gets our current snapshot.
+    pub(super) fn serve_snapshot_part(
+        &mut self,
+        from: NodeId,
+        req: PullSnapshot,
+        previous: Option<&StopSignDecided>,
+        snapshots: &mut SnapshotServer<T>,
+    ) -> StorageResult<()> {
+        if req.part == 0 || !self.may_queue_pull_reply(from, PullKey::SnapshotPart(req.part)) {
+            return Ok(());
+        }
+        if snapshots.held(req.covers).is_none() && req.covers == self.storage.compacted_idx() {
+            if let Some(s) = self.storage.get_snapshot()? {
+                snapshots.split(req.covers, s, self.max_message_bytes);
             }
-        } else {
-            (req.from_idx, None)
+        }
+        if self.send_snapshot_part(from, req, previous, snapshots) {
+            self.pull_replies
+                .push((from, PullKey::SnapshotPart(req.part)));
+        }
+        Ok(())
+    }
+
+    /// Sends `to` the part `req` names of the snapshot `snapshots` holds, if
+    /// it holds that one; returns whether it did.
+    fn send_snapshot_part(
+        &mut self,
+        to: NodeId,
+        req: PullSnapshot,
+        previous: Option<&StopSignDecided>,
+        snapshots: &mut SnapshotServer<T>,
+    ) -> bool {
+        let Some(snapshot) = snapshots.part(req.covers, req.parts, req.part) else {
+            return false;
         };
+        let part = PullSnapshotPart {
+            covers: req.covers,
+            part: req.part,
+            parts: req.parts,
+            snapshot: snapshot.clone(),
+            stopsign: self.stopsign_decided_msg().or_else(|| previous.cloned()),
+        };
+        self.send(to, PaxosMsg::PullSnapshotPart(part));
+        true
+    }
+
+    /// Answers the pull `req` with `snapshot` (of the log below `from_idx`),
+    /// if any, and the decided entries from `from_idx` on.
+    fn reply_pull(
+        &mut self,
+        from: NodeId,
+        req: PullLog,
+        from_idx: u64,
+        snapshot: Option<T::Snapshot>,
+        previous: Option<&StopSignDecided>,
+    ) -> StorageResult<()> {
         // At most `max_entries_per_message` entries and `max_message_bytes`
         // (at least one entry) per reply; the puller asks for the rest.
         let entries = if from_idx < req.to_idx {
@@ -248,7 +354,7 @@ where
             stopsign: self.stopsign_decided_msg().or_else(|| previous.cloned()),
         };
         self.send(from, PaxosMsg::PullLogReply(reply));
-        self.pull_replies.push((from, req.from_idx));
+        self.pull_replies.push((from, PullKey::Log(req.from_idx)));
         Ok(())
     }
 

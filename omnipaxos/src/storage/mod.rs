@@ -68,6 +68,16 @@ pub trait Snapshot<T: Entry>: Clone + Debug {
     /// compaction is by [`OmniPaxos::trim`](crate::OmniPaxos::trim) only.
     fn use_snapshots() -> bool;
 
+    /// About how many bytes this snapshot (or part of one) takes, as
+    /// [`Entry::size_hint`] does for entries. The protocol uses it only to
+    /// report what a joining server holds in memory
+    /// ([`MigrationStatus::held_bytes`](crate::MigrationStatus::held_bytes));
+    /// the default is the snapshot's in-memory size, which leaves out what
+    /// it holds on the heap.
+    fn size_hint(&self) -> usize {
+        size_of_val(self)
+    }
+
     /// Splits the snapshot into parts of at most about `max_bytes` each (the
     /// server's `max_message_bytes`, by whatever measure suits the type), so
     /// that a snapshot too large for one message is sent in several. The
@@ -76,7 +86,12 @@ pub trait Snapshot<T: Entry>: Clone + Debug {
     ///
     /// The default keeps the snapshot whole: one message, however large.
     /// Override both methods for snapshots that can outgrow the transport's
-    /// frame limit.
+    /// frame limit. The same snapshot must split the same way each time
+    /// (iterate in a fixed order: a `BTreeMap`, not a `HashMap`): a server
+    /// that serves a joining server its snapshot in parts splits it once and
+    /// keeps the parts while they are asked for, but splits it again after
+    /// a restart or a move to the next configuration, and the joiner puts
+    /// together parts of both splits.
     fn into_parts(self, max_bytes: usize) -> Vec<Self> {
         let _ = max_bytes;
         vec![self]

@@ -246,7 +246,7 @@ where
             && matches!(
                 &m,
                 Message::SequencePaxos(PaxosMessage {
-                    msg: PaxosMsg::PullLog(_),
+                    msg: PaxosMsg::PullLog(_) | PaxosMsg::PullSnapshot(_),
                     ..
                 })
             )

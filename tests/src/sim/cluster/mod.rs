@@ -122,6 +122,11 @@ pub struct SimCluster {
     max_entries_sent: usize,
     /// The most entry bytes (by `Entry::size_hint`) one message carried.
     max_entry_bytes_sent: usize,
+    /// Messages sent so far that carried a snapshot whole although it
+    /// splits into several parts (see [`SimCluster::whole_snapshots_that_split`]).
+    whole_split_snapshots: usize,
+    /// Messages sent so far that carried one part of a snapshot.
+    snapshot_parts_sent: usize,
     /// Whether to print a line per delivered message and per command.
     trace: bool,
     /// Set by [`SimCluster::hold_configuration_changes`]: servers stay in
@@ -210,6 +215,8 @@ impl SimCluster {
             next_value: 1,
             outbox: Vec::new(),
             max_entries_sent: 0,
+            whole_split_snapshots: 0,
+            snapshot_parts_sent: 0,
             max_entry_bytes_sent: 0,
             configuration_changes_held: false,
             joiner_sources: None,
@@ -302,6 +309,11 @@ impl SimCluster {
             let (entries, bytes) = entries_carried(&msg);
             self.max_entries_sent = self.max_entries_sent.max(entries);
             self.max_entry_bytes_sent = self.max_entry_bytes_sent.max(bytes);
+            match snapshot_carried(&msg, self.options.max_message_bytes) {
+                Carried::Nothing => {}
+                Carried::Whole { splits } => self.whole_split_snapshots += usize::from(splits),
+                Carried::Part => self.snapshot_parts_sent += 1,
+            }
             let (from, to) = (msg.get_sender(), msg.get_receiver());
             let receiver_up = live.contains(&to);
             let fate = self
@@ -458,6 +470,20 @@ impl SimCluster {
     /// [`max_entries_per_message`](Self::max_entries_per_message) is.
     pub fn max_entry_bytes_per_message(&self) -> usize {
         self.max_entry_bytes_sent
+    }
+
+    /// How many messages sent so far carried a snapshot whole although it
+    /// splits into several parts ([`Snapshot::into_parts`](omnipaxos::storage::Snapshot::into_parts)
+    /// with the servers' `max_message_bytes`): such a snapshot should travel
+    /// in parts.
+    pub fn whole_snapshots_that_split(&self) -> usize {
+        self.whole_split_snapshots
+    }
+
+    /// How many messages sent so far carried one part of a snapshot (to a
+    /// follower or to a joining server).
+    pub fn snapshot_parts_sent(&self) -> usize {
+        self.snapshot_parts_sent
     }
 
     /// Starts [`max_entries_per_message`](Self::max_entries_per_message) and
@@ -888,6 +914,43 @@ impl Drop for SimCluster {
                 self.replay_command()
             );
         }
+    }
+}
+
+/// What snapshot a message carries ([`snapshot_carried`]).
+enum Carried {
+    Nothing,
+    /// A snapshot whole; `splits`: whether it splits into several parts.
+    Whole {
+        splits: bool,
+    },
+    /// One part of a snapshot.
+    Part,
+}
+
+fn snapshot_carried(m: &Message<Value>, max_bytes: usize) -> Carried {
+    use omnipaxos::messages::{PaxosMessage, PaxosMsg, SnapshotType};
+    use omnipaxos::storage::Snapshot;
+    let Message::SequencePaxos(PaxosMessage { msg, .. }) = m else {
+        return Carried::Nothing;
+    };
+    let of_sync = |s: &omnipaxos::messages::LogSync<Value>| match &s.decided_snapshot {
+        Some(SnapshotType::Complete(s) | SnapshotType::Delta { snapshot: s, .. }) => Some(*s),
+        None => None,
+    };
+    let whole = match msg {
+        PaxosMsg::AcceptSync(s) => of_sync(&s.log_sync),
+        PaxosMsg::DecidedSync(s) => of_sync(&s.log_sync),
+        PaxosMsg::Promise(p) => p.log_sync.as_ref().and_then(of_sync),
+        PaxosMsg::PullLogReply(r) => r.snapshot,
+        PaxosMsg::SnapshotPart(_) | PaxosMsg::PullSnapshotPart(_) => return Carried::Part,
+        _ => None,
+    };
+    match whole {
+        Some(s) => Carried::Whole {
+            splits: s.into_parts(max_bytes).len() > 1,
+        },
+        None => Carried::Nothing,
     }
 }
 
