@@ -457,10 +457,10 @@ where
                 &node.seq_paxos,
             );
         }
-        for (entry, tag) in handover.carried {
+        for p in handover.carried {
             // The new node has no leader yet: entries wait in its buffer,
             // which has room for what the old one held.
-            if node.seq_paxos.append_tagged(entry, tag).is_err() {
+            if node.seq_paxos.append_tagged(p.entry, p.tag).is_err() {
                 break;
             }
         }

@@ -184,7 +184,7 @@ where
         if let Some(e) = self.storage_failure() {
             return Err(CompactionErr::Storage(e.clone()));
         }
-        if self.role != Role::Leader || self.phase != Phase::Accept {
+        if self.role() != Role::Leader || self.phase() != Phase::Accept {
             let leader = (self.leader.pid != 0).then_some(self.leader.pid);
             return Err(CompactionErr::NotCurrentLeader { leader });
         }
@@ -192,6 +192,8 @@ where
         // A follower that has not accepted up to `idx` would need the trimmed
         // entries, which no snapshot can replace: refuse, and say what works.
         let min_accepted = self
+            .state
+            .lead_mut()
             .progress
             .iter()
             .map(|p| p.accepted_idx.unwrap_or(0))
@@ -308,7 +310,7 @@ where
         let decided = self.storage.decided_idx().min(self.storage.log_len());
         match c {
             // Only the leader we follow knows that every server accepted the prefix.
-            Compaction::Trim(idx) if from == self.leader.pid && self.role == Role::Follower => {
+            Compaction::Trim(idx) if from == self.leader.pid && self.role() == Role::Follower => {
                 let idx = reach(Some(idx), decided);
                 if idx > self.storage.compacted_idx() {
                     self.compact_locally(idx)?;

@@ -2,15 +2,15 @@
 //! learn decisions, and forward proposals.
 
 use super::{
-    ForwardedBatch, MAX_SNAPSHOT_PARTS, NO_TAG, Phase, Role, SequencePaxos, SnapshotKey, Tag,
+    ForwardedBatch, MAX_SNAPSHOT_PARTS, Open, Phase, Proposal, SequencePaxos, SnapshotKey,
 };
 use crate::{
     ballot::Ballot,
     logging::log,
     messages::{
-        AcceptDecide, AcceptSync, Accepted, Decide, DecidedSync, ForwardId, LogSync, Message,
-        NotAccepted, PaxosMessage, PaxosMsg, Prepare, PrepareReq, Promise, ProposalAck,
-        ProposalForward, SequenceNumber, SnapshotPart, SnapshotPartAck, SnapshotType,
+        AcceptDecide, AcceptSync, Accepted, Decide, DecidedSync, ForwardId, LogSync, NotAccepted,
+        PaxosMsg, Prepare, PrepareReq, Promise, ProposalAck, ProposalForward, SequenceNumber,
+        SnapshotPart, SnapshotPartAck, SnapshotType,
     },
     storage::{Entry, Snapshot, Storage, StorageResult},
     util::{MAX_LOG_INDEX, NodeId},
@@ -40,14 +40,19 @@ where
             }
             return Ok(());
         }
-        if prep.n > promise {
+        let higher = prep.n > promise;
+        if higher {
             log!(debug, self.logger, "promised"; "n" => prep.n.n, "leader" => from);
             self.storage.set_promise(prep.n)?;
-            // Sequence numbers are per ballot.
-            self.last_seq = SequenceNumber::default();
         }
+        // A leader becomes a follower here.
         self.become_follower_of(prep.n);
-        self.phase = Phase::Prepare;
+        let f = self.state.follow_mut();
+        if higher {
+            // Sequence numbers are per ballot.
+            f.last_seq = SequenceNumber::default();
+        }
+        f.phase = Phase::Prepare;
         let n_accepted = self.storage.accepted_round().unwrap_or_default();
         let accepted_idx = self.storage.accepted_idx();
         // Send what the leader may lack: after a higher accepted round, our log
@@ -120,15 +125,12 @@ where
         from: NodeId,
         part: DecidedSync<T>,
     ) -> StorageResult<()> {
-        if part.n != self.storage.promise()
-            || self.phase != Phase::Prepare
-            || self.role != Role::Follower
-            || part.n.pid != from
+        if part.n != self.storage.promise() || self.phase() != Phase::Prepare || part.n.pid != from
         {
             return Ok(());
         }
         let n = part.n;
-        self.early_parts.retain(|(b, _)| *b == n);
+        self.state.follow_mut().early_parts.retain(|(b, _)| *b == n);
         let log_sync = part.log_sync;
         let Some(end) = log_sync.sync_idx.checked_add(log_sync.suffix.len() as u64) else {
             return Ok(());
@@ -139,11 +141,13 @@ where
         }
         if self.part_is_early(&log_sync) {
             let held = self
+                .state
+                .follow_mut()
                 .early_parts
                 .iter()
                 .any(|(_, s)| s.sync_idx == log_sync.sync_idx);
-            if !held && self.early_parts.len() < super::MAX_EARLY {
-                self.early_parts.push((n, log_sync));
+            if !held && self.state.follow_mut().early_parts.len() < super::MAX_EARLY {
+                self.state.follow_mut().early_parts.push((n, log_sync));
             }
             return Ok(());
         }
@@ -152,11 +156,13 @@ where
         }
         // Parts that came early and continue what we hold now.
         while let Some(i) = self
+            .state
+            .follow()
             .early_parts
             .iter()
             .position(|(_, s)| !self.part_is_early(s))
         {
-            let (_, next) = self.early_parts.swap_remove(i);
+            let (_, next) = self.state.follow_mut().early_parts.swap_remove(i);
             let next_end = next.sync_idx + next.suffix.len() as u64;
             if next_end > self.storage.decided_idx() && !self.install_decided_part(from, n, next)? {
                 return Ok(());
@@ -176,8 +182,7 @@ where
         part: SnapshotPart<T>,
     ) -> StorageResult<()> {
         if part.n != self.storage.promise()
-            || self.phase != Phase::Prepare
-            || self.role != Role::Follower
+            || self.phase() != Phase::Prepare
             || part.n.pid != from
             || part.parts == 0
             || part.part >= part.parts
@@ -192,7 +197,7 @@ where
             delta_from: part.delta_from,
             parts: part.parts,
         };
-        let gathering = match self.snapshot_parts.take() {
+        let gathering = match self.state.follow_mut().snapshot_parts.take() {
             Some((k, parts)) if k == key => Some(parts),
             _ if part.part == 0 => Some(Vec::new()),
             // A part of a stream whose start we missed: we hold none of it.
@@ -208,7 +213,7 @@ where
         let received = gathered.len() as u32;
         self.send_snapshot_ack(from, &key, received);
         if received < key.parts {
-            self.snapshot_parts = Some((key, gathered));
+            self.state.follow_mut().snapshot_parts = Some((key, gathered));
             return Ok(());
         }
         let Some(snapshot) = T::Snapshot::from_parts(gathered) else {
@@ -251,13 +256,11 @@ where
             self.send(from, PaxosMsg::PrepareReq(PrepareReq { n: key.n }));
             return Ok(());
         };
-        let (mut cut, mut cut_tags) = self.install_sync(None, sync, sync_idx)?;
+        let mut cut = self.install_sync(None, sync, sync_idx)?;
         log!(debug, self.logger, "installed a snapshot sent in parts";
             "leader" => from, "parts" => key.parts, "decided_idx" => self.storage.decided_idx());
         cut.append(&mut self.pending);
-        cut_tags.append(&mut self.pending_tags);
         self.pending = cut;
-        self.pending_tags = cut_tags;
         self.send_promise_again(key.n);
         Ok(())
     }
@@ -311,7 +314,7 @@ where
         let end = log_sync.sync_idx + log_sync.suffix.len() as u64;
         let refuse = log_sync.stopsign.is_some() || end < self.storage.accepted_idx();
         let Some(mut log_sync) = self.checked_sync(log_sync).filter(|_| !refuse) else {
-            self.early_parts.clear();
+            self.state.follow_mut().early_parts.clear();
             self.send(from, PaxosMsg::PrepareReq(PrepareReq { n }));
             return Ok(false);
         };
@@ -322,16 +325,14 @@ where
             log_sync.suffix.drain(..have);
             log_sync.sync_idx += have as u64;
         }
-        let (mut cut, mut cut_tags) = self.install_sync(None, log_sync, end)?;
+        let mut cut = self.install_sync(None, log_sync, end)?;
         log!(debug, self.logger, "installed part of the leader's decided log";
             "leader" => from, "decided_idx" => self.storage.decided_idx(),
             "log_len" => self.storage.log_len());
         // Our own proposals that the part replaced wait for the AcceptSync,
         // as proposals waiting for a leader do.
         cut.append(&mut self.pending);
-        cut_tags.append(&mut self.pending_tags);
         self.pending = cut;
-        self.pending_tags = cut_tags;
         Ok(true)
     }
 
@@ -340,14 +341,11 @@ where
         from: NodeId,
         sync: AcceptSync<T>,
     ) -> StorageResult<()> {
-        if sync.n != self.storage.promise()
-            || self.phase != Phase::Prepare
-            || self.role != Role::Follower
-            || sync.n.pid != from
+        if sync.n != self.storage.promise() || self.phase() != Phase::Prepare || sync.n.pid != from
         {
             return Ok(());
         }
-        if sync.seq_num.session <= self.last_seq.session {
+        if sync.seq_num.session <= self.state.follow().last_seq.session {
             // A delayed copy of an earlier session's sync: installing it could
             // cut entries we have accepted (and acknowledged) since.
             return Ok(());
@@ -388,8 +386,7 @@ where
             log_sync.suffix.len(),
             log_sync.decided_snapshot.is_some(),
         );
-        let (mut cut, mut cut_tags) =
-            self.install_sync(Some(sync.n), log_sync, sync.decided_idx)?;
+        let mut cut = self.install_sync(Some(sync.n), log_sync, sync.decided_idx)?;
         log!(info, self.logger, "log synchronised by the leader";
             "leader" => from, "n" => sync.n.n, "sync_idx" => sync_idx, "entries" => entries,
             "snapshot" => snapshot, "log_len" => self.storage.log_len(),
@@ -397,25 +394,23 @@ where
         for ack in sync.forward_acks {
             self.handle_proposal_ack(from, ack);
         }
-        self.last_seq = sync.seq_num;
-        self.phase = Phase::Accept;
-        self.early_parts.clear();
-        self.snapshot_parts = None;
-        self.open_accepted = None;
+        self.state.follow_mut().last_seq = sync.seq_num;
+        self.state.follow_mut().phase = Phase::Accept;
+        self.state.follow_mut().early_parts.clear();
+        self.state.follow_mut().snapshot_parts = None;
+        self.outbox.close(Open::Accepted);
         self.send_accepted();
         // Proposals that waited for a leader go to it now, with our own
         // proposals from when we led that the sync cut.
         cut.append(&mut self.pending);
-        cut_tags.append(&mut self.pending_tags);
         self.resend_forwarded();
         // Read requests and a stop-sign that waited for a leader to synchronise us.
         self.resend_reads();
         self.propose_pending_stopsign()?;
         if !cut.is_empty() {
-            if let Err((rejected, tags)) = self.forward(cut, cut_tags) {
+            if let Err(rejected) = self.forward(cut) {
                 // Cannot happen: pending is bounded by the same buffer size. Keep them anyway.
                 self.pending = rejected;
-                self.pending_tags = tags;
             }
         }
         Ok(())
@@ -429,16 +424,16 @@ where
     }
 
     fn check_seq(&self, seq: SequenceNumber) -> SeqCheck {
-        if seq.session < self.last_seq.session {
+        if seq.session < self.state.follow().last_seq.session {
             return SeqCheck::Old;
         }
-        if seq.session > self.last_seq.session {
+        if seq.session > self.state.follow().last_seq.session {
             // A new session we never saw the AcceptSync of.
             return SeqCheck::Gap;
         }
         match seq.counter {
-            c if c <= self.last_seq.counter => SeqCheck::Old,
-            c if c == self.last_seq.counter + 1 => SeqCheck::Next,
+            c if c <= self.state.follow().last_seq.counter => SeqCheck::Old,
+            c if c == self.state.follow().last_seq.counter + 1 => SeqCheck::Next,
             _ => SeqCheck::Gap,
         }
     }
@@ -453,17 +448,17 @@ where
             }
             return false;
         }
-        if self.phase != Phase::Accept || self.role != Role::Follower {
+        if self.phase() != Phase::Accept {
             return false;
         }
         match self.check_seq(seq) {
             SeqCheck::Next => {
-                self.last_seq = seq;
+                self.state.follow_mut().last_seq = seq;
                 true
             }
             SeqCheck::Old => false,
             SeqCheck::Gap => {
-                self.phase = Phase::Prepare;
+                self.state.follow_mut().phase = Phase::Prepare;
                 self.send(from, PaxosMsg::PrepareReq(PrepareReq { n }));
                 false
             }
@@ -506,75 +501,61 @@ where
         Ok(())
     }
 
-    /// Tells the leader our log length, in the `Accepted` still waiting in the
-    /// outgoing buffer if there is one.
+    /// Tells the leader our log length, in the open `Accepted` if the driver
+    /// has not taken it yet.
     pub(super) fn send_accepted(&mut self) {
         let accepted_idx = self.storage.accepted_idx();
-        if let Some(i) = self.open_accepted {
-            if let Message::SequencePaxos(PaxosMessage {
-                msg: PaxosMsg::Accepted(acc),
-                ..
-            }) = &mut self.outgoing[i]
-            {
-                acc.accepted_idx = accepted_idx;
-                return;
-            }
+        if let Some(PaxosMsg::Accepted(acc)) = self.outbox.open_mut(Open::Accepted) {
+            acc.accepted_idx = accepted_idx;
+            return;
         }
-        self.open_accepted = Some(self.outgoing.len());
         let to = self.leader.pid;
         let msg = Accepted {
             n: self.leader,
             accepted_idx,
         };
-        self.send(to, PaxosMsg::Accepted(msg));
+        self.outbox
+            .send_open(Open::Accepted, to, PaxosMsg::Accepted(msg));
     }
 
     /// Forwards proposals to the leader and keeps them until it acknowledges
     /// them. Hands them back if that would exceed `buffer_size`.
-    pub(super) fn forward(
-        &mut self,
-        entries: Vec<T>,
-        tags: Vec<Tag>,
-    ) -> Result<(), (Vec<T>, Vec<Tag>)> {
-        debug_assert_eq!(entries.len(), tags.len());
-        if self.forwarded_len + entries.len() > self.buffer_size {
-            return Err((entries, tags));
+    pub(super) fn forward(&mut self, proposals: Vec<Proposal<T>>) -> Result<(), Vec<Proposal<T>>> {
+        if self.forwarded_len + proposals.len() > self.buffer_size {
+            return Err(proposals);
         }
-        self.forwarded_len += entries.len();
-        if let (Some(i), Some(batch)) = (self.open_forward, self.forwarded.back_mut()) {
-            if let Message::SequencePaxos(PaxosMessage {
-                msg: PaxosMsg::ProposalForward(fwd),
-                ..
-            }) = &mut self.outgoing[i]
-            {
-                if fwd.id == batch.id {
-                    fwd.entries.extend_from_slice(&entries);
-                    batch.entries.extend(entries);
-                    batch.tags.extend(tags);
-                    return Ok(());
-                }
+        self.forwarded_len += proposals.len();
+        if let (Some(PaxosMsg::ProposalForward(fwd)), Some(batch)) = (
+            self.outbox.open_mut(Open::Forward),
+            self.forwarded.back_mut(),
+        ) {
+            // The open message carries the last batch: the proposals join both.
+            if fwd.id == batch.id {
+                fwd.entries
+                    .extend(proposals.iter().map(|p| p.entry.clone()));
+                batch.proposals.extend(proposals);
+                return Ok(());
             }
         }
         let id = ForwardId {
             ballot: self.leader,
-            session: self.last_seq.session,
+            session: self.state.follow().last_seq.session,
             seq: self.next_forward_seq,
         };
         self.next_forward_seq += 1;
         let msg = ProposalForward {
             n: self.leader,
             id,
-            entries: entries.clone(),
+            entries: entries_of(&proposals),
         };
         self.forwarded.push_back(ForwardedBatch {
             id,
-            entries,
-            tags,
+            proposals,
             acked: None,
         });
-        self.open_forward = Some(self.outgoing.len());
         let to = self.leader.pid;
-        self.send(to, PaxosMsg::ProposalForward(msg));
+        self.outbox
+            .send_open(Open::Forward, to, PaxosMsg::ProposalForward(msg));
         Ok(())
     }
 
@@ -592,11 +573,11 @@ where
             let msg = ProposalForward {
                 n: self.leader,
                 id: batch.id,
-                entries: batch.entries.clone(),
+                entries: entries_of(&batch.proposals),
             };
             self.send(to, PaxosMsg::ProposalForward(msg));
         }
-        self.open_forward = None;
+        self.outbox.close(Open::Forward);
     }
 
     /// An acknowledgement of a forwarded batch, alone (`ProposalAck`, from
@@ -606,18 +587,18 @@ where
     /// leader's word (the entries may not have reached us yet), but one
     /// whose range overflows could not name a place in any log.
     pub(super) fn handle_proposal_ack(&mut self, from: NodeId, ack: ProposalAck) {
-        if ack.n != self.leader || from != self.leader.pid || self.role != Role::Follower {
+        if ack.n != self.leader || from != self.leader.pid {
             return;
         }
         if let Some(pos) = self.forwarded.iter().position(|b| b.id == ack.id) {
-            let len = self.forwarded[pos].entries.len() as u64;
+            let len = self.forwarded[pos].proposals.len() as u64;
             if ack.first_idx.saturating_add(len) > MAX_LOG_INDEX {
                 return;
             }
             self.forwarded[pos].acked = Some((ack.n, ack.first_idx));
             if pos + 1 == self.forwarded.len() {
                 // The open batch is acknowledged; later entries start a new one.
-                self.open_forward = None;
+                self.outbox.close(Open::Forward);
             }
         }
         self.prune_decided_forwards();
@@ -638,7 +619,7 @@ where
         let leader = self.leader;
         for batch in &mut self.forwarded {
             if let Some((n, first)) = batch.acked {
-                let end = first + batch.entries.len() as u64;
+                let end = first + batch.proposals.len() as u64;
                 batch.acked = (prev_round == Some(n) && end <= prev_len.min(kept_until))
                     .then_some((leader, first));
             }
@@ -654,13 +635,13 @@ where
         let mut freed = 0;
         let out = &mut self.decided_tags;
         self.forwarded.retain(|b| match b.acked {
-            Some((n, first)) if n == leader && first + b.entries.len() as u64 <= decided => {
-                freed += b.entries.len();
+            Some((n, first)) if n == leader && first + b.proposals.len() as u64 <= decided => {
+                freed += b.proposals.len();
                 out.extend(
                     (first..)
-                        .zip(&b.tags)
-                        .filter(|&(_, &tag)| tag != NO_TAG)
-                        .map(|(idx, &tag)| (tag, idx)),
+                        .zip(&b.proposals)
+                        .filter(|(_, p)| p.is_tagged())
+                        .map(|(idx, p)| (p.tag, idx)),
                 );
                 false
             }
@@ -668,14 +649,14 @@ where
         });
         self.forwarded_len -= freed;
         if self.forwarded.len() != before {
-            self.open_forward = None;
+            self.outbox.close(Open::Forward);
         }
     }
 
     /// Asks again for what has not come: to be prepared (while waiting for a
     /// leader's log), or acknowledgement of forwarded proposals.
     pub(super) fn resend_as_follower(&mut self) {
-        match self.phase {
+        match self.phase() {
             Phase::Prepare if self.leader.pid != self.pid && self.leader.pid != 0 => {
                 let to = self.leader.pid;
                 self.send(to, PaxosMsg::PrepareReq(PrepareReq { n: self.leader }));
@@ -691,4 +672,9 @@ where
             _ => {}
         }
     }
+}
+
+/// The entries of forwarded proposals, as the leader gets them.
+fn entries_of<T: Clone>(proposals: &[Proposal<T>]) -> Vec<T> {
+    proposals.iter().map(|p| p.entry.clone()).collect()
 }

@@ -1,14 +1,17 @@
 //! What only a leader does: prepare, adopt the most up-to-date log,
 //! synchronise followers, replicate, and decide.
 
-use super::{FollowerProgress, NO_TAG, Phase, PromiseMeta, Role, SequencePaxos, Tag};
+use super::{
+    FollowerProgress, LeaderPhase, LeaderState, Open, Phase, PromiseMeta, Proposal, Role,
+    RoleState, SequencePaxos,
+};
 use crate::{
     ballot::Ballot,
     logging::log,
     messages::{
-        AcceptDecide, AcceptSync, Accepted, Decide, DecidedSync, LogSync, Message, NotAccepted,
-        PaxosMessage, PaxosMsg, Prepare, PrepareReq, Promise, ProposalAck, ProposalForward,
-        SequenceNumber, SnapshotPart, SnapshotPartAck, SnapshotType,
+        AcceptDecide, AcceptSync, Accepted, Decide, DecidedSync, LogSync, NotAccepted, PaxosMsg,
+        Prepare, PrepareReq, Promise, ProposalAck, ProposalForward, SequenceNumber, SnapshotPart,
+        SnapshotPartAck, SnapshotType,
     },
     storage::{Entry, Snapshot, Storage, StorageResult},
     util::NodeId,
@@ -25,7 +28,7 @@ where
 {
     /// Starts leading ballot `n`: persist the promise, then ask every peer for one.
     pub(super) fn become_leader(&mut self, n: Ballot) -> StorageResult<()> {
-        if self.role == Role::Leader && self.phase == Phase::Accept {
+        if self.phase() == Phase::Accept && self.role() == Role::Leader {
             // Re-preparing in a higher ballot: the batch gathered in the old
             // one goes into the log now, in the ballot it was gathered in, so
             // that the indices its forward acknowledgements named stay true
@@ -36,7 +39,7 @@ where
             self.flush_batch()?;
         }
         debug_assert!(
-            self.batch.is_empty(),
+            self.state.leader().is_none_or(|l| l.batch.is_empty()),
             "a batch only fills while replicating"
         );
         log!(info, self.logger, "preparing to lead";
@@ -44,8 +47,11 @@ where
             "decided_idx" => self.storage.decided_idx());
         self.storage.set_promise(n)?;
         self.leader = n;
-        self.role = Role::Leader;
-        self.phase = Phase::Prepare;
+        // A new ballot, a new leader state: only the session numbering
+        // carries over (see `sessions`).
+        self.keep_sessions();
+        let state = LeaderState::new(&self.sessions, self.batch_size);
+        self.state = RoleState::Leader(Box::new(state));
         self.reset_reads_for_new_ballot();
         self.start_prepare_round()
     }
@@ -53,18 +59,22 @@ where
     /// Asks every peer for its promise in our ballot, with our log as it is
     /// now; the promises complete the prepare phase.
     fn start_prepare_round(&mut self) -> StorageResult<()> {
-        for p in &mut self.progress {
-            *p = FollowerProgress {
-                seq: p.seq,
-                ..FollowerProgress::default()
-            };
-        }
         let own = PromiseMeta {
             n_accepted: self.storage.accepted_round().unwrap_or_default(),
             accepted_idx: self.storage.accepted_idx(),
             decided_idx: self.storage.decided_idx(),
         };
-        self.max_promise = Some((own, self.pid, None));
+        self.outbox.close_accepts();
+        let l = self.state.lead_mut();
+        for p in &mut l.progress {
+            *p = FollowerProgress {
+                seq: p.seq,
+                ..FollowerProgress::default()
+            };
+        }
+        l.phase = LeaderPhase::Prepare {
+            max_promise: Some((own, self.pid, None)),
+        };
         let prepare = self.prepare_msg();
         for i in 0..self.peers.len() {
             let to = self.peers[i];
@@ -89,7 +99,8 @@ where
     /// it is left out of replication until it promises and is synchronised.
     pub(super) fn prepare_follower(&mut self, pid: NodeId) {
         let Some(slot) = self.slot(pid) else { return };
-        let p = &mut self.progress[slot];
+        self.outbox.close(Open::Accept(slot));
+        let p = &mut self.state.lead_mut().progress[slot];
         *p = FollowerProgress {
             seq: p.seq,
             ..FollowerProgress::default()
@@ -99,9 +110,6 @@ where
     }
 
     pub(super) fn handle_prepare_req(&mut self, from: NodeId, req: PrepareReq) {
-        if self.role != Role::Leader {
-            return;
-        }
         if req.n <= self.leader {
             self.prepare_follower(from);
         } else {
@@ -114,13 +122,13 @@ where
     }
 
     pub(super) fn handle_promise(&mut self, from: NodeId, prom: Promise<T>) -> StorageResult<()> {
-        if self.role != Role::Leader || prom.n != self.leader {
+        if prom.n != self.leader {
             return Ok(());
         }
         let Some(slot) = self.slot(from) else {
             return Ok(());
         };
-        if self.progress[slot].promise.is_some() {
+        if self.state.lead().progress[slot].promise.is_some() {
             // A follower taking our decided prefix in parts promises again
             // each time it installs some; any other second promise in this
             // ballot is a duplicate.
@@ -131,23 +139,23 @@ where
             accepted_idx: prom.accepted_idx,
             decided_idx: prom.decided_idx,
         };
-        self.progress[slot].promise = Some(meta);
-        match self.phase {
-            Phase::Prepare => {
-                let better = self.max_promise.as_ref().is_none_or(|(max, _, _)| {
+        let l = self.state.lead_mut();
+        l.progress[slot].promise = Some(meta);
+        match &mut l.phase {
+            LeaderPhase::Prepare { max_promise } => {
+                let better = max_promise.as_ref().is_none_or(|(max, _, _)| {
                     (meta.n_accepted, meta.accepted_idx) > (max.n_accepted, max.accepted_idx)
                 });
                 if better {
-                    self.max_promise = Some((meta, from, prom.log_sync));
+                    *max_promise = Some((meta, from, prom.log_sync));
                 }
-                let promised = 1 + self.progress.iter().filter(|p| p.promise.is_some()).count();
+                let promised = 1 + l.progress.iter().filter(|p| p.promise.is_some()).count();
                 if self.quorum.is_read_quorum(promised) {
                     self.finish_prepare()?;
                 }
             }
             // A late promise: synchronise this follower alone.
-            Phase::Accept => self.send_accept_sync(slot)?,
-            Phase::Recover | Phase::None => {}
+            LeaderPhase::Accept { .. } => self.send_accept_sync(slot)?,
         }
         Ok(())
     }
@@ -155,7 +163,12 @@ where
     /// A read quorum promised: adopt the most up-to-date log, accept it in our
     /// ballot, and synchronise every promised follower.
     fn finish_prepare(&mut self) -> StorageResult<()> {
-        let (max, max_pid, sync) = self.max_promise.take().expect("set when leadership began");
+        let max_promise = match &mut self.state.lead_mut().phase {
+            LeaderPhase::Prepare { max_promise } => max_promise.take(),
+            LeaderPhase::Accept { .. } => None,
+        };
+        let (max, max_pid, sync) =
+            max_promise.expect("a prepare phase starts with our own promise as the best");
         // The follower computed its suffix against our Prepare, and our log
         // has not changed since: install it where it says.
         let sync = sync
@@ -185,6 +198,8 @@ where
         // prepared again since (which clears its promise in `progress`): its
         // log, snapshot and all, is what we install (soak seed 1302).
         let decided = self
+            .state
+            .lead_mut()
             .progress
             .iter()
             .filter_map(|p| p.promise.map(|m| m.decided_idx))
@@ -210,14 +225,12 @@ where
                 return self.start_prepare_round();
             };
             let part_end = sync.sync_idx + sync.suffix.len() as u64;
-            let (mut cut, mut cut_tags) = self.install_sync(None, sync, decided.min(part_end))?;
+            let mut cut = self.install_sync(None, sync, decided.min(part_end))?;
             log!(debug, self.logger, "adopting a long log in parts";
                 "from" => max_pid, "log_len" => self.storage.log_len(),
                 "target" => max.accepted_idx);
             cut.append(&mut self.pending);
-            cut_tags.append(&mut self.pending_tags);
             self.pending = cut;
-            self.pending_tags = cut_tags;
             return self.start_prepare_round();
         }
         let sync = sync.unwrap_or_else(|| LogSync {
@@ -226,15 +239,16 @@ where
             suffix: Vec::new(),
             stopsign: self.storage.stopsign().cloned(),
         });
-        let (cut, cut_tags) = self.install_sync(Some(self.leader), sync, decided)?;
+        let cut = self.install_sync(Some(self.leader), sync, decided)?;
         log!(info, self.logger, "leading";
             "n" => self.leader.n, "adopted_from" => max_pid, "log_len" => self.storage.log_len(),
             "decided_idx" => self.storage.decided_idx(), "cut_own" => cut.len());
-        self.synced_round = max.n_accepted;
-        self.synced_len = self.storage.accepted_idx();
-        self.phase = Phase::Accept;
-        for slot in 0..self.progress.len() {
-            if self.progress[slot].promise.is_some() {
+        self.state.lead_mut().phase = LeaderPhase::Accept {
+            synced_round: max.n_accepted,
+            synced_len: self.storage.accepted_idx(),
+        };
+        for slot in 0..self.peers.len() {
+            if self.state.lead().progress[slot].promise.is_some() {
                 self.send_accept_sync(slot)?;
             }
         }
@@ -245,25 +259,23 @@ where
         // Forwarded batches that the sync kept are in the log we lead now:
         // ours to decide, at the index they have.
         let mut waiting = cut;
-        let mut waiting_tags = cut_tags;
         waiting.append(&mut self.pending);
-        waiting_tags.append(&mut self.pending_tags);
         for batch in std::mem::take(&mut self.forwarded) {
             match batch.acked {
-                None => {
-                    waiting.extend(batch.entries);
-                    waiting_tags.extend(batch.tags);
-                }
-                Some((_, first)) => self
-                    .placed
-                    .extend((first..).zip(batch.tags).filter(|&(_, tag)| tag != NO_TAG)),
+                None => waiting.extend(batch.proposals),
+                Some((_, first)) => self.placed.extend(
+                    (first..)
+                        .zip(batch.proposals)
+                        .filter(|(_, p)| p.is_tagged())
+                        .map(|(idx, p)| (idx, p.tag)),
+                ),
             }
         }
         // Those lie among our own placed proposals; keep them in index order.
         self.placed.make_contiguous().sort_unstable();
         self.forwarded_len = 0;
-        for (entry, tag) in waiting.into_iter().zip(waiting_tags) {
-            self.accept_entry(entry, tag)?;
+        for p in waiting {
+            self.accept_entry(p)?;
         }
         // Reads and a stop-sign that waited for the prepare phase to end.
         self.start_read_round();
@@ -274,7 +286,7 @@ where
 
     /// Sends one promised follower the part of our log it lacks, opening a new session.
     fn send_accept_sync(&mut self, slot: usize) -> StorageResult<()> {
-        let meta = self.progress[slot]
+        let meta = self.state.lead_mut().progress[slot]
             .promise
             .expect("only promised followers are synchronised");
         // Logs accepted in the same round are prefixes of that round's leader
@@ -285,10 +297,17 @@ where
         // configuration's log, soak seed 1625): a sync from below its
         // decided index could start inside its compacted prefix, which it
         // cannot install.
+        let LeaderPhase::Accept {
+            synced_round,
+            synced_len,
+        } = self.state.lead().phase
+        else {
+            unreachable!("followers are synchronised in the accept phase only")
+        };
         let from = if meta.n_accepted == self.leader {
             meta.accepted_idx
-        } else if meta.n_accepted == self.synced_round {
-            meta.accepted_idx.min(self.synced_len).max(meta.decided_idx)
+        } else if meta.n_accepted == synced_round {
+            meta.accepted_idx.min(synced_len).max(meta.decided_idx)
         } else {
             meta.decided_idx
         };
@@ -301,7 +320,7 @@ where
         // must hold every entry decided before it, or a later leader that
         // adopts it (it has the highest round) would lose them. Only what we
         // appended since may follow in later chunks.
-        let chunk_until = meta.accepted_idx.max(self.synced_len);
+        let chunk_until = meta.accepted_idx.max(synced_len);
         if self.start_decided_parts(slot, meta, chunk_until)? {
             return Ok(());
         }
@@ -315,12 +334,13 @@ where
             "follower" => self.peers[slot], "sync_idx" => log_sync.sync_idx,
             "entries" => log_sync.suffix.len(), "snapshot" => log_sync.decided_snapshot.is_some(),
             "more" => more);
-        let p = &mut self.progress[slot];
+        // A new session: nothing joins a message of the old one.
+        self.outbox.close(Open::Accept(slot));
+        let p = &mut self.state.lead_mut().progress[slot];
         p.seq.session += 1;
         p.seq.counter = 1;
         p.synced = true;
         p.accepted_idx = None;
-        p.open_accept = None;
         p.catch_up = more.then(|| super::CatchUp {
             next: sync_end,
             in_flight: [sync_end].into(),
@@ -375,11 +395,11 @@ where
         }
         log!(debug, self.logger, "sending a follower the decided log in parts";
             "follower" => self.peers[slot], "from" => start, "target" => chunk_until);
-        let p = &mut self.progress[slot];
+        self.outbox.close(Open::Accept(slot));
+        let p = &mut self.state.lead_mut().progress[slot];
         p.synced = false;
         p.accepted_idx = None;
         p.catch_up = None;
-        p.open_accept = None;
         p.decided_parts = Some(super::DecidedParts {
             next: end,
             in_flight: [end].into(),
@@ -407,7 +427,7 @@ where
     /// what its `AcceptSync` must carry.
     fn pump_decided_parts(&mut self, slot: usize) -> StorageResult<()> {
         loop {
-            let Some(dp) = &self.progress[slot].decided_parts else {
+            let Some(dp) = &self.state.lead_mut().progress[slot].decided_parts else {
                 return Ok(());
             };
             if dp.in_flight.len() >= super::CATCH_UP_WINDOW {
@@ -433,7 +453,7 @@ where
             if end >= until {
                 return Ok(());
             }
-            let dp = self.progress[slot]
+            let dp = self.state.lead_mut().progress[slot]
                 .decided_parts
                 .as_mut()
                 .expect("checked above");
@@ -453,22 +473,22 @@ where
         decided_idx: u64,
         accepted_idx: u64,
     ) -> StorageResult<()> {
-        if let Some(stream) = &self.progress[slot].snapshot_stream {
+        if let Some(stream) = &self.state.lead_mut().progress[slot].snapshot_stream {
             if decided_idx < stream.sync_idx {
                 return Ok(());
             }
             // The follower installed the snapshot: synchronise it from there.
-            self.progress[slot].snapshot_stream = None;
-            if let Some(meta) = self.progress[slot].promise.as_mut() {
+            self.state.lead_mut().progress[slot].snapshot_stream = None;
+            if let Some(meta) = self.state.lead_mut().progress[slot].promise.as_mut() {
                 meta.decided_idx = decided_idx;
                 meta.accepted_idx = accepted_idx;
             }
-            if self.phase == Phase::Accept {
+            if self.phase() == Phase::Accept {
                 self.send_accept_sync(slot)?;
             }
             return Ok(());
         }
-        let Some(dp) = self.progress[slot].decided_parts.as_mut() else {
+        let Some(dp) = self.state.lead_mut().progress[slot].decided_parts.as_mut() else {
             return Ok(());
         };
         if dp.in_flight.front().is_none_or(|&end| decided_idx < end) {
@@ -479,7 +499,7 @@ where
         }
         dp.progressed = true;
         let done = dp.in_flight.is_empty();
-        if let Some(meta) = self.progress[slot].promise.as_mut() {
+        if let Some(meta) = self.state.lead_mut().progress[slot].promise.as_mut() {
             // The round its log was accepted in is unchanged.
             meta.decided_idx = decided_idx;
             meta.accepted_idx = accepted_idx;
@@ -487,8 +507,8 @@ where
         if !done {
             return self.pump_decided_parts(slot);
         }
-        self.progress[slot].decided_parts = None;
-        if self.phase == Phase::Accept {
+        self.state.lead_mut().progress[slot].decided_parts = None;
+        if self.phase() == Phase::Accept {
             self.send_accept_sync(slot)?;
         }
         Ok(())
@@ -531,12 +551,12 @@ where
         }
         log!(debug, self.logger, "sending a follower a snapshot in parts";
             "follower" => to, "sync_idx" => sync.sync_idx, "parts" => parts.len());
-        let p = &mut self.progress[slot];
+        self.outbox.close(Open::Accept(slot));
+        let p = &mut self.state.lead_mut().progress[slot];
         p.synced = false;
         p.accepted_idx = None;
         p.catch_up = None;
         p.decided_parts = None;
-        p.open_accept = None;
         p.snapshot_stream = Some(Box::new(super::SnapshotStream {
             sync_idx: sync.sync_idx,
             delta_from,
@@ -555,7 +575,10 @@ where
     fn pump_snapshot_stream(&mut self, slot: usize) {
         let to = self.peers[slot];
         let n = self.leader;
-        let Some(stream) = self.progress[slot].snapshot_stream.as_mut() else {
+        let Some(stream) = self.state.lead_mut().progress[slot]
+            .snapshot_stream
+            .as_mut()
+        else {
             return;
         };
         let total = stream.parts.len() as u32;
@@ -571,21 +594,19 @@ where
                 snapshot: stream.parts[stream.sent].clone(),
             });
             stream.sent += 1;
-            self.outgoing.push(Message::SequencePaxos(PaxosMessage {
-                configuration_id: self.configuration_id,
-                from: self.pid,
-                to,
-                msg,
-            }));
+            self.outbox.send(to, msg);
         }
     }
 
     pub(super) fn handle_snapshot_part_ack(&mut self, from: NodeId, ack: SnapshotPartAck) {
-        if self.role != Role::Leader || ack.n != self.leader {
+        if ack.n != self.leader {
             return;
         }
         let Some(slot) = self.slot(from) else { return };
-        let Some(stream) = self.progress[slot].snapshot_stream.as_mut() else {
+        let Some(stream) = self.state.lead_mut().progress[slot]
+            .snapshot_stream
+            .as_mut()
+        else {
             return;
         };
         if ack.sync_idx != stream.sync_idx {
@@ -607,12 +628,12 @@ where
     /// follower appends each at its end and notices a lost one by its number.
     fn pump_catch_up(&mut self, slot: usize) -> StorageResult<()> {
         loop {
-            let Some(cu) = &self.progress[slot].catch_up else {
+            let Some(cu) = &self.state.lead_mut().progress[slot].catch_up else {
                 return Ok(());
             };
             let next = cu.next;
             if next >= self.storage.log_len() {
-                self.progress[slot].catch_up = None;
+                self.state.lead_mut().progress[slot].catch_up = None;
                 log!(debug, self.logger, "follower caught up";
                     "follower" => self.peers[slot], "log_len" => next);
                 if let Some(ss) = self.storage.stopsign().cloned() {
@@ -630,14 +651,15 @@ where
             }
             let entries = self.read_chunk(next)?;
             let end = next + entries.len() as u64;
-            let cu = self.progress[slot]
+            let cu = self.state.lead_mut().progress[slot]
                 .catch_up
                 .as_mut()
                 .expect("checked above");
             cu.next = end;
             cu.in_flight.push_back(end);
             let decided_idx = self.storage.decided_idx();
-            let forward_acks = std::mem::take(&mut self.progress[slot].pending_acks);
+            let forward_acks =
+                std::mem::take(&mut self.state.lead_mut().progress[slot].pending_acks);
             self.send_numbered(slot, |n, seq_num| {
                 PaxosMsg::AcceptDecide(AcceptDecide {
                     n,
@@ -648,12 +670,12 @@ where
                 })
             });
             // A full chunk: nothing may join it.
-            self.progress[slot].open_accept = None;
+            self.outbox.close(Open::Accept(slot));
         }
     }
 
     /// Appends a proposal to the leader's log (through the batch) and replicates it.
-    pub(super) fn accept_entry(&mut self, entry: T, tag: Tag) -> StorageResult<()> {
+    pub(super) fn accept_entry(&mut self, p: Proposal<T>) -> StorageResult<()> {
         if self.takes_no_entries() {
             // The stop-sign is the last entry of this configuration: nothing
             // may follow it. Direct appends are refused before this point;
@@ -661,15 +683,12 @@ where
             // known, or one this server forwarded earlier) waits in the
             // buffer, and `into_new_configuration` proposes it in the next
             // configuration.
-            self.pending.push(entry);
-            self.pending_tags.push(tag);
+            self.pending.push(p);
             return Ok(());
         }
-        if tag != NO_TAG {
-            self.batch_tags.push((self.batch.len(), tag));
-        }
-        self.batch.push(entry);
-        if self.batch.len() >= self.batch_size {
+        let batch = &mut self.state.lead_mut().batch;
+        batch.push(p);
+        if batch.len() >= self.batch_size {
             self.flush_batch()?;
         }
         Ok(())
@@ -677,7 +696,8 @@ where
 
     /// Writes the gathered batch and sends it to every synchronised follower.
     pub(super) fn flush_batch(&mut self) -> StorageResult<()> {
-        if self.batch.is_empty() || self.phase != Phase::Accept {
+        let l = self.state.lead();
+        if l.batch.is_empty() || !matches!(l.phase, LeaderPhase::Accept { .. }) {
             return Ok(());
         }
         debug_assert!(
@@ -690,15 +710,17 @@ where
             self.placed.back().is_none_or(|&(idx, _)| idx < first_idx),
             "placed proposals are in the log, so they stay sorted by index"
         );
+        let batch = &mut self.state.lead_mut().batch;
         self.placed.extend(
-            self.batch_tags
+            batch
+                .tags
                 .drain(..)
                 .map(|(pos, tag)| (first_idx + pos as u64, tag)),
         );
-        let mut entries = std::mem::take(&mut self.batch);
-        for slot in 0..self.progress.len() {
+        let mut entries = std::mem::take(&mut batch.entries);
+        for slot in 0..self.peers.len() {
             // A follower being caught up gets these in a later chunk.
-            if self.progress[slot].synced && self.progress[slot].catch_up.is_none() {
+            if self.state.lead().progress[slot].takes_new_entries() {
                 self.push_accept(slot, &entries);
             }
         }
@@ -706,10 +728,10 @@ where
             // The common case with batch_size 1: keep the buffer instead of
             // handing a fresh Vec to storage for every entry.
             let entry = entries.pop().expect("length checked");
-            self.batch = entries;
+            self.state.lead_mut().batch.entries = entries;
             self.storage.append_entry(entry)?;
         } else {
-            self.batch = Vec::with_capacity(self.batch_size);
+            self.state.lead_mut().batch.entries = Vec::with_capacity(self.batch_size);
             self.storage.append_entries(entries)?;
         }
         // Our log is the longest in our ballot: no follower accepted more
@@ -726,7 +748,8 @@ where
     /// taken it yet, else opens a new one.
     fn push_accept(&mut self, slot: usize, entries: &[T]) {
         let decided_idx = self.storage.decided_idx();
-        let mut forward_acks = std::mem::take(&mut self.progress[slot].pending_acks);
+        let mut forward_acks =
+            std::mem::take(&mut self.state.lead_mut().progress[slot].pending_acks);
         if let Some(msg) = self.open_message(slot) {
             match msg {
                 PaxosMsg::AcceptDecide(acc) => {
@@ -762,11 +785,7 @@ where
 
     /// The accept-phase message to this follower that the driver has not taken yet, if any.
     fn open_message(&mut self, slot: usize) -> Option<&mut PaxosMsg<T>> {
-        let i = self.progress[slot].open_accept?;
-        match &mut self.outgoing[i] {
-            Message::SequencePaxos(PaxosMessage { msg, .. }) => Some(msg),
-            Message::BLE(_) => None,
-        }
+        self.outbox.open_mut(Open::Accept(slot))
     }
 
     /// Sends the follower the next message of its session, and keeps it open
@@ -776,22 +795,21 @@ where
         slot: usize,
         make: impl FnOnce(Ballot, SequenceNumber) -> PaxosMsg<T>,
     ) {
-        let p = &mut self.progress[slot];
+        let p = &mut self.state.lead_mut().progress[slot];
         p.seq.counter += 1;
         let msg = make(self.leader, p.seq);
-        p.open_accept = Some(self.outgoing.len());
         let to = self.peers[slot];
-        self.send(to, msg);
+        self.outbox.send_open(Open::Accept(slot), to, msg);
     }
 
     pub(super) fn handle_accepted(&mut self, from: NodeId, acc: Accepted) -> StorageResult<()> {
-        if self.role != Role::Leader || self.phase != Phase::Accept || acc.n != self.leader {
+        if self.phase() != Phase::Accept || acc.n != self.leader {
             return Ok(());
         }
         let Some(slot) = self.slot(from) else {
             return Ok(());
         };
-        let p = &mut self.progress[slot];
+        let p = &mut self.state.lead_mut().progress[slot];
         if !p.synced {
             return Ok(());
         }
@@ -816,8 +834,13 @@ where
     pub(super) fn update_decided(&mut self) -> StorageResult<()> {
         self.scratch.clear();
         self.scratch.push(self.storage.accepted_idx());
-        self.scratch
-            .extend(self.progress.iter().filter_map(|p| p.accepted_idx));
+        self.scratch.extend(
+            self.state
+                .lead()
+                .progress
+                .iter()
+                .filter_map(|p| p.accepted_idx),
+        );
         if !self.quorum.is_write_quorum(self.scratch.len()) {
             return Ok(());
         }
@@ -826,8 +849,8 @@ where
         if !self.storage.raise_decided_idx(candidate)? {
             return Ok(());
         }
-        for slot in 0..self.progress.len() {
-            if self.progress[slot].synced {
+        for slot in 0..self.peers.len() {
+            if self.state.lead().progress[slot].synced {
                 self.push_decide(slot);
             }
         }
@@ -859,29 +882,28 @@ where
         // log; anyone else ignores it and the follower retries.
         // A forward that arrives after the stop-sign is not appended and not
         // acknowledged: the configuration takes no more entries.
-        if self.role != Role::Leader
-            || self.phase != Phase::Accept
-            || self.slot(from).is_none()
-            || self.takes_no_entries()
-        {
+        if self.phase() != Phase::Accept || self.slot(from).is_none() || self.takes_no_entries() {
             return Ok(());
         }
         let first_idx = match self.recent_forwards.first_idx(from, fwd.id) {
             // A retry of a batch already appended: acknowledge it again.
             Some(first_idx) => first_idx,
             None => {
-                let first_idx = self.storage.log_len() + self.batch.len() as u64;
+                let first_idx = self.storage.log_len() + self.state.lead_mut().batch.len() as u64;
                 let len = fwd.entries.len() as u64;
-                if let Some(slot) = self.slot(from).filter(|&s| self.progress[s].synced) {
+                if let Some(slot) = self
+                    .slot(from)
+                    .filter(|&s| self.state.lead_mut().progress[s].synced)
+                {
                     let ack = ProposalAck {
                         n: self.leader,
                         id: fwd.id,
                         first_idx,
                     };
-                    self.progress[slot].pending_acks.push(ack);
+                    self.state.lead_mut().progress[slot].pending_acks.push(ack);
                 }
                 for entry in fwd.entries {
-                    self.accept_entry(entry, NO_TAG)?;
+                    self.accept_entry(Proposal::untagged(entry))?;
                 }
                 self.recent_forwards.insert(from, fwd.id, first_idx, len);
                 first_idx
@@ -901,7 +923,7 @@ where
         // and quorum-connected, leader election hears of it and hands it to us;
         // if it is gone (its followers restarted still promising it), leader
         // election learns of it here and outbids it at the end of the round.
-        if self.role == Role::Leader && na.n > self.leader {
+        if na.n > self.leader {
             self.rejected_by = self.rejected_by.max(Some(na.n));
         }
     }
@@ -916,11 +938,11 @@ where
     /// follower that missed the last message notice the gap.
     pub(super) fn resend_as_leader(&mut self) {
         let prepare = self.prepare_msg();
-        for slot in 0..self.progress.len() {
+        for slot in 0..self.peers.len() {
             let to = self.peers[slot];
-            if self.progress[slot].promise.is_none() {
+            if self.state.lead().progress[slot].promise.is_none() {
                 self.send(to, PaxosMsg::Prepare(prepare));
-            } else if let Some(stream) = &mut self.progress[slot].snapshot_stream {
+            } else if let Some(stream) = &mut self.state.lead_mut().progress[slot].snapshot_stream {
                 if std::mem::take(&mut stream.progressed) {
                     stream.stalls = 0;
                 } else if stream.stalls < MAX_SNAPSHOT_STALLS {
@@ -934,15 +956,15 @@ where
                 } else {
                     self.prepare_follower(to);
                 }
-            } else if let Some(dp) = &mut self.progress[slot].decided_parts {
+            } else if let Some(dp) = &mut self.state.lead_mut().progress[slot].decided_parts {
                 if !std::mem::take(&mut dp.progressed) {
                     // A whole timeout without the promise that answers the
                     // part: prepare the follower again; it resumes from
                     // what it holds.
                     self.prepare_follower(to);
                 }
-            } else if self.phase == Phase::Accept && self.progress[slot].synced {
-                if let Some(cu) = &mut self.progress[slot].catch_up {
+            } else if self.phase() == Phase::Accept && self.state.lead_mut().progress[slot].synced {
+                if let Some(cu) = &mut self.state.lead_mut().progress[slot].catch_up {
                     if !std::mem::take(&mut cu.progressed) {
                         // No chunk acknowledged for a whole timeout: one
                         // was lost, or its acknowledgement. Prepare the
@@ -951,7 +973,7 @@ where
                         continue;
                     }
                 }
-                self.progress[slot].open_accept = None;
+                self.outbox.close(Open::Accept(slot));
                 self.push_decide(slot);
             }
         }

@@ -18,16 +18,25 @@
 //!   F sees a gap in seq, or restarted   ──▶  PrepareReq{n}: L prepares F again
 //! ```
 //!
-//! `leader.rs` holds what only a leader does, `follower.rs` what only a
-//! follower does; this file holds the state and the dispatch.
+//! `role.rs` holds what a server has because of its role (a leader's view
+//! of its followers, a follower's place in its leader's session), one type
+//! per role; `leader.rs` holds what only a leader does, `follower.rs` what
+//! only a follower does; `proposal.rs` the proposal an entry travels in
+//! until it is placed. This file holds the state both roles share and the
+//! dispatch: a message goes first by role (`step_leader`,
+//! `step_follower`), then by kind.
 
 mod compaction;
 mod follower;
 mod leader;
+mod outbox;
+mod proposal;
 mod queries;
 mod read;
 mod reconfig;
+mod role;
 
+pub(crate) use proposal::{NO_TAG, Tag};
 pub use read::{ReadError, ReadId};
 
 use crate::{
@@ -37,22 +46,20 @@ use crate::{
     errors::{ProposeErr, StorageError},
     logging::{Logger, log},
     messages::{
-        ForwardId, LogSync, Message, PaxosMessage, PaxosMsg, ProposalAck, SequenceNumber,
-        SnapshotType,
+        AcceptDecide, AcceptStopSign, Decide, ForwardId, LogSync, Message, PaxosMessage, PaxosMsg,
+        ProposalAck, SequenceNumber, SnapshotType,
     },
     quorum::Quorum,
     storage::{Entry, Snapshot, Storage, StorageResult, internal::InternalStorage},
     util::{ConfigurationId, MAX_LOG_INDEX, NodeId, StopSign},
 };
+use outbox::{Open, Outbox};
+use proposal::Proposal;
+use role::{
+    CatchUp, DecidedParts, FollowerProgress, FollowerState, LeaderPhase, LeaderState, PromiseMeta,
+    RoleState, SnapshotKey, SnapshotStream,
+};
 use std::collections::{HashMap, VecDeque};
-
-/// Names one proposal made on this server, so that the caller learns the
-/// index it was decided at. Handed out by `append` in increasing order.
-pub(crate) type Tag = u64;
-
-/// The tag of an entry nobody waits for (another server's proposal, or one
-/// from before a restart).
-pub(crate) const NO_TAG: Tag = 0;
 
 /// Whether this server leads or follows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -78,109 +85,6 @@ pub enum Phase {
     None,
 }
 
-/// The leader's view of one follower in the current ballot; `P` is the
-/// snapshot type (see `snapshot_stream`).
-#[derive(Clone, Debug)]
-#[derive_where::derive_where(Default)]
-struct FollowerProgress<P> {
-    /// The follower's promise, once received in this ballot.
-    promise: Option<PromiseMeta>,
-    /// How much of the leader's log the follower accepted; `None` until it
-    /// received its `AcceptSync`.
-    accepted_idx: Option<u64>,
-    /// The last sequence number sent to the follower.
-    seq: SequenceNumber,
-    /// Whether the follower was sent its `AcceptSync` in this ballot, so
-    /// that new entries go to it.
-    synced: bool,
-    /// While the follower is brought up to date chunk by chunk (its log
-    /// sync did not reach the end of our log): where it stands.
-    catch_up: Option<CatchUp>,
-    /// While the follower takes our decided prefix in parts before its
-    /// `AcceptSync` (see `leader::start_decided_parts`): where it stands.
-    decided_parts: Option<DecidedParts>,
-    /// While the follower is sent a snapshot in parts before its log can be
-    /// synchronised (see `leader::start_snapshot_stream`): the parts and
-    /// where it stands.
-    snapshot_stream: Option<Box<SnapshotStream<P>>>,
-    /// Acknowledgements of this follower's forwarded batches, to ride on the
-    /// next `AcceptDecide` to it (the one carrying their entries).
-    pending_acks: Vec<ProposalAck>,
-    /// Index, in the outgoing buffer, of an `AcceptDecide` to this follower
-    /// that is not yet taken by the driver: new entries join it instead of
-    /// making a new message.
-    open_accept: Option<usize>,
-}
-
-/// A follower far behind, brought up to date in chunks (see
-/// `leader::pump_catch_up`): its `AcceptSync` carried the first chunk, the
-/// rest follow as `AcceptDecide`s of the same session, at most
-/// [`CATCH_UP_WINDOW`] unacknowledged at a time. New entries do not go to
-/// the follower meanwhile (they are in our log, so a later chunk carries
-/// them), nor does the stop-sign (it follows the last chunk).
-#[derive(Clone, Debug, Default)]
-struct CatchUp {
-    /// The next index of our log to send.
-    next: u64,
-    /// The end of each chunk sent and not yet acknowledged, oldest first.
-    in_flight: VecDeque<u64>,
-    /// Whether the follower acknowledged a chunk since the resend timer last
-    /// fired; if not, it is prepared again and resumes from what it holds.
-    progressed: bool,
-}
-
-/// A follower far behind our decided prefix after a leader change, taking
-/// it in parts (`DecidedSync`s), at most [`CATCH_UP_WINDOW`] unanswered at a
-/// time; each promise it answers with moves the window on. Once the parts
-/// are in, its `AcceptSync` carries the rest.
-#[derive(Clone, Debug)]
-struct DecidedParts {
-    /// Where the next part starts: the end of the last one sent.
-    next: u64,
-    /// The end of each part sent and not yet answered, oldest first.
-    in_flight: VecDeque<u64>,
-    /// Parts stop before one would reach here: what the `AcceptSync` must
-    /// carry at least (see `leader::send_accept_sync`).
-    until: u64,
-    /// Whether a part was answered since the resend timer last fired; if
-    /// not, one was lost (or its answer was), and the follower is prepared
-    /// again.
-    progressed: bool,
-}
-
-/// A snapshot too large for one message, on its way to a follower in parts,
-/// at most [`CATCH_UP_WINDOW`] unacknowledged at a time. The leader keeps the
-/// parts until the follower holds all of them, since a snapshot of the same
-/// prefix made again could split differently.
-#[derive(Clone, Debug)]
-struct SnapshotStream<P> {
-    /// The end of the prefix the snapshot stands for.
-    sync_idx: u64,
-    /// Where a delta starts; `None` for a complete snapshot.
-    delta_from: Option<u64>,
-    /// Every part, in order.
-    parts: Vec<P>,
-    /// How many parts were sent.
-    sent: usize,
-    /// How many the follower holds, by its acknowledgements.
-    acked: usize,
-    /// Whether the follower acknowledged a part since the resend timer last
-    /// fired; if not, the parts from the first unacknowledged one go again.
-    progressed: bool,
-    /// Resend timeouts in a row without an acknowledgement.
-    stalls: u32,
-}
-
-/// Which snapshot sent in parts a follower is gathering: the parts of one
-/// snapshot all carry the same.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct SnapshotKey {
-    n: Ballot,
-    sync_idx: u64,
-    delta_from: Option<u64>,
-    parts: u32,
-}
-
 /// The most parts a follower takes a snapshot in: a bound on what a faulty
 /// leader can make it gather, far above what a real snapshot needs (at the
 /// default `max_message_bytes`, 2 MiB parts make 128 GiB).
@@ -191,22 +95,14 @@ const MAX_SNAPSHOT_PARTS: u32 = 1 << 16;
 /// follower makes us hold.
 const CATCH_UP_WINDOW: usize = 4;
 
-/// What a promise told the leader about the follower's log.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct PromiseMeta {
-    n_accepted: Ballot,
-    accepted_idx: u64,
-    decided_idx: u64,
-}
-
 /// Proposals a follower forwarded, kept until they are decided: a leader
 /// that acknowledged them may still be deposed before deciding them.
 #[derive(Debug)]
 struct ForwardedBatch<T> {
+    /// Names the batch to the leader, so that a retry is recognised.
     id: ForwardId,
-    entries: Vec<T>,
-    /// The tag of each entry (see [`Tag`]).
-    tags: Vec<Tag>,
+    /// The proposals, in the order the leader appends them.
+    proposals: Vec<Proposal<T>>,
     /// The leader's ballot and the index it gave the first entry, once acknowledged.
     acked: Option<(Ballot, u64)>,
 }
@@ -216,47 +112,28 @@ where
     T: Entry,
     S: Storage<T>,
 {
+    /// The log and the promise, through a cache of what the protocol reads often.
     pub(crate) storage: InternalStorage<S, T>,
+    /// This server's id: the sender of every message, the owner of its ballots.
     pid: NodeId,
+    /// The other servers of this configuration; per-peer state is in this order.
     peers: Vec<NodeId>,
+    /// Stamped on every message, so that one from another configuration is told apart.
     configuration_id: ConfigurationId,
+    /// How many servers make a read (prepare) or write (accept) quorum.
     quorum: Quorum,
-    role: Role,
-    phase: Phase,
+    /// What this server holds because it leads or follows (see `role.rs`).
+    state: RoleState<T>,
     /// The ballot of the leader this server follows or is.
     leader: Ballot,
-    /// Per peer, in the order of `peers`: the leader's view of each follower.
-    progress: Vec<FollowerProgress<T::Snapshot>>,
-    /// The most up-to-date promise seen in the prepare phase (with its log
-    /// suffix); the leader adopts its log.
-    max_promise: Option<(PromiseMeta, NodeId, Option<LogSync<T>>)>,
-    /// The round in which the adopted log was accepted.
-    synced_round: Ballot,
-    /// The length of the log the leader synchronised from the promises: the
-    /// prefix it shares with followers that accepted in `max_promise`'s round.
-    synced_len: u64,
-    /// Follower: the last sequence number received from the leader.
-    last_seq: SequenceNumber,
-    /// Follower: messages of the leader's current session that came ahead
-    /// of one still missing (the network reordered them), at most
-    /// [`MAX_EARLY`]; handled once the missing one arrives.
-    early: Vec<PaxosMessage<T>>,
-    /// Follower: parts of the leader's decided log (`DecidedSync`) that came
-    /// ahead of one still missing, with the ballot they came in; at most
-    /// [`MAX_EARLY`].
-    early_parts: Vec<(Ballot, LogSync<T>)>,
-    /// Follower: the parts gathered so far of a snapshot the leader sends in
-    /// parts, and which snapshot they belong to.
-    snapshot_parts: Option<(SnapshotKey, Vec<T::Snapshot>)>,
+    /// Per peer, in the order of `peers`: the last session number this
+    /// server used with it when it last led (see `FollowerProgress::seq`),
+    /// which its next leadership continues from. Sessions are per ballot,
+    /// so starting from 0 would be as correct; continuing keeps every
+    /// message what it was before leader state had a type of its own.
+    sessions: Vec<SequenceNumber>,
     /// Proposals waiting for a leader (or for this leader's prepare phase to end).
-    pending: Vec<T>,
-    /// The tag of each entry in `pending`.
-    pending_tags: Vec<Tag>,
-    /// Leader: proposals gathered for the next batch.
-    batch: Vec<T>,
-    /// The tagged entries of `batch`, as `(position in batch, tag)`; most
-    /// entries are untagged, so the hot path stores nothing for them.
-    batch_tags: Vec<(usize, Tag)>,
+    pending: Vec<Proposal<T>>,
     /// This server's tagged proposals that are in its log, as
     /// `(index, tag)`, accepted in the log's accepted round: each log sync
     /// keeps or cuts them (cut ones are proposed again, tag and all).
@@ -267,34 +144,35 @@ where
     /// Tagged proposals known to be decided, as `(tag, index)`, until the
     /// driver takes them.
     decided_tags: Vec<(Tag, u64)>,
-    /// Follower: forwarded batches not yet known to be decided.
+    /// Batches forwarded while following, not yet known to be decided. Not
+    /// follower state: a follower that becomes leader proposes (or keeps
+    /// in place) what it forwarded (see `finish_prepare`).
     forwarded: VecDeque<ForwardedBatch<T>>,
     /// How many entries `forwarded` holds, bounded by `buffer_size`.
     forwarded_len: usize,
+    /// The sequence number of the next forwarded batch's id; it only grows,
+    /// so that no two batches of one ballot and session share an id.
     next_forward_seq: u64,
-    /// Follower: index, in the outgoing buffer, of an `Accepted` not yet taken.
-    open_accepted: Option<usize>,
-    /// Follower: index, in the outgoing buffer, of a `ProposalForward` not yet taken.
-    open_forward: Option<usize>,
-    /// The pull replies waiting in the outgoing buffer, as `(puller, first
-    /// index asked)`: at most `MAX_QUEUED_PULL_REPLIES` per puller, and one
-    /// per range, until the driver takes them, so that a burst of pulls
-    /// queues no more than a puller's window of replies.
-    pull_replies: Vec<(NodeId, crate::migration::PullKey)>,
-    /// Leader: recently appended forwarded batches, so that a retried batch
-    /// is acknowledged rather than appended twice.
+    /// Forwarded batches this server appended as leader, so that a retried
+    /// batch is acknowledged rather than appended twice. Not leader state:
+    /// the records describe our log, which outlives the role (a log sync
+    /// while following cuts them, see `install_sync`).
     recent_forwards: RecentForwards,
+    /// The bound on proposals waiting here (`pending`, `forwarded`) and on reads.
     buffer_size: usize,
     /// At most this many entries per catch-up chunk.
     max_entries_per_message: usize,
     /// At most this many bytes (by `Entry::size_hint`) per catch-up chunk.
     max_message_bytes: usize,
+    /// A leader's batch is written and sent once it holds this many entries.
     batch_size: usize,
     /// Fires when unanswered messages are sent again.
     resend_timer: LogicalClock,
     /// Fires when a partly filled batch is sent anyway.
     flush_timer: LogicalClock,
-    outgoing: Vec<Message<T>>,
+    /// Messages waiting for the driver (`take_outgoing`), and which of them
+    /// later content may join.
+    outbox: Outbox<T>,
     /// Reused buffer for the decided-index computation.
     scratch: Vec<u64>,
     /// A stop-sign requested here that is not yet in the log: proposed once
@@ -306,8 +184,9 @@ where
     learned_stop: Option<reconfig::LearnedStop>,
     /// Linearizable reads in progress, in either role.
     reads: read::Reads,
-    /// Leader: the highest ballot a follower refused us for, since leader
-    /// election last looked.
+    /// The highest ballot a follower refused us for while we led, since
+    /// leader election last looked. Not leader state: leader election takes
+    /// it on its next tick even if a higher ballot deposed us meanwhile.
     rejected_by: Option<Ballot>,
     /// Set by the first failed storage write; from then on this server stays silent.
     storage_failure: Option<StorageError>,
@@ -328,6 +207,7 @@ where
 struct RecentForwards {
     /// `(origin, id)` -> `(first_idx, len)`.
     batches: HashMap<(NodeId, ForwardId), (u64, u64)>,
+    /// The keys of `batches`, oldest first, so that the oldest go first.
     order: VecDeque<(NodeId, ForwardId)>,
 }
 
@@ -393,26 +273,12 @@ where
             pid: config.pid,
             configuration_id: config.configuration_id,
             quorum: Quorum::with(config.flexible_quorum, peers.len() + 1),
-            role: Role::Follower,
-            phase: Phase::None,
+            state: RoleState::Follower(FollowerState::new(Phase::None)),
             leader: promise,
-            progress: vec![FollowerProgress::default(); peers.len()],
+            sessions: vec![SequenceNumber::default(); peers.len()],
             peers,
-            max_promise: None,
-            synced_round: Ballot::default(),
-            synced_len: 0,
             forwarded_len: 0,
-            open_accepted: None,
-            open_forward: None,
-            pull_replies: Vec::new(),
-            last_seq: SequenceNumber::default(),
-            early: Vec::new(),
-            early_parts: Vec::new(),
-            snapshot_parts: None,
             pending: Vec::with_capacity(config.batch_size),
-            pending_tags: Vec::new(),
-            batch: Vec::with_capacity(config.batch_size),
-            batch_tags: Vec::new(),
             placed: VecDeque::new(),
             next_tag: 1,
             decided_tags: Vec::new(),
@@ -425,7 +291,12 @@ where
             batch_size: config.batch_size,
             resend_timer: LogicalClock::with(config.resend_message_tick_timeout),
             flush_timer: LogicalClock::with(config.flush_batch_tick_timeout),
-            outgoing: Vec::with_capacity(config.buffer_size.min(1024)),
+            outbox: Outbox::with(
+                config.configuration_id,
+                config.pid,
+                config.peers.len(),
+                config.buffer_size.min(1024),
+            ),
             scratch: Vec::with_capacity(config.peers.len() + 1),
             storage_failure: None,
             rejected_by: None,
@@ -468,11 +339,11 @@ where
     }
 
     pub(crate) fn role(&self) -> Role {
-        self.role
+        self.state.role()
     }
 
     pub(crate) fn phase(&self) -> Phase {
-        self.phase
+        self.state.phase()
     }
 
     pub(crate) fn storage_failure(&self) -> Option<&StorageError> {
@@ -480,29 +351,13 @@ where
     }
 
     pub(crate) fn peer_accepted_idx(&self, pid: NodeId) -> Option<u64> {
-        if self.role != Role::Leader {
-            return None;
-        }
-        self.slot(pid).and_then(|i| self.progress[i].accepted_idx)
+        let l = self.state.leader()?;
+        self.slot(pid).and_then(|i| l.progress[i].accepted_idx)
     }
 
-    /// Moves the outgoing messages into `buf`.
+    /// Moves the outgoing messages into `buf`; nothing joins them after.
     pub(crate) fn take_outgoing(&mut self, buf: &mut Vec<Message<T>>) {
-        if buf.is_empty() {
-            std::mem::swap(buf, &mut self.outgoing);
-        } else {
-            buf.append(&mut self.outgoing);
-        }
-        self.close_open_messages();
-    }
-
-    fn close_open_messages(&mut self) {
-        for p in &mut self.progress {
-            p.open_accept = None;
-        }
-        self.open_accepted = None;
-        self.open_forward = None;
-        self.pull_replies.clear();
+        self.outbox.take(buf);
     }
 
     /// Records a failed storage write: this server stops acting, and drops
@@ -513,8 +368,7 @@ where
             log!(error, self.logger, "storage failed; this server stops"; "error" => %err);
             self.storage_failure = Some(err);
         }
-        self.outgoing.clear();
-        self.close_open_messages();
+        self.outbox.clear();
     }
 
     /// Runs a step that writes to storage, turning a failure into a halt.
@@ -543,7 +397,7 @@ where
         round: Option<Ballot>,
         sync: LogSync<T>,
         decided_idx: u64,
-    ) -> StorageResult<(Vec<T>, Vec<Tag>)> {
+    ) -> StorageResult<Vec<Proposal<T>>> {
         let LogSync {
             decided_snapshot,
             sync_idx,
@@ -561,7 +415,7 @@ where
                 sync_idx.min((*from_idx).max(self.storage.decided_idx()))
             }
         };
-        let (cut, cut_tags) = self.cut_own_proposals(kept_until, sync_idx)?;
+        let cut = self.cut_own_proposals(kept_until, sync_idx)?;
         let decided_snapshot = match decided_snapshot {
             Some(s) => Some(self.complete_snapshot(s)?),
             None => None,
@@ -582,7 +436,7 @@ where
             decided_idx,
         )?;
         self.settle_forwards_after_sync(prev_round, prev_len, kept_until);
-        Ok((cut, cut_tags))
+        Ok(cut)
     }
 
     /// Takes this server's own proposals out of the part of its log that is
@@ -595,14 +449,13 @@ where
         &mut self,
         kept_until: u64,
         replaced_from: u64,
-    ) -> StorageResult<(Vec<T>, Vec<Tag>)> {
+    ) -> StorageResult<Vec<Proposal<T>>> {
         let prev_len = self.storage.log_len();
         let own_round = self
             .storage
             .accepted_round()
             .is_some_and(|r| r.pid == self.pid);
         let mut cut = Vec::new();
-        let mut cut_tags = Vec::new();
         let cut_placed = self
             .placed
             .back()
@@ -627,26 +480,15 @@ where
                 let untagged_own =
                     own_round && idx >= replaced_from && !self.recent_forwards.covers(idx);
                 if tag != NO_TAG || untagged_own {
-                    cut.push(entry);
-                    cut_tags.push(tag);
+                    cut.push(Proposal::new(entry, tag));
                 }
             }
         }
-        Ok((cut, cut_tags))
+        Ok(cut)
     }
 
     /// Whether this configuration takes no more entries: a stop-sign is in
     /// the log, or one was decided without us.
-    /// Empties the batch, giving its entries with the tag of each.
-    pub(super) fn take_batch(&mut self) -> (Vec<T>, Vec<Tag>) {
-        let batch = std::mem::take(&mut self.batch);
-        let mut tags = vec![NO_TAG; batch.len()];
-        for (pos, tag) in self.batch_tags.drain(..) {
-            tags[pos] = tag;
-        }
-        (batch, tags)
-    }
-
     fn takes_no_entries(&self) -> bool {
         self.storage.stopsign().is_some() || self.learned_stop.is_some()
     }
@@ -744,18 +586,31 @@ where
         self.peers.iter().position(|p| *p == pid)
     }
 
+    /// Refuses a message of ballot `n` if it is older than our promise, so
+    /// that its sender learns it was deposed.
+    fn refuse_if_older(&mut self, from: NodeId, n: Ballot) {
+        if n < self.storage.promise() {
+            let msg = self.not_accepted();
+            self.send(from, msg);
+        }
+    }
+
+    /// While leading in the accept phase: the length of the log adopted in
+    /// the prepare phase (see `LeaderPhase::Accept`); 0 otherwise.
+    fn synced_len(&self) -> u64 {
+        match self.state.leader().map(|l| &l.phase) {
+            Some(LeaderPhase::Accept { synced_len, .. }) => *synced_len,
+            _ => 0,
+        }
+    }
+
     fn send(&mut self, to: NodeId, msg: PaxosMsg<T>) {
-        self.outgoing.push(Message::SequencePaxos(PaxosMessage {
-            configuration_id: self.configuration_id,
-            from: self.pid,
-            to,
-            msg,
-        }));
+        self.outbox.send(to, msg);
     }
 
     /// Leader election chose `n`: lead it if it is ours, else follow it.
     pub(crate) fn handle_leader(&mut self, n: Ballot) {
-        if self.is_halted() || n <= self.leader && self.phase != Phase::None {
+        if self.is_halted() || n <= self.leader && self.phase() != Phase::None {
             return;
         }
         if n.pid == self.pid {
@@ -770,25 +625,39 @@ where
 
     /// A new leader is known; proposals waiting here go to it once it synchronised us.
     fn become_follower_of(&mut self, n: Ballot) {
-        let changed = n != self.leader || self.role == Role::Leader;
+        let changed = n != self.leader || self.role() == Role::Leader;
         self.leader = n;
-        if self.role == Role::Leader {
+        if let RoleState::Leader(l) = &mut self.state {
             // Proposals this server gathered as leader but did not send go to
             // the new leader instead of being lost.
-            let (batch, tags) = self.take_batch();
-            self.pending.extend(batch);
-            self.pending_tags.extend(tags);
+            self.pending.extend(l.batch.take());
             // Forwarded batches that were (partly) in that batch never got the
             // indices their acknowledgements named: a retry must be appended
             // again, not acknowledged with those indices.
             self.recent_forwards.forget_from(self.storage.log_len());
+            self.keep_sessions();
+            // A leader is deposed only by a higher ballot than the one it
+            // promised: it waits to be prepared in that one.
+            self.state = RoleState::Follower(FollowerState::new(Phase::Prepare));
+            self.outbox.close(Open::Accepted);
         }
-        self.role = Role::Follower;
-        if n > self.storage.promise() || self.phase == Phase::None {
-            self.phase = Phase::Prepare;
+        let promise = self.storage.promise();
+        let f = self.state.follow_mut();
+        if n > promise || f.phase == Phase::None {
+            f.phase = Phase::Prepare;
         }
         if changed {
             self.reset_reads_for_new_ballot();
+        }
+    }
+
+    /// Records, before leader state is dropped or rebuilt, how far this
+    /// server's sessions with each peer went (see `sessions`).
+    fn keep_sessions(&mut self) {
+        if let RoleState::Leader(l) = &self.state {
+            for (kept, p) in self.sessions.iter_mut().zip(&l.progress) {
+                *kept = p.seq;
+            }
         }
     }
 
@@ -800,26 +669,18 @@ where
             return;
         };
         self.dispatch(msg);
-        // What came early and is next now.
-        while let Some(i) = self.early.iter().position(|m| {
-            seq_of(m).is_some_and(|s| {
-                s.session == self.last_seq.session
-                    && Some(s.counter) == self.last_seq.counter.checked_add(1)
-            })
-        }) {
-            let next = self.early.swap_remove(i);
+        // What came early and is next now (only a follower holds any).
+        while let Some(next) = self
+            .state
+            .follower_mut()
+            .and_then(FollowerState::take_next_early)
+        {
             self.dispatch(next);
         }
-        let (promise, following) = (
-            self.storage.promise(),
-            self.phase == Phase::Accept && self.role == Role::Follower,
-        );
-        let last = self.last_seq;
-        self.early.retain(|m| {
-            following
-                && ballot_of(m) == Some(promise)
-                && seq_of(m).is_some_and(|s| s.session == last.session && s.counter > last.counter)
-        });
+        let promise = self.storage.promise();
+        if let Some(f) = self.state.follower_mut() {
+            f.drop_stale_early(promise);
+        }
     }
 
     /// A follower keeps a message of its leader's current session that
@@ -832,79 +693,133 @@ where
         let (Some(n), Some(seq)) = (ballot_of(&msg), seq_of(&msg)) else {
             return Some(msg);
         };
-        let early = self.role == Role::Follower
-            && self.phase == Phase::Accept
-            && n == self.storage.promise()
+        let promise = self.storage.promise();
+        let Some(f) = self.state.follower_mut() else {
+            return Some(msg);
+        };
+        let early = f.phase == Phase::Accept
+            && n == promise
             && msg.from == n.pid
-            && seq.session == self.last_seq.session
-            && seq.counter > self.last_seq.counter.saturating_add(1)
-            && seq.counter <= self.last_seq.counter.saturating_add(1 + MAX_EARLY as u64)
-            && self.early.len() < MAX_EARLY
-            && !self.early.iter().any(|m| seq_of(m) == Some(seq));
+            && seq.session == f.last_seq.session
+            && seq.counter > f.last_seq.counter.saturating_add(1)
+            && seq.counter <= f.last_seq.counter.saturating_add(1 + MAX_EARLY as u64)
+            && f.early.len() < MAX_EARLY
+            && !f.early.iter().any(|m| seq_of(m) == Some(seq));
         if early {
-            self.early.push(msg);
+            f.early.push(msg);
             return None;
         }
         Some(msg)
     }
 
+    /// Hands a message to the handler of this server's role: a leader
+    /// takes what followers send it, a follower what its leader sends, and
+    /// either takes what is not about the role (a prepare, reads answered,
+    /// compaction, reconfiguration).
     fn dispatch(&mut self, msg: PaxosMessage<T>) {
         let from = msg.from;
-        let result = match msg.msg {
-            PaxosMsg::PrepareReq(req) => {
-                self.handle_prepare_req(from, req);
-                Ok(())
-            }
-            PaxosMsg::Prepare(prep) => self.handle_prepare(from, prep),
-            PaxosMsg::Promise(prom) => self.handle_promise(from, prom),
+        let result = match self.role() {
+            Role::Leader => self.step_leader(from, msg.msg),
+            Role::Follower => self.step_follower(from, msg.msg),
+        };
+        self.guard(result);
+    }
+
+    /// A message to this server while it leads.
+    fn step_leader(&mut self, from: NodeId, msg: PaxosMsg<T>) -> StorageResult<()> {
+        match msg {
+            PaxosMsg::PrepareReq(req) => self.handle_prepare_req(from, req),
+            PaxosMsg::Promise(prom) => return self.handle_promise(from, prom),
+            PaxosMsg::SnapshotPartAck(ack) => self.handle_snapshot_part_ack(from, ack),
+            PaxosMsg::Accepted(acc) => return self.handle_accepted(from, acc),
+            PaxosMsg::NotAccepted(na) => self.handle_not_accepted(na),
+            PaxosMsg::ProposalForward(fwd) => return self.handle_forward(from, fwd),
+            PaxosMsg::ReadRequest(r) => self.handle_read_request(from, r),
+            PaxosMsg::ReadAck(a) => self.handle_read_ack(from, a),
+            PaxosMsg::ForwardStopSign(ss) => return self.handle_forward_stopsign(ss),
+            // A leader's replication messages: one of an older ballot than
+            // ours is refused, so that its sender learns it was deposed.
+            PaxosMsg::AcceptDecide(AcceptDecide { n, .. })
+            | PaxosMsg::Decide(Decide { n, .. })
+            | PaxosMsg::AcceptStopSign(AcceptStopSign { n, .. }) => self.refuse_if_older(from, n),
+            // What only a follower installs: not for us while we lead.
+            PaxosMsg::AcceptSync(_)
+            | PaxosMsg::DecidedSync(_)
+            | PaxosMsg::SnapshotPart(_)
+            | PaxosMsg::ProposalAck(_) => {}
+            other => return self.step_either(from, other),
+        }
+        Ok(())
+    }
+
+    /// A message to this server while it follows (or waits for a leader).
+    fn step_follower(&mut self, from: NodeId, msg: PaxosMsg<T>) -> StorageResult<()> {
+        match msg {
             PaxosMsg::AcceptSync(sync) => self.handle_accept_sync(from, sync),
             PaxosMsg::DecidedSync(part) => self.handle_decided_sync(from, part),
             PaxosMsg::SnapshotPart(part) => self.handle_snapshot_part(from, part),
-            PaxosMsg::SnapshotPartAck(ack) => {
-                self.handle_snapshot_part_ack(from, ack);
-                Ok(())
-            }
             PaxosMsg::AcceptDecide(acc) => self.handle_accept_decide(from, acc),
-            PaxosMsg::Accepted(acc) => self.handle_accepted(from, acc),
             PaxosMsg::Decide(dec) => self.handle_decide(from, dec),
-            PaxosMsg::NotAccepted(na) => {
-                self.handle_not_accepted(na);
-                Ok(())
-            }
-            PaxosMsg::ProposalForward(fwd) => self.handle_forward(from, fwd),
+            PaxosMsg::AcceptStopSign(acc) => self.handle_accept_stopsign(from, acc),
             PaxosMsg::ProposalAck(ack) => {
                 self.handle_proposal_ack(from, ack);
                 Ok(())
             }
+            // What only a leader acts on: a follower ignores it (the sender
+            // learns who leads from its own leader election).
+            PaxosMsg::PrepareReq(_)
+            | PaxosMsg::Promise(_)
+            | PaxosMsg::SnapshotPartAck(_)
+            | PaxosMsg::Accepted(_)
+            | PaxosMsg::NotAccepted(_)
+            | PaxosMsg::ProposalForward(_)
+            | PaxosMsg::ReadRequest(_)
+            | PaxosMsg::ReadAck(_)
+            | PaxosMsg::ForwardStopSign(_) => Ok(()),
+            other => self.step_either(from, other),
+        }
+    }
+
+    /// A message either role handles the same way.
+    fn step_either(&mut self, from: NodeId, msg: PaxosMsg<T>) -> StorageResult<()> {
+        match msg {
+            // A higher ballot's prepare makes a leader a follower.
+            PaxosMsg::Prepare(prep) => self.handle_prepare(from, prep),
             PaxosMsg::Compaction(c) => self.handle_compaction(from, c),
-            PaxosMsg::ReadRequest(r) => {
-                self.handle_read_request(from, r);
-                Ok(())
-            }
             PaxosMsg::ReadConfirm(c) => {
                 self.handle_read_confirm(from, c);
-                Ok(())
-            }
-            PaxosMsg::ReadAck(a) => {
-                self.handle_read_ack(from, a);
                 Ok(())
             }
             PaxosMsg::ReadResponse(r) => {
                 self.handle_read_response(from, r);
                 Ok(())
             }
-            PaxosMsg::AcceptStopSign(acc) => self.handle_accept_stopsign(from, acc),
             // `OmniPaxos` routes pulls and their replies (`Reconfiguration::route`).
             PaxosMsg::PullLog(_)
             | PaxosMsg::PullLogReply(_)
             | PaxosMsg::PullSnapshot(_)
             | PaxosMsg::PullSnapshotPart(_) => Ok(()),
-            PaxosMsg::ForwardStopSign(ss) => self.handle_forward_stopsign(ss),
             PaxosMsg::StopSignDecided(d) => self.handle_stopsign_decided(from, d),
             // About the previous configuration: `OmniPaxos` answers these.
             PaxosMsg::StopSignRequest(_) | PaxosMsg::StopSignReply(_) => Ok(()),
-        };
-        self.guard(result);
+            // Role messages, handled by `step_leader` and `step_follower`.
+            PaxosMsg::PrepareReq(_)
+            | PaxosMsg::Promise(_)
+            | PaxosMsg::AcceptSync(_)
+            | PaxosMsg::DecidedSync(_)
+            | PaxosMsg::SnapshotPart(_)
+            | PaxosMsg::SnapshotPartAck(_)
+            | PaxosMsg::AcceptDecide(_)
+            | PaxosMsg::Accepted(_)
+            | PaxosMsg::Decide(_)
+            | PaxosMsg::NotAccepted(_)
+            | PaxosMsg::ProposalForward(_)
+            | PaxosMsg::ProposalAck(_)
+            | PaxosMsg::ReadRequest(_)
+            | PaxosMsg::ReadAck(_)
+            | PaxosMsg::AcceptStopSign(_)
+            | PaxosMsg::ForwardStopSign(_) => Ok(()),
+        }
     }
 
     /// Proposes an entry: appended here if this server leads, forwarded if it
@@ -926,26 +841,32 @@ where
         if self.takes_no_entries() {
             return Err(ProposeErr::PendingReconfigEntry(entry));
         }
-        match (self.role, self.phase) {
-            (Role::Leader, Phase::Accept) => match self.accept_entry(entry, tag) {
-                Ok(()) => Ok(()),
-                Err(e) => {
+        let p = Proposal::new(entry, tag);
+        match &mut self.state {
+            // The hot path: straight into the batch (`accept_entry` without
+            // the stop-sign check made above).
+            RoleState::Leader(l) if matches!(l.phase, LeaderPhase::Accept { .. }) => {
+                l.batch.push(p);
+                if l.batch.len() < self.batch_size {
+                    return Ok(());
+                }
+                self.flush_batch().map_err(|e| {
                     // Not acknowledged: nothing claiming it was sent either.
                     self.fail(e.clone());
-                    Err(ProposeErr::NotPersisted(e))
-                }
-            },
-            (Role::Follower, Phase::Accept) => {
-                self.forward(vec![entry], vec![tag]).map_err(|(mut v, _)| {
-                    ProposeErr::BufferFull(v.pop().expect("forward hands back what it was given"))
+                    ProposeErr::NotPersisted(e)
+                })
+            }
+            RoleState::Follower(f) if f.phase == Phase::Accept => {
+                self.forward(vec![p]).map_err(|mut v| {
+                    let p = v.pop().expect("forward hands back what it was given");
+                    ProposeErr::BufferFull(p.entry)
                 })
             }
             _ => {
                 if self.pending.len() >= self.buffer_size {
-                    return Err(ProposeErr::BufferFull(entry));
+                    return Err(ProposeErr::BufferFull(p.entry));
                 }
-                self.pending.push(entry);
-                self.pending_tags.push(tag);
+                self.pending.push(p);
                 Ok(())
             }
         }
@@ -978,7 +899,7 @@ where
     /// A leader sends the batch it gathered now, without waiting for the
     /// batch to fill or for the flush timer.
     pub(crate) fn flush(&mut self) {
-        if !self.is_halted() && self.role == Role::Leader {
+        if !self.is_halted() && self.role() == Role::Leader {
             let r = self.flush_batch();
             self.guard(r);
         }
@@ -988,12 +909,12 @@ where
         if self.is_halted() {
             return;
         }
-        if self.role == Role::Leader && self.flush_timer.tick_and_check() {
+        if self.role() == Role::Leader && self.flush_timer.tick_and_check() {
             let r = self.flush_batch();
             self.guard(r);
         }
         if self.resend_timer.tick_and_check() {
-            match self.role {
+            match self.role() {
                 Role::Leader => self.resend_as_leader(),
                 Role::Follower => self.resend_as_follower(),
             }
@@ -1007,10 +928,10 @@ where
         if self.is_halted() || pid == self.pid {
             return;
         }
-        match self.role {
+        match self.role() {
             Role::Leader => self.prepare_follower(pid),
             Role::Follower if pid == self.leader.pid => {
-                self.phase = Phase::Prepare;
+                self.state.follow_mut().phase = Phase::Prepare;
                 self.send(
                     pid,
                     PaxosMsg::PrepareReq(crate::messages::PrepareReq { n: self.leader }),
@@ -1023,12 +944,12 @@ where
     /// Called after a restart on persisted storage: forget volatile state and
     /// ask every peer to be prepared by whoever leads now.
     pub(crate) fn fail_recovery(&mut self) {
-        self.role = Role::Follower;
-        self.phase = Phase::Recover;
+        // Nothing volatile survives a restart, the session numbers included.
+        self.state = RoleState::Follower(FollowerState::new(Phase::Recover));
+        self.sessions.fill(SequenceNumber::default());
+        self.outbox.close(Open::Accepted);
+        self.outbox.close_accepts();
         self.leader = self.storage.promise();
-        for p in &mut self.progress {
-            *p = FollowerProgress::default();
-        }
         let n = self.storage.promise();
         for i in 0..self.peers.len() {
             let to = self.peers[i];

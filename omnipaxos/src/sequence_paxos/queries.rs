@@ -48,7 +48,7 @@ where
     /// Whether this server leads and replicates (past its prepare phase) and
     /// has not stopped.
     pub(crate) fn is_accepting_leader(&self) -> bool {
-        self.role == Role::Leader && self.phase == Phase::Accept && !self.is_halted()
+        self.role() == Role::Leader && self.phase() == Phase::Accept && !self.is_halted()
     }
 
     /// The entries in `range`; `None` if the range goes past the end of the

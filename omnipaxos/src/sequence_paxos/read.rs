@@ -136,7 +136,7 @@ where
         }
         r.next_id += 1;
         let id = r.next_id;
-        if self.role == Role::Leader {
+        if self.role() == Role::Leader {
             self.reads.queued.push(PendingRead {
                 origin: self.pid,
                 id: ReadKey::Own(id),
@@ -159,7 +159,7 @@ where
     }
 
     pub(super) fn handle_read_request(&mut self, from: NodeId, req: ReadRequest) {
-        if self.role != Role::Leader || self.slot(from).is_none() {
+        if self.slot(from).is_none() {
             return;
         }
         // A retried request is queued once. The queue, with the round in
@@ -182,7 +182,7 @@ where
     pub(super) fn start_read_round(&mut self) {
         if self.reads.in_flight.is_some()
             || self.reads.queued.is_empty()
-            || self.phase != Phase::Accept
+            || self.phase() != Phase::Accept
             || self.takes_no_entries()
         {
             return;
@@ -190,7 +190,7 @@ where
         self.reads.next_round += 1;
         let round = ReadRound {
             round: self.reads.next_round,
-            read_idx: self.storage.decided_idx().max(self.synced_len),
+            read_idx: self.storage.decided_idx().max(self.synced_len()),
             acked: vec![false; self.peers.len()],
             reads: std::mem::take(&mut self.reads.queued),
         };
@@ -220,7 +220,7 @@ where
     }
 
     pub(super) fn handle_read_ack(&mut self, from: NodeId, ack: ReadAck) {
-        if self.role != Role::Leader || ack.n != self.leader {
+        if ack.n != self.leader {
             return;
         }
         let Some(slot) = self.slot(from) else { return };
@@ -274,7 +274,7 @@ where
     /// On the resend timer: a leader asks again for the acknowledgements of
     /// its round; a follower sends its unanswered requests to the current leader.
     pub(super) fn resend_reads(&mut self) {
-        match self.role {
+        match self.role() {
             Role::Leader => {
                 if let Some(round) = &self.reads.in_flight {
                     let msg = ReadConfirm {
@@ -306,10 +306,14 @@ where
     /// synchronisation changed since it was last sent, so the answer to a
     /// request of an earlier incarnation of this server cannot match it.
     fn send_read_request(&mut self, i: usize) {
-        if self.role != Role::Follower || self.phase != Phase::Accept {
+        if self.role() != Role::Follower || self.phase() != Phase::Accept {
             return;
         }
-        let (ballot, session, to) = (self.leader, self.last_seq.session, self.leader.pid);
+        let (ballot, session, to) = (
+            self.leader,
+            self.state.follow().last_seq.session,
+            self.leader.pid,
+        );
         let current = self.reads.requested[i]
             .wire
             .filter(|w| w.ballot == ballot && w.session == session);
@@ -340,14 +344,14 @@ where
         }
         for read in stranded {
             if let ReadKey::Own(id) = read.id {
-                if self.role == Role::Leader {
+                if self.role() == Role::Leader {
                     self.reads.queued.push(read);
                 } else {
                     self.reads.requested.push(Requested { id, wire: None });
                 }
             }
         }
-        if self.role == Role::Leader {
+        if self.role() == Role::Leader {
             // Our own earlier requests, made as a follower, are now ours to confirm.
             for r in std::mem::take(&mut self.reads.requested) {
                 self.reads.queued.push(PendingRead {

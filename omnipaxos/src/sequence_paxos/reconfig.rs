@@ -20,7 +20,7 @@
 //!                   moving on makes it a joiner that pulls what it lacks
 //! ```
 
-use super::{NO_TAG, Phase, Role, SequencePaxos, Tag};
+use super::{Phase, Proposal, Role, SequencePaxos, Tag};
 use crate::{
     ballot::Ballot,
     errors::{ConfigError, ProposeErr, ReconfigurationRequest},
@@ -79,7 +79,7 @@ pub(crate) struct Handover<T: Entry, S> {
     pub(crate) storage: S,
     /// Proposals accepted here that the old configuration may not have
     /// decided, to propose again in the new one, with their tags.
-    pub(crate) carried: Vec<(T, Tag)>,
+    pub(crate) carried: Vec<Proposal<T>>,
     /// Tracked proposals known to be decided, not yet taken by the driver.
     pub(crate) decided_tags: Vec<(Tag, u64)>,
     /// The tag the next tracked proposal gets, so tags stay unique.
@@ -114,7 +114,7 @@ where
             )));
         };
         let ss = StopSign::with(config_id, rc.new_configuration, rc.metadata);
-        match (self.role, self.phase) {
+        match (self.role(), self.phase()) {
             (Role::Leader, Phase::Accept) => {
                 let r = self.accept_stopsign(ss);
                 self.guard(r);
@@ -133,17 +133,17 @@ where
     /// Leader: accepts the stop-sign after everything appended so far and
     /// sends it to every synchronised follower.
     pub(super) fn accept_stopsign(&mut self, ss: StopSign) -> StorageResult<()> {
-        debug_assert!(self.role == Role::Leader && self.phase == Phase::Accept);
+        debug_assert!(self.role() == Role::Leader && self.phase() == Phase::Accept);
         self.flush_batch()?;
         self.pending_stopsign = None;
         log!(info, self.logger, "stop-sign proposed";
             "next_configuration" => ss.config_id, "nodes" => ?ss.nodes,
             "stop_idx" => self.storage.log_len());
         self.storage.set_stopsign(Some(ss.clone()))?;
-        for slot in 0..self.progress.len() {
+        for slot in 0..self.peers.len() {
             // A follower still being brought up to date gets it after its
             // last chunk (`pump_catch_up`).
-            if self.progress[slot].synced && self.progress[slot].catch_up.is_none() {
+            if self.state.lead().progress[slot].takes_new_entries() {
                 self.send_stopsign(slot, ss.clone());
             }
         }
@@ -167,7 +167,7 @@ where
         let Some(ss) = self.pending_stopsign.clone() else {
             return Ok(());
         };
-        match (self.role, self.phase) {
+        match (self.role(), self.phase()) {
             (Role::Leader, Phase::Accept) => self.accept_stopsign(ss),
             (Role::Follower, Phase::Accept) => {
                 let to = self.leader.pid;
@@ -252,8 +252,8 @@ where
                 parts,
                 part: 0,
             };
-            self.send_snapshot_part(from, first, previous, snapshots);
-            self.pull_replies.push((from, PullKey::Log(req.from_idx)));
+            let key = PullKey::Log(req.from_idx);
+            self.send_snapshot_part(from, key, first, previous, snapshots);
             return Ok(());
         }
         self.reply_pull(from, req, req.from_idx, None, previous)
@@ -263,11 +263,8 @@ where
     /// (see [`Self::may_pull`]), and `from` has fewer than
     /// `MAX_QUEUED_PULL_REPLIES` replies and none under `key` waiting.
     fn may_queue_pull_reply(&self, from: NodeId, key: PullKey) -> bool {
-        let queued = self.pull_replies.iter().filter(|(p, _)| *p == from).count();
-        !self.is_halted()
-            && self.may_pull(from)
-            && queued < MAX_QUEUED_PULL_REPLIES
-            && !self.pull_replies.contains(&(from, key))
+        let (queued, answered) = self.outbox.pull_replies_to(from, key);
+        !self.is_halted() && self.may_pull(from) && queued < MAX_QUEUED_PULL_REPLIES && !answered
     }
 
     /// A joining server asks for one more part of the snapshot we began
@@ -293,24 +290,23 @@ where
                 snapshots.split(req.covers, s, self.max_message_bytes);
             }
         }
-        if self.send_snapshot_part(from, req, previous, snapshots) {
-            self.pull_replies
-                .push((from, PullKey::SnapshotPart(req.part)));
-        }
+        let key = PullKey::SnapshotPart(req.part);
+        self.send_snapshot_part(from, key, req, previous, snapshots);
         Ok(())
     }
 
-    /// Sends `to` the part `req` names of the snapshot `snapshots` holds, if
-    /// it holds that one; returns whether it did.
+    /// Sends `to`, as the pull reply answering `key`, the part `req` names
+    /// of the snapshot `snapshots` holds, if it holds that one.
     fn send_snapshot_part(
         &mut self,
         to: NodeId,
+        key: PullKey,
         req: PullSnapshot,
         previous: Option<&StopSignDecided>,
         snapshots: &mut SnapshotServer<T>,
-    ) -> bool {
+    ) {
         let Some(snapshot) = snapshots.part(req.covers, req.parts, req.part) else {
-            return false;
+            return;
         };
         let part = PullSnapshotPart {
             covers: req.covers,
@@ -319,8 +315,8 @@ where
             snapshot: snapshot.clone(),
             stopsign: self.stopsign_decided_msg().or_else(|| previous.cloned()),
         };
-        self.send(to, PaxosMsg::PullSnapshotPart(part));
-        true
+        self.outbox
+            .send_pull_reply(to, key, PaxosMsg::PullSnapshotPart(part));
     }
 
     /// Answers the pull `req` with `snapshot` (of the log below `from_idx`),
@@ -353,8 +349,11 @@ where
             entries,
             stopsign: self.stopsign_decided_msg().or_else(|| previous.cloned()),
         };
-        self.send(from, PaxosMsg::PullLogReply(reply));
-        self.pull_replies.push((from, PullKey::Log(req.from_idx)));
+        self.outbox.send_pull_reply(
+            from,
+            PullKey::Log(req.from_idx),
+            PaxosMsg::PullLogReply(reply),
+        );
         Ok(())
     }
 
@@ -509,39 +508,35 @@ where
     /// `append` allows; it is reported once. Untagged entries we appended as
     /// leader before a restart are not carried from there: nobody waits for
     /// them, and they are likely decided.
-    fn take_undecided_proposals(&mut self, stop: &StopPoint) -> StorageResult<(Vec<T>, Vec<Tag>)> {
-        let (mut carried, mut tags) = self.cut_own_proposals(stop.known_until, u64::MAX)?;
+    fn take_undecided_proposals(&mut self, stop: &StopPoint) -> StorageResult<Vec<Proposal<T>>> {
+        let mut carried = self.cut_own_proposals(stop.known_until, u64::MAX)?;
         // What is left of our placed proposals lies below `known_until`: decided there.
         self.decided_tags
             .extend(self.placed.drain(..).map(|(idx, tag)| (tag, idx)));
         carried.append(&mut self.pending);
-        tags.append(&mut self.pending_tags);
-        let (batch, batch_tags) = self.take_batch();
-        carried.extend(batch);
-        tags.extend(batch_tags);
+        if let Some(l) = self.state.leader_mut() {
+            carried.extend(l.batch.take());
+        }
         let round = self.storage.accepted_round();
         for batch in std::mem::take(&mut self.forwarded) {
             match batch.acked {
                 Some((n, first))
                     if Some(n) == round
-                        && first + batch.entries.len() as u64 <= stop.acks_decided_until =>
+                        && first + batch.proposals.len() as u64 <= stop.acks_decided_until =>
                 {
                     // Decided before the stop-sign.
                     self.decided_tags.extend(
                         (first..)
-                            .zip(batch.tags)
-                            .filter(|&(_, tag)| tag != NO_TAG)
-                            .map(|(idx, tag)| (tag, idx)),
+                            .zip(batch.proposals)
+                            .filter(|(_, p)| p.is_tagged())
+                            .map(|(idx, p)| (p.tag, idx)),
                     );
                 }
-                _ => {
-                    carried.extend(batch.entries);
-                    tags.extend(batch.tags);
-                }
+                _ => carried.extend(batch.proposals),
             }
         }
         self.forwarded_len = 0;
-        Ok((carried, tags))
+        Ok(carried)
     }
 
     /// Ends this server's part in its configuration, whose stop-sign is
@@ -557,7 +552,7 @@ where
         // Proposals accepted here that the old configuration never decided
         // (it refuses entries once its stop-sign is in) are proposed again in
         // the new one, so an `Ok` from `append` is not lost to the change.
-        let (carried, tags) = self.take_undecided_proposals(&stop)?;
+        let carried = self.take_undecided_proposals(&stop)?;
         let mut decided_tags = Vec::new();
         self.take_decided_tags(&mut decided_tags);
         let next_tag = self.next_tag();
@@ -570,7 +565,7 @@ where
         storage.reset_for_new_configuration(stop.known_until, end)?;
         Ok(Handover {
             storage: storage.into_inner(),
-            carried: carried.into_iter().zip(tags).collect(),
+            carried,
             decided_tags,
             next_tag,
             stop_idx: stop.stop_idx,
@@ -598,11 +593,7 @@ where
 
     pub(super) fn handle_forward_stopsign(&mut self, ss: StopSign) -> StorageResult<()> {
         let for_next = self.configuration_id.checked_add(1) == Some(ss.config_id);
-        if self.role == Role::Leader
-            && self.phase == Phase::Accept
-            && for_next
-            && !self.takes_no_entries()
-        {
+        if self.phase() == Phase::Accept && for_next && !self.takes_no_entries() {
             self.accept_stopsign(ss)?;
         }
         Ok(())

@@ -1,0 +1,163 @@
+//! The messages Sequence Paxos sends, waiting for the driver, and the
+//! merging of what is sent again before the driver took the first.
+//!
+//! A leader that appends a batch while its `AcceptDecide` to a follower is
+//! still waiting extends that message instead of queueing a second one; a
+//! follower does the same with its `Accepted` and its forwarded proposals.
+//! Which message is still open to new content is the outbox's to know:
+//! handlers ask for the open message of a kind ([`Open`]), and taking or
+//! dropping the messages closes every one, so no path has to remember to.
+
+use crate::{
+    messages::{Message, PaxosMessage, PaxosMsg},
+    migration::PullKey,
+    storage::Entry,
+    util::{ConfigurationId, NodeId},
+};
+
+/// A message that later content of the same kind may join while the driver
+/// has not taken it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Open {
+    /// Leader: the latest `AcceptDecide` or `Decide` of the session with the
+    /// follower in this slot of `SequencePaxos::peers` (see
+    /// `SequencePaxos::send_numbered`); new entries and a higher decided
+    /// index join it.
+    Accept(usize),
+    /// Follower: an `Accepted` to the leader; a longer log updates it.
+    Accepted,
+    /// Follower: a `ProposalForward` of the last forwarded batch; further
+    /// proposals join the batch and the message.
+    Forward,
+}
+
+/// The outgoing messages of one Sequence Paxos server, in the order sent.
+pub(super) struct Outbox<T: Entry> {
+    /// Stamped on every message.
+    configuration_id: ConfigurationId,
+    /// This server, the sender of every message.
+    pid: NodeId,
+    /// The messages, in the order they were sent.
+    msgs: Vec<Message<T>>,
+    /// Per peer slot, the index in `msgs` of the open [`Open::Accept`].
+    accept: Vec<Option<usize>>,
+    /// The index in `msgs` of the open [`Open::Accepted`].
+    accepted: Option<usize>,
+    /// The index in `msgs` of the open [`Open::Forward`].
+    forward: Option<usize>,
+    /// The pull replies in `msgs`, as `(puller, what was asked)`: at most
+    /// `MAX_QUEUED_PULL_REPLIES` per puller, and one per range or snapshot
+    /// part, wait until the driver takes them, so that a burst of pulls
+    /// queues no more than a puller's window of replies.
+    pull_replies: Vec<(NodeId, PullKey)>,
+}
+
+impl<T: Entry> Outbox<T> {
+    /// An empty outbox for a server with `peers` peers, with room for
+    /// `capacity` messages.
+    pub(super) fn with(
+        configuration_id: ConfigurationId,
+        pid: NodeId,
+        peers: usize,
+        capacity: usize,
+    ) -> Self {
+        Self {
+            configuration_id,
+            pid,
+            msgs: Vec::with_capacity(capacity),
+            accept: vec![None; peers],
+            accepted: None,
+            forward: None,
+            pull_replies: Vec::new(),
+        }
+    }
+
+    /// Where the index of the open message of `kind` is kept.
+    fn open_idx(&mut self, kind: Open) -> &mut Option<usize> {
+        match kind {
+            Open::Accept(slot) => &mut self.accept[slot],
+            Open::Accepted => &mut self.accepted,
+            Open::Forward => &mut self.forward,
+        }
+    }
+
+    /// Queues a message to `to` that nothing joins.
+    pub(super) fn send(&mut self, to: NodeId, msg: PaxosMsg<T>) {
+        self.msgs.push(Message::SequencePaxos(PaxosMessage {
+            configuration_id: self.configuration_id,
+            from: self.pid,
+            to,
+            msg,
+        }));
+    }
+
+    /// Queues a message to `to` as the open one of its kind: content of the
+    /// same kind joins it until the driver takes it or [`Self::close`].
+    pub(super) fn send_open(&mut self, kind: Open, to: NodeId, msg: PaxosMsg<T>) {
+        *self.open_idx(kind) = Some(self.msgs.len());
+        self.send(to, msg);
+    }
+
+    /// The open message of `kind`, if the driver has not taken it.
+    pub(super) fn open_mut(&mut self, kind: Open) -> Option<&mut PaxosMsg<T>> {
+        let i = (*self.open_idx(kind))?;
+        match &mut self.msgs[i] {
+            Message::SequencePaxos(PaxosMessage { msg, .. }) => Some(msg),
+            Message::BLE(_) => None,
+        }
+    }
+
+    /// Nothing more joins the open message of `kind`: what follows goes in a
+    /// message of its own.
+    pub(super) fn close(&mut self, kind: Open) {
+        *self.open_idx(kind) = None;
+    }
+
+    /// Closes every [`Open::Accept`] (a new prepare round, or a restart).
+    pub(super) fn close_accepts(&mut self) {
+        self.accept.fill(None);
+    }
+
+    /// Closes every open message.
+    fn close_all(&mut self) {
+        self.close_accepts();
+        self.accepted = None;
+        self.forward = None;
+        self.pull_replies.clear();
+    }
+    /// How many pull replies to `puller` wait, and whether one of them
+    /// answers `key`.
+    pub(super) fn pull_replies_to(&self, puller: NodeId, key: PullKey) -> (usize, bool) {
+        let mut queued = 0;
+        let mut same = false;
+        for &(p, k) in &self.pull_replies {
+            if p == puller {
+                queued += 1;
+                same |= k == key;
+            }
+        }
+        (queued, same)
+    }
+
+    /// Queues a pull reply to `puller` answering `key`.
+    pub(super) fn send_pull_reply(&mut self, puller: NodeId, key: PullKey, msg: PaxosMsg<T>) {
+        self.pull_replies.push((puller, key));
+        self.send(puller, msg);
+    }
+
+    /// Moves the messages into `buf`, closing every open one.
+    pub(super) fn take(&mut self, buf: &mut Vec<Message<T>>) {
+        if buf.is_empty() {
+            std::mem::swap(buf, &mut self.msgs);
+        } else {
+            buf.append(&mut self.msgs);
+        }
+        self.close_all();
+    }
+
+    /// Drops every message (a storage write failed: they may vouch for it).
+    pub(super) fn clear(&mut self) {
+        self.msgs.clear();
+        self.close_all();
+    }
+}

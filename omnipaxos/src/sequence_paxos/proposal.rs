@@ -1,0 +1,98 @@
+//! A proposal on its way into the log, and the leader's batch of them.
+//!
+//! An entry and what names it travel together as one [`Proposal`] wherever
+//! this server holds proposals it has not placed yet (waiting for a leader,
+//! forwarded, cut by a log sync, carried into the next configuration), so
+//! that no list of entries has a list of tags beside it to keep in step.
+//! Only the leader's [`Batch`] keeps its tags aside, sparsely: its entries
+//! go to storage and to every follower as they are, without a copy.
+
+/// Names one proposal made on this server, so that the caller learns the
+/// index it was decided at. Handed out by `append` in increasing order.
+pub(crate) type Tag = u64;
+
+/// The tag of an entry nobody waits for (another server's proposal, or one
+/// from before a restart).
+pub(crate) const NO_TAG: Tag = 0;
+
+/// One proposal: the entry, and what names it to whoever waits for it.
+/// Further identity (the origin of an exactly-once proposal) belongs here,
+/// beside `tag`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Proposal<T> {
+    /// What is proposed.
+    pub(crate) entry: T,
+    /// Who waits here for its index ([`NO_TAG`] if nobody does).
+    pub(crate) tag: Tag,
+}
+
+impl<T> Proposal<T> {
+    /// A proposal under `tag` (or [`NO_TAG`]).
+    pub(crate) fn new(entry: T, tag: Tag) -> Self {
+        Self { entry, tag }
+    }
+
+    /// A proposal nobody here waits for (another server's, forwarded to us).
+    pub(crate) fn untagged(entry: T) -> Self {
+        Self::new(entry, NO_TAG)
+    }
+
+    /// Whether someone here waits for this proposal's index.
+    pub(crate) fn is_tagged(&self) -> bool {
+        self.tag != NO_TAG
+    }
+}
+
+/// The proposals a leader gathered for its next `AcceptDecide`. The entries
+/// are kept as a plain `Vec<T>`, the shape storage and the message take, so
+/// that sending a batch copies nothing per entry beyond what each follower
+/// gets; most entries are untagged, so the tags are kept aside, only for
+/// the entries that have one.
+#[derive(Debug)]
+pub(crate) struct Batch<T> {
+    /// The gathered entries, in proposal order.
+    pub(crate) entries: Vec<T>,
+    /// The tagged entries, as `(position in entries, tag)`, by position.
+    pub(crate) tags: Vec<(usize, Tag)>,
+}
+
+impl<T> Batch<T> {
+    /// An empty batch with room for `capacity` entries (the batch size).
+    pub(crate) fn with_capacity(capacity: usize) -> Self {
+        Self {
+            entries: Vec::with_capacity(capacity),
+            tags: Vec::new(),
+        }
+    }
+
+    /// How many entries are gathered.
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether nothing is gathered.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Adds a proposal at the end.
+    pub(crate) fn push(&mut self, p: Proposal<T>) {
+        if p.is_tagged() {
+            self.tags.push((self.entries.len(), p.tag));
+        }
+        self.entries.push(p.entry);
+    }
+
+    /// Empties the batch, giving its proposals in order.
+    pub(crate) fn take(&mut self) -> Vec<Proposal<T>> {
+        let mut tags = self.tags.drain(..).peekable();
+        std::mem::take(&mut self.entries)
+            .into_iter()
+            .enumerate()
+            .map(|(pos, entry)| match tags.next_if(|&(p, _)| p == pos) {
+                Some((_, tag)) => Proposal::new(entry, tag),
+                None => Proposal::untagged(entry),
+            })
+            .collect()
+    }
+}
