@@ -56,6 +56,9 @@ use crate::{
 };
 use derive_where::derive_where;
 
+mod entries;
+pub use entries::Entries;
+
 /// Declares message types that carry entries or snapshots of `T`: `Clone`
 /// and `Debug` for any `T`, `PartialEq` where the entry and snapshot types
 /// have it, and (feature `serde`) serde bounded on both, instead of serde's
@@ -585,8 +588,9 @@ pub struct AcceptDecide<T: Entry> {
     pub seq_num: SequenceNumber,
     /// The leader's decided index.
     pub decided_idx: u64,
-    /// Entries to append at the end of the follower's log.
-    pub entries: Vec<T>,
+    /// Entries to append at the end of the follower's log (shared with the
+    /// other followers' messages until serialised).
+    pub entries: Entries<T>,
     /// Acknowledgements of this follower's forwarded batches whose entries
     /// travel in this message (or went before it): a follower never holds
     /// its own forwarded entries without knowing they were acknowledged.

@@ -322,7 +322,7 @@ fn mutate(rng: &mut ChaCha8Rng, msg: &mut Message<Value>) {
                     0 => m.decided_idx = num(r, m.decided_idx),
                     1 => m.seq_num.counter = num(r, m.seq_num.counter),
                     2 => m.n = ballot(r, m.n),
-                    _ => entries(r, &mut m.entries),
+                    _ => entries(r, m.entries.to_mut()),
                 },
                 PaxosMsg::Accepted(m) => match r.gen_range(0..2) {
                     0 => m.accepted_idx = num(r, m.accepted_idx),

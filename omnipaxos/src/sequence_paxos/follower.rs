@@ -475,7 +475,7 @@ where
         }
         let appended = !acc.entries.is_empty();
         self.storage
-            .append_and_decide(acc.entries, acc.decided_idx)?;
+            .append_and_decide(acc.entries.into_vec(), acc.decided_idx)?;
         for ack in acc.forward_acks {
             self.handle_proposal_ack(from, ack);
         }

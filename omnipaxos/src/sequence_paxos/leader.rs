@@ -1,6 +1,8 @@
 //! What only a leader does: prepare, adopt the most up-to-date log,
 //! synchronise followers, replicate, and decide.
 
+use std::ops::Range;
+
 use super::{
     FollowerProgress, LeaderPhase, LeaderState, Open, Phase, PromiseMeta, Proposal, Role,
     RoleState, SequencePaxos,
@@ -9,9 +11,9 @@ use crate::{
     ballot::Ballot,
     logging::log,
     messages::{
-        AcceptDecide, AcceptSync, Accepted, Decide, DecidedSync, LogSync, NotAccepted, PaxosMsg,
-        Prepare, PrepareReq, Promise, ProposalAck, ProposalForward, SequenceNumber, SnapshotPart,
-        SnapshotPartAck, SnapshotType,
+        AcceptDecide, AcceptSync, Accepted, Decide, DecidedSync, Entries, LogSync, NotAccepted,
+        PaxosMsg, Prepare, PrepareReq, Promise, ProposalAck, ProposalForward, SequenceNumber,
+        SnapshotPart, SnapshotPartAck, SnapshotType,
     },
     storage::{Entry, Snapshot, Storage, StorageResult},
     util::NodeId,
@@ -665,7 +667,7 @@ where
                     n,
                     seq_num,
                     decided_idx,
-                    entries,
+                    entries: entries.into(),
                     forward_acks,
                 })
             });
@@ -718,10 +720,16 @@ where
                 .map(|(pos, tag)| (first_idx + pos as u64, tag)),
         );
         let mut entries = std::mem::take(&mut batch.entries);
+        // One copy of the batch for every follower that takes it, shared by
+        // their messages.
+        let mut staged = None;
         for slot in 0..self.peers.len() {
             // A follower being caught up gets these in a later chunk.
             if self.state.lead().progress[slot].takes_new_entries() {
-                self.push_accept(slot, &entries);
+                let range = staged
+                    .get_or_insert_with(|| self.outbox.stage(&entries))
+                    .clone();
+                self.push_accept(slot, range);
             }
         }
         if entries.len() == 1 {
@@ -744,19 +752,19 @@ where
         Ok(())
     }
 
-    /// Adds entries to the follower's open `AcceptDecide` if the driver has not
-    /// taken it yet, else opens a new one.
-    fn push_accept(&mut self, slot: usize, entries: &[T]) {
+    /// Adds the staged entries `range` to the follower's open `AcceptDecide`
+    /// if the driver has not taken it yet, else opens a new one.
+    fn push_accept(&mut self, slot: usize, range: Range<usize>) {
         let decided_idx = self.storage.decided_idx();
         let mut forward_acks =
             std::mem::take(&mut self.state.lead_mut().progress[slot].pending_acks);
+        let mut open = false;
         if let Some(msg) = self.open_message(slot) {
             match msg {
                 PaxosMsg::AcceptDecide(acc) => {
-                    acc.entries.extend_from_slice(entries);
                     acc.decided_idx = decided_idx;
                     acc.forward_acks.append(&mut forward_acks);
-                    return;
+                    open = true;
                 }
                 PaxosMsg::Decide(dec) => {
                     // Turn the waiting Decide into an AcceptDecide with the same number.
@@ -764,23 +772,26 @@ where
                         n: dec.n,
                         seq_num: dec.seq_num,
                         decided_idx,
-                        entries: entries.to_vec(),
-                        forward_acks,
+                        entries: Entries::new(),
+                        forward_acks: std::mem::take(&mut forward_acks),
                     });
-                    return;
+                    open = true;
                 }
                 _ => {}
             }
         }
-        self.send_numbered(slot, |n, seq_num| {
-            PaxosMsg::AcceptDecide(AcceptDecide {
-                n,
-                seq_num,
-                decided_idx,
-                entries: entries.to_vec(),
-                forward_acks,
-            })
-        });
+        if !open {
+            self.send_numbered(slot, |n, seq_num| {
+                PaxosMsg::AcceptDecide(AcceptDecide {
+                    n,
+                    seq_num,
+                    decided_idx,
+                    entries: Entries::new(),
+                    forward_acks,
+                })
+            });
+        }
+        self.outbox.attach(slot, range);
     }
 
     /// The accept-phase message to this follower that the driver has not taken yet, if any.

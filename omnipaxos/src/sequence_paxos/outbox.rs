@@ -7,9 +7,16 @@
 //! Which message is still open to new content is the outbox's to know:
 //! handlers ask for the open message of a kind ([`Open`]), and taking or
 //! dropping the messages closes every one, so no path has to remember to.
+//!
+//! The entries a leader replicates are staged here once per batch, not
+//! copied into every follower's message: an open `AcceptDecide` records the
+//! range of the staged entries it carries ([`Outbox::attach`]), and when the
+//! driver takes the messages they all share one buffer ([`Entries`]).
+
+use std::{ops::Range, sync::Arc};
 
 use crate::{
-    messages::{Message, PaxosMessage, PaxosMsg},
+    messages::{Entries, Message, PaxosMessage, PaxosMsg},
     migration::PullKey,
     storage::Entry,
     util::{ConfigurationId, NodeId},
@@ -50,6 +57,15 @@ pub(super) struct Outbox<T: Entry> {
     /// part, wait until the driver takes them, so that a burst of pulls
     /// queues no more than a puller's window of replies.
     pull_replies: Vec<(NodeId, PullKey)>,
+    /// The entries the leader replicated since the driver last took the
+    /// messages, in the order staged.
+    staged: Vec<T>,
+    /// The staged entries each `AcceptDecide` carries, as `(index in msgs,
+    /// range of staged)`; a record whose index is `usize::MAX` was written
+    /// into its message already.
+    carries: Vec<(usize, Range<usize>)>,
+    /// Per peer slot, the record in `carries` of the open [`Open::Accept`].
+    accept_carries: Vec<Option<usize>>,
 }
 
 impl<T: Entry> Outbox<T> {
@@ -69,6 +85,9 @@ impl<T: Entry> Outbox<T> {
             accepted: None,
             forward: None,
             pull_replies: Vec::new(),
+            staged: Vec::new(),
+            carries: Vec::new(),
+            accept_carries: vec![None; peers],
         }
     }
 
@@ -111,11 +130,15 @@ impl<T: Entry> Outbox<T> {
     /// message of its own.
     pub(super) fn close(&mut self, kind: Open) {
         *self.open_idx(kind) = None;
+        if let Open::Accept(slot) = kind {
+            self.accept_carries[slot] = None;
+        }
     }
 
     /// Closes every [`Open::Accept`] (a new prepare round, or a restart).
     pub(super) fn close_accepts(&mut self) {
         self.accept.fill(None);
+        self.accept_carries.fill(None);
     }
 
     /// Closes every open message.
@@ -124,6 +147,77 @@ impl<T: Entry> Outbox<T> {
         self.accepted = None;
         self.forward = None;
         self.pull_replies.clear();
+        self.carries.clear();
+    }
+
+    /// Keeps a copy of `entries` for the `AcceptDecide`s that will carry
+    /// them ([`Self::attach`]): one copy however many followers get them.
+    pub(super) fn stage(&mut self, entries: &[T]) -> Range<usize> {
+        let start = self.staged.len();
+        self.staged.extend_from_slice(entries);
+        start..self.staged.len()
+    }
+
+    /// The open [`Open::Accept`] of `slot`, an `AcceptDecide`, carries the
+    /// staged entries `range` after those it carries already. Does nothing
+    /// if that message is not open.
+    pub(super) fn attach(&mut self, slot: usize, range: Range<usize>) {
+        let Some(msg) = self.accept[slot] else {
+            debug_assert!(false, "attach needs an open accept");
+            return;
+        };
+        if let Some(r) = self.accept_carries[slot] {
+            let carried = &mut self.carries[r].1;
+            if carried.end == range.start {
+                carried.end = range.end;
+                return;
+            }
+            // Not contiguous (no caller does this): what the message carries
+            // goes into it now, and the new range follows.
+            let carried = std::mem::replace(&mut self.carries[r], (usize::MAX, 0..0)).1;
+            if let Message::SequencePaxos(PaxosMessage {
+                msg: PaxosMsg::AcceptDecide(acc),
+                ..
+            }) = &mut self.msgs[msg]
+            {
+                acc.entries
+                    .to_mut()
+                    .extend_from_slice(&self.staged[carried]);
+            }
+        }
+        self.accept_carries[slot] = Some(self.carries.len());
+        self.carries.push((msg, range));
+    }
+
+    /// Hands every `AcceptDecide` the staged entries it carries, all sharing
+    /// one buffer.
+    fn fill_carried(&mut self) {
+        if self.carries.is_empty() {
+            self.staged.clear();
+            return;
+        }
+        let buf = Arc::new(std::mem::take(&mut self.staged));
+        for (i, range) in self.carries.drain(..) {
+            let Some(Message::SequencePaxos(PaxosMessage {
+                msg: PaxosMsg::AcceptDecide(acc),
+                ..
+            })) = self.msgs.get_mut(i)
+            else {
+                debug_assert!(i == usize::MAX, "a carrying message is an AcceptDecide");
+                continue;
+            };
+            if acc.entries.is_empty() {
+                acc.entries = Entries::shared(Arc::clone(&buf), range.start, range.end);
+            } else {
+                // It carries entries of its own (a catch-up chunk) first.
+                acc.entries.to_mut().extend_from_slice(&buf[range]);
+            }
+        }
+        // No message took a share (each copied): keep the allocation.
+        if let Ok(v) = Arc::try_unwrap(buf) {
+            self.staged = v;
+            self.staged.clear();
+        }
     }
     /// How many pull replies to `puller` wait, and whether one of them
     /// answers `key`.
@@ -147,6 +241,7 @@ impl<T: Entry> Outbox<T> {
 
     /// Moves the messages into `buf`, closing every open one.
     pub(super) fn take(&mut self, buf: &mut Vec<Message<T>>) {
+        self.fill_carried();
         if buf.is_empty() {
             std::mem::swap(buf, &mut self.msgs);
         } else {
@@ -158,6 +253,7 @@ impl<T: Entry> Outbox<T> {
     /// Drops every message (a storage write failed: they may vouch for it).
     pub(super) fn clear(&mut self) {
         self.msgs.clear();
+        self.staged.clear();
         self.close_all();
     }
 }

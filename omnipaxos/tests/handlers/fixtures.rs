@@ -262,7 +262,7 @@ pub(crate) fn accept_decide<T: Entry>(n: Ballot, counter: u64, entries: Vec<T>) 
         n,
         seq_num: seq(counter),
         decided_idx: 0,
-        entries,
+        entries: entries.into(),
         forward_acks: vec![],
     }
 }

@@ -130,3 +130,35 @@ fn leader_outbids_a_higher_ballot_named_in_a_prepare_request() {
         l.get_promise()
     );
 }
+
+#[test]
+fn the_followers_messages_share_one_copy_of_the_entries() {
+    let mut l = node(1);
+    l.try_become_leader();
+    l.handle_incoming(promise(B1).sent(2, 1));
+    l.handle_incoming(promise(B1).sent(3, 1));
+    l.outgoing_messages();
+    // Two flushes (batch size 1) join each follower's open AcceptDecide.
+    l.append(E(1)).unwrap();
+    l.append(E(2)).unwrap();
+    let mut carried = Vec::new();
+    for m in paxos_out(&mut l) {
+        if let Message::SequencePaxos(PaxosMessage {
+            to,
+            msg: PaxosMsg::AcceptDecide(acc),
+            ..
+        }) = m
+        {
+            assert_eq!(acc.entries, vec![E(1), E(2)], "to {to}");
+            carried.push((to, acc.entries));
+        }
+    }
+    let tos: Vec<_> = carried.iter().map(|(to, _)| *to).collect();
+    assert_eq!(tos, vec![2, 3]);
+    assert!(carried.iter().all(|(_, e)| e.is_shared()));
+    assert_eq!(
+        carried[0].1.as_ptr(),
+        carried[1].1.as_ptr(),
+        "one buffer, not a copy per follower"
+    );
+}

@@ -93,7 +93,7 @@ enum ReadEnd {
 
 impl<T> Inbound<T>
 where
-    T: Entry + DeserializeOwned + Send + 'static,
+    T: Entry + DeserializeOwned + Send + Sync + 'static,
     T::Snapshot: DeserializeOwned + Send,
 {
     /// Accepts connections until the transport stops; the listener closes

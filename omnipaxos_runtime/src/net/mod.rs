@@ -238,7 +238,7 @@
 //! #     node: OmniPaxosNode<T>,
 //! #     transport: Transport,
 //! # ) -> Result<(), Box<dyn std::error::Error>>
-//! # where T: omnipaxos::storage::Entry + Send + 'static, T::Snapshot: Send {
+//! # where T: omnipaxos::storage::Entry + Send + Sync + 'static, T::Snapshot: Send {
 //! // Server 4 joins {1, 2, 3}: every transport of the cluster adds it as
 //! // the stop-sign is decided.
 //! let addrs = PeerAddresses::new(BTreeMap::from([(4, "10.0.0.4:7000".parse()?)]));

@@ -78,7 +78,7 @@ pub(super) struct Router<T: Entry> {
 
 impl<T> Router<T>
 where
-    T: Entry + Serialize + Send + 'static,
+    T: Entry + Serialize + Send + Sync + 'static,
     T::Snapshot: Serialize + Send,
 {
     /// A router for the node's outgoing channels; it starts the dialers of
@@ -260,7 +260,7 @@ struct Peer<T: Entry> {
 
 impl<T> Peer<T>
 where
-    T: Entry + Serialize + Send + 'static,
+    T: Entry + Serialize + Send + Sync + 'static,
     T::Snapshot: Serialize + Send,
 {
     /// Dials, writes until the link fails, and dials again with backoff,

@@ -248,7 +248,7 @@ fn accept_decide<T: omnipaxos::storage::Entry>(entries: Vec<T>) -> Message<T> {
             n: Ballot::default(),
             seq_num: SequenceNumber::default(),
             decided_idx: 0,
-            entries,
+            entries: entries.into(),
             forward_acks: Vec::new(),
         }),
     )

@@ -106,7 +106,7 @@ const MAX_INPUTS_PER_STEP: usize = 256;
 
 impl<T, S> Driver<T, S>
 where
-    T: Entry + Send + 'static,
+    T: Entry + Send + Sync + 'static,
     T::Snapshot: Send,
     S: Storage<T> + Send + 'static,
 {

@@ -64,7 +64,7 @@ pub struct DecidedEntries<T: Entry> {
 
 impl<T> DecidedEntries<T>
 where
-    T: Entry + Send + 'static,
+    T: Entry + Send + Sync + 'static,
     T::Snapshot: Send,
 {
     /// Waits until entries past the last batch are decided and returns them.

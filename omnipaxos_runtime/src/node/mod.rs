@@ -196,7 +196,7 @@ impl<T: Entry> std::fmt::Debug for Command<T> {
 
 impl<T> OmniPaxosNode<T>
 where
-    T: Entry + Send + 'static,
+    T: Entry + Send + Sync + 'static,
     T::Snapshot: Send,
 {
     /// Starts a node on the caller's tokio runtime and returns its handle.

@@ -114,7 +114,7 @@ pub(crate) fn accept_decide(from: NodeId, to: NodeId, entries: Vec<Value>) -> Me
             n: Ballot::default(),
             seq_num: SequenceNumber::default(),
             decided_idx: 0,
-            entries,
+            entries: entries.into(),
             forward_acks: Vec::new(),
         }),
     )
