@@ -6,7 +6,11 @@ use crate::api::{
     ScanResponse, StatusResponse, WriteResponse,
 };
 use http_body_util::{BodyExt, Full};
-use hyper::{Method, Request, StatusCode, body::Bytes, header};
+use hyper::{
+    Method, Request, StatusCode,
+    body::Bytes,
+    header::{self, HeaderValue},
+};
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::TokioExecutor,
@@ -96,6 +100,29 @@ impl ClientError {
     }
 }
 
+/// Reads a bearer token from `path`: the file's text without the line end
+/// after it. A token is 1 to 4096 visible ASCII characters (no spaces), so
+/// that it fits an `Authorization` header as it is.
+pub fn read_token_file(path: &std::path::Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the token file {}: {e}", path.display()))?;
+    let token = text.trim_end_matches(['\n', '\r']);
+    if token.is_empty() || token.len() > 4096 {
+        return Err(format!(
+            "the token file {} must hold 1 to 4096 characters, not {}",
+            path.display(),
+            token.len()
+        ));
+    }
+    if let Some(c) = token.chars().find(|c| !c.is_ascii_graphic()) {
+        return Err(format!(
+            "the token file {} holds {c:?}: a token is visible ASCII characters only",
+            path.display()
+        ));
+    }
+    Ok(token.to_owned())
+}
+
 /// The request timeout of a new client.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -107,6 +134,8 @@ pub struct KvClient {
     base: Arc<str>,
     http: Client<HttpConnector, Full<Bytes>>,
     timeout: Duration,
+    /// `Bearer <token>`, sent with every request, if the servers want one.
+    authorization: Option<HeaderValue>,
 }
 
 impl KvClient {
@@ -122,6 +151,7 @@ impl KvClient {
             base: normalize(server)?.into(),
             http,
             timeout: DEFAULT_TIMEOUT,
+            authorization: None,
         })
     }
 
@@ -131,12 +161,26 @@ impl KvClient {
             base: normalize(server)?.into(),
             http: self.http.clone(),
             timeout: self.timeout,
+            authorization: self.authorization.clone(),
         })
     }
 
     /// The same client with another request timeout.
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// The same client sending `token` as its bearer token with every request
+    /// (the servers' `--token-file`); `None` sends none. A token that cannot
+    /// be a header value (a control character) is sent as none, and the
+    /// server answers 401.
+    pub fn with_token(mut self, token: Option<&str>) -> Self {
+        self.authorization = token.and_then(|t| {
+            let mut v = HeaderValue::from_str(&format!("Bearer {t}")).ok()?;
+            v.set_sensitive(true);
+            Some(v)
+        });
         self
     }
 
@@ -301,6 +345,9 @@ impl KvClient {
             .uri(format!("{}{path}", self.base));
         if body.is_some() {
             req = req.header(header::CONTENT_TYPE, "application/json");
+        }
+        if let Some(auth) = &self.authorization {
+            req = req.header(header::AUTHORIZATION, auth.clone());
         }
         let req = req
             .body(Full::new(Bytes::from(body.unwrap_or_default())))

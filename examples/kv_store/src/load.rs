@@ -66,6 +66,9 @@ pub struct LoadSpec {
     pub value_bytes: usize,
     /// How long one request may take before it counts as an error.
     pub timeout: Duration,
+    /// Sent as `Authorization: Bearer <token>` with every request, if set
+    /// (a kv_store server's --token-file).
+    pub token: Option<String>,
 }
 
 /// What a load run measured.
@@ -256,10 +259,13 @@ fn build_request(spec: &LoadSpec, base: &str, key: &str, value: &str) -> Request
             serde_json::json!({ "key": B64.encode(key) }).to_string(),
         ),
     };
-    Request::builder()
+    let mut req = Request::builder()
         .method(method)
         .uri(uri)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(body)))
+        .header(header::CONTENT_TYPE, "application/json");
+    if let Some(token) = &spec.token {
+        req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    req.body(Full::new(Bytes::from(body)))
         .expect("a request built from a checked base URL and a plain key")
 }

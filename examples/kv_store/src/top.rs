@@ -91,6 +91,8 @@ pub struct TopOptions {
     pub interval: Duration,
     /// Stop after this long (for scripts); `None` runs until `q`.
     pub duration: Option<Duration>,
+    /// The servers' bearer token, if they require one.
+    pub token: Option<String>,
 }
 
 /// Draws the cluster until the user quits (or `duration` passes). Fails
@@ -100,7 +102,10 @@ pub async fn run_top(opts: TopOptions) -> Result<(), String> {
         .servers
         .iter()
         .map(|s| {
-            KvClient::new(s).map(|c| c.with_timeout(opts.interval.max(Duration::from_millis(200))))
+            KvClient::new(s).map(|c| {
+                c.with_timeout(opts.interval.max(Duration::from_millis(200)))
+                    .with_token(opts.token.as_deref())
+            })
         })
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| e.to_string())?;

@@ -203,3 +203,37 @@ fn a_joining_server_refuses_an_unreachable_cluster_another_cluster_and_a_taken_i
     }
     rt.block_on(server.shutdown());
 }
+
+#[test]
+fn a_bad_token_file_is_refused_with_the_reason_by_servers_and_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, "").unwrap();
+    let empty = empty.to_str().unwrap();
+    let out = kv_store(&[
+        "server",
+        "--id",
+        "1",
+        "--listen",
+        "127.0.0.1:0",
+        "--http",
+        "127.0.0.1:0",
+        "--memory",
+        "--token-file",
+        empty,
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("must hold 1 to 4096 characters"),
+        "{}",
+        stderr(&out)
+    );
+    let absent = dir.path().join("absent");
+    let out = kv_store(&["get", "k", "--token-file", absent.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot read the token file"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -353,3 +353,69 @@ async fn a_membership_change_that_cannot_apply_is_refused_with_its_reason() {
     }
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_server_with_a_token_refuses_requests_without_it_says_why_and_counts_them() {
+    let mut opts = options(StorageChoice::Memory);
+    opts.client_token = Some("s3cret-token".to_owned());
+    let server = Server::start(opts).await.expect("the server starts");
+    let addr = server.http_addr().to_string();
+    let anonymous = KvClient::new(&addr).expect("a valid address");
+    let wrong = anonymous.clone().with_token(Some("guess"));
+    let right = anonymous.clone().with_token(Some("s3cret-token"));
+
+    for (client, path, why) in [
+        (&anonymous, "/kv/a", "requires a bearer token"),
+        (&anonymous, "/status", "requires a bearer token"),
+        (&anonymous, "/no/such/route", "requires a bearer token"),
+        (&wrong, "/kv/a", "not this server's"),
+        (&wrong, "/metrics", "not this server's"),
+    ] {
+        let (status, body) = raw(client, Method::GET, path, b"").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}");
+        assert_eq!(body.error, "unauthorized");
+        assert!(body.message.contains(why), "{path}: {}", body.message);
+    }
+    // Refused before the body is read or the write is proposed.
+    let err = wrong.put("a", "1").await.expect_err("refused");
+    assert_eq!(err.code(), Some("unauthorized"));
+
+    // The server keeps serving whoever has the token.
+    assert!(right.put("a", "1").await.unwrap().success);
+    assert_eq!(right.get("a").await.unwrap().as_deref(), Some("1"));
+    let (status, metrics) = right
+        .raw(Method::GET, "/metrics", None)
+        .await
+        .expect("the server answers");
+    assert_eq!(status, StatusCode::OK);
+    let metrics = String::from_utf8(metrics.to_vec()).unwrap();
+    for line in [
+        "kv_store_client_requests_refused_total{reason=\"missing\"} 3",
+        "kv_store_client_requests_refused_total{reason=\"wrong\"} 3",
+    ] {
+        assert!(metrics.contains(line), "{line} not in:\n{metrics}");
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_token_file_is_read_without_its_line_end_and_a_bad_one_is_explained() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("token");
+    std::fs::write(&good, "abc-123\n").unwrap();
+    assert_eq!(
+        kv_store::client::read_token_file(&good).as_deref(),
+        Ok("abc-123")
+    );
+    for (text, why) in [
+        ("\n", "1 to 4096 characters"),
+        ("two words\n", "visible ASCII"),
+    ] {
+        let path = dir.path().join("bad");
+        std::fs::write(&path, text).unwrap();
+        let err = kv_store::client::read_token_file(&path).unwrap_err();
+        assert!(err.contains(why), "{text:?}: {err}");
+    }
+    let err = kv_store::client::read_token_file(&dir.path().join("absent")).unwrap_err();
+    assert!(err.contains("cannot read the token file"), "{err}");
+}

@@ -22,6 +22,7 @@ fn spec(url: String, op: LoadOp) -> LoadSpec {
         keys: 10,
         value_bytes: 16,
         timeout: Duration::from_secs(10),
+        token: None,
     }
 }
 

@@ -16,10 +16,11 @@ use axum::{
     Json, Router,
     body::Bytes,
     extract::{
-        DefaultBodyLimit, FromRequestParts, Path, Query,
+        DefaultBodyLimit, FromRequestParts, Path, Query, Request, State,
         rejection::{BytesRejection, PathRejection, QueryRejection},
     },
-    http::{Method, StatusCode, Uri, header, request::Parts},
+    http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header, request::Parts},
+    middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
@@ -28,8 +29,12 @@ use omnipaxos_runtime::{
     NodeStatus, OmniPaxosNode, RuntimeError,
     net::{NetStatsReader, PeerAddresses},
 };
-use prometheus_client::registry::Registry;
+use prometheus_client::{
+    metrics::{counter::Counter, family::Family},
+    registry::Registry,
+};
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 use std::{
     collections::BTreeMap,
     ops::Deref,
@@ -79,15 +84,23 @@ pub(crate) struct Slot {
     shared: OnceLock<Shared>,
     /// What a request is told while the node has not started.
     waiting: String,
+    /// Who may send requests.
+    access: Access,
 }
 
 impl AppState {
     /// A state without a node yet; requests get 503 `joining` with `waiting`.
-    pub(crate) fn waiting(waiting: String) -> Self {
+    pub(crate) fn waiting(waiting: String, access: Access) -> Self {
         Self(Arc::new(Slot {
             shared: OnceLock::new(),
             waiting,
+            access,
         }))
+    }
+
+    /// The refused requests, by reason, for the registry.
+    pub(crate) fn refused_requests(&self) -> Family<Vec<(String, String)>, Counter> {
+        self.0.access.refused.clone()
     }
 
     /// Hands the handlers the started node. Called once.
@@ -158,6 +171,85 @@ impl FromRequestParts<AppState> for Serving {
     }
 }
 
+/// Who may use the client API: anyone, or whoever sends the bearer token
+/// (`Authorization: Bearer <token>`).
+#[derive(Debug)]
+pub(crate) struct Access {
+    /// The SHA-256 of the token, if one is required: a request's token is
+    /// hashed too and the digests compared in constant time, so the answer
+    /// time tells nothing of how much of a guess was right.
+    token: Option<[u8; 32]>,
+    /// Requests refused, labelled by `reason`.
+    refused: Family<Vec<(String, String)>, Counter>,
+}
+
+impl Access {
+    /// Requests need `token` if it is `Some`.
+    pub(crate) fn new(token: Option<&str>) -> Self {
+        Self {
+            token: token.map(|t| Sha256::digest(t.as_bytes()).into()),
+            refused: Family::default(),
+        }
+    }
+
+    /// Whether a request with these headers may go on; the refusal says why not.
+    fn check(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        let Some(expected) = &self.token else {
+            return Ok(());
+        };
+        let Some(value) = headers.get(header::AUTHORIZATION) else {
+            return Err(self.refuse(
+                "missing",
+                "this server requires a bearer token: send `Authorization: Bearer <token>` \
+                 with the token its --token-file holds",
+            ));
+        };
+        let Some(given) = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+        else {
+            return Err(self.refuse(
+                "malformed",
+                "the Authorization header is not `Bearer <token>`",
+            ));
+        };
+        let given: [u8; 32] = Sha256::digest(given.as_bytes()).into();
+        let differ = given
+            .iter()
+            .zip(expected)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        if differ != 0 {
+            return Err(self.refuse("wrong", "the bearer token is not this server's"));
+        }
+        Ok(())
+    }
+
+    fn refuse(&self, reason: &str, message: &str) -> ApiError {
+        self.refused
+            .get_or_create(&vec![("reason".to_owned(), reason.to_owned())])
+            .inc();
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+}
+
+/// Answers 401 to a request without the server's bearer token, before any
+/// handler (and before the body is read).
+async fn authorize(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    match state.0.access.check(req.headers()) {
+        Ok(()) => next.run(req).await,
+        Err(e) => {
+            let mut resp = e.into_response();
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"kv_store\""),
+            );
+            resp
+        }
+    }
+}
+
 /// The routes.
 pub(crate) fn router(state: AppState) -> Router {
     Router::new()
@@ -170,6 +262,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(state.clone(), authorize))
         .with_state(state)
 }
 

@@ -112,6 +112,7 @@ impl Joiner {
         urls: &[String],
         id: NodeId,
         cluster_id: u64,
+        token: Option<&str>,
     ) -> Result<Self, JoinError> {
         if urls.is_empty() {
             return Err(JoinError::BadUrl("name at least one server".into()));
@@ -120,7 +121,7 @@ impl Joiner {
             .iter()
             .map(|u| {
                 KvClient::new(u)
-                    .map(|c| c.with_timeout(REQUEST_TIMEOUT))
+                    .map(|c| c.with_timeout(REQUEST_TIMEOUT).with_token(token))
                     .map_err(|e| JoinError::BadUrl(e.to_string()))
             })
             .collect::<Result<Vec<_>, _>>()?;

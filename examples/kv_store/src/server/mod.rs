@@ -94,6 +94,10 @@ pub struct ServerOptions {
     pub snapshot_every: u64,
     /// Pre-shared key the servers prove to each other, if any.
     pub psk: Option<Vec<u8>>,
+    /// The bearer token every client request must carry (`Authorization:
+    /// Bearer <token>`), if any; requests without it get 401
+    /// `unauthorized`. A joining server sends it to the servers it asks.
+    pub client_token: Option<String>,
     /// The HTTP addresses of servers of a running cluster that this server
     /// joins as a new member (`--join`); empty for a server that starts with
     /// `peers` in the first configuration. A joining server learns the
@@ -129,6 +133,7 @@ impl ServerOptions {
             request_timeout: Duration::from_secs(5),
             snapshot_every: 10_000,
             psk: None,
+            client_token: None,
             join: Vec::new(),
             retire_grace: DEFAULT_RETIRE_GRACE,
         }
@@ -248,10 +253,13 @@ impl Server {
         let mut bound = Transport::bind(net_conf).await?;
         let protocol_addr = bound.local_addr();
 
-        let state = http::AppState::waiting(format!(
-            "server {} is joining cluster {}: it waits for a configuration that names it",
-            opts.id, opts.cluster_id
-        ));
+        let state = http::AppState::waiting(
+            format!(
+                "server {} is joining cluster {}: it waits for a configuration that names it",
+                opts.id, opts.cluster_id
+            ),
+            http::Access::new(opts.client_token.as_deref()),
+        );
         let (stop_http, stopped) = oneshot::channel::<()>();
         let app = http::router(state.clone());
         let http = tokio::spawn(async move {
@@ -277,7 +285,14 @@ impl Server {
             node_conf.set_peers(opts.peers.keys().copied().collect());
             (opts.peers.clone(), None)
         } else {
-            let plan = match join::Joiner::probe(&opts.join, opts.id, opts.cluster_id).await {
+            let plan = match join::Joiner::probe(
+                &opts.join,
+                opts.id,
+                opts.cluster_id,
+                opts.client_token.as_deref(),
+            )
+            .await
+            {
                 Ok(joiner) => joiner.wait_for_plan().await,
                 Err(e) => Err(e),
             };
@@ -359,7 +374,7 @@ impl Server {
             StorageChoice::Memory => "memory",
         };
         let directory = Arc::new(Directory::new(opts.id, protocol_addr, started_with));
-        let registry = metrics::registry(
+        let mut registry = metrics::registry(
             &recorders,
             &metrics::Identity {
                 pid: opts.id,
@@ -372,6 +387,12 @@ impl Server {
                 replica: Arc::clone(&replica),
                 directory: Arc::clone(&directory),
             },
+        );
+        registry.register(
+            "kv_store_client_requests_refused",
+            "Client requests refused for want of the bearer token, by reason: missing, malformed \
+             or wrong",
+            state.refused_requests(),
         );
         state.start(http::Shared {
             node: node.clone(),
