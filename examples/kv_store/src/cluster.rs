@@ -40,8 +40,12 @@ pub struct ClusterOptions {
     pub cluster_id: u64,
     /// Run the servers with `--memory` instead of a data directory.
     pub memory: bool,
-    /// Extra flags for every `server` command line.
+    /// Extra flags for every `server` command line; `{id}` in one stands
+    /// for the server's id (e.g. `--tls-cert=certs/node-{id}.pem`).
     pub server_args: Vec<String>,
+    /// The bearer token the servers require (their `--token-file`), for the
+    /// cluster's own clients.
+    pub token: Option<String>,
     /// Use these HTTP and protocol ports for server `i` (`http + i`,
     /// `protocol + i`) if they are all free; otherwise free ports the
     /// operating system picks.
@@ -59,6 +63,7 @@ impl ClusterOptions {
             cluster_id: 1,
             memory: false,
             server_args: Vec::new(),
+            token: None,
             preferred_ports: None,
             start_timeout: Duration::from_secs(20),
         }
@@ -171,7 +176,8 @@ impl ProcessCluster {
         }
         let client = KvClient::new(&nodes[&1].http_addr.to_string())
             .map_err(|e| ClusterError::Setup(io::Error::other(e.to_string())))?
-            .with_timeout(Duration::from_secs(2));
+            .with_timeout(Duration::from_secs(2))
+            .with_token(opts.token.as_deref());
         let mut cluster = Self {
             opts,
             nodes,
@@ -496,12 +502,18 @@ impl ProcessCluster {
         } else {
             cmd.arg("--data-dir").arg(&node.data_dir);
         }
-        cmd.args(&self.opts.server_args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(log_err))
-            .kill_on_drop(true)
-            .process_group(0);
+        let id_text = id.to_string();
+        cmd.args(
+            self.opts
+                .server_args
+                .iter()
+                .map(|a| a.replace("{id}", &id_text)),
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::from(log))
+        .stderr(Stdio::from(log_err))
+        .kill_on_drop(true)
+        .process_group(0);
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "info");
         }

@@ -256,6 +256,17 @@ struct ServerArgs {
     /// File holding a pre-shared key that every server of the cluster knows.
     #[arg(long)]
     psk_file: Option<PathBuf>,
+    /// Mutual TLS between the servers: the cluster's CA certificates (PEM).
+    /// Needs --tls-cert and --tls-key; every server of the cluster needs TLS.
+    #[arg(long, requires_all = ["tls_cert", "tls_key"])]
+    tls_ca: Option<PathBuf>,
+    /// This server's certificate (PEM, then any intermediates), naming
+    /// `node-<id>.cluster-<cluster-id>.omnipaxos`.
+    #[arg(long, requires_all = ["tls_ca", "tls_key"])]
+    tls_cert: Option<PathBuf>,
+    /// This server's private key (PEM: PKCS #8, PKCS #1 or SEC1).
+    #[arg(long, requires_all = ["tls_ca", "tls_cert"])]
+    tls_key: Option<PathBuf>,
     /// File holding a bearer token that every client request must carry
     /// (`Authorization: Bearer <token>`; the clients' --token-file):
     /// requests without it are answered 401 `unauthorized` and counted in
@@ -661,6 +672,12 @@ async fn run_server(args: ServerArgs) -> Result<(), kv_store::ServerError> {
             ))
         })?;
         opts.psk = Some(key);
+    }
+    if let (Some(ca), Some(cert), Some(key)) = (&args.tls_ca, &args.tls_cert, &args.tls_key) {
+        opts.tls = Some(
+            omnipaxos_runtime::net::TlsConfig::from_pem_files(ca, cert, key)
+                .map_err(|e| invalid(e.to_string()))?,
+        );
     }
     if let Some(path) = args.token_file {
         opts.client_token = Some(kv_store::client::read_token_file(&path).map_err(invalid)?);

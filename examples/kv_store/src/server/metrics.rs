@@ -361,6 +361,16 @@ fn encode_net(e: &mut DescriptorEncoder<'_>, net: &NetStats) -> fmt::Result {
         "omnipaxos_net_rejected_connections",
         "Inbound connections refused or dropped before their handshake completed.",
         net.rejected_connections,
+    )?;
+    labelled(
+        e,
+        "omnipaxos_net_refused_connections",
+        "Inbound connections refused before their handshake completed, by reason (a TLS \
+         certificate untrusted, expired or not the node's, plain TCP to a TLS node, a wrong \
+         pre-shared key, another cluster, ...).",
+        Kind::Counter,
+        "reason",
+        net.refused.iter().map(|(r, &n)| (r.label(), n)),
     )
 }
 

@@ -94,6 +94,9 @@ pub struct ServerOptions {
     pub snapshot_every: u64,
     /// Pre-shared key the servers prove to each other, if any.
     pub psk: Option<Vec<u8>>,
+    /// Mutual TLS on the links between servers (the transport's
+    /// `NetConfig::tls`), if set: every server of the cluster needs one.
+    pub tls: Option<omnipaxos_runtime::net::TlsConfig>,
     /// The bearer token every client request must carry (`Authorization:
     /// Bearer <token>`), if any; requests without it get 401
     /// `unauthorized`. A joining server sends it to the servers it asks.
@@ -133,6 +136,7 @@ impl ServerOptions {
             request_timeout: Duration::from_secs(5),
             snapshot_every: 10_000,
             psk: None,
+            tls: None,
             client_token: None,
             join: Vec::new(),
             retire_grace: DEFAULT_RETIRE_GRACE,
@@ -249,6 +253,7 @@ impl Server {
         let mut net_conf =
             NetConfig::new(opts.cluster_id, opts.id, opts.listen, opts.peers.clone());
         net_conf.psk.clone_from(&opts.psk);
+        net_conf.tls.clone_from(&opts.tls);
         net_conf.reconnect_backoff_max = RECONNECT_BACKOFF_MAX;
         let mut bound = Transport::bind(net_conf).await?;
         let protocol_addr = bound.local_addr();
