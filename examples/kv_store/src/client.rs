@@ -11,10 +11,12 @@ use hyper::{
     body::Bytes,
     header::{self, HeaderValue},
 };
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::TokioExecutor,
 };
+use rustls::pki_types::{CertificateDer, pem::PemObject};
 use serde::de::DeserializeOwned;
 use std::{fmt::Write as _, sync::Arc, time::Duration};
 
@@ -132,7 +134,9 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct KvClient {
     /// `http://HOST:PORT`, without a trailing slash.
     base: Arc<str>,
-    http: Client<HttpConnector, Full<Bytes>>,
+    http: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    /// Whether the client trusts a CA, and so may call https:// servers.
+    https: bool,
     timeout: Duration,
     /// `Bearer <token>`, sent with every request, if the servers want one.
     authorization: Option<HeaderValue>,
@@ -141,15 +145,56 @@ pub struct KvClient {
 impl KvClient {
     /// A client of the server at `server` (`http://HOST:PORT` or `HOST:PORT`).
     pub fn new(server: &str) -> Result<Self, ClientError> {
+        Self::with_ca(server, None)
+    }
+
+    /// A client of the server at `server` that, given `ca_pem` (PEM
+    /// certificates, e.g. the servers' `--http-tls-cert` CA), may also call
+    /// `https://HOST:PORT` servers whose certificate those CAs signed and
+    /// which name `HOST`. Without one, an `https://` server is refused here.
+    pub fn with_ca(server: &str, ca_pem: Option<&[u8]>) -> Result<Self, ClientError> {
+        let invalid = |reason: String| ClientError::InvalidServer {
+            server: server.to_owned(),
+            reason,
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        if let Some(pem) = ca_pem {
+            for cert in CertificateDer::pem_slice_iter(pem) {
+                let cert =
+                    cert.map_err(|e| invalid(format!("the CA file is not valid PEM: {e}")))?;
+                roots.add(cert).map_err(|e| {
+                    invalid(format!("the CA file holds an unusable certificate: {e}"))
+                })?;
+            }
+            if roots.is_empty() {
+                return Err(invalid("the CA file holds no certificate".to_owned()));
+            }
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| invalid(format!("TLS setup: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(2)));
+        // The TLS layer above handles https:// itself.
+        connector.enforce_http(false);
+        let connector = HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
         let http = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(connector);
+        let https = ca_pem.is_some();
         Ok(Self {
-            base: normalize(server)?.into(),
+            base: normalize(server, https)?.into(),
             http,
+            https,
             timeout: DEFAULT_TIMEOUT,
             authorization: None,
         })
@@ -158,8 +203,9 @@ impl KvClient {
     /// A client of another server that shares this one's connection pool and timeout.
     pub fn for_server(&self, server: &str) -> Result<Self, ClientError> {
         Ok(Self {
-            base: normalize(server)?.into(),
+            base: normalize(server, self.https)?.into(),
             http: self.http.clone(),
+            https: self.https,
             timeout: self.timeout,
             authorization: self.authorization.clone(),
         })
@@ -407,7 +453,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 /// `http://HOST:PORT` from what a user may type.
-fn normalize(server: &str) -> Result<String, ClientError> {
+fn normalize(server: &str, https: bool) -> Result<String, ClientError> {
     let trimmed = server.trim_end_matches('/');
     let with_scheme = if trimmed.contains("://") {
         trimmed.to_owned()
@@ -419,11 +465,18 @@ fn normalize(server: &str) -> Result<String, ClientError> {
         reason: reason.to_owned(),
     };
     let uri: hyper::Uri = with_scheme.parse().map_err(|e| invalid(&format!("{e}")))?;
-    if uri.scheme_str() != Some("http") {
-        return Err(invalid("only http:// is supported"));
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") if https => {}
+        Some("https") => {
+            return Err(invalid(
+                "an https:// server needs the CA that signed its certificate (--tls-ca)",
+            ));
+        }
+        _ => return Err(invalid("only http:// and https:// are supported")),
     }
     if uri.host().is_none() || uri.path() != "/" {
-        return Err(invalid("expected http://HOST:PORT"));
+        return Err(invalid("expected http://HOST:PORT or https://HOST:PORT"));
     }
     Ok(with_scheme)
 }
@@ -449,15 +502,17 @@ mod tests {
     #[test]
     fn server_addresses_are_normalised() {
         assert_eq!(
-            normalize("127.0.0.1:8001").unwrap(),
+            normalize("127.0.0.1:8001", false).unwrap(),
             "http://127.0.0.1:8001"
         );
         assert_eq!(
-            normalize("http://localhost:80/").unwrap(),
+            normalize("http://localhost:80/", false).unwrap(),
             "http://localhost:80"
         );
-        assert!(normalize("https://x:1").is_err());
-        assert!(normalize("http://x:1/kv").is_err());
+        assert!(normalize("https://x:1", false).is_err(), "no CA");
+        assert_eq!(normalize("https://x:1", true).unwrap(), "https://x:1");
+        assert!(normalize("ftp://x:1", true).is_err());
+        assert!(normalize("http://x:1/kv", false).is_err());
     }
 
     #[test]

@@ -136,6 +136,9 @@ struct Target {
     /// File holding the bearer token the servers require (their --token-file).
     #[arg(long)]
     token_file: Option<PathBuf>,
+    /// The CA certificates (PEM) to trust for an https:// --server.
+    #[arg(long)]
+    tls_ca: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -256,6 +259,13 @@ struct ServerArgs {
     /// File holding a pre-shared key that every server of the cluster knows.
     #[arg(long)]
     psk_file: Option<PathBuf>,
+    /// Serve the client API over HTTPS with this certificate (PEM, then any
+    /// intermediates; it must name the host clients use). Needs --http-tls-key.
+    #[arg(long, requires = "http_tls_key")]
+    http_tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --http-tls-cert.
+    #[arg(long, requires = "http_tls_cert")]
+    http_tls_key: Option<PathBuf>,
     /// Mutual TLS between the servers: the cluster's CA certificates (PEM).
     /// Needs --tls-cert and --tls-key; every server of the cluster needs TLS.
     #[arg(long, requires_all = ["tls_cert", "tls_key"])]
@@ -560,7 +570,15 @@ fn client(target: &Target) -> Result<KvClient, kv_store::ClientError> {
         Some(Ok(t)) => Some(t),
         None => None,
     };
-    Ok(KvClient::new(&target.server)?
+    let ca = match target.tls_ca.as_deref().map(std::fs::read) {
+        Some(Err(e)) => {
+            eprintln!("error: cannot read the CA file: {e}");
+            std::process::exit(2);
+        }
+        Some(Ok(pem)) => Some(pem),
+        None => None,
+    };
+    Ok(KvClient::with_ca(&target.server, ca.as_deref())?
         .with_timeout(Duration::from_secs(target.timeout_secs))
         .with_token(token.as_deref()))
 }
@@ -678,6 +696,10 @@ async fn run_server(args: ServerArgs) -> Result<(), kv_store::ServerError> {
             omnipaxos_runtime::net::TlsConfig::from_pem_files(ca, cert, key)
                 .map_err(|e| invalid(e.to_string()))?,
         );
+    }
+    if let (Some(cert), Some(key)) = (&args.http_tls_cert, &args.http_tls_key) {
+        opts.https =
+            Some(kv_store::server::HttpsConfig::from_pem_files(cert, key).map_err(invalid)?);
     }
     if let Some(path) = args.token_file {
         opts.client_token = Some(kv_store::client::read_token_file(&path).map_err(invalid)?);

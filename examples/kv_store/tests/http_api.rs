@@ -419,3 +419,101 @@ async fn a_token_file_is_read_without_its_line_end_and_a_bad_one_is_explained() 
     let err = kv_store::client::read_token_file(&dir.path().join("absent")).unwrap_err();
     assert!(err.contains("cannot read the token file"), "{err}");
 }
+
+/// A CA and, signed by it, a certificate for 127.0.0.1, as PEM:
+/// `(ca, cert, key)`.
+fn https_certificates() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "kv_store HTTPS test CA");
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let params = CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &ca_cert, &ca_key).unwrap();
+    (ca_cert.pem(), cert.pem(), key.serialize_pem())
+}
+
+async fn metric_appears(client: &KvClient, line: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, body) = client.raw(Method::GET, "/metrics", None).await.unwrap();
+        let text = String::from_utf8_lossy(&body).into_owned();
+        if text.contains(line) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{line} not in:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn https_serves_clients_that_trust_its_ca_and_tells_or_refuses_the_others() {
+    let (ca, cert, key) = https_certificates();
+    let mut opts = options(StorageChoice::Memory);
+    opts.https =
+        Some(kv_store::server::HttpsConfig::from_pem(cert.as_bytes(), key.as_bytes()).unwrap());
+    let server = Server::start(opts).await.expect("the server starts");
+    let port = server.http_addr().port();
+    let url = format!("https://127.0.0.1:{port}");
+
+    let c = KvClient::with_ca(&url, Some(ca.as_bytes())).unwrap();
+    assert!(c.put("a", "1").await.unwrap().success);
+    assert_eq!(c.get("a").await.unwrap().as_deref(), Some("1"));
+
+    // Plain HTTP to the HTTPS port: told so, in plain HTTP.
+    let plain = KvClient::new(&format!("http://127.0.0.1:{port}")).unwrap();
+    let (status, body) = raw(&plain, Method::GET, "/status", b"").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body.error, "https_required");
+    assert!(body.message.contains("https://"), "{}", body.message);
+
+    // A client trusting another CA refuses the server's certificate.
+    let (other_ca, _, _) = https_certificates();
+    let stranger = KvClient::with_ca(&url, Some(other_ca.as_bytes())).unwrap();
+    let err = stranger
+        .get("a")
+        .await
+        .expect_err("the certificate is not trusted");
+    assert!(err.to_string().contains("certificate"), "{err}");
+
+    // An https:// URL needs a CA, and a CA file needs certificates.
+    let err = KvClient::new(&url).unwrap_err().to_string();
+    assert!(err.contains("needs the CA"), "{err}");
+    let err = KvClient::with_ca(&url, Some(b"no PEM here"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no certificate"), "{err}");
+
+    // Both refusals are counted, and the server keeps serving.
+    metric_appears(
+        &c,
+        "kv_store_client_tls_refused_total{reason=\"not_tls\"} 1",
+    )
+    .await;
+    metric_appears(
+        &c,
+        "kv_store_client_tls_refused_total{reason=\"handshake\"} 1",
+    )
+    .await;
+    assert!(c.put("a", "2").await.unwrap().success);
+    server.shutdown().await;
+}
+
+#[test]
+fn an_https_certificate_that_is_not_pem_or_not_the_keys_is_explained() {
+    use kv_store::server::HttpsConfig;
+    let (_, cert, key) = https_certificates();
+    let (_, _, other_key) = https_certificates();
+    let err = HttpsConfig::from_pem(b"nothing", key.as_bytes()).unwrap_err();
+    assert!(err.contains("holds no certificate"), "{err}");
+    let err = HttpsConfig::from_pem(cert.as_bytes(), b"nothing").unwrap_err();
+    assert!(err.contains("no usable private key"), "{err}");
+    let err = HttpsConfig::from_pem(cert.as_bytes(), other_key.as_bytes()).unwrap_err();
+    assert!(err.contains("do not fit together"), "{err}");
+}

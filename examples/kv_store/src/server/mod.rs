@@ -17,6 +17,7 @@
 //! writes is measured inside the node (`timed_storage.rs`).
 
 mod http;
+mod https;
 mod identity;
 mod join;
 mod members;
@@ -36,6 +37,7 @@ use omnipaxos_storage::{
     memory_storage::MemoryStorage,
     persistent_storage::{PersistentStorage, PersistentStorageConfig},
 };
+use prometheus_client::metrics::{counter::Counter, family::Family};
 use replica::Replica;
 use std::{
     collections::BTreeMap,
@@ -51,6 +53,7 @@ use timed_storage::TimedStorage;
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tracing::{info, warn};
 
+pub use https::HttpsConfig;
 pub use identity::Identity;
 pub use join::JoinError;
 
@@ -97,6 +100,9 @@ pub struct ServerOptions {
     /// Mutual TLS on the links between servers (the transport's
     /// `NetConfig::tls`), if set: every server of the cluster needs one.
     pub tls: Option<omnipaxos_runtime::net::TlsConfig>,
+    /// Serve the client API over HTTPS with this certificate, if set; plain
+    /// HTTP otherwise.
+    pub https: Option<HttpsConfig>,
     /// The bearer token every client request must carry (`Authorization:
     /// Bearer <token>`), if any; requests without it get 401
     /// `unauthorized`. A joining server sends it to the servers it asks.
@@ -137,6 +143,7 @@ impl ServerOptions {
             snapshot_every: 10_000,
             psk: None,
             tls: None,
+            https: None,
             client_token: None,
             join: Vec::new(),
             retire_grace: DEFAULT_RETIRE_GRACE,
@@ -267,13 +274,30 @@ impl Server {
         );
         let (stop_http, stopped) = oneshot::channel::<()>();
         let app = http::router(state.clone());
-        let http = tokio::spawn(async move {
-            axum::serve(http_listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stopped.await;
+        let tls_refused = Family::<Vec<(String, String)>, Counter>::default();
+        let http = match &opts.https {
+            None => tokio::spawn(async move {
+                axum::serve(http_listener, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = stopped.await;
+                    })
+                    .await
+            }),
+            Some(https) => {
+                let listener = https::TlsListener::new(http_listener, https, tls_refused.clone())
+                    .map_err(|source| ServerError::HttpBind {
+                    addr: opts.http,
+                    source,
+                })?;
+                tokio::spawn(async move {
+                    axum::serve(listener, app)
+                        .with_graceful_shutdown(async move {
+                            let _ = stopped.await;
+                        })
+                        .await
                 })
-                .await
-        });
+            }
+        };
 
         let mut node_conf = NodeConfig::default();
         // The protocol's events (leader changes, syncs, compactions) go into
@@ -398,6 +422,12 @@ impl Server {
             "Client requests refused for want of the bearer token, by reason: missing, malformed \
              or wrong",
             state.refused_requests(),
+        );
+        registry.register(
+            "kv_store_client_tls_refused",
+            "Client connections to the HTTPS port refused before a session, by reason: not_tls \
+             (plain HTTP, told so), handshake (failed), handshake_timeout",
+            tls_refused,
         );
         state.start(http::Shared {
             node: node.clone(),
