@@ -98,6 +98,15 @@ pub struct NetConfig {
     /// `max_decoded_bytes_per_frame`, so that every frame can be handed over,
     /// and at most `usize::MAX / 8`. Default 256 MiB.
     pub max_in_flight_bytes_per_peer: usize,
+    /// The most frames per second that one inbound link reads from its
+    /// peer, with bursts of as many: past it, the link waits before reading
+    /// the next frame (and so pushes back through TCP), counted in
+    /// [`PeerStats::throttled`](super::PeerStats::throttled). Nothing is
+    /// dropped. It bounds the work one peer, even an authenticated one, can
+    /// make this node do; a peer of this cluster sends far fewer (one
+    /// message per protocol step and peer, merged). Each connection starts
+    /// with a full burst. Must be at least 1. Default 50,000.
+    pub max_frames_per_second_per_peer: u32,
     /// How many messages may wait for one peer, per protocol (leader election
     /// messages have a queue of their own, which is sent first). When a queue
     /// is full the newest message is dropped and counted; the node is never
@@ -139,6 +148,7 @@ impl NetConfig {
             max_decoded_bytes_per_frame: 256 << 20,
             max_in_flight_bytes_per_peer: 256 << 20,
             peer_queue_capacity: 4096,
+            max_frames_per_second_per_peer: 50_000,
             reconnect_backoff_min: Duration::from_millis(20),
             reconnect_backoff_max: Duration::from_secs(1),
             retired_peer_grace: Duration::from_secs(30),
@@ -180,6 +190,9 @@ impl NetConfig {
         }
         if self.peer_queue_capacity == 0 {
             return invalid("peer_queue_capacity", "must be at least 1");
+        }
+        if self.max_frames_per_second_per_peer == 0 {
+            return invalid("max_frames_per_second_per_peer", "must be at least 1");
         }
         if self.reconnect_backoff_min.is_zero() {
             return invalid("reconnect_backoff_min", "must not be zero");

@@ -9,12 +9,17 @@ use super::{
     tls::TlsContext,
 };
 use crate::node::Delivery;
+use governor::{
+    Quota, RateLimiter,
+    clock::{Clock, MonotonicClock},
+};
 use omnipaxos::{
     messages::{BLEMessage, Message},
     storage::Entry,
     util::NodeId,
 };
 use serde::de::DeserializeOwned;
+use std::num::NonZeroU32;
 use std::{
     future::Future,
     net::SocketAddr,
@@ -231,6 +236,9 @@ where
     ) -> ReadEnd {
         let mut buf = Vec::new();
         let mut warned = false;
+        let frames = RateLimiter::direct(Quota::per_second(
+            NonZeroU32::new(self.config.max_frames_per_second_per_peer).unwrap_or(NonZeroU32::MIN),
+        ));
         let ended = || {
             if self.cancel.is_cancelled() {
                 ReadEnd::Stopped
@@ -241,6 +249,17 @@ where
             }
         };
         loop {
+            // The peer's frame budget: wait (reading nothing) until the
+            // next frame fits it.
+            while let Err(not_until) = frames.check() {
+                stats.throttled.fetch_add(1, Relaxed);
+                let wait = not_until.wait_time_from(MonotonicClock.now());
+                tokio::select! {
+                    biased;
+                    () = token.cancelled() => return ended(),
+                    () = tokio::time::sleep(wait) => {}
+                }
+            }
             let frame = tokio::select! {
                 biased;
                 () = token.cancelled() => return ended(),

@@ -160,6 +160,10 @@ pub struct PeerStats {
     /// How often the outbound link came back after having been down; each
     /// time the node was told with [`OmniPaxosNode::reconnected`](crate::OmniPaxosNode::reconnected).
     pub reconnects: u64,
+    /// How often the inbound link waited before reading the peer's next
+    /// frame because the peer passed
+    /// [`NetConfig::max_frames_per_second_per_peer`](super::NetConfig::max_frames_per_second_per_peer).
+    pub throttled: u64,
 }
 
 /// Reads a transport's counters, from
@@ -205,6 +209,7 @@ pub(super) struct PeerCounters {
     pub(super) dropped: AtomicU64,
     pub(super) invalid: AtomicU64,
     pub(super) reconnects: AtomicU64,
+    pub(super) throttled: AtomicU64,
     /// The peer's current inbound connection: its number (to tell whether a
     /// closing reader is still the current one) and the token that ends it.
     /// A newer connection from the same peer replaces and ends the older.
@@ -280,6 +285,7 @@ impl PeerCounters {
             dropped: AtomicU64::new(0),
             invalid: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
+            throttled: AtomicU64::new(0),
             inbound: Mutex::new(InboundSlot::default()),
             next_inbound: AtomicU64::new(0),
             in_flight: InFlight::new(in_flight_bytes),
@@ -301,6 +307,7 @@ impl PeerCounters {
             invalid: self.invalid.load(Relaxed),
             in_flight_bytes: self.in_flight.used() as u64,
             reconnects: self.reconnects.load(Relaxed),
+            throttled: self.throttled.load(Relaxed),
         }
     }
 

@@ -67,6 +67,13 @@ pub(super) const WAIT: Duration = Duration::from_secs(10);
 /// Node 2 of {1, 2, 3}, with a transport whose peers' addresses lead
 /// nowhere: the test itself plays node 1 (or 3).
 pub(super) async fn lone_node() -> (OmniPaxosNode<Value>, Transport) {
+    lone_node_with(|_| {}).await
+}
+
+/// As [`lone_node`], with `tune` applied to the transport's config.
+pub(super) async fn lone_node_with(
+    tune: impl FnOnce(&mut NetConfig),
+) -> (OmniPaxosNode<Value>, Transport) {
     let mut node_conf = NodeConfig::default();
     node_conf.set_pid(2);
     node_conf.set_peers(vec![1, 3]);
@@ -77,12 +84,13 @@ pub(super) async fn lone_node() -> (OmniPaxosNode<Value>, Transport) {
     } = OmniPaxosNode::new(node_conf, MemoryStorage::<Value>::default());
     // Port 9 (discard) on loopback: nothing listens, so dials fail fast.
     let nowhere: SocketAddr = "127.0.0.1:9".parse().unwrap();
-    let config = NetConfig::new(
+    let mut config = NetConfig::new(
         7,
         2,
         "127.0.0.1:0".parse().unwrap(),
         BTreeMap::from([(1, nowhere), (3, nowhere)]),
     );
+    tune(&mut config);
     let transport = Transport::start(config, omni_paxos.clone(), seq_paxos_handle, ble_handle)
         .await
         .unwrap();
@@ -537,4 +545,47 @@ async fn a_frame_past_its_budget_drops_the_link_is_counted_and_the_peer_reconnec
     assert!(node.status().stopped.is_none());
     transport.shutdown().await;
     node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_past_its_frame_rate_waits_loses_nothing_and_others_are_served() {
+    const RATE: u32 = 100;
+    const FRAMES: u64 = 150;
+    let (node, transport) = lone_node_with(|c| c.max_frames_per_second_per_peer = RATE).await;
+    let mut flood = connect_as(1, transport.local_addr()).await;
+    let all: Vec<u8> = (0..FRAMES).flat_map(|_| heartbeat(1, 2)).collect();
+    let t0 = std::time::Instant::now();
+    flood.write_all(&all).await.unwrap();
+    // Another peer is served meanwhile.
+    let mut other = connect_as(3, transport.local_addr()).await;
+    other.write_all(&heartbeat(3, 2)).await.unwrap();
+    wait_for_stats(&transport, "peer 3's message", |st| {
+        st.peers[&3].received == 1
+    })
+    .await;
+    wait_for_stats(&transport, "every frame of peer 1", |st| {
+        st.peers[&1].received == FRAMES
+    })
+    .await;
+    // A burst of RATE frames, then one per 1/RATE s: the rest cannot have
+    // been read sooner (the bound is on reads, so a slow machine only adds).
+    let least = Duration::from_secs_f64((FRAMES - u64::from(RATE)) as f64 / f64::from(RATE));
+    assert!(
+        t0.elapsed() >= least.mul_f64(0.98),
+        "{:?} < {least:?}",
+        t0.elapsed()
+    );
+    let stats = transport.stats();
+    assert_eq!(stats.peers[&1].invalid, 0);
+    assert_eq!(stats.peers[&3].throttled, 0);
+    transport.shutdown().await;
+    node.shutdown().await;
+}
+
+#[test]
+fn a_frame_rate_of_zero_is_refused() {
+    let mut c = defaults();
+    c.max_frames_per_second_per_peer = 0;
+    let err = c.validate().unwrap_err().to_string();
+    assert!(err.contains("max_frames_per_second_per_peer"), "{err}");
 }

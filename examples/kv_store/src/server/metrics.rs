@@ -281,7 +281,7 @@ struct PeerMetric {
 }
 
 /// Every per-peer series, in the order a scrape shows them.
-const PEER_METRICS: [PeerMetric; 10] = [
+const PEER_METRICS: [PeerMetric; 11] = [
     PeerMetric {
         name: "omnipaxos_net_peer_connected",
         help: "1 while the outbound link to the peer is up (dialed and handshaken), else 0.",
@@ -335,6 +335,12 @@ const PEER_METRICS: [PeerMetric; 10] = [
         help: "Times the outbound link to the peer came back after being down.",
         kind: Kind::Counter,
         value: |p| p.reconnects,
+    },
+    PeerMetric {
+        name: "omnipaxos_net_throttled",
+        help: "Times the inbound link waited before reading the peer's next frame: the peer passed its frames-per-second bound.",
+        kind: Kind::Counter,
+        value: |p| p.throttled,
     },
     PeerMetric {
         name: "omnipaxos_net_in_flight_bytes",
