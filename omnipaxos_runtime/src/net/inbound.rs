@@ -19,7 +19,12 @@ use omnipaxos::{
     util::NodeId,
 };
 use serde::de::DeserializeOwned;
-use std::num::NonZeroU32;
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    num::NonZeroU32,
+    sync::{Mutex, PoisonError},
+};
 use std::{
     future::Future,
     net::SocketAddr,
@@ -40,6 +45,11 @@ use tracing::{debug, info, warn};
 /// At most this many inbound connections may be in their handshake at once;
 /// more are closed at once, so strangers cannot pile up tasks and sockets.
 pub(super) const MAX_PENDING_HANDSHAKES: usize = 64;
+/// At most this many of them may come from one IP address, so that one host
+/// holding connections open without a handshake cannot keep the others
+/// out. (Servers behind one address, e.g. on one machine, dial once per
+/// peer and link, far fewer.)
+pub(super) const MAX_PENDING_HANDSHAKES_PER_ADDRESS: usize = 16;
 /// After a failed `accept` (e.g. out of file descriptors) the listener waits
 /// this long before accepting again, instead of spinning.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
@@ -62,6 +72,31 @@ pub(super) struct Inbound<T: Entry> {
     pub(super) cancel: CancellationToken,
     pub(super) tracker: TaskTracker,
     pub(super) handshakes: Arc<Semaphore>,
+    /// How many of the handshakes in progress come from each IP address.
+    pub(super) handshakes_by_address: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+/// A handshake's share of the bounds: a permit of the total and a count
+/// against its address, both given back when dropped.
+pub(super) struct HandshakeSlot {
+    _permit: OwnedSemaphorePermit,
+    by_address: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl Drop for HandshakeSlot {
+    fn drop(&mut self) {
+        let mut map = self
+            .by_address
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
 }
 
 impl<T: Entry> Clone for Inbound<T> {
@@ -75,6 +110,7 @@ impl<T: Entry> Clone for Inbound<T> {
             cancel: self.cancel.clone(),
             tracker: self.tracker.clone(),
             handshakes: Arc::clone(&self.handshakes),
+            handshakes_by_address: Arc::clone(&self.handshakes_by_address),
         }
     }
 }
@@ -122,18 +158,44 @@ where
                     continue;
                 }
             };
-            let Ok(permit) = Arc::clone(&self.handshakes).try_acquire_owned() else {
-                self.counters.refuse(Refusal::TooManyHandshakes);
-                warn!(%addr, "refused a connection: {MAX_PENDING_HANDSHAKES} handshakes already in progress");
+            let Some(slot) = self.reserve_handshake(addr) else {
                 continue;
             };
-            self.tracker.spawn(self.clone().serve(stream, addr, permit));
+            self.tracker.spawn(self.clone().serve(stream, addr, slot));
         }
+    }
+
+    /// A place for a handshake from `addr`, or `None` (counted and logged)
+    /// if too many are in progress, in all or from its IP address.
+    fn reserve_handshake(&self, addr: SocketAddr) -> Option<HandshakeSlot> {
+        let Ok(permit) = Arc::clone(&self.handshakes).try_acquire_owned() else {
+            self.counters.refuse(Refusal::TooManyHandshakes);
+            warn!(%addr, "refused a connection: {MAX_PENDING_HANDSHAKES} handshakes already in progress");
+            return None;
+        };
+        let ip = addr.ip();
+        let mut map = self
+            .handshakes_by_address
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let n = map.entry(ip).or_insert(0);
+        if *n >= MAX_PENDING_HANDSHAKES_PER_ADDRESS {
+            drop(map);
+            self.counters.refuse(Refusal::TooManyFromAddress);
+            warn!(%addr, "refused a connection: {MAX_PENDING_HANDSHAKES_PER_ADDRESS} handshakes from {ip} already in progress");
+            return None;
+        }
+        *n += 1;
+        Some(HandshakeSlot {
+            _permit: permit,
+            by_address: Arc::clone(&self.handshakes_by_address),
+            ip,
+        })
     }
 
     /// Runs the handshake on one connection (inside TLS if configured),
     /// then reads it until it ends.
-    async fn serve(self, stream: TcpStream, addr: SocketAddr, permit: OwnedSemaphorePermit) {
+    async fn serve(self, stream: TcpStream, addr: SocketAddr, permit: HandshakeSlot) {
         let _ = stream.set_nodelay(true);
         let is_peer = |p| self.counters.peers.contains(p);
         match &self.tls {
@@ -169,7 +231,7 @@ where
     async fn admit<R>(
         &self,
         addr: SocketAddr,
-        permit: OwnedSemaphorePermit,
+        permit: HandshakeSlot,
         handshake: impl Future<Output = Result<R, HandshakeError>>,
     ) -> Option<R> {
         let handshake = tokio::select! {

@@ -550,6 +550,7 @@ impl BoundTransport {
             cancel: cancel.clone(),
             tracker: tracker.clone(),
             handshakes: Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES)),
+            handshakes_by_address: Arc::default(),
         };
         tracker.spawn_on(inbound.listen(listener), &runtime);
         Ok(Transport {

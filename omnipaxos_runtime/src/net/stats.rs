@@ -82,11 +82,14 @@ pub enum Refusal {
     /// Too many handshakes were in progress at once; the connection was
     /// closed unread.
     TooManyHandshakes,
+    /// Too many handshakes from the dialer's IP address were in progress
+    /// (16); the connection was closed unread.
+    TooManyFromAddress,
 }
 
 impl Refusal {
     /// Every reason, in order.
-    pub const ALL: [Self; 14] = [
+    pub const ALL: [Self; 15] = [
         Self::Broken,
         Self::Protocol,
         Self::WrongCluster,
@@ -101,6 +104,7 @@ impl Refusal {
         Self::Tls,
         Self::Timeout,
         Self::TooManyHandshakes,
+        Self::TooManyFromAddress,
     ];
 
     /// A short snake-case name, e.g. for a metrics label:
@@ -121,6 +125,7 @@ impl Refusal {
             Self::Tls => "tls",
             Self::Timeout => "timeout",
             Self::TooManyHandshakes => "too_many_handshakes",
+            Self::TooManyFromAddress => "too_many_from_address",
         }
     }
 }

@@ -455,6 +455,7 @@ async fn a_peer_holds_at_most_its_in_flight_budget_until_the_node_takes_its_mess
         cancel: cancel.clone(),
         tracker: tracker.clone(),
         handshakes: Arc::new(Semaphore::new(4)),
+        handshakes_by_address: Arc::default(),
     };
     tracker.spawn(inbound.listen(listener));
 
@@ -588,4 +589,54 @@ fn a_frame_rate_of_zero_is_refused() {
     c.max_frames_per_second_per_peer = 0;
     let err = c.validate().unwrap_err().to_string();
     assert!(err.contains("max_frames_per_second_per_peer"), "{err}");
+}
+
+/// A TCP connection to `addr` from the loopback address `from`.
+async fn connect_from(from: [u8; 4], addr: SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::from((from, 0))).unwrap();
+    socket.connect(addr).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_cannot_hold_every_handshake_slot() {
+    use super::inbound::MAX_PENDING_HANDSHAKES_PER_ADDRESS as PER_ADDRESS;
+    let (node, transport) = lone_node().await;
+    let addr = transport.local_addr();
+    // A stranger at 127.0.0.2 opens connections and never handshakes.
+    let mut idle = Vec::new();
+    for _ in 0..PER_ADDRESS {
+        idle.push(connect_from([127, 0, 0, 2], addr).await);
+    }
+    let mut one_more = connect_from([127, 0, 0, 2], addr).await;
+    assert_closed_by_server(&mut one_more).await;
+    wait_for_stats(&transport, "the refusal", |st| {
+        st.refused.get(&super::Refusal::TooManyFromAddress) == Some(&1)
+    })
+    .await;
+    // A peer at another address is let in and served meanwhile.
+    let mut peer = connect_as(1, addr).await;
+    peer.write_all(&heartbeat(1, 2)).await.unwrap();
+    wait_for_stats(&transport, "the peer's message", |st| {
+        st.peers[&1].received == 1
+    })
+    .await;
+    // Once the stranger's connections close, its address may dial again.
+    drop(idle);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let mut s = connect_from([127, 0, 0, 2], addr).await;
+        let config = NetConfig::new(7, 3, addr, BTreeMap::from([(1, addr), (2, addr)]));
+        if handshake::dial(&mut s, &config, 2).await.is_ok() {
+            break;
+        }
+        // The server has not yet seen the idle connections close.
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "127.0.0.2 stays refused"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    transport.shutdown().await;
+    node.shutdown().await;
 }
