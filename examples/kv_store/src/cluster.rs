@@ -11,6 +11,7 @@
 use crate::{
     api::StatusResponse,
     client::{ClientError, KvClient},
+    proxy::LinkProxy,
 };
 use omnipaxos::util::NodeId;
 use std::{
@@ -46,6 +47,10 @@ pub struct ClusterOptions {
     /// The bearer token the servers require (their `--token-file`), for the
     /// cluster's own clients.
     pub token: Option<String>,
+    /// Put a [`LinkProxy`] on every directed link between the first
+    /// `nodes` servers, so that [`ProcessCluster::link`] can cut or slow
+    /// each one. (Servers added later with `join` are reached directly.)
+    pub proxied: bool,
     /// Use these HTTP and protocol ports for server `i` (`http + i`,
     /// `protocol + i`) if they are all free; otherwise free ports the
     /// operating system picks.
@@ -64,6 +69,7 @@ impl ClusterOptions {
             memory: false,
             server_args: Vec::new(),
             token: None,
+            proxied: false,
             preferred_ports: None,
             start_timeout: Duration::from_secs(20),
         }
@@ -143,6 +149,8 @@ pub struct ProcessCluster {
     nodes: BTreeMap<NodeId, NodeProcess>,
     /// The connection pool every client of this cluster shares.
     client: KvClient,
+    /// With `proxied`, the proxy of each directed link `(from, to)`.
+    links: BTreeMap<(NodeId, NodeId), LinkProxy>,
     /// Dropped last: the data directories and logs.
     dir: TempDir,
 }
@@ -178,10 +186,24 @@ impl ProcessCluster {
             .map_err(|e| ClusterError::Setup(io::Error::other(e.to_string())))?
             .with_timeout(Duration::from_secs(2))
             .with_token(opts.token.as_deref());
+        let mut links = BTreeMap::new();
+        if opts.proxied {
+            for &from in nodes.keys() {
+                for (&to, node) in &nodes {
+                    if from != to {
+                        let proxy = LinkProxy::start(node.protocol_addr)
+                            .await
+                            .map_err(ClusterError::Setup)?;
+                        links.insert((from, to), proxy);
+                    }
+                }
+            }
+        }
         let mut cluster = Self {
             opts,
             nodes,
             client,
+            links,
             dir,
         };
         let ids: Vec<NodeId> = cluster.nodes.keys().copied().collect();
@@ -300,6 +322,49 @@ impl ProcessCluster {
             agreed_leader(&running, s)
         })
         .await
+    }
+
+    /// The proxy of the directed link `from → to`, if the cluster is
+    /// `proxied` and both are among its first servers.
+    pub fn link(&self, from: NodeId, to: NodeId) -> Option<&LinkProxy> {
+        self.links.get(&(from, to))
+    }
+
+    /// Heals every proxied link.
+    pub fn heal_links(&self) {
+        for proxy in self.links.values() {
+            proxy.heal();
+        }
+    }
+
+    /// Stops server `id` with SIGSTOP: it neither runs nor answers, but
+    /// keeps its sockets, as a long pause (GC, swap, a stuck disk) would.
+    pub fn pause(&self, id: NodeId) -> Result<(), ClusterError> {
+        self.signal(id, "-STOP")
+    }
+
+    /// Lets a paused server run again (SIGCONT).
+    pub fn resume(&self, id: NodeId) -> Result<(), ClusterError> {
+        self.signal(id, "-CONT")
+    }
+
+    fn signal(&self, id: NodeId, signal: &str) -> Result<(), ClusterError> {
+        let node = self.nodes.get(&id).ok_or(ClusterError::UnknownNode(id))?;
+        let Some(pid) = node.child.as_ref().and_then(Child::id) else {
+            return Ok(());
+        };
+        let status = std::process::Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .map_err(|source| ClusterError::Spawn { id, source })?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(ClusterError::Spawn {
+                id,
+                source: io::Error::other(format!("kill {signal} {pid}: {status}")),
+            })
+        }
     }
 
     /// Kills server `id` with SIGKILL, as a crash would, and reaps it.
@@ -473,7 +538,13 @@ impl ProcessCluster {
             .nodes
             .iter()
             .filter(|&(&p, _)| p != id)
-            .map(|(p, n)| format!("{p}={}", n.protocol_addr))
+            .map(|(&p, n)| {
+                let addr = self
+                    .links
+                    .get(&(id, p))
+                    .map_or(n.protocol_addr, LinkProxy::addr);
+                format!("{p}={addr}")
+            })
             .collect();
         let node = self
             .nodes

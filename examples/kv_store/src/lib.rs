@@ -12,7 +12,8 @@
 //! - [`store`]: the log entry [`KVCommand`] and the state machine [`KvState`],
 //!   with duplicate suppression and snapshots.
 //! - [`client`]: [`KvClient`], a typed client of the API.
-//! - [`cluster`]: a local cluster of server processes, for the demo and tests.
+//! - [`cluster`]: a local cluster of server processes, for the demo and tests,
+//!   with [`proxy`] on every link when a test needs to cut one.
 //! - [`demo`]: `kv_store demo`, the guided tour.
 //! - [`checker`]: a linearizability checker for client histories.
 
@@ -22,6 +23,7 @@ pub mod client;
 pub mod cluster;
 pub mod demo;
 pub mod load;
+pub mod proxy;
 pub mod server;
 pub mod store;
 pub mod top;

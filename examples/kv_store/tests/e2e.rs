@@ -18,6 +18,7 @@ use kv_store::{
     checker::{self, KvOp, KvOutput, Operation},
     cluster::{ClusterOptions, ProcessCluster},
 };
+use omnipaxos::util::NodeId;
 use rand::{Rng as _, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::{
@@ -144,8 +145,8 @@ async fn client(shared: Arc<Shared>, who: usize, seed: u64) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_history_with_servers_killed_and_restarted_is_linearizable() {
+/// `KV_E2E_SEED`, or one from the clock; printed either way.
+fn seed() -> u64 {
     let seed = std::env::var("KV_E2E_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -155,6 +156,12 @@ async fn a_history_with_servers_killed_and_restarted_is_linearizable() {
                 .map_or(1, |d| d.as_nanos() as u64)
         });
     println!("KV_E2E_SEED={seed}");
+    seed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_history_with_servers_killed_and_restarted_is_linearizable() {
+    let seed = seed();
     let mut opts = ClusterOptions::new(env!("CARGO_BIN_EXE_kv_store"));
     opts.server_args = [
         "--request-timeout-ms",
@@ -246,6 +253,20 @@ async fn a_history_with_servers_killed_and_restarted_is_linearizable() {
     }
     assert!(kills >= 3, "only {kills} kills");
 
+    check_history(&mut cluster, &shared, seed, &format!("{kills} kills"), 100).await;
+    cluster.shutdown().await;
+}
+
+/// Reads every key from every server (after the last fault), then checks
+/// the whole history for linearizability, key by key; on failure prints
+/// where the failing key's history went and the end of every server's log.
+async fn check_history(
+    cluster: &mut ProcessCluster,
+    shared: &Shared,
+    seed: u64,
+    what: &str,
+    min_acked: usize,
+) {
     // Every server, restarted ones included, must now show the final state.
     cluster
         .wait_for_leader(Duration::from_secs(20))
@@ -257,7 +278,7 @@ async fn a_history_with_servers_killed_and_restarted_is_linearizable() {
             // A read that fails is not recorded; retry a few times in case
             // the cluster is still settling.
             let mut tries = 0;
-            while invoke(&shared, &c, 100 + id as usize, key, KvOp::Get)
+            while invoke(shared, &c, 100 + id as usize, key, KvOp::Get)
                 .await
                 .is_none()
             {
@@ -279,11 +300,11 @@ async fn a_history_with_servers_killed_and_restarted_is_linearizable() {
         .filter(|o| o.op != KvOp::Get && o.completed.is_some())
         .count();
     println!(
-        "history: {} operations ({completed} completed, {unknown} of unknown outcome, {writes_acked} acknowledged writes), {kills} kills",
+        "history: {} operations ({completed} completed, {unknown} of unknown outcome, {writes_acked} acknowledged writes), {what}",
         history.len()
     );
     assert!(
-        writes_acked >= 100,
+        writes_acked >= min_acked,
         "too little progress: {writes_acked} acknowledged writes"
     );
     let checked = Instant::now();
@@ -307,5 +328,177 @@ async fn a_history_with_servers_killed_and_restarted_is_linearizable() {
             panic!("{e} (KV_E2E_SEED={seed})");
         }
     }
+}
+
+/// A fault of the nemesis, given the leader `l` and the two followers `a`, `b`.
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    /// `l → a` cut; `a → l` and every other link up.
+    OneWay,
+    /// `l ↔ a` cut both ways; `b` still reaches both (the paper's chained
+    /// scenario, in which Raft can livelock).
+    Chained,
+    /// `l` cut off from both followers, both ways.
+    LeaderIsolated,
+    /// `l` stopped with SIGSTOP, sockets open.
+    LeaderPaused,
+    /// `l` killed with SIGKILL, then restarted.
+    LeaderKilled,
+}
+
+/// How long each fault lasts.
+const FAULT_HOLD: Duration = Duration::from_millis(2500);
+
+/// The longest time without an acknowledged probe write (see the test) from
+/// `from` until the first one acknowledged after `until` (both in the
+/// history's clock), and that first one's time; `None` if no probe write was
+/// acknowledged after `until`.
+fn write_gap(history: &[Operation], from: u64, until: u64) -> Option<(u64, u64)> {
+    let mut acks: Vec<u64> = history
+        .iter()
+        .filter(|o| o.op != KvOp::Get && o.client >= 200)
+        .filter_map(|o| o.completed)
+        .filter(|&t| t >= from)
+        .collect();
+    acks.sort_unstable();
+    let resumed = *acks.iter().find(|&&t| t > until)?;
+    let mut gap = 0;
+    let mut last = from;
+    for &t in acks.iter().take_while(|&&t| t <= resumed) {
+        gap = gap.max(t - last);
+        last = t;
+    }
+    Some((gap, resumed))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cut_links_and_paused_or_killed_leaders_lose_no_write_and_writes_resume() {
+    let seed = seed();
+    let mut opts = ClusterOptions::new(env!("CARGO_BIN_EXE_kv_store"));
+    opts.proxied = true;
+    opts.server_args = ["--request-timeout-ms", "2000"].map(String::from).to_vec();
+    let mut cluster = ProcessCluster::start(opts)
+        .await
+        .expect("the servers start");
+    cluster
+        .wait_for_leader(Duration::from_secs(20))
+        .await
+        .expect("a leader is elected");
+    let all: Vec<KvClient> = cluster
+        .ids()
+        .into_iter()
+        .map(|id| {
+            cluster
+                .client(id)
+                .expect("a member")
+                .with_timeout(Duration::from_secs(3))
+        })
+        .collect();
+    let shared = Arc::new(Shared {
+        t0: Instant::now(),
+        targets: RwLock::new(all),
+        stop: AtomicBool::new(false),
+        history: Mutex::default(),
+    });
+    let mut tasks: Vec<_> = (0..CLIENTS)
+        .map(|who| tokio::spawn(client(Arc::clone(&shared), who, seed)))
+        .collect();
+    // One probe per server, writing a key of its own through that server
+    // only, with a short timeout: the cluster takes writes at a time if any
+    // probe's write is acknowledged then.
+    for id in cluster.ids() {
+        let c = cluster
+            .client(id)
+            .expect("a member")
+            .with_timeout(Duration::from_secs(1));
+        let shared = Arc::clone(&shared);
+        tasks.push(tokio::spawn(async move {
+            let key = format!("p{id}");
+            let mut n = 0u64;
+            while !shared.stop.load(Ordering::Relaxed) {
+                n += 1;
+                let put = KvOp::Put(format!("p{id}-{n}"));
+                if invoke(&shared, &c, 200 + id as usize, &key, put)
+                    .await
+                    .is_none()
+                {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }));
+    }
+
+    let faults = [
+        Fault::OneWay,
+        Fault::Chained,
+        Fault::LeaderIsolated,
+        Fault::LeaderPaused,
+        Fault::LeaderKilled,
+    ];
+    let mut report = Vec::new();
+    for fault in faults {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let l = cluster
+            .wait_for_leader(Duration::from_secs(20))
+            .await
+            .expect("a leader before the fault");
+        let others: Vec<NodeId> = cluster.ids().into_iter().filter(|&id| id != l).collect();
+        let (a, b) = (others[0], others[1]);
+        let cut = |from, to| cluster.link(from, to).expect("a proxied link").cut();
+        let start = shared.now();
+        match fault {
+            Fault::OneWay => cut(l, a),
+            Fault::Chained => {
+                cut(l, a);
+                cut(a, l);
+            }
+            Fault::LeaderIsolated => {
+                for f in [a, b] {
+                    cut(l, f);
+                    cut(f, l);
+                }
+            }
+            Fault::LeaderPaused => cluster.pause(l).expect("SIGSTOP"),
+            Fault::LeaderKilled => cluster.kill(l).await.expect("SIGKILL"),
+        }
+        tokio::time::sleep(FAULT_HOLD).await;
+        match fault {
+            Fault::LeaderPaused => cluster.resume(l).expect("SIGCONT"),
+            Fault::LeaderKilled => cluster.restart(l).await.expect("the server restarts"),
+            _ => cluster.heal_links(),
+        }
+        let healed = shared.now();
+        // Writes resume: one is acknowledged after the heal.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let (gap, resumed) = loop {
+            let gap = write_gap(&shared.history.lock().unwrap(), start, healed);
+            if let Some(r) = gap {
+                break r;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no write acknowledged within 30 s of healing {fault:?} (leader {l}; KV_E2E_SEED={seed})"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        println!(
+            "{fault:?} (leader {l}, followers {a} {b}): longest write gap {} ms; first write after the heal {} ms after it",
+            gap / 1_000_000,
+            (resumed - healed) / 1_000_000
+        );
+        report.push((fault, gap));
+    }
+    shared.stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.expect("a client task");
+    }
+    check_history(
+        &mut cluster,
+        &shared,
+        seed,
+        &format!("{} faults", report.len()),
+        50,
+    )
+    .await;
     cluster.shutdown().await;
 }
