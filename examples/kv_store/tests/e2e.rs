@@ -344,6 +344,10 @@ enum Fault {
     LeaderPaused,
     /// `l` killed with SIGKILL, then restarted.
     LeaderKilled,
+    /// Every link not touching `a` cut both ways: `l` reaches only `a`, and
+    /// `a` alone reaches a quorum (the paper's quorum-loss scenario; five
+    /// servers).
+    QuorumLoss,
 }
 
 /// How long each fault lasts.
@@ -373,8 +377,33 @@ fn write_gap(history: &[Operation], from: u64, until: u64) -> Option<(u64, u64)>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cut_links_and_paused_or_killed_leaders_lose_no_write_and_writes_resume() {
+    run_faults(
+        3,
+        &[
+            Fault::OneWay,
+            Fault::Chained,
+            Fault::LeaderIsolated,
+            Fault::LeaderPaused,
+            Fault::LeaderKilled,
+        ],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_servers_keep_writing_when_only_one_reaches_a_quorum() {
+    run_faults(5, &[Fault::QuorumLoss]).await;
+}
+
+/// Runs `nodes` servers on proxied links (in memory, so that five fit on
+/// two cores) under the checked workload, holds each of `faults` in turn,
+/// and checks that writes resume after each and that the history is
+/// linearizable.
+async fn run_faults(nodes: usize, faults: &[Fault]) {
     let seed = seed();
     let mut opts = ClusterOptions::new(env!("CARGO_BIN_EXE_kv_store"));
+    opts.nodes = nodes;
+    opts.memory = nodes > 3;
     opts.proxied = true;
     opts.server_args = ["--request-timeout-ms", "2000"].map(String::from).to_vec();
     let mut cluster = ProcessCluster::start(opts)
@@ -428,23 +457,20 @@ async fn cut_links_and_paused_or_killed_leaders_lose_no_write_and_writes_resume(
         }));
     }
 
-    let faults = [
-        Fault::OneWay,
-        Fault::Chained,
-        Fault::LeaderIsolated,
-        Fault::LeaderPaused,
-        Fault::LeaderKilled,
-    ];
     let mut report = Vec::new();
-    for fault in faults {
+    for &fault in faults {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let l = cluster
             .wait_for_leader(Duration::from_secs(20))
             .await
             .expect("a leader before the fault");
         let others: Vec<NodeId> = cluster.ids().into_iter().filter(|&id| id != l).collect();
-        let (a, b) = (others[0], others[1]);
+        let a = others[0];
         let cut = |from, to| cluster.link(from, to).expect("a proxied link").cut();
+        let cut_both = |x, y| {
+            cut(x, y);
+            cut(y, x);
+        };
         let start = shared.now();
         match fault {
             Fault::OneWay => cut(l, a),
@@ -453,9 +479,20 @@ async fn cut_links_and_paused_or_killed_leaders_lose_no_write_and_writes_resume(
                 cut(a, l);
             }
             Fault::LeaderIsolated => {
-                for f in [a, b] {
-                    cut(l, f);
-                    cut(f, l);
+                for &f in &others {
+                    cut_both(l, f);
+                }
+            }
+            Fault::QuorumLoss => {
+                // `a` is the hub: every link not touching it is cut, so
+                // the leader reaches only `a`, and only `a` reaches a quorum.
+                let ids = cluster.ids();
+                for &x in &ids {
+                    for &y in &ids {
+                        if x < y && x != a && y != a {
+                            cut_both(x, y);
+                        }
+                    }
                 }
             }
             Fault::LeaderPaused => cluster.pause(l).expect("SIGSTOP"),
@@ -482,7 +519,7 @@ async fn cut_links_and_paused_or_killed_leaders_lose_no_write_and_writes_resume(
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
         println!(
-            "{fault:?} (leader {l}, followers {a} {b}): longest write gap {} ms; first write after the heal {} ms after it",
+            "{fault:?} (leader {l}, followers {others:?}): longest write gap {} ms; first write after the heal {} ms after it",
             gap / 1_000_000,
             (resumed - healed) / 1_000_000
         );
