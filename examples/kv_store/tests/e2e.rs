@@ -457,8 +457,13 @@ async fn run_faults(nodes: usize, faults: &[Fault]) {
         }));
     }
 
+    // `KV_FAULT_ROUNDS=n` goes through the faults n times (a longer run).
+    let rounds: usize = std::env::var("KV_FAULT_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(1);
     let mut report = Vec::new();
-    for &fault in faults {
+    for &fault in faults.iter().cycle().take(faults.len() * rounds) {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let l = cluster
             .wait_for_leader(Duration::from_secs(20))
