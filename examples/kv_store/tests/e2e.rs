@@ -253,7 +253,15 @@ async fn a_history_with_servers_killed_and_restarted_is_linearizable() {
     }
     assert!(kills >= 3, "only {kills} kills");
 
-    check_history(&mut cluster, &shared, seed, &format!("{kills} kills"), 100).await;
+    check_history(
+        &mut cluster,
+        &shared,
+        seed,
+        &format!("{kills} kills"),
+        100,
+        "kills",
+    )
+    .await;
     cluster.shutdown().await;
 }
 
@@ -266,6 +274,7 @@ async fn check_history(
     seed: u64,
     what: &str,
     min_acked: usize,
+    summary_name: &str,
 ) {
     // Every server, restarted ones included, must now show the final state.
     cluster
@@ -309,10 +318,19 @@ async fn check_history(
     );
     let checked = Instant::now();
     match checker::check(&history) {
-        Ok(stats) => println!(
-            "linearizable: {stats:?}, checked in {:?}",
-            checked.elapsed()
-        ),
+        Ok(stats) => {
+            println!(
+                "linearizable: {stats:?}, checked in {:?}",
+                checked.elapsed()
+            );
+            summary(
+                summary_name,
+                &format!(
+                    "process-level {what}: 1 history of {} operations ({writes_acked} acknowledged writes) checked, 1 linearizable",
+                    history.len()
+                ),
+            );
+        }
         Err(e) => {
             if let checker::CheckError::NotLinearizable { ops, .. } = &e {
                 let path = format!("{}/e2e-history-{seed}.txt", env!("CARGO_TARGET_TMPDIR"));
@@ -534,13 +552,30 @@ async fn run_faults(nodes: usize, faults: &[Fault]) {
     for t in tasks {
         t.await.expect("a client task");
     }
+    let gaps: Vec<String> = report
+        .iter()
+        .map(|(f, gap)| format!("{f:?} {} ms", gap / 1_000_000))
+        .collect();
     check_history(
         &mut cluster,
         &shared,
         seed,
-        &format!("{} faults", report.len()),
+        &format!(
+            "faults on {nodes} servers (longest write gap per fault: {})",
+            gaps.join(", ")
+        ),
         50,
+        &format!("faults-{nodes}"),
     )
     .await;
     cluster.shutdown().await;
+}
+
+/// Leaves `line` for the summary at the end of a CI run (`.ci/run` prints
+/// every `e2e-summary-*.txt` of the test's temporary directory).
+fn summary(name: &str, line: &str) {
+    let path = format!("{}/e2e-summary-{name}.txt", env!("CARGO_TARGET_TMPDIR"));
+    if let Err(e) = std::fs::write(&path, format!("{line}\n")) {
+        println!("cannot write {path}: {e}");
+    }
 }
