@@ -51,6 +51,9 @@ use timed_storage::TimedStorage;
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tracing::{info, warn};
 
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub use http::fuzzing_router;
 pub use identity::Identity;
 pub use join::JoinError;
 
