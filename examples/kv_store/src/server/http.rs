@@ -508,7 +508,9 @@ fn get_request(
 }
 
 /// Checks `GET /kv?prefix=P`: the scan parameters and their limit.
-fn scan_request(query: Result<Query<ScanParams>, QueryRejection>) -> Result<(ScanParams, usize), ApiError> {
+fn scan_request(
+    query: Result<Query<ScanParams>, QueryRejection>,
+) -> Result<(ScanParams, usize), ApiError> {
     let params = query_from(query)?;
     let limit = params.limit.unwrap_or(DEFAULT_SCAN_LIMIT);
     if limit > MAX_SCAN_LIMIT {
