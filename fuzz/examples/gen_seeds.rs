@@ -49,6 +49,12 @@ fn cluster_run(steps: usize) -> (Vec<Step>, Vec<Message<omnipaxos_fuzz::Entry>>)
             }
         }
     }
+    eprintln!(
+        "{steps} rounds: leader {:?}, decided {}, {} messages",
+        nodes[1].get_current_leader(),
+        nodes[1].get_decided_idx(),
+        all.len()
+    );
     (inputs, all)
 }
 
@@ -68,13 +74,12 @@ fn main() {
     // frames: one frame of each kind of message seen, and a stream of all.
     let mut kinds = std::collections::BTreeMap::new();
     for msg in &msgs {
-        let kind = format!("{msg:?}")
-            .split(|c: char| !c.is_alphanumeric())
-            .filter(|w| !w.is_empty() && !w.bytes().all(|b| b.is_ascii_digit()))
-            .filter(|w| !matches!(*w, "from" | "to" | "n" | "msg"))
-            .take(4)
-            .collect::<Vec<_>>()
-            .join("");
+        // The message's kind: its text without the numbers, cut short.
+        let kind: String = format!("{msg:?}")
+            .chars()
+            .filter(|c| !c.is_ascii_digit())
+            .take(60)
+            .collect();
         kinds.entry(kind).or_insert_with(|| frame(msg));
     }
     let mut frames: Vec<Vec<u8>> = kinds.into_values().take(12).collect();
