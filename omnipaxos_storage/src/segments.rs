@@ -505,9 +505,10 @@ fn check_closed(log: &Path, index: &Path, base: u64, next: u64) -> StorageResult
         .metadata()
         .map_err(|e| error::io("stat a segment", log, &e))?
         .len();
-    check_positions(index, &bytes, written, len)?;
     let (_, pos) = entry(&bytes, written - 1).expect("written entries are in the index");
+    // The last entry first: a segment cut short is reported as that.
     let end = check_message(log, &file, u64::from(pos), next - 1)?;
+    check_positions(index, &bytes, written, len)?;
     if len != end {
         return Err(error::corrupt(
             log,
@@ -536,8 +537,10 @@ fn check_last(log: &Path, index: &Path, base: u64, last: u64) -> StorageResult<u
         .metadata()
         .map_err(|e| error::io("stat a segment", log, &e))?
         .len();
+    // The last entry first: a segment cut short is reported as that.
+    let end = check_message(log, &file, u64::from(pos), last)?;
     check_positions(index, &bytes, rel + 1, len)?;
-    check_message(log, &file, u64::from(pos), last)
+    Ok(end)
 }
 
 /// Checks the first `count` entries of an index against a segment of `len`
