@@ -65,10 +65,19 @@ fn main() {
     // with a leader attempt and a crash recovery at the end.
     let half = inputs.len() / 2;
     let mut tail = cluster_run(60).0;
-    tail.extend([Step::TryLead, Step::Flush, Step::FailRecovery, Step::TrimAndRead]);
+    tail.extend([
+        Step::TryLead,
+        Step::Flush,
+        Step::FailRecovery,
+        Step::TrimAndRead,
+    ]);
     write(
         "handle_incoming",
-        &[write_steps(&inputs), write_steps(&inputs[..half]), write_steps(&tail)],
+        &[
+            write_steps(&inputs),
+            write_steps(&inputs[..half]),
+            write_steps(&tail),
+        ],
     );
 
     // frames: one frame of each kind of message seen, and a stream of all.

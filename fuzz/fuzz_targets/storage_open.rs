@@ -29,16 +29,26 @@ fuzz_target!(|data: &[u8]| {
     let len = fs::metadata(&target).expect("stat").len();
     match damage {
         Damage::Truncate(n) => {
-            let file = fs::OpenOptions::new().write(true).open(&target).expect("open");
+            let file = fs::OpenOptions::new()
+                .write(true)
+                .open(&target)
+                .expect("open");
             file.set_len(u64::from(n) % (len + 1)).expect("truncate");
         }
         Damage::Overwrite(at, bytes) => {
-            let file = fs::OpenOptions::new().write(true).open(&target).expect("open");
-            file.write_all_at(bytes, u64::from(at) % len.max(1)).expect("write");
+            let file = fs::OpenOptions::new()
+                .write(true)
+                .open(&target)
+                .expect("open");
+            file.write_all_at(bytes, u64::from(at) % len.max(1))
+                .expect("write");
         }
         Damage::Replace(bytes) => fs::write(&target, bytes).expect("write"),
         Damage::Append(bytes) => {
-            let mut file = fs::OpenOptions::new().append(true).open(&target).expect("open");
+            let mut file = fs::OpenOptions::new()
+                .append(true)
+                .open(&target)
+                .expect("open");
             file.write_all(bytes).expect("append");
         }
         Damage::Remove => fs::remove_file(&target).expect("remove"),
