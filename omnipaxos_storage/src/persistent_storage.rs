@@ -1372,6 +1372,18 @@ where
                         ),
                     ));
                 }
+                // `payload()` slices past the metadata, whose size is the
+                // header's word: a damaged one would make it panic.
+                if u32::from(message.metadata_size()) > message.size() {
+                    return Err(error::corrupt(
+                        &self.layout.dir,
+                        format!(
+                            "the entry at offset {next} claims {} bytes of metadata in a body of {}",
+                            message.metadata_size(),
+                            message.size()
+                        ),
+                    ));
+                }
                 let idx = from + (next - start);
                 out.push(decode_entry(message.payload(), idx, &self.layout.dir)?);
                 next += 1;
@@ -2776,5 +2788,66 @@ mod tests {
             PersistentStorage::<Value>::open(PersistentStorageConfig::with_path(dir.path()))
                 .unwrap();
         assert_eq!(storage.get_stopsign().unwrap().unwrap().metadata, metadata);
+    }
+
+    /// The first segment of a storage at `dir` with the default options,
+    /// and its index.
+    fn first_segment(dir: &Path) -> (PathBuf, PathBuf) {
+        let log = dir.join("commitlog");
+        (
+            log.join(format!("{:020}.log", 0)),
+            log.join(format!("{:020}.index", 0)),
+        )
+    }
+
+    /// Found by the fuzz target `storage_open`: an entry header whose
+    /// metadata size exceeds the entry (the checksum covers the body, not
+    /// the header) made reading the entry panic inside `commitlog`.
+    #[test]
+    fn an_entry_header_with_a_damaged_metadata_size_is_a_corrupt_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = PersistentStorageConfig::with_path(dir.path());
+        let mut storage = PersistentStorage::<Put>::open(config.clone()).unwrap();
+        storage.append_entries(puts(0..10)).unwrap();
+        drop(storage);
+        let (segment, _) = first_segment(dir.path());
+        let mut bytes = fs::read(&segment).unwrap();
+        // The first entry's header starts after the 2-byte magic; its
+        // metadata size is the header's last two bytes.
+        bytes[2 + 18..2 + 20].copy_from_slice(&u16::MAX.to_le_bytes());
+        fs::write(&segment, &bytes).unwrap();
+
+        let storage = PersistentStorage::<Put>::open(config).unwrap();
+        let err = storage.get_suffix(0).err().unwrap();
+        assert!(
+            matches!(&err, StorageError::Corrupt { detail, .. }
+                if detail.contains("metadata")),
+            "{err}"
+        );
+    }
+
+    /// Found by the fuzz target `storage_open`: an index entry placing its
+    /// entry past the segment's end opened fine and made `commitlog`'s read
+    /// overflow; open now checks every position the committed entries need.
+    #[test]
+    fn an_index_position_past_the_segment_end_is_refused_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = PersistentStorageConfig::with_path(dir.path());
+        let mut storage = PersistentStorage::<Put>::open(config.clone()).unwrap();
+        storage.append_entries(puts(0..10)).unwrap();
+        drop(storage);
+        let (segment, index) = first_segment(dir.path());
+        let len = fs::metadata(&segment).unwrap().len();
+        let mut bytes = fs::read(&index).unwrap();
+        // Entry 3's position: the second half of its 8 bytes.
+        bytes[3 * 8 + 4..3 * 8 + 8].copy_from_slice(&(len as u32 + 100).to_le_bytes());
+        fs::write(&index, &bytes).unwrap();
+
+        let err = PersistentStorage::<Put>::open(config).err().unwrap();
+        assert!(
+            matches!(&err, StorageError::Corrupt { path: Some(p), detail }
+                if p == &index && detail.contains("index entry 3")),
+            "{err}"
+        );
     }
 }

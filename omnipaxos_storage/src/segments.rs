@@ -500,13 +500,15 @@ fn check_closed(log: &Path, index: &Path, base: u64, next: u64) -> StorageResult
             ),
         ));
     }
-    let (_, pos) = entry(&bytes, written - 1).expect("written entries are in the index");
     let file = File::open(log).map_err(|e| error::io("open a segment", log, &e))?;
-    let end = check_message(log, &file, u64::from(pos), next - 1)?;
     let len = file
         .metadata()
         .map_err(|e| error::io("stat a segment", log, &e))?
         .len();
+    let (_, pos) = entry(&bytes, written - 1).expect("written entries are in the index");
+    // The last entry first: a segment cut short is reported as that.
+    let end = check_message(log, &file, u64::from(pos), next - 1)?;
+    check_positions(index, &bytes, written, len)?;
     if len != end {
         return Err(error::corrupt(
             log,
@@ -531,7 +533,50 @@ fn check_last(log: &Path, index: &Path, base: u64, last: u64) -> StorageResult<u
         }
     };
     let file = File::open(log).map_err(|e| error::io("open a segment", log, &e))?;
-    check_message(log, &file, u64::from(pos), last)
+    let len = file
+        .metadata()
+        .map_err(|e| error::io("stat a segment", log, &e))?
+        .len();
+    // The last entry first: a segment cut short is reported as that.
+    let end = check_message(log, &file, u64::from(pos), last)?;
+    check_positions(index, &bytes, rel + 1, len)?;
+    Ok(end)
+}
+
+/// Checks the first `count` entries of an index against a segment of `len`
+/// bytes: entry `i` names relative offset `i`, and the positions rise from
+/// past the magic and each leaves room for a message header in the file.
+/// `commitlog` reads with these positions unchecked (a position past the
+/// file's end or below the one before makes its arithmetic overflow), so
+/// they are checked here, before it opens the log.
+fn check_positions(index: &Path, bytes: &[u8], count: u64, len: u64) -> StorageResult<()> {
+    let mut prev = None;
+    for i in 0..count {
+        let Some((rel, pos)) = entry(bytes, i) else {
+            return Err(error::corrupt(
+                index,
+                format!("the index ends before its entry {i}"),
+            ));
+        };
+        let pos = u64::from(pos);
+        if u64::from(rel) != i {
+            return Err(error::corrupt(
+                index,
+                format!("index entry {i} names relative offset {rel}"),
+            ));
+        }
+        if pos < MAGIC.len() as u64 || prev.is_some_and(|p| pos <= p) || pos + HEADER_BYTES > len {
+            return Err(error::corrupt(
+                index,
+                format!(
+                    "index entry {i} places its entry at byte {pos}, which is not after the one \
+                     before and within the {len}-byte segment"
+                ),
+            ));
+        }
+        prev = Some(pos);
+    }
+    Ok(())
 }
 
 /// Cuts the last segment after the committed entries (`..end`, whose bytes

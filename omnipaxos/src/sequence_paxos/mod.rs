@@ -944,6 +944,16 @@ where
     /// Called after a restart on persisted storage: forget volatile state and
     /// ask every peer to be prepared by whoever leads now.
     pub(crate) fn fail_recovery(&mut self) {
+        if self.role() == Role::Leader && !self.is_halted() {
+            // Called on a running leader (the usual call is on a fresh
+            // server, which leads nothing): the batch it gathered goes into
+            // the log first, in the ballot it was gathered in, as when it
+            // re-prepares (`become_leader`). Dropped with the leader state,
+            // its proposals would be lost, their acknowledged indices given
+            // to other entries.
+            let r = self.flush_batch();
+            self.guard(r);
+        }
         // Nothing volatile survives a restart, the session numbers included.
         self.state = RoleState::Follower(FollowerState::new(Phase::Recover));
         self.sessions.fill(SequenceNumber::default());

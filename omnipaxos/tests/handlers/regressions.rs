@@ -208,3 +208,27 @@ fn a_leader_that_adopts_a_snapshot_has_decided_everything_it_covers() {
         l.get_compacted_idx()
     );
 }
+
+/// `fail_recovery` on a running leader (a driver that calls it again, or
+/// the fuzz target `handle_incoming`): the proposal waiting in the leader's
+/// unsent batch was dropped with the leader state, although its index had
+/// been promised to its proposer. The batch goes into the log first, in the
+/// ballot it was gathered in.
+#[test]
+fn fail_recovery_on_a_running_leader_puts_its_batch_in_the_log_first() {
+    let mut l: Node = OmniPaxosConfig {
+        batch_size: 3,
+        ..config(1, &[2, 3])
+    }
+    .build(MemoryStorage::default())
+    .unwrap();
+    promised_by(&mut l, 2);
+    assert!(l.is_leader());
+    let log_len = l.get_accepted_idx();
+    l.append(E(7)).unwrap(); // waits in the batch
+    assert_eq!(l.get_accepted_idx(), log_len);
+    l.fail_recovery();
+    assert!(!l.is_leader());
+    assert_eq!(l.get_accepted_idx(), log_len + 1);
+    assert_eq!(l.read(log_len), Some(LogEntry::Undecided(E(7))));
+}

@@ -264,6 +264,9 @@ mod config;
 mod error;
 mod follow;
 mod frame;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod handshake;
 mod in_flight;
 mod inbound;

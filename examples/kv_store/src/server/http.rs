@@ -266,6 +266,51 @@ pub(crate) fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// The routes of [`router`] with handlers that only check the request (the
+/// `*_request` functions every handler starts with) and answer 200 with what
+/// they parsed, for the fuzz target `kv_http`: no node, no state. Not public
+/// API (feature `fuzzing`).
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub fn fuzzing_router() -> Router {
+    fn answer<T: std::fmt::Debug>(r: Result<T, ApiError>) -> Response {
+        match r {
+            Ok(parsed) => format!("{parsed:?}").into_response(),
+            Err(e) => e.into_response(),
+        }
+    }
+    type PathR = Result<Path<String>, PathRejection>;
+    type BodyR = Result<Bytes, BytesRejection>;
+    Router::new()
+        .route(
+            "/kv",
+            get(|q: Result<Query<ScanParams>, QueryRejection>| async move {
+                answer(scan_request(q))
+            }),
+        )
+        .route(
+            "/kv/{key}",
+            get(
+                |p: PathR, q: Result<Query<ReadParams>, QueryRejection>| async move {
+                    answer(get_request(p, q))
+                },
+            )
+            .put(|p: PathR, b: BodyR| async move { answer(put_request(p, b)) })
+            .delete(|p: PathR| async move { answer(key_from(p)) }),
+        )
+        .route(
+            "/kv/{key}/cas",
+            post(|p: PathR, b: BodyR| async move { answer(cas_request(p, b)) }),
+        )
+        .route(
+            "/members",
+            post(|b: BodyR| async move { answer(json_body::<MembersChange>(b)) }),
+        )
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+}
+
 /// An error answer: a status and an [`ErrorBody`].
 #[derive(Debug)]
 pub(crate) struct ApiError {
@@ -543,13 +588,63 @@ impl Shared {
     }
 }
 
+// Each handler first checks its request (path, query, body) in a function
+// of its own that touches no node, then acts on it: the fuzz target
+// `kv_http` drives the checks through `fuzzing_router` without a server.
+
+/// Checks `GET /kv/{key}`: the key and the read parameters.
+fn get_request(
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<ReadParams>, QueryRejection>,
+) -> Result<(String, ReadParams), ApiError> {
+    Ok((key_from(path)?, query_from(query)?))
+}
+
+/// Checks `GET /kv?prefix=P`: the scan parameters and their limit.
+fn scan_request(
+    query: Result<Query<ScanParams>, QueryRejection>,
+) -> Result<(ScanParams, usize), ApiError> {
+    let params = query_from(query)?;
+    let limit = params.limit.unwrap_or(DEFAULT_SCAN_LIMIT);
+    if limit > MAX_SCAN_LIMIT {
+        return Err(ApiError::bad_request(format!(
+            "limit {limit} is above the maximum of {MAX_SCAN_LIMIT}"
+        )));
+    }
+    Ok((params, limit))
+}
+
+/// Checks `PUT /kv/{key}`: the key and the [`PutRequest`] body.
+fn put_request(
+    path: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Op, ApiError> {
+    let key = key_from(path)?;
+    let PutRequest { value } = json_body(body)?;
+    check_value(&value)?;
+    Ok(Op::Put { key, value })
+}
+
+/// Checks `POST /kv/{key}/cas`: the key and the [`CasRequest`] body.
+fn cas_request(
+    path: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Op, ApiError> {
+    let key = key_from(path)?;
+    let CasRequest { expected, new } = json_body(body)?;
+    check_value(&new)?;
+    if let Some(e) = &expected {
+        check_value(e)?;
+    }
+    Ok(Op::Cas { key, expected, new })
+}
+
 async fn get_key(
     s: Serving,
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<ReadParams>, QueryRejection>,
 ) -> ApiResult<GetResponse> {
-    let key = key_from(path)?;
-    let params = query_from(query)?;
+    let (key, params) = get_request(path, query)?;
     if !params.stale {
         s.linearize().await?;
     }
@@ -572,13 +667,7 @@ async fn scan(
     s: Serving,
     query: Result<Query<ScanParams>, QueryRejection>,
 ) -> ApiResult<ScanResponse> {
-    let params = query_from(query)?;
-    let limit = params.limit.unwrap_or(DEFAULT_SCAN_LIMIT);
-    if limit > MAX_SCAN_LIMIT {
-        return Err(ApiError::bad_request(format!(
-            "limit {limit} is above the maximum of {MAX_SCAN_LIMIT}"
-        )));
-    }
+    let (params, limit) = scan_request(query)?;
     if !params.stale {
         s.linearize().await?;
     }
@@ -598,10 +687,7 @@ async fn put_key(
     path: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<WriteResponse> {
-    let key = key_from(path)?;
-    let PutRequest { value } = json_body(body)?;
-    check_value(&value)?;
-    s.write(Op::Put { key, value }).await
+    s.write(put_request(path, body)?).await
 }
 
 async fn delete_key(
@@ -617,13 +703,7 @@ async fn cas_key(
     path: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<WriteResponse> {
-    let key = key_from(path)?;
-    let CasRequest { expected, new } = json_body(body)?;
-    check_value(&new)?;
-    if let Some(e) = &expected {
-        check_value(e)?;
-    }
-    s.write(Op::Cas { key, expected, new }).await
+    s.write(cas_request(path, body)?).await
 }
 
 async fn status(s: Started) -> Json<StatusResponse> {

@@ -53,6 +53,9 @@ use timed_storage::TimedStorage;
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tracing::{info, warn};
 
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub use http::fuzzing_router;
 pub use https::HttpsConfig;
 pub use identity::Identity;
 pub use join::JoinError;
