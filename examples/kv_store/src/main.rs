@@ -421,9 +421,9 @@ async fn run(command: Command) -> ExitCode {
             duration_secs,
             token_file,
         } => {
-            let token = match token_file.as_deref().map(kv_store::client::read_token_file) {
-                Some(Err(e)) => return usage(&e),
-                t => t.and_then(Result::ok),
+            let token = match optional_token(token_file.as_deref()) {
+                Ok(t) => t,
+                Err(e) => return usage(&e),
             };
             let opts = kv_store::top::TopOptions {
                 servers: server,
@@ -499,13 +499,9 @@ async fn run(command: Command) -> ExitCode {
             }
         }
         Command::Load(args) => {
-            let token = match args
-                .token_file
-                .as_deref()
-                .map(kv_store::client::read_token_file)
-            {
-                Some(Err(e)) => return usage(&e),
-                t => t.and_then(Result::ok),
+            let token = match optional_token(args.token_file.as_deref()) {
+                Ok(t) => t,
+                Err(e) => return usage(&e),
             };
             let spec = kv_store::load::LoadSpec {
                 token,
@@ -555,29 +551,29 @@ fn usage(msg: &str) -> ExitCode {
     ExitCode::from(2)
 }
 
+/// The token in `path`, if one is given (see `read_token_file`).
+fn optional_token(path: Option<&std::path::Path>) -> Result<Option<String>, String> {
+    path.map(kv_store::client::read_token_file).transpose()
+}
+
 /// The client a subcommand's options describe. An unreadable or invalid
 /// --token-file is a usage error: the process exits with status 2.
 fn client(target: &Target) -> Result<KvClient, kv_store::ClientError> {
-    let token = match target
-        .token_file
-        .as_deref()
-        .map(kv_store::client::read_token_file)
-    {
-        Some(Err(e)) => {
-            eprintln!("error: {e}");
-            std::process::exit(2);
-        }
-        Some(Ok(t)) => Some(t),
-        None => None,
-    };
-    let ca = match target.tls_ca.as_deref().map(std::fs::read) {
-        Some(Err(e)) => {
-            eprintln!("error: cannot read the CA file: {e}");
-            std::process::exit(2);
-        }
-        Some(Ok(pem)) => Some(pem),
-        None => None,
-    };
+    let files = optional_token(target.token_file.as_deref()).and_then(|token| {
+        let ca = target
+            .tls_ca
+            .as_deref()
+            .map(|p| {
+                std::fs::read(p)
+                    .map_err(|e| format!("cannot read the CA file {}: {e}", p.display()))
+            })
+            .transpose()?;
+        Ok((token, ca))
+    });
+    let (token, ca) = files.unwrap_or_else(|e| {
+        eprintln!("error: {e}");
+        std::process::exit(2);
+    });
     Ok(KvClient::with_ca(&target.server, ca.as_deref())?
         .with_timeout(Duration::from_secs(target.timeout_secs))
         .with_token(token.as_deref()))

@@ -48,6 +48,16 @@ struct Shared {
 }
 
 impl Shared {
+    /// The clients' shared state, with the clock started now.
+    fn new(targets: Vec<KvClient>) -> Arc<Self> {
+        Arc::new(Self {
+            t0: Instant::now(),
+            targets: RwLock::new(targets),
+            stop: AtomicBool::new(false),
+            history: Mutex::default(),
+        })
+    }
+
     fn now(&self) -> u64 {
         u64::try_from(self.t0.elapsed().as_nanos()).expect("the test runs for less than 500 years")
     }
@@ -145,6 +155,18 @@ async fn client(shared: Arc<Shared>, who: usize, seed: u64) {
     }
 }
 
+/// Clients of the servers `ids`, each with the workload's timeout.
+fn clients_of(cluster: &ProcessCluster, ids: impl IntoIterator<Item = NodeId>) -> Vec<KvClient> {
+    ids.into_iter()
+        .map(|id| {
+            cluster
+                .client(id)
+                .expect("a member")
+                .with_timeout(Duration::from_secs(3))
+        })
+        .collect()
+}
+
 /// `KV_E2E_SEED`, or one from the clock; printed either way.
 fn seed() -> u64 {
     let seed = std::env::var("KV_E2E_SEED")
@@ -180,24 +202,7 @@ async fn a_history_with_servers_killed_and_restarted_is_linearizable() {
         .await
         .expect("a leader is elected");
     println!("leader: {leader}");
-    let clients_of = |cluster: &ProcessCluster| -> Vec<KvClient> {
-        cluster
-            .running()
-            .into_iter()
-            .map(|id| {
-                cluster
-                    .client(id)
-                    .expect("a member")
-                    .with_timeout(Duration::from_secs(3))
-            })
-            .collect()
-    };
-    let shared = Arc::new(Shared {
-        t0: Instant::now(),
-        targets: RwLock::new(clients_of(&cluster)),
-        stop: AtomicBool::new(false),
-        history: Mutex::default(),
-    });
+    let shared = Shared::new(clients_of(&cluster, cluster.running()));
     let tasks: Vec<_> = (0..CLIENTS)
         .map(|who| tokio::spawn(client(Arc::clone(&shared), who, seed)))
         .collect();
@@ -217,18 +222,8 @@ async fn a_history_with_servers_killed_and_restarted_is_linearizable() {
                 ids[rng.gen_range(0..ids.len())]
             }
         };
-        let others: Vec<KvClient> = cluster
-            .running()
-            .into_iter()
-            .filter(|&id| id != victim)
-            .map(|id| {
-                cluster
-                    .client(id)
-                    .expect("a member")
-                    .with_timeout(Duration::from_secs(3))
-            })
-            .collect();
-        shared.set_targets(others);
+        let others = cluster.running().into_iter().filter(|&id| id != victim);
+        shared.set_targets(clients_of(&cluster, others));
         cluster.kill(victim).await.expect("kill");
         kills += 1;
         println!(
@@ -241,7 +236,7 @@ async fn a_history_with_servers_killed_and_restarted_is_linearizable() {
             .wait_for_leader(Duration::from_secs(20))
             .await
             .expect("a leader after the restart");
-        shared.set_targets(clients_of(&cluster));
+        shared.set_targets(clients_of(&cluster, cluster.running()));
         println!(
             "{:>6} ms: restarted server {victim}",
             shared.t0.elapsed().as_millis()
@@ -431,22 +426,7 @@ async fn run_faults(nodes: usize, faults: &[Fault]) {
         .wait_for_leader(Duration::from_secs(20))
         .await
         .expect("a leader is elected");
-    let all: Vec<KvClient> = cluster
-        .ids()
-        .into_iter()
-        .map(|id| {
-            cluster
-                .client(id)
-                .expect("a member")
-                .with_timeout(Duration::from_secs(3))
-        })
-        .collect();
-    let shared = Arc::new(Shared {
-        t0: Instant::now(),
-        targets: RwLock::new(all),
-        stop: AtomicBool::new(false),
-        history: Mutex::default(),
-    });
+    let shared = Shared::new(clients_of(&cluster, cluster.ids()));
     let mut tasks: Vec<_> = (0..CLIENTS)
         .map(|who| tokio::spawn(client(Arc::clone(&shared), who, seed)))
         .collect();

@@ -2,6 +2,8 @@
 //! bad input gets a 4xx with a JSON error body while the server keeps serving.
 //! Also the start-up refusals: a port in use, another server's data directory.
 
+mod common;
+
 use hyper::{Method, StatusCode};
 use kv_store::{
     KvClient, Server, ServerError, ServerOptions, StorageChoice,
@@ -436,22 +438,6 @@ fn https_certificates() -> (String, String, String) {
     (ca_cert.pem(), cert.pem(), key.serialize_pem())
 }
 
-async fn metric_appears(client: &KvClient, line: &str) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let (_, body) = client.raw(Method::GET, "/metrics", None).await.unwrap();
-        let text = String::from_utf8_lossy(&body).into_owned();
-        if text.contains(line) {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{line} not in:\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test]
 async fn https_serves_clients_that_trust_its_ca_and_tells_or_refuses_the_others() {
     let (ca, cert, key) = https_certificates();
@@ -491,12 +477,12 @@ async fn https_serves_clients_that_trust_its_ca_and_tells_or_refuses_the_others(
     assert!(err.contains("no certificate"), "{err}");
 
     // Both refusals are counted, and the server keeps serving.
-    metric_appears(
+    common::wait_for_metric(
         &c,
         "kv_store_client_tls_refused_total{reason=\"not_tls\"} 1",
     )
     .await;
-    metric_appears(
+    common::wait_for_metric(
         &c,
         "kv_store_client_tls_refused_total{reason=\"handshake\"} 1",
     )

@@ -5,6 +5,8 @@
 //! replicates; a client without the token is refused. Certificates are made
 //! here with rcgen.
 
+mod common;
+
 use kv_store::cluster::{ClusterOptions, ProcessCluster};
 use omnipaxos_runtime::net::TlsConfig;
 use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
@@ -85,24 +87,8 @@ async fn a_cluster_with_tls_between_servers_and_a_client_token_replicates() {
         .unwrap();
     let mut rest = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(10), plain.read_to_end(&mut rest)).await;
-    let leader_client = cluster.client(leader).unwrap();
     let counted = "omnipaxos_net_refused_connections_total{reason=\"not_tls\"} 1";
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let (_, body) = leader_client
-            .raw(hyper::Method::GET, "/metrics", None)
-            .await
-            .unwrap();
-        let text = String::from_utf8_lossy(&body).into_owned();
-        if text.contains(counted) {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{counted} not in:\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::wait_for_metric(&cluster.client(leader).unwrap(), counted).await;
     // And the cluster still replicates.
     assert!(c.put("k2", "v2").await.unwrap().success);
 

@@ -172,8 +172,11 @@ impl<T: Entry> Outbox<T> {
                 carried.end = range.end;
                 return;
             }
-            // Not contiguous (no caller does this): what the message carries
-            // goes into it now, and the new range follows.
+            // Not contiguous: every flush stages for each follower that takes
+            // entries, and a follower that stops taking them has its accept
+            // closed. Should it happen, what the message carries goes into
+            // it now, and the new range follows.
+            debug_assert!(false, "slot {slot} skipped staged entries");
             let carried = std::mem::replace(&mut self.carries[r], (usize::MAX, 0..0)).1;
             if let Message::SequencePaxos(PaxosMessage {
                 msg: PaxosMsg::AcceptDecide(acc),
