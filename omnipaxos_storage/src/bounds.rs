@@ -73,7 +73,20 @@ impl Bounds {
                 self.compacted_idx = *idx;
             }
             StorageOp::SetStopsign(stopsign) => self.stopsign = stopsign.is_some(),
+            // Ids name entries the log holds by then: from an index the log
+            // serves (or its end), up to its end.
+            StorageOp::SetOrigins(from_idx, ids) => {
+                if *from_idx < self.trimmed_idx || *from_idx > self.log_len {
+                    return Err(self.out_of_range("set origins", *from_idx));
+                }
+                let first = ids.runs().first().map_or(*from_idx, |r| r.idx);
+                if first < *from_idx || ids.end() > self.log_len {
+                    return Err(self.out_of_range("set origins", first.max(ids.end())));
+                }
+            }
             StorageOp::SetPromise(_)
+            | StorageOp::SetOriginTable(_)
+            | StorageOp::SetIncarnation(_)
             | StorageOp::SetAcceptedRound(_)
             | StorageOp::SetSnapshot(_)
             | StorageOp::SetPreviousConfigurationEnd(_) => {}

@@ -3,7 +3,7 @@
 use crate::bounds::Bounds;
 use omnipaxos::{
     ballot::Ballot,
-    storage::{Entry, Storage, StorageOp, StorageResult},
+    storage::{Entry, OriginIds, OriginTable, Storage, StorageOp, StorageResult},
     util::{ConfigurationEnd, StopSign},
 };
 
@@ -59,6 +59,12 @@ pub struct MemoryStorage<T: Entry> {
     /// (or learned it in the new one). Boxed: written about once per
     /// configuration, and inline it would double the size of the handle.
     previous_end: Option<Box<ConfigurationEnd>>,
+    /// Where the held entries came from (see [`OriginIds`]).
+    origins: OriginIds,
+    /// What the compacted prefix held.
+    origin_table: OriginTable,
+    /// How many times a server started on this storage.
+    incarnation: u64,
 }
 
 // Written by hand: a derive would demand `T: Default`, which entries need not be.
@@ -74,6 +80,9 @@ impl<T: Entry> Default for MemoryStorage<T> {
             stopsign: None,
             snapshot: None,
             previous_end: None,
+            origins: OriginIds::new(),
+            origin_table: OriginTable::new(),
+            incarnation: 0,
         }
     }
 }
@@ -117,8 +126,10 @@ impl<T: Entry> MemoryStorage<T> {
                 let keep = self.offset(from_idx);
                 self.log.truncate(keep);
                 self.log.append(&mut entries);
+                self.origins.truncate(from_idx);
             }
             StorageOp::Trim(idx) => {
+                self.origins.trim(idx);
                 if idx > self.trimmed_idx {
                     let drop = ((idx - self.trimmed_idx) as usize).min(self.log.len());
                     self.log.drain(..drop);
@@ -132,6 +143,13 @@ impl<T: Entry> MemoryStorage<T> {
             StorageOp::SetStopsign(stopsign) => self.stopsign = stopsign,
             StorageOp::SetSnapshot(snapshot) => self.snapshot = snapshot,
             StorageOp::SetPreviousConfigurationEnd(end) => self.previous_end = end.map(Box::new),
+            StorageOp::SetOrigins(from_idx, ids) => {
+                self.origins.truncate(from_idx);
+                let appended = self.origins.append(&ids);
+                debug_assert!(appended, "bounds checked that the ids start at from_idx");
+            }
+            StorageOp::SetOriginTable(table) => self.origin_table = table,
+            StorageOp::SetIncarnation(n) => self.incarnation = n,
         }
     }
 }
@@ -254,6 +272,22 @@ impl<T: Entry> Storage<T> for MemoryStorage<T> {
 
     fn get_previous_configuration_end(&self) -> StorageResult<Option<ConfigurationEnd>> {
         Ok(self.previous_end.as_deref().cloned())
+    }
+
+    fn keeps_origins(&self) -> bool {
+        true
+    }
+
+    fn get_origins(&self, from: u64, to: u64) -> StorageResult<OriginIds> {
+        Ok(self.origins.range(from..to))
+    }
+
+    fn get_origin_table(&self) -> StorageResult<OriginTable> {
+        Ok(self.origin_table.clone())
+    }
+
+    fn get_incarnation(&self) -> StorageResult<u64> {
+        Ok(self.incarnation)
     }
 }
 

@@ -1561,6 +1561,10 @@ where
                 StorageOp::SetStopsign(stopsign) => changes.stopsign = Some(stopsign),
                 StorageOp::SetSnapshot(s) => changes.snapshot = Some(s),
                 StorageOp::SetPreviousConfigurationEnd(end) => changes.previous_end = Some(end),
+                // Not kept yet (`keeps_origins` is false): the protocol sends none.
+                StorageOp::SetOrigins(..)
+                | StorageOp::SetOriginTable(_)
+                | StorageOp::SetIncarnation(_) => {}
             }
         }
         debug_assert_eq!(plan.log_len(), bounds.log_len, "plan and bounds disagree");

@@ -73,7 +73,7 @@ fn options_for(seed: u64) -> (Vec<u64>, SimOptions) {
         // scenario tests check exactly-once where it is promised; here only
         // "every decided entry was proposed" is checked. Set this to false to
         // hunt for duplicates once the protocol deduplicates across leaders.
-        allow_duplicate_decisions: true,
+        allow_duplicate_decisions: std::env::var("SOAK_DUPS").is_ok(),
         replay_command: Some(format!(
             "{}SOAK_SEED={seed} cargo test -p omnipaxos_tests --test soak",
             std::env::var("SOAK_RECONFIG")

@@ -2,6 +2,9 @@
 //! [`Snapshot`] for compacting it, and [`Storage`] for persisting it.
 
 pub(crate) mod internal;
+pub mod origin;
+
+pub use origin::{OriginId, OriginIds, OriginRun, OriginTable};
 
 use crate::{
     ballot::Ballot,
@@ -156,6 +159,18 @@ pub enum StorageOp<T: Entry> {
     /// Persist (or clear) how the previous configuration ended (see
     /// [`Storage::set_previous_configuration_end`]).
     SetPreviousConfigurationEnd(Option<ConfigurationEnd>),
+    /// Forget the origin ids of indices `from_idx` and above (see
+    /// [`OriginIds::truncate`]), then add these, which all lie at `from_idx`
+    /// or above. Sent only to a storage that [keeps origins](Storage::keeps_origins),
+    /// in the batch that writes the entries.
+    SetOrigins(u64, OriginIds),
+    /// Persist what the compacted prefix of the log held (see
+    /// [`OriginTable`]). Sent only to a storage that keeps origins, in the
+    /// batch that trims or installs a snapshot.
+    SetOriginTable(OriginTable),
+    /// Persist this server's incarnation: how many times it started on this
+    /// storage. Sent only to a storage that keeps origins.
+    SetIncarnation(u64),
 }
 
 /// Where a server keeps its log and its protocol state.
@@ -252,4 +267,40 @@ pub trait Storage<T: Entry> {
     /// Returns how the previous configuration ended, if this server
     /// persisted it (`None` for a new storage and in the first configuration).
     fn get_previous_configuration_end(&self) -> StorageResult<Option<ConfigurationEnd>>;
+
+    /// Whether this storage keeps the origin of every entry (which server
+    /// proposed it; see [`origin`]): the [`StorageOp::SetOrigins`],
+    /// [`StorageOp::SetOriginTable`] and [`StorageOp::SetIncarnation`] writes
+    /// and the three getters below. Both storages of `omnipaxos_storage` do.
+    ///
+    /// Origins are what make an append decided exactly once: a leader that
+    /// finds a retried proposal's id in its log acknowledges it instead of
+    /// appending it again. With a storage that returns `false` (the default,
+    /// so that storages written before origins existed still build) the
+    /// protocol never sends those writes, and an entry forwarded to a leader
+    /// that fails may be decided twice.
+    ///
+    /// A storage that keeps origins applies [`OriginIds::truncate`] to its
+    /// ids wherever [`append_on_prefix`](Self::append_on_prefix) cuts the log
+    /// and [`OriginIds::trim`] wherever [`trim`](Self::trim) trims it, in the
+    /// same all-or-nothing batch.
+    fn keeps_origins(&self) -> bool {
+        false
+    }
+
+    /// Returns the origin ids of the entries in `[from, to)`, clamped as in
+    /// [`get_entries`](Self::get_entries).
+    fn get_origins(&self, _from: u64, _to: u64) -> StorageResult<OriginIds> {
+        Ok(OriginIds::new())
+    }
+
+    /// Returns what the compacted prefix held, as last persisted (empty for a new storage).
+    fn get_origin_table(&self) -> StorageResult<OriginTable> {
+        Ok(OriginTable::new())
+    }
+
+    /// Returns this server's incarnation as last persisted (0 for a new storage).
+    fn get_incarnation(&self) -> StorageResult<u64> {
+        Ok(0)
+    }
 }

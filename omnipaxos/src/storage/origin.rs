@@ -1,0 +1,512 @@
+//! Where each log entry came from: the identity a proposal keeps from the
+//! server that made it to every log that holds it, so that a proposal sent
+//! twice (a retry to a new leader, say) is appended once.
+//!
+//! * [`OriginId`] names one proposal: the server that made it, that
+//!   server's incarnation (one more on every start on the same storage) and
+//!   a sequence number the server counts up in that incarnation.
+//! * [`OriginIds`] maps log indices to the ids of the entries there, in runs:
+//!   a leader's batch of its own proposals, or a follower's forwarded batch,
+//!   has consecutive indices and consecutive sequence numbers, and is one
+//!   run of five numbers however many entries it holds.
+//! * [`OriginTable`] says which proposals the compacted part of a log held
+//!   (trimmed or taken into a snapshot), per origin: the newest incarnation
+//!   seen and the sequence numbers of it, as ranges.
+//!
+//! Storages keep all three for the protocol (see
+//! [`Storage::keeps_origins`](super::Storage::keeps_origins)); the values
+//! are opaque to them beyond [`OriginIds::truncate`] and
+//! [`OriginIds::trim`], which a storage calls when its log is cut or
+//! trimmed.
+
+use crate::util::NodeId;
+use serde::{Deserialize, Serialize};
+use std::ops::Range;
+
+/// The identity of one proposal: made by server `origin` in its
+/// `incarnation`-th life on its storage, `seq`-th in that life.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+pub struct OriginId {
+    /// The server that proposed the entry.
+    pub origin: NodeId,
+    /// How many times that server had started on its storage when it proposed.
+    pub incarnation: u64,
+    /// The proposal's number among that server's proposals in that incarnation.
+    pub seq: u64,
+}
+
+impl OriginId {
+    /// The id `k` proposals after this one in the same incarnation.
+    fn plus(self, k: u64) -> Option<Self> {
+        Some(Self {
+            seq: self.seq.checked_add(k)?,
+            ..self
+        })
+    }
+}
+
+/// Consecutive log indices `idx..idx + len` holding the proposals
+/// `first`, `first.seq + 1`, ... of one origin and incarnation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OriginRun {
+    /// The log index of the run's first entry.
+    pub idx: u64,
+    /// How many entries the run covers (at least one).
+    pub len: u64,
+    /// The id of the entry at `idx`; the one at `idx + k` has `seq + k`.
+    pub first: OriginId,
+}
+
+impl OriginRun {
+    /// One past the run's last index.
+    pub fn end(&self) -> u64 {
+        self.idx + self.len
+    }
+
+    /// Whether `next` at index `idx` continues this run.
+    fn continued_by(&self, idx: u64, next: &OriginId) -> bool {
+        idx == self.end()
+            && next.origin == self.first.origin
+            && next.incarnation == self.first.incarnation
+            && self
+                .first
+                .plus(self.len)
+                .is_some_and(|id| id.seq == next.seq)
+    }
+}
+
+/// The ids of the entries of a stretch of log, by index, as runs sorted by
+/// index that do not overlap. An index no run covers holds an entry with no
+/// id (one written before ids existed).
+///
+/// Deserialising checks the runs (sorted, not overlapping, not empty, no
+/// index or sequence number overflowing), so a value from a peer or a disk
+/// is well-formed or an error.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "Vec<OriginRun>", into = "Vec<OriginRun>")]
+pub struct OriginIds {
+    runs: Vec<OriginRun>,
+}
+
+/// Why a list of runs is not an [`OriginIds`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MalformedOriginIds(&'static str);
+
+impl std::fmt::Display for MalformedOriginIds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "malformed origin ids: {}", self.0)
+    }
+}
+
+impl std::error::Error for MalformedOriginIds {}
+
+impl TryFrom<Vec<OriginRun>> for OriginIds {
+    type Error = MalformedOriginIds;
+
+    fn try_from(runs: Vec<OriginRun>) -> Result<Self, Self::Error> {
+        let mut end = 0;
+        for run in &runs {
+            if run.len == 0 {
+                return Err(MalformedOriginIds("a run is empty"));
+            }
+            if run.idx < end {
+                return Err(MalformedOriginIds("runs overlap or are out of order"));
+            }
+            end = run
+                .idx
+                .checked_add(run.len)
+                .ok_or(MalformedOriginIds("a run's end overflows"))?;
+            if run.first.seq.checked_add(run.len).is_none() {
+                return Err(MalformedOriginIds("a run's sequence numbers overflow"));
+            }
+        }
+        Ok(Self { runs })
+    }
+}
+
+impl From<OriginIds> for Vec<OriginRun> {
+    fn from(ids: OriginIds) -> Self {
+        ids.runs
+    }
+}
+
+impl OriginIds {
+    /// No ids.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Whether no index has an id.
+    pub fn is_empty(&self) -> bool {
+        self.runs.is_empty()
+    }
+
+    /// The runs, sorted by index.
+    pub fn runs(&self) -> &[OriginRun] {
+        &self.runs
+    }
+
+    /// One past the last index with an id (0 if none has one).
+    pub fn end(&self) -> u64 {
+        self.runs.last().map_or(0, OriginRun::end)
+    }
+
+    /// How many indices have an id.
+    pub fn count(&self) -> u64 {
+        self.runs.iter().map(|r| r.len).sum()
+    }
+
+    /// Gives index `idx` the id `id`. Indices only grow: `idx` is at least
+    /// [`end`](Self::end), or the call changes nothing and returns `false`.
+    pub fn push(&mut self, idx: u64, id: OriginId) -> bool {
+        if idx < self.end() || idx == u64::MAX || id.seq == u64::MAX {
+            return false;
+        }
+        match self.runs.last_mut() {
+            Some(last) if last.continued_by(idx, &id) => last.len += 1,
+            _ => self.runs.push(OriginRun {
+                idx,
+                len: 1,
+                first: id,
+            }),
+        }
+        true
+    }
+
+    /// Appends `other`, whose indices all lie at or past [`end`](Self::end)
+    /// (else returns `false` and changes nothing), joining runs that continue.
+    pub fn append(&mut self, other: &OriginIds) -> bool {
+        if other.runs.first().is_some_and(|r| r.idx < self.end()) {
+            return false;
+        }
+        for run in &other.runs {
+            match self.runs.last_mut() {
+                Some(last) if last.continued_by(run.idx, &run.first) => last.len += run.len,
+                _ => self.runs.push(*run),
+            }
+        }
+        true
+    }
+
+    /// The same ids, every index moved by `+by` (`None` if one overflows).
+    pub fn shifted(&self, by: u64) -> Option<OriginIds> {
+        let mut runs = self.runs.clone();
+        for run in &mut runs {
+            run.idx = run.idx.checked_add(by)?;
+            run.idx.checked_add(run.len)?;
+        }
+        Some(Self { runs })
+    }
+
+    /// Forgets the ids of indices `from` and above (the log was cut there).
+    pub fn truncate(&mut self, from: u64) {
+        let keep = self.runs.partition_point(|r| r.idx < from);
+        self.runs.truncate(keep);
+        if let Some(last) = self.runs.last_mut() {
+            if last.end() > from {
+                last.len = from - last.idx;
+            }
+        }
+    }
+
+    /// Forgets the ids of indices below `below` (the log was trimmed there).
+    pub fn trim(&mut self, below: u64) {
+        let drop = self.runs.partition_point(|r| r.end() <= below);
+        self.runs.drain(..drop);
+        if let Some(first) = self.runs.first_mut() {
+            if first.idx < below {
+                let cut = below - first.idx;
+                first.idx = below;
+                first.len -= cut;
+                first.first.seq += cut;
+            }
+        }
+    }
+
+    /// The ids of indices in `range`.
+    pub fn range(&self, range: Range<u64>) -> OriginIds {
+        let mut out = self.clone_from_index(range.start);
+        out.truncate(range.end);
+        out
+    }
+
+    /// The ids of indices `from` and above.
+    fn clone_from_index(&self, from: u64) -> OriginIds {
+        let first = self.runs.partition_point(|r| r.end() <= from);
+        let mut out = OriginIds {
+            runs: self.runs[first..].to_vec(),
+        };
+        out.trim(from);
+        out
+    }
+
+    /// The id of the entry at `idx`, if it has one.
+    pub fn get(&self, idx: u64) -> Option<OriginId> {
+        let pos = self.runs.partition_point(|r| r.end() <= idx);
+        let run = self.runs.get(pos).filter(|r| r.idx <= idx)?;
+        run.first.plus(idx - run.idx)
+    }
+
+    /// Every `(index, id)`, by index.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, OriginId)> + '_ {
+        self.runs.iter().flat_map(|run| {
+            (0..run.len).map(move |k| {
+                (
+                    run.idx + k,
+                    OriginId {
+                        seq: run.first.seq + k,
+                        ..run.first
+                    },
+                )
+            })
+        })
+    }
+}
+
+/// What the compacted part of a log held, per origin: its newest
+/// incarnation seen there and which sequence numbers of that incarnation,
+/// as sorted, disjoint ranges. Older incarnations are forgotten: a server
+/// that started again does not retry what it proposed before.
+///
+/// Bounded: an origin keeps at most [`OriginTable::MAX_RANGES`] ranges. A
+/// proposal is retried only until it is decided, so holes between ranges
+/// close as the retries arrive; if they ever exceed the bound, the lowest
+/// range is forgotten, and a retry of a proposal in it would be appended
+/// again.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OriginTable {
+    origins: Vec<OriginSeqs>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct OriginSeqs {
+    origin: NodeId,
+    incarnation: u64,
+    /// Half-open `(start, end)` ranges of sequence numbers, sorted, disjoint
+    /// and not touching.
+    seqs: Vec<(u64, u64)>,
+}
+
+impl OriginTable {
+    /// How many ranges one origin keeps at most.
+    pub const MAX_RANGES: usize = 1024;
+
+    /// An empty table.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Whether the table knows no proposal.
+    pub fn is_empty(&self) -> bool {
+        self.origins.is_empty()
+    }
+
+    /// How many origins the table has a record of.
+    pub fn origins(&self) -> usize {
+        self.origins.len()
+    }
+
+    /// The newest incarnation of `origin` the table knows.
+    pub fn incarnation_of(&self, origin: NodeId) -> Option<u64> {
+        self.record(origin).map(|r| r.incarnation)
+    }
+
+    fn record(&self, origin: NodeId) -> Option<&OriginSeqs> {
+        self.origins
+            .binary_search_by_key(&origin, |r| r.origin)
+            .ok()
+            .map(|i| &self.origins[i])
+    }
+
+    /// Whether the proposal must not be appended again: it is in the table,
+    /// or it belongs to an incarnation of its origin older than the newest
+    /// one the table knows (that life is over; its proposals are retried no more).
+    pub fn covers(&self, id: &OriginId) -> bool {
+        let Some(r) = self.record(id.origin) else {
+            return false;
+        };
+        if id.incarnation != r.incarnation {
+            return id.incarnation < r.incarnation;
+        }
+        let pos = r.seqs.partition_point(|&(_, end)| end <= id.seq);
+        r.seqs.get(pos).is_some_and(|&(start, _)| start <= id.seq)
+    }
+
+    /// Adds the proposals `first`, `first.seq + 1`, ... (`len` of them).
+    pub fn insert_run(&mut self, first: OriginId, len: u64) {
+        let Some(end) = first.seq.checked_add(len).filter(|_| len > 0) else {
+            return;
+        };
+        let i = match self
+            .origins
+            .binary_search_by_key(&first.origin, |r| r.origin)
+        {
+            Ok(i) => i,
+            Err(i) => {
+                self.origins.insert(
+                    i,
+                    OriginSeqs {
+                        origin: first.origin,
+                        incarnation: first.incarnation,
+                        seqs: Vec::new(),
+                    },
+                );
+                i
+            }
+        };
+        let r = &mut self.origins[i];
+        if first.incarnation < r.incarnation {
+            return;
+        }
+        if first.incarnation > r.incarnation {
+            r.incarnation = first.incarnation;
+            r.seqs.clear();
+        }
+        let (mut start, mut end) = (first.seq, end);
+        // The ranges that touch or overlap [start, end) merge with it.
+        let lo = r.seqs.partition_point(|&(_, e)| e < start);
+        let hi = r.seqs.partition_point(|&(s, _)| s <= end);
+        if lo < hi {
+            start = start.min(r.seqs[lo].0);
+            end = end.max(r.seqs[hi - 1].1);
+        }
+        r.seqs.splice(lo..hi, [(start, end)]);
+        if r.seqs.len() > Self::MAX_RANGES {
+            r.seqs.remove(0);
+        }
+    }
+
+    /// Adds every proposal of `ids`.
+    pub fn absorb(&mut self, ids: &OriginIds) {
+        for run in ids.runs() {
+            self.insert_run(run.first, run.len);
+        }
+    }
+
+    /// Checks a table from a peer or a disk: sorted, unique origins, ranges
+    /// sorted, disjoint, not empty and not more than the bound.
+    pub fn is_well_formed(&self) -> bool {
+        self.origins.windows(2).all(|w| w[0].origin < w[1].origin)
+            && self.origins.iter().all(|r| {
+                r.seqs.len() <= Self::MAX_RANGES
+                    && r.seqs.iter().all(|&(s, e)| s < e)
+                    && r.seqs.windows(2).all(|w| w[0].1 < w[1].0)
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(origin: NodeId, incarnation: u64, seq: u64) -> OriginId {
+        OriginId {
+            origin,
+            incarnation,
+            seq,
+        }
+    }
+
+    #[test]
+    fn consecutive_proposals_of_one_origin_make_one_run() {
+        let mut ids = OriginIds::new();
+        for k in 0..100 {
+            assert!(ids.push(10 + k, id(1, 1, 5 + k)));
+        }
+        assert!(ids.push(110, id(2, 1, 1)));
+        assert_eq!(ids.runs().len(), 2);
+        assert_eq!(ids.get(50), Some(id(1, 1, 45)));
+        assert_eq!(ids.get(110), Some(id(2, 1, 1)));
+        assert_eq!(ids.get(9), None);
+        assert!(!ids.push(5, id(3, 1, 1)), "indices only grow");
+    }
+
+    #[test]
+    fn truncate_and_trim_cut_runs_where_the_log_was_cut() {
+        let mut ids = OriginIds::new();
+        for k in 0..10 {
+            ids.push(k, id(1, 1, k));
+        }
+        for k in 10..20 {
+            ids.push(k, id(2, 1, k));
+        }
+        ids.truncate(15);
+        assert_eq!(ids.end(), 15);
+        ids.trim(3);
+        assert_eq!(ids.get(3), Some(id(1, 1, 3)));
+        assert_eq!(ids.get(2), None);
+        assert_eq!(ids.count(), 12);
+        let r = ids.range(5..12);
+        assert_eq!(
+            r.iter().map(|(i, _)| i).collect::<Vec<_>>(),
+            (5..12).collect::<Vec<_>>()
+        );
+        assert_eq!(r.get(11), Some(id(2, 1, 11)));
+    }
+
+    #[test]
+    fn appended_runs_join_and_shift() {
+        let mut a = OriginIds::new();
+        a.push(0, id(1, 1, 1));
+        let mut b = OriginIds::new();
+        b.push(0, id(1, 1, 2));
+        b.push(1, id(1, 1, 3));
+        let b = b.shifted(1).expect("no overflow");
+        assert!(a.append(&b));
+        assert_eq!(a.runs().len(), 1);
+        assert_eq!(a.count(), 3);
+        assert!(!a.append(&b), "b's indices lie below a's end now");
+    }
+
+    #[test]
+    fn malformed_runs_do_not_deserialise() {
+        let run = |idx, len| OriginRun {
+            idx,
+            len,
+            first: id(1, 1, 1),
+        };
+        assert!(OriginIds::try_from(vec![run(0, 0)]).is_err());
+        assert!(OriginIds::try_from(vec![run(5, 2), run(6, 1)]).is_err());
+        assert!(OriginIds::try_from(vec![run(u64::MAX, 2)]).is_err());
+        assert!(OriginIds::try_from(vec![run(0, 2), run(2, 1)]).is_ok());
+    }
+
+    #[test]
+    fn the_table_merges_ranges_and_forgets_older_incarnations() {
+        let mut t = OriginTable::new();
+        t.insert_run(id(1, 1, 1), 5);
+        t.insert_run(id(1, 1, 10), 5);
+        assert!(t.covers(&id(1, 1, 3)));
+        assert!(!t.covers(&id(1, 1, 7)));
+        t.insert_run(id(1, 1, 7), 2);
+        assert!(t.covers(&id(1, 1, 7)));
+        assert!(!t.covers(&id(1, 1, 6)));
+        assert_eq!(t.record(1).map(|r| r.seqs.len()), Some(3));
+        t.insert_run(id(1, 1, 6), 1);
+        t.insert_run(id(1, 1, 9), 1);
+        assert_eq!(t.record(1).map(|r| r.seqs.clone()), Some(vec![(1, 15)]));
+        t.insert_run(id(1, 2, 1), 1);
+        assert!(
+            t.covers(&id(1, 1, 99)),
+            "an older life's proposal is not appended again"
+        );
+        assert!(!t.covers(&id(1, 2, 2)));
+        assert!(!t.covers(&id(2, 1, 1)));
+        assert!(t.is_well_formed());
+    }
+
+    #[test]
+    fn the_table_keeps_a_bounded_number_of_ranges() {
+        let mut t = OriginTable::new();
+        for k in 0..(OriginTable::MAX_RANGES as u64 + 10) {
+            t.insert_run(id(1, 1, 2 * k), 1);
+        }
+        assert_eq!(
+            t.record(1).map(|r| r.seqs.len()),
+            Some(OriginTable::MAX_RANGES)
+        );
+        assert!(t.is_well_formed());
+    }
+}
