@@ -51,7 +51,7 @@
 
 use crate::{
     ballot::Ballot,
-    storage::Entry,
+    storage::{Entry, OriginIds, OriginTable},
     util::{ConfigurationEnd, ConfigurationId, NodeId, StopSign},
 };
 use derive_where::derive_where;
@@ -290,6 +290,10 @@ pub struct PullLogReply<T: Entry> {
     pub snapshot: Option<T::Snapshot>,
     /// The decided entries `from_idx..to_idx`.
     pub entries: Vec<T>,
+    /// Where those entries came from, index 0 being `from_idx`.
+    pub origins: OriginIds,
+    /// With a snapshot: what the source's log held below `from_idx`.
+    pub origin_table: Option<OriginTable>,
     /// How the configuration before the joiner's ended, if the source knows:
     /// the joiner can then tell that configuration's stragglers (see
     /// [`StopSignDecided`]).
@@ -330,6 +334,8 @@ pub struct PullSnapshotPart<T: Entry> {
     pub parts: u32,
     /// The part.
     pub snapshot: T::Snapshot,
+    /// What the source's log held below `covers` (see [`OriginTable`]).
+    pub origin_table: OriginTable,
     /// How the configuration before the joiner's ended, if the source
     /// knows, as in [`PullLogReply::stopsign`].
     pub stopsign: Option<StopSignDecided>,
@@ -467,9 +473,28 @@ pub struct LogSync<T: Entry> {
     pub sync_idx: u64,
     /// The entries from `sync_idx` on.
     pub suffix: Vec<T>,
+    /// Where the suffix's entries came from, index 0 being `sync_idx`.
+    pub suffix_origins: OriginIds,
+    /// With a snapshot: what the sender's log held below `sync_idx`.
+    pub origin_table: Option<OriginTable>,
     /// The stop-sign after the suffix, if the sender has one.
     pub stopsign: Option<StopSign>,
 }
+}
+
+impl<T: Entry> LogSync<T> {
+    /// Drops the first `k` entries of the suffix (the receiver has them),
+    /// moving the sync index and the ids with them.
+    pub(crate) fn skip(&mut self, k: usize) {
+        let k = k.min(self.suffix.len());
+        self.suffix.drain(..k);
+        self.sync_idx += k as u64;
+        self.suffix_origins.trim(k as u64);
+        self.suffix_origins = self
+            .suffix_origins
+            .shifted_down(k as u64)
+            .unwrap_or_default();
+    }
 }
 
 /// A snapshot in a [`LogSync`].
@@ -561,6 +586,8 @@ pub struct SnapshotPart<T: Entry> {
     pub parts: u32,
     /// The part.
     pub snapshot: T::Snapshot,
+    /// In the last part: what the sender's log held below `sync_idx`.
+    pub origin_table: Option<OriginTable>,
 }
 }
 
@@ -591,6 +618,8 @@ pub struct AcceptDecide<T: Entry> {
     /// Entries to append at the end of the follower's log (shared with the
     /// other followers' messages until serialised).
     pub entries: Entries<T>,
+    /// Where the entries came from, index 0 being the first entry.
+    pub origins: OriginIds,
     /// Acknowledgements of this follower's forwarded batches whose entries
     /// travel in this message (or went before it): a follower never holds
     /// its own forwarded entries without knowing they were acknowledged.
@@ -638,6 +667,10 @@ pub struct ProposalForward<T: Entry> {
     pub id: ForwardId,
     /// The proposals.
     pub entries: Vec<T>,
+    /// The proposals' ids, index 0 being the first proposal: a leader that
+    /// finds one in its log (the batch reached an earlier leader) does not
+    /// append it again.
+    pub origins: OriginIds,
 }
 
 /// Names a batch of forwarded proposals (or a follower's read request),
@@ -662,7 +695,7 @@ pub struct ForwardId {
 }
 
 /// The leader appended a forwarded batch.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ProposalAck {
     /// The leader's ballot.
@@ -671,6 +704,10 @@ pub struct ProposalAck {
     pub id: ForwardId,
     /// The log index the first entry of the batch got.
     pub first_idx: u64,
+    /// Empty if the batch's entries are at `first_idx` and on; otherwise
+    /// the index of each (some were in the log already, where an earlier
+    /// leader put them).
+    pub placed: Vec<u64>,
 }
 
 /// A leader election message with its envelope.

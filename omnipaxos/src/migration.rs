@@ -50,7 +50,7 @@ use crate::{
     clock::LogicalClock,
     errors::ConfigError,
     messages::{PaxosMsg, PullLog, PullLogReply, PullSnapshot, PullSnapshotPart, StopSignDecided},
-    storage::{Entry, Snapshot},
+    storage::{Entry, OriginIds, OriginRun, OriginTable, Snapshot},
     util::{ConfigurationId, MAX_LOG_INDEX, NodeId},
 };
 
@@ -372,6 +372,10 @@ pub(crate) struct Ready<T: Entry> {
     pub(crate) snapshot: Option<T::Snapshot>,
     pub(crate) start: u64,
     pub(crate) entries: Vec<T>,
+    /// The entries' origin ids, index 0 being `start`.
+    pub(crate) origins: OriginIds,
+    /// With a snapshot: what the log below `start` held.
+    pub(crate) origin_table: Option<OriginTable>,
 }
 
 /// What the resend timer found ([`Joining::tick`]).
@@ -384,6 +388,11 @@ pub(crate) struct TickReport {
 
 /// The joiner's progress.
 pub(crate) struct Joining<T: Entry> {
+    /// The origin ids of pulled entries not yet written, as the replies
+    /// gave them (absolute indices; sources may overlap).
+    pulled_origins: Vec<OriginRun>,
+    /// What the compacted prefix of the snapshot pulled held.
+    pulled_table: Option<OriginTable>,
     /// This server and its configuration: a reply's word on how the previous
     /// configuration ended must name them.
     pid: NodeId,
@@ -487,6 +496,8 @@ impl<T: Entry> Joining<T> {
             recorded,
             held_bytes: 0,
             peak_held_bytes: 0,
+            pulled_origins: Vec::new(),
+            pulled_table: None,
             stored_at_last_resend: from,
             stalled: false,
             resend: LogicalClock::with(settings.resend_ticks),
@@ -811,6 +822,15 @@ impl<T: Entry> Joining<T> {
         if !shape_ok || reply.to_idx > self.log_len || reply.from_idx > MAX_LOG_INDEX {
             return;
         }
+        // Ids name the reply's entries, or nothing.
+        if reply.origins.end() > reply.entries.len() as u64
+            || reply
+                .origin_table
+                .as_ref()
+                .is_some_and(|t| reply.snapshot.is_none() || !t.is_well_formed())
+        {
+            return;
+        }
         self.learn_stopsign(from, reply.stopsign.as_ref());
         let Some(i) = self.parts.iter().position(|p| {
             !p.is_complete()
@@ -822,6 +842,9 @@ impl<T: Entry> Joining<T> {
             return;
         };
         let s = self.sources.iter().position(|s| s.pid == from);
+        if let Some(ids) = reply.origins.shifted(reply.from_idx) {
+            self.pulled_origins.extend_from_slice(ids.runs());
+        }
         match reply.snapshot {
             // A source that compacted past where the part continues answers
             // with its snapshot (of everything below `from_idx`) and the
@@ -840,6 +863,7 @@ impl<T: Entry> Joining<T> {
                     self.held_bytes = self.held_bytes.saturating_sub(old.bytes);
                 }
                 self.hold(bytes);
+                self.pulled_table = reply.origin_table;
                 self.snapshot = Some(SnapshotPart {
                     covers,
                     snapshot,
@@ -964,7 +988,15 @@ impl<T: Entry> Joining<T> {
                 stalls: 0,
             });
         }
-        let Some(g) = self.gathering.as_mut().filter(|g| same(g)) else {
+        if !self.gathering.as_ref().is_some_and(same) {
+            return;
+        }
+        if m.origin_table.is_well_formed() {
+            self.pulled_table
+                .get_or_insert_with(OriginTable::new)
+                .merge(&m.origin_table);
+        }
+        let Some(g) = self.gathering.as_mut() else {
             return;
         };
         let at = g.got.len() as u32;
@@ -1169,10 +1201,20 @@ impl<T: Entry> Joining<T> {
         if snapshot.is_none() && entries.is_empty() {
             return None;
         }
+        let origins = OriginIds::from_overlapping(&mut self.pulled_origins, start..end)
+            .shifted_down(start)
+            .unwrap_or_default();
+        let origin_table = if snapshot.is_some() {
+            Some(self.pulled_table.take().unwrap_or_default())
+        } else {
+            None
+        };
         Some(Ready {
             snapshot,
             start,
             entries,
+            origins,
+            origin_table,
         })
     }
 
@@ -1180,6 +1222,7 @@ impl<T: Entry> Joining<T> {
     pub(crate) fn stored(&mut self, idx: u64) {
         debug_assert!(idx >= self.stored, "the stored prefix only grows");
         self.stored = self.stored.max(idx);
+        self.pulled_origins.retain(|r| r.end() > idx);
         self.drop_below(self.stored);
         self.fill();
     }

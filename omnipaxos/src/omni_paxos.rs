@@ -123,7 +123,8 @@ where
                 reason = "the logger is () without the feature"
             )
         )]
-        let seq_paxos = SequencePaxos::with(&config, storage, logger.clone());
+        let mut seq_paxos = SequencePaxos::with(&config, storage, logger.clone());
+        seq_paxos.start_incarnation()?;
         #[cfg_attr(
             not(feature = "logging"),
             allow(
@@ -446,6 +447,8 @@ where
             "the new node knows how the old configuration ended"
         );
         node.seq_paxos.set_next_tag(handover.next_tag);
+        node.seq_paxos
+            .continue_identity(handover.incarnation, handover.next_seq);
         node.decided_scratch = handover.decided_tags;
         if handover.known_until < handover.stop_idx {
             // The stop-sign was decided without us, and our log holds the
@@ -460,7 +463,7 @@ where
         for p in handover.carried {
             // The new node has no leader yet: entries wait in its buffer,
             // which has room for what the old one held.
-            if node.seq_paxos.append_tagged(p.entry, p.tag).is_err() {
+            if node.seq_paxos.append_carried(p).is_err() {
                 break;
             }
         }

@@ -432,7 +432,7 @@ impl<T: Entry> Reconfiguration<T> {
             let Some(ready) = joining.take_ready() else {
                 break;
             };
-            match seq_paxos.append_pulled(ready.snapshot, ready.start, ready.entries) {
+            match seq_paxos.append_pulled(ready) {
                 Ok(()) => joining.stored(seq_paxos.decided_idx()),
                 Err(e) => failure = Some(e),
             }

@@ -325,6 +325,7 @@ fn an_acknowledgement_from_another_than_the_leader_or_past_any_log_is_ignored() 
             n,
             id,
             first_idx: 0,
+            placed: Vec::new(),
         }
         .sent(m, f),
     );
@@ -334,6 +335,7 @@ fn an_acknowledgement_from_another_than_the_leader_or_past_any_log_is_ignored() 
             n,
             id,
             first_idx: u64::MAX,
+            placed: Vec::new(),
         }
         .sent(leader, f),
     );
@@ -503,6 +505,8 @@ fn a_pull_reply_from_a_server_not_asked_or_for_another_range_is_ignored() {
                 snapshot: None,
                 entries: (0..n).map(E).collect(),
                 stopsign: Some(ended.clone()),
+                origins: Default::default(),
+                origin_table: None,
             }
             .sent_in(CONFIG + 1, first.0, 4),
         );

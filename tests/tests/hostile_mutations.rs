@@ -294,6 +294,8 @@ fn mutate(rng: &mut ChaCha8Rng, msg: &mut Message<Value>) {
                                 sync_idx: num(r, 0),
                                 suffix: vec![Value(1)],
                                 stopsign: None,
+                                suffix_origins: Default::default(),
+                                origin_table: None,
                             });
                         }
                     },
@@ -411,6 +413,8 @@ fn extra_messages(corpus: &mut Vec<Message<Value>>) {
             snapshot: None,
             entries: vec![Value(1), Value(2)],
             stopsign: None,
+            origins: Default::default(),
+            origin_table: None,
         }),
     ));
     corpus.push(sp(
@@ -431,6 +435,7 @@ fn extra_messages(corpus: &mut Vec<Message<Value>>) {
             parts: 2,
             snapshot: ValueSnapshot { count: 4, hash: 7 },
             stopsign: None,
+            origin_table: Default::default(),
         }),
     ));
     corpus.push(sp(

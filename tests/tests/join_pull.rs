@@ -285,6 +285,8 @@ fn a_reply_for_a_range_not_asked_of_its_sender_is_ignored() {
                 snapshot: None,
                 entries: (from_idx..to_idx).map(|i| Value(1 << 40 | i)).collect(),
                 stopsign: Some(ended.clone()),
+                origins: Default::default(),
+                origin_table: None,
             }),
         })
     };

@@ -70,7 +70,6 @@ fn replacing_one_of_five_servers_while_proposals_keep_coming_keeps_the_log() {
         SimOptions {
             drop_probability: 0.05,
             max_delay_ticks: 2,
-            allow_duplicate_decisions: true,
             ..SimOptions::with_seed(11)
         },
     );

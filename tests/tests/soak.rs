@@ -67,13 +67,6 @@ fn options_for(seed: u64) -> (Vec<u64>, SimOptions) {
             read_quorum_size: 4,
             write_quorum_size: 2,
         }),
-        // `OmniPaxos::append` promises at-least-once only: a forwarded entry
-        // whose leader fails before acknowledging it goes to the next leader
-        // too, and random crashes and partitions make that happen. The
-        // scenario tests check exactly-once where it is promised; here only
-        // "every decided entry was proposed" is checked. Set this to false to
-        // hunt for duplicates once the protocol deduplicates across leaders.
-        allow_duplicate_decisions: std::env::var("SOAK_DUPS").is_ok(),
         replay_command: Some(format!(
             "{}SOAK_SEED={seed} cargo test -p omnipaxos_tests --test soak",
             std::env::var("SOAK_RECONFIG")
@@ -164,10 +157,19 @@ fn run_seed(seed: u64) -> SeedStats {
     // decided and reported to it, with its index (checked as each is
     // reported). A server that left with proposals it took cannot get them
     // decided; a driver tells its callers so when the stop-sign is decided.
-    cluster.run_until(
-        |c| c.unreported_proposals().is_empty(),
-        RECOVERY_TIMEOUTS * ett,
-    );
+    for _ in 0..RECOVERY_TIMEOUTS * ett {
+        if cluster.unreported_proposals().is_empty() {
+            break;
+        }
+        cluster.step();
+    }
+    let unreported = cluster.unreported_proposals();
+    if !unreported.is_empty() {
+        cluster.fail(
+            "every proposal taken is reported decided",
+            &format!("unreported, as (server, value): {unreported:?}"),
+        );
+    }
     let decided = cluster.decided_log();
     let distinct: HashSet<_> = decided.iter().collect();
     stats.decided = decided.len() as u64;

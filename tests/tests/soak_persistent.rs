@@ -60,10 +60,6 @@ fn options_for(seed: u64) -> (Vec<u64>, SimOptions) {
         call_reconnected: rng.gen_bool(0.5),
         joiners_ask_log_len: rng.gen_bool(0.5),
         max_entries_per_message: [4, 16, 64, 8192][rng.gen_range(0..4)],
-        // A forwarded proposal whose leader crashes before acknowledging it
-        // is forwarded again to the next leader (`OmniPaxos::append` promises
-        // at-least-once), and this soak crashes leaders all the time.
-        allow_duplicate_decisions: true,
         replay_command: Some(replay(seed)),
         ..SimOptions::default()
     };

@@ -141,10 +141,18 @@ where
             None => self.storage.get_entries(sync_idx, until.max(sync_idx))?,
         };
         let complete = sync_idx + suffix.len() as u64 >= self.storage.log_len();
+        let suffix_origins = self
+            .storage
+            .origins_of(sync_idx, sync_idx + suffix.len() as u64);
+        let origin_table = decided_snapshot
+            .is_some()
+            .then(|| self.origin_table_below(sync_idx));
         Ok(LogSync {
             decided_snapshot,
             sync_idx,
             suffix,
+            suffix_origins,
+            origin_table,
             stopsign: self.storage.stopsign().filter(|_| complete).cloned(),
         })
     }

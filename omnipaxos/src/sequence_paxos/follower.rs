@@ -2,7 +2,8 @@
 //! learn decisions, and forward proposals.
 
 use super::{
-    ForwardedBatch, MAX_SNAPSHOT_PARTS, Open, Phase, Proposal, SequencePaxos, SnapshotKey,
+    ForwardedBatch, MAX_SNAPSHOT_PARTS, NOT_APPENDED, Open, Phase, Placed, Proposal, SequencePaxos,
+    SnapshotKey,
 };
 use crate::{
     ballot::Ballot,
@@ -12,8 +13,8 @@ use crate::{
         PaxosMsg, Prepare, PrepareReq, Promise, ProposalAck, ProposalForward, SequenceNumber,
         SnapshotPart, SnapshotPartAck, SnapshotType,
     },
-    storage::{Entry, Snapshot, Storage, StorageResult},
-    util::{MAX_LOG_INDEX, NodeId},
+    storage::{Entry, OriginIds, Snapshot, Storage, StorageResult},
+    util::NodeId,
 };
 
 /// What a follower makes of a sequence number from its leader.
@@ -207,6 +208,7 @@ where
             self.send_snapshot_ack(from, &key, 0);
             return Ok(());
         };
+        let origin_table = part.origin_table;
         if part.part as usize == gathered.len() {
             gathered.push(part.snapshot);
         }
@@ -241,6 +243,7 @@ where
         } else {
             Vec::new()
         };
+        let suffix_origins = self.storage.origins_of(sync_idx, log_len);
         let stopsign = self
             .storage
             .stopsign()
@@ -250,6 +253,8 @@ where
             decided_snapshot: Some(decided_snapshot),
             sync_idx,
             suffix,
+            suffix_origins,
+            origin_table,
             stopsign,
         };
         let Some(sync) = self.checked_sync(sync) else {
@@ -322,8 +327,7 @@ where
         if log_sync.decided_snapshot.is_none() && log_sync.sync_idx < decided {
             // Our decided entries are these already: keep them.
             let have = ((decided - log_sync.sync_idx) as usize).min(log_sync.suffix.len());
-            log_sync.suffix.drain(..have);
-            log_sync.sync_idx += have as u64;
+            log_sync.skip(have);
         }
         let mut cut = self.install_sync(None, log_sync, end)?;
         log!(debug, self.logger, "installed part of the leader's decided log";
@@ -377,8 +381,7 @@ where
             // within a ballot never removes an entry the leader may have
             // counted as accepted here.
             let have = ((log_len - log_sync.sync_idx) as usize).min(log_sync.suffix.len());
-            log_sync.suffix = log_sync.suffix.split_off(have);
-            log_sync.sync_idx += have as u64;
+            log_sync.skip(have);
         }
         #[cfg(feature = "logging")]
         let (sync_idx, entries, snapshot) = (
@@ -474,8 +477,15 @@ where
             return Ok(());
         }
         let appended = !acc.entries.is_empty();
+        // Ids past the entries come from no correct leader: the entries are
+        // kept without them.
+        let origins = if acc.origins.end() <= acc.entries.len() as u64 {
+            acc.origins
+        } else {
+            OriginIds::new()
+        };
         self.storage
-            .append_and_decide(acc.entries.into_vec(), acc.decided_idx)?;
+            .append_and_decide(acc.entries.into_vec(), &origins, acc.decided_idx)?;
         for ack in acc.forward_acks {
             self.handle_proposal_ack(from, ack);
         }
@@ -520,17 +530,25 @@ where
 
     /// Forwards proposals to the leader and keeps them until it acknowledges
     /// them. Hands them back if that would exceed `buffer_size`.
-    pub(super) fn forward(&mut self, proposals: Vec<Proposal<T>>) -> Result<(), Vec<Proposal<T>>> {
+    pub(super) fn forward(
+        &mut self,
+        mut proposals: Vec<Proposal<T>>,
+    ) -> Result<(), Vec<Proposal<T>>> {
         if self.forwarded_len + proposals.len() > self.buffer_size {
             return Err(proposals);
         }
         self.forwarded_len += proposals.len();
+        for p in &mut proposals {
+            self.stamp(p);
+        }
         if let (Some(PaxosMsg::ProposalForward(fwd)), Some(batch)) = (
             self.outbox.open_mut(Open::Forward),
             self.forwarded.back_mut(),
         ) {
             // The open message carries the last batch: the proposals join both.
             if fwd.id == batch.id {
+                let at = fwd.entries.len() as u64;
+                fwd.origins.append(&origins_of(&proposals, at));
                 fwd.entries
                     .extend(proposals.iter().map(|p| p.entry.clone()));
                 batch.proposals.extend(proposals);
@@ -547,6 +565,7 @@ where
             n: self.leader,
             id,
             entries: entries_of(&proposals),
+            origins: origins_of(&proposals, 0),
         };
         self.forwarded.push_back(ForwardedBatch {
             id,
@@ -566,7 +585,7 @@ where
         let to = self.leader.pid;
         for i in 0..self.forwarded.len() {
             let batch = &mut self.forwarded[i];
-            if batch.acked.is_some_and(|(n, _)| n == self.leader) {
+            if batch.acked.as_ref().is_some_and(|(n, _)| *n == self.leader) {
                 continue;
             }
             batch.acked = None;
@@ -574,6 +593,7 @@ where
                 n: self.leader,
                 id: batch.id,
                 entries: entries_of(&batch.proposals),
+                origins: origins_of(&batch.proposals, 0),
             };
             self.send(to, PaxosMsg::ProposalForward(msg));
         }
@@ -591,11 +611,11 @@ where
             return;
         }
         if let Some(pos) = self.forwarded.iter().position(|b| b.id == ack.id) {
-            let len = self.forwarded[pos].proposals.len() as u64;
-            if ack.first_idx.saturating_add(len) > MAX_LOG_INDEX {
+            let len = self.forwarded[pos].proposals.len();
+            let Some(placed) = Placed::of(&ack, len) else {
                 return;
-            }
-            self.forwarded[pos].acked = Some((ack.n, ack.first_idx));
+            };
+            self.forwarded[pos].acked = Some((ack.n, placed));
             if pos + 1 == self.forwarded.len() {
                 // The open batch is acknowledged; later entries start a new one.
                 self.outbox.close(Open::Forward);
@@ -618,10 +638,10 @@ where
     ) {
         let leader = self.leader;
         for batch in &mut self.forwarded {
-            if let Some((n, first)) = batch.acked {
-                let end = first + batch.proposals.len() as u64;
+            if let Some((n, placed)) = batch.acked.take() {
+                let end = placed.end(batch.proposals.len());
                 batch.acked = (prev_round == Some(n) && end <= prev_len.min(kept_until))
-                    .then_some((leader, first));
+                    .then_some((leader, placed));
             }
         }
     }
@@ -634,14 +654,15 @@ where
         let before = self.forwarded.len();
         let mut freed = 0;
         let out = &mut self.decided_tags;
-        self.forwarded.retain(|b| match b.acked {
-            Some((n, first)) if n == leader && first + b.proposals.len() as u64 <= decided => {
+        self.forwarded.retain(|b| match &b.acked {
+            Some((n, placed)) if *n == leader && placed.end(b.proposals.len()) <= decided => {
                 freed += b.proposals.len();
                 out.extend(
-                    (first..)
-                        .zip(&b.proposals)
-                        .filter(|(_, p)| p.is_tagged())
-                        .map(|(idx, p)| (p.tag, idx)),
+                    b.proposals
+                        .iter()
+                        .enumerate()
+                        .filter(|(k, p)| p.is_tagged() && placed.at(*k) != NOT_APPENDED)
+                        .map(|(k, p)| (p.tag, placed.at(k))),
                 );
                 false
             }
@@ -672,6 +693,17 @@ where
             _ => {}
         }
     }
+}
+
+/// The ids of forwarded proposals, the first at index `at`.
+fn origins_of<T>(proposals: &[Proposal<T>], at: u64) -> OriginIds {
+    let mut ids = OriginIds::new();
+    for (k, p) in proposals.iter().enumerate() {
+        if let Some(id) = p.id {
+            ids.push(at + k as u64, id);
+        }
+    }
+    ids
 }
 
 /// The entries of forwarded proposals, as the leader gets them.

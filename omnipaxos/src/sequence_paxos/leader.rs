@@ -4,8 +4,9 @@
 use std::ops::Range;
 
 use super::{
-    FollowerProgress, LeaderPhase, LeaderState, Open, Phase, PromiseMeta, Proposal, Role,
-    RoleState, SequencePaxos,
+    FollowerProgress, LeaderPhase, LeaderState, NOT_APPENDED, Open, Phase, PromiseMeta, Proposal,
+    Role, RoleState, SequencePaxos,
+    dedup::{Found, LogIndex},
 };
 use crate::{
     ballot::Ballot,
@@ -15,7 +16,7 @@ use crate::{
         PaxosMsg, Prepare, PrepareReq, Promise, ProposalAck, ProposalForward, SequenceNumber,
         SnapshotPart, SnapshotPartAck, SnapshotType,
     },
-    storage::{Entry, Snapshot, Storage, StorageResult},
+    storage::{Entry, OriginIds, Snapshot, Storage, StorageResult},
     util::NodeId,
 };
 
@@ -239,9 +240,14 @@ where
             decided_snapshot: None,
             sync_idx: self.storage.log_len(),
             suffix: Vec::new(),
+            suffix_origins: OriginIds::new(),
+            origin_table: None,
             stopsign: self.storage.stopsign().cloned(),
         });
         let cut = self.install_sync(Some(self.leader), sync, decided)?;
+        // The log we lead is settled: which proposals it holds decides which
+        // retries are appended.
+        self.state.lead_mut().log_index = LogIndex::of(self.storage.origins());
         log!(info, self.logger, "leading";
             "n" => self.leader.n, "adopted_from" => max_pid, "log_len" => self.storage.log_len(),
             "decided_idx" => self.storage.decided_idx(), "cut_own" => cut.len());
@@ -265,18 +271,61 @@ where
         for batch in std::mem::take(&mut self.forwarded) {
             match batch.acked {
                 None => waiting.extend(batch.proposals),
-                Some((_, first)) => self.placed.extend(
-                    (first..)
-                        .zip(batch.proposals)
-                        .filter(|(_, p)| p.is_tagged())
-                        .map(|(idx, p)| (idx, p.tag)),
+                Some((_, placed)) => self.placed.extend(
+                    batch
+                        .proposals
+                        .into_iter()
+                        .enumerate()
+                        .filter(|(k, p)| p.is_tagged() && placed.at(*k) != NOT_APPENDED)
+                        .map(|(k, p)| (placed.at(k), p.tag)),
                 ),
+            }
+        }
+        self.forwarded_len = 0;
+        // A proposal of ours that the adopted log holds already (an earlier
+        // leader appended it, or a sync cut it from our log but the log we
+        // adopted has it) stays where it is.
+        // The same proposal twice among them (it was forwarded, and a sync
+        // cut it from our log too) goes in once, under the tag a copy has.
+        let mut once: Vec<Proposal<T>> = Vec::with_capacity(waiting.len());
+        let mut seen = std::collections::HashMap::new();
+        for p in waiting {
+            match p.id.and_then(|id| seen.get(&id).copied()) {
+                Some(i) => {
+                    let kept: &mut Proposal<T> = &mut once[i];
+                    if !kept.is_tagged() {
+                        kept.tag = p.tag;
+                    }
+                }
+                None => {
+                    if let Some(id) = p.id {
+                        seen.insert(id, once.len());
+                    }
+                    once.push(p);
+                }
+            }
+        }
+        let mut fresh = Vec::with_capacity(once.len());
+        for p in once {
+            let found = p.id.and_then(|id| {
+                self.state
+                    .lead()
+                    .log_index
+                    .find(&id, self.storage.origin_table())
+            });
+            match found {
+                Some(Found::At(idx)) => {
+                    if p.is_tagged() {
+                        self.placed.push_back((idx, p.tag));
+                    }
+                }
+                Some(Found::PreviousLife) => {}
+                None => fresh.push(p),
             }
         }
         // Those lie among our own placed proposals; keep them in index order.
         self.placed.make_contiguous().sort_unstable();
-        self.forwarded_len = 0;
-        for p in waiting {
+        for p in fresh {
             self.accept_entry(p)?;
         }
         // Reads and a stop-sign that waited for the prepare phase to end.
@@ -559,10 +608,13 @@ where
         p.accepted_idx = None;
         p.catch_up = None;
         p.decided_parts = None;
+        let origin_table = sync.origin_table.take().unwrap_or_default();
+        let p = &mut self.state.lead_mut().progress[slot];
         p.snapshot_stream = Some(Box::new(super::SnapshotStream {
             sync_idx: sync.sync_idx,
             delta_from,
             parts,
+            origin_table,
             sent: 0,
             acked: 0,
             progressed: true,
@@ -587,6 +639,7 @@ where
         while stream.sent < stream.parts.len()
             && stream.sent - stream.acked < super::CATCH_UP_WINDOW
         {
+            let last = stream.sent + 1 == stream.parts.len();
             let msg = PaxosMsg::SnapshotPart(SnapshotPart {
                 n,
                 sync_idx: stream.sync_idx,
@@ -594,6 +647,7 @@ where
                 part: stream.sent as u32,
                 parts: total,
                 snapshot: stream.parts[stream.sent].clone(),
+                origin_table: last.then(|| stream.origin_table.clone()),
             });
             stream.sent += 1;
             self.outbox.send(to, msg);
@@ -662,12 +716,14 @@ where
             let decided_idx = self.storage.decided_idx();
             let forward_acks =
                 std::mem::take(&mut self.state.lead_mut().progress[slot].pending_acks);
+            let origins = self.storage.origins_of(next, end);
             self.send_numbered(slot, |n, seq_num| {
                 PaxosMsg::AcceptDecide(AcceptDecide {
                     n,
                     seq_num,
                     decided_idx,
                     entries: entries.into(),
+                    origins,
                     forward_acks,
                 })
             });
@@ -677,7 +733,16 @@ where
     }
 
     /// Appends a proposal to the leader's log (through the batch) and replicates it.
-    pub(super) fn accept_entry(&mut self, p: Proposal<T>) -> StorageResult<()> {
+    pub(super) fn accept_entry(&mut self, mut p: Proposal<T>) -> StorageResult<()> {
+        if !self.takes_no_entries() {
+            self.stamp(&mut p);
+        }
+        self.accept_stamped(p)
+    }
+
+    /// [`accept_entry`](Self::accept_entry) for a proposal that keeps the id
+    /// it has, or none (another server's, forwarded to us).
+    pub(super) fn accept_stamped(&mut self, p: Proposal<T>) -> StorageResult<()> {
         if self.takes_no_entries() {
             // The stop-sign is the last entry of this configuration: nothing
             // may follow it. Direct appends are refused before this point;
@@ -688,9 +753,8 @@ where
             self.pending.push(p);
             return Ok(());
         }
-        let batch = &mut self.state.lead_mut().batch;
-        batch.push(p);
-        if batch.len() >= self.batch_size {
+        let log_len = self.storage.log_len();
+        if self.state.lead_mut().gather(p, log_len) >= self.batch_size {
             self.flush_batch()?;
         }
         Ok(())
@@ -720,6 +784,7 @@ where
                 .map(|(pos, tag)| (first_idx + pos as u64, tag)),
         );
         let mut entries = std::mem::take(&mut batch.entries);
+        let origins = std::mem::take(&mut batch.origins);
         // One copy of the batch for every follower that takes it, shared by
         // their messages.
         let mut staged = None;
@@ -729,7 +794,7 @@ where
                 let range = staged
                     .get_or_insert_with(|| self.outbox.stage(&entries))
                     .clone();
-                self.push_accept(slot, range);
+                self.push_accept(slot, range, &origins);
             }
         }
         if entries.len() == 1 {
@@ -737,10 +802,10 @@ where
             // handing a fresh Vec to storage for every entry.
             let entry = entries.pop().expect("length checked");
             self.state.lead_mut().batch.entries = entries;
-            self.storage.append_entry(entry)?;
+            self.storage.append_entry(entry, &origins)?;
         } else {
             self.state.lead_mut().batch.entries = Vec::with_capacity(self.batch_size);
-            self.storage.append_entries(entries)?;
+            self.storage.append_entries(entries, &origins)?;
         }
         // Our log is the longest in our ballot: no follower accepted more
         // than we sent it. So lengthening it moves the largest of the
@@ -754,8 +819,9 @@ where
 
     /// Adds the staged entries `range` to the follower's open `AcceptDecide`
     /// if the driver has not taken it yet, else opens a new one.
-    fn push_accept(&mut self, slot: usize, range: Range<usize>) {
+    fn push_accept(&mut self, slot: usize, range: Range<usize>, origins: &OriginIds) {
         let decided_idx = self.storage.decided_idx();
+        let carried = self.outbox.carried_len(slot) as u64;
         let mut forward_acks =
             std::mem::take(&mut self.state.lead_mut().progress[slot].pending_acks);
         let mut open = false;
@@ -764,6 +830,11 @@ where
                 PaxosMsg::AcceptDecide(acc) => {
                     acc.decided_idx = decided_idx;
                     acc.forward_acks.append(&mut forward_acks);
+                    let at = acc.entries.len() as u64 + carried;
+                    let joined = origins
+                        .shifted(at)
+                        .is_some_and(|ids| acc.origins.append(&ids));
+                    debug_assert!(joined, "the message's ids end before its entries do");
                     open = true;
                 }
                 PaxosMsg::Decide(dec) => {
@@ -773,6 +844,7 @@ where
                         seq_num: dec.seq_num,
                         decided_idx,
                         entries: Entries::new(),
+                        origins: origins.clone(),
                         forward_acks: std::mem::take(&mut forward_acks),
                     });
                     open = true;
@@ -787,6 +859,7 @@ where
                     seq_num,
                     decided_idx,
                     entries: Entries::new(),
+                    origins: origins.clone(),
                     forward_acks,
                 })
             });
@@ -896,35 +969,96 @@ where
         if self.phase() != Phase::Accept || self.slot(from).is_none() || self.takes_no_entries() {
             return Ok(());
         }
-        let first_idx = match self.recent_forwards.first_idx(from, fwd.id) {
-            // A retry of a batch already appended: acknowledge it again.
-            Some(first_idx) => first_idx,
-            None => {
-                let first_idx = self.storage.log_len() + self.state.lead_mut().batch.len() as u64;
-                let len = fwd.entries.len() as u64;
-                if let Some(slot) = self
-                    .slot(from)
-                    .filter(|&s| self.state.lead_mut().progress[s].synced)
-                {
-                    let ack = ProposalAck {
-                        n: self.leader,
-                        id: fwd.id,
-                        first_idx,
-                    };
-                    self.state.lead_mut().progress[slot].pending_acks.push(ack);
+        // One id per entry, each naming a server of this configuration
+        // (a deposed leader forwards the proposals of others it had
+        // gathered); anything else comes from no correct server.
+        let ids = &fwd.origins;
+        let well_formed = ids.is_empty()
+            || (ids.count() == fwd.entries.len() as u64
+                && ids.end() == fwd.entries.len() as u64
+                && ids
+                    .runs()
+                    .iter()
+                    .all(|r| r.first.origin == self.pid || self.slot(r.first.origin).is_some()));
+        if !well_formed {
+            log!(warn, self.logger, "a forward's ids do not name its sender's entries";
+                "from" => from);
+            return Ok(());
+        }
+        if let Some(first_idx) = self.recent_forwards.first_idx(from, fwd.id) {
+            // A retry of a batch this leadership appended: acknowledge it again.
+            let ack = ProposalAck {
+                n: self.leader,
+                id: fwd.id,
+                first_idx,
+                placed: Vec::new(),
+            };
+            self.send(from, PaxosMsg::ProposalAck(ack));
+            return Ok(());
+        }
+        // Each proposal goes where the log has it already (an earlier
+        // leader appended it), or at the end.
+        let mut placed = Vec::with_capacity(fwd.entries.len());
+        let mut fresh = Vec::with_capacity(fwd.entries.len());
+        // A proposal twice in one forward goes in once too.
+        let mut this_forward = std::collections::HashMap::new();
+        for (k, entry) in fwd.entries.into_iter().enumerate() {
+            let id = ids.get(k as u64);
+            let found = id.and_then(|id| {
+                this_forward
+                    .get(&id)
+                    .map(|&idx| Found::At(idx))
+                    .or_else(|| {
+                        self.state
+                            .lead()
+                            .log_index
+                            .find(&id, self.storage.origin_table())
+                    })
+            });
+            match found {
+                Some(Found::At(idx)) => placed.push(idx),
+                // The origin started again since: a proposal of its earlier
+                // life is appended at most once, so not now.
+                Some(Found::PreviousLife) => placed.push(NOT_APPENDED),
+                None => {
+                    let idx = self.storage.log_len()
+                        + (self.state.lead().batch.len() + fresh.len()) as u64;
+                    if let Some(id) = id {
+                        this_forward.insert(id, idx);
+                    }
+                    placed.push(idx);
+                    fresh.push(Proposal::untagged(entry, id));
                 }
-                for entry in fwd.entries {
-                    self.accept_entry(Proposal::untagged(entry))?;
-                }
-                self.recent_forwards.insert(from, fwd.id, first_idx, len);
-                first_idx
             }
+        }
+        let Some(&first_idx) = placed.first() else {
+            return Ok(());
         };
+        let in_order = placed.windows(2).all(|w| w[1] == w[0] + 1) && first_idx != NOT_APPENDED;
+        let all_fresh = fresh.len() == placed.len();
         let ack = ProposalAck {
             n: self.leader,
             id: fwd.id,
             first_idx,
+            placed: if in_order { Vec::new() } else { placed },
         };
+        if !fresh.is_empty() {
+            if let Some(slot) = self
+                .slot(from)
+                .filter(|&s| self.state.lead_mut().progress[s].synced)
+            {
+                self.state.lead_mut().progress[slot]
+                    .pending_acks
+                    .push(ack.clone());
+            }
+        }
+        let len = fresh.len() as u64;
+        for p in fresh {
+            self.accept_stamped(p)?;
+        }
+        if in_order && all_fresh {
+            self.recent_forwards.insert(from, fwd.id, first_idx, len);
+        }
         self.send(from, PaxosMsg::ProposalAck(ack));
         Ok(())
     }

@@ -27,6 +27,7 @@
 //! `step_follower`), then by kind.
 
 mod compaction;
+mod dedup;
 mod follower;
 mod leader;
 mod outbox;
@@ -50,7 +51,7 @@ use crate::{
         ProposalAck, SequenceNumber, SnapshotType,
     },
     quorum::Quorum,
-    storage::{Entry, Snapshot, Storage, StorageResult, internal::InternalStorage},
+    storage::{Entry, OriginId, Snapshot, Storage, StorageResult, internal::InternalStorage},
     util::{ConfigurationId, MAX_LOG_INDEX, NodeId, StopSign},
 };
 use outbox::{Open, Outbox};
@@ -103,8 +104,58 @@ struct ForwardedBatch<T> {
     id: ForwardId,
     /// The proposals, in the order the leader appends them.
     proposals: Vec<Proposal<T>>,
-    /// The leader's ballot and the index it gave the first entry, once acknowledged.
-    acked: Option<(Ballot, u64)>,
+    /// The leader's ballot and where it put the entries, once acknowledged.
+    acked: Option<(Ballot, Placed)>,
+}
+
+/// In a [`ProposalAck`]'s `placed`: the entry was not appended (a
+/// proposal of an earlier life of its origin, see `dedup.rs`).
+pub(super) const NOT_APPENDED: u64 = u64::MAX;
+
+/// Where a leader put a forwarded batch's entries: from an index on, or
+/// (when some were in its log already) one index each.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Placed {
+    From(u64),
+    Each(Vec<u64>),
+}
+
+impl Placed {
+    /// From an acknowledgement of a batch of `len` entries; `None` if the
+    /// indices cannot be those of such a batch.
+    fn of(ack: &ProposalAck, len: usize) -> Option<Self> {
+        if ack.placed.is_empty() {
+            return (ack.first_idx.saturating_add(len as u64) <= MAX_LOG_INDEX)
+                .then_some(Placed::From(ack.first_idx));
+        }
+        (ack.placed.len() == len
+            && ack
+                .placed
+                .iter()
+                .all(|&i| i < MAX_LOG_INDEX || i == NOT_APPENDED))
+        .then(|| Placed::Each(ack.placed.clone()))
+    }
+
+    /// The index of the `k`-th entry.
+    fn at(&self, k: usize) -> u64 {
+        match self {
+            Placed::From(first) => first + k as u64,
+            Placed::Each(v) => v[k],
+        }
+    }
+
+    /// One past the highest index of a batch of `len` entries (entries
+    /// not appended count for none).
+    fn end(&self, len: usize) -> u64 {
+        match self {
+            Placed::From(first) => first + len as u64,
+            Placed::Each(v) => v
+                .iter()
+                .filter(|&&i| i != NOT_APPENDED)
+                .max()
+                .map_or(0, |&m| m + 1),
+        }
+    }
 }
 
 pub(crate) struct SequencePaxos<T, S>
@@ -141,6 +192,13 @@ where
     placed: VecDeque<(u64, Tag)>,
     /// The next tag `append` hands out.
     next_tag: Tag,
+    /// This server's incarnation on its storage, which every id it gives
+    /// its proposals carries (see [`OriginId`]); `None` until known: a
+    /// storage with none stored learns it from the first log it is
+    /// synchronised with (one more than any incarnation of ours there).
+    incarnation: Option<u64>,
+    /// The sequence number of the next id this server gives a proposal.
+    next_seq: u64,
     /// Tagged proposals known to be decided, as `(tag, index)`, until the
     /// driver takes them.
     decided_tags: Vec<(Tag, u64)>,
@@ -231,7 +289,7 @@ impl RecentForwards {
     }
 
     /// Whether a forwarded batch took log index `idx`.
-    fn covers(&self, idx: u64) -> bool {
+    fn took(&self, idx: u64) -> bool {
         self.batches
             .values()
             .any(|&(first, len)| (first..first + len).contains(&idx))
@@ -242,7 +300,12 @@ impl RecentForwards {
         self.batches
             .iter()
             .filter(|&(&(o, _), &(first, _))| o == origin && first >= from)
-            .map(|(&(_, id), &(first_idx, _))| ProposalAck { n, id, first_idx })
+            .map(|(&(_, id), &(first_idx, _))| ProposalAck {
+                n,
+                id,
+                first_idx,
+                placed: Vec::new(),
+            })
             .collect()
     }
 
@@ -281,6 +344,8 @@ where
             pending: Vec::with_capacity(config.batch_size),
             placed: VecDeque::new(),
             next_tag: 1,
+            incarnation: None,
+            next_seq: 1,
             decided_tags: Vec::new(),
             forwarded: VecDeque::new(),
             next_forward_seq: 1,
@@ -402,6 +467,8 @@ where
             decided_snapshot,
             sync_idx,
             suffix,
+            suffix_origins,
+            origin_table,
             stopsign,
         } = sync;
         let prev_round = self.storage.accepted_round();
@@ -417,7 +484,7 @@ where
         };
         let cut = self.cut_own_proposals(kept_until, sync_idx)?;
         let decided_snapshot = match decided_snapshot {
-            Some(s) => Some(self.complete_snapshot(s)?),
+            Some(s) => Some((self.complete_snapshot(s)?, origin_table.unwrap_or_default())),
             None => None,
         };
         if kept_until < prev_len {
@@ -432,10 +499,12 @@ where
             sync_idx,
             decided_snapshot,
             suffix,
+            &suffix_origins,
             stopsign,
             decided_idx,
         )?;
         self.settle_forwards_after_sync(prev_round, prev_len, kept_until);
+        self.learn_incarnation()?;
         Ok(cut)
     }
 
@@ -467,6 +536,7 @@ where
                 replaced_from
             };
             let entries = self.storage.get_entries(from, prev_len)?;
+            let ids = self.storage.origins().range(from..prev_len);
             let first_cut = self.placed.partition_point(|&(idx, _)| idx < from);
             let mut tags = self.placed.drain(first_cut..).peekable();
             for (entry, idx) in entries.into_iter().zip(from..) {
@@ -477,14 +547,38 @@ where
                     }
                     _ => NO_TAG,
                 };
-                let untagged_own =
-                    own_round && idx >= replaced_from && !self.recent_forwards.covers(idx);
+                // An entry is ours if its id says so; one without an id (a
+                // log written before ids) is ours if a batch forwarded to us
+                // did not put it there.
+                let id = ids.get(idx);
+                let ours = match id {
+                    Some(id) => id.origin == self.pid,
+                    None => !self.recent_forwards.took(idx),
+                };
+                let untagged_own = own_round && idx >= replaced_from && ours;
                 if tag != NO_TAG || untagged_own {
-                    cut.push(Proposal::new(entry, tag));
+                    cut.push(Proposal {
+                        entry,
+                        tag,
+                        id: id.filter(|id| id.origin == self.pid),
+                    });
                 }
             }
         }
         Ok(cut)
+    }
+
+    /// What our log held below `idx`: the compacted prefix's table and the
+    /// ids of our entries up to `idx`, for a snapshot of the log below `idx`.
+    pub(crate) fn origin_table_below(&self, idx: u64) -> crate::storage::OriginTable {
+        let mut table = self.storage.origin_table().clone();
+        table.absorb(
+            &self
+                .storage
+                .origins()
+                .range(self.storage.compacted_idx()..idx),
+        );
+        table
     }
 
     /// Whether this configuration takes no more entries: a stop-sign is in
@@ -502,6 +596,15 @@ where
     /// are the decided ones.
     fn checked_sync(&self, mut sync: LogSync<T>) -> Option<LogSync<T>> {
         if sync.sync_idx < self.storage.compacted_idx() {
+            return None;
+        }
+        // Ids name entries of the suffix, and a table comes with a snapshot.
+        if sync.suffix_origins.end() > sync.suffix.len() as u64
+            || sync
+                .origin_table
+                .as_ref()
+                .is_some_and(|t| sync.decided_snapshot.is_none() || !t.is_well_formed())
+        {
             return None;
         }
         if sync.decided_snapshot.is_some() && !T::Snapshot::use_snapshots() {
@@ -822,6 +925,83 @@ where
         }
     }
 
+    /// Starts this server's life on its storage: one incarnation more than
+    /// the storage recorded, persisted before any proposal carries it. A
+    /// storage that recorded none (new, from before incarnations, or one that
+    /// keeps no origins) leaves it to be learned from the first log sync.
+    pub(crate) fn start_incarnation(&mut self) -> StorageResult<()> {
+        let stored = self.storage.incarnation();
+        if stored > 0 {
+            self.storage.set_incarnation(stored + 1)?;
+            self.incarnation = Some(stored + 1);
+        }
+        Ok(())
+    }
+
+    /// Continues the identity of this server's previous configuration (see
+    /// `into_next_configuration`): its proposals carried over keep their
+    /// ids, so the new configuration, whose log begins with the old one,
+    /// appends none of them twice.
+    pub(crate) fn continue_identity(&mut self, incarnation: Option<u64>, next_seq: u64) {
+        if incarnation.is_some() {
+            self.incarnation = incarnation;
+        }
+        self.next_seq = self.next_seq.max(next_seq);
+    }
+
+    /// This server's incarnation and next sequence number.
+    pub(crate) fn identity(&self) -> (Option<u64>, u64) {
+        (self.incarnation, self.next_seq)
+    }
+
+    /// Once synchronised with a log: if this server's incarnation is not
+    /// known yet, it is one more than any of ours that log and its
+    /// compacted prefix name, persisted.
+    fn learn_incarnation(&mut self) -> StorageResult<()> {
+        if self.incarnation.is_some() {
+            return Ok(());
+        }
+        let pid = self.pid;
+        let in_log = self
+            .storage
+            .origins()
+            .runs()
+            .iter()
+            .filter(|r| r.first.origin == pid)
+            .map(|r| r.first.incarnation)
+            .max();
+        let seen = in_log
+            .into_iter()
+            .chain(self.storage.origin_table().incarnation_of(pid))
+            .chain([self.storage.incarnation()])
+            .max()
+            .unwrap_or(0);
+        let n = seen.saturating_add(1);
+        self.storage.set_incarnation(n)?;
+        self.incarnation = Some(n);
+        Ok(())
+    }
+
+    /// Gives `p` this server's next id if it has none and the incarnation
+    /// is known (it is once this server leads or was synchronised).
+    fn stamp(&mut self, p: &mut Proposal<T>) {
+        if p.id.is_some() {
+            return;
+        }
+        debug_assert!(
+            self.incarnation.is_some(),
+            "a proposal leaves only a synchronised server"
+        );
+        if let Some(incarnation) = self.incarnation {
+            p.id = Some(OriginId {
+                origin: self.pid,
+                incarnation,
+                seq: self.next_seq,
+            });
+            self.next_seq += 1;
+        }
+    }
+
     /// Proposes an entry: appended here if this server leads, forwarded if it
     /// follows a known leader, held until a leader is known otherwise. On
     /// success returns the entry's tag, which [`Self::take_decided_tags`]
@@ -835,19 +1015,31 @@ where
 
     /// Proposes an entry under a tag already given out (or [`NO_TAG`]).
     pub(crate) fn append_tagged(&mut self, entry: T, tag: Tag) -> Result<(), ProposeErr<T>> {
+        self.propose(Proposal::new(entry, tag))
+    }
+
+    /// Proposes again a proposal of this server's previous configuration,
+    /// under the tag and the id it had there.
+    pub(crate) fn append_carried(&mut self, p: Proposal<T>) -> Result<(), ProposeErr<T>> {
+        self.propose(p)
+    }
+
+    fn propose(&mut self, mut p: Proposal<T>) -> Result<(), ProposeErr<T>> {
         if self.is_halted() {
-            return Err(ProposeErr::StorageFailure(entry));
+            return Err(ProposeErr::StorageFailure(p.entry));
         }
         if self.takes_no_entries() {
-            return Err(ProposeErr::PendingReconfigEntry(entry));
+            return Err(ProposeErr::PendingReconfigEntry(p.entry));
         }
-        let p = Proposal::new(entry, tag);
+        if self.phase() == Phase::Accept && self.role() == Role::Leader {
+            self.stamp(&mut p);
+        }
+        let log_len = self.storage.log_len();
         match &mut self.state {
             // The hot path: straight into the batch (`accept_entry` without
             // the stop-sign check made above).
             RoleState::Leader(l) if matches!(l.phase, LeaderPhase::Accept { .. }) => {
-                l.batch.push(p);
-                if l.batch.len() < self.batch_size {
+                if l.gather(p, log_len) < self.batch_size {
                     return Ok(());
                 }
                 self.flush_batch().map_err(|e| {

@@ -158,6 +158,11 @@ impl<T: Entry> Outbox<T> {
         start..self.staged.len()
     }
 
+    /// How many staged entries the open [`Open::Accept`] of `slot` carries.
+    pub(super) fn carried_len(&self, slot: usize) -> usize {
+        self.accept_carries[slot].map_or(0, |r| self.carries[r].1.len())
+    }
+
     /// The open [`Open::Accept`] of `slot`, an `AcceptDecide`, carries the
     /// staged entries `range` after those it carries already. Does nothing
     /// if that message is not open.

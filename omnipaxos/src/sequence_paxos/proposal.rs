@@ -7,6 +7,8 @@
 //! Only the leader's [`Batch`] keeps its tags aside, sparsely: its entries
 //! go to storage and to every follower as they are, without a copy.
 
+use crate::storage::{OriginId, OriginIds};
+
 /// Names one proposal made on this server, so that the caller learns the
 /// index it was decided at. Handed out by `append` in increasing order.
 pub(crate) type Tag = u64;
@@ -15,26 +17,38 @@ pub(crate) type Tag = u64;
 /// from before a restart).
 pub(crate) const NO_TAG: Tag = 0;
 
-/// One proposal: the entry, and what names it to whoever waits for it.
-/// Further identity (the origin of an exactly-once proposal) belongs here,
-/// beside `tag`.
+/// One proposal: the entry, what names it to whoever waits for it here,
+/// and its identity in every log ([`OriginId`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Proposal<T> {
     /// What is proposed.
     pub(crate) entry: T,
     /// Who waits here for its index ([`NO_TAG`] if nobody does).
     pub(crate) tag: Tag,
+    /// Its identity, given when it first leaves this server (appended as
+    /// leader or forwarded) and kept through every retry; `None` before
+    /// that, and for an entry of a log written before ids existed.
+    pub(crate) id: Option<OriginId>,
 }
 
 impl<T> Proposal<T> {
-    /// A proposal under `tag` (or [`NO_TAG`]).
+    /// A proposal under `tag` (or [`NO_TAG`]) that has no id yet.
     pub(crate) fn new(entry: T, tag: Tag) -> Self {
-        Self { entry, tag }
+        Self {
+            entry,
+            tag,
+            id: None,
+        }
     }
 
-    /// A proposal nobody here waits for (another server's, forwarded to us).
-    pub(crate) fn untagged(entry: T) -> Self {
-        Self::new(entry, NO_TAG)
+    /// A proposal with the id `id` that nobody here waits for (another
+    /// server's, forwarded to us).
+    pub(crate) fn untagged(entry: T, id: Option<OriginId>) -> Self {
+        Self {
+            entry,
+            tag: NO_TAG,
+            id,
+        }
     }
 
     /// Whether someone here waits for this proposal's index.
@@ -54,6 +68,8 @@ pub(crate) struct Batch<T> {
     pub(crate) entries: Vec<T>,
     /// The tagged entries, as `(position in entries, tag)`, by position.
     pub(crate) tags: Vec<(usize, Tag)>,
+    /// The entries' ids, index 0 being the first entry.
+    pub(crate) origins: OriginIds,
 }
 
 impl<T> Batch<T> {
@@ -62,6 +78,7 @@ impl<T> Batch<T> {
         Self {
             entries: Vec::with_capacity(capacity),
             tags: Vec::new(),
+            origins: OriginIds::new(),
         }
     }
 
@@ -77,8 +94,12 @@ impl<T> Batch<T> {
 
     /// Adds a proposal at the end.
     pub(crate) fn push(&mut self, p: Proposal<T>) {
+        let pos = self.entries.len();
         if p.is_tagged() {
-            self.tags.push((self.entries.len(), p.tag));
+            self.tags.push((pos, p.tag));
+        }
+        if let Some(id) = p.id {
+            self.origins.push(pos as u64, id);
         }
         self.entries.push(p.entry);
     }
@@ -86,12 +107,14 @@ impl<T> Batch<T> {
     /// Empties the batch, giving its proposals in order.
     pub(crate) fn take(&mut self) -> Vec<Proposal<T>> {
         let mut tags = self.tags.drain(..).peekable();
+        let origins = std::mem::take(&mut self.origins);
         std::mem::take(&mut self.entries)
             .into_iter()
             .enumerate()
-            .map(|(pos, entry)| match tags.next_if(|&(p, _)| p == pos) {
-                Some((_, tag)) => Proposal::new(entry, tag),
-                None => Proposal::untagged(entry),
+            .map(|(pos, entry)| Proposal {
+                entry,
+                tag: tags.next_if(|&(p, _)| p == pos).map_or(NO_TAG, |(_, t)| t),
+                id: origins.get(pos as u64),
             })
             .collect()
     }

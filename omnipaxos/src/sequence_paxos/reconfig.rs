@@ -20,7 +20,10 @@
 //!                   moving on makes it a joiner that pulls what it lacks
 //! ```
 
-use super::{Phase, Proposal, Role, SequencePaxos, Tag};
+use super::{
+    NOT_APPENDED, Phase, Proposal, Role, SequencePaxos, Tag,
+    dedup::{Found, LogIndex},
+};
 use crate::{
     ballot::Ballot,
     errors::{ConfigError, ProposeErr, ReconfigurationRequest},
@@ -84,6 +87,10 @@ pub(crate) struct Handover<T: Entry, S> {
     pub(crate) decided_tags: Vec<(Tag, u64)>,
     /// The tag the next tracked proposal gets, so tags stay unique.
     pub(crate) next_tag: Tag,
+    /// This server's incarnation and next proposal number, which the next
+    /// configuration continues: the carried proposals keep their ids.
+    pub(crate) incarnation: Option<u64>,
+    pub(crate) next_seq: u64,
     /// The length of the old configuration's decided log.
     pub(crate) stop_idx: u64,
     /// The storage holds the decided log below this index; the rest, up to
@@ -313,6 +320,7 @@ where
             part: req.part,
             parts: req.parts,
             snapshot: snapshot.clone(),
+            origin_table: self.origin_table_below(req.covers.min(self.storage.log_len())),
             stopsign: self.stopsign_decided_msg().or_else(|| previous.cloned()),
         };
         self.outbox
@@ -342,11 +350,19 @@ where
         } else {
             from_idx + entries.len() as u64
         };
+        let origins = self
+            .storage
+            .origins_of(from_idx, from_idx + entries.len() as u64);
+        let origin_table = snapshot
+            .is_some()
+            .then(|| self.origin_table_below(from_idx));
         let reply = PullLogReply {
             from_idx,
             to_idx,
             snapshot,
             entries,
+            origins,
+            origin_table,
             stopsign: self.stopsign_decided_msg().or_else(|| previous.cloned()),
         };
         self.outbox.send_pull_reply(
@@ -520,23 +536,40 @@ where
         let round = self.storage.accepted_round();
         for batch in std::mem::take(&mut self.forwarded) {
             match batch.acked {
-                Some((n, first))
+                Some((n, placed))
                     if Some(n) == round
-                        && first + batch.proposals.len() as u64 <= stop.acks_decided_until =>
+                        && placed.end(batch.proposals.len()) <= stop.acks_decided_until =>
                 {
                     // Decided before the stop-sign.
                     self.decided_tags.extend(
-                        (first..)
-                            .zip(batch.proposals)
-                            .filter(|(_, p)| p.is_tagged())
-                            .map(|(idx, p)| (p.tag, idx)),
+                        batch
+                            .proposals
+                            .into_iter()
+                            .enumerate()
+                            .filter(|(k, p)| p.is_tagged() && placed.at(*k) != NOT_APPENDED)
+                            .map(|(k, p)| (p.tag, placed.at(k))),
                     );
                 }
                 _ => carried.extend(batch.proposals),
             }
         }
         self.forwarded_len = 0;
-        Ok(carried)
+        // A carried proposal whose id our log holds below `known_until` was
+        // decided there: it is reported, not proposed again.
+        let index = LogIndex::of(&self.storage.origins().range(0..stop.known_until));
+        let table = self.storage.origin_table();
+        let mut undecided = Vec::with_capacity(carried.len());
+        for p in carried {
+            match p.id.and_then(|id| index.find(&id, table)) {
+                Some(Found::At(idx)) if idx < stop.known_until => {
+                    if p.is_tagged() {
+                        self.decided_tags.push((p.tag, idx));
+                    }
+                }
+                _ => undecided.push(p),
+            }
+        }
+        Ok(undecided)
     }
 
     /// Ends this server's part in its configuration, whose stop-sign is
@@ -556,6 +589,7 @@ where
         let mut decided_tags = Vec::new();
         self.take_decided_tags(&mut decided_tags);
         let next_tag = self.next_tag();
+        let (incarnation, next_seq) = self.identity();
         let mut storage = self.storage;
         let end = ConfigurationEnd {
             stopsign: stop.ss,
@@ -568,6 +602,8 @@ where
             carried,
             decided_tags,
             next_tag,
+            incarnation,
+            next_seq,
             stop_idx: stop.stop_idx,
             known_until: stop.known_until,
             sources: stop.sources,
@@ -582,13 +618,8 @@ where
 
     /// Writes a decided part of the log pulled from the previous
     /// configuration (see `InternalStorage::append_pulled`).
-    pub(crate) fn append_pulled(
-        &mut self,
-        snapshot: Option<T::Snapshot>,
-        start: u64,
-        entries: Vec<T>,
-    ) -> StorageResult<()> {
-        self.storage.append_pulled(snapshot, start, entries)
+    pub(crate) fn append_pulled(&mut self, ready: crate::migration::Ready<T>) -> StorageResult<()> {
+        self.storage.append_pulled(ready)
     }
 
     pub(super) fn handle_forward_stopsign(&mut self, ss: StopSign) -> StorageResult<()> {

@@ -9,7 +9,11 @@
 //! becomes leader proposes itself), and what leader election reads after a
 //! deposition (`rejected_by`).
 
-use super::{Phase, Role, proposal::Batch};
+use super::{
+    Phase, Role,
+    dedup::LogIndex,
+    proposal::{Batch, Proposal},
+};
 use crate::{
     ballot::Ballot,
     messages::{LogSync, PaxosMessage, ProposalAck, SequenceNumber},
@@ -36,6 +40,10 @@ pub(super) struct LeaderState<T: Entry> {
     pub(super) progress: Vec<FollowerProgress<T::Snapshot>>,
     /// Proposals gathered for the next `AcceptDecide`.
     pub(super) batch: Batch<T>,
+    /// The proposals of the log and the batch, so that a retried one is
+    /// not appended again (see `dedup.rs`). Built when the prepare phase
+    /// ends, from the adopted log.
+    pub(super) log_index: LogIndex,
 }
 
 /// A leader's phase, with what only that phase has.
@@ -138,7 +146,20 @@ impl<T: Entry> LeaderState<T> {
                 })
                 .collect(),
             batch: Batch::with_capacity(batch_size),
+            log_index: LogIndex::default(),
         }
+    }
+}
+
+impl<T: Entry> LeaderState<T> {
+    /// Adds a proposal to the batch (the log's end is `log_len`), noting its
+    /// id in the index; returns the batch's length.
+    pub(super) fn gather(&mut self, p: Proposal<T>, log_len: u64) -> usize {
+        if let Some(id) = p.id {
+            self.log_index.add(log_len + self.batch.len() as u64, id);
+        }
+        self.batch.push(p);
+        self.batch.len()
     }
 }
 
@@ -305,6 +326,8 @@ pub(super) struct SnapshotStream<P> {
     pub(super) delta_from: Option<u64>,
     /// Every part, in order.
     pub(super) parts: Vec<P>,
+    /// What the sender's log held below `sync_idx`, sent with the last part.
+    pub(super) origin_table: crate::storage::OriginTable,
     /// How many parts were sent.
     pub(super) sent: usize,
     /// How many the follower holds, by its acknowledgements.

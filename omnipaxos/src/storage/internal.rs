@@ -5,7 +5,7 @@
 
 use crate::{
     ballot::Ballot,
-    storage::{Entry, Storage, StorageOp, StorageResult},
+    storage::{Entry, OriginIds, OriginTable, Storage, StorageOp, StorageResult},
     util::{ConfigurationEnd, StopSign},
 };
 use std::marker::PhantomData;
@@ -29,6 +29,15 @@ where
     /// (the stragglers' record takes it from there) and kept to skip writing
     /// it again.
     previous_end: Option<ConfigurationEnd>,
+    /// Whether the backend keeps origins; if not, none of their writes go
+    /// to it and `origins` lives only as long as this server.
+    keeps_origins: bool,
+    /// The origin ids of the held log, `compacted_idx..log_len`.
+    origins: OriginIds,
+    /// What the compacted prefix held.
+    origin_table: OriginTable,
+    /// The incarnation the backend last stored (0 if none).
+    incarnation: u64,
     _entry: PhantomData<T>,
 }
 
@@ -46,6 +55,16 @@ where
         let compacted_idx = storage.get_compacted_idx()?;
         let stopsign = storage.get_stopsign()?;
         let previous_end = storage.get_previous_configuration_end()?;
+        let keeps_origins = storage.keeps_origins();
+        let (origins, origin_table, incarnation) = if keeps_origins {
+            (
+                storage.get_origins(compacted_idx, log_len)?,
+                storage.get_origin_table()?,
+                storage.get_incarnation()?,
+            )
+        } else {
+            Default::default()
+        };
         // What a storage hands back is checked like any input: a damaged
         // or hand-edited one must stop the build with an error, not a panic
         // later.
@@ -63,8 +82,20 @@ where
                  decided index {decided_idx}"
             ));
         }
+        let first_id = origins.runs().first().map_or(compacted_idx, |r| r.idx);
+        if first_id < compacted_idx || origins.end() > log_len || !origin_table.is_well_formed() {
+            return inconsistent(format!(
+                "the origin ids ({first_id}..{}) lie outside the held log {compacted_idx}..{log_len}, \
+                 or the origin table is malformed",
+                origins.end()
+            ));
+        }
         Ok(Self {
             storage,
+            keeps_origins,
+            origins,
+            origin_table,
+            incarnation,
             promise,
             accepted_round,
             decided_idx,
@@ -185,12 +216,14 @@ where
     /// decided index: the pulled log grows from what is stored, and whatever
     /// lies past it (nothing the protocol wrote: a joiner accepts nothing)
     /// is replaced.
-    pub(crate) fn append_pulled(
-        &mut self,
-        snapshot: Option<T::Snapshot>,
-        start: u64,
-        entries: Vec<T>,
-    ) -> StorageResult<()> {
+    pub(crate) fn append_pulled(&mut self, ready: crate::migration::Ready<T>) -> StorageResult<()> {
+        let crate::migration::Ready {
+            snapshot,
+            start,
+            entries,
+            origins,
+            origin_table,
+        } = ready;
         debug_assert!(
             snapshot.is_some() || start == self.decided_idx,
             "a pulled part continues the decided log"
@@ -202,6 +235,13 @@ where
             ops.push(StorageOp::SetSnapshot(Some(s)));
             ops.push(StorageOp::Trim(start));
             ops.push(StorageOp::SetCompactedIdx(start));
+            let mut table = std::mem::take(&mut self.origin_table);
+            table.merge(&origin_table.unwrap_or_default());
+            self.origins.trim(start);
+            if self.keeps_origins {
+                ops.push(StorageOp::SetOriginTable(table.clone()));
+            }
+            self.origin_table = table;
         }
         let log_end = if has_snapshot {
             self.log_len.max(start)
@@ -213,6 +253,7 @@ where
         } else if start != log_end {
             ops.push(StorageOp::AppendOnPrefix(start, entries));
         }
+        ops.extend(self.origins_op(start, &origins));
         if end != self.decided_idx {
             ops.push(StorageOp::SetDecidedIndex(end));
         }
@@ -248,16 +289,80 @@ where
         Ok(true)
     }
 
-    pub(crate) fn append_entry(&mut self, entry: T) -> StorageResult<u64> {
-        self.storage.append_entry(entry)?;
+    /// The origin ids of the held log.
+    pub(crate) fn origins(&self) -> &OriginIds {
+        &self.origins
+    }
+
+    /// What the compacted prefix held.
+    pub(crate) fn origin_table(&self) -> &OriginTable {
+        &self.origin_table
+    }
+
+    /// The incarnation last stored.
+    pub(crate) fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+
+    /// Stores this server's incarnation.
+    pub(crate) fn set_incarnation(&mut self, n: u64) -> StorageResult<()> {
+        if self.keeps_origins {
+            self.storage
+                .write_atomically(vec![StorageOp::SetIncarnation(n)])?;
+        }
+        self.incarnation = n;
+        Ok(())
+    }
+
+    /// The origin ids of the entries in `range`, clamped to the held log,
+    /// with indices relative to the range's start.
+    pub(crate) fn origins_of(&self, from: u64, to: u64) -> OriginIds {
+        self.origins
+            .range(from..to)
+            .shifted_down(from)
+            .unwrap_or_default()
+    }
+
+    /// The op that records `ids` (relative to `at`) for entries written at
+    /// `at`, cutting the ids from `at` on; `None` if the backend keeps no
+    /// origins. Updates the mirror, so call it only in a write that then
+    /// succeeds (a failed write halts the server, which reads nothing again).
+    fn origins_op(&mut self, at: u64, ids: &OriginIds) -> Option<StorageOp<T>> {
+        let absolute = ids.shifted(at).unwrap_or_default();
+        self.origins.truncate(at);
+        let appended = self.origins.append(&absolute);
+        debug_assert!(appended, "the ids start at the cut");
+        // A cut below the log end cuts the backend's ids with its entries
+        // (`AppendOnPrefix`), so only new ids need a write.
+        (self.keeps_origins && !absolute.is_empty()).then(|| StorageOp::SetOrigins(at, absolute))
+    }
+
+    /// Appends one entry with origin ids `ids` (relative: index 0 is the entry).
+    pub(crate) fn append_entry(&mut self, entry: T, ids: &OriginIds) -> StorageResult<u64> {
+        match self.origins_op(self.log_len, ids) {
+            None => self.storage.append_entry(entry)?,
+            Some(op) => self
+                .storage
+                .write_atomically(vec![StorageOp::AppendEntry(entry), op])?,
+        }
         self.log_len += 1;
         Ok(self.log_len)
     }
 
-    pub(crate) fn append_entries(&mut self, entries: Vec<T>) -> StorageResult<u64> {
+    /// Appends entries with origin ids `ids` (relative to the first entry).
+    pub(crate) fn append_entries(
+        &mut self,
+        entries: Vec<T>,
+        ids: &OriginIds,
+    ) -> StorageResult<u64> {
         let n = entries.len() as u64;
         if n > 0 {
-            self.storage.append_entries(entries)?;
+            match self.origins_op(self.log_len, ids) {
+                None => self.storage.append_entries(entries)?,
+                Some(op) => self
+                    .storage
+                    .write_atomically(vec![StorageOp::AppendEntries(entries), op])?,
+            }
             self.log_len += n;
         }
         Ok(self.log_len)
@@ -268,16 +373,19 @@ where
     pub(crate) fn append_and_decide(
         &mut self,
         entries: Vec<T>,
+        ids: &OriginIds,
         decided_idx: u64,
     ) -> StorageResult<u64> {
         let new_len = self.log_len + entries.len() as u64;
         let new_decided = decided_idx.min(new_len).max(self.decided_idx);
         if new_decided == self.decided_idx {
-            return self.append_entries(entries);
+            return self.append_entries(entries, ids);
         }
-        let mut ops = Vec::with_capacity(2);
+        let mut ops = Vec::with_capacity(3);
         if !entries.is_empty() {
+            let origins = self.origins_op(self.log_len, ids);
             ops.push(StorageOp::AppendEntries(entries));
+            ops.extend(origins);
         }
         ops.push(StorageOp::SetDecidedIndex(new_decided));
         self.storage.write_atomically(ops)?;
@@ -293,12 +401,17 @@ where
     /// the log synchronisation of a new leader or of a follower. With a
     /// `snapshot` (of the whole log below `sync_idx`), the log is first
     /// compacted up to `sync_idx`, which may lie past its current end.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one atomic write of the whole sync"
+    )]
     pub(crate) fn sync_log(
         &mut self,
         round: Option<Ballot>,
         sync_idx: u64,
-        snapshot: Option<T::Snapshot>,
+        snapshot: Option<(T::Snapshot, OriginTable)>,
         suffix: Vec<T>,
+        suffix_ids: &OriginIds,
         stopsign: Option<StopSign>,
         decided_idx: u64,
     ) -> StorageResult<()> {
@@ -320,11 +433,22 @@ where
             new_decided <= new_accepted,
             "sync would cut decided entries"
         );
-        let mut ops = Vec::with_capacity(7);
-        let compacted = if let Some(snapshot) = snapshot {
+        let mut ops = Vec::with_capacity(9);
+        let compacted = if let Some((snapshot, table)) = snapshot {
+            // The snapshot stands for our decided entries below it and for
+            // the sender's: what both held goes into the table.
+            let ours = self.decided_idx.min(sync_idx).min(self.log_len);
+            let mut merged = std::mem::take(&mut self.origin_table);
+            merged.absorb(&self.origins.range(self.compacted_idx..ours));
+            merged.merge(&table);
+            self.origins.trim(sync_idx);
             ops.push(StorageOp::SetSnapshot(Some(snapshot)));
             ops.push(StorageOp::Trim(sync_idx));
             ops.push(StorageOp::SetCompactedIdx(sync_idx));
+            if self.keeps_origins {
+                ops.push(StorageOp::SetOriginTable(merged.clone()));
+            }
+            self.origin_table = merged;
             sync_idx
         } else {
             self.compacted_idx
@@ -333,6 +457,7 @@ where
         if sync_idx != self.log_len.max(compacted) || !suffix.is_empty() {
             ops.push(StorageOp::AppendOnPrefix(sync_idx, suffix));
         }
+        ops.extend(self.origins_op(sync_idx, suffix_ids));
         if stopsign != self.stopsign {
             ops.push(StorageOp::SetStopsign(stopsign.clone()));
         }
@@ -358,11 +483,19 @@ where
     /// would no longer cover the whole compacted prefix).
     pub(crate) fn compact(&mut self, idx: u64, snapshot: Option<T::Snapshot>) -> StorageResult<()> {
         debug_assert!(idx > self.compacted_idx && idx <= self.decided_idx);
-        self.storage.write_atomically(vec![
+        let mut table = self.origin_table.clone();
+        table.absorb(&self.origins.range(self.compacted_idx..idx));
+        let mut ops = vec![
             StorageOp::SetSnapshot(snapshot),
             StorageOp::Trim(idx),
             StorageOp::SetCompactedIdx(idx),
-        ])?;
+        ];
+        if self.keeps_origins {
+            ops.push(StorageOp::SetOriginTable(table.clone()));
+        }
+        self.storage.write_atomically(ops)?;
+        self.origins.trim(idx);
+        self.origin_table = table;
         self.compacted_idx = idx;
         Ok(())
     }

@@ -4,7 +4,7 @@
 pub(crate) mod internal;
 pub mod origin;
 
-pub use origin::{OriginId, OriginIds, OriginRun, OriginTable};
+pub use origin::{OriginId, OriginIds, OriginRun, OriginTable, TablePosition};
 
 use crate::{
     ballot::Ballot,

@@ -20,14 +20,12 @@
 //! trimmed.
 
 use crate::util::NodeId;
-use serde::{Deserialize, Serialize};
 use std::ops::Range;
 
 /// The identity of one proposal: made by server `origin` in its
 /// `incarnation`-th life on its storage, `seq`-th in that life.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct OriginId {
     /// The server that proposed the entry.
     pub origin: NodeId,
@@ -49,7 +47,8 @@ impl OriginId {
 
 /// Consecutive log indices `idx..idx + len` holding the proposals
 /// `first`, `first.seq + 1`, ... of one origin and incarnation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct OriginRun {
     /// The log index of the run's first entry.
     pub idx: u64,
@@ -84,8 +83,12 @@ impl OriginRun {
 /// Deserialising checks the runs (sorted, not overlapping, not empty, no
 /// index or sequence number overflowing), so a value from a peer or a disk
 /// is well-formed or an error.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "Vec<OriginRun>", into = "Vec<OriginRun>")]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(
+    feature = "serde",
+    serde(try_from = "Vec<OriginRun>", into = "Vec<OriginRun>")
+)]
 pub struct OriginIds {
     runs: Vec<OriginRun>,
 }
@@ -200,6 +203,43 @@ impl OriginIds {
         Some(Self { runs })
     }
 
+    /// The same ids, every index moved by `-by` (`None` if one would go below 0).
+    pub fn shifted_down(&self, by: u64) -> Option<OriginIds> {
+        let mut runs = self.runs.clone();
+        for run in &mut runs {
+            run.idx = run.idx.checked_sub(by)?;
+        }
+        Some(Self { runs })
+    }
+
+    /// The ids that `runs` (in any order, possibly overlapping: copies of
+    /// the same log from several sources) give indices in `range`; the
+    /// runs used up by the range's end are removed from `runs`.
+    pub fn from_overlapping(runs: &mut Vec<OriginRun>, range: Range<u64>) -> OriginIds {
+        runs.sort_unstable_by_key(|r| r.idx);
+        let mut out = OriginIds::new();
+        for run in runs.iter() {
+            let from = run.idx.max(range.start).max(out.end());
+            let to = run.end().min(range.end);
+            if from >= to {
+                continue;
+            }
+            let first = OriginId {
+                seq: run.first.seq + (from - run.idx),
+                ..run.first
+            };
+            out.append(&OriginIds {
+                runs: vec![OriginRun {
+                    idx: from,
+                    len: to - from,
+                    first,
+                }],
+            });
+        }
+        runs.retain(|r| r.end() > range.end);
+        out
+    }
+
     /// Forgets the ids of indices `from` and above (the log was cut there).
     pub fn truncate(&mut self, from: u64) {
         let keep = self.runs.partition_point(|r| r.idx < from);
@@ -266,32 +306,45 @@ impl OriginIds {
 }
 
 /// What the compacted part of a log held, per origin: its newest
-/// incarnation seen there and which sequence numbers of that incarnation,
-/// as sorted, disjoint ranges. Older incarnations are forgotten: a server
-/// that started again does not retry what it proposed before.
+/// incarnation seen there, and which sequence numbers of that incarnation
+/// went to which indices, as runs sorted by sequence number. Older
+/// incarnations are forgotten: a server that started again does not retry
+/// what it proposed before.
 ///
-/// Bounded: an origin keeps at most [`OriginTable::MAX_RANGES`] ranges. A
-/// proposal is retried only until it is decided, so holes between ranges
-/// close as the retries arrive; if they ever exceed the bound, the lowest
-/// range is forgotten, and a retry of a proposal in it would be appended
-/// again.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Bounded: an origin keeps at most [`OriginTable::MAX_RUNS`] runs. An
+/// origin retries a proposal only until it learns where it was decided, so
+/// only its newest proposals are ever looked up; when an origin has more
+/// runs than the bound, the lowest is forgotten, and a retry of a proposal
+/// in it would be appended again.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct OriginTable {
     origins: Vec<OriginSeqs>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 struct OriginSeqs {
     origin: NodeId,
     incarnation: u64,
-    /// Half-open `(start, end)` ranges of sequence numbers, sorted, disjoint
-    /// and not touching.
-    seqs: Vec<(u64, u64)>,
+    /// `(seq, len, idx)`: proposals `seq..seq + len` are at indices
+    /// `idx..idx + len`. Sorted by `seq`, not overlapping.
+    runs: Vec<(u64, u64, u64)>,
+}
+
+/// Where an [`OriginTable`] says a proposal is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TablePosition {
+    /// At this log index, in the compacted prefix.
+    At(u64),
+    /// Its origin has started again since: that life is over, and the
+    /// proposal is not appended (it may or may not be in the log).
+    PreviousLife,
 }
 
 impl OriginTable {
-    /// How many ranges one origin keeps at most.
-    pub const MAX_RANGES: usize = 1024;
+    /// How many runs one origin keeps at most.
+    pub const MAX_RUNS: usize = 1024;
 
     /// An empty table.
     pub fn new() -> Self {
@@ -320,25 +373,24 @@ impl OriginTable {
             .map(|i| &self.origins[i])
     }
 
-    /// Whether the proposal must not be appended again: it is in the table,
-    /// or it belongs to an incarnation of its origin older than the newest
-    /// one the table knows (that life is over; its proposals are retried no more).
-    pub fn covers(&self, id: &OriginId) -> bool {
-        let Some(r) = self.record(id.origin) else {
-            return false;
-        };
+    /// Where the table puts proposal `id`, if it has it or the proposal
+    /// belongs to an older life of its origin.
+    pub fn position(&self, id: &OriginId) -> Option<TablePosition> {
+        let r = self.record(id.origin)?;
         if id.incarnation != r.incarnation {
-            return id.incarnation < r.incarnation;
+            return (id.incarnation < r.incarnation).then_some(TablePosition::PreviousLife);
         }
-        let pos = r.seqs.partition_point(|&(_, end)| end <= id.seq);
-        r.seqs.get(pos).is_some_and(|&(start, _)| start <= id.seq)
+        let pos = r.runs.partition_point(|&(seq, len, _)| seq + len <= id.seq);
+        let &(seq, _, idx) = r.runs.get(pos).filter(|&&(seq, _, _)| seq <= id.seq)?;
+        Some(TablePosition::At(idx + (id.seq - seq)))
     }
 
-    /// Adds the proposals `first`, `first.seq + 1`, ... (`len` of them).
-    pub fn insert_run(&mut self, first: OriginId, len: u64) {
-        let Some(end) = first.seq.checked_add(len).filter(|_| len > 0) else {
+    /// Adds a run of proposals (see [`OriginRun`]).
+    pub fn insert_run(&mut self, run: &OriginRun) {
+        let first = run.first;
+        if run.len == 0 || first.seq.checked_add(run.len).is_none() {
             return;
-        };
+        }
         let i = match self
             .origins
             .binary_search_by_key(&first.origin, |r| r.origin)
@@ -350,7 +402,7 @@ impl OriginTable {
                     OriginSeqs {
                         origin: first.origin,
                         incarnation: first.incarnation,
-                        seqs: Vec::new(),
+                        runs: Vec::new(),
                     },
                 );
                 i
@@ -362,37 +414,90 @@ impl OriginTable {
         }
         if first.incarnation > r.incarnation {
             r.incarnation = first.incarnation;
-            r.seqs.clear();
+            r.runs.clear();
         }
-        let (mut start, mut end) = (first.seq, end);
-        // The ranges that touch or overlap [start, end) merge with it.
-        let lo = r.seqs.partition_point(|&(_, e)| e < start);
-        let hi = r.seqs.partition_point(|&(s, _)| s <= end);
-        if lo < hi {
-            start = start.min(r.seqs[lo].0);
-            end = end.max(r.seqs[hi - 1].1);
+        // A proposal is in a log once: where the table has some of the
+        // run's proposals already, those keep their place, and the pieces
+        // between them are added.
+        let (seq, end) = (first.seq, first.seq + run.len);
+        let mut pieces = Vec::new();
+        let mut cur = seq;
+        let from = r.runs.partition_point(|&(s, l, _)| s + l <= seq);
+        for &(s, l, _) in r.runs[from..].iter().take_while(|&&(s, _, _)| s < end) {
+            if s > cur {
+                pieces.push((cur, s - cur));
+            }
+            cur = cur.max(s + l);
         }
-        r.seqs.splice(lo..hi, [(start, end)]);
-        if r.seqs.len() > Self::MAX_RANGES {
-            r.seqs.remove(0);
+        if cur < end {
+            pieces.push((cur, end - cur));
+        }
+        for (s, l) in pieces {
+            Self::insert_piece(r, s, l, run.idx + (s - seq));
+        }
+        if r.runs.len() > Self::MAX_RUNS {
+            r.runs.remove(0);
+        }
+    }
+
+    /// Adds proposals `seq..seq + len` at `idx..`, which no run has yet.
+    fn insert_piece(r: &mut OriginSeqs, seq: u64, len: u64, idx: u64) {
+        let at = r.runs.partition_point(|&(s, _, _)| s < seq);
+        let joins_before = at > 0 && {
+            let (s, l, i) = r.runs[at - 1];
+            s + l == seq && i + l == idx
+        };
+        if joins_before {
+            r.runs[at - 1].1 += len;
+        } else {
+            r.runs.insert(at, (seq, len, idx));
+        }
+        // The run may now touch the one after it.
+        let j = if joins_before { at - 1 } else { at };
+        if let Some(&(s2, l2, i2)) = r.runs.get(j + 1) {
+            let (s, l, i) = r.runs[j];
+            if s + l == s2 && i + l == i2 {
+                r.runs[j].1 += l2;
+                r.runs.remove(j + 1);
+            }
         }
     }
 
     /// Adds every proposal of `ids`.
     pub fn absorb(&mut self, ids: &OriginIds) {
         for run in ids.runs() {
-            self.insert_run(run.first, run.len);
+            self.insert_run(run);
         }
     }
 
-    /// Checks a table from a peer or a disk: sorted, unique origins, ranges
-    /// sorted, disjoint, not empty and not more than the bound.
+    /// Adds everything `other` knows.
+    pub fn merge(&mut self, other: &OriginTable) {
+        for r in &other.origins {
+            for &(seq, len, idx) in &r.runs {
+                self.insert_run(&OriginRun {
+                    idx,
+                    len,
+                    first: OriginId {
+                        origin: r.origin,
+                        incarnation: r.incarnation,
+                        seq,
+                    },
+                });
+            }
+        }
+    }
+
+    /// Checks a table from a peer or a disk: origins sorted and unique,
+    /// runs sorted, not overlapping, not empty, not overflowing and not
+    /// more than the bound.
     pub fn is_well_formed(&self) -> bool {
         self.origins.windows(2).all(|w| w[0].origin < w[1].origin)
             && self.origins.iter().all(|r| {
-                r.seqs.len() <= Self::MAX_RANGES
-                    && r.seqs.iter().all(|&(s, e)| s < e)
-                    && r.seqs.windows(2).all(|w| w[0].1 < w[1].0)
+                r.runs.len() <= Self::MAX_RUNS
+                    && r.runs.iter().all(|&(s, l, i)| {
+                        l > 0 && s.checked_add(l).is_some() && i.checked_add(l).is_some()
+                    })
+                    && r.runs.windows(2).all(|w| w[0].0 + w[0].1 <= w[1].0)
             })
     }
 }
@@ -473,39 +578,51 @@ mod tests {
         assert!(OriginIds::try_from(vec![run(0, 2), run(2, 1)]).is_ok());
     }
 
-    #[test]
-    fn the_table_merges_ranges_and_forgets_older_incarnations() {
-        let mut t = OriginTable::new();
-        t.insert_run(id(1, 1, 1), 5);
-        t.insert_run(id(1, 1, 10), 5);
-        assert!(t.covers(&id(1, 1, 3)));
-        assert!(!t.covers(&id(1, 1, 7)));
-        t.insert_run(id(1, 1, 7), 2);
-        assert!(t.covers(&id(1, 1, 7)));
-        assert!(!t.covers(&id(1, 1, 6)));
-        assert_eq!(t.record(1).map(|r| r.seqs.len()), Some(3));
-        t.insert_run(id(1, 1, 6), 1);
-        t.insert_run(id(1, 1, 9), 1);
-        assert_eq!(t.record(1).map(|r| r.seqs.clone()), Some(vec![(1, 15)]));
-        t.insert_run(id(1, 2, 1), 1);
-        assert!(
-            t.covers(&id(1, 1, 99)),
-            "an older life's proposal is not appended again"
-        );
-        assert!(!t.covers(&id(1, 2, 2)));
-        assert!(!t.covers(&id(2, 1, 1)));
-        assert!(t.is_well_formed());
+    fn run(idx: u64, len: u64, first: OriginId) -> OriginRun {
+        OriginRun { idx, len, first }
     }
 
     #[test]
-    fn the_table_keeps_a_bounded_number_of_ranges() {
+    fn the_table_keeps_indices_and_forgets_older_incarnations() {
         let mut t = OriginTable::new();
-        for k in 0..(OriginTable::MAX_RANGES as u64 + 10) {
-            t.insert_run(id(1, 1, 2 * k), 1);
+        t.insert_run(&run(100, 5, id(1, 1, 1)));
+        t.insert_run(&run(200, 5, id(1, 1, 10)));
+        assert_eq!(t.position(&id(1, 1, 3)), Some(TablePosition::At(102)));
+        assert_eq!(t.position(&id(1, 1, 7)), None);
+        assert_eq!(t.position(&id(1, 1, 12)), Some(TablePosition::At(202)));
+        // Contiguous in both sequence numbers and indices: one run.
+        t.insert_run(&run(105, 5, id(1, 1, 6)));
+        assert_eq!(t.record(1).map(|r| r.runs.len()), Some(2));
+        t.insert_run(&run(150, 1, id(1, 1, 3)));
+        assert_eq!(
+            t.position(&id(1, 1, 3)),
+            Some(TablePosition::At(102)),
+            "the first place stays"
+        );
+        // A run that overlaps adds what it has beyond the overlap.
+        t.insert_run(&run(112, 6, id(1, 1, 13)));
+        assert_eq!(t.position(&id(1, 1, 14)), Some(TablePosition::At(204)));
+        assert_eq!(t.position(&id(1, 1, 15)), Some(TablePosition::At(114)));
+        assert_eq!(t.position(&id(1, 1, 16)), Some(TablePosition::At(115)));
+        t.insert_run(&run(300, 1, id(1, 2, 1)));
+        assert_eq!(t.position(&id(1, 1, 99)), Some(TablePosition::PreviousLife));
+        assert_eq!(t.position(&id(1, 2, 2)), None);
+        assert_eq!(t.position(&id(2, 1, 1)), None);
+        assert!(t.is_well_formed());
+        let mut u = OriginTable::new();
+        u.merge(&t);
+        assert_eq!(u, t);
+    }
+
+    #[test]
+    fn the_table_keeps_a_bounded_number_of_runs() {
+        let mut t = OriginTable::new();
+        for k in 0..(OriginTable::MAX_RUNS as u64 + 10) {
+            t.insert_run(&run(3 * k, 1, id(1, 1, 2 * k)));
         }
         assert_eq!(
-            t.record(1).map(|r| r.seqs.len()),
-            Some(OriginTable::MAX_RANGES)
+            t.record(1).map(|r| r.runs.len()),
+            Some(OriginTable::MAX_RUNS)
         );
         assert!(t.is_well_formed());
     }

@@ -240,6 +240,8 @@ pub(crate) fn log_sync<T: Entry>(sync_idx: u64, suffix: Vec<T>) -> LogSync<T> {
         sync_idx,
         suffix,
         stopsign: None,
+        suffix_origins: Default::default(),
+        origin_table: None,
     }
 }
 
@@ -264,6 +266,7 @@ pub(crate) fn accept_decide<T: Entry>(n: Ballot, counter: u64, entries: Vec<T>) 
         decided_idx: 0,
         entries: entries.into(),
         forward_acks: vec![],
+        origins: Default::default(),
     }
 }
 
@@ -301,10 +304,29 @@ pub(crate) fn pull_log_reply<T: Entry>(from_idx: u64, entries: Vec<T>) -> PullLo
         snapshot: None,
         entries,
         stopsign: None,
+        origins: Default::default(),
+        origin_table: None,
     }
 }
 
 /// The stop-sign that ends configuration [`CONFIG`], keeping {1, 2, 3}.
 pub(crate) fn stopsign_2() -> StopSign {
     StopSign::with(CONFIG + 1, vec![1, 2, 3], None)
+}
+
+/// The ids server `origin` gives its proposals `seqs` in its first
+/// incarnation, as a message carries them (index 0 being the first).
+pub(crate) fn ids_of(origin: NodeId, seqs: std::ops::Range<u64>) -> omnipaxos::storage::OriginIds {
+    let mut ids = omnipaxos::storage::OriginIds::new();
+    for (k, seq) in seqs.enumerate() {
+        ids.push(
+            k as u64,
+            omnipaxos::storage::OriginId {
+                origin,
+                incarnation: 1,
+                seq,
+            },
+        );
+    }
+    ids
 }

@@ -22,6 +22,7 @@ fn follower_forwards_a_proposal_to_the_leader() {
                     seq: 1
                 },
                 entries: vec![E(42)],
+                origins: ids_of(2, 1..2),
             })
         )]
     );
@@ -42,6 +43,7 @@ fn leader_appends_a_forwarded_batch_once_and_acknowledges_every_retry() {
                     seq: 4,
                 },
                 entries: vec![E(1), E(2)],
+                origins: Default::default(),
             }),
         )
     };
@@ -57,7 +59,8 @@ fn leader_appends_a_forwarded_batch_once_and_acknowledges_every_retry() {
                 session: 7,
                 seq: 4
             },
-            first_idx: 0
+            first_idx: 0,
+            placed: Vec::new(),
         })
     )));
     l.handle_incoming(fwd());
@@ -73,7 +76,8 @@ fn leader_appends_a_forwarded_batch_once_and_acknowledges_every_retry() {
                     session: 7,
                     seq: 4
                 },
-                first_idx: 0
+                first_idx: 0,
+                placed: Vec::new(),
             })
         )]
     );
@@ -101,6 +105,7 @@ fn leader_appends_a_batch_from_a_restarted_origin_that_reuses_a_seq() {
                     seq: 1,
                 },
                 entries: vec![E(session)],
+                origins: Default::default(),
             }),
         )
     };
@@ -120,7 +125,8 @@ fn leader_appends_a_batch_from_a_restarted_origin_that_reuses_a_seq() {
                         session: 1,
                         seq: 1
                     },
-                    first_idx: 0
+                    first_idx: 0,
+                    placed: Vec::new(),
                 })
             ),
             sp(
@@ -133,7 +139,8 @@ fn leader_appends_a_batch_from_a_restarted_origin_that_reuses_a_seq() {
                         session: 2,
                         seq: 1
                     },
-                    first_idx: 1
+                    first_idx: 1,
+                    placed: Vec::new(),
                 })
             ),
         ]
@@ -158,18 +165,20 @@ fn the_acknowledgement_of_a_forwarded_batch_rides_with_its_entries_to_the_origin
             n: B1,
             id,
             entries: vec![E(8)],
+            origins: Default::default(),
         }),
     ));
     let ack = ProposalAck {
         n: B1,
         id,
         first_idx: 0,
+        placed: Vec::new(),
     };
     assert_eq!(
         paxos_out(&mut l),
         vec![
             AcceptDecide {
-                forward_acks: vec![ack],
+                forward_acks: vec![ack.clone()],
                 ..accept_decide(B1, 2, vec![E(8)])
             }
             .sent(1, 2),

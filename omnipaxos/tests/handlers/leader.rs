@@ -29,7 +29,11 @@ fn leader_with_a_quorum_of_promises_synchronises_the_follower() {
         paxos_out(&mut l),
         vec![
             accept_sync(B1, log_sync(0, vec![])).sent(1, 2),
-            accept_decide(B1, 2, vec![E(5)]).sent(1, 2),
+            AcceptDecide {
+                origins: ids_of(1, 1..2),
+                ..accept_decide(B1, 2, vec![E(5)])
+            }
+            .sent(1, 2),
         ]
     );
     assert!(l.is_leader());

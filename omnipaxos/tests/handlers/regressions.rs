@@ -85,6 +85,7 @@ fn a_forwarded_batch_whose_index_a_snapshot_replaced_is_appended_again_on_retry(
             n,
             id,
             entries: vec![N(7)],
+            origins: Default::default(),
         }
         .sent(3, 1)
     };
@@ -120,7 +121,8 @@ fn a_forwarded_batch_whose_index_a_snapshot_replaced_is_appended_again_on_retry(
             ProposalAck {
                 n: b2,
                 id,
-                first_idx: 6
+                first_idx: 6,
+                placed: Vec::new(),
             }
             .sent(1, 3)
         ]
@@ -158,7 +160,13 @@ fn a_late_follower_of_the_synced_round_is_synchronised_from_its_decided_index_at
         vec![
             AcceptSync {
                 decided_idx: 5,
-                ..accept_sync(B1, log_sync(4, vec![E(5)]))
+                ..accept_sync(
+                    B1,
+                    LogSync {
+                        suffix_origins: ids_of(1, 5..6),
+                        ..log_sync(4, vec![E(5)])
+                    }
+                )
             }
             .sent(1, 2)
         ]

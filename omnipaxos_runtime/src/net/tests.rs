@@ -258,6 +258,7 @@ fn accept_decide<T: omnipaxos::storage::Entry>(entries: Vec<T>) -> Message<T> {
             decided_idx: 0,
             entries: entries.into(),
             forward_acks: Vec::new(),
+            origins: Default::default(),
         }),
     )
 }

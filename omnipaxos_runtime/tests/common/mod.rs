@@ -116,6 +116,7 @@ pub(crate) fn accept_decide(from: NodeId, to: NodeId, entries: Vec<Value>) -> Me
             decided_idx: 0,
             entries: entries.into(),
             forward_acks: Vec::new(),
+            origins: Default::default(),
         }),
     )
 }

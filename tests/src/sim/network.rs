@@ -339,6 +339,8 @@ mod tests {
                     snapshot: None,
                     entries: (0..len).map(Value).collect(),
                     stopsign: None,
+                    origins: Default::default(),
+                    origin_table: None,
                 }),
             })
         };

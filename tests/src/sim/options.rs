@@ -57,11 +57,10 @@ pub struct SimOptions {
     /// and the hint is an optimisation on top.
     pub call_reconnected: bool,
     /// Whether one proposal may be decided at two indices without failing
-    /// the validity check. Off by default: the paper's SC1 forbids duplicates
-    /// and the scenario tests demand exactly-once. `OmniPaxos::append`
-    /// documents one exception (a forwarded entry whose leader fails before
-    /// acknowledging it is sent again to the next leader), which a run with
-    /// random crashes and partitions hits; such a run may turn this on.
+    /// the validity check. Off by default, and off in every soak: an append
+    /// is decided once (proposals carry their origin's id, and a leader
+    /// appends an id it finds in its log no more). On only for a storage
+    /// that keeps no origins, which promises at-least-once.
     pub allow_duplicate_decisions: bool,
     /// Whether to print every delivered message and every command to stderr,
     /// one line each, prefixed with the tick. The environment variable

@@ -4,7 +4,7 @@
 use crate::sim::{options::SimStorage, value::Value};
 use omnipaxos::{
     ballot::Ballot,
-    storage::{Entry, Storage, StorageOp, StorageResult},
+    storage::{Entry, OriginIds, OriginTable, Storage, StorageOp, StorageResult},
     util::{ConfigurationEnd, StopSign},
 };
 use omnipaxos_storage::{
@@ -533,6 +533,22 @@ impl Storage<Value> for SharedStorage {
             .backend
             .store()
             .get_previous_configuration_end()
+    }
+
+    fn keeps_origins(&self) -> bool {
+        self.inner.borrow().backend.store().keeps_origins()
+    }
+
+    fn get_origins(&self, from: u64, to: u64) -> StorageResult<OriginIds> {
+        self.inner.borrow().backend.store().get_origins(from, to)
+    }
+
+    fn get_origin_table(&self) -> StorageResult<OriginTable> {
+        self.inner.borrow().backend.store().get_origin_table()
+    }
+
+    fn get_incarnation(&self) -> StorageResult<u64> {
+        self.inner.borrow().backend.store().get_incarnation()
     }
 }
 

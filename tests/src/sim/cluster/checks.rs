@@ -165,7 +165,7 @@ impl SimCluster {
 
     /// Panics with `what` went wrong, the tick, the seed and the replay command.
     #[track_caller]
-    pub(super) fn fail(&self, property: &str, detail: &str) -> ! {
+    pub fn fail(&self, property: &str, detail: &str) -> ! {
         self.reported.set(true);
         panic!(
             "[sim] `{property}` failed at tick {} (seed {}): {detail}\n[sim] replay: {}",

@@ -1,0 +1,134 @@
+//! How a leader appends a proposal once: it looks the proposal's
+//! [`OriginId`] up in an index of its log (and of the batch it is
+//! gathering) before it appends, and in the storage's [`OriginTable`] for
+//! the compacted prefix.
+//!
+//! A proposal reaches a leader twice when its origin retries it: to a new
+//! leader after the old one failed before acknowledging, or after a log
+//! sync cut it from the origin's own log. Whether the earlier copy survived
+//! is written in the log the leader adopted, so the leader rebuilds the
+//! index from that log when its prepare phase ends.
+
+use crate::{
+    storage::{OriginId, OriginIds, OriginRun, OriginTable, TablePosition},
+    util::NodeId,
+};
+use std::collections::{BTreeMap, HashMap};
+
+/// Where a leader found a proposal it was asked to append.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Found {
+    /// At this log index (in the log, the batch or the compacted prefix).
+    At(u64),
+    /// Its origin has started again since it was made: it is not appended.
+    PreviousLife,
+}
+
+/// The proposals of a leader's log and batch, by origin.
+#[derive(Debug, Default)]
+pub(super) struct LogIndex {
+    /// `(origin, incarnation)` -> first sequence number of a run ->
+    /// `(len, index of its first entry)`.
+    runs: HashMap<(NodeId, u64), BTreeMap<u64, (u64, u64)>>,
+    /// The newest incarnation seen per origin.
+    newest: HashMap<NodeId, u64>,
+}
+
+impl LogIndex {
+    /// An index of the log's ids.
+    pub(super) fn of(ids: &OriginIds) -> Self {
+        let mut index = Self::default();
+        for run in ids.runs() {
+            index.add_run(run);
+        }
+        index
+    }
+
+    /// Records a run of the log (or batch).
+    pub(super) fn add_run(&mut self, run: &OriginRun) {
+        let first = run.first;
+        let newest = self.newest.entry(first.origin).or_insert(first.incarnation);
+        *newest = (*newest).max(first.incarnation);
+        let runs = self
+            .runs
+            .entry((first.origin, first.incarnation))
+            .or_default();
+        // A run that continues the one before it in both numbers joins it,
+        // so that a leader's own proposals stay one run however many.
+        if let Some((&seq, &mut (ref mut len, idx))) = runs.range_mut(..first.seq).next_back() {
+            if seq + *len == first.seq && idx + *len == run.idx {
+                *len += run.len;
+                return;
+            }
+        }
+        runs.entry(first.seq).or_insert((run.len, run.idx));
+    }
+
+    /// Records one proposal at `idx`.
+    pub(super) fn add(&mut self, idx: u64, id: OriginId) {
+        self.add_run(&OriginRun {
+            idx,
+            len: 1,
+            first: id,
+        });
+    }
+
+    /// Where the log, or the compacted prefix `table` describes, has `id`.
+    pub(super) fn find(&self, id: &OriginId, table: &OriginTable) -> Option<Found> {
+        if let Some(runs) = self.runs.get(&(id.origin, id.incarnation)) {
+            if let Some((&seq, &(len, idx))) = runs.range(..=id.seq).next_back() {
+                if id.seq < seq + len {
+                    return Some(Found::At(idx + (id.seq - seq)));
+                }
+            }
+        }
+        if self
+            .newest
+            .get(&id.origin)
+            .is_some_and(|&n| n > id.incarnation)
+        {
+            return Some(Found::PreviousLife);
+        }
+        table.position(id).map(|p| match p {
+            TablePosition::At(idx) => Found::At(idx),
+            TablePosition::PreviousLife => Found::PreviousLife,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(origin: NodeId, incarnation: u64, seq: u64) -> OriginId {
+        OriginId {
+            origin,
+            incarnation,
+            seq,
+        }
+    }
+
+    #[test]
+    fn finds_proposals_in_the_log_the_batch_and_the_table() {
+        let mut ids = OriginIds::new();
+        for k in 0..10 {
+            ids.push(100 + k, id(1, 1, k + 1));
+        }
+        let mut index = LogIndex::of(&ids);
+        index.add(110, id(1, 1, 11));
+        index.add(111, id(2, 3, 1));
+        assert_eq!(index.runs[&(1, 1)].len(), 1, "one run however many");
+        let mut table = OriginTable::new();
+        table.insert_run(&OriginRun {
+            idx: 5,
+            len: 1,
+            first: id(3, 1, 7),
+        });
+        assert_eq!(index.find(&id(1, 1, 4), &table), Some(Found::At(103)));
+        assert_eq!(index.find(&id(1, 1, 11), &table), Some(Found::At(110)));
+        assert_eq!(index.find(&id(1, 1, 12), &table), None);
+        assert_eq!(index.find(&id(2, 2, 1), &table), Some(Found::PreviousLife));
+        assert_eq!(index.find(&id(3, 1, 7), &table), Some(Found::At(5)));
+        assert_eq!(index.find(&id(3, 1, 8), &table), None);
+    }
+}
