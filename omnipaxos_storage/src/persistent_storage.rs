@@ -15,8 +15,11 @@
 //! <path>/records/            one file per value that is written rarely and
 //!                            may be large: snapshot-<generation>,
 //!                            stopsign-<generation>, previous_end-<generation>,
-//!                            and redo-<generation> while a rewrite of the
-//!                            log's tail is in progress (see below)
+//!                            origins-<generation> (the origin ids of the
+//!                            held log and the origin table, as of the
+//!                            checkpoint), and redo-<generation> while a
+//!                            rewrite of the log's tail is in progress (see
+//!                            below)
 //! <path>/commitlog/          commitlog segments and indexes (or wherever
 //!                            `set_commitlog_options` puts them)
 //! ```
@@ -30,17 +33,26 @@
 //! write-ahead log records after it (those with a sequence number above its
 //! `wal_seq`), each of which holds the whole state after its batch.
 //!
-//! * a common batch (appends, trims, the protocol's numbers) is one log
-//!   record, holding the new state and the serialised entries, appended
-//!   and synced: that sync is its commit point and its only one. The
-//!   entries then go to the commitlog unsynced. Open cuts the commitlog back
-//!   to the checkpoint's end and appends each record's entries again, so it
-//!   never relies on what the unsynced commitlog held.
+//! * a common batch (appends, trims, the protocol's numbers, origin ids and
+//!   the origin table) is one log record, holding the new state, the
+//!   serialised entries and the batch's change to the origin ids (the index
+//!   from which it forgets ids and the runs it adds there, a few dozen bytes
+//!   per run however many entries a run covers), appended and synced: that
+//!   sync is its commit point and its only one. The entries then go to the
+//!   commitlog unsynced. Open cuts the commitlog back to the checkpoint's
+//!   end and appends each record's entries again, so it never relies on
+//!   what the unsynced commitlog held; it applies each record's origin
+//!   change to the ids the checkpoint names likewise.
 //! * a checkpoint syncs the commitlog (the segments a common batch closed
-//!   were synced when it closed them), flushes the state record naming the
-//!   last log record, and empties the log. A crash before the flush leaves
-//!   the old checkpoint and all records; after it, records that open skips
-//!   and the next checkpoint drops.
+//!   were synced when it closed them), writes the origin ids and table to a
+//!   new `origins-<generation>` record file if a record since the last
+//!   checkpoint changed them, flushes the state record naming that file and
+//!   the last log record, and empties the log. A crash before the flush
+//!   leaves the old checkpoint (with the file it names) and all records;
+//!   after it, records that open skips and the next checkpoint drops. The
+//!   replaced origins file is deleted after the flush. So the ids cost a
+//!   common batch only their bytes in its record, and a checkpoint a file
+//!   whose size grows with the runs of the held log (not with its entries).
 //! * a trim only moves `trimmed_idx` and `phys_base` forward in the state;
 //!   whole segments below the new start are deleted after the next
 //!   checkpoint, which the trim asks for when there are any, since the
@@ -64,6 +76,12 @@
 //!   open that finds a redo named does the cut and append again (both are
 //!   idempotent).
 //!
+//!
+//! A batch on the rare path that changes the origin ids (it cuts the log,
+//! trims it, or sets ids or the table) writes the ids and table after it to
+//! a new origins file before its commit point, which names the file; the
+//! incarnation is a number in the state record.
+//!
 //! Every batch therefore has exactly one commit point, a log sync or a sled
 //! flush, and is seen after a crash either whole or not at all. A record
 //! file that the committed state does not name, whatever the crash left, is
@@ -84,7 +102,7 @@
 use crate::{
     bounds::Bounds,
     error,
-    record_files::{Kind, Named, RecordFiles, RecordRef, Swept},
+    record_files::{Kind, Named, NamedV3, RecordFiles, RecordRef, Swept},
     segments::{self, Beyond, Dropped, HEADER_BYTES, Layout},
     wal::{Found, Wal},
 };
@@ -95,7 +113,7 @@ use commitlog::{
 use omnipaxos::{
     ballot::Ballot,
     errors::StorageError,
-    storage::{Entry, Storage, StorageOp, StorageResult},
+    storage::{Entry, OriginIds, OriginTable, Storage, StorageOp, StorageResult},
     util::{ConfigurationEnd, StopSign},
 };
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
@@ -116,8 +134,11 @@ pub use commitlog::LogOptions;
 const MARKER: &str = "OMNIPAXOS_STORAGE";
 /// The version of the on-disk format this build writes. Version 1 kept the
 /// snapshot and the redo record in sled; version 2 had no write-ahead log
-/// and flushed the state record on every write. Open upgrades both.
-const FORMAT_VERSION: u32 = 3;
+/// and flushed the state record on every write; version 3 kept no origin
+/// ids and no incarnation. Open upgrades all three.
+const FORMAT_VERSION: u32 = 4;
+/// The first format version with a write-ahead log.
+const FIRST_LOGGED_VERSION: u32 = 3;
 /// The oldest format version open can upgrade.
 const OLDEST_READABLE_VERSION: u32 = 1;
 /// The segment size of the commit log when the user sets no options: it
@@ -179,6 +200,41 @@ struct State {
     /// The sequence number of the last write-ahead log record this state
     /// includes: on open, only the records after it are replayed.
     wal_seq: u64,
+    /// How many times a server started on this storage, as it last said.
+    incarnation: u64,
+}
+
+/// The state record of format version 3, read only to upgrade it (and
+/// written by tests that make a version 3 directory).
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+struct StateV3 {
+    promise: Option<Ballot>,
+    accepted_round: Option<Ballot>,
+    decided_idx: u64,
+    compacted_idx: u64,
+    trimmed_idx: u64,
+    log_len: u64,
+    phys_base: u64,
+    files: NamedV3,
+    wal_seq: u64,
+}
+
+impl From<StateV3> for State {
+    fn from(old: StateV3) -> Self {
+        Self {
+            promise: old.promise,
+            accepted_round: old.accepted_round,
+            decided_idx: old.decided_idx,
+            compacted_idx: old.compacted_idx,
+            trimmed_idx: old.trimmed_idx,
+            log_len: old.log_len,
+            phys_base: old.phys_base,
+            files: old.files.into(),
+            wal_seq: old.wal_seq,
+            incarnation: 0,
+        }
+    }
 }
 
 /// The state record of format version 2, read only to upgrade it (and
@@ -193,7 +249,7 @@ struct StateV2 {
     trimmed_idx: u64,
     log_len: u64,
     phys_base: u64,
-    files: Named,
+    files: NamedV3,
 }
 
 /// The state record of format version 1, read only to upgrade it (and
@@ -292,6 +348,69 @@ impl<T> LogPlan<T> {
     }
 }
 
+/// How a batch changes the origin ids and table, worked out as its ops are
+/// read: the ids become the old ones below `cut` (or all of them), then
+/// `added`, all trimmed at the new `trimmed_idx`. Only what the batch itself
+/// adds is held, never a copy of the ids of the whole log.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct OriginChanges {
+    /// The lowest index from which the batch forgets ids, if it cuts any.
+    cut: Option<u64>,
+    /// The ids the batch gives, all at `cut` or above, as later ops in the
+    /// batch left them.
+    added: OriginIds,
+    /// The table the batch persists, if any.
+    table: Option<OriginTable>,
+}
+
+impl OriginChanges {
+    /// The log is cut at `from`: ids there and above go, the batch's own too.
+    fn cut_at(&mut self, from: u64) {
+        self.cut = Some(self.cut.map_or(from, |c| c.min(from)));
+        self.added.truncate(from);
+    }
+
+    /// `SetOrigins(from, ids)`, which the bounds check let through: `ids`
+    /// lie at `from` or above.
+    fn set(&mut self, from: u64, ids: &OriginIds) {
+        self.cut_at(from);
+        let appended = self.added.append(ids);
+        debug_assert!(appended, "bounds checked that the ids start at from_idx");
+    }
+
+    /// Forgets a cut that changes nothing: one at or past the end of the ids
+    /// held, with nothing added.
+    fn settle(&mut self, held: &OriginIds) {
+        if self.added.is_empty() && self.cut.is_some_and(|c| c >= held.end()) {
+            self.cut = None;
+        }
+    }
+
+    /// Whether the batch leaves the ids and the table as they are (up to
+    /// its trim, which the state record carries).
+    fn is_empty(&self) -> bool {
+        self.cut.is_none() && self.table.is_none()
+    }
+
+    /// Applies the change to `ids` and `table`, the log now trimmed at
+    /// `trimmed`. Returns `false` if `added` starts below where the cut ids
+    /// end, which only a forged log record can make happen; `ids` may then
+    /// be half-changed and must be dropped.
+    fn apply(&self, ids: &mut OriginIds, table: &mut OriginTable, trimmed: u64) -> bool {
+        if let Some(cut) = self.cut {
+            ids.truncate(cut);
+        }
+        if !ids.append(&self.added) {
+            return false;
+        }
+        ids.trim(trimmed);
+        if let Some(t) = &self.table {
+            table.clone_from(t);
+        }
+        true
+    }
+}
+
 /// File handles on the segment being appended to, kept to sync it.
 struct Active {
     /// The first commitlog offset of the segment.
@@ -355,6 +474,11 @@ pub struct OpenReport {
     /// Bytes of an interrupted last write-ahead log record that open cut
     /// off: a write that a crash stopped before it returned.
     pub wal_torn_bytes: u64,
+    /// Set when open upgraded a directory of a format before origin ids
+    /// (version 3 or older) that held entries: the entries below this index
+    /// have no origin id, and the origin table knows nothing of the
+    /// compacted prefix.
+    pub no_origin_ids_below: Option<u64>,
 }
 
 impl OpenReport {
@@ -373,6 +497,11 @@ impl fmt::Display for OpenReport {
         if let Some(v) = self.upgraded_from {
             parts.push(format!(
                 "upgraded from format version {v} to {FORMAT_VERSION}"
+            ));
+        }
+        if let Some(n) = self.no_origin_ids_below {
+            parts.push(format!(
+                "entries below index {n} were written before origin ids and have none"
             ));
         }
         if !self.removed.is_empty() {
@@ -444,6 +573,10 @@ pub enum LeftoverKind {
     /// A redo record the committed state does not name: of a rewrite that
     /// had finished, or of a batch that never committed.
     Redo,
+    /// Origin ids the committed state does not name: ones a later
+    /// checkpoint replaced, or ones written by a checkpoint or batch that
+    /// never committed.
+    Origins,
     /// A commitlog segment or index holding only trimmed entries.
     TrimmedSegment,
     /// A commitlog segment or index holding only entries that a committed
@@ -462,6 +595,7 @@ impl fmt::Display for LeftoverKind {
             Self::StopSign => "unreferenced stop-sign",
             Self::PreviousEnd => "unreferenced previous configuration's end",
             Self::Redo => "unreferenced redo record",
+            Self::Origins => "unreferenced origin ids",
             Self::TrimmedSegment => "trimmed segment",
             Self::ReplacedEntries => "replaced entries",
             Self::LoggedEntries => "entries rewritten from the write-ahead log",
@@ -478,6 +612,7 @@ impl From<Swept> for RemovedFile {
                 Kind::StopSign => LeftoverKind::StopSign,
                 Kind::PreviousEnd => LeftoverKind::PreviousEnd,
                 Kind::Redo => LeftoverKind::Redo,
+                Kind::Origins => LeftoverKind::Origins,
             },
             bytes: s.bytes,
         }
@@ -619,6 +754,18 @@ pub struct PersistentStorage<T: Entry> {
     stopsign: Option<StopSign>,
     /// How the previous configuration ended, as last flushed.
     previous_end: Option<ConfigurationEnd>,
+    /// The origin ids of the held log, committed: the origins file the
+    /// checkpoint names with the changes of the log records after it.
+    origins: OriginIds,
+    /// The origin table, committed likewise.
+    origin_table: OriginTable,
+    /// Whether `origins` or `origin_table` changed since the origins file
+    /// the checkpoint names was written; the next checkpoint writes a new one.
+    origins_dirty: bool,
+    /// Set while a directory of format version 3 is being upgraded: the
+    /// next state record is written together with the new meta record, as
+    /// one flushed sled batch, which is the upgrade's commit point.
+    upgrade_pending: bool,
     /// Set when a write failed half-way; says what failed.
     poisoned: Option<String>,
     /// What open cleaned up.
@@ -730,12 +877,12 @@ where
             }
             _ => {}
         }
-        // The log exists from the moment the state database is at the
-        // current version: it is created before the database is initialised
-        // or upgraded, so a current database without it has lost writes.
-        let current = meta_version == Some(FORMAT_VERSION);
-        let (wal, scan) = Wal::open(&root, !current)?;
-        if !current && !scan.records.is_empty() {
+        // The log exists from the moment the state database is at a version
+        // with one: it is created before the database is initialised or
+        // upgraded, so such a database without it has lost writes.
+        let logged = meta_version.is_some_and(|v| v >= FIRST_LOGGED_VERSION);
+        let (wal, scan) = Wal::open(&root, !logged)?;
+        if !logged && !scan.records.is_empty() {
             return Err(error::corrupt(
                 wal.path(),
                 "the write-ahead log holds records but the state database is of an older \
@@ -743,12 +890,24 @@ where
             ));
         }
         report.wal_torn_bytes = scan.torn_bytes;
+        // A version 3 database keeps its version until the first state
+        // record this open writes, which goes with the new meta record: its
+        // log records (of the version 3 layout) are replayed first, so that
+        // no later open reads them as records of the current layout.
+        let upgrade_pending = meta_version == Some(3);
         let state = match meta_version {
             Some(FORMAT_VERSION) => {
                 let bytes = get(KEY_STATE)?.ok_or_else(|| {
                     error::corrupt(&db_path, "the state database has no state record")
                 })?;
                 decode::<State>(&bytes, "the state record", &db_path)?
+            }
+            Some(3) => {
+                report.upgraded_from = Some(3);
+                let bytes = get(KEY_STATE)?.ok_or_else(|| {
+                    error::corrupt(&db_path, "the state database has no state record")
+                })?;
+                decode::<StateV3>(&bytes, "the state record", &db_path)?.into()
             }
             Some(2) => {
                 report.upgraded_from = Some(2);
@@ -777,11 +936,6 @@ where
                 state
             }
         };
-        if claim.marker_version < FORMAT_VERSION {
-            // The database is at the current version now (upgraded above,
-            // or before a crash that came before this line).
-            write_marker(&root)?;
-        }
         if state.log_len < state.trimmed_idx {
             return Err(error::corrupt(
                 &db_path,
@@ -813,7 +967,7 @@ where
             .map_or(ckpt_seq, |r| r.seq.max(ckpt_seq));
         let batches = replay
             .iter()
-            .map(|r| decode_batch(&scan.data, r, wal.path()))
+            .map(|r| decode_batch(&scan.data, r, wal.path(), upgrade_pending))
             .collect::<StorageResult<Vec<_>>>()?;
         if let Some(b) = batches.iter().find(|b| b.state.files != state.files) {
             return Err(error::corrupt(
@@ -844,6 +998,7 @@ where
         let stopsign = read_named(&records, &state, Kind::StopSign)?;
         let previous_end = read_named(&records, &state, Kind::PreviousEnd)?;
         let redo: Option<Redo> = read_named(&records, &state, Kind::Redo)?;
+        let (origins, origin_table) = read_origins(&records, &state)?;
 
         let held_before_redo = match &redo {
             Some(redo) if redo.cut >= state.phys_base => redo.cut - state.phys_base,
@@ -918,6 +1073,10 @@ where
             snapshot,
             stopsign,
             previous_end,
+            origins,
+            origin_table,
+            origins_dirty: false,
+            upgrade_pending,
             poisoned: None,
             report,
             stats: PersistentStorageStats::default(),
@@ -942,10 +1101,19 @@ where
         }
         storage.wal.cut_torn_tail()?;
         storage.replay(&scan.data, batches)?;
-        if storage.wal.len() > 0 {
+        if storage.wal.len() > 0 || storage.upgrade_pending {
             // Replayed records, or ones a checkpoint already held: make the
-            // checkpoint current so that the log starts empty.
+            // checkpoint current so that the log starts empty. An upgrade
+            // from version 3 commits here too, if a redo did not already.
             storage.checkpoint()?;
+        }
+        if claim.marker_version < FORMAT_VERSION {
+            // The database is at the current version now (upgraded above,
+            // or before a crash that came before this line).
+            write_marker(&storage.root)?;
+        }
+        if storage.report.upgraded_from.is_some() && storage.state.log_len > 0 {
+            storage.report.no_origin_ids_below = Some(storage.state.log_len);
         }
         Ok(storage)
     }
@@ -983,6 +1151,7 @@ where
             self.append_physical(&slices, false)?;
             state.phys_base = phys_base;
             state.wal_seq = self.state.wal_seq;
+            self.replay_origins(&batch.origins, &state, batch.seq)?;
             if state.phys_base + state.held() != self.log.next_offset() {
                 return Err(error::corrupt(
                     self.wal.path(),
@@ -1002,6 +1171,44 @@ where
         Ok(())
     }
 
+    /// Applies the origin change of log record `seq` to the ids and table,
+    /// `state` being the state after it; a change that does not fit the log
+    /// (ids outside it, ids below the cut) is a forged record.
+    fn replay_origins(
+        &mut self,
+        changes: &OriginChanges,
+        state: &State,
+        seq: u64,
+    ) -> StorageResult<()> {
+        let bad = |what: &str| {
+            error::corrupt(
+                self.wal.path(),
+                format!("write-ahead log record {seq} is malformed: {what}"),
+            )
+        };
+        let first = changes.added.runs().first().map(|r| r.idx);
+        let fits = match (changes.cut, first) {
+            (_, None) => true,
+            (None, Some(_)) => false,
+            (Some(cut), Some(first)) => {
+                first >= cut && first >= state.trimmed_idx && changes.added.end() <= state.log_len
+            }
+        };
+        if !fits {
+            return Err(bad("its origin ids lie outside the log or below its cut"));
+        }
+        if changes.table.as_ref().is_some_and(|t| !t.is_well_formed()) {
+            return Err(bad("its origin table is malformed"));
+        }
+        if !changes.is_empty() || state.trimmed_idx > self.state.trimmed_idx {
+            if !changes.apply(&mut self.origins, &mut self.origin_table, state.trimmed_idx) {
+                return Err(bad("its origin ids overlap the ids before its cut"));
+            }
+            self.origins_dirty = true;
+        }
+        Ok(())
+    }
+
     /// What [`open`](Self::open) found left over in the directory and did
     /// about it: files it deleted, data it moved to quarantine, a rewrite it
     /// finished, a format it upgraded.
@@ -1014,8 +1221,20 @@ where
         self.stats
     }
 
+    /// Whether a batch with these origin changes, leaving the state
+    /// `after`, changes the ids or the table (up to a cheap doubt: a trim of
+    /// ids that all lie above it counts).
+    fn touches_origins(&self, origins: &OriginChanges, after: &State) -> bool {
+        !origins.is_empty()
+            || (after.trimmed_idx > self.state.trimmed_idx && !self.origins.is_empty())
+    }
+
     /// Takes the values of a committed batch as the current ones.
-    fn adopt(&mut self, changes: Changes<T::Snapshot>) {
+    fn adopt(&mut self, changes: Changes<T::Snapshot>, origins: Option<(OriginIds, OriginTable)>) {
+        if let Some((ids, table)) = origins {
+            self.origins = ids;
+            self.origin_table = table;
+        }
         if let Some(s) = changes.snapshot {
             self.snapshot = s;
         }
@@ -1058,16 +1277,6 @@ where
             self.stats.snapshot_bytes_written += record.len;
         }
         Ok(record)
-    }
-
-    /// Deletes a record file that the committed state no longer names. A
-    /// failure is counted, not returned: the file is garbage either way, and
-    /// the next open deletes it.
-    fn remove_record(&mut self, kind: Kind, record: &RecordRef) {
-        match self.records.remove(kind, record) {
-            Ok(()) => self.stats.files_removed += 1,
-            Err(_) => self.stats.files_not_removed += 1,
-        }
     }
 
     /// Fails if an earlier write failed half-way.
@@ -1186,7 +1395,13 @@ where
     /// The common path: one write-ahead log record holding the batch's
     /// entries and the new state, appended and synced (the commit point),
     /// then the entries appended to the commitlog without a sync.
-    fn write_logged(&mut self, state: State, tail: &[T], first_idx: u64) -> StorageResult<()> {
+    fn write_logged(
+        &mut self,
+        state: State,
+        tail: &[T],
+        first_idx: u64,
+        origins: &OriginChanges,
+    ) -> StorageResult<()> {
         let seq = self.last_seq + 1;
         let mut record = mem::take(&mut self.record);
         Wal::begin(&mut record, seq);
@@ -1198,6 +1413,7 @@ where
             first_offset,
             tail,
             first_idx,
+            origins,
             &self.layout,
         );
         if let Err(e) = encoded {
@@ -1229,6 +1445,12 @@ where
             self.log.next_offset(),
             "the state maps the log past the commitlog's end"
         );
+        if self.touches_origins(origins, &state) {
+            let applied =
+                origins.apply(&mut self.origins, &mut self.origin_table, state.trimmed_idx);
+            debug_assert!(applied, "a checked batch's ids follow the cut ones");
+            self.origins_dirty = true;
+        }
         self.state = state;
         // A checkpoint empties the log and is what lets trimmed segments
         // go, since the checkpoint before it may still need them.
@@ -1250,8 +1472,9 @@ where
         plan: LogPlan<T>,
         rewrites: bool,
         bounds: Bounds,
+        origins: OriginChanges,
     ) -> StorageResult<()> {
-        if self.wal.len() > 0 || self.last_seq > self.state.wal_seq {
+        if self.wal.len() > 0 || self.last_seq > self.state.wal_seq || self.origins_dirty {
             let done = self.checkpoint();
             self.guard(done)?;
         }
@@ -1283,6 +1506,20 @@ where
         {
             self.stage(&mut state, Kind::PreviousEnd, change.as_ref())?;
         }
+        // The ids and table after the batch, in a new file the commit names.
+        // A copy of the log's ids: this path is taken once per compaction or
+        // rewrite, not per append.
+        let new_origins = if self.touches_origins(&origins, &state) {
+            let mut ids = self.origins.clone();
+            let mut table = self.origin_table.clone();
+            let applied = origins.apply(&mut ids, &mut table, state.trimmed_idx);
+            debug_assert!(applied, "a checked batch's ids follow the cut ones");
+            let written = self.write_origins(&ids, &table);
+            state.files.set(Kind::Origins, self.guard(written)?);
+            Some((ids, table))
+        } else {
+            None
+        };
         debug_assert_eq!(
             state.bounds(),
             bounds,
@@ -1305,7 +1542,7 @@ where
             let committed = self.write_state(&state);
             self.guard(committed)?;
             self.state = state;
-            self.adopt(changes);
+            self.adopt(changes, new_origins);
             #[cfg(test)]
             self.crash_if(CrashPoint::AfterRedoCommit)?;
             self.finish_redo(&redo.entries)?;
@@ -1317,7 +1554,7 @@ where
             let committed = self.write_state(&state);
             self.guard(committed)?;
             self.state = state;
-            self.adopt(changes);
+            self.adopt(changes, new_origins);
         }
         // Only now, with the new state record flushed, are the files it no
         // longer names garbage.
@@ -1435,33 +1672,94 @@ impl<T: Entry> PersistentStorage<T> {
     /// Writes the state record and flushes the state database: the commit
     /// point of a batch on the rare path, and of a checkpoint. The
     /// commitlog must be synced up to the end `state` maps.
+    ///
+    /// During an upgrade from format version 3 the record goes in one sled
+    /// batch with the meta record of the current version: from that flush
+    /// on, the database is of the current version.
     fn write_state(&mut self, state: &State) -> StorageResult<()> {
-        let record = encode(state, "the state record")?;
-        self.stats.state_bytes_written += record.len() as u64;
-        self.db
-            .insert(KEY_STATE, record)
-            .map_err(|e| error::sled("write", &self.db_path, e))?;
+        if self.upgrade_pending {
+            self.stats.state_bytes_written += encode(state, "the state record")?.len() as u64;
+            let batch = versioned_state_batch(state)?;
+            self.db
+                .apply_batch(batch)
+                .map_err(|e| error::sled("upgrade", &self.db_path, e))?;
+        } else {
+            let record = encode(state, "the state record")?;
+            self.stats.state_bytes_written += record.len() as u64;
+            self.db
+                .insert(KEY_STATE, record)
+                .map_err(|e| error::sled("write", &self.db_path, e))?;
+        }
         self.db
             .flush()
             .map_err(|e| error::sled("flush", &self.db_path, e))?;
         self.stats.syncs += 1;
+        self.upgrade_pending = false;
         Ok(())
     }
 
+    /// Writes the origin ids and table to a new record file, synced, for a
+    /// commit point to name; `None` (no file) if both are empty.
+    fn write_origins(
+        &mut self,
+        ids: &OriginIds,
+        table: &OriginTable,
+    ) -> StorageResult<Option<RecordRef>> {
+        if ids.is_empty() && table.is_empty() {
+            return Ok(None);
+        }
+        let bytes = bincode::serialize(&(ids.runs(), table))
+            .map_err(|e| error::serialization(Kind::Origins.what(), &e))?;
+        let record = self.records.write(Kind::Origins, &bytes)?;
+        // The file and its directory.
+        self.stats.syncs += 2;
+        Ok(Some(record))
+    }
+
+    /// Deletes a record file that the committed state no longer names. A
+    /// failure is counted, not returned: the file is garbage either way, and
+    /// the next open deletes it.
+    fn remove_record(&mut self, kind: Kind, record: &RecordRef) {
+        match self.records.remove(kind, record) {
+            Ok(()) => self.stats.files_removed += 1,
+            Err(_) => self.stats.files_not_removed += 1,
+        }
+    }
+
     /// Makes the checkpoint hold everything the write-ahead log holds: the
-    /// commitlog is synced, the state record naming the last log record is
-    /// flushed, and then the log is emptied. A crash before the flush
-    /// leaves the old checkpoint and the whole log, one after it leaves
-    /// records that open skips. Segments wholly below the log's start are
-    /// deleted afterwards, now that no checkpoint needs them.
+    /// commitlog is synced, the origin ids and table are written to a new
+    /// file if the log changed them, the state record naming that file and
+    /// the last log record is flushed, and then the log is emptied. A crash
+    /// before the flush leaves the old checkpoint and the whole log (and an
+    /// origins file nothing names, which open deletes), one after it leaves
+    /// records that open skips. The replaced origins file, and segments
+    /// wholly below the log's start, are deleted afterwards, now that no
+    /// checkpoint needs them.
     fn checkpoint(&mut self) -> StorageResult<()> {
         self.sync_commitlog()?;
-        #[cfg(test)]
-        self.crash_if(CrashPoint::CheckpointBeforeStateFlush)?;
         let mut state = self.state.clone();
         state.wal_seq = self.last_seq;
+        if self.origins_dirty {
+            let ids = mem::take(&mut self.origins);
+            let table = mem::take(&mut self.origin_table);
+            let written = self.write_origins(&ids, &table);
+            self.origins = ids;
+            self.origin_table = table;
+            state.files.set(Kind::Origins, written?);
+        }
+        #[cfg(test)]
+        self.crash_if(CrashPoint::CheckpointBeforeStateFlush)?;
         self.write_state(&state)?;
+        let replaced = self
+            .state
+            .files
+            .get(Kind::Origins)
+            .filter(|old| state.files.get(Kind::Origins) != Some(*old));
         self.state = state;
+        self.origins_dirty = false;
+        if let Some(old) = replaced {
+            self.remove_record(Kind::Origins, &old);
+        }
         #[cfg(test)]
         self.crash_if(CrashPoint::CheckpointBeforeWalReset)?;
         self.wal.reset()?;
@@ -1545,6 +1843,7 @@ where
             kept_end: state.log_len,
             tail: Vec::new(),
         };
+        let mut origins = OriginChanges::default();
         for op in ops {
             match op {
                 StorageOp::AppendEntry(entry) => plan.tail.push(entry),
@@ -1552,8 +1851,12 @@ where
                 StorageOp::AppendOnPrefix(from, mut entries) => {
                     plan.truncate(from);
                     plan.tail.append(&mut entries);
+                    origins.cut_at(from);
                 }
-                StorageOp::Trim(idx) => plan.trim(idx),
+                StorageOp::Trim(idx) => {
+                    plan.trim(idx);
+                    origins.added.trim(idx);
+                }
                 StorageOp::SetPromise(ballot) => state.promise = Some(ballot),
                 StorageOp::SetDecidedIndex(idx) => state.decided_idx = idx,
                 StorageOp::SetAcceptedRound(ballot) => state.accepted_round = Some(ballot),
@@ -1561,12 +1864,12 @@ where
                 StorageOp::SetStopsign(stopsign) => changes.stopsign = Some(stopsign),
                 StorageOp::SetSnapshot(s) => changes.snapshot = Some(s),
                 StorageOp::SetPreviousConfigurationEnd(end) => changes.previous_end = Some(end),
-                // Not kept yet (`keeps_origins` is false): the protocol sends none.
-                StorageOp::SetOrigins(..)
-                | StorageOp::SetOriginTable(_)
-                | StorageOp::SetIncarnation(_) => {}
+                StorageOp::SetOrigins(from, ids) => origins.set(from, &ids),
+                StorageOp::SetOriginTable(table) => origins.table = Some(table),
+                StorageOp::SetIncarnation(n) => state.incarnation = n,
             }
         }
+        origins.settle(&self.origins);
         debug_assert_eq!(plan.log_len(), bounds.log_len, "plan and bounds disagree");
         let kept = plan.kept_end - plan.trimmed;
         // Replacing held entries would cut committed data before the commit
@@ -1590,14 +1893,14 @@ where
                 .as_ref()
                 .is_some_and(|c| *c != self.previous_end);
         if rewrites || changes_files {
-            self.write_with_checkpoint(state, changes, plan, rewrites, bounds)?;
+            self.write_with_checkpoint(state, changes, plan, rewrites, bounds, origins)?;
         } else {
             debug_assert_eq!(
                 state.bounds(),
                 bounds,
                 "the log moved differently than checked"
             );
-            self.write_logged(state, &plan.tail, plan.kept_end)?;
+            self.write_logged(state, &plan.tail, plan.kept_end, &origins)?;
         }
         self.stats.commits += 1;
         Ok(())
@@ -1695,6 +1998,28 @@ where
 
     fn get_previous_configuration_end(&self) -> StorageResult<Option<ConfigurationEnd>> {
         Ok(self.previous_end.clone())
+    }
+
+    fn keeps_origins(&self) -> bool {
+        true
+    }
+
+    fn get_origins(&self, from: u64, to: u64) -> StorageResult<OriginIds> {
+        let bounds = self.state.bounds();
+        let from = from.max(bounds.first_idx());
+        let to = to.min(bounds.log_len);
+        if from >= to {
+            return Ok(OriginIds::new());
+        }
+        Ok(self.origins.range(from..to))
+    }
+
+    fn get_origin_table(&self) -> StorageResult<OriginTable> {
+        Ok(self.origin_table.clone())
+    }
+
+    fn get_incarnation(&self) -> StorageResult<u64> {
+        Ok(self.state.incarnation)
     }
 }
 
@@ -1832,6 +2157,7 @@ fn upgrade_v1(db: &sled::Db, db_path: &Path, records: &mut RecordFiles) -> Stora
         phys_base: old.phys_base,
         files,
         wal_seq: 0,
+        incarnation: 0,
     };
     let mut batch = versioned_state_batch(&state)?;
     batch.remove(V1_KEY_SNAPSHOT);
@@ -1859,8 +2185,9 @@ fn upgrade_v2(db: &sled::Db, db_path: &Path) -> StorageResult<State> {
         trimmed_idx: old.trimmed_idx,
         log_len: old.log_len,
         phys_base: old.phys_base,
-        files: old.files,
+        files: old.files.into(),
         wal_seq: 0,
+        incarnation: 0,
     };
     db.apply_batch(versioned_state_batch(&state)?)
         .map_err(|e| error::sled("upgrade", db_path, e))?;
@@ -1878,14 +2205,25 @@ struct LoggedBatch {
     first_offset: u64,
     /// Where the batch's serialised entries are in the log's data.
     entries: Vec<Range<usize>>,
+    /// How the batch changed the origin ids and table.
+    origins: OriginChanges,
 }
+
+/// The flag of a record's origin section saying a cut and runs follow.
+const ORIGINS_CUT: u8 = 1;
+/// The flag of a record's origin section saying a table follows.
+const ORIGINS_TABLE: u8 = 2;
 
 /// Writes the payload of a batch's write-ahead log record after the header
 /// in `buf`: the state record, the commitlog offset of the first entry, the
-/// number of entries, and each entry as a `u32` length and its bincode
-/// bytes. Notes where each entry is in `ranges`, for the commitlog to take
-/// them from there. Fails before anything is written if an entry does not
-/// serialise or is larger than the commitlog takes.
+/// number of entries, each entry as a `u32` length and its bincode bytes,
+/// and the origin section: a flags byte, then, with [`ORIGINS_CUT`], the
+/// cut index as a `u64` and the added runs in bincode (a `u64` count and 40
+/// bytes a run), and, with [`ORIGINS_TABLE`], the table in bincode. Notes
+/// where each entry is in `ranges`, for the commitlog to take them from
+/// there. Fails before anything is written if an entry does not serialise
+/// or is larger than the commitlog takes.
+#[allow(clippy::too_many_arguments)]
 fn encode_batch<T: Serialize>(
     buf: &mut Vec<u8>,
     ranges: &mut Vec<Range<usize>>,
@@ -1893,6 +2231,7 @@ fn encode_batch<T: Serialize>(
     first_offset: u64,
     tail: &[T],
     first_idx: u64,
+    origins: &OriginChanges,
     layout: &Layout,
 ) -> StorageResult<()> {
     ranges.clear();
@@ -1914,13 +2253,34 @@ fn encode_batch<T: Serialize>(
         buf[at..at + 4].copy_from_slice(&len32.to_le_bytes());
         ranges.push(at + 4..buf.len());
     }
+    let mut flags = 0;
+    if origins.cut.is_some() {
+        flags |= ORIGINS_CUT;
+    }
+    if origins.table.is_some() {
+        flags |= ORIGINS_TABLE;
+    }
+    buf.push(flags);
+    if let Some(cut) = origins.cut {
+        buf.extend_from_slice(&cut.to_le_bytes());
+        // The runs as a slice: bincode writes them as the `Vec` that
+        // `OriginIds` deserialises from, and nothing is copied.
+        bincode::serialize_into(&mut *buf, origins.added.runs())
+            .map_err(|e| error::serialization("the origin ids of a batch", &e))?;
+    }
+    if let Some(table) = &origins.table {
+        bincode::serialize_into(&mut *buf, table)
+            .map_err(|e| error::serialization("the origin table of a batch", &e))?;
+    }
     Ok(())
 }
 
-/// Reads back what [`encode_batch`] wrote into record `found` of `data`.
-/// The record passed its checksum, so a payload that does not parse is not
-/// a torn write but a bug or a forgery, and is reported as corrupt.
-fn decode_batch(data: &[u8], found: &Found, path: &Path) -> StorageResult<LoggedBatch> {
+/// Reads back what [`encode_batch`] wrote into record `found` of `data`,
+/// or with `v3` what format version 3 wrote: a state record of that version
+/// and no origin section. The record passed its checksum, so a payload that
+/// does not parse is not a torn write but a bug or a forgery, and is
+/// reported as corrupt.
+fn decode_batch(data: &[u8], found: &Found, path: &Path, v3: bool) -> StorageResult<LoggedBatch> {
     let bad = |what: &str| {
         error::corrupt(
             path,
@@ -1928,8 +2288,13 @@ fn decode_batch(data: &[u8], found: &Found, path: &Path) -> StorageResult<Logged
         )
     };
     let mut rest = &data[found.payload.clone()];
-    let state: State =
-        bincode::deserialize_from(&mut rest).map_err(|_| bad("its state does not decode"))?;
+    let state: State = if v3 {
+        bincode::deserialize_from::<_, StateV3>(&mut rest)
+            .map_err(|_| bad("its state does not decode"))?
+            .into()
+    } else {
+        bincode::deserialize_from(&mut rest).map_err(|_| bad("its state does not decode"))?
+    };
     // Positions from here on are absolute in `data`.
     let mut pos = found.payload.end - rest.len();
     let mut take = |n: usize| -> StorageResult<Range<usize>> {
@@ -1953,6 +2318,33 @@ fn decode_batch(data: &[u8], found: &Found, path: &Path) -> StorageResult<Logged
         let len = number(take(4)?) as usize;
         entries.push(take(len)?);
     }
+    let mut origins = OriginChanges::default();
+    if !v3 {
+        let flags = number(take(1)?) as u8;
+        if flags & !(ORIGINS_CUT | ORIGINS_TABLE) != 0 {
+            return Err(bad("its origin section has unknown flags"));
+        }
+        if flags & ORIGINS_CUT != 0 {
+            origins.cut = Some(number(take(8)?));
+        }
+        let at = take(0)?.end;
+        let mut section = &data[at..found.payload.end];
+        if flags & ORIGINS_CUT != 0 {
+            // Deserialising checks the runs: sorted, disjoint, not empty,
+            // nothing overflowing.
+            origins.added = bincode::deserialize_from(&mut section)
+                .map_err(|_| bad("its origin ids do not decode"))?;
+        }
+        if flags & ORIGINS_TABLE != 0 {
+            let table: OriginTable = bincode::deserialize_from(&mut section)
+                .map_err(|_| bad("its origin table does not decode"))?;
+            if !table.is_well_formed() {
+                return Err(bad("its origin table is malformed"));
+            }
+            origins.table = Some(table);
+        }
+        take(found.payload.end - at - section.len())?;
+    }
     if take(0)?.end != found.payload.end {
         return Err(bad("bytes follow its last entry"));
     }
@@ -1961,6 +2353,7 @@ fn decode_batch(data: &[u8], found: &Found, path: &Path) -> StorageResult<Logged
         state,
         first_offset,
         entries,
+        origins,
     })
 }
 
@@ -2010,6 +2403,43 @@ fn read_named<V: DeserializeOwned>(
         .get(kind)
         .map(|r| read_record(records, kind, &r))
         .transpose()
+}
+
+/// Reads the origin ids and table the checkpoint `state` names (none for a
+/// state that names no origins file). A file that passes its checksum but
+/// does not decode, holds malformed runs or table, or ids outside the held
+/// log, is forged or written by a bug: a corrupt error naming the file.
+fn read_origins(records: &RecordFiles, state: &State) -> StorageResult<(OriginIds, OriginTable)> {
+    use bincode::Options as _;
+    let Some(r) = state.files.get(Kind::Origins) else {
+        return Ok((OriginIds::new(), OriginTable::new()));
+    };
+    let bytes = records.read(Kind::Origins, &r)?;
+    let path = records.path(Kind::Origins, r.generation);
+    let bad = |what: String| error::corrupt(&path, format!("the origin ids file {what}"));
+    let (read, table): (OriginIds, OriginTable) = bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .reject_trailing_bytes()
+        .deserialize(&bytes)
+        .map_err(|e| bad(format!("does not decode: {e}")))?;
+    if !table.is_well_formed() {
+        return Err(bad("holds a malformed origin table".to_owned()));
+    }
+    let below = read
+        .runs()
+        .first()
+        .is_some_and(|r| r.idx < state.trimmed_idx);
+    if below || read.end() > state.log_len {
+        return Err(bad(format!(
+            "holds ids outside the held log {}..{}",
+            state.trimmed_idx, state.log_len
+        )));
+    }
+    // Runs that continue one another are joined, as every write joins them,
+    // so that equal ids compare equal.
+    let mut ids = OriginIds::new();
+    ids.append(&read);
+    Ok((ids, table))
 }
 
 /// Reads and decodes the committed record file `r`.
@@ -2638,7 +3068,7 @@ mod tests {
             trimmed_idx: state.trimmed_idx,
             log_len: state.log_len,
             phys_base: state.phys_base,
-            files: state.files,
+            files: state.files.into(),
         };
         let mut batch = sled::Batch::default();
         batch.insert(KEY_STATE, encode(&v2, "").unwrap());
