@@ -1477,6 +1477,11 @@ where
         if self.wal.len() > 0 || self.last_seq > self.state.wal_seq || self.origins_dirty {
             let done = self.checkpoint();
             self.guard(done)?;
+            // `state` was worked out before the checkpoint, which may have
+            // named a new origins file (and deleted the one `state` names).
+            state
+                .files
+                .set(Kind::Origins, self.state.files.get(Kind::Origins));
         }
         state.wal_seq = self.last_seq;
         let tail = plan
