@@ -2809,6 +2809,8 @@ mod tests {
 
         let storage = PersistentStorage::<Put>::open(config.clone()).unwrap();
         assert_eq!(storage.open_report().upgraded_from, Some(1));
+        assert_eq!(storage.open_report().no_origin_ids_below, Some(50));
+        assert_eq!(storage.get_origins(0, u64::MAX).unwrap(), OriginIds::new());
         assert_eq!(storage.get_snapshot().unwrap(), Some(Bulk(vec![3; 300])));
         assert_eq!(storage.get_suffix(30).unwrap(), puts(30..50));
         assert_eq!(storage.get_decided_idx().unwrap(), 40);
@@ -2844,7 +2846,7 @@ mod tests {
 
     /// What a crash leaves: the storage stops without its clean-drop
     /// checkpoint, so the write-ahead log keeps what it holds.
-    fn crash(mut storage: PersistentStorage<Put>) {
+    fn crash<E: Entry>(mut storage: PersistentStorage<E>) {
         storage.poisoned = Some("simulated crash".to_owned());
         drop(storage);
     }
@@ -3106,6 +3108,14 @@ mod tests {
 
         let mut storage = PersistentStorage::<Put>::open(config.clone()).unwrap();
         assert_eq!(storage.open_report().upgraded_from, Some(2));
+        assert!(
+            storage
+                .open_report()
+                .to_string()
+                .contains("entries below index 50 were written before origin ids and have none"),
+            "{}",
+            storage.open_report()
+        );
         assert_eq!(storage.get_snapshot().unwrap(), Some(Bulk(vec![3; 300])));
         assert_eq!(storage.get_suffix(30).unwrap(), puts(30..50));
         assert_eq!(storage.get_decided_idx().unwrap(), 40);
@@ -3287,6 +3297,678 @@ mod tests {
             matches!(&err, StorageError::Corrupt { path: Some(p), detail }
                 if p == &index && detail.contains("index entry 3")),
             "{err}"
+        );
+    }
+
+    // ----- origin ids -------------------------------------------------------
+
+    use crate::conformance::{Sum, Value as V, observe};
+    use crate::memory_storage::MemoryStorage;
+    use omnipaxos::storage::OriginId;
+
+    /// The ids of indices `idx..idx + len`: proposals `seq..` of `origin`.
+    fn ids(idx: u64, len: u64, origin: u64, seq: u64) -> OriginIds {
+        let mut ids = OriginIds::new();
+        for k in 0..len {
+            let id = OriginId {
+                origin,
+                incarnation: 1,
+                seq: seq + k,
+            };
+            assert!(ids.push(idx + k, id));
+        }
+        ids
+    }
+
+    fn vals(range: Range<u64>) -> Vec<V> {
+        range.map(V).collect()
+    }
+
+    /// `n` entries appended at `at` with their ids, as a leader writes its
+    /// own proposals.
+    fn append_with_ids(at: u64, n: u64, origin: u64) -> Vec<StorageOp<V>> {
+        vec![
+            StorageOp::AppendEntries(vals(at..at + n)),
+            StorageOp::SetOrigins(at, ids(at, n, origin, at)),
+        ]
+    }
+
+    fn table() -> OriginTable {
+        let mut table = OriginTable::new();
+        table.absorb(&ids(0, 5, 9, 100));
+        table
+    }
+
+    #[test]
+    fn an_append_with_its_origin_ids_costs_one_sync_of_the_write_ahead_log_and_nothing_in_sled() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut storage =
+            PersistentStorage::<Put>::open(PersistentStorageConfig::with_path(dir.path())).unwrap();
+        storage.append_entries(puts(0..10)).unwrap();
+        let batch = |from: u64, with_ids: bool| {
+            let mut ops = vec![
+                StorageOp::AppendEntries(puts(from..from + 100)),
+                StorageOp::SetDecidedIndex(from),
+            ];
+            if with_ids {
+                ops.push(StorageOp::SetOrigins(from, ids(from, 100, 1, from)));
+            }
+            ops
+        };
+        let before = storage.stats();
+        storage.write_atomically(batch(10, false)).unwrap();
+        let without = storage.stats();
+        storage.write_atomically(batch(110, true)).unwrap();
+        let with = storage.stats();
+        assert_eq!(with.syncs - without.syncs, 1, "{with:?}");
+        assert_eq!(with.wal_records - without.wal_records, 1);
+        assert_eq!(with.state_bytes_written, before.state_bytes_written);
+        assert_eq!(with.checkpoints, before.checkpoints);
+        // The same batch, entries of the same size: what the ids add is
+        // the cut index, the run count and one run of five numbers.
+        let grew = (with.wal_bytes_written - without.wal_bytes_written)
+            - (without.wal_bytes_written - before.wal_bytes_written);
+        assert_eq!(grew, 8 + 8 + 40, "bytes a 100-entry run adds to a record");
+        // Two origins interleaved one by one are a run per entry.
+        let mut interleaved = OriginIds::new();
+        for k in 0..100 {
+            interleaved.append(&ids(210 + k, 1, 1 + k % 2, k));
+        }
+        storage
+            .write_atomically(vec![
+                StorageOp::AppendEntries(puts(210..310)),
+                StorageOp::SetDecidedIndex(210),
+                StorageOp::SetOrigins(210, interleaved),
+            ])
+            .unwrap();
+        let worst = storage.stats();
+        assert_eq!(worst.syncs - with.syncs, 1);
+        assert_eq!(
+            worst.wal_bytes_written - with.wal_bytes_written,
+            with.wal_bytes_written - without.wal_bytes_written + 99 * 40
+        );
+        assert_eq!(
+            storage.get_origins(0, u64::MAX).unwrap().runs().len(),
+            101,
+            "one run, then a run per entry"
+        );
+    }
+
+    #[test]
+    fn origin_ids_written_before_a_crash_read_back_after_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = PersistentStorageConfig::with_path(dir.path());
+        let mut storage = PersistentStorage::<V>::open(config.clone()).unwrap();
+        let mut model = MemoryStorage::<V>::default();
+        let batches = vec![
+            append_with_ids(0, 10, 1),
+            vec![StorageOp::SetIncarnation(4)],
+            append_with_ids(10, 5, 2),
+            vec![StorageOp::AppendEntries(vals(15..18))],
+            vec![
+                StorageOp::Trim(3),
+                StorageOp::SetCompactedIdx(3),
+                StorageOp::SetOriginTable(table()),
+            ],
+            // Ids set again below the end in a common batch.
+            vec![StorageOp::SetOrigins(12, ids(13, 2, 3, 0))],
+            append_with_ids(18, 2, 1),
+        ];
+        for batch in batches {
+            model.write_atomically(batch.clone()).unwrap();
+            storage.write_atomically(batch).unwrap();
+        }
+        assert_eq!(storage.stats().checkpoints, 0, "everything is in the log");
+        crash(storage);
+
+        let storage = PersistentStorage::<V>::open(config.clone()).unwrap();
+        assert_eq!(storage.open_report().replayed_records, 7);
+        assert_eq!(observe(&storage), observe(&model));
+        assert_eq!(storage.get_incarnation().unwrap(), 4);
+        assert_eq!(
+            record_files(dir.path()).len(),
+            1,
+            "open checkpointed the ids"
+        );
+        drop(storage);
+        let storage = PersistentStorage::<V>::open(config).unwrap();
+        assert!(
+            storage.open_report().is_clean(),
+            "{}",
+            storage.open_report()
+        );
+        assert_eq!(observe(&storage), observe(&model));
+    }
+
+    /// Runs `prepare` on a fresh storage (and on the model), then `batch`
+    /// with a crash at `point`, and checks that the reopened storage holds
+    /// the model's state after the batch (`committed`) or before it.
+    fn crash_with_ids_at(
+        point: CrashPoint,
+        config: impl Fn(&Path) -> PersistentStorageConfig,
+        prepare: &[Vec<StorageOp<V>>],
+        batch: Vec<StorageOp<V>>,
+        committed: bool,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path());
+        let mut storage = PersistentStorage::<V>::open(config.clone()).unwrap();
+        let mut model = MemoryStorage::<V>::default();
+        for ops in prepare {
+            model.write_atomically(ops.clone()).unwrap();
+            storage.write_atomically(ops.clone()).unwrap();
+        }
+        let before = observe(&model);
+        model.write_atomically(batch.clone()).unwrap();
+        let after = observe(&model);
+        storage.crash_at = Some(point);
+        assert!(
+            storage.write_atomically(batch).is_err(),
+            "{point:?} was not reached"
+        );
+        drop(storage);
+
+        let storage = PersistentStorage::<V>::open(config.clone()).unwrap();
+        let expected = if committed { &after } else { &before };
+        assert_eq!(&observe(&storage), expected, "{point:?}");
+        let origins_files = record_files(dir.path())
+            .iter()
+            .filter(|n| n.starts_with("origins-"))
+            .count();
+        assert_eq!(origins_files, 1, "{point:?}: {}", storage.open_report());
+        drop(storage);
+        let storage = PersistentStorage::<V>::open(config).unwrap();
+        assert_eq!(
+            &observe(&storage),
+            expected,
+            "{point:?} after a second reopen"
+        );
+    }
+
+    #[test]
+    fn origin_ids_survive_a_crash_at_every_crash_point() {
+        let plain = |dir: &Path| PersistentStorageConfig::with_path(dir);
+        let checkpointing = |dir: &Path| {
+            let mut config = PersistentStorageConfig::with_path(dir);
+            config.set_wal_checkpoint_bytes(1);
+            config
+        };
+        let prepare = [
+            append_with_ids(0, 50, 1),
+            append_with_ids(50, 50, 2),
+            vec![StorageOp::SetOriginTable(table())],
+            // A checkpoint, so that the crash finds an origins file named.
+            vec![StorageOp::SetSnapshot(Some(Sum(0)))],
+            append_with_ids(100, 10, 3),
+        ];
+        // A rewrite with ids: the redo path.
+        let rewrite = vec![
+            StorageOp::AppendOnPrefix(60, vals(1000..1030)),
+            StorageOp::SetOrigins(60, ids(60, 30, 4, 0)),
+        ];
+        crash_with_ids_at(
+            CrashPoint::AfterRedoCommit,
+            plain,
+            &prepare,
+            rewrite.clone(),
+            true,
+        );
+        // Its first step, the checkpoint of the log before it: the batch
+        // has not committed.
+        crash_with_ids_at(
+            CrashPoint::CheckpointBeforeStateFlush,
+            plain,
+            &prepare,
+            rewrite.clone(),
+            false,
+        );
+        crash_with_ids_at(
+            CrashPoint::CheckpointBeforeWalReset,
+            plain,
+            &prepare,
+            rewrite,
+            false,
+        );
+        // A snapshot batch that trims the ids and sets the table.
+        let mut table = table();
+        table.absorb(&ids(0, 40, 1, 0));
+        crash_with_ids_at(
+            CrashPoint::BeforeOldSnapshotRemoval,
+            plain,
+            &prepare,
+            vec![
+                StorageOp::Trim(40),
+                StorageOp::SetCompactedIdx(40),
+                StorageOp::SetSnapshot(Some(Sum(40))),
+                StorageOp::SetOriginTable(table),
+            ],
+            true,
+        );
+        // A common batch: committed by its log record, before or inside
+        // the checkpoint it triggers.
+        let append = append_with_ids(110, 20, 5);
+        crash_with_ids_at(
+            CrashPoint::AfterWalWrite,
+            plain,
+            &prepare,
+            append.clone(),
+            true,
+        );
+        for point in [
+            CrashPoint::CheckpointBeforeStateFlush,
+            CrashPoint::CheckpointBeforeWalReset,
+        ] {
+            crash_with_ids_at(point, checkpointing, &prepare, append.clone(), true);
+            // A trim that drops ids and the segments below it.
+            crash_with_ids_at(
+                point,
+                checkpointing,
+                &prepare,
+                vec![StorageOp::Trim(70), StorageOp::SetCompactedIdx(70)],
+                true,
+            );
+        }
+    }
+
+    #[test]
+    fn a_crash_mid_checkpoint_loses_no_origin_ids_and_leaves_no_stray_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = PersistentStorageConfig::with_path(dir.path());
+        config.set_wal_checkpoint_bytes(1);
+        let mut storage = PersistentStorage::<V>::open(config.clone()).unwrap();
+        storage.write_atomically(append_with_ids(0, 10, 1)).unwrap();
+        assert_eq!(storage.stats().checkpoints, 1);
+        let named = storage.state.files.get(Kind::Origins).unwrap();
+        storage.crash_at = Some(CrashPoint::CheckpointBeforeStateFlush);
+        assert!(
+            storage
+                .write_atomically(append_with_ids(10, 10, 2))
+                .is_err()
+        );
+        // The new file is written, the old one still named.
+        assert_eq!(record_files(dir.path()).len(), 2);
+        drop(storage);
+
+        let storage = PersistentStorage::<V>::open(config).unwrap();
+        let report = storage.open_report();
+        assert_eq!(report.replayed_records, 1, "{report}");
+        assert_eq!(report.removed.len(), 1, "{report}");
+        assert_eq!(report.removed[0].kind, LeftoverKind::Origins, "{report}");
+        let expected = [ids(0, 10, 1, 0), ids(10, 10, 2, 10)];
+        let mut all = OriginIds::new();
+        for part in &expected {
+            all.append(part);
+        }
+        assert_eq!(storage.get_origins(0, 20).unwrap(), all);
+        assert_ne!(storage.state.files.get(Kind::Origins), Some(named));
+        assert_eq!(record_files(dir.path()).len(), 1);
+    }
+
+    #[test]
+    fn a_storage_used_without_origin_ids_writes_no_origins_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = PersistentStorageConfig::with_path(dir.path());
+        config.set_wal_checkpoint_bytes(1);
+        let mut storage = PersistentStorage::<Put>::open(config).unwrap();
+        storage.append_entries(puts(0..10)).unwrap();
+        storage.trim(5).unwrap();
+        storage.append_on_prefix(7, puts(70..72)).unwrap();
+        let stats = storage.stats();
+        assert!(stats.checkpoints >= 2, "{stats:?}");
+        assert_eq!(record_files(dir.path()), Vec::<String>::new());
+    }
+
+    /// Names the record file `payload` as the checkpoint's origins file, as a
+    /// forger (or a bug) would: its checksum is valid.
+    fn forge_origins_file(dir: &Path, payload: &[u8]) {
+        let config = PersistentStorageConfig::with_path(dir);
+        let mut storage = PersistentStorage::<V>::open(config).unwrap();
+        let r = storage.records.write(Kind::Origins, payload).unwrap();
+        let mut state = storage.state.clone();
+        state.files.set(Kind::Origins, Some(r));
+        storage.write_state(&state).unwrap();
+        crash(storage);
+    }
+
+    fn stored_with_ids(dir: &Path) {
+        let config = PersistentStorageConfig::with_path(dir);
+        let mut storage = PersistentStorage::<V>::open(config).unwrap();
+        storage.write_atomically(append_with_ids(0, 10, 1)).unwrap();
+    }
+
+    #[track_caller]
+    fn assert_corrupt_naming(err: &StorageError, file: &str, says: &str) {
+        assert!(
+            matches!(err, StorageError::Corrupt { path: Some(p), detail }
+                if p.to_string_lossy().contains(file) && detail.contains(says)),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_damaged_or_forged_origins_file_is_a_corrupt_error_naming_it() {
+        let open = |dir: &Path| {
+            PersistentStorage::<V>::open(PersistentStorageConfig::with_path(dir))
+                .err()
+                .expect("the open must fail")
+        };
+        // A flipped byte: the checksum.
+        let dir = tempfile::tempdir().unwrap();
+        stored_with_ids(dir.path());
+        let files = record_files(dir.path());
+        let path = dir
+            .path()
+            .join(crate::record_files::RECORDS_DIR)
+            .join(&files[0]);
+        let mut bytes = fs::read(&path).unwrap();
+        *bytes.last_mut().unwrap() ^= 0x08;
+        fs::write(&path, bytes).unwrap();
+        assert_corrupt_naming(&open(dir.path()), "origins-", "checksum");
+
+        let run = |idx: u64, len: u64| omnipaxos::storage::OriginRun {
+            idx,
+            len,
+            first: OriginId::default(),
+        };
+        let forged: [(Vec<u8>, &str); 4] = [
+            (vec![1, 2, 3], "does not decode"),
+            // An empty run: the deserialiser refuses it.
+            (
+                bincode::serialize(&(vec![run(0, 0)], OriginTable::new())).unwrap(),
+                "does not decode",
+            ),
+            // Ids past the log's end.
+            (
+                bincode::serialize(&(vec![run(5, 100)], OriginTable::new())).unwrap(),
+                "outside the held log",
+            ),
+            // Trailing bytes.
+            (
+                [
+                    bincode::serialize(&(vec![run(0, 1)], OriginTable::new())).unwrap(),
+                    vec![0],
+                ]
+                .concat(),
+                "does not decode",
+            ),
+        ];
+        for (payload, says) in forged {
+            let dir = tempfile::tempdir().unwrap();
+            stored_with_ids(dir.path());
+            forge_origins_file(dir.path(), &payload);
+            assert_corrupt_naming(&open(dir.path()), "origins-", says);
+        }
+        // A table whose ranges overlap: built by serde from its fields.
+        #[derive(Serialize)]
+        struct Seqs {
+            origin: u64,
+            incarnation: u64,
+            seqs: Vec<(u64, u64)>,
+        }
+        #[derive(Serialize)]
+        struct Table {
+            origins: Vec<Seqs>,
+        }
+        let table = Table {
+            origins: vec![Seqs {
+                origin: 1,
+                incarnation: 1,
+                seqs: vec![(5, 10), (7, 12)],
+            }],
+        };
+        let dir = tempfile::tempdir().unwrap();
+        stored_with_ids(dir.path());
+        forge_origins_file(
+            dir.path(),
+            &bincode::serialize(&(Vec::<omnipaxos::storage::OriginRun>::new(), table)).unwrap(),
+        );
+        assert_corrupt_naming(&open(dir.path()), "origins-", "malformed origin table");
+    }
+
+    /// Rewrites the payload of the last record of the write-ahead log with
+    /// `edit` and fixes its checksum, as a forger would.
+    fn forge_last_wal_record(dir: &Path, edit: impl FnOnce(&mut [u8])) {
+        let wal = wal_path(dir);
+        let mut bytes = fs::read(&wal).unwrap();
+        let mut pos = 0;
+        let mut last = 0;
+        while pos < bytes.len() {
+            last = pos;
+            let len = u32::from_le_bytes(bytes[pos + 4..pos + 8].try_into().unwrap()) as usize;
+            pos += crate::wal::HEADER_BYTES + len;
+        }
+        edit(&mut bytes[last + crate::wal::HEADER_BYTES..]);
+        let crc = crc32c::crc32c(&bytes[last + 12..]);
+        bytes[last + 8..last + 12].copy_from_slice(&crc.to_le_bytes());
+        fs::write(&wal, bytes).unwrap();
+    }
+
+    #[test]
+    fn a_forged_origin_section_in_a_wal_record_is_a_corrupt_error_naming_the_log() {
+        // The last 40 bytes of a record of one run and no table are the run:
+        // index, length, origin, incarnation, sequence number.
+        let edits: [(fn(&mut [u8]), &str); 4] = [
+            (
+                |p| {
+                    let n = p.len();
+                    p[n - 32..n - 24].copy_from_slice(&0u64.to_le_bytes());
+                },
+                "origin ids do not decode",
+            ),
+            (
+                |p| {
+                    let n = p.len();
+                    p[n - 40..n - 32].copy_from_slice(&1000u64.to_le_bytes());
+                },
+                "outside the log",
+            ),
+            (
+                |p| {
+                    // The cut index above the run.
+                    let n = p.len();
+                    p[n - 56..n - 48].copy_from_slice(&7u64.to_le_bytes());
+                },
+                "below its cut",
+            ),
+            (
+                |p| {
+                    let n = p.len();
+                    p[n - 57] = 0x80;
+                },
+                "unknown flags",
+            ),
+        ];
+        for (edit, says) in edits {
+            let dir = tempfile::tempdir().unwrap();
+            let config = PersistentStorageConfig::with_path(dir.path());
+            let mut storage = PersistentStorage::<V>::open(config.clone()).unwrap();
+            storage.write_atomically(append_with_ids(0, 10, 1)).unwrap();
+            crash(storage);
+            forge_last_wal_record(dir.path(), edit);
+            let err = PersistentStorage::<V>::open(config).err().unwrap();
+            assert_corrupt_naming(&err, crate::wal::WAL_FILE, says);
+        }
+    }
+
+    #[test]
+    fn the_state_record_stays_small_whatever_origin_ids_the_log_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = PersistentStorageConfig::with_path(dir.path());
+        config.set_wal_checkpoint_bytes(1);
+        let mut storage = PersistentStorage::<V>::open(config).unwrap();
+        for k in 0..50 {
+            // Two origins interleaved: a run per entry.
+            let mut runs = OriginIds::new();
+            for i in 0..20 {
+                runs.append(&ids(20 * k + i, 1, 1 + i % 2, 20 * k + i));
+            }
+            storage
+                .write_atomically(vec![
+                    StorageOp::AppendEntries(vals(20 * k..20 * (k + 1))),
+                    StorageOp::SetOrigins(20 * k, runs),
+                    StorageOp::SetIncarnation(k),
+                ])
+                .unwrap();
+        }
+        let stats = storage.stats();
+        assert_eq!(storage.get_origins(0, u64::MAX).unwrap().runs().len(), 1000);
+        let per_checkpoint = stats.state_bytes_written / stats.checkpoints;
+        assert!(
+            per_checkpoint < 160,
+            "{per_checkpoint} bytes per checkpoint"
+        );
+    }
+
+    /// Rewrites the directory of a crashed storage into format version 3:
+    /// the state record and every write-ahead log record in their old
+    /// shape (no incarnation, no origins slot, no origin section), the
+    /// marker and meta record naming version 3.
+    fn downgrade_to_v3(dir: &Path) {
+        let db_path = dir.join("state");
+        let db = open_database(&crate::config::database_config(
+            &sled::Config::default(),
+            &db_path,
+        ))
+        .unwrap();
+        let to_v3 = |state: State| {
+            assert_eq!(state.incarnation, 0, "version 3 has no incarnation");
+            StateV3 {
+                promise: state.promise,
+                accepted_round: state.accepted_round,
+                decided_idx: state.decided_idx,
+                compacted_idx: state.compacted_idx,
+                trimmed_idx: state.trimmed_idx,
+                log_len: state.log_len,
+                phys_base: state.phys_base,
+                files: state.files.into(),
+                wal_seq: state.wal_seq,
+            }
+        };
+        let state: State = decode(
+            &db.get(KEY_STATE).unwrap().unwrap(),
+            "the state record",
+            &db_path,
+        )
+        .unwrap();
+        let mut batch = sled::Batch::default();
+        batch.insert(KEY_STATE, encode(&to_v3(state), "").unwrap());
+        batch.insert(KEY_META, encode(&Meta { format_version: 3 }, "").unwrap());
+        db.apply_batch(batch).unwrap();
+        db.flush().unwrap();
+        drop(db);
+
+        let (wal, scan) = Wal::open(dir, false).unwrap();
+        let records: Vec<(u64, Vec<u8>)> = scan
+            .records
+            .iter()
+            .map(|found| {
+                let batch = decode_batch(&scan.data, found, wal.path(), false).unwrap();
+                assert_eq!(
+                    batch.origins,
+                    OriginChanges::default(),
+                    "no ids in version 3"
+                );
+                let mut payload = bincode::serialize(&to_v3(batch.state)).unwrap();
+                payload.extend_from_slice(&batch.first_offset.to_le_bytes());
+                payload.extend_from_slice(&(batch.entries.len() as u64).to_le_bytes());
+                for r in batch.entries {
+                    payload.extend_from_slice(&(r.len() as u32).to_le_bytes());
+                    payload.extend_from_slice(&scan.data[r]);
+                }
+                (found.seq, payload)
+            })
+            .collect();
+        drop(wal);
+        fs::remove_file(wal_path(dir)).unwrap();
+        let (mut wal, _) = Wal::open(dir, true).unwrap();
+        for (seq, payload) in records {
+            let mut buf = Vec::new();
+            Wal::begin(&mut buf, seq);
+            buf.extend_from_slice(&payload);
+            wal.append(&mut buf).unwrap();
+        }
+        fs::write(dir.join(MARKER), format!("{MARKER_HEADER}\nformat 3\n")).unwrap();
+    }
+
+    #[test]
+    fn a_format_3_directory_replays_its_log_then_upgrades_and_has_no_ids_for_old_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = PersistentStorageConfig::with_path(dir.path());
+        let mut storage = PersistentStorage::<V>::open(config.clone()).unwrap();
+        storage.append_entries(vals(0..10)).unwrap();
+        storage
+            .write_atomically(vec![
+                StorageOp::Trim(2),
+                StorageOp::SetCompactedIdx(2),
+                StorageOp::SetSnapshot(Some(Sum(1))),
+            ])
+            .unwrap();
+        storage.append_entries(vals(10..20)).unwrap();
+        storage
+            .write_atomically(vec![
+                StorageOp::SetDecidedIndex(15),
+                StorageOp::SetPromise(Ballot::with(1, 2, 3)),
+            ])
+            .unwrap();
+        let expected = observe(&storage);
+        crash(storage);
+        downgrade_to_v3(dir.path());
+
+        let mut storage = PersistentStorage::<V>::open(config.clone()).unwrap();
+        let report = storage.open_report().clone();
+        assert_eq!(report.upgraded_from, Some(3), "{report}");
+        assert_eq!(report.replayed_records, 2, "{report}");
+        assert_eq!(report.no_origin_ids_below, Some(20), "{report}");
+        assert!(
+            report
+                .to_string()
+                .contains("entries below index 20 were written before origin ids and have none"),
+            "{report}"
+        );
+        assert_eq!(observe(&storage), expected);
+        assert_eq!(storage.get_origins(0, u64::MAX).unwrap(), OriginIds::new());
+        let marker = fs::read_to_string(dir.path().join(MARKER)).unwrap();
+        assert!(marker.ends_with("format 4\n"), "{marker}");
+        // The upgraded storage keeps ids for what it writes now.
+        storage.write_atomically(append_with_ids(20, 5, 1)).unwrap();
+        storage
+            .write_atomically(vec![StorageOp::SetIncarnation(1)])
+            .unwrap();
+        crash(storage);
+        let storage = PersistentStorage::<V>::open(config).unwrap();
+        assert_eq!(storage.open_report().upgraded_from, None);
+        assert_eq!(storage.open_report().no_origin_ids_below, None);
+        assert_eq!(storage.get_origins(0, u64::MAX).unwrap(), ids(20, 5, 1, 20));
+        assert_eq!(storage.get_incarnation().unwrap(), 1);
+        assert_eq!(storage.get_suffix(0).unwrap(), vals(2..25));
+    }
+
+    #[test]
+    fn a_format_3_directory_with_a_rewrite_in_progress_finishes_it_and_upgrades() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = PersistentStorageConfig::with_path(dir.path());
+        let mut storage = PersistentStorage::<V>::open(config.clone()).unwrap();
+        storage.append_entries(vals(0..100)).unwrap();
+        storage.crash_at = Some(CrashPoint::AfterRedoCommit);
+        assert!(storage.append_on_prefix(60, vals(1000..1030)).is_err());
+        drop(storage);
+        downgrade_to_v3(dir.path());
+
+        let storage = PersistentStorage::<V>::open(config.clone()).unwrap();
+        let report = storage.open_report().clone();
+        assert!(report.finished_redo, "{report}");
+        assert_eq!(report.upgraded_from, Some(3), "{report}");
+        assert_eq!(report.no_origin_ids_below, Some(90), "{report}");
+        assert_eq!(
+            storage.get_suffix(0).unwrap(),
+            [vals(0..60), vals(1000..1030)].concat()
+        );
+        drop(storage);
+        let storage = PersistentStorage::<V>::open(config).unwrap();
+        assert!(
+            storage.open_report().is_clean(),
+            "{}",
+            storage.open_report()
         );
     }
 }
