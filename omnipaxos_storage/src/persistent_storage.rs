@@ -94,8 +94,10 @@
 //! compaction, up to one commitlog segment of trimmed entries (the segment
 //! the log starts in; 32 MiB by default), the segments' indexes (8 bytes per
 //! entry), the write-ahead log (below its checkpoint threshold plus one
-//! batch), and the state database, which holds a few small records and
-//! stays at a few MiB. Only `quarantine/` is not bounded by this: open moves
+//! batch), the origin ids of the held log and the origin table (40 bytes a
+//! run of ids, plus 16 a range of the table; twice for the moment between a
+//! checkpoint writing a new file and deleting the old), and the state
+//! database, which holds a few small records and stays at a few MiB. Only `quarantine/` is not bounded by this: open moves
 //! what lay past the commit point after a crash there, for an operator to
 //! inspect and delete; each crash adds at most the batch it interrupted.
 
@@ -660,13 +662,14 @@ pub struct PersistentStorageStats {
 
 /// A [`Storage`] on disk, in one directory: every write a record in a
 /// write-ahead log, the entries in a `commitlog`, a checkpoint of the small
-/// state (promise, accepted round, decided and compacted index) in a `sled`
-/// database, and the snapshot and stop-sign in files of their own that the
-/// state names.
+/// state (promise, accepted round, decided and compacted index,
+/// incarnation) in a `sled` database, and the snapshot, the stop-sign and
+/// the origin ids in files of their own that the state names. It
+/// [keeps origins](Storage::keeps_origins).
 ///
 /// Every write is durable when it returns `Ok`. A common batch (appends,
-/// trims, the protocol's numbers) costs one `fdatasync` of the write-ahead
-/// log however many entries it carries, so the protocol's batching
+/// trims, the protocol's numbers, the origin ids of appended entries) costs
+/// one `fdatasync` of the write-ahead log however many entries it carries, so the protocol's batching
 /// (`batch_size`) is what buys throughput; a batch that sets a snapshot,
 /// stop-sign or previous configuration's end, or replaces entries, costs a
 /// few syncs more. [`write_atomically`](Storage::write_atomically)
@@ -813,7 +816,8 @@ where
     /// finishes a rewrite of the log's tail that a crash interrupted,
     /// replays the write-ahead log records after the checkpoint (cutting an
     /// interrupted last one) and checkpoints them, and upgrades a directory
-    /// written in format version 1 or 2.
+    /// written in format version 1, 2 or 3 (whose entries then have no
+    /// origin ids, as [`OpenReport::no_origin_ids_below`] says).
     /// [`open_report`](Self::open_report) says what it did.
     ///
     /// Fails if no path is set, if the path is a file or a non-empty
@@ -3747,7 +3751,8 @@ mod tests {
     fn a_forged_origin_section_in_a_wal_record_is_a_corrupt_error_naming_the_log() {
         // The last 40 bytes of a record of one run and no table are the run:
         // index, length, origin, incarnation, sequence number.
-        let edits: [(fn(&mut [u8]), &str); 4] = [
+        type Edit = fn(&mut [u8]);
+        let edits: [(Edit, &str); 4] = [
             (
                 |p| {
                     let n = p.len();
