@@ -3976,4 +3976,54 @@ mod tests {
             storage.open_report()
         );
     }
+
+    /// Every byte of an origin section (and of an origins file) changed, the
+    /// checksums fixed as a forger would: open never panics, and what it
+    /// refuses is a corrupt error.
+    #[test]
+    fn forged_origin_bytes_never_panic_an_open() {
+        let check = |result: StorageResult<PersistentStorage<V>>, what: &str| match result {
+            Ok(storage) => {
+                let _ = storage.get_origins(0, u64::MAX).unwrap();
+                let _ = storage.get_origin_table().unwrap();
+            }
+            Err(e) => assert!(matches!(e, StorageError::Corrupt { .. }), "{what}: {e}"),
+        };
+        let batch = {
+            let mut ops = append_with_ids(0, 3, 1);
+            ops.extend(append_with_ids(3, 2, 2));
+            ops.push(StorageOp::SetOriginTable(table()));
+            ops
+        };
+        let section = 1 + 8 + 8 + 2 * 40 + bincode::serialize(&table()).unwrap().len();
+        for at in 0..section {
+            let dir = tempfile::tempdir().unwrap();
+            let config = PersistentStorageConfig::with_path(dir.path());
+            let mut storage = PersistentStorage::<V>::open(config.clone()).unwrap();
+            storage.write_atomically(batch.clone()).unwrap();
+            crash(storage);
+            forge_last_wal_record(dir.path(), |p| {
+                let n = p.len();
+                p[n - section + at] ^= 0xA5;
+            });
+            check(PersistentStorage::open(config), &format!("log byte {at}"));
+        }
+        let runs = [ids(0, 3, 1, 0), ids(3, 2, 2, 0)];
+        let mut all = OriginIds::new();
+        for r in &runs {
+            all.append(r);
+        }
+        let payload = bincode::serialize(&(all.runs(), table())).unwrap();
+        for at in 0..payload.len() {
+            let dir = tempfile::tempdir().unwrap();
+            stored_with_ids(dir.path());
+            let mut forged = payload.clone();
+            forged[at] ^= 0xA5;
+            forge_origins_file(dir.path(), &forged);
+            check(
+                PersistentStorage::open(PersistentStorageConfig::with_path(dir.path())),
+                &format!("file byte {at}"),
+            );
+        }
+    }
 }
