@@ -48,7 +48,8 @@
 //!   checkpoint, the log's records the writes since. A checkpoint syncs the
 //!   commitlog, writes the origin ids and table to a new record file if the
 //!   log's records changed them, flushes the state record (which names that
-//!   file and the last record it holds) and empties the log. It runs when the log passes
+//!   file and the last record it holds) and empties the log. It runs when
+//!   the log passes
 //!   [`DEFAULT_WAL_CHECKPOINT_BYTES`](persistent_storage::DEFAULT_WAL_CHECKPOINT_BYTES)
 //!   (4 MiB, see
 //!   [`set_wal_checkpoint_bytes`](PersistentStorageConfig::set_wal_checkpoint_bytes)),

@@ -97,9 +97,10 @@
 //! batch), the origin ids of the held log and the origin table (40 bytes a
 //! run of ids, plus 16 a range of the table; twice for the moment between a
 //! checkpoint writing a new file and deleting the old), and the state
-//! database, which holds a few small records and stays at a few MiB. Only `quarantine/` is not bounded by this: open moves
-//! what lay past the commit point after a crash there, for an operator to
-//! inspect and delete; each crash adds at most the batch it interrupted.
+//! database, which holds a few small records and stays at a few MiB. Only
+//! `quarantine/` is not bounded by this: open moves what lay past the
+//! commit point after a crash there, for an operator to inspect and delete;
+//! each crash adds at most the batch it interrupted.
 
 use crate::{
     bounds::Bounds,
@@ -669,13 +670,13 @@ pub struct PersistentStorageStats {
 ///
 /// Every write is durable when it returns `Ok`. A common batch (appends,
 /// trims, the protocol's numbers, the origin ids of appended entries) costs
-/// one `fdatasync` of the write-ahead log however many entries it carries, so the protocol's batching
-/// (`batch_size`) is what buys throughput; a batch that sets a snapshot,
-/// stop-sign or previous configuration's end, or replaces entries, costs a
-/// few syncs more. [`write_atomically`](Storage::write_atomically)
-/// is all-or-nothing, also across a crash; the module documentation
-/// describes the commit points that make it so, and how much disk the
-/// directory takes. [`stats`](Self::stats) counts the syncs.
+/// one `fdatasync` of the write-ahead log however many entries it carries,
+/// so the protocol's batching (`batch_size`) is what buys throughput; a
+/// batch that sets a snapshot, stop-sign or previous configuration's end,
+/// or replaces entries, costs a few syncs more.
+/// [`write_atomically`](Storage::write_atomically) is all-or-nothing, also
+/// across a crash; the module documentation describes the commit points
+/// that make it so, and how much disk the directory takes. [`stats`](Self::stats) counts the syncs.
 ///
 /// [`open`](Self::open) creates the directory or reopens it. Reopening checks
 /// it first and replays the write-ahead log: a torn last log record is cut,
@@ -1089,28 +1090,11 @@ where
             layout,
             _entries: PhantomData,
         };
-        let expected_end = storage.state.phys_base + held_before_redo;
-        if storage.log.next_offset() != expected_end {
-            return Err(error::corrupt(
-                &storage.layout.dir,
-                format!(
-                    "the commitlog ends at offset {} but the state needs it to end at {expected_end}",
-                    storage.log.next_offset()
-                ),
-            ));
-        }
-        if let Some(redo) = redo {
-            storage.finish_redo(&redo.entries)?;
-            storage.report.finished_redo = true;
-        }
-        storage.wal.cut_torn_tail()?;
-        storage.replay(&scan.data, batches)?;
-        if storage.wal.len() > 0 || storage.upgrade_pending {
-            // Replayed records, or ones a checkpoint already held: make the
-            // checkpoint current so that the log starts empty. An upgrade
-            // from version 3 commits here too, if a redo did not already.
-            storage.checkpoint()?;
-        }
+        let recovered = storage.recover(redo, held_before_redo, &scan.data, batches);
+        // A storage whose recovery failed half-way must not checkpoint when
+        // it is dropped: that would commit a partly replayed state as if it
+        // held the whole log, and the next open would lose the rest.
+        storage.guard(recovered)?;
         if claim.marker_version < FORMAT_VERSION {
             // The database is at the current version now (upgraded above,
             // or before a crash that came before this line).
@@ -1120,6 +1104,42 @@ where
             storage.report.no_origin_ids_below = Some(storage.state.log_len);
         }
         Ok(storage)
+    }
+
+    /// The part of [`open`](Self::open) that writes: checks that the
+    /// commitlog ends where the checkpoint needs, finishes a committed
+    /// rewrite, cuts a torn log record, replays the log records after the
+    /// checkpoint and checkpoints them.
+    fn recover(
+        &mut self,
+        redo: Option<Redo>,
+        held_before_redo: u64,
+        data: &[u8],
+        batches: Vec<LoggedBatch>,
+    ) -> StorageResult<()> {
+        let expected_end = self.state.phys_base + held_before_redo;
+        if self.log.next_offset() != expected_end {
+            return Err(error::corrupt(
+                &self.layout.dir,
+                format!(
+                    "the commitlog ends at offset {} but the state needs it to end at {expected_end}",
+                    self.log.next_offset()
+                ),
+            ));
+        }
+        if let Some(redo) = redo {
+            self.finish_redo(&redo.entries)?;
+            self.report.finished_redo = true;
+        }
+        self.wal.cut_torn_tail()?;
+        self.replay(data, batches)?;
+        if self.wal.len() > 0 || self.upgrade_pending {
+            // Replayed records, or ones a checkpoint already held: make the
+            // checkpoint current so that the log starts empty. An upgrade
+            // from version 3 commits here too, if a redo did not already.
+            self.checkpoint()?;
+        }
+        Ok(())
     }
 
     /// Applies the write-ahead log records after the checkpoint to the
@@ -3790,8 +3810,13 @@ mod tests {
             storage.write_atomically(append_with_ids(0, 10, 1)).unwrap();
             crash(storage);
             forge_last_wal_record(dir.path(), edit);
-            let err = PersistentStorage::<V>::open(config).err().unwrap();
+            let wal = fs::read(wal_path(dir.path())).unwrap();
+            let err = PersistentStorage::<V>::open(config.clone()).err().unwrap();
             assert_corrupt_naming(&err, crate::wal::WAL_FILE, says);
+            // The failed open changed nothing: the next one fails alike.
+            assert_eq!(fs::read(wal_path(dir.path())).unwrap(), wal);
+            let again = PersistentStorage::<V>::open(config).err().unwrap();
+            assert_eq!(again, err);
         }
     }
 
