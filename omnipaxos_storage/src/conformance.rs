@@ -9,9 +9,14 @@
 //! a new configuration), batches that
 //! apply in order or fail as a whole, and, if the implementation can be
 //! reopened on the same underlying store, that everything written survives a
-//! reopen. A last case applies a long seeded sequence of random writes to the
-//! implementation and to [`MemoryStorage`] side by side and compares every
-//! observable after each write (and after random reopens).
+//! reopen. For a storage that [keeps origins](Storage::keeps_origins) it
+//! also checks the origin ids (read back, cut by `append_on_prefix`, trimmed
+//! by `trim`, untouched by a refused batch), the origin table and the
+//! incarnation; a storage that does not is sent no origin writes, and must
+//! return the trait's empty defaults. A last case applies a long seeded
+//! sequence of random writes (origin writes among them, if the storage keeps
+//! origins) to the implementation and to [`MemoryStorage`] side by side and
+//! compares every observable after each write (and after random reopens).
 //!
 //! Both backends of this crate pass it. To run it on your own storage, enable
 //! the `conformance` feature in your dev-dependencies and call [`run`] (or
@@ -59,13 +64,17 @@
 //! The storage type of `run_with_reopen` may carry what the reopen needs (as
 //! the `(storage, config)` pair above) as long as it implements [`Storage`];
 //! the suite implements `Storage` for such pairs by forwarding to the first
-//! element.
+//! element. A wrapper storage of your own must forward
+//! [`keeps_origins`](Storage::keeps_origins) and the origin getters as well,
+//! or the suite (and the protocol) take it for one that keeps no origins.
 
 use crate::memory_storage::MemoryStorage;
 use omnipaxos::{
     ballot::Ballot,
-    storage::{Entry, Snapshot, Storage, StorageOp, StorageResult},
-    util::{ConfigurationEnd, StopSign},
+    storage::{
+        Entry, OriginId, OriginIds, OriginTable, Snapshot, Storage, StorageOp, StorageResult,
+    },
+    util::{ConfigurationEnd, NodeId, StopSign},
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -248,6 +257,20 @@ fn cases<F: StorageFactory>() -> Vec<Case<F>> {
         ),
         ("large_batches_round_trip", large_batches),
         ("everything_written_survives_a_reopen", survives_reopen),
+        ("origin_ids_read_back_after_appends", origin_ids_read_back),
+        (
+            "append_on_prefix_cuts_the_origin_ids",
+            append_on_prefix_cuts_origin_ids,
+        ),
+        ("trim_trims_the_origin_ids", trim_trims_origin_ids),
+        (
+            "a_refused_batch_changes_no_origin_ids",
+            refused_batch_changes_no_origins,
+        ),
+        (
+            "origin_table_and_incarnation_round_trip",
+            origin_table_and_incarnation_round_trip,
+        ),
         (
             "random_writes_match_memory_storage",
             random_writes_match_model,
@@ -276,6 +299,12 @@ pub struct Observed {
     pub snapshot: Option<Sum>,
     /// `get_previous_configuration_end()`.
     pub previous_end: Option<ConfigurationEnd>,
+    /// `get_origins(0, u64::MAX)`.
+    pub origins: OriginIds,
+    /// `get_origin_table()`.
+    pub origin_table: OriginTable,
+    /// `get_incarnation()`.
+    pub incarnation: u64,
 }
 
 /// Reads everything observable from `storage`; panics if a read fails.
@@ -292,6 +321,9 @@ pub fn observe<S: Storage<Value>>(storage: &S) -> Observed {
         previous_end: storage
             .get_previous_configuration_end()
             .expect("get_previous_configuration_end"),
+        origins: storage.get_origins(0, u64::MAX).expect("get_origins"),
+        origin_table: storage.get_origin_table().expect("get_origin_table"),
+        incarnation: storage.get_incarnation().expect("get_incarnation"),
     }
 }
 
@@ -348,6 +380,9 @@ fn new_storage_is_empty<F: StorageFactory>(factory: &mut F) {
             stopsign: None,
             snapshot: None,
             previous_end: None,
+            origins: OriginIds::new(),
+            origin_table: OriginTable::new(),
+            incarnation: 0,
         }
     );
     let storage = reopened(factory, storage);
@@ -680,6 +715,9 @@ fn previous_end_atomic_with_reset<F: StorageFactory>(factory: &mut F) {
         stopsign: None,
         snapshot: None,
         previous_end: Some(configuration_end(3, 8)),
+        origins: OriginIds::new(),
+        origin_table: OriginTable::new(),
+        incarnation: 0,
     };
     assert_eq!(observe(&storage), expected);
     let storage = reopened(factory, storage);
@@ -715,6 +753,9 @@ fn batch_applies_in_order<F: StorageFactory>(factory: &mut F) {
         stopsign: Some(stopsign),
         snapshot: Some(Sum(20)),
         previous_end: Some(configuration_end(2, 9)),
+        origins: OriginIds::new(),
+        origin_table: OriginTable::new(),
+        incarnation: 0,
     };
     assert_eq!(observe(&storage), expected);
     let storage = reopened(factory, storage);
@@ -840,12 +881,373 @@ fn survives_reopen<F: StorageFactory>(factory: &mut F) {
     );
 }
 
+/// The ids of one run: indices `idx..idx + len` hold the proposals
+/// `seq, seq + 1, ...` of `origin` in its `incarnation`.
+fn ids_run(idx: u64, len: u64, origin: NodeId, incarnation: u64, seq: u64) -> OriginIds {
+    let mut ids = OriginIds::new();
+    for k in 0..len {
+        let id = OriginId {
+            origin,
+            incarnation,
+            seq: seq + k,
+        };
+        assert!(ids.push(idx + k, id), "the suite builds runs in order");
+    }
+    ids
+}
+
+/// The runs one after the other, joined where they continue each other, as
+/// a storage keeps them.
+fn joined(parts: &[OriginIds]) -> OriginIds {
+    let mut ids = OriginIds::new();
+    for part in parts {
+        assert!(ids.append(part), "the suite joins runs in order");
+    }
+    ids
+}
+
+#[track_caller]
+fn assert_origins<S: Storage<Value>>(storage: &S, expected: &OriginIds, what: &str) {
+    assert_eq!(
+        &storage.get_origins(0, u64::MAX).expect("get_origins"),
+        expected,
+        "{what}"
+    );
+}
+
+fn origin_ids_read_back<F: StorageFactory>(factory: &mut F) {
+    let mut storage = factory.create();
+    if !storage.keeps_origins() {
+        return;
+    }
+    // A leader's batch of its own proposals, a forwarded batch of another
+    // origin's, entries without ids, and the first origin again.
+    storage
+        .write_atomically(vec![
+            StorageOp::AppendEntries(values(0..5)),
+            StorageOp::SetOrigins(0, ids_run(0, 5, 1, 1, 1)),
+        ])
+        .unwrap();
+    storage
+        .write_atomically(vec![
+            StorageOp::AppendEntries(values(5..8)),
+            StorageOp::SetOrigins(5, ids_run(5, 3, 2, 1, 10)),
+        ])
+        .unwrap();
+    storage.append_entries(values(8..10)).unwrap();
+    storage
+        .write_atomically(vec![
+            StorageOp::AppendEntry(Value(10)),
+            StorageOp::SetOrigins(10, ids_run(10, 1, 1, 1, 6)),
+        ])
+        .unwrap();
+    let all = joined(&[
+        ids_run(0, 5, 1, 1, 1),
+        ids_run(5, 3, 2, 1, 10),
+        ids_run(10, 1, 1, 1, 6),
+    ]);
+    assert_origins(&storage, &all, "ids of three batches");
+    assert_eq!(
+        storage.get_origins(3, 6).unwrap(),
+        joined(&[ids_run(3, 2, 1, 1, 4), ids_run(5, 1, 2, 1, 10)]),
+        "a range across two runs"
+    );
+    assert_eq!(
+        storage.get_origins(8, 10).unwrap(),
+        OriginIds::new(),
+        "entries written without ids have none"
+    );
+    assert_eq!(storage.get_origins(6, 3).unwrap(), OriginIds::new());
+    assert_eq!(
+        storage.get_origins(10, 100).unwrap(),
+        ids_run(10, 1, 1, 1, 6)
+    );
+    let mut storage = reopened(factory, storage);
+    // Appended at the end through append_on_prefix, continuing a run.
+    storage
+        .write_atomically(vec![
+            StorageOp::AppendOnPrefix(11, values(11..13)),
+            StorageOp::SetOrigins(11, ids_run(11, 2, 1, 1, 7)),
+        ])
+        .unwrap();
+    assert_eq!(
+        storage.get_origins(10, 13).unwrap(),
+        ids_run(10, 3, 1, 1, 6)
+    );
+    // Ids given again from an index forget the ones there and above.
+    storage
+        .write_atomically(vec![StorageOp::SetOrigins(6, ids_run(7, 1, 3, 2, 1))])
+        .unwrap();
+    let expected = joined(&[
+        ids_run(0, 5, 1, 1, 1),
+        ids_run(5, 1, 2, 1, 10),
+        ids_run(7, 1, 3, 2, 1),
+    ]);
+    assert_origins(&storage, &expected, "after ids set again from 6");
+    let storage = reopened(factory, storage);
+    assert_origins(&storage, &expected, "after a reopen");
+}
+
+fn append_on_prefix_cuts_origin_ids<F: StorageFactory>(factory: &mut F) {
+    let mut storage = factory.create();
+    if !storage.keeps_origins() {
+        return;
+    }
+    storage
+        .write_atomically(vec![
+            StorageOp::AppendEntries(values(0..10)),
+            StorageOp::SetOrigins(0, ids_run(0, 10, 1, 1, 1)),
+        ])
+        .unwrap();
+    // A rewrite without ids: the replaced entries' ids go.
+    storage.append_on_prefix(6, values(60..62)).unwrap();
+    assert_origins(&storage, &ids_run(0, 6, 1, 1, 1), "after a rewrite from 6");
+    let mut storage = reopened(factory, storage);
+    // A rewrite with the new entries' ids, as a follower's sync writes it.
+    storage
+        .write_atomically(vec![
+            StorageOp::AppendOnPrefix(4, values(40..43)),
+            StorageOp::SetOrigins(4, ids_run(4, 3, 2, 1, 5)),
+        ])
+        .unwrap();
+    let rewritten = joined(&[ids_run(0, 4, 1, 1, 1), ids_run(4, 3, 2, 1, 5)]);
+    assert_origins(&storage, &rewritten, "after a rewrite with ids");
+    let mut storage = reopened(factory, storage);
+    // Shortening the log, nothing appended.
+    storage.append_on_prefix(5, vec![]).unwrap();
+    let short = joined(&[ids_run(0, 4, 1, 1, 1), ids_run(4, 1, 2, 1, 5)]);
+    assert_origins(&storage, &short, "after the log was cut to 5");
+    // At the end: nothing is cut.
+    storage
+        .write_atomically(vec![
+            StorageOp::AppendOnPrefix(5, values(50..52)),
+            StorageOp::SetOrigins(5, ids_run(5, 2, 2, 1, 6)),
+        ])
+        .unwrap();
+    assert_origins(&storage, &rewritten, "after an append at the end");
+    // Cut and given again within one batch, the later ops winning.
+    storage
+        .write_atomically(vec![
+            StorageOp::AppendOnPrefix(2, values(20..24)),
+            StorageOp::SetOrigins(2, ids_run(2, 4, 3, 1, 1)),
+            StorageOp::AppendOnPrefix(4, values(24..25)),
+        ])
+        .unwrap();
+    let expected = joined(&[ids_run(0, 2, 1, 1, 1), ids_run(2, 2, 3, 1, 1)]);
+    assert_origins(&storage, &expected, "after a cut, ids and a second cut");
+    let storage = reopened(factory, storage);
+    assert_origins(&storage, &expected, "after a reopen");
+}
+
+fn trim_trims_origin_ids<F: StorageFactory>(factory: &mut F) {
+    let mut storage = factory.create();
+    if !storage.keeps_origins() {
+        return;
+    }
+    storage
+        .write_atomically(vec![
+            StorageOp::AppendEntries(values(0..10)),
+            StorageOp::SetOrigins(0, joined(&[ids_run(0, 4, 1, 1, 1), ids_run(4, 6, 2, 1, 1)])),
+        ])
+        .unwrap();
+    storage
+        .write_atomically(vec![StorageOp::Trim(2), StorageOp::SetCompactedIdx(2)])
+        .unwrap();
+    let trimmed = joined(&[ids_run(2, 2, 1, 1, 3), ids_run(4, 6, 2, 1, 1)]);
+    assert_origins(&storage, &trimmed, "after a trim at 2");
+    // The compacted index hides the ids below it, as it hides the entries.
+    storage.set_compacted_idx(5).unwrap();
+    assert_origins(&storage, &ids_run(5, 5, 2, 1, 2), "compacted at 5");
+    let mut storage = reopened(factory, storage);
+    storage.trim(7).unwrap();
+    assert_origins(&storage, &ids_run(7, 3, 2, 1, 4), "after a trim at 7");
+    // A trim in the batch that appends with ids trims those too.
+    storage
+        .write_atomically(vec![
+            StorageOp::AppendEntries(values(10..12)),
+            StorageOp::SetOrigins(10, ids_run(10, 2, 3, 1, 1)),
+            StorageOp::Trim(11),
+            StorageOp::SetCompactedIdx(11),
+        ])
+        .unwrap();
+    assert_origins(&storage, &ids_run(11, 1, 3, 1, 2), "after a trim at 11");
+    let mut storage = reopened(factory, storage);
+    // Past the log end (a snapshot installed): no id is left.
+    storage
+        .write_atomically(vec![
+            StorageOp::Trim(20),
+            StorageOp::SetCompactedIdx(20),
+            StorageOp::SetSnapshot(Some(Sum(1))),
+        ])
+        .unwrap();
+    assert_origins(&storage, &OriginIds::new(), "after a trim past the end");
+    storage
+        .write_atomically(vec![
+            StorageOp::AppendEntries(values(20..22)),
+            StorageOp::SetOrigins(20, ids_run(20, 2, 1, 2, 1)),
+        ])
+        .unwrap();
+    let storage = reopened(factory, storage);
+    assert_origins(
+        &storage,
+        &ids_run(20, 2, 1, 2, 1),
+        "appended after the trim",
+    );
+}
+
+/// A table that knows `n` proposals of origin 1 and one of origin `n`.
+fn table_of(n: u64) -> OriginTable {
+    let mut table = OriginTable::new();
+    table.insert_run(
+        OriginId {
+            origin: 1,
+            incarnation: 1,
+            seq: 1,
+        },
+        n,
+    );
+    table.insert_run(
+        OriginId {
+            origin: n,
+            incarnation: 2,
+            seq: 7,
+        },
+        1,
+    );
+    table
+}
+
+fn refused_batch_changes_no_origins<F: StorageFactory>(factory: &mut F) {
+    let mut storage = factory.create();
+    if !storage.keeps_origins() {
+        return;
+    }
+    storage
+        .write_atomically(vec![
+            StorageOp::AppendEntries(values(0..6)),
+            StorageOp::SetOrigins(0, ids_run(0, 6, 1, 1, 1)),
+            StorageOp::SetOriginTable(table_of(3)),
+            StorageOp::SetIncarnation(3),
+        ])
+        .unwrap();
+    let before = observe(&storage);
+    let batch = |failing: StorageOp<Value>, snapshot: bool| {
+        let mut ops = vec![
+            StorageOp::AppendEntries(values(6..8)),
+            StorageOp::SetOrigins(6, ids_run(6, 2, 2, 1, 1)),
+            StorageOp::SetOriginTable(table_of(4)),
+            StorageOp::SetIncarnation(4),
+            StorageOp::AppendOnPrefix(3, values(30..32)),
+            StorageOp::SetOrigins(3, ids_run(3, 2, 3, 1, 1)),
+            StorageOp::Trim(2),
+        ];
+        if snapshot {
+            ops.push(StorageOp::SetSnapshot(Some(Sum(1))));
+        }
+        ops.push(failing);
+        ops.push(StorageOp::AppendEntry(Value(99)));
+        ops
+    };
+    // Each is invalid against the log as the ops before it leave it (2..5).
+    let failing = || {
+        [
+            StorageOp::SetCompactedIdx(9),
+            StorageOp::AppendOnPrefix(1, vec![]),
+            // Below the trim.
+            StorageOp::SetOrigins(1, OriginIds::new()),
+            // Past the log end.
+            StorageOp::SetOrigins(5, ids_run(5, 1, 1, 1, 50)),
+            StorageOp::SetOrigins(3, ids_run(4, 2, 1, 1, 50)),
+            StorageOp::SetOrigins(6, OriginIds::new()),
+            // Ids below the index they are set from.
+            StorageOp::SetOrigins(4, ids_run(3, 1, 1, 1, 50)),
+        ]
+    };
+    for snapshot in [false, true] {
+        for op in failing() {
+            let described = format!("{op:?}");
+            assert_refused(storage.write_atomically(batch(op, snapshot)), &described);
+            assert_eq!(
+                observe(&storage),
+                before,
+                "a refused batch ending in {described} changed the storage"
+            );
+        }
+    }
+    assert_refused(
+        storage.write_atomically(vec![StorageOp::SetOrigins(0, ids_run(0, 7, 1, 1, 1))]),
+        "ids past the log end",
+    );
+    let storage = reopened(factory, storage);
+    assert_eq!(observe(&storage), before);
+}
+
+fn origin_table_and_incarnation_round_trip<F: StorageFactory>(factory: &mut F) {
+    let mut storage = factory.create();
+    if !storage.keeps_origins() {
+        return;
+    }
+    storage
+        .write_atomically(vec![StorageOp::SetIncarnation(1)])
+        .unwrap();
+    assert_eq!(storage.get_incarnation().unwrap(), 1);
+    storage
+        .write_atomically(vec![
+            StorageOp::AppendEntries(values(0..6)),
+            StorageOp::SetOrigins(0, ids_run(0, 6, 1, 1, 1)),
+        ])
+        .unwrap();
+    // The batch that compacts says what the compacted prefix held: by a
+    // trim alone, then with a snapshot.
+    let mut table = OriginTable::new();
+    table.absorb(&ids_run(0, 3, 1, 1, 1));
+    storage
+        .write_atomically(vec![
+            StorageOp::Trim(3),
+            StorageOp::SetCompactedIdx(3),
+            StorageOp::SetOriginTable(table.clone()),
+        ])
+        .unwrap();
+    assert_eq!(storage.get_origin_table().unwrap(), table);
+    let mut storage = reopened(factory, storage);
+    table.absorb(&ids_run(3, 2, 1, 1, 4));
+    storage
+        .write_atomically(vec![
+            StorageOp::Trim(5),
+            StorageOp::SetCompactedIdx(5),
+            StorageOp::SetSnapshot(Some(Sum(10))),
+            StorageOp::SetOriginTable(table.clone()),
+        ])
+        .unwrap();
+    assert_eq!(storage.get_origin_table().unwrap(), table);
+    // Log writes leave both alone.
+    storage.append_on_prefix(5, values(50..52)).unwrap();
+    storage.append_on_prefix(6, values(60..62)).unwrap();
+    storage.trim(6).unwrap();
+    storage.set_snapshot(None).unwrap();
+    assert_eq!(storage.get_origin_table().unwrap(), table);
+    assert_eq!(storage.get_incarnation().unwrap(), 1);
+    let mut storage = reopened(factory, storage);
+    storage
+        .write_atomically(vec![StorageOp::SetIncarnation(2)])
+        .unwrap();
+    let mut storage = reopened(factory, storage);
+    assert_eq!(storage.get_incarnation().unwrap(), 2);
+    assert_eq!(storage.get_origin_table().unwrap(), table);
+    storage
+        .write_atomically(vec![StorageOp::SetOriginTable(OriginTable::new())])
+        .unwrap();
+    let storage = reopened(factory, storage);
+    assert_eq!(storage.get_origin_table().unwrap(), OriginTable::new());
+}
+
 /// A random op that the log described by `model` accepts (most of the time;
 /// some are deliberately out of range, and both storages must refuse them).
 fn random_op(
     rng: &mut ChaCha8Rng,
     model: &MemoryStorage<Value>,
     next_value: &mut u64,
+    origins: bool,
 ) -> StorageOp<Value> {
     let len = model.get_log_len().unwrap();
     let first = model.get_compacted_idx().unwrap();
@@ -854,7 +1256,7 @@ fn random_op(
         *next_value += n;
         v
     };
-    match rng.gen_range(0..13) {
+    match rng.gen_range(0..if origins { 16 } else { 13 }) {
         0..=2 => StorageOp::AppendEntries(fresh(rng.gen_range(0..40))),
         3 => StorageOp::AppendEntry(fresh(1)[0]),
         4 => {
@@ -875,22 +1277,95 @@ fn random_op(
             rng.gen_bool(0.5)
                 .then(|| configuration_end(rng.gen_range(2..7u32), rng.gen_range(0..50))),
         ),
-        _ => StorageOp::SetStopsign(
+        12 => StorageOp::SetStopsign(
             rng.gen_bool(0.5)
                 .then(|| StopSign::with(2, vec![1, rng.gen_range(0..9) + 2], None)),
         ),
+        // Sometimes out of range (past the end, below the trim): refused.
+        13 => {
+            let from = first + rng.gen_range(0..len - first + 2);
+            let start = from + rng.gen_range(0..3);
+            let ids = random_ids(rng, start, len + 1);
+            StorageOp::SetOrigins(from, ids)
+        }
+        14 => StorageOp::SetOriginTable(random_table(rng)),
+        _ => StorageOp::SetIncarnation(rng.gen_range(0..5)),
     }
+}
+
+/// Random runs from `start`, most of them below `end`.
+fn random_ids(rng: &mut ChaCha8Rng, start: u64, end: u64) -> OriginIds {
+    let mut ids = OriginIds::new();
+    let mut idx = start;
+    for _ in 0..rng.gen_range(0..4) {
+        idx += rng.gen_range(0..2);
+        let len = rng.gen_range(1..6).min(end.saturating_sub(idx).max(1));
+        let part = ids_run(
+            idx,
+            len,
+            rng.gen_range(1..4),
+            rng.gen_range(1..3),
+            rng.gen_range(0..100),
+        );
+        assert!(ids.append(&part), "each run starts past the one before");
+        idx += len;
+    }
+    ids
+}
+
+fn random_table(rng: &mut ChaCha8Rng) -> OriginTable {
+    let mut table = OriginTable::new();
+    for _ in 0..rng.gen_range(0..4) {
+        let first = OriginId {
+            origin: rng.gen_range(1..4),
+            incarnation: rng.gen_range(1..3),
+            seq: rng.gen_range(0..100),
+        };
+        table.insert_run(first, rng.gen_range(1..10));
+    }
+    table
+}
+
+/// A random batch: random ops, after, for a storage that keeps origins,
+/// often an append with the ids of its entries (at the end, or replacing
+/// a suffix), as the protocol writes them.
+fn random_batch(
+    rng: &mut ChaCha8Rng,
+    model: &MemoryStorage<Value>,
+    next_value: &mut u64,
+    origins: bool,
+) -> Vec<StorageOp<Value>> {
+    let mut batch = Vec::new();
+    if origins && rng.gen_bool(0.4) {
+        let len = model.get_log_len().unwrap();
+        let first = model.get_compacted_idx().unwrap();
+        let from = if rng.gen_bool(0.7) {
+            len
+        } else {
+            first + rng.gen_range(0..len - first + 1)
+        };
+        let n = rng.gen_range(1..20);
+        batch.push(StorageOp::AppendOnPrefix(
+            from,
+            values(*next_value..*next_value + n),
+        ));
+        *next_value += n;
+        batch.push(StorageOp::SetOrigins(from, random_ids(rng, from, from + n)));
+    }
+    for _ in 0..rng.gen_range(0..4) + 1 - usize::from(!batch.is_empty()) {
+        batch.push(random_op(rng, model, next_value, origins));
+    }
+    batch
 }
 
 fn random_writes_match_model<F: StorageFactory>(factory: &mut F) {
     let mut rng = ChaCha8Rng::seed_from_u64(0x5EED_5707_A6E5);
     let mut model = MemoryStorage::<Value>::default();
     let mut storage = factory.create();
+    let origins = storage.keeps_origins();
     let mut next_value = 0;
     for step in 0..400 {
-        let batch: Vec<StorageOp<Value>> = (0..rng.gen_range(0..4) + 1)
-            .map(|_| random_op(&mut rng, &model, &mut next_value))
-            .collect();
+        let batch = random_batch(&mut rng, &model, &mut next_value, origins);
         let described = format!("{batch:?}");
         let expected = model.write_atomically(batch.clone());
         let got = storage.write_atomically(batch);
@@ -984,5 +1459,17 @@ impl<S: Storage<Value>, X> Storage<Value> for (S, X) {
     }
     fn get_previous_configuration_end(&self) -> StorageResult<Option<ConfigurationEnd>> {
         self.0.get_previous_configuration_end()
+    }
+    fn keeps_origins(&self) -> bool {
+        self.0.keeps_origins()
+    }
+    fn get_origins(&self, from: u64, to: u64) -> StorageResult<OriginIds> {
+        self.0.get_origins(from, to)
+    }
+    fn get_origin_table(&self) -> StorageResult<OriginTable> {
+        self.0.get_origin_table()
+    }
+    fn get_incarnation(&self) -> StorageResult<u64> {
+        self.0.get_incarnation()
     }
 }

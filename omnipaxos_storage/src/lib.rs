@@ -18,7 +18,8 @@
 //!   `persistent`, on by default) logs every write in a write-ahead log and
 //!   syncs it before the write returns; the entries live in a `commitlog`,
 //!   a checkpoint of the small state in a `sled` database and the snapshot
-//!   (and the stop-sign) in files of their own.
+//!   (and the stop-sign, and the origin ids of the entries) in files of
+//!   their own.
 //!   A server restarted on the same
 //!   directory reopens it, builds `OmniPaxos` on it and calls
 //!   `fail_recovery()`. Choose it when a decided entry must survive a crash
@@ -33,9 +34,11 @@
 //!   `kill -9` and, as far as the disk honours `fdatasync`, a power loss.
 //! * **One sync per write in the common case.** A batch that appends
 //!   entries, trims, or sets the promise, accepted round, decided or
-//!   compacted index is one checksummed, length-prefixed record in the
-//!   write-ahead log (`<path>/wal`): the batch's entries and the new state,
-//!   appended with one write and synced with one `fdatasync`. That sync is
+//!   compacted index, the entries' origin ids, the origin table or the
+//!   incarnation is one checksummed, length-prefixed record in the
+//!   write-ahead log (`<path>/wal`): the batch's entries, its change to the
+//!   origin ids and the new state, appended with one write and synced with
+//!   one `fdatasync`. That sync is
 //!   the commit point. The entries then go to the commitlog and nothing is
 //!   synced there; the state database is not written at all. A batch costs
 //!   this one sync however many entries it holds, and the protocol batches
@@ -43,8 +46,10 @@
 //!   entries.
 //! * **Checkpoints.** The commitlog and the state record in sled are a
 //!   checkpoint, the log's records the writes since. A checkpoint syncs the
-//!   commitlog, flushes the state record (which names the last record it
-//!   holds) and empties the log. It runs when the log passes
+//!   commitlog, writes the origin ids and table to a new record file if the
+//!   log's records changed them, flushes the state record (which names that
+//!   file and the last record it holds) and empties the log. It runs when
+//!   the log passes
 //!   [`DEFAULT_WAL_CHECKPOINT_BYTES`](persistent_storage::DEFAULT_WAL_CHECKPOINT_BYTES)
 //!   (4 MiB, see
 //!   [`set_wal_checkpoint_bytes`](PersistentStorageConfig::set_wal_checkpoint_bytes)),
@@ -107,9 +112,12 @@
 //!   A write whose log record was synced before the failure is committed
 //!   and is found again by the reopen.
 //! * **Older directories are upgraded, newer ones refused.** The marker file
-//!   names the format version (3 has the write-ahead log). Open upgrades
-//!   versions 1 and 2 in place, with one flushed batch, and refuses a
-//!   version it does not know rather than misread it.
+//!   names the format version (3 has the write-ahead log, 4 the origin
+//!   ids). Open upgrades versions 1, 2 and 3 in place, with one flushed
+//!   batch (for version 3 after replaying its log records, read in their
+//!   old layout), and refuses a version it does not know rather than
+//!   misread it. The entries of an upgraded directory have no origin ids,
+//!   which the open report says.
 //!
 //! The crash tests (`omnipaxos_storage/tests/crash.rs`) kill a writing
 //! process with SIGKILL at random moments and check this contract after each
@@ -140,6 +148,9 @@
 //!                              says otherwise, and commitlog's own default,
 //!                              should you pass LogOptions::new, is 1 GB)
 //! + 8 bytes per entry of index, for the segments held
+//! + 2 x the origin ids        (40 bytes a run of the held log, a run being
+//!                              a batch of one origin's proposals, plus the
+//!                              origin table)
 //! + a few MiB of state database
 //! + quarantine/               (only after crashes; see below)
 //! ```
@@ -158,7 +169,14 @@
 //!
 //! # Testing your own storage
 //!
-//! With the `conformance` feature, the [`conformance`] module runs the whole
+#![cfg_attr(
+    feature = "conformance",
+    doc = "With the `conformance` feature, the [`conformance`] module runs the whole"
+)]
+#![cfg_attr(
+    not(feature = "conformance"),
+    doc = "With the `conformance` feature, the `conformance` module runs the whole"
+)]
 //! `Storage` contract against any implementation; see its documentation for
 //! how to call it from a test.
 //!

@@ -279,6 +279,14 @@ impl<T: Entry> Storage<T> for MemoryStorage<T> {
     }
 
     fn get_origins(&self, from: u64, to: u64) -> StorageResult<OriginIds> {
+        // Clamped as entries are: ids below the compacted index stay held
+        // (a trim drops them) but are not served.
+        let bounds = self.bounds();
+        let from = from.max(bounds.first_idx());
+        let to = to.min(bounds.log_len);
+        if from >= to {
+            return Ok(OriginIds::new());
+        }
         Ok(self.origins.range(from..to))
     }
 

@@ -1,8 +1,9 @@
 //! The values that are written rarely and may be large, each in a checksummed
 //! file of its own instead of the state database: the snapshot, the
 //! stop-sign and how the previous configuration ended (both carry the
-//! user's metadata), and the redo record of a batch that rewrites the log's
-//! tail.
+//! user's metadata), the origin ids of the held log with the origin table
+//! as of the last checkpoint, and the redo record of a batch that rewrites
+//! the log's tail.
 //!
 //! Why not in sled: sled 0.34 keeps a value inside the leaf page of its key
 //! and rewrites the whole page every few updates of *any* key on it (page
@@ -66,14 +67,19 @@ pub(crate) enum Kind {
     /// The entries of a batch that replaces the log's tail, between its
     /// commit point and the end of the rewrite.
     Redo,
+    /// The origin ids of the held log and the origin table, as of the
+    /// checkpoint that names the file (the write-ahead log records after it
+    /// carry the changes since).
+    Origins,
 }
 
 impl Kind {
-    pub(crate) const ALL: [Self; 4] = [
+    pub(crate) const ALL: [Self; 5] = [
         Self::Snapshot,
         Self::StopSign,
         Self::PreviousEnd,
         Self::Redo,
+        Self::Origins,
     ];
 
     fn prefix(self) -> &'static str {
@@ -82,6 +88,7 @@ impl Kind {
             Self::StopSign => "stopsign-",
             Self::PreviousEnd => "previous_end-",
             Self::Redo => "redo-",
+            Self::Origins => "origins-",
         }
     }
 
@@ -92,6 +99,7 @@ impl Kind {
             Self::StopSign => "the stop-sign",
             Self::PreviousEnd => "the previous configuration's end",
             Self::Redo => "the redo record",
+            Self::Origins => "the origin ids",
         }
     }
 }
@@ -103,6 +111,45 @@ pub(crate) struct Named {
     stopsign: Option<RecordRef>,
     previous_end: Option<RecordRef>,
     redo: Option<RecordRef>,
+    origins: Option<RecordRef>,
+}
+
+/// The slots of [`Named`] in format versions 2 and 3, which had no origin
+/// ids: read only to upgrade a state record of those versions (and written
+/// by tests that make such a directory).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct NamedV3 {
+    snapshot: Option<RecordRef>,
+    stopsign: Option<RecordRef>,
+    previous_end: Option<RecordRef>,
+    redo: Option<RecordRef>,
+}
+
+impl From<NamedV3> for Named {
+    fn from(old: NamedV3) -> Self {
+        Self {
+            snapshot: old.snapshot,
+            stopsign: old.stopsign,
+            previous_end: old.previous_end,
+            redo: old.redo,
+            origins: None,
+        }
+    }
+}
+
+#[cfg(test)]
+impl From<Named> for NamedV3 {
+    /// For tests that write an old directory: the origins slot, which the
+    /// old format lacks, must be empty.
+    fn from(named: Named) -> Self {
+        assert!(named.origins.is_none(), "an old format holds no origin ids");
+        Self {
+            snapshot: named.snapshot,
+            stopsign: named.stopsign,
+            previous_end: named.previous_end,
+            redo: named.redo,
+        }
+    }
 }
 
 impl Named {
@@ -112,6 +159,7 @@ impl Named {
             Kind::StopSign => &mut self.stopsign,
             Kind::PreviousEnd => &mut self.previous_end,
             Kind::Redo => &mut self.redo,
+            Kind::Origins => &mut self.origins,
         }
     }
 
@@ -170,7 +218,8 @@ impl RecordFiles {
         self.next_generation = self.next_generation.max(r.generation + 1);
     }
 
-    fn path(&self, kind: Kind, generation: u64) -> PathBuf {
+    /// Where the record file of `kind` and `generation` is.
+    pub(crate) fn path(&self, kind: Kind, generation: u64) -> PathBuf {
         self.dir.join(format!("{}{generation:020}", kind.prefix()))
     }
 
@@ -198,7 +247,8 @@ impl RecordFiles {
                     return Err(error::corrupt(
                         &path,
                         "unexpected entry in the records directory: it holds only files named \
-                         snapshot-<20 digits> or redo-<20 digits>",
+                         <kind>-<20 digits>, the kind one of snapshot, stopsign, previous_end, \
+                         redo and origins",
                     ));
                 }
             }

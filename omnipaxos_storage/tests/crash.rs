@@ -7,13 +7,15 @@
 //! after a random delay, reopens the directory and checks the state against
 //! a model: the same seeded writes applied to a `MemoryStorage`. The state
 //! must be the model after the last reported write, or after the one that
-//! was in flight when the kill came; nothing else. The next child continues
-//! on the same directory, so later iterations also crash during recovery.
+//! was in flight when the kill came; nothing else (the origin ids, table
+//! and incarnation included: most writes carry ids). The next child
+//! continues on the same directory, so later iterations also crash during
+//! recovery.
 
 use omnipaxos::errors::StorageError;
 use omnipaxos::{
     ballot::Ballot,
-    storage::{Storage, StorageOp},
+    storage::{OriginId, OriginIds, OriginTable, Storage, StorageOp},
     util::{ConfigurationEnd, StopSign},
 };
 use omnipaxos_storage::{
@@ -48,28 +50,67 @@ fn config(dir: &Path) -> PersistentStorageConfig {
     config
 }
 
+/// The ids of `n` entries at `idx`, proposed by `origin` one after the other.
+fn origin_ids(idx: u64, n: u64, origin: u64, seq: u64) -> OriginIds {
+    let mut ids = OriginIds::new();
+    for i in 0..n {
+        let id = OriginId {
+            origin,
+            incarnation: 1,
+            seq: seq + i,
+        };
+        assert!(ids.push(idx + i, id));
+    }
+    ids
+}
+
 /// The `k`-th write of a run seeded with `seed`, valid for a log with the
 /// given length and first index. Values are unique per (seed, k).
 fn write(seed: u64, k: u64, log_len: u64, first: u64) -> Vec<StorageOp<Value>> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ k.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let fresh =
         |n: u64| -> Vec<Value> { (0..n).map(|i| Value(seed << 40 | k << 12 | i)).collect() };
+    // Most appends carry their ids, as the protocol writes them.
+    let with_ids = k % 5 != 0;
+    let ids = |idx: u64, n: u64| origin_ids(idx, n, 1 + k % 3, k << 12);
     match rng.gen_range(0..10) {
-        0..=3 => vec![StorageOp::AppendEntries(fresh(rng.gen_range(1..200)))],
+        0..=3 => {
+            let n = rng.gen_range(1..200);
+            let mut ops = vec![StorageOp::AppendEntries(fresh(n))];
+            if with_ids {
+                ops.push(StorageOp::SetOrigins(log_len, ids(log_len, n)));
+            }
+            ops
+        }
         4 => vec![StorageOp::AppendEntry(fresh(1)[0])],
         5 => {
             let from = rng.gen_range(first..=log_len);
-            vec![
-                StorageOp::AppendOnPrefix(from, fresh(rng.gen_range(0..50))),
+            let n = rng.gen_range(0..50);
+            let mut ops = vec![
+                StorageOp::AppendOnPrefix(from, fresh(n)),
                 StorageOp::SetAcceptedRound(Ballot::with(1, k as u32, 1)),
-            ]
+            ];
+            if with_ids {
+                ops.push(StorageOp::SetOrigins(from, ids(from, n)));
+            }
+            ops
         }
         6 if log_len > first => {
             let idx = rng.gen_range(first..=log_len);
+            let mut table = OriginTable::new();
+            table.insert_run(
+                OriginId {
+                    origin: seed,
+                    incarnation: 1,
+                    seq: 0,
+                },
+                idx,
+            );
             vec![
                 StorageOp::Trim(idx),
                 StorageOp::SetCompactedIdx(idx),
                 StorageOp::SetSnapshot(Some(Sum(idx))),
+                StorageOp::SetOriginTable(table),
             ]
         }
         7 => vec![
@@ -78,6 +119,7 @@ fn write(seed: u64, k: u64, log_len: u64, first: u64) -> Vec<StorageOp<Value>> {
             StorageOp::SetSnapshot(Some(Sum(k))),
         ],
         8 => vec![
+            StorageOp::SetIncarnation(k),
             StorageOp::SetPromise(Ballot::with(1, k as u32, 2)),
             StorageOp::SetDecidedIndex(rng.gen_range(first..=log_len)),
             StorageOp::SetStopsign((k % 3 == 0).then(|| StopSign::with(2, vec![1, 2], None))),
@@ -87,10 +129,35 @@ fn write(seed: u64, k: u64, log_len: u64, first: u64) -> Vec<StorageOp<Value>> {
                 accepted_round: Ballot::with(1, k as u32, 3),
             })),
         ],
-        _ => vec![
-            StorageOp::AppendEntries(fresh(rng.gen_range(1..20))),
-            StorageOp::SetDecidedIndex(log_len),
-        ],
+        _ => {
+            // A trim alone, with the table it makes, then an append.
+            let n = rng.gen_range(1..20);
+            let mut table = OriginTable::new();
+            table.insert_run(
+                OriginId {
+                    origin: seed,
+                    incarnation: 2,
+                    seq: k,
+                },
+                1,
+            );
+            let mut ops = vec![
+                StorageOp::AppendEntries(fresh(n)),
+                StorageOp::SetDecidedIndex(log_len),
+            ];
+            if with_ids {
+                ops.push(StorageOp::SetOrigins(log_len, ids(log_len, n)));
+            }
+            if k % 2 == 0 {
+                let idx = (first + log_len) / 2;
+                ops.extend([
+                    StorageOp::Trim(idx),
+                    StorageOp::SetCompactedIdx(idx),
+                    StorageOp::SetOriginTable(table),
+                ]);
+            }
+            ops
+        }
     }
 }
 
@@ -199,12 +266,16 @@ fn kill_9_at_random_moments_never_loses_a_returned_write() {
         // files the committed state needs: one per value it holds, and no
         // redo once open finished it.
         let records = record_files(&dir);
+        // The compacted index is the trim point in these writes, so every
+        // id held is read back.
         let needed = [
             storage.get_snapshot().unwrap().is_some(),
             storage.get_stopsign().unwrap().is_some(),
             storage.get_previous_configuration_end().unwrap().is_some(),
+            !storage.get_origins(0, u64::MAX).unwrap().is_empty()
+                || !storage.get_origin_table().unwrap().is_empty(),
         ];
-        let prefixes = ["snapshot-", "stopsign-", "previous_end-"];
+        let prefixes = ["snapshot-", "stopsign-", "previous_end-", "origins-"];
         let as_needed = needed.iter().zip(prefixes).all(|(&held, prefix)| {
             records.iter().filter(|n| n.starts_with(prefix)).count() == usize::from(held)
         });
@@ -249,12 +320,16 @@ fn kill_9_at_random_moments_never_loses_a_returned_write() {
 fn populated(dir: &Path) -> Observed {
     let mut storage = PersistentStorage::<Value>::open(config(dir)).unwrap();
     storage
-        .append_entries((0..300).map(Value).collect())
+        .write_atomically(vec![
+            StorageOp::AppendEntries((0..300).map(Value).collect()),
+            StorageOp::SetOrigins(0, origin_ids(0, 300, 1, 1)),
+        ])
         .unwrap();
     storage
         .write_atomically(vec![
             StorageOp::SetPromise(Ballot::with(1, 2, 3)),
             StorageOp::SetDecidedIndex(250),
+            StorageOp::SetIncarnation(2),
             StorageOp::SetPreviousConfigurationEnd(Some(ConfigurationEnd {
                 stopsign: StopSign::with(2, vec![1, 2, 3], None),
                 stop_idx: 40,
@@ -574,4 +649,38 @@ fn uncommitted_segments_and_a_torn_tail_are_moved_to_quarantine_on_open() {
     // And a reopen still finds the same state.
     let storage = PersistentStorage::<Value>::open(config(root.path())).unwrap();
     assert_eq!(observe(&storage), expected);
+}
+
+#[test]
+fn origin_ids_survive_a_reopen_and_a_damaged_origins_file_is_refused_untouched() {
+    let root = tempfile::tempdir().unwrap();
+    let expected = populated(root.path());
+    assert_eq!(expected.origins, origin_ids(0, 300, 1, 1));
+    assert_eq!(expected.incarnation, 2);
+    // The clean drop checkpointed: the ids are in their record file now.
+    let storage = PersistentStorage::<Value>::open(config(root.path())).unwrap();
+    assert_eq!(observe(&storage), expected);
+    drop(storage);
+    let origins: Vec<String> = record_files(root.path())
+        .into_iter()
+        .filter(|n| n.starts_with("origins-"))
+        .collect();
+    assert_eq!(origins.len(), 1, "{origins:?}");
+    let victim = root.path().join("records").join(&origins[0]);
+    let mut bytes = fs::read(&victim).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x20;
+    fs::write(&victim, &bytes).unwrap();
+    let before = snapshot_files(root.path());
+    let err = open_err(root.path());
+    assert!(
+        matches!(&err, StorageError::Corrupt { path: Some(p), .. } if *p == victim),
+        "{err}"
+    );
+    assert!(err.to_string().contains("checksum"), "{err}");
+    assert_eq!(
+        snapshot_files(root.path()),
+        before,
+        "a failed open changed files"
+    );
 }

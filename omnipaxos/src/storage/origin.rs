@@ -180,7 +180,7 @@ impl OriginIds {
 
     /// Appends `other`, whose indices all lie at or past [`end`](Self::end)
     /// (else returns `false` and changes nothing), joining runs that continue.
-    pub fn append(&mut self, other: &OriginIds) -> bool {
+    pub fn append(&mut self, other: &Self) -> bool {
         if other.runs.first().is_some_and(|r| r.idx < self.end()) {
             return false;
         }
@@ -194,7 +194,7 @@ impl OriginIds {
     }
 
     /// The same ids, every index moved by `+by` (`None` if one overflows).
-    pub fn shifted(&self, by: u64) -> Option<OriginIds> {
+    pub fn shifted(&self, by: u64) -> Option<Self> {
         let mut runs = self.runs.clone();
         for run in &mut runs {
             run.idx = run.idx.checked_add(by)?;
@@ -266,16 +266,16 @@ impl OriginIds {
     }
 
     /// The ids of indices in `range`.
-    pub fn range(&self, range: Range<u64>) -> OriginIds {
+    pub fn range(&self, range: Range<u64>) -> Self {
         let mut out = self.clone_from_index(range.start);
         out.truncate(range.end);
         out
     }
 
     /// The ids of indices `from` and above.
-    fn clone_from_index(&self, from: u64) -> OriginIds {
+    fn clone_from_index(&self, from: u64) -> Self {
         let first = self.runs.partition_point(|r| r.end() <= from);
-        let mut out = OriginIds {
+        let mut out = Self {
             runs: self.runs[first..].to_vec(),
         };
         out.trim(from);
