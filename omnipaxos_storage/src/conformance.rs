@@ -72,7 +72,8 @@ use crate::memory_storage::MemoryStorage;
 use omnipaxos::{
     ballot::Ballot,
     storage::{
-        Entry, OriginId, OriginIds, OriginTable, Snapshot, Storage, StorageOp, StorageResult,
+        Entry, OriginId, OriginIds, OriginRun, OriginTable, Snapshot, Storage, StorageOp,
+        StorageResult,
     },
     util::{ConfigurationEnd, NodeId, StopSign},
 };
@@ -1098,22 +1099,24 @@ fn trim_trims_origin_ids<F: StorageFactory>(factory: &mut F) {
 /// A table that knows `n` proposals of origin 1 and one of origin `n`.
 fn table_of(n: u64) -> OriginTable {
     let mut table = OriginTable::new();
-    table.insert_run(
-        OriginId {
+    table.insert_run(&OriginRun {
+        idx: 0,
+        len: n,
+        first: OriginId {
             origin: 1,
             incarnation: 1,
             seq: 1,
         },
-        n,
-    );
-    table.insert_run(
-        OriginId {
+    });
+    table.insert_run(&OriginRun {
+        idx: 0,
+        len: 1,
+        first: OriginId {
             origin: n,
             incarnation: 2,
             seq: 7,
         },
-        1,
-    );
+    });
     table
 }
 
@@ -1321,7 +1324,11 @@ fn random_table(rng: &mut ChaCha8Rng) -> OriginTable {
             incarnation: rng.gen_range(1..3),
             seq: rng.gen_range(0..100),
         };
-        table.insert_run(first, rng.gen_range(1..10));
+        table.insert_run(&OriginRun {
+            idx: rng.gen_range(0..1000),
+            len: rng.gen_range(1..10),
+            first,
+        });
     }
     table
 }

@@ -15,7 +15,7 @@
 use omnipaxos::errors::StorageError;
 use omnipaxos::{
     ballot::Ballot,
-    storage::{OriginId, OriginIds, OriginTable, Storage, StorageOp},
+    storage::{OriginId, OriginIds, OriginRun, OriginTable, Storage, StorageOp},
     util::{ConfigurationEnd, StopSign},
 };
 use omnipaxos_storage::{
@@ -98,14 +98,15 @@ fn write(seed: u64, k: u64, log_len: u64, first: u64) -> Vec<StorageOp<Value>> {
         6 if log_len > first => {
             let idx = rng.gen_range(first..=log_len);
             let mut table = OriginTable::new();
-            table.insert_run(
-                OriginId {
+            table.insert_run(&OriginRun {
+                idx: 0,
+                len: idx,
+                first: OriginId {
                     origin: seed,
                     incarnation: 1,
                     seq: 0,
                 },
-                idx,
-            );
+            });
             vec![
                 StorageOp::Trim(idx),
                 StorageOp::SetCompactedIdx(idx),
@@ -133,14 +134,15 @@ fn write(seed: u64, k: u64, log_len: u64, first: u64) -> Vec<StorageOp<Value>> {
             // A trim alone, with the table it makes, then an append.
             let n = rng.gen_range(1..20);
             let mut table = OriginTable::new();
-            table.insert_run(
-                OriginId {
+            table.insert_run(&OriginRun {
+                idx: 0,
+                len: 1,
+                first: OriginId {
                     origin: seed,
                     incarnation: 2,
                     seq: k,
                 },
-                1,
-            );
+            });
             let mut ops = vec![
                 StorageOp::AppendEntries(fresh(n)),
                 StorageOp::SetDecidedIndex(log_len),

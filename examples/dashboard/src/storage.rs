@@ -3,7 +3,7 @@
 
 use omnipaxos::{
     Ballot,
-    storage::{Entry, Storage, StorageOp, StorageResult},
+    storage::{Entry, OriginIds, OriginTable, Storage, StorageOp, StorageResult},
     util::{ConfigurationEnd, StopSign},
 };
 use omnipaxos_storage::memory_storage::MemoryStorage;
@@ -131,5 +131,21 @@ impl<T: Entry> Storage<T> for KeptStorage<T> {
 
     fn get_previous_configuration_end(&self) -> StorageResult<Option<ConfigurationEnd>> {
         self.lock().get_previous_configuration_end()
+    }
+
+    fn keeps_origins(&self) -> bool {
+        self.lock().keeps_origins()
+    }
+
+    fn get_origins(&self, from: u64, to: u64) -> StorageResult<OriginIds> {
+        self.lock().get_origins(from, to)
+    }
+
+    fn get_origin_table(&self) -> StorageResult<OriginTable> {
+        self.lock().get_origin_table()
+    }
+
+    fn get_incarnation(&self) -> StorageResult<u64> {
+        self.lock().get_incarnation()
     }
 }

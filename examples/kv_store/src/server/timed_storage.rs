@@ -10,7 +10,7 @@
 
 use omnipaxos::{
     ballot::Ballot,
-    storage::{Entry, Storage, StorageOp, StorageResult},
+    storage::{Entry, OriginIds, OriginTable, Storage, StorageOp, StorageResult},
     util::{ConfigurationEnd, StopSign},
 };
 use prometheus_client::metrics::histogram::Histogram;
@@ -134,6 +134,22 @@ impl<T: Entry, S: Storage<T>> Storage<T> for TimedStorage<S> {
 
     fn get_previous_configuration_end(&self) -> StorageResult<Option<ConfigurationEnd>> {
         self.inner.get_previous_configuration_end()
+    }
+
+    fn keeps_origins(&self) -> bool {
+        self.inner.keeps_origins()
+    }
+
+    fn get_origins(&self, from: u64, to: u64) -> StorageResult<OriginIds> {
+        self.inner.get_origins(from, to)
+    }
+
+    fn get_origin_table(&self) -> StorageResult<OriginTable> {
+        self.inner.get_origin_table()
+    }
+
+    fn get_incarnation(&self) -> StorageResult<u64> {
+        self.inner.get_incarnation()
     }
 }
 
