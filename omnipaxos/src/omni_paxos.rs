@@ -288,10 +288,16 @@ where
     /// follower it is forwarded to the leader and sent again until the leader
     /// acknowledges it; with no leader known it waits in a buffer of
     /// `buffer_size` entries. `Ok` means accepted for proposal, not decided:
-    /// watch [`get_decided_idx`](Self::get_decided_idx). A forwarded entry
-    /// whose leader fails before acknowledging it is sent to the next leader,
-    /// so in that case it may be decided twice; entries that must not repeat
-    /// should carry an id the state machine checks.
+    /// watch [`get_decided_idx`](Self::get_decided_idx).
+    ///
+    /// Exactly once while this server stays up: the proposal carries this
+    /// server's id ([`OriginId`](crate::storage::OriginId)) into every log,
+    /// and a leader that finds the id in its log does not append a retry
+    /// again, whatever leader changes and log syncs happen. After a restart
+    /// of this server, a proposal that reached a leader's log is decided
+    /// once and one that did not is lost (at most once). With a storage that
+    /// [keeps no origins](crate::storage::Storage::keeps_origins), a
+    /// forwarded entry whose leader fails may be decided twice.
     pub fn append(&mut self, entry: T) -> Result<(), ProposeErr<T>> {
         // Untracked: nothing is kept to report, so nothing piles up for a
         // caller that never asks.
@@ -307,8 +313,8 @@ where
     /// changes and a move to the next configuration (with
     /// [`into_new_configuration`](Self::into_new_configuration)). A crash
     /// forgets the names: after a restart nothing proposed before it is
-    /// reported. An entry proposed twice (see [`append`](Self::append)) is
-    /// reported once, at one of its indices.
+    /// reported. Each proposal is reported once, at the one index it was
+    /// decided at.
     pub fn append_tracked(&mut self, entry: T) -> Result<ProposalId, ProposeErr<T>> {
         self.seq_paxos.append(entry).map(ProposalId)
     }
@@ -421,9 +427,10 @@ where
     /// a joining server does ([`is_migrating`](Self::is_migrating),
     /// [`get_migration`](Self::get_migration)), from the servers that told it
     /// and its new peers. Its own proposals past what it knows to be decided
-    /// are proposed again in the new configuration, so one of them that the
-    /// old configuration did decide may be decided twice (as
-    /// [`append`](Self::append) allows); it is reported once.
+    /// are proposed again in the new configuration under the ids they had,
+    /// and the new configuration's log begins with the old one: one that the
+    /// old configuration did decide is found there and reported at its
+    /// index, not decided twice.
     pub fn into_new_configuration(self, config: OmniPaxosConfig) -> Result<Self, ConfigError> {
         let Some(ss) = self.is_reconfigured() else {
             return Err(ConfigError::field(

@@ -3722,12 +3722,13 @@ mod tests {
             forge_origins_file(dir.path(), &payload);
             assert_corrupt_naming(&open(dir.path()), "origins-", says);
         }
-        // A table whose ranges overlap: built by serde from its fields.
+        // A table whose runs overlap: built by serde from its fields
+        // (`(seq, len, idx)` per run).
         #[derive(Serialize)]
         struct Seqs {
             origin: u64,
             incarnation: u64,
-            seqs: Vec<(u64, u64)>,
+            runs: Vec<(u64, u64, u64)>,
         }
         #[derive(Serialize)]
         struct Table {
@@ -3737,7 +3738,7 @@ mod tests {
             origins: vec![Seqs {
                 origin: 1,
                 incarnation: 1,
-                seqs: vec![(5, 10), (7, 12)],
+                runs: vec![(5, 5, 0), (7, 5, 10)],
             }],
         };
         let dir = tempfile::tempdir().unwrap();

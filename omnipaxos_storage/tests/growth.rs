@@ -113,11 +113,14 @@ fn under_the_protocol_the_directory_keeps_only_the_live_snapshot_and_the_retaine
         "a clean shutdown leaves nothing for open to clean up: {}",
         storage.open_report()
     );
+    // The live snapshot, and the origin ids of the retained log with the
+    // compacted prefix's origin table (one file each, the current ones).
+    let records = names(&dir.join("records"));
+    let count = |prefix: &str| records.iter().filter(|n| n.starts_with(prefix)).count();
     assert_eq!(
-        names(&dir.join("records")).len(),
-        1,
-        "exactly the live snapshot's file: {:?}",
-        names(&dir.join("records"))
+        (records.len(), count("snapshot-"), count("origins-")),
+        (2, 1, 1),
+        "exactly the live snapshot's and origins' files: {records:?}"
     );
     let segments: Vec<String> = names(&dir.join("commitlog"))
         .into_iter()

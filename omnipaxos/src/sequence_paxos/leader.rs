@@ -1034,7 +1034,8 @@ where
         let Some(&first_idx) = placed.first() else {
             return Ok(());
         };
-        let in_order = placed.windows(2).all(|w| w[1] == w[0] + 1) && first_idx != NOT_APPENDED;
+        let in_order = placed.windows(2).all(|w| w[0].checked_add(1) == Some(w[1]))
+            && first_idx != NOT_APPENDED;
         let all_fresh = fresh.len() == placed.len();
         let ack = ProposalAck {
             n: self.leader,
