@@ -175,6 +175,7 @@ fn run_seed(seed: u64) -> SeedStats {
     stats.decided = decided.len() as u64;
     stats.decided_twice = (decided.len() - distinct.len()) as u64;
     stats.steps = cluster.now();
+    stats.proposals = cluster.proposal_counts();
     stats.network = cluster.network_stats();
     stats.snapshot_parts = cluster.snapshot_parts_sent() as u64;
     stats.whole_snapshots_that_split = cluster.whole_snapshots_that_split() as u64;
@@ -218,8 +219,10 @@ struct SeedStats {
     steps: u64,
     faults: [u64; 11],
     network: NetworkStats,
+    /// How the seed's proposals fared (taken, refused, forgotten).
+    proposals: omnipaxos_tests::sim::cluster::ProposalCounts,
     /// Entries decided, and how many of them decided a value a second time
-    /// (`append` is at-least-once across leader changes; see the options).
+    /// (none may: the validity check fails the seed first).
     decided: u64,
     decided_twice: u64,
     /// Tenths of an election timeout from the heal until a fresh proposal
@@ -261,6 +264,15 @@ fn print_summary(seeds: u64, failed: usize, stats: &[SeedStats]) {
         sum(&|s| s.decided),
         sum(&|s| s.decided_twice),
         stats.iter().filter(|s| s.decided_twice > 0).count(),
+    );
+    println!(
+        "soak summary: proposals made {}: taken by append {}, refused by it {}; of those taken, \
+         forgotten by an origin that crashed or left {} (at most once), lost by a server that \
+         stayed up 0",
+        sum(&|s| s.proposals.taken + s.proposals.refused),
+        sum(&|s| s.proposals.taken),
+        sum(&|s| s.proposals.refused),
+        sum(&|s| s.proposals.forgotten),
     );
     println!(
         "soak summary: snapshot parts sent {}, snapshots sent whole although they split {}",

@@ -2,12 +2,18 @@
 //! every replica builds by applying the decided ones in log order, and the
 //! snapshot that stands in for a compacted prefix of the log.
 //!
-//! A write can reach the log twice: the protocol may decide a forwarded
-//! command again after a leader change, and a client may retry a write whose
-//! outcome it does not know. Every command therefore carries a [`CommandId`],
-//! and the state machine applies each id at most once. The table of applied
-//! ids is part of the state, so it is in every snapshot too: a replica that
-//! starts from a snapshot still refuses the duplicates that follow it.
+//! Every command carries a [`CommandId`], which the server that took the
+//! HTTP request gives it: when the command is applied, the id finds the
+//! request waiting for its result. The protocol itself decides each append
+//! once (a retried forward is found by its origin id and not appended
+//! again), so on our storages no command reaches the log twice; the state
+//! machine still applies each id at most once, which keeps the store right
+//! on a storage that keeps no origins (there the protocol promises only
+//! at-least-once). A client that retries a request whose outcome it does
+//! not know sends a new request, with a new id: nothing deduplicates that,
+//! and the error body's `outcome` says when such a retry could apply a
+//! write twice. The table of applied ids is part of the state, so it is in
+//! every snapshot too.
 
 use omnipaxos::{
     storage::{Entry, Snapshot},

@@ -78,6 +78,19 @@ impl SimNode {
     }
 }
 
+/// How a run's proposals fared: taken by `append`, refused by it, and
+/// forgotten (taken by a server that then crashed or left before they were
+/// reported decided: at most once, by `append`'s contract).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProposalCounts {
+    /// Proposals `append_tracked` accepted.
+    pub taken: u64,
+    /// Proposals it refused (buffer full, a stop-sign in the log, ...).
+    pub refused: u64,
+    /// Taken proposals whose server crashed or left before reporting them.
+    pub forgotten: u64,
+}
+
 /// A cluster of `OmniPaxos` servers driven tick by tick in one thread.
 ///
 /// A test builds a cluster, scripts commands (propose, cut links, crash,
@@ -90,6 +103,8 @@ impl SimNode {
 /// every running server, so `k * election_tick_timeout` steps are `k`
 /// election timeouts for every server.
 pub struct SimCluster {
+    /// How the run's proposals fared so far (see [`ProposalCounts`]).
+    proposal_counts: ProposalCounts,
     /// The knobs of this run, including the seed.
     options: SimOptions,
     /// The only source of randomness of the run, seeded from `options.seed`.
@@ -213,6 +228,7 @@ impl SimCluster {
             nodes,
             network: Network::new(),
             next_value: 1,
+            proposal_counts: ProposalCounts::default(),
             outbox: Vec::new(),
             max_entries_sent: 0,
             whole_split_snapshots: 0,
@@ -529,7 +545,9 @@ impl SimCluster {
         let node = self.sim_node_mut(pid);
         assert!(node.paxos.is_some(), "server {pid} is already crashed");
         node.paxos = None;
+        let forgotten = node.tracked.len() as u64;
         node.tracked.clear();
+        self.proposal_counts.forgotten += forgotten;
         self.network.drop_involving(pid);
         self.trace(|| format!("crash {pid}"));
         self.reopen_storage(pid);
@@ -548,7 +566,9 @@ impl SimCluster {
             .paxos
             .take()
             .unwrap_or_else(|| panic!("server {pid} is crashed"));
+        let forgotten = node.tracked.len() as u64;
         node.tracked.clear();
+        self.proposal_counts.forgotten += forgotten;
         self.network.drop_involving(pid);
         self.trace(|| format!("take {pid} out"));
         self.check_invariants();
@@ -673,6 +693,9 @@ impl SimCluster {
         if let Ok(id) = result {
             self.invariants.record_proposal(value);
             self.sim_node_mut(pid).tracked.insert(id, value);
+            self.proposal_counts.taken += 1;
+        } else {
+            self.proposal_counts.refused += 1;
         }
         self.check_invariants();
         result.map(|_| ())
@@ -690,6 +713,11 @@ impl SimCluster {
     }
 
     // ----- observations -----------------------------------------------------
+
+    /// How the run's proposals fared so far.
+    pub fn proposal_counts(&self) -> ProposalCounts {
+        self.proposal_counts
+    }
 
     /// The running servers of the current configuration.
     fn current_servers(&self) -> impl Iterator<Item = (NodeId, &OmniPaxos<Value, SharedStorage>)> {

@@ -458,8 +458,10 @@ impl SimCluster {
         for pid in leavers {
             let node = self.sim_node_mut(pid);
             node.paxos = None;
+            let forgotten = node.tracked.len() as u64;
             node.tracked.clear();
             node.retired = true;
+            self.proposal_counts.forgotten += forgotten;
             self.network.drop_involving(pid);
             self.trace(|| format!("server {pid} left and is retired"));
         }
