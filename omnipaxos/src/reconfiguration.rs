@@ -41,6 +41,10 @@ use crate::{
 };
 
 /// Where [`Reconfiguration::route`] sends a message.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "returned once per message and consumed at once; boxing `Pass` would allocate per message"
+)]
 pub(crate) enum Route<T: Entry> {
     /// Handled here, or dropped: nothing more to do.
     Consumed,

@@ -32,6 +32,10 @@ pub(super) struct LogIndex {
     runs: HashMap<(NodeId, u64), BTreeMap<u64, (u64, u64)>>,
     /// The newest incarnation seen per origin.
     newest: HashMap<NodeId, u64>,
+    /// The run being extended, not yet in `runs`: a leader's own proposals
+    /// (and a forwarded batch) arrive one after the other, and extending
+    /// this costs no lookup.
+    tail: Option<OriginRun>,
 }
 
 impl LogIndex {
@@ -46,6 +50,22 @@ impl LogIndex {
 
     /// Records a run of the log (or batch).
     pub(super) fn add_run(&mut self, run: &OriginRun) {
+        if let Some(tail) = &mut self.tail {
+            let continues = tail.first.origin == run.first.origin
+                && tail.first.incarnation == run.first.incarnation
+                && tail.first.seq.checked_add(tail.len) == Some(run.first.seq)
+                && tail.idx.checked_add(tail.len) == Some(run.idx);
+            if continues {
+                tail.len += run.len;
+                return;
+            }
+        }
+        if let Some(tail) = self.tail.replace(*run) {
+            self.insert(&tail);
+        }
+    }
+
+    fn insert(&mut self, run: &OriginRun) {
         let first = run.first;
         let newest = self.newest.entry(first.origin).or_insert(first.incarnation);
         *newest = (*newest).max(first.incarnation);
@@ -75,6 +95,17 @@ impl LogIndex {
 
     /// Where the log, or the compacted prefix `table` describes, has `id`.
     pub(super) fn find(&self, id: &OriginId, table: &OriginTable) -> Option<Found> {
+        if let Some(t) = &self.tail {
+            if t.first.origin == id.origin
+                && t.first.incarnation == id.incarnation
+                && (t.first.seq..t.first.seq + t.len).contains(&id.seq)
+            {
+                return Some(Found::At(t.idx + (id.seq - t.first.seq)));
+            }
+            if t.first.origin == id.origin && t.first.incarnation > id.incarnation {
+                return Some(Found::PreviousLife);
+            }
+        }
         if let Some(runs) = self.runs.get(&(id.origin, id.incarnation)) {
             if let Some((&seq, &(len, idx))) = runs.range(..=id.seq).next_back() {
                 if id.seq < seq + len {
@@ -117,7 +148,12 @@ mod tests {
         let mut index = LogIndex::of(&ids);
         index.add(110, id(1, 1, 11));
         index.add(111, id(2, 3, 1));
-        assert_eq!(index.runs[&(1, 1)].len(), 1, "one run however many");
+        assert_eq!(
+            index.runs.get(&(1, 1)).map_or(0, BTreeMap::len)
+                + usize::from(index.tail.is_some_and(|t| t.first.origin == 1)),
+            1,
+            "one run however many"
+        );
         let mut table = OriginTable::new();
         table.insert_run(&OriginRun {
             idx: 5,

@@ -485,7 +485,7 @@ where
             OriginIds::new()
         };
         self.storage
-            .append_and_decide(acc.entries.into_vec(), &origins, acc.decided_idx)?;
+            .append_and_decide(acc.entries.into_vec(), origins, acc.decided_idx)?;
         for ack in acc.forward_acks {
             self.handle_proposal_ack(from, ack);
         }

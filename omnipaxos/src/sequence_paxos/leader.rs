@@ -802,10 +802,10 @@ where
             // handing a fresh Vec to storage for every entry.
             let entry = entries.pop().expect("length checked");
             self.state.lead_mut().batch.entries = entries;
-            self.storage.append_entry(entry, &origins)?;
+            self.storage.append_entry(entry, origins)?;
         } else {
             self.state.lead_mut().batch.entries = Vec::with_capacity(self.batch_size);
-            self.storage.append_entries(entries, &origins)?;
+            self.storage.append_entries(entries, origins)?;
         }
         // Our log is the longest in our ballot: no follower accepted more
         // than we sent it. So lengthening it moves the largest of the
@@ -831,9 +831,7 @@ where
                     acc.decided_idx = decided_idx;
                     acc.forward_acks.append(&mut forward_acks);
                     let at = acc.entries.len() as u64 + carried;
-                    let joined = origins
-                        .shifted(at)
-                        .is_some_and(|ids| acc.origins.append(&ids));
+                    let joined = acc.origins.append_shifted(origins, at);
                     debug_assert!(joined, "the message's ids end before its entries do");
                     open = true;
                 }

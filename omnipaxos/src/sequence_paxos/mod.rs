@@ -126,21 +126,21 @@ impl Placed {
     fn of(ack: &ProposalAck, len: usize) -> Option<Self> {
         if ack.placed.is_empty() {
             return (ack.first_idx.saturating_add(len as u64) <= MAX_LOG_INDEX)
-                .then_some(Placed::From(ack.first_idx));
+                .then_some(Self::From(ack.first_idx));
         }
         (ack.placed.len() == len
             && ack
                 .placed
                 .iter()
                 .all(|&i| i < MAX_LOG_INDEX || i == NOT_APPENDED))
-        .then(|| Placed::Each(ack.placed.clone()))
+        .then(|| Self::Each(ack.placed.clone()))
     }
 
     /// The index of the `k`-th entry.
     fn at(&self, k: usize) -> u64 {
         match self {
-            Placed::From(first) => first + k as u64,
-            Placed::Each(v) => v[k],
+            Self::From(first) => first + k as u64,
+            Self::Each(v) => v[k],
         }
     }
 
@@ -148,8 +148,8 @@ impl Placed {
     /// not appended count for none).
     fn end(&self, len: usize) -> u64 {
         match self {
-            Placed::From(first) => first + len as u64,
-            Placed::Each(v) => v
+            Self::From(first) => first + len as u64,
+            Self::Each(v) => v
                 .iter()
                 .filter(|&&i| i != NOT_APPENDED)
                 .max()
@@ -499,7 +499,7 @@ where
             sync_idx,
             decided_snapshot,
             suffix,
-            &suffix_origins,
+            suffix_origins,
             stopsign,
             decided_idx,
         )?;

@@ -152,8 +152,10 @@ impl<T: Entry> LeaderState<T> {
 }
 
 impl<T: Entry> LeaderState<T> {
-    /// Adds a proposal to the batch (the log's end is `log_len`), noting its
-    /// id in the index; returns the batch's length.
+    /// Adds a proposal to the batch (the log's end is `log_len`), noting
+    /// its id in the index; returns the batch's length. Our own proposals
+    /// are noted too: a copy of one can come back relayed by a server that
+    /// gathered it while it led (leaving them out failed soak seed 659).
     pub(super) fn gather(&mut self, p: Proposal<T>, log_len: u64) -> usize {
         if let Some(id) = p.id {
             self.log_index.add(log_len + self.batch.len() as u64, id);

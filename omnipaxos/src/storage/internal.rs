@@ -253,7 +253,7 @@ where
         } else if start != log_end {
             ops.push(StorageOp::AppendOnPrefix(start, entries));
         }
-        ops.extend(self.origins_op(start, &origins));
+        ops.extend(self.origins_op(start, origins));
         if end != self.decided_idx {
             ops.push(StorageOp::SetDecidedIndex(end));
         }
@@ -327,8 +327,10 @@ where
     /// `at`, cutting the ids from `at` on; `None` if the backend keeps no
     /// origins. Updates the mirror, so call it only in a write that then
     /// succeeds (a failed write halts the server, which reads nothing again).
-    fn origins_op(&mut self, at: u64, ids: &OriginIds) -> Option<StorageOp<T>> {
-        let absolute = ids.shifted(at).unwrap_or_default();
+    fn origins_op(&mut self, at: u64, mut absolute: OriginIds) -> Option<StorageOp<T>> {
+        if !absolute.shift_up(at) {
+            absolute = OriginIds::new();
+        }
         self.origins.truncate(at);
         let appended = self.origins.append(&absolute);
         debug_assert!(appended, "the ids start at the cut");
@@ -338,7 +340,7 @@ where
     }
 
     /// Appends one entry with origin ids `ids` (relative: index 0 is the entry).
-    pub(crate) fn append_entry(&mut self, entry: T, ids: &OriginIds) -> StorageResult<u64> {
+    pub(crate) fn append_entry(&mut self, entry: T, ids: OriginIds) -> StorageResult<u64> {
         match self.origins_op(self.log_len, ids) {
             None => self.storage.append_entry(entry)?,
             Some(op) => self
@@ -350,11 +352,7 @@ where
     }
 
     /// Appends entries with origin ids `ids` (relative to the first entry).
-    pub(crate) fn append_entries(
-        &mut self,
-        entries: Vec<T>,
-        ids: &OriginIds,
-    ) -> StorageResult<u64> {
+    pub(crate) fn append_entries(&mut self, entries: Vec<T>, ids: OriginIds) -> StorageResult<u64> {
         let n = entries.len() as u64;
         if n > 0 {
             match self.origins_op(self.log_len, ids) {
@@ -373,7 +371,7 @@ where
     pub(crate) fn append_and_decide(
         &mut self,
         entries: Vec<T>,
-        ids: &OriginIds,
+        ids: OriginIds,
         decided_idx: u64,
     ) -> StorageResult<u64> {
         let new_len = self.log_len + entries.len() as u64;
@@ -411,7 +409,7 @@ where
         sync_idx: u64,
         snapshot: Option<(T::Snapshot, OriginTable)>,
         suffix: Vec<T>,
-        suffix_ids: &OriginIds,
+        suffix_ids: OriginIds,
         stopsign: Option<StopSign>,
         decided_idx: u64,
     ) -> StorageResult<()> {

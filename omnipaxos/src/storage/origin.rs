@@ -203,8 +203,48 @@ impl OriginIds {
         Some(Self { runs })
     }
 
+    /// Moves every index by `+by` in place; `false` (and nothing moved) if
+    /// one would overflow.
+    pub fn shift_up(&mut self, by: u64) -> bool {
+        if self
+            .runs
+            .last()
+            .is_some_and(|r| r.end().checked_add(by).is_none())
+        {
+            return false;
+        }
+        for run in &mut self.runs {
+            run.idx += by;
+        }
+        true
+    }
+
+    /// Appends `other` with every index moved by `+by`, as
+    /// [`append`](Self::append) does, without an intermediate copy.
+    pub fn append_shifted(&mut self, other: &Self, by: u64) -> bool {
+        let Some(first) = other.runs.first() else {
+            return true;
+        };
+        if first.idx.checked_add(by).is_none_or(|i| i < self.end())
+            || other.end().checked_add(by).is_none()
+        {
+            return false;
+        }
+        for run in &other.runs {
+            let run = OriginRun {
+                idx: run.idx + by,
+                ..*run
+            };
+            match self.runs.last_mut() {
+                Some(last) if last.continued_by(run.idx, &run.first) => last.len += run.len,
+                _ => self.runs.push(run),
+            }
+        }
+        true
+    }
+
     /// The same ids, every index moved by `-by` (`None` if one would go below 0).
-    pub fn shifted_down(&self, by: u64) -> Option<OriginIds> {
+    pub fn shifted_down(&self, by: u64) -> Option<Self> {
         let mut runs = self.runs.clone();
         for run in &mut runs {
             run.idx = run.idx.checked_sub(by)?;
@@ -215,9 +255,9 @@ impl OriginIds {
     /// The ids that `runs` (in any order, possibly overlapping: copies of
     /// the same log from several sources) give indices in `range`; the
     /// runs used up by the range's end are removed from `runs`.
-    pub fn from_overlapping(runs: &mut Vec<OriginRun>, range: Range<u64>) -> OriginIds {
+    pub fn from_overlapping(runs: &mut Vec<OriginRun>, range: Range<u64>) -> Self {
         runs.sort_unstable_by_key(|r| r.idx);
-        let mut out = OriginIds::new();
+        let mut out = Self::new();
         for run in runs.iter() {
             let from = run.idx.max(range.start).max(out.end());
             let to = run.end().min(range.end);
@@ -228,7 +268,7 @@ impl OriginIds {
                 seq: run.first.seq + (from - run.idx),
                 ..run.first
             };
-            out.append(&OriginIds {
+            out.append(&Self {
                 runs: vec![OriginRun {
                     idx: from,
                     len: to - from,
@@ -471,7 +511,7 @@ impl OriginTable {
     }
 
     /// Adds everything `other` knows.
-    pub fn merge(&mut self, other: &OriginTable) {
+    pub fn merge(&mut self, other: &Self) {
         for r in &other.origins {
             for &(seq, len, idx) in &r.runs {
                 self.insert_run(&OriginRun {

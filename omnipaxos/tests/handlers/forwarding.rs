@@ -186,3 +186,68 @@ fn the_acknowledgement_of_a_forwarded_batch_rides_with_its_entries_to_the_origin
         ]
     );
 }
+
+/// A proposal that reaches a leader again under a new batch name (its
+/// origin retried it to what it took for a new leader) is found by its id
+/// and acknowledged where it is, not appended a second time; a proposal
+/// twice in one forward goes in once.
+#[test]
+fn a_proposal_retried_under_another_batch_is_found_by_its_id_and_not_appended_again() {
+    let mut l = leader_with_follower_2();
+    let fwd = |seq: u64, entries: Vec<E>, origins| {
+        sp(
+            3,
+            1,
+            PaxosMsg::ProposalForward(ProposalForward {
+                n: B1,
+                id: ForwardId {
+                    ballot: B1,
+                    session: 7,
+                    seq,
+                },
+                entries,
+                origins,
+            }),
+        )
+    };
+    l.handle_incoming(fwd(1, vec![E(1), E(2)], ids_of(3, 10..12)));
+    l.outgoing_messages();
+    assert_eq!(l.get_accepted_idx(), 2);
+    // The retry names a new batch and carries one proposal twice.
+    let mut again = ids_of(3, 11..12);
+    again.push(
+        1,
+        omnipaxos::storage::OriginId {
+            origin: 3,
+            incarnation: 1,
+            seq: 12,
+        },
+    );
+    again.push(
+        2,
+        omnipaxos::storage::OriginId {
+            origin: 3,
+            incarnation: 1,
+            seq: 12,
+        },
+    );
+    l.handle_incoming(fwd(2, vec![E(2), E(3), E(3)], again));
+    assert_eq!(
+        proposal_acks(paxos_out(&mut l)),
+        vec![sp(
+            1,
+            3,
+            PaxosMsg::ProposalAck(ProposalAck {
+                n: B1,
+                id: ForwardId {
+                    ballot: B1,
+                    session: 7,
+                    seq: 2
+                },
+                first_idx: 1,
+                placed: vec![1, 2, 2],
+            })
+        )]
+    );
+    assert_eq!(l.get_accepted_idx(), 3, "only E(3) was new, and once");
+}

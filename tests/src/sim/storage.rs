@@ -62,7 +62,9 @@ impl Inner {
 
 /// The storage itself.
 enum Backend {
-    Memory(MemoryStorage<Value>),
+    /// Boxed, as the other: with its origin ids a `MemoryStorage` handle
+    /// is itself larger than a pointer by a good deal.
+    Memory(Box<MemoryStorage<Value>>),
     /// Boxed: an open `PersistentStorage` is several times larger than a
     /// `MemoryStorage` handle.
     Persistent(Box<OnDisk>),
@@ -70,7 +72,7 @@ enum Backend {
 
 impl Default for Backend {
     fn default() -> Self {
-        Self::Memory(MemoryStorage::default())
+        Self::Memory(Box::default())
     }
 }
 
@@ -103,7 +105,7 @@ impl OnDisk {
 impl Backend {
     fn store(&self) -> &dyn Storage<Value> {
         match self {
-            Self::Memory(store) => store,
+            Self::Memory(store) => &**store,
             Self::Persistent(disk) => disk
                 .store
                 .as_ref()
@@ -113,7 +115,7 @@ impl Backend {
 
     fn store_mut(&mut self) -> &mut dyn Storage<Value> {
         match self {
-            Self::Memory(store) => store,
+            Self::Memory(store) => &mut **store,
             Self::Persistent(disk) => disk
                 .store
                 .as_mut()
