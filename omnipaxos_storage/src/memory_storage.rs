@@ -278,6 +278,25 @@ impl<T: Entry> Storage<T> for MemoryStorage<T> {
         true
     }
 
+    /// The batch of [`Storage::append_entries_with_origins`] without
+    /// building it: the ids are checked first, then both are applied.
+    fn append_entries_with_origins(
+        &mut self,
+        mut entries: Vec<T>,
+        ids: OriginIds,
+    ) -> StorageResult<()> {
+        let bounds = self.bounds();
+        let end = bounds.log_len + entries.len() as u64;
+        let first = ids.runs().first().map_or(bounds.log_len, |r| r.idx);
+        if first < bounds.log_len || ids.end() > end {
+            return Err(bounds.out_of_range("set origins", first.max(ids.end())));
+        }
+        self.log.append(&mut entries);
+        let appended = self.origins.append(&ids);
+        debug_assert!(appended, "checked above: the ids start at the old end");
+        Ok(())
+    }
+
     fn get_origins(&self, from: u64, to: u64) -> StorageResult<OriginIds> {
         // Clamped as entries are: ids below the compacted index stay held
         // (a trim drops them) but are not served.
@@ -517,6 +536,58 @@ mod tests {
                 stopsign: Some(stopsign),
                 snapshot: Some(Sum(20)),
             }
+        );
+    }
+
+    /// The fast path of an append with its ids does what the batch through
+    /// `write_atomically` does, and refuses ids the append does not cover
+    /// without changing anything.
+    #[test]
+    fn an_append_with_its_origins_matches_the_batch_and_refuses_stray_ids() {
+        use omnipaxos::storage::OriginId;
+        let ids = |from: u64, n: u64| {
+            let mut ids = OriginIds::new();
+            for k in 0..n {
+                ids.push(
+                    from + k,
+                    OriginId {
+                        origin: 7,
+                        incarnation: 1,
+                        seq: 1 + k,
+                    },
+                );
+            }
+            ids
+        };
+        let mut fast = storage_with(4, 0);
+        let mut batch = storage_with(4, 0);
+        fast.append_entries_with_origins(values(4..7), ids(4, 3))
+            .unwrap();
+        batch
+            .write_atomically(vec![
+                StorageOp::AppendEntries(values(4..7)),
+                StorageOp::SetOrigins(4, ids(4, 3)),
+            ])
+            .unwrap();
+        assert_eq!(fast.get_suffix(0).unwrap(), batch.get_suffix(0).unwrap());
+        assert_eq!(
+            fast.get_origins(0, 7).unwrap(),
+            batch.get_origins(0, 7).unwrap()
+        );
+        assert_eq!(fast.get_origins(0, 7).unwrap(), ids(4, 3));
+        let before = (fast.get_suffix(0).unwrap(), fast.get_origins(0, 9).unwrap());
+        // Ids past the appended entries, and ids below the old end.
+        assert!(
+            fast.append_entries_with_origins(values(7..8), ids(7, 2))
+                .is_err()
+        );
+        assert!(
+            fast.append_entries_with_origins(values(7..8), ids(6, 1))
+                .is_err()
+        );
+        assert_eq!(
+            (fast.get_suffix(0).unwrap(), fast.get_origins(0, 9).unwrap()),
+            before
         );
     }
 

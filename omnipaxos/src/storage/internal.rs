@@ -343,6 +343,9 @@ where
     pub(crate) fn append_entry(&mut self, entry: T, ids: OriginIds) -> StorageResult<u64> {
         match self.origins_op(self.log_len, ids) {
             None => self.storage.append_entry(entry)?,
+            Some(StorageOp::SetOrigins(_, ids)) => {
+                self.storage.append_entries_with_origins(vec![entry], ids)?
+            }
             Some(op) => self
                 .storage
                 .write_atomically(vec![StorageOp::AppendEntry(entry), op])?,
@@ -357,6 +360,9 @@ where
         if n > 0 {
             match self.origins_op(self.log_len, ids) {
                 None => self.storage.append_entries(entries)?,
+                Some(StorageOp::SetOrigins(_, ids)) => {
+                    self.storage.append_entries_with_origins(entries, ids)?
+                }
                 Some(op) => self
                     .storage
                     .write_atomically(vec![StorageOp::AppendEntries(entries), op])?,

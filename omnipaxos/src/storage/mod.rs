@@ -303,4 +303,22 @@ pub trait Storage<T: Entry> {
     fn get_incarnation(&self) -> StorageResult<u64> {
         Ok(0)
     }
+
+    /// Appends `entries` at the end of the log and records `ids` for them
+    /// (absolute indices, all at the old log end or past it), all or
+    /// nothing: the protocol's every append on a storage that keeps
+    /// origins. The default is the same batch through
+    /// [`write_atomically`](Self::write_atomically); override it only to
+    /// make it cheaper.
+    fn append_entries_with_origins(
+        &mut self,
+        entries: Vec<T>,
+        ids: OriginIds,
+    ) -> StorageResult<()> {
+        let from_idx = self.get_log_len()?;
+        self.write_atomically(vec![
+            StorageOp::AppendEntries(entries),
+            StorageOp::SetOrigins(from_idx, ids),
+        ])
+    }
 }
