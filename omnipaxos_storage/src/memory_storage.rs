@@ -278,6 +278,20 @@ impl<T: Entry> Storage<T> for MemoryStorage<T> {
         true
     }
 
+    /// The batch of [`Storage::append_entry_with_origins`] without
+    /// building it: the ids are checked first, then both are applied.
+    fn append_entry_with_origins(&mut self, entry: T, ids: OriginIds) -> StorageResult<()> {
+        let bounds = self.bounds();
+        let first = ids.runs().first().map_or(bounds.log_len, |r| r.idx);
+        if first < bounds.log_len || ids.end() > bounds.log_len + 1 {
+            return Err(bounds.out_of_range("set origins", first.max(ids.end())));
+        }
+        self.log.push(entry);
+        let appended = self.origins.append(&ids);
+        debug_assert!(appended, "checked above: the ids start at the old end");
+        Ok(())
+    }
+
     /// The batch of [`Storage::append_entries_with_origins`] without
     /// building it: the ids are checked first, then both are applied.
     fn append_entries_with_origins(

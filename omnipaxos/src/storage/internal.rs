@@ -344,7 +344,7 @@ where
         match self.origins_op(self.log_len, ids) {
             None => self.storage.append_entry(entry)?,
             Some(StorageOp::SetOrigins(_, ids)) => {
-                self.storage.append_entries_with_origins(vec![entry], ids)?
+                self.storage.append_entry_with_origins(entry, ids)?
             }
             Some(op) => self
                 .storage

@@ -304,12 +304,20 @@ pub trait Storage<T: Entry> {
         Ok(0)
     }
 
-    /// Appends `entries` at the end of the log and records `ids` for them
-    /// (absolute indices, all at the old log end or past it), all or
-    /// nothing: the protocol's every append on a storage that keeps
-    /// origins. The default is the same batch through
-    /// [`write_atomically`](Self::write_atomically); override it only to
-    /// make it cheaper.
+    /// Appends `entry` at the end of the log and records `ids` for it
+    /// (absolute indices, at the old log end), all or nothing: the
+    /// protocol's every append of one entry on a storage that keeps
+    /// origins. The defaults of this and
+    /// [`append_entries_with_origins`](Self::append_entries_with_origins)
+    /// are the batch of the append and [`StorageOp::SetOrigins`] through
+    /// [`write_atomically`](Self::write_atomically); override them only to
+    /// make them cheaper.
+    fn append_entry_with_origins(&mut self, entry: T, ids: OriginIds) -> StorageResult<()> {
+        self.append_entries_with_origins(vec![entry], ids)
+    }
+
+    /// [`append_entry_with_origins`](Self::append_entry_with_origins) for
+    /// several entries (absolute indices, all at the old log end or past it).
     fn append_entries_with_origins(
         &mut self,
         entries: Vec<T>,

@@ -20,6 +20,7 @@
 //! trimmed.
 
 use crate::util::NodeId;
+use smallvec::SmallVec;
 use std::ops::Range;
 
 /// The identity of one proposal: made by server `origin` in its
@@ -90,7 +91,9 @@ impl OriginRun {
     serde(try_from = "Vec<OriginRun>", into = "Vec<OriginRun>")
 )]
 pub struct OriginIds {
-    runs: Vec<OriginRun>,
+    /// One run inline: a batch of one origin's proposals, the common case,
+    /// costs no allocation.
+    runs: SmallVec<[OriginRun; 1]>,
 }
 
 /// Why a list of runs is not an [`OriginIds`].
@@ -125,13 +128,15 @@ impl TryFrom<Vec<OriginRun>> for OriginIds {
                 return Err(MalformedOriginIds("a run's sequence numbers overflow"));
             }
         }
-        Ok(Self { runs })
+        Ok(Self {
+            runs: SmallVec::from_vec(runs),
+        })
     }
 }
 
 impl From<OriginIds> for Vec<OriginRun> {
     fn from(ids: OriginIds) -> Self {
-        ids.runs
+        ids.runs.into_vec()
     }
 }
 
@@ -269,7 +274,7 @@ impl OriginIds {
                 ..run.first
             };
             out.append(&Self {
-                runs: vec![OriginRun {
+                runs: smallvec::smallvec![OriginRun {
                     idx: from,
                     len: to - from,
                     first,
@@ -316,7 +321,7 @@ impl OriginIds {
     fn clone_from_index(&self, from: u64) -> Self {
         let first = self.runs.partition_point(|r| r.end() <= from);
         let mut out = Self {
-            runs: self.runs[first..].to_vec(),
+            runs: SmallVec::from_slice(&self.runs[first..]),
         };
         out.trim(from);
         out
