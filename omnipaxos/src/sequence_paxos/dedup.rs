@@ -85,6 +85,7 @@ impl LogIndex {
     }
 
     /// Records one proposal at `idx`.
+    #[cfg(test)]
     pub(super) fn add(&mut self, idx: u64, id: OriginId) {
         self.add_run(&OriginRun {
             idx,
@@ -95,16 +96,8 @@ impl LogIndex {
 
     /// Where the log, or the compacted prefix `table` describes, has `id`.
     pub(super) fn find(&self, id: &OriginId, table: &OriginTable) -> Option<Found> {
-        if let Some(t) = &self.tail {
-            if t.first.origin == id.origin
-                && t.first.incarnation == id.incarnation
-                && (t.first.seq..t.first.seq + t.len).contains(&id.seq)
-            {
-                return Some(Found::At(t.idx + (id.seq - t.first.seq)));
-            }
-            if t.first.origin == id.origin && t.first.incarnation > id.incarnation {
-                return Some(Found::PreviousLife);
-            }
+        if let Some(found) = self.tail.as_ref().and_then(|t| find_in_run(t, 0, id)) {
+            return Some(found);
         }
         if let Some(runs) = self.runs.get(&(id.origin, id.incarnation)) {
             if let Some((&seq, &(len, idx))) = runs.range(..=id.seq).next_back() {
@@ -125,6 +118,19 @@ impl LogIndex {
             TablePosition::PreviousLife => Found::PreviousLife,
         })
     }
+}
+
+/// Where the run `run`, its indices moved by `+by`, has `id`, or
+/// [`Found::PreviousLife`] if it is of a later life of `id`'s origin.
+pub(super) fn find_in_run(run: &OriginRun, by: u64, id: &OriginId) -> Option<Found> {
+    if run.first.origin != id.origin {
+        return None;
+    }
+    if run.first.incarnation > id.incarnation {
+        return Some(Found::PreviousLife);
+    }
+    let k = id.seq.checked_sub(run.first.seq)?;
+    (run.first.incarnation == id.incarnation && k < run.len).then(|| Found::At(run.idx + by + k))
 }
 
 #[cfg(test)]

@@ -310,8 +310,7 @@ where
             let found = p.id.and_then(|id| {
                 self.state
                     .lead()
-                    .log_index
-                    .find(&id, self.storage.origin_table())
+                    .find(&id, self.storage.origin_table(), self.storage.log_len())
             });
             match found {
                 Some(Found::At(idx)) => {
@@ -753,8 +752,7 @@ where
             self.pending.push(p);
             return Ok(());
         }
-        let log_len = self.storage.log_len();
-        if self.state.lead_mut().gather(p, log_len) >= self.batch_size {
+        if self.state.lead_mut().gather(p) >= self.batch_size {
             self.flush_batch()?;
         }
         Ok(())
@@ -785,6 +783,7 @@ where
         );
         let mut entries = std::mem::take(&mut batch.entries);
         let origins = std::mem::take(&mut batch.origins);
+        self.state.lead_mut().note_flushed(&origins, first_idx);
         // One copy of the batch for every follower that takes it, shared by
         // their messages.
         let mut staged = None;
@@ -1007,10 +1006,11 @@ where
                     .get(&id)
                     .map(|&idx| Found::At(idx))
                     .or_else(|| {
-                        self.state
-                            .lead()
-                            .log_index
-                            .find(&id, self.storage.origin_table())
+                        self.state.lead().find(
+                            &id,
+                            self.storage.origin_table(),
+                            self.storage.log_len(),
+                        )
                     })
             });
             match found {

@@ -1034,12 +1034,11 @@ where
         if self.phase() == Phase::Accept && self.role() == Role::Leader {
             self.stamp(&mut p);
         }
-        let log_len = self.storage.log_len();
         match &mut self.state {
             // The hot path: straight into the batch (`accept_entry` without
             // the stop-sign check made above).
             RoleState::Leader(l) if matches!(l.phase, LeaderPhase::Accept { .. }) => {
-                if l.gather(p, log_len) < self.batch_size {
+                if l.gather(p) < self.batch_size {
                     return Ok(());
                 }
                 self.flush_batch().map_err(|e| {

@@ -11,13 +11,13 @@
 
 use super::{
     Phase, Role,
-    dedup::LogIndex,
+    dedup::{Found, LogIndex, find_in_run},
     proposal::{Batch, Proposal},
 };
 use crate::{
     ballot::Ballot,
     messages::{LogSync, PaxosMessage, ProposalAck, SequenceNumber},
-    storage::Entry,
+    storage::{Entry, OriginId, OriginIds, OriginRun, OriginTable},
     util::NodeId,
 };
 use std::collections::VecDeque;
@@ -152,16 +152,40 @@ impl<T: Entry> LeaderState<T> {
 }
 
 impl<T: Entry> LeaderState<T> {
-    /// Adds a proposal to the batch (the log's end is `log_len`), noting
-    /// its id in the index; returns the batch's length. Our own proposals
-    /// are noted too: a copy of one can come back relayed by a server that
-    /// gathered it while it led (leaving them out failed soak seed 659).
-    pub(super) fn gather(&mut self, p: Proposal<T>, log_len: u64) -> usize {
-        if let Some(id) = p.id {
-            self.log_index.add(log_len + self.batch.len() as u64, id);
-        }
+    /// Adds a proposal to the batch; returns the batch's length. Its id
+    /// joins the index when the batch is flushed ([`Self::note_flushed`]);
+    /// until then [`Self::find`] looks in the batch too.
+    pub(super) fn gather(&mut self, p: Proposal<T>) -> usize {
         self.batch.push(p);
         self.batch.len()
+    }
+
+    /// Notes the ids of a batch written at `first_idx` in the index. Our own
+    /// proposals are noted too: a copy of one can come back relayed by a
+    /// server that gathered it while it led (leaving them out failed soak
+    /// seed 659).
+    pub(super) fn note_flushed(&mut self, origins: &OriginIds, first_idx: u64) {
+        for run in origins.runs() {
+            self.log_index.add_run(&OriginRun {
+                idx: run.idx + first_idx,
+                ..*run
+            });
+        }
+    }
+
+    /// Where the log (whose end is `log_len`), the batch after it, or the
+    /// compacted prefix `table` describes, has `id`.
+    pub(super) fn find(&self, id: &OriginId, table: &OriginTable, log_len: u64) -> Option<Found> {
+        // The batch's runs are the newest: a later life in them wins.
+        let batch = self.batch.origins.runs();
+        if let Some(found) = batch
+            .iter()
+            .rev()
+            .find_map(|run| find_in_run(run, log_len, id))
+        {
+            return Some(found);
+        }
+        self.log_index.find(id, table)
     }
 }
 
@@ -329,7 +353,7 @@ pub(super) struct SnapshotStream<P> {
     /// Every part, in order.
     pub(super) parts: Vec<P>,
     /// What the sender's log held below `sync_idx`, sent with the last part.
-    pub(super) origin_table: crate::storage::OriginTable,
+    pub(super) origin_table: OriginTable,
     /// How many parts were sent.
     pub(super) sent: usize,
     /// How many the follower holds, by its acknowledgements.

@@ -327,28 +327,33 @@ where
     /// `at`, cutting the ids from `at` on; `None` if the backend keeps no
     /// origins. Updates the mirror, so call it only in a write that then
     /// succeeds (a failed write halts the server, which reads nothing again).
-    fn origins_op(&mut self, at: u64, mut absolute: OriginIds) -> Option<StorageOp<T>> {
+    fn origins_op(&mut self, at: u64, ids: OriginIds) -> Option<StorageOp<T>> {
+        self.note_origins(at, ids)
+            .map(|absolute| StorageOp::SetOrigins(at, absolute))
+    }
+
+    /// Keeps ids `ids` (relative to index `at`) in the cache, cutting what it
+    /// held from `at` on; returns them as absolute ids if the backend keeps
+    /// them too.
+    fn note_origins(&mut self, at: u64, mut absolute: OriginIds) -> Option<OriginIds> {
         if !absolute.shift_up(at) {
             absolute = OriginIds::new();
         }
-        self.origins.truncate(at);
+        if at < self.origins.end() {
+            self.origins.truncate(at);
+        }
         let appended = self.origins.append(&absolute);
         debug_assert!(appended, "the ids start at the cut");
         // A cut below the log end cuts the backend's ids with its entries
         // (`AppendOnPrefix`), so only new ids need a write.
-        (self.keeps_origins && !absolute.is_empty()).then(|| StorageOp::SetOrigins(at, absolute))
+        (self.keeps_origins && !absolute.is_empty()).then_some(absolute)
     }
 
     /// Appends one entry with origin ids `ids` (relative: index 0 is the entry).
     pub(crate) fn append_entry(&mut self, entry: T, ids: OriginIds) -> StorageResult<u64> {
-        match self.origins_op(self.log_len, ids) {
+        match self.note_origins(self.log_len, ids) {
             None => self.storage.append_entry(entry)?,
-            Some(StorageOp::SetOrigins(_, ids)) => {
-                self.storage.append_entry_with_origins(entry, ids)?
-            }
-            Some(op) => self
-                .storage
-                .write_atomically(vec![StorageOp::AppendEntry(entry), op])?,
+            Some(ids) => self.storage.append_entry_with_origins(entry, ids)?,
         }
         self.log_len += 1;
         Ok(self.log_len)
@@ -358,14 +363,9 @@ where
     pub(crate) fn append_entries(&mut self, entries: Vec<T>, ids: OriginIds) -> StorageResult<u64> {
         let n = entries.len() as u64;
         if n > 0 {
-            match self.origins_op(self.log_len, ids) {
+            match self.note_origins(self.log_len, ids) {
                 None => self.storage.append_entries(entries)?,
-                Some(StorageOp::SetOrigins(_, ids)) => {
-                    self.storage.append_entries_with_origins(entries, ids)?
-                }
-                Some(op) => self
-                    .storage
-                    .write_atomically(vec![StorageOp::AppendEntries(entries), op])?,
+                Some(ids) => self.storage.append_entries_with_origins(entries, ids)?,
             }
             self.log_len += n;
         }

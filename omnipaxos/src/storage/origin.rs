@@ -66,6 +66,7 @@ impl OriginRun {
     }
 
     /// Whether `next` at index `idx` continues this run.
+    #[inline]
     fn continued_by(&self, idx: u64, next: &OriginId) -> bool {
         idx == self.end()
             && next.origin == self.first.origin
@@ -168,7 +169,15 @@ impl OriginIds {
 
     /// Gives index `idx` the id `id`. Indices only grow: `idx` is at least
     /// [`end`](Self::end), or the call changes nothing and returns `false`.
+    #[inline]
     pub fn push(&mut self, idx: u64, id: OriginId) -> bool {
+        // The common case: the next proposal of the last run's origin.
+        if let Some(last) = self.runs.last_mut() {
+            if idx != u64::MAX && id.seq != u64::MAX && last.continued_by(idx, &id) {
+                last.len += 1;
+                return true;
+            }
+        }
         if idx < self.end() || idx == u64::MAX || id.seq == u64::MAX {
             return false;
         }
@@ -186,6 +195,14 @@ impl OriginIds {
     /// Appends `other`, whose indices all lie at or past [`end`](Self::end)
     /// (else returns `false` and changes nothing), joining runs that continue.
     pub fn append(&mut self, other: &Self) -> bool {
+        // The common case, a batch of one origin continuing the last run:
+        // only the run's length changes.
+        if let ([run], Some(last)) = (other.runs.as_slice(), self.runs.last_mut()) {
+            if last.continued_by(run.idx, &run.first) {
+                last.len += run.len;
+                return true;
+            }
+        }
         if other.runs.first().is_some_and(|r| r.idx < self.end()) {
             return false;
         }
@@ -227,6 +244,14 @@ impl OriginIds {
     /// Appends `other` with every index moved by `+by`, as
     /// [`append`](Self::append) does, without an intermediate copy.
     pub fn append_shifted(&mut self, other: &Self, by: u64) -> bool {
+        if let ([run], Some(last)) = (other.runs.as_slice(), self.runs.last_mut()) {
+            if let Some(idx) = run.idx.checked_add(by) {
+                if last.continued_by(idx, &run.first) && idx.checked_add(run.len).is_some() {
+                    last.len += run.len;
+                    return true;
+                }
+            }
+        }
         let Some(first) = other.runs.first() else {
             return true;
         };
