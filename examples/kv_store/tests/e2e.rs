@@ -361,7 +361,16 @@ enum Fault {
     /// `a` alone reaches a quorum (the paper's quorum-loss scenario; five
     /// servers).
     QuorumLoss,
+    /// `a` cut off from every server for a while, so that its log falls
+    /// behind as writes go on; then every link not touching `a` cut both
+    /// ways, so that the one server reaching a quorum is the one with an
+    /// outdated log (the paper's constrained-election scenario, in which a
+    /// Raft cluster cannot elect a leader; five servers).
+    ConstrainedElection,
 }
+
+/// How long the constrained-election fault keeps its hub cut off first.
+const LAG_HOLD: Duration = Duration::from_millis(1500);
 
 /// How long each fault lasts.
 const FAULT_HOLD: Duration = Duration::from_millis(2500);
@@ -405,7 +414,7 @@ async fn cut_links_and_paused_or_killed_leaders_lose_no_write_and_writes_resume(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_servers_keep_writing_when_only_one_reaches_a_quorum() {
-    run_faults(5, &[Fault::QuorumLoss]).await;
+    run_faults(5, &[Fault::QuorumLoss, Fault::ConstrainedElection]).await;
 }
 
 /// Runs `nodes` servers on proxied links (in memory, so that five fit on
@@ -490,6 +499,27 @@ async fn run_faults(nodes: usize, faults: &[Fault]) {
                 // `a` is the hub: every link not touching it is cut, so
                 // the leader reaches only `a`, and only `a` reaches a quorum.
                 let ids = cluster.ids();
+                for &x in &ids {
+                    for &y in &ids {
+                        if x < y && x != a && y != a {
+                            cut_both(x, y);
+                        }
+                    }
+                }
+            }
+            Fault::ConstrainedElection => {
+                let ids = cluster.ids();
+                for &x in &ids {
+                    if x != a {
+                        cut_both(a, x);
+                    }
+                }
+                tokio::time::sleep(LAG_HOLD).await;
+                let behind = cluster.status(a).await.map(|s| s.decided_idx);
+                let ahead = cluster.status(l).await.map(|s| s.decided_idx);
+                println!("ConstrainedElection: {a} decided {behind:?}, the leader {l} {ahead:?}");
+                // At once, before `a` hears from anyone: `a` becomes the hub.
+                cluster.heal_links();
                 for &x in &ids {
                     for &y in &ids {
                         if x < y && x != a && y != a {
