@@ -353,6 +353,10 @@ enum Fault {
     Chained,
     /// `l` cut off from both followers, both ways.
     LeaderIsolated,
+    /// Every link to and from `l` holds each chunk [`SLOW_LINK`] before
+    /// passing it on, while the clients keep writing: a slow leader, not
+    /// a gone one.
+    SlowLeader,
     /// `l` stopped with SIGSTOP, sockets open.
     LeaderPaused,
     /// `l` killed with SIGKILL, then restarted.
@@ -368,6 +372,9 @@ enum Fault {
     /// Raft cluster cannot elect a leader; five servers).
     ConstrainedElection,
 }
+
+/// The delay of every link of a slow leader.
+const SLOW_LINK: Duration = Duration::from_millis(100);
 
 /// How long the constrained-election fault keeps its hub cut off first.
 const LAG_HOLD: Duration = Duration::from_millis(1500);
@@ -405,6 +412,7 @@ async fn cut_links_and_paused_or_killed_leaders_lose_no_write_and_writes_resume(
             Fault::OneWay,
             Fault::Chained,
             Fault::LeaderIsolated,
+            Fault::SlowLeader,
             Fault::LeaderPaused,
             Fault::LeaderKilled,
         ],
@@ -504,6 +512,16 @@ async fn run_faults(nodes: usize, faults: &[Fault]) {
                         if x < y && x != a && y != a {
                             cut_both(x, y);
                         }
+                    }
+                }
+            }
+            Fault::SlowLeader => {
+                for &f in &others {
+                    for (from, to) in [(l, f), (f, l)] {
+                        cluster
+                            .link(from, to)
+                            .expect("a proxied link")
+                            .set_delay(SLOW_LINK);
                     }
                 }
             }
