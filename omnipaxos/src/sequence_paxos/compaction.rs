@@ -288,10 +288,14 @@ where
         log!(info, self.logger, "compacting the log"; "idx" => idx,
             "snapshot" => T::Snapshot::use_snapshots());
         if T::Snapshot::use_snapshots() {
-            self.snapshot_locally(idx)
+            self.snapshot_locally(idx)?;
         } else {
-            self.storage.compact(idx, None)
+            self.storage.compact(idx, None)?;
         }
+        if let Some(l) = self.state.leader_mut() {
+            l.log_index.trim(self.storage.compacted_idx());
+        }
+        Ok(())
     }
 
     /// Folds the decided entries `compacted..idx` into the snapshot and drops them.

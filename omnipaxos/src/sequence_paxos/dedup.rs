@@ -84,6 +84,23 @@ impl LogIndex {
         runs.entry(first.seq).or_insert((run.len, run.idx));
     }
 
+    /// Forgets the runs that lie wholly below `below`, the log's compacted
+    /// index: the storage's [`OriginTable`] answers for them from now on
+    /// ([`find`](Self::find) falls back to it), so the index holds no more
+    /// than the retained log however long this server leads.
+    pub(super) fn trim(&mut self, below: u64) {
+        self.runs.retain(|_, runs| {
+            runs.retain(|_, &mut (len, idx)| idx.saturating_add(len) > below);
+            !runs.is_empty()
+        });
+    }
+
+    /// How many runs the index holds (the tail included).
+    #[cfg(test)]
+    pub(super) fn run_count(&self) -> usize {
+        self.runs.values().map(BTreeMap::len).sum::<usize>() + usize::from(self.tail.is_some())
+    }
+
     /// Records one proposal at `idx`.
     #[cfg(test)]
     pub(super) fn add(&mut self, idx: u64, id: OriginId) {
@@ -143,6 +160,39 @@ mod tests {
             incarnation,
             seq,
         }
+    }
+
+    #[test]
+    fn trimming_forgets_runs_below_the_compacted_index_and_the_table_answers_for_them() {
+        let mut index = LogIndex::default();
+        // Two origins alternating: every batch is a run of its own.
+        for k in 0..1_000u64 {
+            let origin = 1 + k % 2;
+            index.add_run(&OriginRun {
+                idx: k * 10,
+                len: 10,
+                first: id(origin, 1, (k / 2) * 10),
+            });
+        }
+        assert_eq!(index.run_count(), 1_000);
+        index.trim(9_000);
+        assert_eq!(index.run_count(), 100, "the runs at 9,000 and above stay");
+        let table = OriginTable::new();
+        assert_eq!(
+            index.find(&id(1, 1, 4_500), &table),
+            Some(Found::At(9_000)),
+            "a retained run is found"
+        );
+        assert_eq!(
+            index.find(&id(1, 1, 0), &table),
+            None,
+            "a trimmed one is the table's"
+        );
+        assert_eq!(
+            index.find(&id(2, 0, 0), &table),
+            Some(Found::PreviousLife),
+            "the newest incarnation per origin is kept"
+        );
     }
 
     #[test]
