@@ -21,7 +21,7 @@ ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)),
 SRC = os.path.join(ROOT, "book", "src")
 # Top-level entries of the repository a chapter may name as a path.
 REPO_DIRS = ("omnipaxos/", "omnipaxos_macros/", "omnipaxos_storage/", "omnipaxos_runtime/",
-             "omnipaxos_ui/", "tests/", "examples/", "book/", "notes/", ".ci/", "fuzz/")
+             "omnipaxos_ui/", "omnipaxos_sim/", "tests/", "examples/", "book/", "notes/", ".ci/", "fuzz/")
 
 errors = []
 

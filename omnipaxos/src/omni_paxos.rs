@@ -280,6 +280,20 @@ where
         self.seq_paxos.fail_recovery();
     }
 
+    /// Stops this server as a crash would and hands its storage back: what
+    /// it wrote stays, what it held only in memory (unflushed batches,
+    /// unsent messages, its view of the leader) is dropped, and nothing is
+    /// written on the way out.
+    ///
+    /// For a driver or a test that restarts the server on the same storage
+    /// value, e.g. a `MemoryStorage` that stands in for a disk: build a
+    /// new server on it with [`OmniPaxosConfig::build`] and call
+    /// [`fail_recovery`](Self::fail_recovery) on it, as after a real crash.
+    /// `omnipaxos_sim` crashes and restarts servers this way.
+    pub fn into_storage(self) -> S {
+        self.seq_paxos.storage.into_inner()
+    }
+
     // ---- commands ----
 
     /// Proposes `entry` for the log.
