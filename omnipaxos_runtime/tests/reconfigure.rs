@@ -10,7 +10,8 @@ use omnipaxos::{
     util::{LogEntry, NodeId},
 };
 use omnipaxos_runtime::{
-    NodeConfig, NodeStatus, OmniPaxosHandle, OmniPaxosNode, PendingAppend, RuntimeError,
+    DecidedBatch, NodeConfig, NodeStatus, OmniPaxosHandle, OmniPaxosNode, PendingAppend,
+    RuntimeError,
 };
 use omnipaxos_storage::memory_storage::MemoryStorage;
 use std::{
@@ -106,6 +107,21 @@ async fn wait_status(node: &OmniPaxosNode<Value>, what: &str, cond: impl Fn(&Nod
     .unwrap_or_else(|_| panic!("timed out waiting for {what}: {:?}", node.status()));
 }
 
+/// Reads `node`'s decided stream from index 0 in a task of its own, as an
+/// applier would, and passes each batch on.
+fn follow_stream(node: &OmniPaxosNode<Value>) -> mpsc::UnboundedReceiver<DecidedBatch<Value>> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let mut stream = node.decided_entries(0);
+    tokio::spawn(async move {
+        while let Ok(batch) = stream.next().await {
+            if tx.send(batch).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
 fn values(entries: Vec<LogEntry<Value>>) -> Vec<u64> {
     entries
         .into_iter()
@@ -131,6 +147,9 @@ async fn replacing_node_3_by_node_4_while_appending_loses_no_append() {
             .await
             .expect("append before the change");
     }
+
+    // Appliers at 1 and 2 read the decided stream through the change.
+    let streams: Vec<_> = [1, 2].map(|pid| follow_stream(&nodes[&pid])).into();
 
     // Appends in flight at every old node while the change happens.
     let mut pending: Vec<(u64, PendingAppend)> = Vec::new();
@@ -204,6 +223,32 @@ async fn replacing_node_3_by_node_4_while_appending_loses_no_append() {
     let log4 = values(node4.read_entries(0..end).await.unwrap());
     assert_eq!(log4, log1, "node 4 holds the same log as node 1");
     assert_eq!(&log1[..20], &(0..20).collect::<Vec<_>>()[..]);
+    // The decided stream is one log across the change: each entry once, at
+    // its index, and no stop-sign taking the index of configuration 2's
+    // first entry.
+    for (pid, mut stream) in [1, 2].into_iter().zip(streams) {
+        let mut got = Vec::new();
+        while (got.len() as u64) < end {
+            let batch = tokio::time::timeout(Duration::from_secs(120), stream.recv())
+                .await
+                .expect("the stream keeps up")
+                .expect("the stream runs");
+            assert_eq!(
+                batch.start_idx,
+                got.len() as u64,
+                "node {pid}'s stream skipped"
+            );
+            for e in batch.entries {
+                match e {
+                    LogEntry::Decided(Value(v)) => got.push(v),
+                    other => panic!("node {pid}'s stream gave {other:?}"),
+                }
+            }
+            assert_eq!(batch.end_idx, got.len() as u64);
+        }
+        got.truncate(end as usize);
+        assert_eq!(got, log1, "node {pid}'s stream is its log");
+    }
     // Every acknowledged append is in the log, at the index it was given.
     for (idx, v) in &decided {
         let entry = nodes[&1].read(*idx).await;

@@ -155,13 +155,22 @@ pub struct ProcessCluster {
     dir: TempDir,
 }
 
+/// Set (to anything) in the environment, a cluster leaves its directory of
+/// data and server logs behind when dropped, and prints where it is.
+pub const KEEP_DIR_VAR: &str = "KV_CLUSTER_KEEP_DIR";
+
 impl ProcessCluster {
     /// Starts every server and waits until each answers `/status`.
     pub async fn start(opts: ClusterOptions) -> Result<Self, ClusterError> {
-        let dir = tempfile::Builder::new()
+        let mut dir = tempfile::Builder::new()
             .prefix("kv_store-cluster-")
             .tempdir()
             .map_err(ClusterError::Setup)?;
+        if std::env::var_os(KEEP_DIR_VAR).is_some() {
+            // For a post-mortem: the data directories and whole logs stay.
+            dir.disable_cleanup(true);
+            eprintln!("{KEEP_DIR_VAR} is set: keeping {}", dir.path().display());
+        }
         let n = opts.nodes;
         let (http, protocol) = pick_ports(n, opts.preferred_ports).map_err(ClusterError::Setup)?;
         let mut nodes = BTreeMap::new();

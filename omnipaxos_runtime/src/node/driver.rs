@@ -10,7 +10,7 @@ use omnipaxos::{
     messages::{BLEMessage, Message, PaxosMessage, PaxosMsg},
     omni_paxos::ProposalId,
     storage::{Entry, Storage},
-    util::{ConfigurationId, NodeId, StopSign},
+    util::{ConfigurationId, LogEntry, NodeId, StopSign},
 };
 use std::{
     collections::{HashMap, VecDeque},
@@ -405,13 +405,7 @@ where
                 let _ = reply.send(self.op.read_entries(bounds));
             }
             Command::ReadDecided(from, reply) => {
-                let end_idx = self.op.get_decided_idx();
-                let entries = self.op.read_entries(from..end_idx).unwrap_or_default();
-                let _ = reply.send(DecidedBatch {
-                    start_idx: from,
-                    end_idx,
-                    entries,
-                });
+                let _ = reply.send(decided_batch(&self.op, from));
             }
             Command::UiStates(reply) => {
                 let _ = reply.send(self.op.get_ui_states());
@@ -745,10 +739,106 @@ where
 }
 
 /// The servers of `op`'s configuration, itself included, in increasing order.
+/// The decided entries from `from` on, as the decided stream gives them.
+///
+/// A configuration's stop-sign is left out, and the batch ends before it:
+/// the next configuration's first entry takes the stop-sign's index, so a
+/// reader that counted the stop-sign as an entry would skip that one. A node
+/// that moves on continues the stream in the next configuration; one left
+/// out ends it with [`RuntimeError::Removed`]. A range the protocol cannot
+/// read gives an empty batch that ends where it starts (the stream waits)
+/// rather than one that skips entries.
+pub(super) fn decided_batch<T: Entry, S: Storage<T>>(
+    op: &OmniPaxos<T, S>,
+    from: u64,
+) -> DecidedBatch<T> {
+    let mut end_idx = op.get_decided_idx();
+    let Some(mut entries) = op.read_entries(from..end_idx) else {
+        return DecidedBatch {
+            start_idx: from,
+            end_idx: from,
+            entries: Vec::new(),
+        };
+    };
+    if matches!(entries.last(), Some(LogEntry::StopSign(..))) {
+        entries.pop();
+        end_idx -= 1;
+    }
+    DecidedBatch {
+        start_idx: from,
+        end_idx,
+        entries,
+    }
+}
+
 fn members_of<T: Entry, S: Storage<T>>(op: &OmniPaxos<T, S>) -> Vec<NodeId> {
     let config = op.get_config();
     let mut members = config.peers.clone();
     members.push(config.pid);
     members.sort_unstable();
     members
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decided_batch;
+    use omnipaxos::{OmniPaxos, OmniPaxosConfig, ReconfigurationRequest, util::LogEntry};
+    use omnipaxos_storage::memory_storage::MemoryStorage;
+
+    #[derive(Clone, Debug, PartialEq, Eq, omnipaxos::macros::Entry)]
+    struct Value(u64);
+
+    /// A lone server of configuration 1 with `n` entries decided, then its
+    /// stop-sign (at index `n`) decided.
+    fn stopped_after(n: u64) -> OmniPaxos<Value, MemoryStorage<Value>> {
+        let mut op = OmniPaxosConfig {
+            configuration_id: 1,
+            pid: 1,
+            ..Default::default()
+        }
+        .build(MemoryStorage::default())
+        .unwrap();
+        while !op.is_leader() {
+            op.tick();
+        }
+        for v in 0..n {
+            op.append(Value(v)).unwrap();
+        }
+        op.reconfigure(ReconfigurationRequest::with(vec![1, 2], None))
+            .unwrap();
+        while op.is_reconfigured().is_none() {
+            op.tick();
+        }
+        assert_eq!(
+            op.get_decided_idx(),
+            n + 1,
+            "the stop-sign is decided at {n}"
+        );
+        op
+    }
+
+    #[test]
+    fn the_decided_stream_ends_a_configuration_before_its_stop_sign() {
+        let op = stopped_after(3);
+        let batch = decided_batch(&op, 0);
+        assert_eq!((batch.start_idx, batch.end_idx), (0, 3));
+        assert_eq!(
+            batch.entries,
+            (0..3)
+                .map(|v| LogEntry::Decided(Value(v)))
+                .collect::<Vec<_>>()
+        );
+        // Read from the stop-sign's index: nothing, and no progress past it,
+        // since the next configuration's first entry takes that index.
+        let batch = decided_batch(&op, 3);
+        assert_eq!((batch.end_idx, batch.entries.len()), (3, 0));
+    }
+
+    #[test]
+    fn a_range_the_protocol_cannot_read_gives_a_batch_that_skips_nothing() {
+        let op = stopped_after(2);
+        let batch = decided_batch(&op, 10);
+        assert_eq!((batch.start_idx, batch.end_idx), (10, 10));
+        assert!(batch.entries.is_empty());
+    }
 }

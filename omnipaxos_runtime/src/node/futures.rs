@@ -69,6 +69,14 @@ where
 {
     /// Waits until entries past the last batch are decided and returns them.
     /// Fails with [`RuntimeError::ShutDown`] once the node is shut down.
+    ///
+    /// The stream is one log across membership changes: a configuration's
+    /// stop-sign is not in it, because the next configuration's first entry
+    /// takes the stop-sign's index. A node that moves into the next
+    /// configuration goes on with that configuration's entries; a node left
+    /// out ends the stream with [`RuntimeError::Removed`] once it retires.
+    /// (Watch [`NodeStatus::configuration_id`](crate::NodeStatus::configuration_id) to learn of
+    /// the move.)
     pub async fn next(&mut self) -> Result<DecidedBatch<T>, RuntimeError> {
         loop {
             let decided = self.status.borrow_and_update().decided_idx;

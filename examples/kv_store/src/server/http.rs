@@ -552,6 +552,7 @@ impl Shared {
             .append(KVCommand { id, op })
             .await
             .map_err(|e| ApiError::runtime(&e, true))?;
+        tracing::trace!(index, ?id, "write decided");
         // `index` is where the write was decided; an earlier copy of it (the
         // protocol may decide a forwarded write twice) is applied before it,
         // so once the applier passes `index` the result is there.

@@ -114,6 +114,7 @@ impl Replica {
             for entry in batch.entries {
                 match entry {
                     LogEntry::Decided(cmd) => {
+                        tracing::trace!(idx, id = ?cmd.id, op = ?cmd.op, "applying");
                         let result = state.apply(&cmd);
                         if let Some(result) = result {
                             if cmd.id.session == self.session {
@@ -135,8 +136,11 @@ impl Replica {
                         *state = s.snapshot.into_state();
                         idx = s.trimmed_idx;
                     }
-                    // A stop-sign ends the configuration; it holds no command.
-                    LogEntry::StopSign(..) => idx += 1,
+                    // A stop-sign ends a configuration and holds no command.
+                    // It takes no index of the log we apply: the next
+                    // configuration's first entry has its index. (The
+                    // runtime's stream leaves it out; this is for safety.)
+                    LogEntry::StopSign(..) => {}
                     LogEntry::Trimmed(t) => {
                         return Err(format!(
                             "the log below index {t} was trimmed without a snapshot, so this server's \
