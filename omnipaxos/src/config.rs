@@ -46,7 +46,15 @@ pub struct OmniPaxosConfig {
     /// Ticks a partly filled batch waits before the leader sends it anyway.
     pub flush_batch_tick_timeout: u64,
     /// How many proposals the leader gathers before it writes them and sends
-    /// them to followers; 1 sends each at once.
+    /// them to followers.
+    ///
+    /// A full batch goes at once if nothing the leader sent before is
+    /// undecided: with 1, a lone proposal is written and sent in the call
+    /// that makes it. Otherwise it waits for the next
+    /// [`take_outgoing_messages`](crate::OmniPaxos::take_outgoing_messages)
+    /// or tick and takes along what is proposed until then (group commit:
+    /// the proposals made between two sends share one storage write and
+    /// one message per follower), up to `max_entries_per_message` entries.
     pub batch_size: usize,
     /// How many proposals a server holds while it has no leader to send them
     /// to; more are refused with [`ProposeErr::BufferFull`](crate::ProposeErr::BufferFull).

@@ -298,7 +298,10 @@ where
 
     /// Proposes `entry` for the log.
     ///
-    /// On the leader it is appended (and sent to followers) at once; on a
+    /// On the leader it joins the batch, written and sent to followers as
+    /// [`batch_size`](crate::OmniPaxosConfig::batch_size) says (at once if
+    /// the batch is full and nothing sent before is undecided, else at the
+    /// next [`take_outgoing_messages`](Self::take_outgoing_messages)); on a
     /// follower it is forwarded to the leader and sent again until the leader
     /// acknowledges it; with no leader known it waits in a buffer of
     /// `buffer_size` entries. `Ok` means accepted for proposal, not decided:

@@ -397,6 +397,13 @@ where
         for ack in sync.forward_acks {
             self.handle_proposal_ack(from, ack);
         }
+        // The sync's decided index may cover batches that it kept
+        // acknowledged: they are decided now, whatever comes next (soak seed
+        // 98 with group commit: every later Decide came out of order, so
+        // nothing else reported them).
+        if !self.forwarded.is_empty() {
+            self.prune_decided_forwards();
+        }
         self.state.follow_mut().last_seq = sync.seq_num;
         self.state.follow_mut().phase = Phase::Accept;
         self.state.follow_mut().early_parts.clear();
@@ -488,6 +495,10 @@ where
             .append_and_decide(acc.entries.into_vec(), origins, acc.decided_idx)?;
         for ack in acc.forward_acks {
             self.handle_proposal_ack(from, ack);
+        }
+        // The decided index may have passed batches acknowledged earlier.
+        if !self.forwarded.is_empty() {
+            self.prune_decided_forwards();
         }
         if appended {
             self.send_accepted();

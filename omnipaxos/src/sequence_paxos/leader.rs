@@ -752,7 +752,8 @@ where
             self.pending.push(p);
             return Ok(());
         }
-        if self.state.lead_mut().gather(p) >= self.batch_size {
+        let len = self.state.lead_mut().gather(p);
+        if self.batch_goes_now(len) {
             self.flush_batch()?;
         }
         Ok(())

@@ -422,6 +422,7 @@ where
 
     /// Moves the outgoing messages into `buf`; nothing joins them after.
     pub(crate) fn take_outgoing(&mut self, buf: &mut Vec<Message<T>>) {
+        self.flush_full_batch();
         self.outbox.take(buf);
     }
 
@@ -1038,7 +1039,8 @@ where
             // The hot path: straight into the batch (`accept_entry` without
             // the stop-sign check made above).
             RoleState::Leader(l) if matches!(l.phase, LeaderPhase::Accept { .. }) => {
-                if l.gather(p) < self.batch_size {
+                let len = l.gather(p);
+                if !self.batch_goes_now(len) {
                     return Ok(());
                 }
                 self.flush_batch().map_err(|e| {
@@ -1096,10 +1098,39 @@ where
         }
     }
 
+    /// Whether a leader's batch of `len` gathered proposals is written and
+    /// sent now, in the call that filled it.
+    ///
+    /// A full batch goes at once when nothing the leader sent is undecided,
+    /// so a lone append is not delayed. Otherwise it waits for the next
+    /// [`Self::take_outgoing`] or tick, gathering whatever else is proposed
+    /// until then: the entries proposed between two sends are written in one
+    /// storage write (one sync, with a durable storage) and sent in one
+    /// message, which is no later than the network would see them anyway. A
+    /// waiting batch goes at `max_entries_per_message` entries in any case,
+    /// which bounds the batch and the message.
+    fn batch_goes_now(&self, len: usize) -> bool {
+        len >= self.batch_size
+            && (self.storage.decided_idx() >= self.storage.log_len()
+                || len >= self.max_entries_per_message.max(self.batch_size))
+    }
+
+    /// Writes and sends a full batch that waited for this send or tick (see
+    /// [`Self::batch_goes_now`]).
+    fn flush_full_batch(&mut self) {
+        if let RoleState::Leader(l) = &self.state {
+            if l.batch.len() >= self.batch_size && !self.is_halted() {
+                let r = self.flush_batch();
+                self.guard(r);
+            }
+        }
+    }
+
     pub(crate) fn tick(&mut self) {
         if self.is_halted() {
             return;
         }
+        self.flush_full_batch();
         if self.role() == Role::Leader && self.flush_timer.tick_and_check() {
             let r = self.flush_batch();
             self.guard(r);

@@ -166,3 +166,46 @@ fn the_followers_messages_share_one_copy_of_the_entries() {
         "one buffer, not a copy per follower"
     );
 }
+
+/// Group commit: a proposal goes at once while nothing is undecided; the
+/// proposals made while one is undecided wait for the next send and go in
+/// one write and one message.
+#[test]
+fn proposals_made_while_one_is_undecided_go_together_at_the_next_send() {
+    let mut l = leader_with_follower_2();
+    l.append(E(1)).unwrap();
+    assert_eq!(l.read(0), Some(LogEntry::Undecided(E(1))), "written at once");
+    l.append(E(2)).unwrap();
+    l.append(E(3)).unwrap();
+    assert_eq!(l.read(1), None, "waiting for the send");
+    let sent: Vec<Vec<E>> = paxos_out(&mut l)
+        .into_iter()
+        .filter_map(|m| match m {
+            Message::SequencePaxos(PaxosMessage {
+                msg: PaxosMsg::AcceptDecide(a),
+                ..
+            }) => Some(a.entries.to_vec()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sent, vec![vec![E(1), E(2), E(3)]]);
+    assert_eq!(l.read(2), Some(LogEntry::Undecided(E(3))));
+    // Once all is decided, the next proposal goes at once again.
+    l.handle_incoming(accepted(B1, 3).sent(2, 1));
+    assert_eq!(l.get_decided_idx(), 3);
+    l.append(E(4)).unwrap();
+    assert_eq!(l.read(3), Some(LogEntry::Undecided(E(4))));
+}
+
+/// A lone server decides each proposal in the call that makes it.
+#[test]
+fn a_lone_server_decides_each_append_at_once() {
+    let mut l: Node = config(1, &[]).build(MemoryStorage::default()).unwrap();
+    while !l.is_leader() {
+        l.tick();
+    }
+    for v in 0..3 {
+        l.append(E(v)).unwrap();
+        assert_eq!(l.get_decided_idx(), v + 1);
+    }
+}

@@ -144,6 +144,8 @@ fn a_late_follower_of_the_synced_round_is_synchronised_from_its_decided_index_at
     for v in 1..=5 {
         l.append(E(v)).unwrap();
     }
+    // Sent (the entries proposed while the first was undecided go together).
+    l.outgoing_messages();
     l.handle_incoming(accepted(B1, 5).sent(3, 1));
     assert_eq!(l.get_decided_idx(), 5);
     l.outgoing_messages();
@@ -239,4 +241,56 @@ fn fail_recovery_on_a_running_leader_puts_its_batch_in_the_log_first() {
     assert!(!l.is_leader());
     assert_eq!(l.get_accepted_idx(), log_len + 1);
     assert_eq!(l.read(log_len), Some(LogEntry::Undecided(E(7))));
+}
+
+/// Soak seed 98 (once a leader's batch could wait for the next send): a
+/// follower's forwarded batch was acknowledged and accepted, then the
+/// leader prepared the follower again and its sync decided the batch; every
+/// later Decide came out of order. The sync's decided index reports it.
+#[test]
+fn a_resync_that_decides_an_acknowledged_forward_reports_it() {
+    let mut f = synced_follower(vec![], 0);
+    let id = f.append_tracked(E(5)).unwrap();
+    f.outgoing_messages();
+    let ack = ProposalAck {
+        n: B1,
+        id: ForwardId {
+            ballot: B1,
+            session: 1,
+            seq: 1,
+        },
+        first_idx: 0,
+        placed: Vec::new(),
+    };
+    f.handle_incoming(
+        AcceptDecide {
+            forward_acks: vec![ack],
+            origins: ids_of(2, 1..2),
+            ..accept_decide(B1, 2, vec![E(5)])
+        }
+        .sent(1, 2),
+    );
+    f.handle_incoming(
+        Prepare {
+            n_accepted: B1,
+            accepted_idx: 1,
+            ..prepare(B1)
+        }
+        .sent(1, 2),
+    );
+    f.handle_incoming(
+        AcceptSync {
+            seq_num: SequenceNumber {
+                session: 2,
+                counter: 1,
+            },
+            decided_idx: 1,
+            ..accept_sync(B1, log_sync(1, vec![]))
+        }
+        .sent(1, 2),
+    );
+    assert_eq!(f.get_decided_idx(), 1);
+    let mut decided = Vec::new();
+    f.take_decided_proposals(&mut decided);
+    assert_eq!(decided, vec![(id, 0)]);
 }
