@@ -72,7 +72,8 @@ pub struct OmniPaxosConfig {
     /// The byte bound of one such chunk, as estimated by
     /// [`Entry::size_hint`]: a chunk takes entries until the next would
     /// exceed it (always at least one). Keep it well below the transport's
-    /// frame limit (the runtime's TCP transport allows 8 MiB by default).
+    /// frame limit (the runtime's TCP transport's `NetConfig::max_frame_bytes`,
+    /// 64 MiB by default).
     pub max_message_bytes: usize,
     /// This server's leader priority: among servers that are quorum-connected, the
     /// one with the highest priority becomes leader, taking over from a healthy
