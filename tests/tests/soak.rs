@@ -4,7 +4,8 @@
 //! Each seed draws its whole run from its own `ChaCha8Rng`: the cluster size
 //! and ids, the network's loss, duplication and delay, and a script of
 //! proposals at random servers, one-way and two-way link cuts, isolations,
-//! heals, crashes and restarts, compactions, linearizable reads and, in every
+//! heals, crashes and restarts, failed storage writes (a server stops at one
+//! and is restarted), compactions, linearizable reads and, in every
 //! other seed, a few reconfigurations (see [`reconfigure_randomly`]). After
 //! the chaos phase every link is healed and every server that has not left
 //! for good restarted; servers that missed the end of their configuration
@@ -99,10 +100,12 @@ fn run_seed(seed: u64) -> SeedStats {
             stats.faults[fault as usize] += 1;
         }
         cluster.step();
+        stats.halted_by_storage += cluster.crash_halted();
         check_read_points(&mut cluster, &mut reads, &mut points);
     }
 
     cluster.heal_all();
+    cluster.clear_storage_failures();
     let healed_at = cluster.now();
     // Every server that may still be needed comes back, current member or
     // not: a server of an earlier configuration that has not retired may be
@@ -197,9 +200,10 @@ enum Fault {
     Compaction,
     Read,
     Reconfiguration,
+    StorageFailure,
 }
 
-const FAULT_NAMES: [&str; 11] = [
+const FAULT_NAMES: [&str; 12] = [
     "proposals",
     "one-way cuts",
     "two-way cuts",
@@ -211,13 +215,16 @@ const FAULT_NAMES: [&str; 11] = [
     "compactions",
     "reads",
     "reconfigurations",
+    "storage write failures",
 ];
 
 /// What one seed did, for the summary at the end of the soak.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct SeedStats {
     steps: u64,
-    faults: [u64; 11],
+    faults: [u64; FAULT_NAMES.len()],
+    /// Servers crashed because a storage write of theirs failed.
+    halted_by_storage: u64,
     network: NetworkStats,
     /// How the seed's proposals fared (taken, refused, forgotten).
     proposals: omnipaxos_tests::sim::cluster::ProposalCounts,
@@ -250,6 +257,10 @@ fn print_summary(seeds: u64, failed: usize, stats: &[SeedStats]) {
         .map(|(i, name)| format!("{name} {}", sum(&|s| s.faults[i])))
         .collect();
     println!("soak summary: injected: {}", faults.join(", "));
+    println!(
+        "soak summary: servers stopped by a failed storage write and restarted {}",
+        sum(&|s| s.halted_by_storage)
+    );
     println!(
         "soak summary: messages sent {}, dropped at random {}, by cuts {}, by crashes {}, duplicated {}",
         sum(&|s| s.network.sent),
@@ -471,6 +482,16 @@ fn chaos_action(
         r if r < 0.2515 && *reconfigurations > 0 && reconfigure_randomly(cluster) => {
             *reconfigurations -= 1;
             return Some(Fault::Reconfiguration);
+        }
+        // A storage write fails (the next one to three writes, on memory or
+        // persistent storage alike): the server stops at the first, and is
+        // crashed after the step, to be restarted like any crashed server.
+        r if (0.2515..0.2535).contains(&r) => {
+            if let Some(pid) = pick(cluster, &live) {
+                let n = cluster.rng().gen_range(1..=3);
+                cluster.fail_storage_writes(pid, n);
+                return Some(Fault::StorageFailure);
+            }
         }
         _ => {}
     }

@@ -6,7 +6,8 @@
 //! back exactly what was written), and a restart reopens it again before
 //! `fail_recovery()`. The script, drawn from the seed, mixes proposals at
 //! random servers with crashes of random servers (the leader included),
-//! occasional crashes of the whole cluster, restarts, link cuts and heals,
+//! occasional crashes of the whole cluster, restarts, failed storage writes
+//! (the server stops, and is crashed and restarted), link cuts and heals,
 //! compaction (trim and snapshot) and leader changes, on a lossy,
 //! duplicating, reordering network. Every invariant runs after every tick;
 //! the one that matters most here is that no decided entry is lost. After
@@ -77,6 +78,10 @@ struct Tally {
     restarts: u64,
     /// Entries decided, over all seeds.
     decided: u64,
+    /// Storage write failures injected, and servers they stopped (each then
+    /// crashed and, later, restarted from its files).
+    storage_failures: u64,
+    stopped_by_storage: u64,
 }
 
 impl Tally {
@@ -85,6 +90,8 @@ impl Tally {
         self.whole_cluster_crashes += other.whole_cluster_crashes;
         self.restarts += other.restarts;
         self.decided += other.decided;
+        self.storage_failures += other.storage_failures;
+        self.stopped_by_storage += other.stopped_by_storage;
     }
 }
 
@@ -160,6 +167,16 @@ fn chaos_action(cluster: &mut SimCluster, tally: &mut Tally) {
                 }
             }
         }
+        // The next one to three writes fail before they reach the files
+        // (a full disk): the server stops at the first and is crashed after
+        // the step.
+        r if r < 0.268 => {
+            if let Some(pid) = pick(cluster, &live) {
+                let n = cluster.rng().gen_range(1..=3);
+                cluster.fail_storage_writes(pid, n);
+                tally.storage_failures += 1;
+            }
+        }
         _ => {}
     }
 }
@@ -174,9 +191,13 @@ fn run_seed(seed: u64) -> Tally {
     for _ in 0..CHAOS_TICKS {
         chaos_action(&mut cluster, &mut tally);
         cluster.step();
+        let stopped = cluster.crash_halted();
+        tally.stopped_by_storage += stopped;
+        tally.crashes += stopped;
     }
     let decided = cluster.decided_log().to_vec();
     cluster.heal_all();
+    cluster.clear_storage_failures();
     for &pid in &ids {
         if !cluster.is_up(pid) {
             cluster.restart(pid);

@@ -174,7 +174,11 @@ fn the_followers_messages_share_one_copy_of_the_entries() {
 fn proposals_made_while_one_is_undecided_go_together_at_the_next_send() {
     let mut l = leader_with_follower_2();
     l.append(E(1)).unwrap();
-    assert_eq!(l.read(0), Some(LogEntry::Undecided(E(1))), "written at once");
+    assert_eq!(
+        l.read(0),
+        Some(LogEntry::Undecided(E(1))),
+        "written at once"
+    );
     l.append(E(2)).unwrap();
     l.append(E(3)).unwrap();
     assert_eq!(l.read(1), None, "waiting for the send");

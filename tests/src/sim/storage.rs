@@ -49,6 +49,8 @@ struct Inner {
     backend: Backend,
     /// The lowest index rewritten or trimmed since the invariants last looked.
     rewritten_from: Option<u64>,
+    /// How many of the next writes fail (see [`SharedStorage::fail_next_writes`]).
+    failing_writes: u32,
 }
 
 impl Inner {
@@ -125,6 +127,33 @@ impl Backend {
 }
 
 impl SharedStorage {
+    /// Makes the next `n` writes fail with an I/O error, as a full disk or a
+    /// failing device would, leaving what is stored as it was (the write
+    /// never reached the medium). The server stops acting at the first one.
+    pub fn fail_next_writes(&self, n: u32) {
+        self.inner.borrow_mut().failing_writes = n;
+    }
+
+    /// Ends injected write failures (the device was replaced, the disk
+    /// freed): writes succeed again.
+    pub fn clear_write_failures(&self) {
+        self.inner.borrow_mut().failing_writes = 0;
+    }
+
+    /// Fails this write if a failure is due (see [`Self::fail_next_writes`]).
+    fn check_write(&self, operation: &str) -> StorageResult<()> {
+        let mut inner = self.inner.borrow_mut();
+        if inner.failing_writes == 0 {
+            return Ok(());
+        }
+        inner.failing_writes -= 1;
+        Err(omnipaxos::StorageError::Io {
+            operation: operation.to_owned(),
+            path: None,
+            detail: "injected by the simulator: no space left on device".to_owned(),
+        })
+    }
+
     /// Creates an empty in-memory storage.
     pub fn new() -> Self {
         Self::default()
@@ -155,6 +184,7 @@ impl SharedStorage {
             inner: Rc::new(RefCell::new(Inner {
                 backend: Backend::Persistent(Box::new(disk)),
                 rewritten_from: None,
+                failing_writes: 0,
             })),
         }
     }
@@ -386,6 +416,7 @@ impl Persisted {
 
 impl Storage<Value> for SharedStorage {
     fn write_atomically(&mut self, ops: Vec<StorageOp<Value>>) -> StorageResult<()> {
+        self.check_write("write atomically")?;
         let lowest_rewrite = ops
             .iter()
             .filter_map(|op| match op {
@@ -404,6 +435,7 @@ impl Storage<Value> for SharedStorage {
     }
 
     fn append_entry(&mut self, entry: Value) -> StorageResult<()> {
+        self.check_write("append entry")?;
         self.inner
             .borrow_mut()
             .backend
@@ -412,6 +444,7 @@ impl Storage<Value> for SharedStorage {
     }
 
     fn append_entries(&mut self, entries: Vec<Value>) -> StorageResult<()> {
+        self.check_write("append entries")?;
         self.inner
             .borrow_mut()
             .backend
@@ -420,6 +453,7 @@ impl Storage<Value> for SharedStorage {
     }
 
     fn append_on_prefix(&mut self, from_idx: u64, entries: Vec<Value>) -> StorageResult<()> {
+        self.check_write("append on prefix")?;
         let mut inner = self.inner.borrow_mut();
         inner
             .backend
@@ -430,6 +464,7 @@ impl Storage<Value> for SharedStorage {
     }
 
     fn set_promise(&mut self, n_prom: Ballot) -> StorageResult<()> {
+        self.check_write("set promise")?;
         self.inner
             .borrow_mut()
             .backend
@@ -438,6 +473,7 @@ impl Storage<Value> for SharedStorage {
     }
 
     fn set_decided_idx(&mut self, ld: u64) -> StorageResult<()> {
+        self.check_write("set decided idx")?;
         self.inner
             .borrow_mut()
             .backend
@@ -450,6 +486,7 @@ impl Storage<Value> for SharedStorage {
     }
 
     fn set_accepted_round(&mut self, na: Ballot) -> StorageResult<()> {
+        self.check_write("set accepted round")?;
         self.inner
             .borrow_mut()
             .backend
@@ -478,6 +515,7 @@ impl Storage<Value> for SharedStorage {
     }
 
     fn set_stopsign(&mut self, s: Option<StopSign>) -> StorageResult<()> {
+        self.check_write("set stopsign")?;
         self.inner.borrow_mut().backend.store_mut().set_stopsign(s)
     }
 
@@ -486,6 +524,7 @@ impl Storage<Value> for SharedStorage {
     }
 
     fn trim(&mut self, idx: u64) -> StorageResult<()> {
+        self.check_write("trim")?;
         let mut inner = self.inner.borrow_mut();
         inner.backend.store_mut().trim(idx)?;
         // Trimming removes the indices below `idx`, so everything from the
@@ -495,6 +534,7 @@ impl Storage<Value> for SharedStorage {
     }
 
     fn set_compacted_idx(&mut self, idx: u64) -> StorageResult<()> {
+        self.check_write("set compacted idx")?;
         self.inner
             .borrow_mut()
             .backend
@@ -507,6 +547,7 @@ impl Storage<Value> for SharedStorage {
     }
 
     fn set_snapshot(&mut self, snapshot: Option<NoSnapshotOf>) -> StorageResult<()> {
+        self.check_write("set snapshot")?;
         self.inner
             .borrow_mut()
             .backend
@@ -522,6 +563,7 @@ impl Storage<Value> for SharedStorage {
         &mut self,
         end: Option<ConfigurationEnd>,
     ) -> StorageResult<()> {
+        self.check_write("set previous configuration end")?;
         self.inner
             .borrow_mut()
             .backend

@@ -545,6 +545,7 @@ impl SimCluster {
         let node = self.sim_node_mut(pid);
         assert!(node.paxos.is_some(), "server {pid} is already crashed");
         node.paxos = None;
+        node.storage.clear_write_failures();
         let forgotten = node.tracked.len() as u64;
         node.tracked.clear();
         self.proposal_counts.forgotten += forgotten;
@@ -552,6 +553,44 @@ impl SimCluster {
         self.trace(|| format!("crash {pid}"));
         self.reopen_storage(pid);
         self.check_invariants();
+    }
+
+    /// Makes the next `n` storage writes of server `pid` fail with an I/O
+    /// error (a full disk, a failing device): at the first one the server
+    /// stops acting, without acknowledging what it could not persist.
+    /// [`crash_halted`](Self::crash_halted) then takes it down, as a
+    /// supervisor would restart a process whose storage failed; a crash
+    /// ends the failures (the disk was fixed).
+    pub fn fail_storage_writes(&mut self, pid: NodeId, n: u32) {
+        self.trace(|| format!("the next {n} storage writes of {pid} fail"));
+        self.sim_node(pid).storage.fail_next_writes(n);
+    }
+
+    /// Ends every injected storage failure that has not struck yet (the
+    /// disks were fixed): after this, only crashes stop servers.
+    pub fn clear_storage_failures(&mut self) {
+        for node in self.nodes.values() {
+            node.storage.clear_write_failures();
+        }
+    }
+
+    /// Crashes every running server that stopped after a storage failure
+    /// and returns how many it crashed.
+    pub fn crash_halted(&mut self) -> u64 {
+        let halted: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| {
+                n.paxos
+                    .as_ref()
+                    .is_some_and(|p| p.get_storage_failure().is_some())
+            })
+            .map(|(&pid, _)| pid)
+            .collect();
+        for &pid in &halted {
+            self.crash(pid);
+        }
+        halted.len() as u64
     }
 
     /// Takes running server `pid`'s instance out of the cluster, for a test

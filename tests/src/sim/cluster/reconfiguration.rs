@@ -350,6 +350,21 @@ impl SimCluster {
                 node.paxos = Some(paxos);
                 node.config = config;
             }
+            Err(omnipaxos::ConfigError::Storage(e)) => {
+                // A storage write failed (injected, see
+                // `fail_storage_writes`): the move is one atomic write, so
+                // the storage is still the old configuration's. The server
+                // is down, as after a crash, and moves on once restarted.
+                self.trace(|| format!("server {pid} cannot move on ({e}): it is down"));
+                let node = self.sim_node_mut(pid);
+                node.storage.clear_write_failures();
+                let forgotten = node.tracked.len() as u64;
+                node.tracked.clear();
+                self.proposal_counts.forgotten += forgotten;
+                self.network.drop_involving(pid);
+                self.reopen_storage(pid);
+                return;
+            }
             Err(e) => {
                 let detail =
                     format!("server {pid} cannot move on to configuration {config_id}: {e}");
