@@ -9,7 +9,7 @@
 //! the terminal reaches only this process, which then stops them in order.
 
 use crate::{
-    api::StatusResponse,
+    api::{MembersChange, StatusResponse},
     client::{ClientError, KvClient},
     proxy::LinkProxy,
 };
@@ -451,6 +451,19 @@ impl ProcessCluster {
         }
     }
 
+    /// The change that replaces member `old` by server `new` (started with
+    /// [`join`](Self::join)), naming `new` at its protocol address: the body
+    /// of a `POST /members`.
+    pub fn replace(&self, old: NodeId, new: NodeId) -> Result<MembersChange, ClusterError> {
+        Ok(MembersChange::Replace {
+            old,
+            id: new,
+            addr: self
+                .protocol_addr(new)
+                .ok_or(ClusterError::UnknownNode(new))?,
+        })
+    }
+
     /// Waits until server `id` answers HTTP, with 503 `joining` or otherwise.
     async fn wait_http(&mut self, id: NodeId) -> Result<(), ClusterError> {
         let deadline = Instant::now() + self.opts.start_timeout;
@@ -652,6 +665,25 @@ pub fn agreed_leader(
     }
     let leader = leader?;
     (statuses.get(&leader)?.role == crate::api::Role::Leader).then_some(leader)
+}
+
+/// Whether one of the servers `ids` shows that the change to configuration
+/// `configuration_id` is decided: it moved into that configuration (or a
+/// later one), or it was left out and shows the change as decided. One
+/// server that shows it is enough: a decided change happens, whatever fails
+/// next.
+pub fn configuration_decided(
+    ids: &[NodeId],
+    statuses: &BTreeMap<NodeId, StatusResponse>,
+    configuration_id: u32,
+) -> bool {
+    ids.iter().filter_map(|id| statuses.get(id)).any(|st| {
+        st.configuration_id >= configuration_id
+            || st
+                .next_configuration
+                .as_ref()
+                .is_some_and(|n| n.decided && n.configuration_id >= configuration_id)
+    })
 }
 
 /// One line per server: what its status said.
