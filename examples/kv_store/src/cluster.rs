@@ -9,7 +9,7 @@
 //! the terminal reaches only this process, which then stops them in order.
 
 use crate::{
-    api::StatusResponse,
+    api::{MembersChange, StatusResponse},
     client::{ClientError, KvClient},
     proxy::LinkProxy,
 };
@@ -131,8 +131,13 @@ struct NodeProcess {
     child: Option<Child>,
     /// Kept open so that the server keeps running; closing it stops the server.
     stdin: Option<ChildStdin>,
-    /// For a server started with `--join`: the HTTP addresses it joins through.
+    /// For a server started with `--join`: the HTTP addresses it joins
+    /// through. Only its first start joins: a restart names its peers with
+    /// `--peers`, as one restarts a server that joined (`--join` refuses an
+    /// id that is a member).
     join: Option<Vec<String>>,
+    /// Whether the server was started before: a restart, then.
+    started: bool,
     /// Whether the server is expected to exit by itself (a change of
     /// membership left it out): its exit is then recorded, not an error.
     retiring: bool,
@@ -186,6 +191,7 @@ impl ProcessCluster {
                     child: None,
                     stdin: None,
                     join: None,
+                    started: false,
                     retiring: false,
                     exited: None,
                 },
@@ -391,7 +397,10 @@ impl ProcessCluster {
     }
 
     /// Starts server `id` again on its data directory and ports, and waits
-    /// until it answers `/status`.
+    /// until it answers `/status`. Its `--peers` are every other server not
+    /// left out by a change (see [`expect_exit`](Self::expect_exit)): a
+    /// server that joined with `--join` restarts with `--peers` too, as the
+    /// user guide says to restart one.
     pub async fn restart(&mut self, id: NodeId) -> Result<(), ClusterError> {
         if self.is_running(id) {
             return Ok(());
@@ -435,6 +444,7 @@ impl ProcessCluster {
                     child: None,
                     stdin: None,
                     join: Some(urls.clone()),
+                    started: false,
                     retiring: false,
                     exited: None,
                 },
@@ -449,6 +459,19 @@ impl ProcessCluster {
                 r => return r,
             }
         }
+    }
+
+    /// The change that replaces member `old` by server `new` (started with
+    /// [`join`](Self::join)), naming `new` at its protocol address: the body
+    /// of a `POST /members`.
+    pub fn replace(&self, old: NodeId, new: NodeId) -> Result<MembersChange, ClusterError> {
+        Ok(MembersChange::Replace {
+            old,
+            id: new,
+            addr: self
+                .protocol_addr(new)
+                .ok_or(ClusterError::UnknownNode(new))?,
+        })
     }
 
     /// Waits until server `id` answers HTTP, with 503 `joining` or otherwise.
@@ -546,7 +569,8 @@ impl ProcessCluster {
         let peers: Vec<String> = self
             .nodes
             .iter()
-            .filter(|&(&p, _)| p != id)
+            // A server that a change left out is no peer of anyone's.
+            .filter(|&(&p, n)| p != id && !n.retiring)
             .map(|(&p, n)| {
                 let addr = self
                     .links
@@ -574,9 +598,10 @@ impl ProcessCluster {
             .args(["--http", &node.http_addr.to_string()])
             .arg("--exit-on-stdin-eof");
         match &node.join {
-            Some(urls) => cmd.args(["--join", &urls.join(",")]),
-            None => cmd.args(["--peers", &peers.join(",")]),
+            Some(urls) if !node.started => cmd.args(["--join", &urls.join(",")]),
+            _ => cmd.args(["--peers", &peers.join(",")]),
         };
+        node.started = true;
         if self.opts.memory {
             cmd.arg("--memory");
         } else {
@@ -652,6 +677,25 @@ pub fn agreed_leader(
     }
     let leader = leader?;
     (statuses.get(&leader)?.role == crate::api::Role::Leader).then_some(leader)
+}
+
+/// Whether one of the servers `ids` shows that the change to configuration
+/// `configuration_id` is decided: it moved into that configuration (or a
+/// later one), or it was left out and shows the change as decided. One
+/// server that shows it is enough: a decided change happens, whatever fails
+/// next.
+pub fn configuration_decided(
+    ids: &[NodeId],
+    statuses: &BTreeMap<NodeId, StatusResponse>,
+    configuration_id: u32,
+) -> bool {
+    ids.iter().filter_map(|id| statuses.get(id)).any(|st| {
+        st.configuration_id >= configuration_id
+            || st
+                .next_configuration
+                .as_ref()
+                .is_some_and(|n| n.decided && n.configuration_id >= configuration_id)
+    })
 }
 
 /// One line per server: what its status said.

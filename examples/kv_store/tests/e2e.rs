@@ -6,22 +6,40 @@
 //! check covers durability too. The history ends with a read of every key
 //! from every server, after the last restart.
 //!
+//! A second nemesis cuts, slows and pauses on proxied links (`run_faults`),
+//! and a third changes the membership under faults (`run_changes`): a
+//! server is replaced by a new one started with `server --join` while the
+//! clients run and a fault hits during the change (a one-way cut from the
+//! leader to the follower that stays, a leader stopped with SIGSTOP while
+//! it proposes the change, a leader killed with SIGKILL as soon as the
+//! change is decided and restarted), and the leader itself is replaced. The same
+//! history check covers those, with reads from the joiners once they are
+//! members; each server left out must exit by itself with status 0. Every
+//! fault test prints, and leaves for CI's summary, the longest time without
+//! an acknowledged write per fault.
+//!
 //! Waits poll `/status` with deadlines; the sleeps are the workload's own
-//! pacing (how long servers stay up or down), not synchronisation.
+//! pacing (how long servers stay up or down, how long a fault is held), not
+//! synchronisation. Nothing asserts how long anything takes: the deadlines
+//! (tens of seconds) only catch a hang.
 //!
 //! Set `KV_E2E_SEED` to replay the choices of a failed run (the timing of a
-//! real cluster still differs).
+//! real cluster still differs), `KV_FAULT_ROUNDS=n` to go through the
+//! faults of `run_faults` n times, and `KV_CLUSTER_KEEP_DIR=1` (with, say,
+//! `RUST_LOG=info,kv_store=trace,slog=debug`) to keep the servers' whole
+//! logs of a run.
 
 use kv_store::{
     KvClient,
     api::Outcome,
     checker::{self, KvOp, KvOutput, Operation},
-    cluster::{ClusterOptions, ProcessCluster},
+    cluster::{ClusterOptions, ProcessCluster, agreed_leader, configuration_decided},
 };
 use omnipaxos::util::NodeId;
 use rand::{Rng as _, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::{
+    collections::BTreeMap,
     sync::{
         Arc, Mutex, RwLock,
         atomic::{AtomicBool, Ordering},
@@ -248,10 +266,12 @@ async fn a_history_with_servers_killed_and_restarted_is_linearizable() {
     }
     assert!(kills >= 3, "only {kills} kills");
 
+    let ids = cluster.ids();
     check_history(
         &mut cluster,
         &shared,
         seed,
+        FinalReads::of(&ids),
         &format!("{kills} kills"),
         100,
         "kills",
@@ -260,25 +280,56 @@ async fn a_history_with_servers_killed_and_restarted_is_linearizable() {
     cluster.shutdown().await;
 }
 
-/// Reads every key from every server (after the last fault), then checks
+/// What [`check_history`] reads at the end, and from where.
+struct FinalReads<'a> {
+    /// The servers to read from: every member of the last configuration.
+    readers: &'a [NodeId],
+    /// Keys besides [`KEYS`]: the probes' own (see [`spawn_probe`]).
+    extra_keys: Vec<String>,
+}
+
+impl<'a> FinalReads<'a> {
+    /// The clients' keys, from `readers`.
+    fn of(readers: &'a [NodeId]) -> Self {
+        Self {
+            readers,
+            extra_keys: Vec::new(),
+        }
+    }
+}
+
+/// Reads every key from every reader (after the last fault), then checks
 /// the whole history for linearizability, key by key; on failure prints
 /// where the failing key's history went and the end of every server's log.
+/// The final reads make the check one of durability too: a read that
+/// misses an acknowledged write (the last one of its key) is one that no
+/// order explains.
 async fn check_history(
     cluster: &mut ProcessCluster,
     shared: &Shared,
     seed: u64,
+    reads: FinalReads<'_>,
     what: &str,
     min_acked: usize,
     summary_name: &str,
 ) {
-    // Every server, restarted ones included, must now show the final state.
+    // Every reader, restarted ones included, must now show the final state.
     cluster
-        .wait_for_leader(Duration::from_secs(20))
+        .wait_for(
+            "a leader all readers agree on",
+            Duration::from_secs(20),
+            |s| agreed_leader(reads.readers, s),
+        )
         .await
         .expect("a leader at the end");
-    for id in cluster.ids() {
+    let keys: Vec<&str> = KEYS
+        .iter()
+        .copied()
+        .chain(reads.extra_keys.iter().map(String::as_str))
+        .collect();
+    for &id in reads.readers {
         let c = cluster.client(id).expect("a member");
-        for key in KEYS {
+        for &key in &keys {
             // A read that fails is not recorded; retry a few times in case
             // the cluster is still settling.
             let mut tries = 0;
@@ -425,6 +476,59 @@ async fn five_servers_keep_writing_when_only_one_reaches_a_quorum() {
     run_faults(5, &[Fault::QuorumLoss, Fault::ConstrainedElection]).await;
 }
 
+/// A probe of server `id`: writes a key of its own (`p{id}`) through that
+/// server only, with a short timeout, as client `200 + id`. The cluster
+/// takes writes at a time if any probe's write is acknowledged then (see
+/// [`write_gap`]).
+fn spawn_probe(
+    shared: &Arc<Shared>,
+    cluster: &ProcessCluster,
+    id: NodeId,
+) -> tokio::task::JoinHandle<()> {
+    let c = cluster
+        .client(id)
+        .expect("a member")
+        .with_timeout(Duration::from_secs(1));
+    let shared = Arc::clone(shared);
+    tokio::spawn(async move {
+        let key = probe_key(id);
+        let mut n = 0u64;
+        while !shared.stop.load(Ordering::Relaxed) {
+            n += 1;
+            let put = KvOp::Put(format!("p{id}-{n}"));
+            if invoke(&shared, &c, 200 + id as usize, &key, put)
+                .await
+                .is_none()
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    })
+}
+
+/// The key the probe of server `id` writes.
+fn probe_key(id: NodeId) -> String {
+    format!("p{id}")
+}
+
+/// Polls the history until a probe write is acknowledged after `until`
+/// (for at most 30 s, which only a hang exceeds), and returns
+/// [`write_gap`] from `start`.
+async fn wait_resumed(shared: &Shared, start: u64, until: u64, what: &str) -> (u64, u64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let gap = write_gap(&shared.history.lock().unwrap(), start, until);
+        if let Some(r) = gap {
+            return r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no write acknowledged within 30 s after {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Runs `nodes` servers on proxied links (in memory, so that five fit on
 /// two cores) under the checked workload, holds each of `faults` in turn,
 /// and checks that writes resume after each and that the history is
@@ -447,29 +551,8 @@ async fn run_faults(nodes: usize, faults: &[Fault]) {
     let mut tasks: Vec<_> = (0..CLIENTS)
         .map(|who| tokio::spawn(client(Arc::clone(&shared), who, seed)))
         .collect();
-    // One probe per server, writing a key of its own through that server
-    // only, with a short timeout: the cluster takes writes at a time if any
-    // probe's write is acknowledged then.
     for id in cluster.ids() {
-        let c = cluster
-            .client(id)
-            .expect("a member")
-            .with_timeout(Duration::from_secs(1));
-        let shared = Arc::clone(&shared);
-        tasks.push(tokio::spawn(async move {
-            let key = format!("p{id}");
-            let mut n = 0u64;
-            while !shared.stop.load(Ordering::Relaxed) {
-                n += 1;
-                let put = KvOp::Put(format!("p{id}-{n}"));
-                if invoke(&shared, &c, 200 + id as usize, &key, put)
-                    .await
-                    .is_none()
-                {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            }
-        }));
+        tasks.push(spawn_probe(&shared, &cluster, id));
     }
 
     // `KV_FAULT_ROUNDS=n` goes through the faults n times (a longer run).
@@ -557,18 +640,13 @@ async fn run_faults(nodes: usize, faults: &[Fault]) {
         }
         let healed = shared.now();
         // Writes resume: one is acknowledged after the heal.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let (gap, resumed) = loop {
-            let gap = write_gap(&shared.history.lock().unwrap(), start, healed);
-            if let Some(r) = gap {
-                break r;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no write acknowledged within 30 s of healing {fault:?} (leader {l}; KV_E2E_SEED={seed})"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
+        let (gap, resumed) = wait_resumed(
+            &shared,
+            start,
+            healed,
+            &format!("healing {fault:?} (leader {l}; KV_E2E_SEED={seed})"),
+        )
+        .await;
         println!(
             "{fault:?} (leader {l}, followers {others:?}): longest write gap {} ms; first write after the heal {} ms after it",
             gap / 1_000_000,
@@ -584,10 +662,12 @@ async fn run_faults(nodes: usize, faults: &[Fault]) {
         .iter()
         .map(|(f, gap)| format!("{f:?} {} ms", gap / 1_000_000))
         .collect();
+    let ids = cluster.ids();
     check_history(
         &mut cluster,
         &shared,
         seed,
+        FinalReads::of(&ids),
         &format!(
             "faults on {nodes} servers (longest write gap per fault: {})",
             gaps.join(", ")
@@ -597,6 +677,329 @@ async fn run_faults(nodes: usize, faults: &[Fault]) {
     )
     .await;
     cluster.shutdown().await;
+}
+
+/// A change of membership under a fault, in [`run_changes`]: a server is
+/// replaced by a new one started with `server --join`, given the leader `l`
+/// of the configuration the change ends.
+#[derive(Clone, Copy, Debug)]
+enum Change {
+    /// A follower `b` replaced while `l → a` is cut one way, `a` being the
+    /// follower that stays, for [`FAULT_HOLD`] from before the change is
+    /// proposed. (The links to the joiner are direct, but the joiner dials
+    /// its peers at the addresses the servers show it, which are proxies:
+    /// after the change `l`'s view, since the stop-sign carries the
+    /// proposer's addresses. So the joiner's own link to `a` is likely the
+    /// proxy of `l → a`, cut too, and `a` may hear from no member of the new
+    /// configuration until the heal.)
+    FollowerWithOneWayCut,
+    /// A follower replaced while `l` is stopped with SIGSTOP, from as soon
+    /// as `l` shows that it proposes the change (whether the stop-sign got
+    /// out before the stop is up to timing) for [`FAULT_HOLD`]; then SIGCONT.
+    FollowerWithLeaderPaused,
+    /// A follower replaced, and `l` killed with SIGKILL as soon as a server
+    /// shows the change decided, then restarted (with `--peers` naming the
+    /// servers that are not left out, as one restarts a server after a
+    /// change) after [`FAULT_HOLD`].
+    FollowerWithLeaderKilled,
+    /// `l` itself replaced: the configuration that follows is the two
+    /// followers and the joiner, which elect a leader among them.
+    Leader,
+}
+
+/// How long the servers a change left out serve pulls before they exit
+/// (`--retire-grace-ms`).
+const RETIRE_GRACE_MS: u64 = 1000;
+
+/// The id of the first server [`run_changes`] starts with `--join`; each
+/// change's joiner has the next id.
+const FIRST_JOINER: NodeId = 4;
+
+/// Catches a hang of a change; a healthy run needs a small fraction of it.
+const CHANGE_DEADLINE: Duration = Duration::from_secs(60);
+
+/// In the runs so far the leader was always the server with the highest
+/// id, so the roles came out the same each time: server 2 replaced under
+/// the cut, the paused and the killed leader each a server that had
+/// joined (4 and 6). The test does not rely on that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replacing_servers_under_a_cut_link_a_paused_or_killed_leader_and_replacing_the_leader_keeps_the_history_linearizable_and_the_removed_exit_0()
+ {
+    run_changes(&[
+        Change::FollowerWithOneWayCut,
+        Change::FollowerWithLeaderPaused,
+        Change::Leader,
+        Change::FollowerWithLeaderKilled,
+    ])
+    .await;
+}
+
+/// Runs three servers on proxied links under the checked workload (as
+/// [`run_faults`] does, with a probe per server), makes each of `changes`
+/// in turn on the configuration the last one left, and checks that writes
+/// resume after each, that the history (with reads from every server of the
+/// last configuration, joiners included) is linearizable, and that every
+/// server left out exits by itself with status 0.
+///
+/// The `POST /members` goes to the leader and is not waited for: its server
+/// may be paused, killed or left out while it runs. Whether the change gets decided
+/// is read from the servers' `/status`; if the POST fails before it is, it
+/// is sent again, to the leader then.
+async fn run_changes(changes: &[Change]) {
+    let seed = seed();
+    let mut opts = ClusterOptions::new(env!("CARGO_BIN_EXE_kv_store"));
+    opts.proxied = true;
+    opts.server_args = vec![
+        "--request-timeout-ms=2000".to_owned(),
+        format!("--retire-grace-ms={RETIRE_GRACE_MS}"),
+    ];
+    let mut cluster = ProcessCluster::start(opts)
+        .await
+        .expect("the servers start");
+    cluster
+        .wait_for_leader(Duration::from_secs(20))
+        .await
+        .expect("a leader is elected");
+    let mut members = cluster.ids();
+    let shared = Shared::new(clients_of(&cluster, members.iter().copied()));
+    let mut tasks: Vec<_> = (0..CLIENTS)
+        .map(|who| tokio::spawn(client(Arc::clone(&shared), who, seed)))
+        .collect();
+    for &id in &members {
+        tasks.push(spawn_probe(&shared, &cluster, id));
+    }
+
+    let mut report = Vec::new();
+    let mut removed = Vec::new();
+    for (i, &change) in changes.iter().enumerate() {
+        // Pacing: the workload runs on the configuration for a while first.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let config = u32::try_from(i).expect("a few changes") + 1;
+        let new = FIRST_JOINER + i as NodeId;
+        let l = cluster
+            .wait_for(
+                "a leader the members agree on",
+                Duration::from_secs(20),
+                |s| agreed_leader(&members, s),
+            )
+            .await
+            .expect("a leader before the change");
+        let followers: Vec<NodeId> = members.iter().copied().filter(|&id| id != l).collect();
+        // The follower that stays and the one replaced, when a follower is.
+        let (a, b) = (followers[0], followers[1]);
+        let old = match change {
+            Change::Leader => l,
+            _ => b,
+        };
+        cluster
+            .join(new, &members)
+            .await
+            .expect("the joiner starts and answers (503 joining)");
+        cluster.expect_exit(old);
+        let body = cluster.replace(old, new).expect("the joiner's address");
+        let post = |cluster: &ProcessCluster, to: NodeId| {
+            let c = cluster
+                .client(to)
+                .expect("a member")
+                .with_timeout(CHANGE_DEADLINE);
+            let body = body.clone();
+            tokio::spawn(async move { c.change_members(&body).await })
+        };
+        let mut start = shared.now();
+        if let Change::FollowerWithOneWayCut = change {
+            cluster
+                .link(l, a)
+                .expect("the first change runs on the proxied servers")
+                .cut();
+        }
+        let mut posted = Some(post(&cluster, l));
+        if let Change::FollowerWithLeaderPaused = change {
+            // Stopped once it shows that it proposes the change (or, if it
+            // answered first, that it has).
+            cluster
+                .wait_for("the leader to propose the change", CHANGE_DEADLINE, |s| {
+                    let proposing = s.get(&l).is_some_and(|st| {
+                        st.next_configuration.is_some() || st.configuration_id > config
+                    });
+                    let answered = posted.as_ref().is_some_and(|p| p.is_finished());
+                    (proposing || answered).then_some(())
+                })
+                .await
+                .expect("the leader shows the change");
+            cluster.pause(l).expect("SIGSTOP");
+            start = shared.now();
+        }
+        let watched: Vec<NodeId> = members.iter().copied().chain([new]).collect();
+        if let Change::FollowerWithLeaderKilled = change {
+            cluster
+                .wait_for("the change to be decided", CHANGE_DEADLINE, |s| {
+                    configuration_decided(&watched, s, config + 1).then_some(())
+                })
+                .await
+                .unwrap_or_else(|e| panic!("{e} (KV_E2E_SEED={seed})\n{}", logs(&cluster)));
+            cluster.kill(l).await.expect("SIGKILL");
+            start = shared.now();
+        }
+        let next: Vec<NodeId> = members
+            .iter()
+            .copied()
+            .filter(|&id| id != old)
+            .chain([new])
+            .collect();
+        // The fault is held for `FAULT_HOLD` (the workload's pacing) while
+        // the servers' `/status` shows whether the change is decided (one
+        // of either configuration that shows it is enough); polling goes on
+        // after the heal until it is.
+        let hold = match change {
+            Change::FollowerWithOneWayCut
+            | Change::FollowerWithLeaderPaused
+            | Change::FollowerWithLeaderKilled => FAULT_HOLD,
+            Change::Leader => Duration::ZERO,
+        };
+        let heal_at = Instant::now() + hold;
+        let deadline = heal_at + CHANGE_DEADLINE;
+        let (mut healed, mut decided) = (None, None);
+        let mut retry = false;
+        let (healed, decided) = loop {
+            if healed.is_none() && Instant::now() >= heal_at {
+                match change {
+                    Change::FollowerWithOneWayCut => cluster.heal_links(),
+                    Change::FollowerWithLeaderPaused => cluster.resume(l).expect("SIGCONT"),
+                    Change::FollowerWithLeaderKilled => {
+                        cluster.restart(l).await.expect("the server restarts");
+                    }
+                    Change::Leader => {}
+                }
+                healed = Some(shared.now());
+            }
+            cluster
+                .check_running()
+                .unwrap_or_else(|e| panic!("during {change:?}: {e} (KV_E2E_SEED={seed})"));
+            // A paused server's `/status` would only time out.
+            let paused = matches!(change, Change::FollowerWithLeaderPaused) && healed.is_none();
+            let asked: Vec<NodeId> = watched
+                .iter()
+                .copied()
+                .filter(|&id| !(paused && id == l))
+                .collect();
+            let statuses = statuses_of(&cluster, &asked).await;
+            if decided.is_none() && configuration_decided(&watched, &statuses, config + 1) {
+                decided = Some(shared.now());
+            }
+            if let (Some(h), Some(d)) = (healed, decided) {
+                break (h, d);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{change:?}: the change to configuration {} is not decided within {CHANGE_DEADLINE:?} of the heal (KV_E2E_SEED={seed})\n{}",
+                config + 1,
+                logs(&cluster)
+            );
+            if let Some(p) = posted.take_if(|p| p.is_finished()) {
+                // The POST answered before the decision showed, or failed
+                // (say its server lost the leadership while it was paused).
+                let answer = p.await.expect("the POST task");
+                println!("{change:?}: POST /members answered {answer:?}");
+                // Sent again, to the leader, which refuses it if the change
+                // is decided after all.
+                retry = answer.is_err();
+            }
+            if retry
+                && decided.is_none()
+                && posted.is_none()
+                && let Some(to) = agreed_leader(&members, &statuses)
+            {
+                posted = Some(post(&cluster, to));
+                retry = false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        if let Some(p) = posted {
+            p.abort();
+        }
+        members = next;
+        removed.push(old);
+        shared.set_targets(clients_of(&cluster, members.iter().copied()));
+        tasks.push(spawn_probe(&shared, &cluster, new));
+        let (gap, resumed) = wait_resumed(
+            &shared,
+            start,
+            healed.max(decided),
+            &format!("{change:?} (leader {l}, {old} replaced by {new}; KV_E2E_SEED={seed})"),
+        )
+        .await;
+        println!(
+            "{change:?} (leader {l}, server {old} replaced by {new}): longest write gap {} ms; decided {} ms after the fault began; first write after the fault and the decision {} ms after both",
+            gap / 1_000_000,
+            decided.saturating_sub(start) / 1_000_000,
+            (resumed - healed.max(decided)) / 1_000_000
+        );
+        report.push((change, gap));
+    }
+    shared.stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.expect("a client task");
+    }
+    // Every server left out exits by itself, with 0, once its grace is over.
+    for &old in &removed {
+        let exit = cluster
+            .wait_exit(old, CHANGE_DEADLINE)
+            .await
+            .unwrap_or_else(|e| panic!("server {old} does not exit: {e}\n{}", logs(&cluster)));
+        assert!(
+            exit.success(),
+            "server {old} exited with {exit}\n{}",
+            cluster.log_tail(old, 40)
+        );
+    }
+    let gaps: Vec<String> = report
+        .iter()
+        .map(|(c, gap)| format!("{c:?} {} ms", gap / 1_000_000))
+        .collect();
+    check_history(
+        &mut cluster,
+        &shared,
+        seed,
+        FinalReads {
+            readers: &members,
+            // Every server that had a probe: the first three and the joiners.
+            extra_keys: (1..FIRST_JOINER + changes.len() as NodeId)
+                .map(probe_key)
+                .collect(),
+        },
+        &format!(
+            "membership changes under faults on 3 servers (longest write gap per change: {})",
+            gaps.join(", ")
+        ),
+        50,
+        "membership-3",
+    )
+    .await;
+    cluster.shutdown().await;
+}
+
+/// The `/status` of each of `ids` that answers.
+async fn statuses_of(
+    cluster: &ProcessCluster,
+    ids: &[NodeId],
+) -> BTreeMap<NodeId, kv_store::api::StatusResponse> {
+    let mut out = BTreeMap::new();
+    for &id in ids {
+        if let Ok(s) = cluster.status(id).await {
+            out.insert(id, s);
+        }
+    }
+    out
+}
+
+/// The end of every server's log.
+fn logs(cluster: &ProcessCluster) -> String {
+    cluster
+        .ids()
+        .into_iter()
+        .map(|id| format!("--- server {id} ---\n{}", cluster.log_tail(id, 25)))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Leaves `line` for the summary at the end of a CI run (`.ci/run` prints

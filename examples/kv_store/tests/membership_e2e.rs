@@ -18,7 +18,7 @@
 use kv_store::{
     KvClient,
     api::MembersChange,
-    cluster::{ClusterError, ClusterOptions, ProcessCluster, agreed_leader},
+    cluster::{ClusterError, ClusterOptions, ProcessCluster, agreed_leader, configuration_decided},
 };
 use omnipaxos::util::NodeId;
 use std::{
@@ -164,11 +164,7 @@ impl Scenario {
             .expect_err("a joining server takes no writes");
         assert_eq!(err.code(), Some("joining"), "{err}");
         self.cluster.expect_exit(old);
-        MembersChange::Replace {
-            old,
-            id: NEW,
-            addr: self.cluster.protocol_addr(NEW).unwrap(),
-        }
+        self.cluster.replace(old, NEW).unwrap()
     }
 
     /// Stops the writers and checks that every acknowledged write is read
@@ -254,13 +250,7 @@ fn follower(leader: NodeId) -> NodeId {
 async fn wait_decided(cluster: &mut ProcessCluster, ids: &[NodeId]) -> Result<(), ClusterError> {
     cluster
         .wait_for("the change to be decided", DEADLINE, |s| {
-            ids.iter()
-                .filter_map(|id| s.get(id))
-                .any(|st| {
-                    st.configuration_id >= 2
-                        || st.next_configuration.as_ref().is_some_and(|n| n.decided)
-                })
-                .then_some(())
+            configuration_decided(ids, s, 2).then_some(())
         })
         .await
 }

@@ -152,13 +152,27 @@ impl Joiner {
     /// Polls the servers until a configuration after the one probed names
     /// this server, and returns how to join it. Waits for as long as it
     /// takes (the change is proposed by someone else).
+    ///
+    /// Each server is asked on its own, [`POLL_INTERVAL`] after its last
+    /// answer, so that one that does not answer (paused, or cut off: its
+    /// request takes [`REQUEST_TIMEOUT`] to fail) holds up no other's. The
+    /// new configuration may need this server for a quorum: while it waits
+    /// on a server that does not answer, the cluster takes no writes.
     pub(crate) async fn wait_for_plan(mut self) -> Result<Plan, JoinError> {
-        let mut unreachable_since: Option<tokio::time::Instant> = None;
-        loop {
-            let mut answered = false;
-            for i in 0..self.clients.len() {
-                let Ok(m) = self.ask(i).await else { continue };
-                answered = true;
+        let mut asks = tokio::task::JoinSet::new();
+        for (i, c) in self.clients.iter().enumerate() {
+            asks.spawn(ask_after(c.clone(), i, Duration::ZERO));
+        }
+        let mut last_answer = tokio::time::Instant::now();
+        let mut warned: Option<tokio::time::Instant> = None;
+        while let Some(done) = asks.join_next().await {
+            let (i, answer) =
+                done.expect("an ask neither panics nor is aborted while the set is polled");
+            // An answer from another cluster is ignored here: the probe
+            // checked the cluster, and a server that since says otherwise
+            // is not one to follow.
+            if let Ok(m) = self.checked(i, answer) {
+                last_answer = tokio::time::Instant::now();
                 if let Some(plan) = self.plan_from(&m)? {
                     info!(
                         configuration_id = plan.configuration_id,
@@ -169,14 +183,15 @@ impl Joiner {
                     return Ok(plan);
                 }
             }
-            if answered {
-                unreachable_since = None;
-            } else if unreachable_since.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
-                warn!("none of the --join servers answers; still trying");
-                unreachable_since = Some(tokio::time::Instant::now());
+            let silent = Duration::from_secs(10);
+            if last_answer.elapsed() >= silent && warned.is_none_or(|t| t.elapsed() >= silent) {
+                warn!("none of the --join servers has answered for 10 s; still trying");
+                warned = Some(tokio::time::Instant::now());
             }
-            tokio::time::sleep(POLL_INTERVAL).await;
+            asks.spawn(ask_after(self.clients[i].clone(), i, POLL_INTERVAL));
         }
+        // Each finished ask is replaced, and `probe` refuses an empty list.
+        Err(JoinError::BadUrl("name at least one server".into()))
     }
 
     /// What one answer says: the plan, if it shows a configuration naming
@@ -265,8 +280,18 @@ impl Joiner {
     }
 
     async fn ask(&self, i: usize) -> Result<MembersResponse, AskError> {
+        let answer = self.clients[i].members().await;
+        self.checked(i, answer)
+    }
+
+    /// Server `i`'s `answer`, if it is one from our cluster.
+    fn checked(
+        &self,
+        i: usize,
+        answer: Result<MembersResponse, ClientError>,
+    ) -> Result<MembersResponse, AskError> {
         let c = &self.clients[i];
-        let m = c.members().await.map_err(AskError::Client)?;
+        let m = answer.map_err(AskError::Client)?;
         if m.cluster_id != self.cluster_id {
             return Err(AskError::Cluster(JoinError::OtherCluster {
                 url: c.server().to_owned(),
@@ -276,6 +301,17 @@ impl Joiner {
         }
         Ok(m)
     }
+}
+
+/// The answer of `client` (the `--join` server `i`) to `GET /members`,
+/// asked after `delay`.
+async fn ask_after(
+    client: KvClient,
+    i: usize,
+    delay: Duration,
+) -> (usize, Result<MembersResponse, ClientError>) {
+    tokio::time::sleep(delay).await;
+    (i, client.members().await)
 }
 
 /// Why one server's answer is of no use.
@@ -378,5 +414,42 @@ mod tests {
         m.members[3].peer_addr = Some("127.0.0.1:7005".into());
         let plan = j.plan_from(&m).unwrap().unwrap();
         assert_eq!((plan.configuration_id, plan.sources), (3, vec![1, 2]));
+    }
+
+    #[tokio::test]
+    async fn a_join_server_that_does_not_answer_holds_up_no_other_servers_answer() {
+        // Server 1 takes the connection and never answers, as a paused
+        // server does; server 2 shows a configuration that names us.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let silent_url = format!("http://{}", silent.local_addr().unwrap());
+        let answering = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let answering_url = format!("http://{}", answering.local_addr().unwrap());
+        let app = axum::Router::new().route(
+            "/members",
+            axum::routing::get(|| async { axum::Json(answer(2, &[1, 2, 4])) }),
+        );
+        tokio::spawn(async move { axum::serve(answering, app).await });
+        let mut held = Vec::new();
+        tokio::spawn(async move {
+            while let Ok((conn, _)) = silent.accept().await {
+                held.push(conn);
+            }
+        });
+        let mut j = joiner();
+        // A request timeout longer than the test's deadline: asked one after
+        // the other, server 2 would be asked only after that.
+        j.clients = [silent_url, answering_url]
+            .iter()
+            .map(|u| {
+                KvClient::new(u)
+                    .unwrap()
+                    .with_timeout(Duration::from_secs(3600))
+            })
+            .collect();
+        let plan = tokio::time::timeout(Duration::from_secs(60), j.wait_for_plan())
+            .await
+            .expect("the answering server's plan, without waiting for the silent one")
+            .unwrap();
+        assert_eq!((plan.configuration_id, plan.members), (2, vec![1, 2, 4]));
     }
 }
