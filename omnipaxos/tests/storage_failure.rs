@@ -22,11 +22,17 @@ impl Entry for E {
 struct FailingStorage {
     inner: MemoryStorage<E>,
     full: Rc<Cell<bool>>,
+    /// How many of the next writes fail, the disk being fine after.
+    fail_next: Rc<Cell<u32>>,
 }
 
 impl FailingStorage {
     fn check(&self) -> StorageResult<()> {
-        if self.full.get() {
+        let fail_next = self.fail_next.get();
+        if fail_next > 0 {
+            self.fail_next.set(fail_next - 1);
+        }
+        if self.full.get() || fail_next > 0 {
             Err(StorageError::Io {
                 operation: "append entries".into(),
                 path: Some("/data/log".into()),
@@ -123,10 +129,19 @@ impl Storage<E> for FailingStorage {
 }
 
 fn node(pid: u64) -> (OmniPaxos<E, FailingStorage>, Rc<Cell<bool>>) {
+    let (n, full, _) = node_failing_next(pid);
+    (n, full)
+}
+
+/// [`node`], with a count of the next writes that fail as well.
+#[allow(clippy::type_complexity)]
+fn node_failing_next(pid: u64) -> (OmniPaxos<E, FailingStorage>, Rc<Cell<bool>>, Rc<Cell<u32>>) {
     let full = Rc::new(Cell::new(false));
+    let fail_next = Rc::new(Cell::new(0));
     let storage = FailingStorage {
         inner: MemoryStorage::default(),
         full: Rc::clone(&full),
+        fail_next: Rc::clone(&fail_next),
     };
     let mut n = OmniPaxosConfig {
         pid,
@@ -136,7 +151,7 @@ fn node(pid: u64) -> (OmniPaxos<E, FailingStorage>, Rc<Cell<bool>>) {
     .build(storage)
     .unwrap();
     n.outgoing_messages();
-    (n, full)
+    (n, full, fail_next)
 }
 
 const B1: Ballot = Ballot::with(1, 0, 1);
@@ -216,4 +231,68 @@ fn a_leader_that_cannot_persist_an_append_reports_it_and_replicates_nothing() {
     );
     assert_eq!(l.read(0), None);
     assert!(!l.is_leader(), "a stopped node does not lead");
+}
+
+fn from_leader(msg: PaxosMsg<E>) -> Message<E> {
+    Message::SequencePaxos(PaxosMessage {
+        configuration_id: 1,
+        from: 1,
+        to: 2,
+        msg,
+    })
+}
+
+fn accept_decide(counter: u64, entries: Vec<E>) -> Message<E> {
+    from_leader(PaxosMsg::AcceptDecide(AcceptDecide {
+        n: B1,
+        seq_num: SequenceNumber {
+            session: 1,
+            counter,
+        },
+        decided_idx: 0,
+        entries: entries.into(),
+        origins: Default::default(),
+        forward_acks: vec![],
+    }))
+}
+
+/// Soak seed 3951 (with storage write failures): a follower held an
+/// `AcceptDecide` that came ahead of a missing one; the missing one came,
+/// and storing it failed. The held message must not be stored after it: its
+/// entries would take the index the failed write's entries were sent for.
+#[test]
+fn after_a_failed_write_a_follower_stores_nothing_that_came_early() {
+    let (mut f, _, fail_next) = node_failing_next(2);
+    f.handle_incoming(prepare());
+    f.handle_incoming(from_leader(PaxosMsg::AcceptSync(AcceptSync {
+        n: B1,
+        seq_num: SequenceNumber {
+            session: 1,
+            counter: 1,
+        },
+        decided_idx: 0,
+        log_sync: LogSync {
+            decided_snapshot: None,
+            sync_idx: 0,
+            suffix: vec![],
+            suffix_origins: Default::default(),
+            origin_table: None,
+            stopsign: None,
+        },
+        forward_acks: vec![],
+    })));
+    f.outgoing_messages();
+    // The leader's third message comes first and is held.
+    f.handle_incoming(accept_decide(3, vec![E(3)]));
+    assert_eq!(f.read(0), None, "held, not stored");
+    // Only the next write fails: the disk would take the held message's.
+    fail_next.set(1);
+    f.handle_incoming(accept_decide(2, vec![E(2)]));
+    assert!(f.get_storage_failure().is_some());
+    assert_eq!(f.read(0), None, "E(3) must not take index 0");
+    assert_eq!(
+        f.outgoing_messages(),
+        vec![],
+        "nothing vouches for it either"
+    );
 }
