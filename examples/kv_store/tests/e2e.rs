@@ -212,13 +212,7 @@ async fn a_history_with_servers_killed_and_restarted_is_linearizable() {
     ]
     .map(String::from)
     .to_vec();
-    let mut cluster = ProcessCluster::start(opts)
-        .await
-        .expect("the servers start");
-    let leader = cluster
-        .wait_for_leader(Duration::from_secs(20))
-        .await
-        .expect("a leader is elected");
+    let (mut cluster, leader) = started(opts).await;
     println!("leader: {leader}");
     let shared = Shared::new(clients_of(&cluster, cluster.running()));
     let tasks: Vec<_> = (0..CLIENTS)
@@ -529,6 +523,19 @@ async fn wait_resumed(shared: &Shared, start: u64, until: u64, what: &str) -> (u
     }
 }
 
+/// Starts the servers `opts` describe and waits until they elect a
+/// leader, which it returns with the cluster.
+async fn started(opts: ClusterOptions) -> (ProcessCluster, NodeId) {
+    let mut cluster = ProcessCluster::start(opts)
+        .await
+        .expect("the servers start");
+    let leader = cluster
+        .wait_for_leader(Duration::from_secs(20))
+        .await
+        .expect("a leader is elected");
+    (cluster, leader)
+}
+
 /// Runs `nodes` servers on proxied links (in memory, so that five fit on
 /// two cores) under the checked workload, holds each of `faults` in turn,
 /// and checks that writes resume after each and that the history is
@@ -540,13 +547,7 @@ async fn run_faults(nodes: usize, faults: &[Fault]) {
     opts.memory = nodes > 3;
     opts.proxied = true;
     opts.server_args = ["--request-timeout-ms", "2000"].map(String::from).to_vec();
-    let mut cluster = ProcessCluster::start(opts)
-        .await
-        .expect("the servers start");
-    cluster
-        .wait_for_leader(Duration::from_secs(20))
-        .await
-        .expect("a leader is elected");
+    let (mut cluster, _) = started(opts).await;
     let shared = Shared::new(clients_of(&cluster, cluster.ids()));
     let mut tasks: Vec<_> = (0..CLIENTS)
         .map(|who| tokio::spawn(client(Arc::clone(&shared), who, seed)))
@@ -753,13 +754,7 @@ async fn run_changes(changes: &[Change]) {
         "--request-timeout-ms=2000".to_owned(),
         format!("--retire-grace-ms={RETIRE_GRACE_MS}"),
     ];
-    let mut cluster = ProcessCluster::start(opts)
-        .await
-        .expect("the servers start");
-    cluster
-        .wait_for_leader(Duration::from_secs(20))
-        .await
-        .expect("a leader is elected");
+    let (mut cluster, _) = started(opts).await;
     let mut members = cluster.ids();
     let shared = Shared::new(clients_of(&cluster, members.iter().copied()));
     let mut tasks: Vec<_> = (0..CLIENTS)

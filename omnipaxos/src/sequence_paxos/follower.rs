@@ -397,13 +397,6 @@ where
         for ack in sync.forward_acks {
             self.handle_proposal_ack(from, ack);
         }
-        // The sync's decided index may cover batches that it kept
-        // acknowledged: they are decided now, whatever comes next (soak seed
-        // 98 with group commit: every later Decide came out of order, so
-        // nothing else reported them).
-        if !self.forwarded.is_empty() {
-            self.prune_decided_forwards();
-        }
         self.state.follow_mut().last_seq = sync.seq_num;
         self.state.follow_mut().phase = Phase::Accept;
         self.state.follow_mut().early_parts.clear();
@@ -496,10 +489,6 @@ where
         for ack in acc.forward_acks {
             self.handle_proposal_ack(from, ack);
         }
-        // The decided index may have passed batches acknowledged earlier.
-        if !self.forwarded.is_empty() {
-            self.prune_decided_forwards();
-        }
         if appended {
             self.send_accepted();
         }
@@ -514,9 +503,6 @@ where
                 // have been lost, and the leader's periodic Decide is our
                 // chance to repeat it.
                 self.send_accepted();
-            }
-            if !self.forwarded.is_empty() {
-                self.prune_decided_forwards();
             }
         }
         Ok(())
