@@ -545,14 +545,22 @@ impl SimCluster {
         let node = self.sim_node_mut(pid);
         assert!(node.paxos.is_some(), "server {pid} is already crashed");
         node.paxos = None;
+        self.trace(|| format!("crash {pid}"));
+        self.went_down(pid);
+        self.check_invariants();
+    }
+
+    /// What follows server `pid` going down (its instance already gone):
+    /// its tracked proposals are forgotten, its messages dropped, injected
+    /// storage failures end (the disk was fixed) and its storage is reopened.
+    pub(super) fn went_down(&mut self, pid: NodeId) {
+        let node = self.sim_node_mut(pid);
         node.storage.clear_write_failures();
         let forgotten = node.tracked.len() as u64;
         node.tracked.clear();
         self.proposal_counts.forgotten += forgotten;
         self.network.drop_involving(pid);
-        self.trace(|| format!("crash {pid}"));
         self.reopen_storage(pid);
-        self.check_invariants();
     }
 
     /// Makes the next `n` storage writes of server `pid` fail with an I/O

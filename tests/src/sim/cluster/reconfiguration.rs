@@ -356,13 +356,7 @@ impl SimCluster {
                 // the storage is still the old configuration's. The server
                 // is down, as after a crash, and moves on once restarted.
                 self.trace(|| format!("server {pid} cannot move on ({e}): it is down"));
-                let node = self.sim_node_mut(pid);
-                node.storage.clear_write_failures();
-                let forgotten = node.tracked.len() as u64;
-                node.tracked.clear();
-                self.proposal_counts.forgotten += forgotten;
-                self.network.drop_involving(pid);
-                self.reopen_storage(pid);
+                self.went_down(pid);
                 return;
             }
             Err(e) => {
