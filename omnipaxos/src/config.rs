@@ -64,10 +64,12 @@ pub struct OmniPaxosConfig {
     /// reply to a new server pulling the previous configuration's log. Longer
     /// transfers go in chunks, a few in flight at a time.
     ///
-    /// Two parts of a sync are not chunked: what a follower must take at once
+    /// One part of a sync is not chunked: what a follower must take at once
     /// (the entries it holds that differ from the leader's log, and the log
-    /// the leader adopted when it was elected, past what the follower holds),
-    /// and a snapshot. See the book's reconfiguration chapter, "Catch-up".
+    /// the leader adopted when it was elected, past what the follower holds).
+    /// A snapshot goes in parts when it splits (see
+    /// [`Snapshot::into_parts`](crate::storage::Snapshot::into_parts)), in
+    /// every direction. See the book's reconfiguration chapter, "Catch-up".
     pub max_entries_per_message: usize,
     /// The byte bound of one such chunk, as estimated by
     /// [`Entry::size_hint`]: a chunk takes entries until the next would

@@ -457,6 +457,13 @@ pub struct Promise<T: Entry> {
     pub accepted_idx: u64,
     /// The follower's log from where it may be ahead of the leader, if it may be.
     pub log_sync: Option<LogSync<T>>,
+    /// Set instead of `log_sync` when what the follower would send starts
+    /// with a snapshot too large for one message: the snapshot follows in
+    /// parts ([`SnapshotPart`]s from the follower to the leader), and this is
+    /// the end of the log prefix it stands for. The leader installs it as
+    /// decided once every part is in and prepares again; the next promise
+    /// carries the rest.
+    pub snapshot_follows: Option<u64>,
 }
 }
 
@@ -565,14 +572,20 @@ pub struct DecidedSync<T: Entry> {
 
 entry_message! {
 /// One part of a snapshot too large for one message (see
-/// [`Snapshot::into_parts`](crate::storage::Snapshot::into_parts)), from the
-/// leader of ballot `n` to a promised follower that needs it before its log
-/// can be synchronised: the snapshot stands for the decided log below
-/// `sync_idx`, whole (`delta_from: None`) or from `delta_from` on (a delta
-/// onto the follower's decided log below that index). The follower gathers
-/// the parts in order, acknowledging each ([`SnapshotPartAck`]); once it
-/// holds all `parts`, it installs the snapshot as a part of the leader's
-/// decided log (see [`DecidedSync`]) and promises again.
+/// [`Snapshot::into_parts`](crate::storage::Snapshot::into_parts)), between
+/// the leader of ballot `n` and a follower that promised `n`: the snapshot
+/// stands for the decided log below `sync_idx`, whole (`delta_from: None`)
+/// or from `delta_from` on (a delta onto the receiver's decided log below
+/// that index). The receiver gathers the parts in order, acknowledging each
+/// ([`SnapshotPartAck`]); once it holds all `parts`, it installs the
+/// snapshot as decided, keeping the round its log was accepted in.
+///
+/// It goes both ways. From the leader, to a follower that needs it before
+/// its log can be synchronised; the follower then promises again (see
+/// [`DecidedSync`]). From a follower, to a leader in its prepare phase
+/// whose decided prefix is shorter than what the follower compacted or
+/// decided (the follower's [`Promise::snapshot_follows`]); the leader then
+/// prepares again.
 pub struct SnapshotPart<T: Entry> {
     /// The leader's ballot.
     pub n: Ballot,
@@ -591,8 +604,10 @@ pub struct SnapshotPart<T: Entry> {
 }
 }
 
-/// A follower holds the first `received` parts of the snapshot the leader of
-/// ballot `n` is sending it in parts.
+/// The receiver of a snapshot sent in parts ([`SnapshotPart`]) holds the
+/// first `received` of them: a follower, of the snapshot the leader of
+/// ballot `n` sends it, or that leader, of the snapshot a follower sends it
+/// after its promise.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct SnapshotPartAck {

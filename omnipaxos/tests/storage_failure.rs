@@ -213,6 +213,7 @@ fn a_leader_that_cannot_persist_an_append_reports_it_and_replicates_nothing() {
             decided_idx: 0,
             accepted_idx: 0,
             log_sync: None,
+            snapshot_follows: None,
         }),
     }));
     assert!(l.is_leader());

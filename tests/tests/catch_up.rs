@@ -9,8 +9,8 @@
 //! decided prefix in parts (`DecidedSync`) before its `AcceptSync`, and a
 //! new leader far behind takes a follower's decided prefix in parts, one per
 //! promise. What still comes in one message: the undecided part of the log
-//! a new leader adopts (it must be accepted at once, in the new ballot), and
-//! a snapshot.
+//! a new leader adopts (it must be accepted at once, in the new ballot). A
+//! snapshot that splits goes in parts (`compaction.rs` and `join_pull.rs`).
 
 use omnipaxos_tests::{SimCluster, SimOptions};
 

@@ -3,7 +3,7 @@
 
 use super::{
     ForwardedBatch, MAX_SNAPSHOT_PARTS, NOT_APPENDED, Open, Phase, Placed, Proposal, SequencePaxos,
-    SnapshotKey,
+    SnapshotKey, promise_snapshot::Gathered,
 };
 use crate::{
     ballot::Ballot,
@@ -13,7 +13,7 @@ use crate::{
         PaxosMsg, Prepare, PrepareReq, Promise, ProposalAck, ProposalForward, SequenceNumber,
         SnapshotPart, SnapshotPartAck, SnapshotType,
     },
-    storage::{Entry, OriginIds, Snapshot, Storage, StorageResult},
+    storage::{Entry, OriginIds, Storage, StorageResult},
     util::NodeId,
 };
 
@@ -65,7 +65,7 @@ where
         } else {
             None
         };
-        let log_sync = match sync_from {
+        let mut log_sync = match sync_from {
             // A later round's log holds every entry a leader decided, so a
             // correct leader's decided index is within our log; a larger one
             // (from a buggy peer) leaves nothing of ours to send past it.
@@ -76,14 +76,20 @@ where
             }
             None => None,
         };
+        let snapshot_follows = self.snapshot_after_promise(prep.n, &mut log_sync);
+        if snapshot_follows.is_none() {
+            self.state.follow_mut().promise_stream = None;
+        }
         let promise = Promise {
             n: prep.n,
             n_accepted,
             decided_idx: self.storage.decided_idx(),
             accepted_idx,
             log_sync,
+            snapshot_follows,
         };
         self.send(from, PaxosMsg::Promise(promise));
+        self.pump_promise_stream();
         Ok(())
     }
 
@@ -131,6 +137,8 @@ where
             return Ok(());
         }
         let n = part.n;
+        // The leader synchronises us: it needs nothing more from us.
+        self.state.follow_mut().promise_stream = None;
         self.state.follow_mut().early_parts.retain(|(b, _)| *b == n);
         let log_sync = part.log_sync;
         let Some(end) = log_sync.sync_idx.checked_add(log_sync.suffix.len() as u64) else {
@@ -198,6 +206,7 @@ where
             delta_from: part.delta_from,
             parts: part.parts,
         };
+        self.state.follow_mut().promise_stream = None;
         let gathering = match self.state.follow_mut().snapshot_parts.take() {
             Some((k, parts)) if k == key => Some(parts),
             _ if part.part == 0 => Some(Vec::new()),
@@ -218,55 +227,22 @@ where
             self.state.follow_mut().snapshot_parts = Some((key, gathered));
             return Ok(());
         }
-        let Some(snapshot) = T::Snapshot::from_parts(gathered) else {
-            log!(warn, self.logger, "the parts of a snapshot did not make one";
-                "leader" => from, "parts" => key.parts);
-            self.send(from, PaxosMsg::PrepareReq(PrepareReq { n: key.n }));
-            return Ok(());
-        };
-        if key.sync_idx <= self.storage.decided_idx() {
+        match self.install_gathered(&key, gathered, origin_table)? {
+            Gathered::Installed(mut cut) => {
+                log!(debug, self.logger, "installed a snapshot sent in parts";
+                    "leader" => from, "parts" => key.parts,
+                    "decided_idx" => self.storage.decided_idx());
+                cut.append(&mut self.pending);
+                self.pending = cut;
+                self.send_promise_again(key.n);
+            }
             // We decided that prefix meanwhile: nothing to install; our
             // promise tells the leader where we stand.
-            self.send_promise_again(key.n);
-            return Ok(());
+            Gathered::Covered => self.send_promise_again(key.n),
+            Gathered::Unusable => {
+                self.send(from, PaxosMsg::PrepareReq(PrepareReq { n: key.n }));
+            }
         }
-        let decided_snapshot = match key.delta_from {
-            None => SnapshotType::Complete(snapshot),
-            Some(from_idx) => SnapshotType::Delta { from_idx, snapshot },
-        };
-        // Our entries past the snapshot stay as they are: it replaces only
-        // the prefix it stands for, all of it decided.
-        let sync_idx = key.sync_idx;
-        let log_len = self.storage.log_len();
-        let suffix = if log_len > sync_idx {
-            self.storage.get_entries(sync_idx, log_len)?
-        } else {
-            Vec::new()
-        };
-        let suffix_origins = self.storage.origins_of(sync_idx, log_len);
-        let stopsign = self
-            .storage
-            .stopsign()
-            .filter(|_| log_len >= sync_idx)
-            .cloned();
-        let sync = LogSync {
-            decided_snapshot: Some(decided_snapshot),
-            sync_idx,
-            suffix,
-            suffix_origins,
-            origin_table,
-            stopsign,
-        };
-        let Some(sync) = self.checked_sync(sync) else {
-            self.send(from, PaxosMsg::PrepareReq(PrepareReq { n: key.n }));
-            return Ok(());
-        };
-        let mut cut = self.install_sync(None, sync, sync_idx)?;
-        log!(debug, self.logger, "installed a snapshot sent in parts";
-            "leader" => from, "parts" => key.parts, "decided_idx" => self.storage.decided_idx());
-        cut.append(&mut self.pending);
-        self.pending = cut;
-        self.send_promise_again(key.n);
         Ok(())
     }
 
@@ -279,6 +255,7 @@ where
             decided_idx: self.storage.decided_idx(),
             accepted_idx: self.storage.accepted_idx(),
             log_sync: None,
+            snapshot_follows: None,
         };
         self.send(n.pid, PaxosMsg::Promise(promise));
     }
@@ -401,6 +378,7 @@ where
         self.state.follow_mut().phase = Phase::Accept;
         self.state.follow_mut().early_parts.clear();
         self.state.follow_mut().snapshot_parts = None;
+        self.state.follow_mut().promise_stream = None;
         self.outbox.close(Open::Accepted);
         self.send_accepted();
         // Proposals that waited for a leader go to it now, with our own

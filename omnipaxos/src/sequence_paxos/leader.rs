@@ -61,11 +61,12 @@ where
 
     /// Asks every peer for its promise in our ballot, with our log as it is
     /// now; the promises complete the prepare phase.
-    fn start_prepare_round(&mut self) -> StorageResult<()> {
+    pub(super) fn start_prepare_round(&mut self) -> StorageResult<()> {
         let own = PromiseMeta {
             n_accepted: self.storage.accepted_round().unwrap_or_default(),
             accepted_idx: self.storage.accepted_idx(),
             decided_idx: self.storage.decided_idx(),
+            snapshot_follows: None,
         };
         self.outbox.close_accepts();
         let l = self.state.lead_mut();
@@ -76,7 +77,7 @@ where
             };
         }
         l.phase = LeaderPhase::Prepare {
-            max_promise: Some((own, self.pid, None)),
+            max_promise: Some(Box::new((own, self.pid, None))),
         };
         let prepare = self.prepare_msg();
         for i in 0..self.peers.len() {
@@ -141,16 +142,18 @@ where
             n_accepted: prom.n_accepted,
             accepted_idx: prom.accepted_idx,
             decided_idx: prom.decided_idx,
+            snapshot_follows: prom.snapshot_follows,
         };
         let l = self.state.lead_mut();
         l.progress[slot].promise = Some(meta);
         match &mut l.phase {
             LeaderPhase::Prepare { max_promise } => {
-                let better = max_promise.as_ref().is_none_or(|(max, _, _)| {
+                let better = max_promise.as_ref().is_none_or(|best| {
+                    let max = &best.0;
                     (meta.n_accepted, meta.accepted_idx) > (max.n_accepted, max.accepted_idx)
                 });
                 if better {
-                    *max_promise = Some((meta, from, prom.log_sync));
+                    *max_promise = Some(Box::new((meta, from, prom.log_sync)));
                 }
                 let promised = 1 + l.progress.iter().filter(|p| p.promise.is_some()).count();
                 if self.quorum.is_read_quorum(promised) {
@@ -171,7 +174,7 @@ where
             LeaderPhase::Accept { .. } => None,
         };
         let (max, max_pid, sync) =
-            max_promise.expect("a prepare phase starts with our own promise as the best");
+            *max_promise.expect("a prepare phase starts with our own promise as the best");
         // The follower computed its suffix against our Prepare, and our log
         // has not changed since: install it where it says.
         let sync = sync
@@ -187,6 +190,15 @@ where
             self.storage.accepted_round().unwrap_or_default(),
             self.storage.accepted_idx(),
         );
+        if let Some(end) = max.snapshot_follows.filter(|&end| {
+            max_pid != self.pid && sync.is_none() && end > self.storage.decided_idx()
+        }) {
+            // Its log starts with a snapshot too large for the promise,
+            // which follows in parts: wait for them
+            // (`handle_promise_snapshot_part`), then prepare again.
+            self.await_promise_snapshot(max, max_pid, end);
+            return Ok(());
+        }
         if max_pid != self.pid && (max.n_accepted, max.accepted_idx) > own && sync.is_none() {
             log!(debug, self.logger, "the most up-to-date promise carried no usable log; preparing again";
                 "from" => max_pid);
@@ -1082,6 +1094,11 @@ where
     /// promise, and a Decide to every synchronised follower, which also lets a
     /// follower that missed the last message notice the gap.
     pub(super) fn resend_as_leader(&mut self) {
+        if self.phase() == Phase::Prepare && self.incoming_snapshot_stalled() {
+            let r = self.start_prepare_round();
+            self.guard(r);
+            return;
+        }
         let prepare = self.prepare_msg();
         for slot in 0..self.peers.len() {
             let to = self.peers[slot];

@@ -6,6 +6,8 @@
 //!  ── Prepare phase ───────────────────────────────────────────────────────
 //!   Prepare{n, ld, na, la}        ──────────▶  promise n; send what L may lack
 //!                                 ◀──────────  Promise{n, na, ld, la, log_sync}
+//!   (a snapshot too large for the promise follows it in parts:
+//!   `promise_snapshot.rs`)
 //!   on a read quorum of promises: adopt the most up-to-date log
 //!   (highest na, then longest), accept it in round n
 //!  ── Accept phase ────────────────────────────────────────────────────────
@@ -31,6 +33,7 @@ mod dedup;
 mod follower;
 mod leader;
 mod outbox;
+mod promise_snapshot;
 mod proposal;
 mod queries;
 mod read;
@@ -861,10 +864,9 @@ where
             | PaxosMsg::Decide(Decide { n, .. })
             | PaxosMsg::AcceptStopSign(AcceptStopSign { n, .. }) => self.refuse_if_older(from, n),
             // What only a follower installs: not for us while we lead.
-            PaxosMsg::AcceptSync(_)
-            | PaxosMsg::DecidedSync(_)
-            | PaxosMsg::SnapshotPart(_)
-            | PaxosMsg::ProposalAck(_) => {}
+            PaxosMsg::AcceptSync(_) | PaxosMsg::DecidedSync(_) | PaxosMsg::ProposalAck(_) => {}
+            // A follower's snapshot that follows its promise.
+            PaxosMsg::SnapshotPart(part) => return self.handle_promise_snapshot_part(from, part),
             other => return self.step_either(from, other),
         }
         Ok(())
@@ -885,9 +887,14 @@ where
             }
             // What only a leader acts on: a follower ignores it (the sender
             // learns who leads from its own leader election).
+            PaxosMsg::SnapshotPartAck(ack) => {
+                // The leader's acknowledgement of the snapshot that follows
+                // our promise.
+                self.handle_promise_stream_ack(from, ack);
+                Ok(())
+            }
             PaxosMsg::PrepareReq(_)
             | PaxosMsg::Promise(_)
-            | PaxosMsg::SnapshotPartAck(_)
             | PaxosMsg::Accepted(_)
             | PaxosMsg::NotAccepted(_)
             | PaxosMsg::ProposalForward(_)

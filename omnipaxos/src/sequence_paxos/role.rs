@@ -44,6 +44,28 @@ pub(super) struct LeaderState<T: Entry> {
     /// not appended again (see `dedup.rs`). Built when the prepare phase
     /// ends, from the adopted log.
     pub(super) log_index: LogIndex,
+    /// In the prepare phase: the parts gathered so far of a snapshot a
+    /// follower sends after its promise (`Promise::snapshot_follows`), from
+    /// one follower at a time.
+    pub(super) incoming_snapshot: Option<Box<IncomingSnapshot<T::Snapshot>>>,
+}
+
+/// A snapshot a follower sends its new leader in parts, as the leader
+/// gathers it: in order, the whole of it held until it is installed (a
+/// snapshot is restored from all its parts at once).
+#[derive(Debug)]
+pub(super) struct IncomingSnapshot<P> {
+    /// The follower sending it.
+    pub(super) from: NodeId,
+    /// Which snapshot the parts belong to.
+    pub(super) key: SnapshotKey,
+    /// The parts received, in order, from the first.
+    pub(super) parts: Vec<P>,
+    /// Whether a new part came since the resend timer last fired.
+    pub(super) progressed: bool,
+    /// Resend timeouts in a row without a new part; after a few the leader
+    /// gives up on this follower's snapshot and prepares again.
+    pub(super) stalls: u32,
 }
 
 /// A leader's phase, with what only that phase has.
@@ -53,7 +75,7 @@ pub(super) enum LeaderPhase<T: Entry> {
         /// The most up-to-date promise seen so far (our own to begin with),
         /// with its log suffix: the leader adopts its log. `None` only while
         /// `finish_prepare` works on it.
-        max_promise: Option<MaxPromise<T>>,
+        max_promise: Option<Box<MaxPromise<T>>>,
     },
     /// Replicating the log adopted at the end of the prepare phase.
     Accept {
@@ -89,6 +111,10 @@ pub(super) struct FollowerState<T: Entry> {
     /// The parts gathered so far of a snapshot the leader sends in parts,
     /// and which snapshot they belong to.
     pub(super) snapshot_parts: Option<(SnapshotKey, Vec<T::Snapshot>)>,
+    /// A snapshot this follower sends, in parts, after its promise to the
+    /// leader of the ballot it is kept with (`Promise::snapshot_follows`);
+    /// kept split, so that a new prepare in the same ballot resumes it.
+    pub(super) promise_stream: Option<(Ballot, Box<SnapshotStream<T::Snapshot>>)>,
 }
 
 impl<T: Entry> FollowerState<T> {
@@ -100,6 +126,7 @@ impl<T: Entry> FollowerState<T> {
             early: Vec::new(),
             early_parts: Vec::new(),
             snapshot_parts: None,
+            promise_stream: None,
         }
     }
 }
@@ -147,6 +174,7 @@ impl<T: Entry> LeaderState<T> {
                 .collect(),
             batch: Batch::with_capacity(batch_size),
             log_index: LogIndex::default(),
+            incoming_snapshot: None,
         }
     }
 }
@@ -340,9 +368,10 @@ pub(super) struct DecidedParts {
     pub(super) progressed: bool,
 }
 
-/// A snapshot too large for one message, on its way to a follower in parts,
-/// at most [`CATCH_UP_WINDOW`](super::CATCH_UP_WINDOW) unacknowledged at a time. The leader keeps the
-/// parts until the follower holds all of them, since a snapshot of the same
+/// A snapshot too large for one message, on its way in parts (from a leader
+/// to a follower, or from a follower to its new leader after its promise),
+/// at most [`CATCH_UP_WINDOW`](super::CATCH_UP_WINDOW) unacknowledged at a time. The sender keeps the
+/// parts until the receiver holds all of them, since a snapshot of the same
 /// prefix made again could split differently.
 #[derive(Clone, Debug)]
 pub(super) struct SnapshotStream<P> {
@@ -356,9 +385,9 @@ pub(super) struct SnapshotStream<P> {
     pub(super) origin_table: OriginTable,
     /// How many parts were sent.
     pub(super) sent: usize,
-    /// How many the follower holds, by its acknowledgements.
+    /// How many the receiver holds, by its acknowledgements.
     pub(super) acked: usize,
-    /// Whether the follower acknowledged a part since the resend timer last
+    /// Whether the receiver acknowledged a part since the resend timer last
     /// fired; if not, the parts from the first unacknowledged one go again.
     pub(super) progressed: bool,
     /// Resend timeouts in a row without an acknowledgement.
@@ -388,4 +417,7 @@ pub(super) struct PromiseMeta {
     pub(super) accepted_idx: u64,
     /// How much of it the follower knows to be decided.
     pub(super) decided_idx: u64,
+    /// The end of the prefix a snapshot the follower sends in parts stands
+    /// for, if its log comes that way (`Promise::snapshot_follows`).
+    pub(super) snapshot_follows: Option<u64>,
 }

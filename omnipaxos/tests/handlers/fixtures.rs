@@ -230,6 +230,7 @@ pub(crate) fn promise<T: Entry>(n: Ballot) -> Promise<T> {
         decided_idx: 0,
         accepted_idx: 0,
         log_sync: None,
+        snapshot_follows: None,
     }
 }
 

@@ -213,3 +213,55 @@ fn a_lone_server_decides_each_append_at_once() {
         assert_eq!(l.get_decided_idx(), v + 1);
     }
 }
+
+#[test]
+fn a_leader_waits_for_a_snapshot_that_follows_a_promise_and_gives_up_on_one_that_never_comes() {
+    let mut l: Node = OmniPaxosConfig {
+        resend_message_tick_timeout: 1,
+        election_tick_timeout: 1_000,
+        ..config(1, &[2, 3])
+    }
+    .build(MemoryStorage::default())
+    .unwrap();
+    l.outgoing_messages();
+    l.try_become_leader();
+    l.outgoing_messages();
+    // Server 2's log is ahead and starts with a snapshot of 20 entries that
+    // follows in parts: the leader waits for them instead of leading.
+    l.handle_incoming(
+        Promise {
+            n_accepted: Ballot::with(0, 0, 3),
+            accepted_idx: 20,
+            decided_idx: 20,
+            snapshot_follows: Some(20),
+            ..promise(B1)
+        }
+        .sent(2, 1),
+    );
+    assert!(!l.is_leader(), "waiting for server 2's snapshot");
+    assert_eq!(paxos_out(&mut l), vec![]);
+    // Server 3, which has not promised, is asked again on every resend
+    // timeout, and its promise alone does not end the wait.
+    l.tick();
+    assert_eq!(paxos_out(&mut l), vec![prepare(B1).sent(1, 3)]);
+    l.handle_incoming(promise(B1).sent(3, 1));
+    assert!(!l.is_leader(), "still waiting for server 2's snapshot");
+    // No part comes for three resend timeouts: it prepares every peer
+    // again, server 2 too.
+    let mut ticks = 0;
+    loop {
+        l.tick();
+        ticks += 1;
+        if paxos_out(&mut l).contains(&prepare(B1).sent(1, 2)) {
+            break;
+        }
+        assert!(
+            ticks < 5,
+            "no new prepare round after {ticks} stalled timeouts"
+        );
+    }
+    assert!(!l.is_leader());
+    // A new read quorum without server 2 lets it lead.
+    l.handle_incoming(promise(B1).sent(3, 1));
+    assert!(l.is_leader());
+}
