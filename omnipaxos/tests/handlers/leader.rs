@@ -265,3 +265,81 @@ fn a_leader_waits_for_a_snapshot_that_follows_a_promise_and_gives_up_on_one_that
     l.handle_incoming(promise(B1).sent(3, 1));
     assert!(l.is_leader());
 }
+
+#[test]
+fn a_leader_ignores_snapshot_parts_no_promised_follower_would_send() {
+    let mut l = node(1);
+    l.try_become_leader();
+    l.outgoing_messages();
+    let part = |part: u32, parts: u32| SnapshotPart::<E> {
+        n: B1,
+        sync_idx: 20,
+        delta_from: None,
+        part,
+        parts,
+        snapshot: omnipaxos::storage::NoSnapshot,
+        origin_table: None,
+    };
+    let forged = [
+        // Not a member.
+        sp(9, 1, PaxosMsg::SnapshotPart(part(0, 2))),
+        // Another ballot than ours.
+        sp(
+            2,
+            1,
+            PaxosMsg::SnapshotPart(SnapshotPart {
+                n: Ballot::with(5, 0, 3),
+                ..part(0, 2)
+            }),
+        ),
+        // A snapshot "in parts" of one part, a part past the count, too many parts.
+        sp(2, 1, PaxosMsg::SnapshotPart(part(0, 1))),
+        sp(2, 1, PaxosMsg::SnapshotPart(part(2, 2))),
+        sp(2, 1, PaxosMsg::SnapshotPart(part(0, u32::MAX))),
+        // A prefix we have decided already.
+        sp(
+            2,
+            1,
+            PaxosMsg::SnapshotPart(SnapshotPart {
+                sync_idx: 0,
+                ..part(0, 2)
+            }),
+        ),
+    ];
+    for msg in forged {
+        l.handle_incoming(msg);
+    }
+    assert_eq!(paxos_out(&mut l), vec![], "nothing acknowledged");
+    assert_eq!(l.get_decided_idx(), 0);
+    // A delta starting past its end, and a part from a follower while
+    // another's snapshot comes in, are ignored as well; a real first part
+    // is acknowledged.
+    l.handle_incoming(sp(
+        2,
+        1,
+        PaxosMsg::SnapshotPart(SnapshotPart {
+            delta_from: Some(21),
+            ..part(0, 2)
+        }),
+    ));
+    assert_eq!(paxos_out(&mut l), vec![]);
+    l.handle_incoming(sp(2, 1, PaxosMsg::SnapshotPart(part(0, 2))));
+    assert_eq!(
+        paxos_out(&mut l),
+        vec![sp(
+            1,
+            2,
+            PaxosMsg::SnapshotPartAck(SnapshotPartAck {
+                n: B1,
+                sync_idx: 20,
+                received: 1
+            })
+        )]
+    );
+    l.handle_incoming(sp(3, 1, PaxosMsg::SnapshotPart(part(0, 2))));
+    assert_eq!(
+        paxos_out(&mut l),
+        vec![],
+        "server 2's snapshot is coming in"
+    );
+}
