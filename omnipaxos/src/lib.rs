@@ -123,7 +123,7 @@ pub use crate::{
     migration::{Migration, MigrationStage, MigrationStatus, SourceStatus},
     omni_paxos::{OmniPaxos, ProposalId},
     sequence_paxos::{Phase, ReadError, ReadId, Role},
-    util::{ConfigurationEnd, ConfigurationId, LogEntry, NodeId, StopSign},
+    util::{ConfigurationEnd, ConfigurationId, DecidedRead, LogEntry, NodeId, StopSign},
 };
 
 /// `#[derive(Entry)]` (feature `macros`).

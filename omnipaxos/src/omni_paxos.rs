@@ -11,7 +11,7 @@ use crate::{
     sequence_paxos::{NO_TAG, ReadError, ReadId, Role, SequencePaxos},
     storage::{Entry, Storage, internal::InternalStorage},
     ui::{OmniPaxosStates, PeerState},
-    util::{LogEntry, NodeId, StopSign},
+    util::{DecidedRead, LogEntry, NodeId, StopSign},
 };
 pub use crate::{
     config::{FlexibleQuorum, OmniPaxosConfig},
@@ -680,6 +680,56 @@ where
         } else {
             None
         }
+    }
+
+    /// Lends the decided entries in `range` to `f`, in log order, with their
+    /// indices: what a state machine applies. Unlike
+    /// [`read_entries`](Self::read_entries) it builds no `LogEntry` and, on
+    /// a storage that holds its log in memory such as `MemoryStorage`,
+    /// copies nothing.
+    ///
+    /// The read stops at the decided index, and says so: the result is
+    /// [`DecidedRead::UpTo`] with the index to read on from next time,
+    /// [`DecidedRead::StopSign`] when the log ends in a decided stop-sign
+    /// (at that index; nothing is decided after it), or
+    /// [`DecidedRead::Compacted`] when the range starts below the compacted
+    /// index (then nothing is lent; read that part with `read_entries` to
+    /// get its `Trimmed` or `Snapshotted` entry). On a storage error, `f`
+    /// may have seen the first part of the range: the indices it was given
+    /// say how far.
+    ///
+    /// ```
+    /// # use omnipaxos::{DecidedRead, OmniPaxos, OmniPaxosConfig, macros::Entry};
+    /// # use omnipaxos_storage::memory_storage::MemoryStorage;
+    /// #[derive(Clone, Debug, Entry)]
+    /// struct Add(u64);
+    ///
+    /// let config = OmniPaxosConfig { configuration_id: 1, pid: 1, ..Default::default() };
+    /// let mut node: OmniPaxos<Add, MemoryStorage<Add>> =
+    ///     config.build(MemoryStorage::default()).expect("valid config");
+    /// while !node.is_leader() {
+    ///     node.tick();
+    /// }
+    /// node.append(Add(2)).expect("room");
+    /// node.append(Add(3)).expect("room");
+    ///
+    /// let (mut applied, mut sum) = (0, 0);
+    /// let read = node
+    ///     .read_decided_with(applied.., |idx, Add(x)| {
+    ///         assert_eq!(idx, applied);
+    ///         sum += x;
+    ///         applied += 1;
+    ///     })
+    ///     .expect("memory storage reads never fail");
+    /// assert_eq!(read, DecidedRead::UpTo(2));
+    /// assert_eq!((applied, sum), (2, 5));
+    /// ```
+    pub fn read_decided_with<R, F>(&self, range: R, f: F) -> Result<DecidedRead, StorageError>
+    where
+        R: RangeBounds<u64>,
+        F: FnMut(u64, &T),
+    {
+        self.seq_paxos.read_decided_with(range, f)
     }
 
     /// Entries below this index are decided.

@@ -32,6 +32,28 @@ pub enum LogEntry<T: Entry> {
     StopSign(StopSign, bool),
 }
 
+/// How far [`OmniPaxos::read_decided_with`](crate::OmniPaxos::read_decided_with)
+/// read, and why it stopped there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DecidedRead {
+    /// The decided entries from the range's start up to this index were
+    /// lent (none if it is the start): the read reached the range's end or
+    /// the decided index. Read on from here later.
+    UpTo(u64),
+    /// The entries up to this index were lent, and the entry at this index
+    /// is this configuration's decided stop-sign (see
+    /// [`OmniPaxos::is_reconfigured`](crate::OmniPaxos::is_reconfigured)):
+    /// nothing is decided after it in this configuration.
+    StopSign(u64),
+    /// Nothing was lent: the range starts below this index, the compacted
+    /// index, and the entries there are gone. Read them as one `Trimmed` or
+    /// `Snapshotted` entry with
+    /// [`read_entries`](crate::OmniPaxos::read_entries), then read on from
+    /// this index.
+    Compacted(u64),
+}
+
 /// A snapshot that stands in for a compacted prefix of the log.
 #[derive(Clone, Debug)]
 pub struct SnapshottedEntry<T: Entry> {

@@ -210,6 +210,17 @@ impl<T: Entry> Storage<T> for MemoryStorage<T> {
         Ok(self.accepted_round)
     }
 
+    /// Lends the held slice itself: no entry is copied.
+    fn get_entries_with(&self, from: u64, to: u64, f: &mut dyn FnMut(&[T])) -> StorageResult<()> {
+        let bounds = self.bounds();
+        let from = from.max(bounds.first_idx());
+        let to = to.min(bounds.log_len);
+        if from < to {
+            f(&self.log[self.offset(from)..self.offset(to)]);
+        }
+        Ok(())
+    }
+
     fn get_entries(&self, from: u64, to: u64) -> StorageResult<Vec<T>> {
         let bounds = self.bounds();
         let from = from.max(bounds.first_idx());

@@ -148,10 +148,9 @@ fn check(server: u64, applied: &mut u64, value: u64) -> Result<(), String> {
 mod ours_cluster {
     use super::{Cluster, Workload, check};
     use ours::{
-        OmniPaxos, OmniPaxosConfig,
+        DecidedRead, OmniPaxos, OmniPaxosConfig,
         messages::Message,
         storage::{Entry, NoSnapshot},
-        util::LogEntry,
     };
     use ours_storage::memory_storage::MemoryStorage;
 
@@ -233,19 +232,28 @@ mod ours_cluster {
                     continue;
                 }
                 let pid = node.get_pid();
-                let entries = node.read_entries(*applied..decided).ok_or_else(|| {
-                    format!("ours: server {pid} cannot read {applied}..{decided}")
-                })?;
-                if entries.len() as u64 != decided - *applied {
-                    return Err(format!("ours: server {pid} read a short range"));
-                }
-                for e in entries {
-                    match e {
-                        LogEntry::Decided(Value(v)) => check(pid, applied, v)?,
-                        other => {
-                            return Err(format!("ours: server {pid} holds {other:?} at {applied}"));
+                // The entries are lent where the storage holds them: no
+                // `LogEntry` is built and nothing is copied.
+                let mut failed = None;
+                let read = node
+                    .read_decided_with(*applied..decided, |idx, Value(v)| {
+                        if failed.is_none() && idx != *applied {
+                            failed = Some(format!("ours: server {pid} lent {idx} at {applied}"));
                         }
-                    }
+                        if failed.is_none()
+                            && let Err(e) = check(pid, applied, *v)
+                        {
+                            failed = Some(e);
+                        }
+                    })
+                    .map_err(|e| format!("ours: server {pid} cannot read: {e}"))?;
+                if let Some(e) = failed {
+                    return Err(e);
+                }
+                if read != DecidedRead::UpTo(decided) || *applied != decided {
+                    return Err(format!(
+                        "ours: server {pid} read {read:?} of ..{decided}, applied {applied}"
+                    ));
                 }
             }
             Ok(())

@@ -5,8 +5,9 @@
 use super::{Phase, Role, SequencePaxos};
 use crate::{
     ballot::Ballot,
+    errors::StorageError,
     storage::{Entry, Storage},
-    util::{ConfigurationEnd, LogEntry, SnapshottedEntry},
+    util::{ConfigurationEnd, DecidedRead, LogEntry, SnapshottedEntry},
 };
 use std::ops::{Bound, RangeBounds};
 
@@ -101,6 +102,63 @@ where
             }
         }
         Some(out)
+    }
+
+    /// Lends the decided entries of `range` to `f` with their indices,
+    /// without building a `LogEntry` for each (see
+    /// [`OmniPaxos::read_decided_with`](crate::OmniPaxos::read_decided_with)).
+    pub(crate) fn read_decided_with<R, F>(
+        &self,
+        range: R,
+        mut f: F,
+    ) -> Result<DecidedRead, StorageError>
+    where
+        R: RangeBounds<u64>,
+        F: FnMut(u64, &T),
+    {
+        let storage = &self.storage;
+        let from = match range.start_bound() {
+            Bound::Included(&i) => i,
+            Bound::Excluded(&i) => i.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let to = match range.end_bound() {
+            Bound::Included(&i) => i.saturating_add(1),
+            Bound::Excluded(&i) => i,
+            Bound::Unbounded => u64::MAX,
+        };
+        let compacted = storage.compacted_idx();
+        if from < compacted && from < to {
+            return Ok(DecidedRead::Compacted(compacted));
+        }
+        let log_len = storage.log_len();
+        // A decided stop-sign makes the decided index one past the log.
+        let decided = storage.decided_idx().min(log_len);
+        let end = to.min(decided);
+        if from < end {
+            let mut next = from;
+            storage.get_entries_with(from, end, &mut |chunk| {
+                // A storage that lends more than asked is not believed.
+                let take = chunk.len().min((end - next) as usize);
+                for e in &chunk[..take] {
+                    f(next, e);
+                    next += 1;
+                }
+            })?;
+            if next != end {
+                return Err(StorageError::Corrupt {
+                    path: None,
+                    detail: format!(
+                        "asked for entries {from}..{end}, the storage lent {from}..{next}"
+                    ),
+                });
+            }
+        }
+        if to > log_len && storage.stopsign_decided() {
+            Ok(DecidedRead::StopSign(log_len))
+        } else {
+            Ok(DecidedRead::UpTo(end.max(from)))
+        }
     }
 
     /// The compacted prefix below `compacted` as one entry.

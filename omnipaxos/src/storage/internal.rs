@@ -508,6 +508,16 @@ where
         self.storage.get_entries(from, to)
     }
 
+    /// Lends the entries in `[from, to)` to `f` (see [`Storage::get_entries_with`]).
+    pub(crate) fn get_entries_with(
+        &self,
+        from: u64,
+        to: u64,
+        f: &mut dyn FnMut(&[T]),
+    ) -> StorageResult<()> {
+        self.storage.get_entries_with(from, to, f)
+    }
+
     pub(crate) fn get_suffix(&self, from: u64) -> StorageResult<Vec<T>> {
         self.storage.get_suffix(from)
     }

@@ -216,6 +216,20 @@ pub trait Storage<T: Entry> {
     /// Returns the entries from `from` to the end of the log, clamped as in
     /// [`get_entries`](Self::get_entries).
     fn get_suffix(&self, from: u64) -> StorageResult<Vec<T>>;
+    /// Lends the entries in `[from, to)`, clamped as in
+    /// [`get_entries`](Self::get_entries), to `f` in log order, as one or
+    /// more consecutive slices. The protocol uses it for
+    /// [`OmniPaxos::read_decided_with`](crate::OmniPaxos::read_decided_with).
+    /// The default copies the entries with `get_entries` and lends that one
+    /// vector; a storage that holds its entries in memory should lend them
+    /// where they lie instead.
+    fn get_entries_with(&self, from: u64, to: u64, f: &mut dyn FnMut(&[T])) -> StorageResult<()> {
+        let entries = self.get_entries(from, to)?;
+        if !entries.is_empty() {
+            f(&entries);
+        }
+        Ok(())
+    }
     /// Returns the highest ballot promised, if any.
     fn get_promise(&self) -> StorageResult<Option<Ballot>>;
     /// Persists (or clears) the stop-sign.
