@@ -269,6 +269,43 @@ fn a_snapshot_sent_in_parts_survives_lost_and_duplicated_parts() {
     }
 }
 
+/// Three servers; one (`lagging`) is down while the other two decide 20
+/// entries and each snapshots them (the snapshot of 20 `Value`s splits into
+/// three parts). Then the leader crashes and `lagging` comes back with the
+/// highest priority. Returns the cluster, `lagging` and the other server.
+fn lagging_server_elected_over_compacted_followers(seed: u64, loss: f64) -> (SimCluster, u64, u64) {
+    let mut cluster = SimCluster::new(
+        &[1, 2, 3],
+        SimOptions {
+            seed,
+            drop_probability: loss,
+            duplicate_probability: loss / 2.0,
+            ..SimOptions::default()
+        },
+    );
+    let leader = cluster.wait_for_leader(20 * ETT);
+    let lagging = if leader == 3 { 2 } else { 3 };
+    let other = 6 - leader - lagging;
+    cluster.crash(lagging);
+    let more: Vec<_> = (0..20).map(|_| cluster.propose_new(leader)).collect();
+    cluster.run_until(
+        |c| {
+            more.iter()
+                .all(|v| c.is_decided(leader, v) && c.is_decided(other, v))
+        },
+        40 * ETT,
+    );
+    assert_eq!(ValueSnapshot::of(&cluster.decided_log()[..20]).count % 3, 2);
+    // Each compacts by itself: a lost `Compaction` message is not what
+    // these tests are about.
+    cluster.node_mut(leader).snapshot(Some(20), true).unwrap();
+    cluster.node_mut(other).snapshot(Some(20), true).unwrap();
+    cluster.set_priority(lagging, 10);
+    cluster.crash(leader);
+    cluster.restart(lagging);
+    (cluster, lagging, other)
+}
+
 /// A new leader far behind, whose followers compacted past its decided
 /// prefix: the promise would carry their snapshot, which splits into three
 /// parts, so the parts follow the promise (`Promise::snapshot_follows`) and
@@ -279,36 +316,8 @@ fn a_snapshot_sent_in_parts_survives_lost_and_duplicated_parts() {
 fn a_new_leader_far_behind_takes_a_followers_snapshot_in_parts_after_its_promise() {
     for seed in 1..=8 {
         let loss = if seed <= 2 { 0.0 } else { 0.15 };
-        let mut cluster = SimCluster::new(
-            &[1, 2, 3],
-            SimOptions {
-                seed,
-                drop_probability: loss,
-                duplicate_probability: loss / 2.0,
-                ..SimOptions::default()
-            },
-        );
-        let leader = cluster.wait_for_leader(20 * ETT);
-        let lagging = if leader == 3 { 2 } else { 3 };
-        let other = 6 - leader - lagging;
-        cluster.crash(lagging);
-        let more: Vec<_> = (0..20).map(|_| cluster.propose_new(leader)).collect();
-        cluster.run_until(
-            |c| {
-                more.iter()
-                    .all(|v| c.is_decided(leader, v) && c.is_decided(other, v))
-            },
-            40 * ETT,
-        );
-        assert_eq!(ValueSnapshot::of(&cluster.decided_log()[..20]).count % 3, 2);
-        // Each compacts by itself: a lost `Compaction` message is not what
-        // this test is about.
-        cluster.node_mut(leader).snapshot(Some(20), true).unwrap();
-        cluster.node_mut(other).snapshot(Some(20), true).unwrap();
-        // The lagging server comes back and is elected; the old leader is gone.
-        cluster.set_priority(lagging, 10);
-        cluster.crash(leader);
-        cluster.restart(lagging);
+        let (mut cluster, lagging, other) =
+            lagging_server_elected_over_compacted_followers(seed, loss);
         cluster.run_until(
             |c| c.leader() == Some(lagging) && c.node(lagging).get_decided_idx() >= 20,
             200 * ETT,
@@ -349,30 +358,8 @@ fn a_new_leader_far_behind_takes_a_followers_snapshot_in_parts_after_its_promise
 #[test]
 fn a_snapshot_after_a_promise_whose_sender_crashes_is_taken_after_its_restart() {
     for seed in 1..=4 {
-        let mut cluster = SimCluster::new(
-            &[1, 2, 3],
-            SimOptions {
-                seed,
-                ..SimOptions::default()
-            },
-        );
-        let leader = cluster.wait_for_leader(20 * ETT);
-        let lagging = if leader == 3 { 2 } else { 3 };
-        let other = 6 - leader - lagging;
-        cluster.crash(lagging);
-        let more: Vec<_> = (0..20).map(|_| cluster.propose_new(leader)).collect();
-        cluster.run_until(
-            |c| {
-                more.iter()
-                    .all(|v| c.is_decided(leader, v) && c.is_decided(other, v))
-            },
-            40 * ETT,
-        );
-        cluster.node_mut(leader).snapshot(Some(20), true).unwrap();
-        cluster.node_mut(other).snapshot(Some(20), true).unwrap();
-        cluster.set_priority(lagging, 10);
-        cluster.crash(leader);
-        cluster.restart(lagging);
+        let (mut cluster, lagging, other) =
+            lagging_server_elected_over_compacted_followers(seed, 0.0);
         cluster.run_until(|c| c.snapshot_parts_sent() >= 1, 100 * ETT);
         cluster.crash(other);
         cluster.run_for(30 * ETT);

@@ -2,8 +2,8 @@
 //! learn decisions, and forward proposals.
 
 use super::{
-    ForwardedBatch, MAX_SNAPSHOT_PARTS, NOT_APPENDED, Open, Phase, Placed, Proposal, SequencePaxos,
-    SnapshotKey, promise_snapshot::Gathered,
+    ForwardedBatch, NOT_APPENDED, Open, Phase, Placed, Proposal, SequencePaxos, SnapshotKey,
+    promise_snapshot::Gathered,
 };
 use crate::{
     ballot::Ballot,
@@ -190,22 +190,13 @@ where
         from: NodeId,
         part: SnapshotPart<T>,
     ) -> StorageResult<()> {
-        if part.n != self.storage.promise()
-            || self.phase() != Phase::Prepare
-            || part.n.pid != from
-            || part.parts == 0
-            || part.part >= part.parts
-            || part.parts > MAX_SNAPSHOT_PARTS
-            || part.delta_from.is_some_and(|d| d > part.sync_idx)
+        let Some(key) = SnapshotKey::of(&part) else {
+            return Ok(());
+        };
+        if part.n != self.storage.promise() || self.phase() != Phase::Prepare || part.n.pid != from
         {
             return Ok(());
         }
-        let key = SnapshotKey {
-            n: part.n,
-            sync_idx: part.sync_idx,
-            delta_from: part.delta_from,
-            parts: part.parts,
-        };
         self.state.follow_mut().promise_stream = None;
         let gathering = match self.state.follow_mut().snapshot_parts.take() {
             Some((k, parts)) if k == key => Some(parts),
@@ -260,7 +251,7 @@ where
         self.send(n.pid, PaxosMsg::Promise(promise));
     }
 
-    fn send_snapshot_ack(&mut self, to: NodeId, key: &SnapshotKey, received: u32) {
+    pub(super) fn send_snapshot_ack(&mut self, to: NodeId, key: &SnapshotKey, received: u32) {
         let ack = SnapshotPartAck {
             n: key.n,
             sync_idx: key.sync_idx,

@@ -7,6 +7,7 @@ use super::{
     FollowerProgress, LeaderPhase, LeaderState, NOT_APPENDED, Open, Phase, PromiseMeta, Proposal,
     Role, RoleState, SequencePaxos,
     dedup::{Found, LogIndex},
+    promise_snapshot::Split,
 };
 use crate::{
     ballot::Ballot,
@@ -14,9 +15,9 @@ use crate::{
     messages::{
         AcceptDecide, AcceptSync, Accepted, Decide, DecidedSync, Entries, LogSync, NotAccepted,
         PaxosMsg, Prepare, PrepareReq, Promise, ProposalAck, ProposalForward, SequenceNumber,
-        SnapshotPart, SnapshotPartAck, SnapshotType,
+        SnapshotPartAck,
     },
-    storage::{Entry, OriginIds, Snapshot, Storage, StorageResult},
+    storage::{Entry, OriginIds, Storage, StorageResult},
     util::NodeId,
 };
 
@@ -586,33 +587,20 @@ where
         let Some(snapshot) = sync.decided_snapshot.take() else {
             return false;
         };
-        let (delta_from, whole) = match snapshot {
-            SnapshotType::Complete(s) => (None, s),
-            SnapshotType::Delta { from_idx, snapshot } => (Some(from_idx), snapshot),
+        let (delta_from, parts) = match self.split_snapshot(snapshot) {
+            Split::Whole(whole) => {
+                sync.decided_snapshot = Some(whole);
+                return false;
+            }
+            Split::Parts { delta_from, parts } => (delta_from, parts),
+            Split::Broken => {
+                // Nothing we can send stands for the snapshot. Try again later.
+                self.prepare_follower(self.peers[slot]);
+                return true;
+            }
         };
-        let mut parts = whole.into_parts(self.max_message_bytes);
-        if parts.len() == 1 {
-            let whole = parts.pop().expect("length checked");
-            sync.decided_snapshot = Some(match delta_from {
-                None => SnapshotType::Complete(whole),
-                Some(from_idx) => SnapshotType::Delta {
-                    from_idx,
-                    snapshot: whole,
-                },
-            });
-            return false;
-        }
-        let to = self.peers[slot];
-        if parts.is_empty() || u32::try_from(parts.len()).is_err() {
-            // `into_parts` broke its contract: nothing we can send stands
-            // for the snapshot. Try again later.
-            log!(error, self.logger, "a snapshot split into no parts, or too many";
-                "parts" => parts.len());
-            self.prepare_follower(to);
-            return true;
-        }
         log!(debug, self.logger, "sending a follower a snapshot in parts";
-            "follower" => to, "sync_idx" => sync.sync_idx, "parts" => parts.len());
+            "follower" => self.peers[slot], "sync_idx" => sync.sync_idx, "parts" => parts.len());
         self.outbox.close(Open::Accept(slot));
         let p = &mut self.state.lead_mut().progress[slot];
         p.synced = false;
@@ -621,16 +609,12 @@ where
         p.decided_parts = None;
         let origin_table = sync.origin_table.take().unwrap_or_default();
         let p = &mut self.state.lead_mut().progress[slot];
-        p.snapshot_stream = Some(Box::new(super::SnapshotStream {
-            sync_idx: sync.sync_idx,
+        p.snapshot_stream = Some(Box::new(super::SnapshotStream::new(
+            sync.sync_idx,
             delta_from,
             parts,
             origin_table,
-            sent: 0,
-            acked: 0,
-            progressed: true,
-            stalls: 0,
-        }));
+        )));
         self.pump_snapshot_stream(slot);
         true
     }
@@ -646,22 +630,8 @@ where
         else {
             return;
         };
-        let total = stream.parts.len() as u32;
-        while stream.sent < stream.parts.len()
-            && stream.sent - stream.acked < super::CATCH_UP_WINDOW
-        {
-            let last = stream.sent + 1 == stream.parts.len();
-            let msg = PaxosMsg::SnapshotPart(SnapshotPart {
-                n,
-                sync_idx: stream.sync_idx,
-                delta_from: stream.delta_from,
-                part: stream.sent as u32,
-                parts: total,
-                snapshot: stream.parts[stream.sent].clone(),
-                origin_table: last.then(|| stream.origin_table.clone()),
-            });
-            stream.sent += 1;
-            self.outbox.send(to, msg);
+        while let Some(part) = stream.next_part(n) {
+            self.outbox.send(to, PaxosMsg::SnapshotPart(part));
         }
     }
 

@@ -22,10 +22,7 @@
 //! the leader acknowledged. A leader that gets no new part for a few
 //! timeouts drops the parts and prepares every follower again.
 
-use super::{
-    MAX_SNAPSHOT_PARTS, Phase, Proposal, SequencePaxos, SnapshotKey, SnapshotStream,
-    role::IncomingSnapshot,
-};
+use super::{Phase, Proposal, SequencePaxos, SnapshotKey, SnapshotStream, role::IncomingSnapshot};
 use crate::{
     ballot::Ballot,
     logging::log,
@@ -37,6 +34,23 @@ use crate::{
 /// Resend timeouts without a new part after which a leader gives up on a
 /// snapshot a follower sends in parts and prepares again.
 const MAX_INCOMING_STALLS: u32 = 3;
+
+/// A snapshot to send, split by [`Snapshot::into_parts`] with our
+/// `max_message_bytes`.
+pub(super) enum Split<T: Entry> {
+    /// It fits one message: send it whole, as it was.
+    Whole(SnapshotType<T>),
+    /// Its parts, in order (at least two), and where a delta starts.
+    Parts {
+        /// Where a delta starts; `None` for a complete snapshot.
+        delta_from: Option<u64>,
+        /// The parts.
+        parts: Vec<T::Snapshot>,
+    },
+    /// `into_parts` broke its contract (no parts, or more than a `u32`
+    /// counts): nothing we can send stands for the snapshot. Logged.
+    Broken,
+}
 
 /// What came of installing a snapshot gathered from parts.
 pub(super) enum Gathered<T> {
@@ -53,6 +67,31 @@ where
     T: Entry,
     S: Storage<T>,
 {
+    /// Splits a snapshot we are about to send (see [`Split`]).
+    pub(super) fn split_snapshot(&self, snapshot: SnapshotType<T>) -> Split<T> {
+        let (delta_from, whole) = match snapshot {
+            SnapshotType::Complete(s) => (None, s),
+            SnapshotType::Delta { from_idx, snapshot } => (Some(from_idx), snapshot),
+        };
+        let mut parts = whole.into_parts(self.max_message_bytes);
+        if parts.len() == 1 {
+            let whole = parts.pop().expect("length checked");
+            return Split::Whole(match delta_from {
+                None => SnapshotType::Complete(whole),
+                Some(from_idx) => SnapshotType::Delta {
+                    from_idx,
+                    snapshot: whole,
+                },
+            });
+        }
+        if parts.is_empty() || u32::try_from(parts.len()).is_err() {
+            log!(error, self.logger, "a snapshot split into no parts, or too many";
+                "parts" => parts.len());
+            return Split::Broken;
+        }
+        Split::Parts { delta_from, parts }
+    }
+
     /// Installs a snapshot gathered from `parts` as decided, keeping the
     /// round our log was accepted in and our entries past it.
     pub(super) fn install_gathered(
@@ -131,47 +170,25 @@ where
             stream.sent = stream.acked;
             stream.progressed = true;
         } else {
-            let snapshot = match sync.decided_snapshot.take().expect("matched above") {
-                SnapshotType::Complete(s) => s,
-                SnapshotType::Delta { snapshot, .. } => snapshot,
-            };
-            let mut parts = snapshot.into_parts(self.max_message_bytes);
-            if parts.len() <= 1 || u32::try_from(parts.len()).is_err() {
-                if parts.is_empty() || parts.len() > 1 {
-                    // `into_parts` broke its contract; there is no way to
-                    // send the snapshot in parts, so it stays out and the
+            let snapshot = sync.decided_snapshot.take().expect("matched above");
+            let parts = match self.split_snapshot(snapshot) {
+                Split::Whole(whole) => {
+                    sync.decided_snapshot = Some(whole);
+                    return None;
+                }
+                Split::Parts { parts, .. } => parts,
+                Split::Broken => {
+                    // No way to send the snapshot: it stays out, and the
                     // leader gets no usable log from us (it prepares again).
-                    log!(error, self.logger, "a snapshot split into no parts, or too many";
-                        "parts" => parts.len());
                     *log_sync = None;
                     return None;
                 }
-                let whole = parts.pop().expect("length checked");
-                sync.decided_snapshot = Some(match delta_from {
-                    None => SnapshotType::Complete(whole),
-                    Some(from_idx) => SnapshotType::Delta {
-                        from_idx,
-                        snapshot: whole,
-                    },
-                });
-                return None;
-            }
+            };
             log!(debug, self.logger, "sending the new leader a snapshot in parts after the promise";
                 "leader" => n.pid, "sync_idx" => sync_idx, "parts" => parts.len());
             let origin_table = sync.origin_table.take().unwrap_or_default();
-            self.state.follow_mut().promise_stream = Some((
-                n,
-                Box::new(SnapshotStream {
-                    sync_idx,
-                    delta_from,
-                    parts,
-                    origin_table,
-                    sent: 0,
-                    acked: 0,
-                    progressed: true,
-                    stalls: 0,
-                }),
-            ));
+            let stream = SnapshotStream::new(sync_idx, delta_from, parts, origin_table);
+            self.state.follow_mut().promise_stream = Some((n, Box::new(stream)));
         }
         *log_sync = None;
         Some(sync_idx)
@@ -184,25 +201,8 @@ where
             return;
         };
         let n = *n;
-        let total = stream.parts.len() as u32;
-        let mut out = Vec::new();
-        while stream.sent < stream.parts.len()
-            && stream.sent - stream.acked < super::CATCH_UP_WINDOW
-        {
-            let last = stream.sent + 1 == stream.parts.len();
-            out.push(PaxosMsg::SnapshotPart(SnapshotPart {
-                n,
-                sync_idx: stream.sync_idx,
-                delta_from: stream.delta_from,
-                part: stream.sent as u32,
-                parts: total,
-                snapshot: stream.parts[stream.sent].clone(),
-                origin_table: last.then(|| stream.origin_table.clone()),
-            }));
-            stream.sent += 1;
-        }
-        for msg in out {
-            self.send(n.pid, msg);
+        while let Some(part) = stream.next_part(n) {
+            self.outbox.send(n.pid, PaxosMsg::SnapshotPart(part));
         }
     }
 
@@ -242,24 +242,19 @@ where
         from: NodeId,
         part: SnapshotPart<T>,
     ) -> StorageResult<()> {
+        let Some(key) = SnapshotKey::of(&part) else {
+            return Ok(());
+        };
         if part.n != self.leader
             || self.phase() != Phase::Prepare
             || from == self.pid
             || self.slot(from).is_none()
-            || part.parts < 2
-            || part.part >= part.parts
-            || part.parts > MAX_SNAPSHOT_PARTS
-            || part.delta_from.is_some_and(|d| d > part.sync_idx)
-            || part.sync_idx <= self.storage.decided_idx()
+            // A snapshot of one part rides in the promise.
+            || key.parts < 2
+            || key.sync_idx <= self.storage.decided_idx()
         {
             return Ok(());
         }
-        let key = SnapshotKey {
-            n: part.n,
-            sync_idx: part.sync_idx,
-            delta_from: part.delta_from,
-            parts: part.parts,
-        };
         let l = self.state.lead_mut();
         let start_new = match &l.incoming_snapshot {
             Some(inc) if inc.from == from && inc.key == key => false,
@@ -272,7 +267,7 @@ where
             _ => {
                 if part.part != 0 {
                     // A part of a stream whose start we lack.
-                    self.send_promise_part_ack(from, &key, 0);
+                    self.send_snapshot_ack(from, &key, 0);
                     return Ok(());
                 }
                 true
@@ -293,7 +288,7 @@ where
             inc.progressed = true;
         }
         let received = inc.parts.len() as u32;
-        self.send_promise_part_ack(from, &key, received);
+        self.send_snapshot_ack(from, &key, received);
         if received < key.parts {
             return Ok(());
         }
@@ -353,15 +348,6 @@ where
                 stalls: 0,
             }));
         }
-    }
-
-    fn send_promise_part_ack(&mut self, to: NodeId, key: &SnapshotKey, received: u32) {
-        let ack = SnapshotPartAck {
-            n: key.n,
-            sync_idx: key.sync_idx,
-            received,
-        };
-        self.send(to, PaxosMsg::SnapshotPartAck(ack));
     }
 
     /// Leader, on the resend timer in its prepare phase: whether a

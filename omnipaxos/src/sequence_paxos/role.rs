@@ -16,7 +16,7 @@ use super::{
 };
 use crate::{
     ballot::Ballot,
-    messages::{LogSync, PaxosMessage, ProposalAck, SequenceNumber},
+    messages::{LogSync, PaxosMessage, ProposalAck, SequenceNumber, SnapshotPart},
     storage::{Entry, OriginId, OriginIds, OriginRun, OriginTable},
     util::NodeId,
 };
@@ -394,6 +394,50 @@ pub(super) struct SnapshotStream<P> {
     pub(super) stalls: u32,
 }
 
+impl<P: Clone> SnapshotStream<P> {
+    /// A stream of `parts` of the snapshot of the prefix below `sync_idx`
+    /// (a delta from `delta_from`), nothing sent yet.
+    pub(super) fn new(
+        sync_idx: u64,
+        delta_from: Option<u64>,
+        parts: Vec<P>,
+        origin_table: OriginTable,
+    ) -> Self {
+        Self {
+            sync_idx,
+            delta_from,
+            parts,
+            origin_table,
+            sent: 0,
+            acked: 0,
+            progressed: true,
+            stalls: 0,
+        }
+    }
+
+    /// The next part to send in ballot `n`, if the window has room for it.
+    pub(super) fn next_part<T: Entry<Snapshot = P>>(
+        &mut self,
+        n: Ballot,
+    ) -> Option<SnapshotPart<T>> {
+        if self.sent >= self.parts.len() || self.sent - self.acked >= super::CATCH_UP_WINDOW {
+            return None;
+        }
+        let last = self.sent + 1 == self.parts.len();
+        let part = SnapshotPart {
+            n,
+            sync_idx: self.sync_idx,
+            delta_from: self.delta_from,
+            part: self.sent as u32,
+            parts: self.parts.len() as u32,
+            snapshot: self.parts[self.sent].clone(),
+            origin_table: last.then(|| self.origin_table.clone()),
+        };
+        self.sent += 1;
+        Some(part)
+    }
+}
+
 /// Which snapshot sent in parts a follower is gathering: the parts of one
 /// snapshot all carry the same.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -406,6 +450,25 @@ pub(super) struct SnapshotKey {
     pub(super) delta_from: Option<u64>,
     /// How many parts make the snapshot.
     pub(super) parts: u32,
+}
+
+impl SnapshotKey {
+    /// The snapshot `part` belongs to, if a correct sender could have sent
+    /// it: a part within a count of at most
+    /// [`MAX_SNAPSHOT_PARTS`](super::MAX_SNAPSHOT_PARTS), and a delta that
+    /// starts within the prefix it stands for.
+    pub(super) fn of<T: Entry>(part: &SnapshotPart<T>) -> Option<Self> {
+        let well_formed = part.parts > 0
+            && part.part < part.parts
+            && part.parts <= super::MAX_SNAPSHOT_PARTS
+            && part.delta_from.is_none_or(|d| d <= part.sync_idx);
+        well_formed.then_some(Self {
+            n: part.n,
+            sync_idx: part.sync_idx,
+            delta_from: part.delta_from,
+            parts: part.parts,
+        })
+    }
 }
 
 /// What a promise told the leader about the follower's log.
