@@ -231,6 +231,22 @@ fn a_follower_far_behind_catches_up_from_a_delta_snapshot_instead_of_every_entry
     cluster.run_until(|c| c.all_live_decided(&next), 4 * ETT);
 }
 
+/// Server `pid` compacted at least the first 20 entries into a snapshot of
+/// the decided log.
+#[track_caller]
+fn assert_holds_the_snapshot_of_20(cluster: &SimCluster, pid: u64, seed: u64) {
+    let node = cluster.node(pid);
+    assert!(node.get_compacted_idx() >= 20, "seed {seed}");
+    match node.read(10) {
+        Some(LogEntry::Snapshotted(s)) => assert_eq!(
+            s.snapshot,
+            ValueSnapshot::of(&cluster.decided_log()[..s.trimmed_idx as usize]),
+            "seed {seed}"
+        ),
+        other => panic!("seed {seed}: expected a snapshotted entry, got {other:?}"),
+    }
+}
+
 /// `ValueSnapshot` splits into one to three parts by its count (to exercise
 /// this), so the snapshot of 20 entries goes in three `SnapshotPart`s. Over
 /// a network that loses and duplicates messages the follower still gathers
@@ -256,16 +272,7 @@ fn a_snapshot_sent_in_parts_survives_lost_and_duplicated_parts() {
         cluster.node_mut(leader).snapshot(Some(20), false).unwrap();
         cluster.restart(lagging);
         cluster.run_until(|c| c.node(lagging).get_decided_idx() >= 20, 100 * ETT);
-        let node = cluster.node(lagging);
-        assert!(node.get_compacted_idx() >= 20, "seed {seed}");
-        match node.read(10) {
-            Some(LogEntry::Snapshotted(s)) => assert_eq!(
-                s.snapshot,
-                ValueSnapshot::of(&cluster.decided_log()[..s.trimmed_idx as usize]),
-                "seed {seed}"
-            ),
-            other => panic!("seed {seed}: expected a snapshotted entry, got {other:?}"),
-        }
+        assert_holds_the_snapshot_of_20(&cluster, lagging, seed);
     }
 }
 
@@ -332,16 +339,7 @@ fn a_new_leader_far_behind_takes_a_followers_snapshot_in_parts_after_its_promise
             "seed {seed}: {} snapshot parts sent",
             cluster.snapshot_parts_sent()
         );
-        let node = cluster.node(lagging);
-        assert!(node.get_compacted_idx() >= 20, "seed {seed}");
-        match node.read(10) {
-            Some(LogEntry::Snapshotted(s)) => assert_eq!(
-                s.snapshot,
-                ValueSnapshot::of(&cluster.decided_log()[..s.trimmed_idx as usize]),
-                "seed {seed}"
-            ),
-            other => panic!("seed {seed}: expected a snapshotted entry, got {other:?}"),
-        }
+        assert_holds_the_snapshot_of_20(&cluster, lagging, seed);
         let next = cluster.propose_new(lagging);
         cluster.run_until(
             |c| c.is_decided(lagging, &next) && c.is_decided(other, &next),
