@@ -57,16 +57,24 @@ pub struct OmniPaxosConfig {
     /// one message per follower), up to `max_entries_per_message` entries.
     pub batch_size: usize,
     /// How many proposals a server holds while it has no leader to send them
-    /// to; more are refused with [`ProposeErr::BufferFull`](crate::ProposeErr::BufferFull).
+    /// to, or, as leader, while its window of undecided entries is full (see
+    /// `max_entries_per_message`); more are refused with
+    /// [`ProposeErr::BufferFull`](crate::ProposeErr::BufferFull).
     pub buffer_size: usize,
     /// At most this many log entries travel in one message when a server far
     /// behind is brought up to date: a leader's log sync to a follower, and a
     /// reply to a new server pulling the previous configuration's log. Longer
     /// transfers go in chunks, a few in flight at a time.
     ///
-    /// One part of a sync is not chunked: what a follower must take at once
-    /// (the entries it holds that differ from the leader's log, and the log
-    /// the leader adopted when it was elected, past what the follower holds).
+    /// It is also the leader's window: a leader keeps at most this many
+    /// entries of its log undecided, and about `max_message_bytes` of those
+    /// it appended; what else is proposed waits in memory (up to
+    /// `buffer_size`) until more is decided. The window matters when a new
+    /// leader adopts a log: the undecided part of a log cannot be split (a
+    /// part of it could be taken for the whole by a later leader), so it
+    /// travels in one message, which the window keeps within these bounds.
+    /// Every server of a cluster should use the same values.
+    ///
     /// A snapshot goes in parts when it splits (see
     /// [`Snapshot::into_parts`](crate::storage::Snapshot::into_parts)), in
     /// every direction. See the book's reconfiguration chapter, "Catch-up".
@@ -75,7 +83,8 @@ pub struct OmniPaxosConfig {
     /// [`Entry::size_hint`]: a chunk takes entries until the next would
     /// exceed it (always at least one). Keep it well below the transport's
     /// frame limit (the runtime's TCP transport's `NetConfig::max_frame_bytes`,
-    /// 64 MiB by default).
+    /// 8 MiB by default): a message may carry about twice this much (see
+    /// `max_entries_per_message`).
     pub max_message_bytes: usize,
     /// This server's leader priority: among servers that are quorum-connected, the
     /// one with the highest priority becomes leader, taking over from a healthy

@@ -516,7 +516,11 @@ where
     /// Sends the proposals a leader has gathered into its current batch now,
     /// instead of when the batch holds `batch_size` entries or when
     /// `flush_batch_tick_timeout` ticks have passed. Does nothing on a
-    /// follower (it forwards proposals at once) or with an empty batch.
+    /// follower (it forwards proposals at once) or with an empty batch. A
+    /// leader with `max_entries_per_message` entries (or about
+    /// `max_message_bytes`) undecided sends only what fits that window; the
+    /// rest goes as soon as more is decided (see
+    /// [`OmniPaxosConfig::max_entries_per_message`](crate::OmniPaxosConfig::max_entries_per_message)).
     ///
     /// A driver calls it once it has handed the server every input that was
     /// waiting: a lone proposal then goes out at once, while a burst still

@@ -115,7 +115,14 @@ where
         }
         let decided_end = self.storage.decided_idx().min(self.storage.log_len());
         if let Some(part) = self.decided_part(from, from_is_leaders_decided, prep.accepted_idx)? {
-            if part.sync_idx + (part.suffix.len() as u64) < decided_end {
+            // A part reaching our decided end goes alone too if the
+            // undecided rest would make it longer than a chunk: that rest
+            // comes in the next promise, on its own (the leader's window
+            // keeps it within a chunk).
+            let with_rest = self.storage.log_len().saturating_sub(part.sync_idx);
+            if part.sync_idx + (part.suffix.len() as u64) < decided_end
+                || with_rest > self.max_entries_per_message as u64
+            {
                 return Ok(part);
             }
         }
@@ -496,29 +503,41 @@ where
 
     /// Forwards proposals to the leader and keeps them until it acknowledges
     /// them. Hands them back if that would exceed `buffer_size`.
-    pub(super) fn forward(
-        &mut self,
-        mut proposals: Vec<Proposal<T>>,
-    ) -> Result<(), Vec<Proposal<T>>> {
+    pub(super) fn forward(&mut self, proposals: Vec<Proposal<T>>) -> Result<(), Vec<Proposal<T>>> {
         if self.forwarded_len + proposals.len() > self.buffer_size {
             return Err(proposals);
         }
         self.forwarded_len += proposals.len();
-        for p in &mut proposals {
-            self.stamp(p);
+        for mut p in proposals {
+            self.stamp(&mut p);
+            self.forward_one(p);
         }
+        Ok(())
+    }
+
+    /// Adds a proposal to the open forward if it carries the last batch and
+    /// has room (at most `max_entries_per_message` entries, and about
+    /// `max_message_bytes` by `Entry::size_hint`, so that a burst of
+    /// proposals goes in messages of a chunk each), else to a new batch.
+    fn forward_one(&mut self, p: Proposal<T>) {
+        let size = p.entry.size_hint();
+        let (max_entries, max_bytes) = (self.max_entries_per_message, self.max_message_bytes);
         if let (Some(PaxosMsg::ProposalForward(fwd)), Some(batch)) = (
             self.outbox.open_mut(Open::Forward),
             self.forwarded.back_mut(),
         ) {
-            // The open message carries the last batch: the proposals join both.
-            if fwd.id == batch.id {
-                let at = fwd.entries.len() as u64;
-                fwd.origins.append(&origins_of(&proposals, at));
-                fwd.entries
-                    .extend(proposals.iter().map(|p| p.entry.clone()));
-                batch.proposals.extend(proposals);
-                return Ok(());
+            if fwd.id == batch.id
+                && fwd.entries.len() < max_entries
+                && batch.bytes.saturating_add(size) <= max_bytes
+            {
+                if let Some(id) = p.id {
+                    let pushed = fwd.origins.push(fwd.entries.len() as u64, id);
+                    debug_assert!(pushed, "a forward's ids end before its entries do");
+                }
+                fwd.entries.push(p.entry.clone());
+                batch.bytes += size;
+                batch.proposals.push(p);
+                return;
             }
         }
         let id = ForwardId {
@@ -527,6 +546,7 @@ where
             seq: self.next_forward_seq,
         };
         self.next_forward_seq += 1;
+        let proposals = vec![p];
         let msg = ProposalForward {
             n: self.leader,
             id,
@@ -536,12 +556,12 @@ where
         self.forwarded.push_back(ForwardedBatch {
             id,
             proposals,
+            bytes: size,
             acked: None,
         });
         let to = self.leader.pid;
         self.outbox
             .send_open(Open::Forward, to, PaxosMsg::ProposalForward(msg));
-        Ok(())
     }
 
     /// Sends the forwarded batches that the current leader has not

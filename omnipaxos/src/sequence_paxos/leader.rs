@@ -41,6 +41,13 @@ where
             // appended after the adopted log, even after a stop-sign decided
             // there (soak seed 663).
             self.flush_batch()?;
+            if let RoleState::Leader(l) = &mut self.state {
+                // What the window held back (see `window_room`) was never
+                // sent: it is proposed again, as by a deposed leader
+                // (`become_follower_of`), once the new prepare phase ends.
+                self.pending.extend(l.batch.take());
+                self.recent_forwards.forget_from(self.storage.log_len());
+            }
         }
         debug_assert!(
             self.state.leader().is_none_or(|l| l.batch.is_empty()),
@@ -715,7 +722,7 @@ where
 
     /// Appends a proposal to the leader's log (through the batch) and replicates it.
     pub(super) fn accept_entry(&mut self, mut p: Proposal<T>) -> StorageResult<()> {
-        if !self.takes_no_entries() {
+        if !self.appends_closed() {
             self.stamp(&mut p);
         }
         self.accept_stamped(p)
@@ -724,7 +731,7 @@ where
     /// [`accept_entry`](Self::accept_entry) for a proposal that keeps the id
     /// it has, or none (another server's, forwarded to us).
     pub(super) fn accept_stamped(&mut self, p: Proposal<T>) -> StorageResult<()> {
-        if self.takes_no_entries() {
+        if self.appends_closed() {
             // The stop-sign is the last entry of this configuration: nothing
             // may follow it. Direct appends are refused before this point;
             // what arrives here (a proposal buffered while no leader was
@@ -751,6 +758,15 @@ where
             self.storage.stopsign().is_none(),
             "nothing is appended after the stop-sign: accept_entry holds entries back once it is in"
         );
+        let decided_idx = self.storage.decided_idx();
+        let (take, bytes) = self.window_room();
+        if take == 0 {
+            self.state.lead_mut().held_at = Some(decided_idx);
+            return Ok(());
+        }
+        let l = self.state.lead_mut();
+        let held = (take < l.batch.len()).then(|| l.batch.split_off(take));
+        l.held_at = held.as_ref().map(|_| decided_idx);
         self.flush_timer.reset();
         let first_idx = self.storage.log_len();
         debug_assert!(
@@ -789,6 +805,12 @@ where
             self.state.lead_mut().batch.entries = Vec::with_capacity(self.batch_size);
             self.storage.append_entries(entries, origins)?;
         }
+        let l = self.state.lead_mut();
+        l.unsettled.push_back((first_idx + take as u64, bytes));
+        l.unsettled_bytes += bytes;
+        if let Some(held) = held {
+            l.batch = held;
+        }
         // Our log is the longest in our ballot: no follower accepted more
         // than we sent it. So lengthening it moves the largest of the
         // accepted indices only, and the decided index (the write quorum's
@@ -796,7 +818,86 @@ where
         if self.quorum.write <= 1 {
             self.update_decided()?;
         }
-        Ok(())
+        self.propose_waiting_stopsign()
+    }
+
+    /// Proposes a stop-sign that waited for the entries the window held
+    /// back (see `accept_stopsign`), once they are all written: whichever
+    /// flush wrote the last of them.
+    fn propose_waiting_stopsign(&mut self) -> StorageResult<()> {
+        let Some(l) = self.state.leader_mut() else {
+            return Ok(());
+        };
+        if !l.stop_waits || !l.batch.is_empty() {
+            return Ok(());
+        }
+        l.stop_waits = false;
+        match self.pending_stopsign.clone() {
+            Some(ss) => self.accept_stopsign(ss),
+            None => Ok(()),
+        }
+    }
+
+    /// How many of the batch's first entries fit the window of undecided
+    /// entries now, and their bytes by [`Entry::size_hint`].
+    ///
+    /// A leader keeps at most `max_entries_per_message` entries, and about
+    /// `max_message_bytes` of the entries it appended in its ballot,
+    /// undecided; what else is proposed waits in the batch until more is
+    /// decided (always at least one entry goes when nothing is undecided).
+    /// That bounds what may not be split when a new leader adopts the log:
+    /// the undecided part of a log travels whole, in a promise or an
+    /// `AcceptSync`, so it must fit one message. It also bounds what a leader
+    /// without a quorum piles up in its log: the rest stays in memory, up to
+    /// `buffer_size` (see `window_full`).
+    fn window_room(&mut self) -> (usize, usize) {
+        let decided = self.storage.decided_idx();
+        let undecided = self.storage.log_len().saturating_sub(decided);
+        let (max_entries, max_bytes) = (self.max_entries_per_message, self.max_message_bytes);
+        let l = self.state.lead_mut();
+        while let Some(&(end, bytes)) = l.unsettled.front() {
+            if end > decided {
+                break;
+            }
+            l.unsettled.pop_front();
+            l.unsettled_bytes -= bytes;
+        }
+        if l.held_at == Some(decided) {
+            // Held back, and nothing was decided since: no more room.
+            return (0, 0);
+        }
+        let room = usize::try_from((max_entries as u64).saturating_sub(undecided))
+            .unwrap_or(usize::MAX)
+            .min(l.batch.len());
+        let byte_room = max_bytes.saturating_sub(l.unsettled_bytes);
+        let (mut take, mut bytes) = (0, 0usize);
+        for entry in &l.batch.entries[..room] {
+            let with = bytes.saturating_add(entry.size_hint());
+            if with > byte_room && !(take == 0 && undecided == 0) {
+                break;
+            }
+            (take, bytes) = (take + 1, with);
+        }
+        (take, bytes)
+    }
+
+    /// Whether the window holds back so many entries that a new proposal
+    /// is refused ([`ProposeErr::BufferFull`](crate::ProposeErr)): more
+    /// than `buffer_size` wait in the batch for the window.
+    pub(super) fn window_full(&self) -> bool {
+        self.state
+            .leader()
+            .is_some_and(|l| l.held_at.is_some() && l.batch.len() >= self.buffer_size)
+    }
+
+    /// After the decided index moved: writes what the window held back (and
+    /// then a stop-sign that waited for it, see `propose_waiting_stopsign`).
+    fn release_held(&mut self) -> StorageResult<()> {
+        let decided = self.storage.decided_idx();
+        if self.state.lead().held_at.is_none_or(|at| at == decided) {
+            return Ok(());
+        }
+        self.flush_batch()
     }
 
     /// Adds the staged entries `range` to the follower's open `AcceptDecide`
@@ -918,7 +1019,7 @@ where
                 self.push_decide(slot);
             }
         }
-        Ok(())
+        self.release_held()
     }
 
     /// Tells a follower the decided index, in its open message if there is one.
@@ -946,7 +1047,11 @@ where
         // log; anyone else ignores it and the follower retries.
         // A forward that arrives after the stop-sign is not appended and not
         // acknowledged: the configuration takes no more entries.
-        if self.phase() != Phase::Accept || self.slot(from).is_none() || self.takes_no_entries() {
+        if self.phase() != Phase::Accept
+            || self.slot(from).is_none()
+            || self.appends_closed()
+            || self.window_full()
+        {
             return Ok(());
         }
         // One id per entry, each naming a server of this configuration

@@ -107,6 +107,8 @@ struct ForwardedBatch<T> {
     id: ForwardId,
     /// The proposals, in the order the leader appends them.
     proposals: Vec<Proposal<T>>,
+    /// Their bytes by `Entry::size_hint`, to keep a batch within a chunk.
+    bytes: usize,
     /// The leader's ballot and where it put the entries, once acknowledged.
     acked: Option<(Ballot, Placed)>,
 }
@@ -591,6 +593,14 @@ where
         self.storage.stopsign().is_some() || self.learned_stop.is_some()
     }
 
+    /// Whether no entry may be appended in this configuration any more: the
+    /// stop-sign is in (see [`Self::takes_no_entries`]), or as leader we
+    /// proposed it and it waits behind entries the window holds back (a
+    /// proposal made then is taken, and waits for the next configuration).
+    fn appends_closed(&self) -> bool {
+        self.takes_no_entries() || self.state.leader().is_some_and(|l| l.stop_waits)
+    }
+
     /// Checks a log sync against our log: `None` if we cannot install it (it
     /// starts inside our compacted prefix, or past our log end without a
     /// snapshot), or if no correct server sends it: it carries a snapshot
@@ -1059,7 +1069,16 @@ where
         match &mut self.state {
             // The hot path: straight into the batch (`accept_entry` without
             // the stop-sign check made above).
-            RoleState::Leader(l) if matches!(l.phase, LeaderPhase::Accept { .. }) => {
+            // (A leader whose stop-sign waits for the window appends no more
+            // in this configuration: the proposal waits in the buffer below,
+            // and `into_new_configuration` proposes it in the next one.)
+            RoleState::Leader(l)
+                if matches!(l.phase, LeaderPhase::Accept { .. }) && !l.stop_waits =>
+            {
+                if l.held_at.is_some() && l.batch.len() >= self.buffer_size {
+                    // The window holds back a buffer's worth already.
+                    return Err(ProposeErr::BufferFull(p.entry));
+                }
                 let len = l.gather(p);
                 if !self.batch_goes_now(len) {
                     return Ok(());

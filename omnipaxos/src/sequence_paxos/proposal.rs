@@ -104,6 +104,32 @@ impl<T> Batch<T> {
         self.entries.push(p.entry);
     }
 
+    /// Splits off the proposals from position `at` on (`at` at most the
+    /// length) as a batch of their own, numbered from 0, leaving the first
+    /// `at` here.
+    pub(crate) fn split_off(&mut self, at: usize) -> Self {
+        debug_assert!(at <= self.len(), "a batch splits within its length");
+        let entries = self.entries.split_off(at);
+        let first_back = self.tags.partition_point(|&(pos, _)| pos < at);
+        let tags = self
+            .tags
+            .drain(first_back..)
+            .map(|(pos, tag)| (pos - at, tag))
+            .collect();
+        let at = at as u64;
+        let origins = self
+            .origins
+            .range(at..u64::MAX)
+            .shifted_down(at)
+            .unwrap_or_default();
+        self.origins.truncate(at);
+        Self {
+            entries,
+            tags,
+            origins,
+        }
+    }
+
     /// Empties the batch, giving its proposals in order.
     pub(crate) fn take(&mut self) -> Vec<Proposal<T>> {
         let mut tags = self.tags.drain(..).peekable();

@@ -48,6 +48,18 @@ pub(super) struct LeaderState<T: Entry> {
     /// follower sends after its promise (`Promise::snapshot_follows`), from
     /// one follower at a time.
     pub(super) incoming_snapshot: Option<Box<IncomingSnapshot<T::Snapshot>>>,
+    /// The window of undecided entries (see `SequencePaxos::window_room`):
+    /// the batches written in this ballot that are not all decided yet, as
+    /// `(end index, bytes by Entry::size_hint)`, oldest first.
+    pub(super) unsettled: VecDeque<(u64, usize)>,
+    /// The sum of the bytes in `unsettled`.
+    pub(super) unsettled_bytes: usize,
+    /// Set when the window held back part of the batch: the decided index
+    /// then. The rest goes once more is decided (`release_held`).
+    pub(super) held_at: Option<u64>,
+    /// A stop-sign is proposed and waits for the entries the window holds
+    /// back: it goes after them, and nothing more is appended before it.
+    pub(super) stop_waits: bool,
 }
 
 /// A snapshot a follower sends its new leader in parts, as the leader
@@ -175,6 +187,10 @@ impl<T: Entry> LeaderState<T> {
             batch: Batch::with_capacity(batch_size),
             log_index: LogIndex::default(),
             incoming_snapshot: None,
+            unsettled: VecDeque::new(),
+            unsettled_bytes: 0,
+            held_at: None,
+            stop_waits: false,
         }
     }
 }

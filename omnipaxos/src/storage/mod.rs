@@ -23,8 +23,10 @@ pub trait Entry: Clone + Debug {
     type Snapshot: Snapshot<Self>;
 
     /// About how many bytes this entry takes on the wire. The protocol uses
-    /// it only to keep a catch-up chunk under
-    /// [`max_message_bytes`](crate::OmniPaxosConfig::max_message_bytes). The
+    /// it only to keep messages under
+    /// [`max_message_bytes`](crate::OmniPaxosConfig::max_message_bytes)
+    /// (catch-up chunks, forwarded batches, and the leader's window of
+    /// undecided entries). The
     /// default, the entry's in-memory size, is right for plain data; an entry
     /// holding a `String`, `Vec` or other heap data should add their lengths:
     ///

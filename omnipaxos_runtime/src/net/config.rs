@@ -19,8 +19,8 @@ use tokio::sync::Semaphore;
 ///                             (3, "10.0.0.3:7000".parse().unwrap())]);
 /// let mut config = NetConfig::new(42, 2, "0.0.0.0:7000".parse().unwrap(), peers);
 /// config.psk = Some(b"a secret every member knows".to_vec());
-/// assert_eq!(config.max_frame_bytes, 64 << 20);
-/// assert_eq!(config.max_decoded_bytes_per_frame, 256 << 20);
+/// assert_eq!(config.max_frame_bytes, 8 << 20);
+/// assert_eq!(config.max_decoded_bytes_per_frame, 32 << 20);
 /// ```
 #[derive(Clone)]
 pub struct NetConfig {
@@ -55,13 +55,17 @@ pub struct NetConfig {
     /// node sends or accepts. A peer announcing a larger frame is
     /// disconnected; a larger outgoing message is dropped and counted. Each
     /// inbound link keeps a read buffer of up to this size. Must be between 1
-    /// and `u32::MAX`. Default 64 MiB.
+    /// and `u32::MAX`. Default 8 MiB: the protocol keeps every message within
+    /// its `max_message_bytes` (2 MiB by default, by `Entry::size_hint`), or
+    /// about twice that for the undecided part of a log a new leader adopts
+    /// (see `OmniPaxosConfig::max_entries_per_message`); raise both together
+    /// for entries larger than that.
     ///
     /// One peer's traffic can make this node hold at most
     /// `max_frame_bytes + max_decoded_bytes_per_frame +
     /// max_in_flight_bytes_per_peer` bytes as the transport counts them,
     /// about `max_frame_bytes + 2 × (max_decoded_bytes_per_frame +
-    /// max_in_flight_bytes_per_peer)` as the allocator does (1.1 GiB with the
+    /// max_in_flight_bytes_per_peer)` as the allocator does (200 MiB with the
     /// defaults); the [module docs](super#memory) explain the accounting.
     pub max_frame_bytes: usize,
     /// The most memory one frame may decode to: `size_of::<Message<T>>()`,
@@ -73,7 +77,7 @@ pub struct NetConfig {
     /// dropped, as for an undecodable frame. A frame thus carries at most
     /// `max_decoded_bytes_per_frame / size_of::<T>()` entries.
     ///
-    /// Default 256 MiB, four times the default `max_frame_bytes`. Strings and
+    /// Default 32 MiB, four times the default `max_frame_bytes`. Strings and
     /// byte buffers hold about what they take on the wire, integers up to
     /// eight times as much (a varint `u64` is one byte on the wire and eight
     /// in memory); realistic entries mix both and hold one to four times
@@ -96,7 +100,7 @@ pub struct NetConfig {
     /// exempt: each is a fixed-size value of 72 bytes, and the
     /// node's channel for them has a bounded capacity. Must be at least
     /// `max_decoded_bytes_per_frame`, so that every frame can be handed over,
-    /// and at most `usize::MAX / 8`. Default 256 MiB.
+    /// and at most `usize::MAX / 8`. Default 64 MiB.
     pub max_in_flight_bytes_per_peer: usize,
     /// The most frames per second that one inbound link reads from its
     /// peer, with bursts of as many: past it, the link waits before reading
@@ -144,9 +148,9 @@ impl NetConfig {
             peers,
             psk: None,
             tls: None,
-            max_frame_bytes: 64 << 20,
-            max_decoded_bytes_per_frame: 256 << 20,
-            max_in_flight_bytes_per_peer: 256 << 20,
+            max_frame_bytes: 8 << 20,
+            max_decoded_bytes_per_frame: 32 << 20,
+            max_in_flight_bytes_per_peer: 64 << 20,
             peer_queue_capacity: 4096,
             max_frames_per_second_per_peer: 50_000,
             reconnect_backoff_min: Duration::from_millis(20),

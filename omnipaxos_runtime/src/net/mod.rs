@@ -186,8 +186,8 @@
 //!
 //! The charge counts what values hold; the allocator may hand out up to
 //! twice that, as a `Vec` that grows by doubling may have room for twice its
-//! length (a hash map a little more). With the defaults (`F` 64 MiB, `D` and
-//! `I` 256 MiB) that is about 1.1 GiB per peer at the very worst, reached
+//! length (a hash map a little more). With the defaults (`F` 8 MiB, `D` 32 MiB,
+//! `I` 64 MiB) that is about 200 MiB per peer at the very worst, reached
 //! only by a peer that sends frame-sized messages of the densest kind faster
 //! than the node handles them; a server may face it from each of its peers
 //! at once, and leader election messages add at most

@@ -475,8 +475,8 @@ impl SimCluster {
 
     /// The most log entries one message carried since the cluster started
     /// or since [`reset_max_entries_per_message`](Self::reset_max_entries_per_message):
-    /// log syncs (in promises, decided parts and accept syncs), accepts and
-    /// pull replies count.
+    /// log syncs (in promises, decided parts and accept syncs), accepts,
+    /// forwarded proposals and pull replies count.
     pub fn max_entries_per_message(&self) -> usize {
         self.max_entries_sent
     }
@@ -1040,6 +1040,7 @@ fn entries_carried(m: &Message<Value>) -> (usize, usize) {
             PaxosMsg::Promise(p) => p.log_sync.as_ref().map_or(&[], |s| &s.suffix),
             PaxosMsg::AcceptDecide(a) => &a.entries,
             PaxosMsg::PullLogReply(r) => &r.entries,
+            PaxosMsg::ProposalForward(f) => &f.entries,
             _ => &[],
         },
         Message::BLE(_) => &[],
