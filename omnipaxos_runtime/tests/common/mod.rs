@@ -28,7 +28,7 @@ use tokio::{
 pub(crate) struct Value(pub(crate) u64);
 
 /// The default `NetConfig::max_frame_bytes`.
-pub(crate) const MAX_FRAME: usize = 64 << 20;
+pub(crate) const MAX_FRAME: usize = 8 << 20;
 
 const PREFACE: &[u8; 8] = b"OPXNET\x00\x01";
 
@@ -143,7 +143,7 @@ fn filled(template: &Message<Value>, element: u8, max: usize) -> Vec<u8> {
 }
 
 /// A forwarded stop-sign, `max` bytes long, listing a one-byte node id per
-/// byte: 64 M ids in a default frame, 512 MiB as a `Vec<u64>`.
+/// byte: 8 M ids in a default frame, 64 MiB as a `Vec<u64>`.
 pub(crate) fn stop_sign_attack(from: NodeId, to: NodeId, max: usize) -> Vec<u8> {
     // The node list is followed by the metadata's `None`.
     let template = paxos(
