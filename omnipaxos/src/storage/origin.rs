@@ -179,13 +179,20 @@ impl OriginIds {
                 return true;
             }
         }
-        self.push_new_run(idx, id)
+        // The id goes as three words: passed by value it would be copied
+        // to the stack on every call of the inlined fast path above.
+        self.push_new_run(idx, id.origin, id.incarnation, id.seq)
     }
 
-    /// The rest of [`push`](Self::push), out of line: `id` starts a run,
-    /// or is refused.
+    /// The rest of [`push`](Self::push), out of line: the id `origin`,
+    /// `incarnation`, `seq` starts a run, or is refused.
     #[inline(never)]
-    fn push_new_run(&mut self, idx: u64, id: OriginId) -> bool {
+    fn push_new_run(&mut self, idx: u64, origin: NodeId, incarnation: u64, seq: u64) -> bool {
+        let id = OriginId {
+            origin,
+            incarnation,
+            seq,
+        };
         if idx < self.end() || idx == u64::MAX || id.seq == u64::MAX {
             return false;
         }
