@@ -802,7 +802,12 @@ where
             self.state.lead_mut().batch.entries = entries;
             self.storage.append_entry(entry, origins)?;
         } else {
-            self.state.lead_mut().batch.entries = Vec::with_capacity(self.batch_size);
+            // The next batch gathers about as many entries as this one did
+            // (a driver proposing in rounds), so it starts with that room
+            // rather than growing to it by a copy per doubling; bounded,
+            // as a waiting batch is, by `max_entries_per_message`.
+            let room = entries.len().min(self.max_entries_per_message);
+            self.state.lead_mut().batch.entries = Vec::with_capacity(self.batch_size.max(room));
             self.storage.append_entries(entries, origins)?;
         }
         let l = self.state.lead_mut();

@@ -1016,6 +1016,7 @@ where
 
     /// Gives `p` this server's next id if it has none and the incarnation
     /// is known (it is once this server leads or was synchronised).
+    #[inline]
     fn stamp(&mut self, p: &mut Proposal<T>) {
         if p.id.is_some() {
             return;
@@ -1056,6 +1057,7 @@ where
         self.propose(p)
     }
 
+    #[inline]
     fn propose(&mut self, mut p: Proposal<T>) -> Result<(), ProposeErr<T>> {
         if self.is_halted() {
             return Err(ProposeErr::StorageFailure(p.entry));

@@ -93,6 +93,7 @@ impl<T> Batch<T> {
     }
 
     /// Adds a proposal at the end.
+    #[inline]
     pub(crate) fn push(&mut self, p: Proposal<T>) {
         let pos = self.entries.len();
         if p.is_tagged() {

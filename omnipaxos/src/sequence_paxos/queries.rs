@@ -140,10 +140,12 @@ where
             storage.get_entries_with(from, end, &mut |chunk| {
                 // A storage that lends more than asked is not believed.
                 let take = chunk.len().min((end - next) as usize);
-                for e in &chunk[..take] {
-                    f(next, e);
-                    next += 1;
+                // The index counts in a register, not through the captured
+                // `next`, which is moved once per chunk.
+                for (idx, e) in (next..).zip(&chunk[..take]) {
+                    f(idx, e);
                 }
+                next += take as u64;
             })?;
             if next != end {
                 return Err(StorageError::Corrupt {

@@ -171,24 +171,37 @@ impl OriginIds {
     /// [`end`](Self::end), or the call changes nothing and returns `false`.
     #[inline]
     pub fn push(&mut self, idx: u64, id: OriginId) -> bool {
-        // The common case: the next proposal of the last run's origin.
+        // The common case, inlined into the caller's loop: the next
+        // proposal of the last run's origin lengthens the run.
         if let Some(last) = self.runs.last_mut() {
             if idx != u64::MAX && id.seq != u64::MAX && last.continued_by(idx, &id) {
                 last.len += 1;
                 return true;
             }
         }
+        // The id goes as three words: passed by value it would be copied
+        // to the stack on every call of the inlined fast path above.
+        self.push_new_run(idx, id.origin, id.incarnation, id.seq)
+    }
+
+    /// The rest of [`push`](Self::push), out of line: the id `origin`,
+    /// `incarnation`, `seq` starts a run, or is refused.
+    #[inline(never)]
+    fn push_new_run(&mut self, idx: u64, origin: NodeId, incarnation: u64, seq: u64) -> bool {
+        let id = OriginId {
+            origin,
+            incarnation,
+            seq,
+        };
         if idx < self.end() || idx == u64::MAX || id.seq == u64::MAX {
             return false;
         }
-        match self.runs.last_mut() {
-            Some(last) if last.continued_by(idx, &id) => last.len += 1,
-            _ => self.runs.push(OriginRun {
-                idx,
-                len: 1,
-                first: id,
-            }),
-        }
+        // `push` found that `id` does not continue the last run.
+        self.runs.push(OriginRun {
+            idx,
+            len: 1,
+            first: id,
+        });
         true
     }
 
