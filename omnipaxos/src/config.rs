@@ -86,6 +86,21 @@ pub struct OmniPaxosConfig {
     /// 8 MiB by default): a message may carry about twice this much (see
     /// `max_entries_per_message`).
     pub max_message_bytes: usize,
+    /// Whether a leader may send a batch to its followers before its own
+    /// copy is durable, writing it with
+    /// [`Storage::write_deferred`](crate::storage::Storage::write_deferred)
+    /// and syncing it while the followers write theirs: a write then waits
+    /// for one disk sync instead of two in a row. The leader counts its own
+    /// copy toward a decision only once it is synced.
+    ///
+    /// The driver must call [`OmniPaxos::sync_storage`] right after it has
+    /// sent the messages of
+    /// [`take_outgoing_messages`](OmniPaxos::take_outgoing_messages);
+    /// otherwise the sync waits for the next `handle_incoming` or `tick`.
+    /// The runtime's driver does, and turns this on. Off by default; it
+    /// changes nothing with a storage that does not defer writes (such as
+    /// `MemoryStorage`).
+    pub defer_leader_sync: bool,
     /// This server's leader priority: among servers that are quorum-connected, the
     /// one with the highest priority becomes leader, taking over from a healthy
     /// leader of lower priority.
@@ -110,6 +125,7 @@ impl Default for OmniPaxosConfig {
             buffer_size: 100_000,
             max_entries_per_message: 8192,
             max_message_bytes: 2 << 20,
+            defer_leader_sync: false,
             leader_priority: 0,
             flexible_quorum: None,
             logger_file_path: None,

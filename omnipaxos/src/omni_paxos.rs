@@ -196,6 +196,8 @@ where
         if m.get_receiver() != self.config.pid {
             return;
         }
+        // A driver that did not call `sync_storage` gets the sync now.
+        self.seq_paxos.sync_storage();
         if let Message::SequencePaxos(p) = &m {
             if !p.msg.ballots_are_valid() {
                 return;
@@ -231,6 +233,7 @@ where
     /// Advances logical time by one tick. Call it at a fixed interval; every
     /// timeout in [`OmniPaxosConfig`] counts these calls.
     pub fn tick(&mut self) {
+        self.seq_paxos.sync_storage();
         if self.seq_paxos.is_halted() || self.reconf.tick_migration() {
             return;
         }
@@ -550,6 +553,52 @@ where
         if !self.reconf.is_migrating() {
             self.seq_paxos.flush();
         }
+    }
+
+    /// Makes the leader's deferred write of its last batch durable and
+    /// decides what that lets it decide; returns whether a write waited
+    /// (then call [`take_outgoing_messages`](Self::take_outgoing_messages)
+    /// again: the decision is news for the followers).
+    ///
+    /// Only with [`OmniPaxosConfig::defer_leader_sync`] on does a leader
+    /// defer that write, sending its batch before its own copy is durable.
+    /// Call this right after the messages of `take_outgoing_messages` are
+    /// handed to the network, so that this disk sync overlaps the
+    /// followers' instead of coming before them. Without the call, the
+    /// next [`handle_incoming`](Self::handle_incoming) or [`tick`](Self::tick)
+    /// syncs first. A failed sync stops this server, like any failed write
+    /// ([`get_storage_failure`](Self::get_storage_failure)).
+    ///
+    /// ```
+    /// use omnipaxos::{macros::Entry, OmniPaxosConfig};
+    /// use omnipaxos_storage::memory_storage::MemoryStorage;
+    ///
+    /// #[derive(Clone, Debug, Entry)]
+    /// struct Op(u64);
+    ///
+    /// let config = OmniPaxosConfig { pid: 1, defer_leader_sync: true, ..Default::default() };
+    /// let mut node = config.build(MemoryStorage::<Op>::default())?;
+    /// while !node.is_leader() {
+    ///     node.tick();
+    /// }
+    /// node.append(Op(7)).expect("room");
+    /// node.flush_batch();
+    /// let to_send = node.outgoing_messages(); // hand these to the network
+    /// # drop(to_send);
+    /// // MemoryStorage writes at once, so nothing waited.
+    /// assert!(!node.sync_storage());
+    /// assert_eq!(node.get_decided_idx(), 1);
+    /// # Ok::<(), omnipaxos::ConfigError>(())
+    /// ```
+    pub fn sync_storage(&mut self) -> bool {
+        self.seq_paxos.sync_storage()
+    }
+
+    /// Whether a deferred write waits for [`sync_storage`](Self::sync_storage):
+    /// a driver may use it to skip its own work around the sync when
+    /// nothing waits.
+    pub fn has_unsynced_storage(&self) -> bool {
+        self.seq_paxos.has_unsynced_storage()
     }
 
     // ---- outputs ----

@@ -742,6 +742,9 @@ pub struct PersistentStorage<T: Entry> {
     last_seq: u64,
     /// Checkpoint when the write-ahead log is at least this long.
     wal_checkpoint_bytes: u64,
+    /// Whether the write-ahead log's last record was appended by
+    /// `write_deferred` and waits for `sync`.
+    wal_unsynced: bool,
     /// The record being written, kept to reuse its allocation.
     record: Vec<u8>,
     /// Where each entry of `record` is, reused likewise.
@@ -1068,6 +1071,7 @@ where
             wal_checkpoint_bytes: config
                 .wal_checkpoint_bytes()
                 .unwrap_or(DEFAULT_WAL_CHECKPOINT_BYTES),
+            wal_unsynced: false,
             record: Vec::new(),
             entry_ranges: Vec::new(),
             dir_dirty: false,
@@ -1416,6 +1420,92 @@ where
         Ok(())
     }
 
+    /// The batch of `write_atomically`, or of `write_deferred` with
+    /// `defer`, which leaves a common batch's record unsynced.
+    fn write_ops(&mut self, ops: Vec<StorageOp<T>>, defer: bool) -> StorageResult<()> {
+        self.check_usable("write")?;
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let mut bounds = self.state.bounds();
+        for op in &ops {
+            bounds.check(op)?;
+        }
+
+        let mut state = self.state.clone();
+        let mut changes = Changes {
+            snapshot: None,
+            stopsign: None,
+            previous_end: None,
+        };
+        let mut plan = LogPlan {
+            trimmed: state.trimmed_idx,
+            kept_end: state.log_len,
+            tail: Vec::new(),
+        };
+        let mut origins = OriginChanges::default();
+        for op in ops {
+            match op {
+                StorageOp::AppendEntry(entry) => plan.tail.push(entry),
+                StorageOp::AppendEntries(mut entries) => plan.tail.append(&mut entries),
+                StorageOp::AppendOnPrefix(from, mut entries) => {
+                    plan.truncate(from);
+                    plan.tail.append(&mut entries);
+                    origins.cut_at(from);
+                }
+                StorageOp::Trim(idx) => {
+                    plan.trim(idx);
+                    origins.added.trim(idx);
+                }
+                StorageOp::SetPromise(ballot) => state.promise = Some(ballot),
+                StorageOp::SetDecidedIndex(idx) => state.decided_idx = idx,
+                StorageOp::SetAcceptedRound(ballot) => state.accepted_round = Some(ballot),
+                StorageOp::SetCompactedIdx(idx) => state.compacted_idx = idx,
+                StorageOp::SetStopsign(stopsign) => changes.stopsign = Some(stopsign),
+                StorageOp::SetSnapshot(s) => changes.snapshot = Some(s),
+                StorageOp::SetPreviousConfigurationEnd(end) => changes.previous_end = Some(end),
+                StorageOp::SetOrigins(from, ids) => origins.set(from, &ids),
+                StorageOp::SetOriginTable(table) => origins.table = Some(table),
+                StorageOp::SetIncarnation(n) => state.incarnation = n,
+            }
+        }
+        origins.settle(&self.origins);
+        debug_assert_eq!(plan.log_len(), bounds.log_len, "plan and bounds disagree");
+        let kept = plan.kept_end - plan.trimmed;
+        // Replacing held entries would cut committed data before the commit
+        // point; such a batch goes through a redo record instead.
+        let rewrites = kept > 0 && plan.kept_end < self.state.log_len;
+        state.phys_base = if kept == 0 {
+            // Nothing old is kept: the log restarts at the commitlog's end.
+            self.log.next_offset()
+        } else {
+            self.state.phys(plan.trimmed)
+        };
+        state.trimmed_idx = plan.trimmed;
+        state.log_len = plan.log_len();
+        let changes_files = changes.snapshot.is_some()
+            || changes
+                .stopsign
+                .as_ref()
+                .is_some_and(|c| *c != self.stopsign)
+            || changes
+                .previous_end
+                .as_ref()
+                .is_some_and(|c| *c != self.previous_end);
+        if rewrites || changes_files {
+            self.write_with_checkpoint(state, changes, plan, rewrites, bounds, origins)?;
+        } else {
+            debug_assert_eq!(
+                state.bounds(),
+                bounds,
+                "the log moved differently than checked"
+            );
+            self.write_logged(state, &plan.tail, plan.kept_end, &origins, defer)?;
+        }
+        self.stats.commits += 1;
+        Ok(())
+    }
+
     /// The common path: one write-ahead log record holding the batch's
     /// entries and the new state, appended and synced (the commit point),
     /// then the entries appended to the commitlog without a sync.
@@ -1425,6 +1515,7 @@ where
         tail: &[T],
         first_idx: u64,
         origins: &OriginChanges,
+        defer: bool,
     ) -> StorageResult<()> {
         let seq = self.last_seq + 1;
         let mut record = mem::take(&mut self.record);
@@ -1445,12 +1536,20 @@ where
             self.record = record;
             return Err(e);
         }
-        let appended = self.wal.append(&mut record);
+        let appended = if defer {
+            self.wal.append_unsynced(&mut record)
+        } else {
+            self.wal.append(&mut record)
+        };
         let bytes = self.guard(appended)?;
         self.last_seq = seq;
         self.stats.wal_records += 1;
         self.stats.wal_bytes_written += bytes;
-        self.stats.syncs += 1;
+        // A synced record commits every deferred one before it too.
+        self.wal_unsynced = defer;
+        if !defer {
+            self.stats.syncs += 1;
+        }
         #[cfg(test)]
         self.crash_if(CrashPoint::AfterWalWrite)?;
         let entries: Vec<&[u8]> = self
@@ -1792,6 +1891,8 @@ impl<T: Entry> PersistentStorage<T> {
         #[cfg(test)]
         self.crash_if(CrashPoint::CheckpointBeforeWalReset)?;
         self.wal.reset()?;
+        // The checkpoint holds what a deferred record held.
+        self.wal_unsynced = false;
         self.stats.syncs += 1;
         self.stats.checkpoints += 1;
         self.drop_trimmed_segments()
@@ -1852,86 +1953,25 @@ where
     /// the state record; one that replaces entries commits them in a redo
     /// record first and rewrites the commitlog's tail afterwards.
     fn write_atomically(&mut self, ops: Vec<StorageOp<T>>) -> StorageResult<()> {
-        self.check_usable("write")?;
-        if ops.is_empty() {
-            return Ok(());
-        }
-        let mut bounds = self.state.bounds();
-        for op in &ops {
-            bounds.check(op)?;
-        }
+        self.write_ops(ops, false)
+    }
 
-        let mut state = self.state.clone();
-        let mut changes = Changes {
-            snapshot: None,
-            stopsign: None,
-            previous_end: None,
-        };
-        let mut plan = LogPlan {
-            trimmed: state.trimmed_idx,
-            kept_end: state.log_len,
-            tail: Vec::new(),
-        };
-        let mut origins = OriginChanges::default();
-        for op in ops {
-            match op {
-                StorageOp::AppendEntry(entry) => plan.tail.push(entry),
-                StorageOp::AppendEntries(mut entries) => plan.tail.append(&mut entries),
-                StorageOp::AppendOnPrefix(from, mut entries) => {
-                    plan.truncate(from);
-                    plan.tail.append(&mut entries);
-                    origins.cut_at(from);
-                }
-                StorageOp::Trim(idx) => {
-                    plan.trim(idx);
-                    origins.added.trim(idx);
-                }
-                StorageOp::SetPromise(ballot) => state.promise = Some(ballot),
-                StorageOp::SetDecidedIndex(idx) => state.decided_idx = idx,
-                StorageOp::SetAcceptedRound(ballot) => state.accepted_round = Some(ballot),
-                StorageOp::SetCompactedIdx(idx) => state.compacted_idx = idx,
-                StorageOp::SetStopsign(stopsign) => changes.stopsign = Some(stopsign),
-                StorageOp::SetSnapshot(s) => changes.snapshot = Some(s),
-                StorageOp::SetPreviousConfigurationEnd(end) => changes.previous_end = Some(end),
-                StorageOp::SetOrigins(from, ids) => origins.set(from, &ids),
-                StorageOp::SetOriginTable(table) => origins.table = Some(table),
-                StorageOp::SetIncarnation(n) => state.incarnation = n,
-            }
+    /// A common batch's write-ahead log record goes unsynced and commits at
+    /// the next [`sync`](Storage::sync) or synced record; any other batch
+    /// is written as by `write_atomically`, durable at once.
+    fn write_deferred(&mut self, ops: Vec<StorageOp<T>>) -> StorageResult<bool> {
+        self.write_ops(ops, true)?;
+        Ok(self.wal_unsynced)
+    }
+
+    fn sync(&mut self) -> StorageResult<()> {
+        self.check_usable("sync")?;
+        if self.wal_unsynced {
+            let synced = self.wal.sync();
+            self.guard(synced)?;
+            self.stats.syncs += 1;
+            self.wal_unsynced = false;
         }
-        origins.settle(&self.origins);
-        debug_assert_eq!(plan.log_len(), bounds.log_len, "plan and bounds disagree");
-        let kept = plan.kept_end - plan.trimmed;
-        // Replacing held entries would cut committed data before the commit
-        // point; such a batch goes through a redo record instead.
-        let rewrites = kept > 0 && plan.kept_end < self.state.log_len;
-        state.phys_base = if kept == 0 {
-            // Nothing old is kept: the log restarts at the commitlog's end.
-            self.log.next_offset()
-        } else {
-            self.state.phys(plan.trimmed)
-        };
-        state.trimmed_idx = plan.trimmed;
-        state.log_len = plan.log_len();
-        let changes_files = changes.snapshot.is_some()
-            || changes
-                .stopsign
-                .as_ref()
-                .is_some_and(|c| *c != self.stopsign)
-            || changes
-                .previous_end
-                .as_ref()
-                .is_some_and(|c| *c != self.previous_end);
-        if rewrites || changes_files {
-            self.write_with_checkpoint(state, changes, plan, rewrites, bounds, origins)?;
-        } else {
-            debug_assert_eq!(
-                state.bounds(),
-                bounds,
-                "the log moved differently than checked"
-            );
-            self.write_logged(state, &plan.tail, plan.kept_end, &origins)?;
-        }
-        self.stats.commits += 1;
         Ok(())
     }
 
@@ -2631,6 +2671,71 @@ mod tests {
             .unwrap_or_default();
         names.sort();
         names
+    }
+
+    #[test]
+    fn a_deferred_write_commits_at_its_sync_or_the_next_synced_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = PersistentStorageConfig::with_path(dir.path());
+        let mut storage = PersistentStorage::<Put>::open(config).unwrap();
+        storage.append_entries(puts(0..10)).unwrap();
+        let syncs = storage.stats().syncs;
+        let waits = storage
+            .write_deferred(vec![StorageOp::AppendEntries(puts(10..20))])
+            .unwrap();
+        assert!(waits, "a common batch waits for its sync");
+        assert_eq!(storage.stats().syncs, syncs, "no sync yet");
+        assert_eq!(storage.get_log_len().unwrap(), 20, "reads see it at once");
+        storage.sync().unwrap();
+        assert_eq!(storage.stats().syncs, syncs + 1, "one sync");
+        storage.sync().unwrap();
+        assert_eq!(storage.stats().syncs, syncs + 1, "nothing waited");
+        assert!(
+            storage
+                .write_deferred(vec![StorageOp::AppendEntries(puts(20..30))])
+                .unwrap()
+        );
+        storage.set_decided_idx(5).unwrap();
+        assert!(
+            !storage.wal_unsynced,
+            "the synced record committed the deferred one"
+        );
+        storage.sync().unwrap();
+        assert_eq!(
+            storage.stats().syncs,
+            syncs + 2,
+            "the set_decided_idx's sync only"
+        );
+    }
+
+    #[test]
+    fn a_deferred_record_lost_in_a_power_cut_leaves_the_log_as_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = PersistentStorageConfig::with_path(dir.path());
+        let mut storage = PersistentStorage::<Put>::open(config.clone()).unwrap();
+        storage.append_entries(puts(0..10)).unwrap();
+        storage.set_decided_idx(4).unwrap();
+        let synced_len = storage.wal.len();
+        assert!(
+            storage
+                .write_deferred(vec![StorageOp::AppendEntries(puts(10..20))])
+                .unwrap()
+        );
+        let wal = storage.wal.path().to_owned();
+        // The power goes before the sync: the record never reached the
+        // disk. (Poisoned, the storage skips its checkpoint on drop.)
+        storage.poisoned = Some("power cut".to_owned());
+        drop(storage);
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&wal)
+            .unwrap()
+            .set_len(synced_len)
+            .unwrap();
+        let storage = PersistentStorage::<Put>::open(config).unwrap();
+        assert_eq!(storage.get_log_len().unwrap(), 10);
+        assert_eq!(storage.get_decided_idx().unwrap(), 4);
+        assert_eq!(storage.get_entries(0, 10).unwrap(), puts(0..10));
     }
 
     #[test]

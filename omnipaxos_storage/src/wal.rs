@@ -163,6 +163,25 @@ impl Wal {
     /// Returns the record's size. A failure may leave part of the record in
     /// the file, which the next open cuts off.
     pub(crate) fn append(&mut self, buf: &mut [u8]) -> StorageResult<u64> {
+        self.append_maybe_synced(buf, true)
+    }
+
+    /// [`append`](Self::append) without the sync: the record commits at the
+    /// next [`sync`](Self::sync) or synced append (one file, so a sync
+    /// covers every record before it). A crash before then may lose it and
+    /// everything after it; the next open cuts what it finds torn.
+    pub(crate) fn append_unsynced(&mut self, buf: &mut [u8]) -> StorageResult<u64> {
+        self.append_maybe_synced(buf, false)
+    }
+
+    /// Syncs the records appended since the last sync.
+    pub(crate) fn sync(&mut self) -> StorageResult<()> {
+        self.file
+            .sync_data()
+            .map_err(|e| error::io("sync the write-ahead log", &self.path, &e))
+    }
+
+    fn append_maybe_synced(&mut self, buf: &mut [u8], sync: bool) -> StorageResult<u64> {
         debug_assert!(!self.torn, "appending before the torn tail is cut");
         let payload_len = buf.len() - HEADER_BYTES;
         let len = u32::try_from(payload_len).map_err(|_| StorageError::Backend {
@@ -175,7 +194,10 @@ impl Wal {
         let write = || -> std::io::Result<()> {
             use std::os::unix::fs::FileExt;
             self.file.write_all_at(buf, self.len)?;
-            self.file.sync_data()
+            if sync {
+                self.file.sync_data()?;
+            }
+            Ok(())
         };
         write().map_err(|e| error::io("append to the write-ahead log", &self.path, &e))?;
         self.len += buf.len() as u64;

@@ -61,6 +61,8 @@ fn options_for(seed: u64) -> (Vec<u64>, SimOptions) {
         call_reconnected: rng.gen_bool(0.5),
         joiners_ask_log_len: rng.gen_bool(0.5),
         max_entries_per_message: [4, 16, 64, 8192][rng.gen_range(0..4)],
+        // Odd seeds: leaders write their batches with `write_deferred`.
+        defer_leader_sync: seed % 2 == 1,
         replay_command: Some(replay(seed)),
         ..SimOptions::default()
     };

@@ -795,7 +795,13 @@ where
                 self.push_accept(slot, range, &origins);
             }
         }
-        if entries.len() == 1 {
+        if self.defer_leader_sync {
+            // Sent before it is durable here; counted toward a decision
+            // once `sync_storage` has synced it.
+            let room = entries.len().min(self.max_entries_per_message);
+            self.state.lead_mut().batch.entries = Vec::with_capacity(self.batch_size.max(room));
+            self.storage.append_entries_deferred(entries, origins)?;
+        } else if entries.len() == 1 {
             // The common case with batch_size 1: keep the buffer instead of
             // handing a fresh Vec to storage for every entry.
             let entry = entries.pop().expect("length checked");
@@ -892,7 +898,7 @@ where
     pub(super) fn window_full(&self) -> bool {
         self.state
             .leader()
-            .is_some_and(|l| l.held_at.is_some() && l.batch.len() >= self.buffer_size)
+            .is_some_and(|l| l.window_full(self.buffer_size))
     }
 
     /// After the decided index moved: writes what the window held back (and
@@ -1003,7 +1009,8 @@ where
     /// and tells the followers.
     pub(super) fn update_decided(&mut self) -> StorageResult<()> {
         self.scratch.clear();
-        self.scratch.push(self.storage.accepted_idx());
+        // Our own copy counts once it is durable (see `defer_leader_sync`).
+        self.scratch.push(self.storage.durable_accepted_idx());
         self.scratch.extend(
             self.state
                 .lead()

@@ -229,6 +229,8 @@ where
     max_message_bytes: usize,
     /// A leader's batch is written and sent once it holds this many entries.
     batch_size: usize,
+    /// A leader sends its batch before it syncs it (`OmniPaxosConfig::defer_leader_sync`).
+    defer_leader_sync: bool,
     /// Fires when unanswered messages are sent again.
     resend_timer: LogicalClock,
     /// Fires when a partly filled batch is sent anyway.
@@ -359,6 +361,7 @@ where
             max_entries_per_message: config.max_entries_per_message,
             max_message_bytes: config.max_message_bytes,
             batch_size: config.batch_size,
+            defer_leader_sync: config.defer_leader_sync,
             resend_timer: LogicalClock::with(config.resend_message_tick_timeout),
             flush_timer: LogicalClock::with(config.flush_batch_tick_timeout),
             outbox: Outbox::with(
@@ -1077,8 +1080,7 @@ where
             RoleState::Leader(l)
                 if matches!(l.phase, LeaderPhase::Accept { .. }) && !l.stop_waits =>
             {
-                if l.held_at.is_some() && l.batch.len() >= self.buffer_size {
-                    // The window holds back a buffer's worth already.
+                if l.window_full(self.buffer_size) {
                     return Err(ProposeErr::BufferFull(p.entry));
                 }
                 let len = l.gather(p);
@@ -1129,6 +1131,28 @@ where
             self.decided_tags.push((tag, idx));
         }
         buf.append(&mut self.decided_tags);
+    }
+
+    /// Syncs a deferred write of the leader's batch, if one waits, and
+    /// decides what that lets it decide. Returns whether one waited.
+    pub(crate) fn sync_storage(&mut self) -> bool {
+        if self.is_halted() || !self.storage.has_unsynced() {
+            return false;
+        }
+        let r = self.storage.sync().and_then(|_| {
+            if self.phase() == Phase::Accept && self.role() == Role::Leader {
+                self.update_decided()
+            } else {
+                Ok(())
+            }
+        });
+        self.guard(r);
+        true
+    }
+
+    /// Whether a deferred write waits for `sync_storage`.
+    pub(crate) fn has_unsynced_storage(&self) -> bool {
+        self.storage.has_unsynced()
     }
 
     /// A leader sends the batch it gathered now, without waiting for the

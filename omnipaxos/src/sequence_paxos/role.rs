@@ -193,6 +193,13 @@ impl<T: Entry> LeaderState<T> {
             stop_waits: false,
         }
     }
+
+    /// Whether the window holds back a buffer's worth already, so that the
+    /// leader takes no more proposals (see `SequencePaxos::window_room`).
+    #[inline]
+    pub(super) fn window_full(&self, buffer_size: usize) -> bool {
+        self.held_at.is_some() && self.batch.len() >= buffer_size
+    }
 }
 
 impl<T: Entry> LeaderState<T> {

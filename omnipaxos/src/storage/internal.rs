@@ -38,6 +38,10 @@ where
     origin_table: OriginTable,
     /// The incarnation the backend last stored (0 if none).
     incarnation: u64,
+    /// Set while a deferred write waits for its sync (see
+    /// [`Storage::write_deferred`]): the accepted index before the first
+    /// of them, which is what a crash now would keep at least.
+    unsynced_from: Option<u64>,
     _entry: PhantomData<T>,
 }
 
@@ -103,6 +107,7 @@ where
             compacted_idx,
             stopsign,
             previous_end,
+            unsynced_from: None,
             _entry: PhantomData,
         })
     }
@@ -370,6 +375,59 @@ where
             self.log_len += n;
         }
         Ok(self.log_len)
+    }
+
+    /// [`append_entries`](Self::append_entries), deferred (see
+    /// [`Storage::write_deferred`]): what a leader that sends before it syncs
+    /// does with its batch. Until [`sync`](Self::sync), the entries count in
+    /// [`accepted_idx`](Self::accepted_idx) but not in
+    /// [`durable_accepted_idx`](Self::durable_accepted_idx).
+    pub(crate) fn append_entries_deferred(
+        &mut self,
+        entries: Vec<T>,
+        ids: OriginIds,
+    ) -> StorageResult<u64> {
+        let n = entries.len() as u64;
+        if n == 0 {
+            return Ok(self.log_len);
+        }
+        let before = self.accepted_idx();
+        let mut ops = Vec::with_capacity(2);
+        ops.push(StorageOp::AppendEntries(entries));
+        ops.extend(self.origins_op(self.log_len, ids));
+        let waits = self.storage.write_deferred(ops)?;
+        self.log_len += n;
+        if waits {
+            // The lowest since the last sync: a write that cut the log may
+            // have come between two deferred ones.
+            self.unsynced_from = Some(self.unsynced_from.map_or(before, |f| f.min(before)));
+        }
+        Ok(self.log_len)
+    }
+
+    /// Whether a deferred write waits for [`sync`](Self::sync).
+    pub(crate) fn has_unsynced(&self) -> bool {
+        self.unsynced_from.is_some()
+    }
+
+    /// Makes the deferred writes durable; returns whether any waited.
+    pub(crate) fn sync(&mut self) -> StorageResult<bool> {
+        if self.unsynced_from.is_none() {
+            return Ok(false);
+        }
+        self.storage.sync()?;
+        self.unsynced_from = None;
+        Ok(true)
+    }
+
+    /// How much of the log a crash now would leave accepted: the accepted
+    /// index, less the entries of deferred writes that wait for their sync.
+    /// (A write that is not deferred syncs those too, but this does not
+    /// count on it: it is low until [`sync`](Self::sync), never high.)
+    pub(crate) fn durable_accepted_idx(&self) -> u64 {
+        let accepted = self.accepted_idx();
+        self.unsynced_from
+            .map_or(accepted, |from| from.min(accepted))
     }
 
     /// Appends entries and raises the decided index in one atomic write: what

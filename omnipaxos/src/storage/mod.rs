@@ -232,6 +232,31 @@ pub trait Storage<T: Entry> {
         }
         Ok(())
     }
+    /// Like [`write_atomically`](Self::write_atomically), all or nothing,
+    /// but the write need not be durable when this returns: it becomes
+    /// durable at the next [`sync`](Self::sync), or with the next write
+    /// that is not deferred, whichever comes first. Returns whether it waits
+    /// for that (`Ok(false)`: it is durable already).
+    ///
+    /// Writes become durable in order: a crash may lose a deferred write
+    /// that was not synced, but then it loses every write after it too, and
+    /// what it keeps is as if those writes never happened.
+    ///
+    /// The protocol defers only one write, and only when
+    /// [`OmniPaxosConfig::defer_leader_sync`](crate::OmniPaxosConfig::defer_leader_sync)
+    /// is on: a leader's append of its batch, so that it can send the batch
+    /// to its followers before its own disk has it. It does not count its
+    /// own copy toward a decision until the write is synced. The default
+    /// writes durably through `write_atomically`, so a storage that leaves
+    /// both methods alone is correct, only slower for a leader.
+    fn write_deferred(&mut self, ops: Vec<StorageOp<T>>) -> StorageResult<bool> {
+        self.write_atomically(ops).map(|()| false)
+    }
+    /// Makes every deferred write durable (see
+    /// [`write_deferred`](Self::write_deferred)); does nothing if none waits.
+    fn sync(&mut self) -> StorageResult<()> {
+        Ok(())
+    }
     /// Returns the highest ballot promised, if any.
     fn get_promise(&self) -> StorageResult<Option<Ballot>>;
     /// Persists (or clears) the stop-sign.

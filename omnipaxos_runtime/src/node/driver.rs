@@ -184,13 +184,13 @@ where
                 },
             }
             let drained = self.take_queued();
-            self.after_step(drained);
+            self.after_step(drained).await;
             if self.moves_on() {
                 self = match self.move_on() {
                     Ok(driver) => driver,
                     Err(()) => return,
                 };
-                self.after_step(true);
+                self.after_step(true).await;
             }
             if self.retire_at.is_some_and(|at| at <= Instant::now()) {
                 return self.retire();
@@ -471,7 +471,13 @@ where
     /// proposals that arrive during one batch's round trip and storage write
     /// form the next batch (sent when that one is decided, when it fills, or
     /// at the flush timer, whichever comes first).
-    fn after_step(&mut self, drained: bool) {
+    ///
+    /// A leader's batch goes to the transport before its own copy is synced
+    /// (`defer_leader_sync`): the driver yields once, so that the transport's
+    /// task, which the send woke and which tokio may queue on this very
+    /// worker, writes it to the sockets first; then it syncs, while the
+    /// followers write theirs.
+    async fn after_step(&mut self, drained: bool) {
         if self.op.get_current_leader().is_some() {
             while let Some((entry, reply, _)) = self.waiting_leader.pop_front() {
                 self.propose(entry, reply);
@@ -480,15 +486,12 @@ where
         if drained && self.op.get_decided_idx() >= self.op.get_accepted_idx() {
             self.op.flush_batch();
         }
-        self.op.take_outgoing_messages(&mut self.outgoing);
-        for m in self.outgoing.drain(..) {
-            let sent = match m {
-                Message::BLE(b) => self.channels.ble_out.try_send(b).is_ok(),
-                m => self.channels.sp_out.try_send(m).is_ok(),
-            };
-            if !sent {
-                self.dropped_messages += 1;
-            }
+        if self.send_outgoing() && self.op.has_unsynced_storage() {
+            tokio::task::yield_now().await;
+        }
+        if self.op.sync_storage() {
+            // The decision that may bring is news for the followers.
+            self.send_outgoing();
         }
         self.op.take_decided_proposals(&mut self.decided);
         for (id, idx) in self.decided.drain(..) {
@@ -554,6 +557,24 @@ where
             self.fail_all(&RuntimeError::Storage(e.clone()));
         }
         self.publish();
+    }
+
+    /// Hands the protocol's outgoing messages to the transport's channels;
+    /// a full channel drops the message (the protocol resends what matters).
+    /// Returns whether any message went.
+    fn send_outgoing(&mut self) -> bool {
+        self.op.take_outgoing_messages(&mut self.outgoing);
+        let any = !self.outgoing.is_empty();
+        for m in self.outgoing.drain(..) {
+            let sent = match m {
+                Message::BLE(b) => self.channels.ble_out.try_send(b).is_ok(),
+                m => self.channels.sp_out.try_send(m).is_ok(),
+            };
+            if !sent {
+                self.dropped_messages += 1;
+            }
+        }
+        any
     }
 
     /// The stop-sign is decided and the next configuration leaves this node

@@ -277,6 +277,9 @@ where
         let (ble_in_tx, ble_in) = mpsc::channel(cap);
         let (ble_out, ble_out_rx) = mpsc::channel(cap);
         let mut config = node_conf.omnipaxos_config().clone();
+        // The driver syncs right after it hands a step's messages to the
+        // network, so a leader's disk write overlaps its followers'.
+        config.defer_leader_sync = true;
         let mut join = node_conf.join_sources().map(<[NodeId]>::to_vec);
         // A node that moved on (or joined) recorded how the configuration
         // before its new one ended: on such storage it runs in that newer

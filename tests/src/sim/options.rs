@@ -39,6 +39,12 @@ pub struct SimOptions {
     pub flush_batch_tick_timeout: u64,
     /// Passed to every server's [`OmniPaxosConfig::batch_size`].
     pub batch_size: usize,
+    /// Passed to every server's [`OmniPaxosConfig::defer_leader_sync`]: a
+    /// leader sends its batch before it is durable. The cluster then syncs
+    /// right after sending on about half of the steps and leaves the sync
+    /// to the next tick on the others, and a crashed server's in-memory
+    /// storage loses what was not synced.
+    pub defer_leader_sync: bool,
     /// Passed to every server's [`OmniPaxosConfig::buffer_size`].
     pub buffer_size: usize,
     /// `OmniPaxosConfig::max_entries_per_message`: small values make every log
@@ -93,6 +99,7 @@ impl Default for SimOptions {
             resend_message_tick_timeout: 20,
             flush_batch_tick_timeout: 1,
             batch_size: 1,
+            defer_leader_sync: false,
             buffer_size: 100_000,
             max_entries_per_message: OmniPaxosConfig::default().max_entries_per_message,
             max_message_bytes: OmniPaxosConfig::default().max_message_bytes,
@@ -174,6 +181,7 @@ impl SimOptions {
             resend_message_tick_timeout: self.resend_message_tick_timeout,
             flush_batch_tick_timeout: self.flush_batch_tick_timeout,
             batch_size: self.batch_size,
+            defer_leader_sync: self.defer_leader_sync,
             buffer_size: self.buffer_size,
             max_entries_per_message: self.max_entries_per_message,
             max_message_bytes: self.max_message_bytes,

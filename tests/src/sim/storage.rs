@@ -51,6 +51,11 @@ struct Inner {
     rewritten_from: Option<u64>,
     /// How many of the next writes fail (see [`SharedStorage::fail_next_writes`]).
     failing_writes: u32,
+    /// In memory: set while a deferred write (`Storage::write_deferred`)
+    /// waits for its sync, the log length before the first of them. A
+    /// crash now cuts the log back to it (see
+    /// [`SharedStorage::lose_unsynced`]).
+    unsynced_from: Option<u64>,
 }
 
 impl Inner {
@@ -144,6 +149,10 @@ impl SharedStorage {
     fn check_write(&self, operation: &str) -> StorageResult<()> {
         let mut inner = self.inner.borrow_mut();
         if inner.failing_writes == 0 {
+            // A write that is not deferred syncs the deferred ones before
+            // it (the trait's in-order rule); `write_deferred` sets the
+            // mark again after this.
+            inner.unsynced_from = None;
             return Ok(());
         }
         inner.failing_writes -= 1;
@@ -185,6 +194,7 @@ impl SharedStorage {
                 backend: Backend::Persistent(Box::new(disk)),
                 rewritten_from: None,
                 failing_writes: 0,
+                unsynced_from: None,
             })),
         }
     }
@@ -243,6 +253,24 @@ impl SharedStorage {
                 "the storage in {path} reads back differently after reopening: {diff}"
             )),
         }
+    }
+
+    /// What a crash does to writes that were deferred and not synced: an
+    /// in-memory log is cut back to its length before the first of them (a
+    /// `PersistentStorage` is left alone: a process crash leaves its page
+    /// cache, and with it those writes, to the kernel). Called only for a
+    /// crashed server.
+    pub fn lose_unsynced(&self) -> Option<u64> {
+        let mut inner = self.inner.borrow_mut();
+        let from = inner.unsynced_from.take()?;
+        let Backend::Memory(store) = &mut inner.backend else {
+            return None;
+        };
+        store
+            .append_on_prefix(from, Vec::new())
+            .expect("cutting an in-memory log above its compacted index");
+        inner.note_rewrite(from);
+        Some(from)
     }
 
     /// Returns the lowest index that was overwritten or trimmed since the last
@@ -432,6 +460,26 @@ impl Storage<Value> for SharedStorage {
             inner.note_rewrite(idx);
         }
         Ok(())
+    }
+
+    fn write_deferred(&mut self, ops: Vec<StorageOp<Value>>) -> StorageResult<bool> {
+        self.check_write("write deferred")?;
+        let mut inner = self.inner.borrow_mut();
+        let inner = &mut *inner;
+        match &mut inner.backend {
+            Backend::Memory(store) => {
+                let before = store.get_log_len()?;
+                store.write_atomically(ops)?;
+                inner.unsynced_from = Some(inner.unsynced_from.map_or(before, |f| f.min(before)));
+                Ok(true)
+            }
+            Backend::Persistent(_) => inner.backend.store_mut().write_deferred(ops),
+        }
+    }
+
+    fn sync(&mut self) -> StorageResult<()> {
+        self.check_write("sync")?;
+        self.inner.borrow_mut().backend.store_mut().sync()
     }
 
     fn append_entry(&mut self, entry: Value) -> StorageResult<()> {

@@ -142,6 +142,9 @@ pub struct SimCluster {
     whole_split_snapshots: usize,
     /// Messages sent so far that carried one part of a snapshot.
     snapshot_parts_sent: usize,
+    /// Crashes that cut a server's log back to what it had synced (see
+    /// [`SimCluster::unsynced_losses`]).
+    unsynced_losses: u64,
     /// Whether to print a line per delivered message and per command.
     trace: bool,
     /// Set by [`SimCluster::hold_configuration_changes`]: servers stay in
@@ -232,6 +235,7 @@ impl SimCluster {
             outbox: Vec::new(),
             max_entries_sent: 0,
             whole_split_snapshots: 0,
+            unsynced_losses: 0,
             snapshot_parts_sent: 0,
             max_entry_bytes_sent: 0,
             configuration_changes_held: false,
@@ -307,6 +311,16 @@ impl SimCluster {
         for &pid in &live {
             let start = outbox.len();
             self.node_mut(pid).take_outgoing_messages(&mut outbox);
+            // A driver that syncs right after it sends, as the runtime's
+            // does; on the other half of the steps the sync waits for the
+            // next tick, so that a crash can find a leader's batch sent but
+            // not durable.
+            if self.options.defer_leader_sync
+                && fold_hash(self.trace_hash, pid) & 1 == 0
+                && self.node_mut(pid).sync_storage()
+            {
+                self.node_mut(pid).take_outgoing_messages(&mut outbox);
+            }
             let misaddressed = outbox[start..].iter().find(|m| {
                 let (from, to) = (m.get_sender(), m.get_receiver());
                 from != pid || to == pid || !self.nodes.contains_key(&to)
@@ -496,6 +510,13 @@ impl SimCluster {
         self.whole_split_snapshots
     }
 
+    /// How many crashes so far found a leader's deferred write not synced
+    /// and cut its in-memory log back to what was durable (with
+    /// `defer_leader_sync`).
+    pub fn unsynced_losses(&self) -> u64 {
+        self.unsynced_losses
+    }
+
     /// How many messages sent so far carried one part of a snapshot (to a
     /// follower or to a joining server).
     pub fn snapshot_parts_sent(&self) -> usize {
@@ -558,7 +579,12 @@ impl SimCluster {
         node.storage.clear_write_failures();
         let forgotten = node.tracked.len() as u64;
         node.tracked.clear();
+        let lost = node.storage.lose_unsynced();
         self.proposal_counts.forgotten += forgotten;
+        if let Some(from) = lost {
+            self.unsynced_losses += 1;
+            self.trace(|| format!("{pid} lost its unsynced log from {from}"));
+        }
         self.network.drop_involving(pid);
         self.reopen_storage(pid);
     }
