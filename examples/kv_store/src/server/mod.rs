@@ -96,7 +96,8 @@ pub struct ServerOptions {
     /// with 503.
     pub request_timeout: Duration,
     /// Take a local snapshot (compacting the log) every this many applied
-    /// entries; 0 never does.
+    /// entries, or every as many as the store holds keys if that is more;
+    /// 0 never does.
     pub snapshot_every: u64,
     /// Pre-shared key the servers prove to each other, if any.
     pub psk: Option<Vec<u8>>,

@@ -210,7 +210,12 @@ pub(crate) enum Ended {
 }
 
 /// Applies decided entries from index 0 on, in order, for as long as the
-/// node runs; compacts the log into a snapshot every `snapshot_every` entries.
+/// node runs; compacts the log into a snapshot every `snapshot_every`
+/// entries, or every as many entries as the store holds keys if that is
+/// more: a snapshot costs the whole store, so it waits until the log it
+/// replaces is about as large, which keeps its cost per entry bounded
+/// however many keys there are (and the log on disk within about the
+/// snapshot's size).
 pub(crate) async fn run_applier(
     node: OmniPaxosNode<KVCommand>,
     replica: Arc<Replica>,
@@ -226,7 +231,8 @@ pub(crate) async fn run_applier(
             Err(e) => return Err(format!("reading decided entries: {e}")),
         };
         let applied = replica.apply_batch(batch)?;
-        if snapshot_every > 0 && applied >= last_snapshot + snapshot_every {
+        let every = snapshot_every.max(replica.state().len() as u64);
+        if snapshot_every > 0 && applied >= last_snapshot + every {
             // Local only: every server compacts on its own schedule, and a
             // lagging one still gets the entries it lacks (or our snapshot).
             match node.snapshot(Some(applied), true).await {
