@@ -1536,11 +1536,7 @@ where
             self.record = record;
             return Err(e);
         }
-        let appended = if defer {
-            self.wal.append_unsynced(&mut record)
-        } else {
-            self.wal.append(&mut record)
-        };
+        let appended = self.wal.append(&mut record, !defer);
         let bytes = self.guard(appended)?;
         self.last_seq = seq;
         self.stats.wal_records += 1;
@@ -4021,7 +4017,7 @@ mod tests {
             let mut buf = Vec::new();
             Wal::begin(&mut buf, seq);
             buf.extend_from_slice(&payload);
-            wal.append(&mut buf).unwrap();
+            wal.append(&mut buf, true).unwrap();
         }
         fs::write(dir.join(MARKER), format!("{MARKER_HEADER}\nformat 3\n")).unwrap();
     }

@@ -12,7 +12,8 @@
 //! ```
 //!
 //! A write appends one record with a single `write` and syncs the file with
-//! one `fdatasync`. The file only grows between two checkpoints, after which
+//! one `fdatasync` (a deferred write leaves that to the next [`Wal::sync`]
+//! or synced append). The file only grows between two checkpoints, after which
 //! it is cut back to nothing.
 //!
 //! # Reading it back
@@ -158,22 +159,6 @@ impl Wal {
         debug_assert_eq!(buf.len(), HEADER_BYTES);
     }
 
-    /// Fills in the header of the record [`begin`](Self::begin) started in
-    /// `buf`, appends it and syncs the file: the record's commit point.
-    /// Returns the record's size. A failure may leave part of the record in
-    /// the file, which the next open cuts off.
-    pub(crate) fn append(&mut self, buf: &mut [u8]) -> StorageResult<u64> {
-        self.append_maybe_synced(buf, true)
-    }
-
-    /// [`append`](Self::append) without the sync: the record commits at the
-    /// next [`sync`](Self::sync) or synced append (one file, so a sync
-    /// covers every record before it). A crash before then may lose it and
-    /// everything after it; the next open cuts what it finds torn.
-    pub(crate) fn append_unsynced(&mut self, buf: &mut [u8]) -> StorageResult<u64> {
-        self.append_maybe_synced(buf, false)
-    }
-
     /// Syncs the records appended since the last sync.
     pub(crate) fn sync(&mut self) -> StorageResult<()> {
         self.file
@@ -181,7 +166,14 @@ impl Wal {
             .map_err(|e| error::io("sync the write-ahead log", &self.path, &e))
     }
 
-    fn append_maybe_synced(&mut self, buf: &mut [u8], sync: bool) -> StorageResult<u64> {
+    /// Fills in the header of the record [`begin`](Self::begin) started in
+    /// `buf` and appends it; with `sync`, syncs the file: the record's commit
+    /// point. Without, the record commits at the next [`sync`](Self::sync)
+    /// or synced append (one file, so a sync covers every record before it),
+    /// and a crash before then may lose it and everything after it; the next
+    /// open cuts what it finds torn. Returns the record's size. A failure may
+    /// leave part of the record in the file, which the next open cuts off.
+    pub(crate) fn append(&mut self, buf: &mut [u8], sync: bool) -> StorageResult<u64> {
         debug_assert!(!self.torn, "appending before the torn tail is cut");
         let payload_len = buf.len() - HEADER_BYTES;
         let len = u32::try_from(payload_len).map_err(|_| StorageError::Backend {
@@ -309,7 +301,7 @@ mod tests {
         for (i, p) in payloads.iter().enumerate() {
             Wal::begin(&mut buf, i as u64 + 1);
             buf.extend_from_slice(p);
-            wal.append(&mut buf).unwrap();
+            wal.append(&mut buf, true).unwrap();
         }
         fs::read(dir.join(WAL_FILE)).unwrap()
     }
@@ -372,7 +364,7 @@ mod tests {
         let mut buf = Vec::new();
         for seq in [4, 6] {
             Wal::begin(&mut buf, seq);
-            wal.append(&mut buf).unwrap();
+            wal.append(&mut buf, true).unwrap();
         }
         let err = Wal::open(dir.path(), false).unwrap_err();
         assert!(err.to_string().contains("sequence number 6"), "{err}");
@@ -389,7 +381,7 @@ mod tests {
         assert!(scan.records.is_empty());
         let mut buf = Vec::new();
         Wal::begin(&mut buf, 1);
-        wal.append(&mut buf).unwrap();
+        wal.append(&mut buf, true).unwrap();
         wal.reset().unwrap();
         let (_, scan) = Wal::open(dir.path(), false).unwrap();
         assert!(scan.records.is_empty());

@@ -795,13 +795,7 @@ where
                 self.push_accept(slot, range, &origins);
             }
         }
-        if self.defer_leader_sync {
-            // Sent before it is durable here; counted toward a decision
-            // once `sync_storage` has synced it.
-            let room = entries.len().min(self.max_entries_per_message);
-            self.state.lead_mut().batch.entries = Vec::with_capacity(self.batch_size.max(room));
-            self.storage.append_entries_deferred(entries, origins)?;
-        } else if entries.len() == 1 {
+        if entries.len() == 1 && !self.defer_leader_sync {
             // The common case with batch_size 1: keep the buffer instead of
             // handing a fresh Vec to storage for every entry.
             let entry = entries.pop().expect("length checked");
@@ -814,7 +808,13 @@ where
             // as a waiting batch is, by `max_entries_per_message`.
             let room = entries.len().min(self.max_entries_per_message);
             self.state.lead_mut().batch.entries = Vec::with_capacity(self.batch_size.max(room));
-            self.storage.append_entries(entries, origins)?;
+            if self.defer_leader_sync {
+                // Sent before it is durable here; counted toward a decision
+                // once `sync_storage` has synced it.
+                self.storage.append_entries_deferred(entries, origins)?;
+            } else {
+                self.storage.append_entries(entries, origins)?;
+            }
         }
         let l = self.state.lead_mut();
         l.unsettled.push_back((first_idx + take as u64, bytes));
@@ -903,9 +903,10 @@ where
 
     /// After the decided index moved: writes what the window held back (and
     /// then a stop-sign that waited for it, see `propose_waiting_stopsign`).
+    /// Called only when the decided index just rose, so what was held
+    /// back then has room now if anything does (`window_room` decides).
     fn release_held(&mut self) -> StorageResult<()> {
-        let decided = self.storage.decided_idx();
-        if self.state.lead().held_at.is_none_or(|at| at == decided) {
+        if self.state.lead().held_at.is_none() {
             return Ok(());
         }
         self.flush_batch()
