@@ -93,6 +93,15 @@ pub struct OmniPaxosConfig {
     /// for one disk sync instead of two in a row. The leader counts its own
     /// copy toward a decision only once it is synced.
     ///
+    /// Every server then also writes a raised decided index lazily (deferred,
+    /// with no sync of its own): it becomes durable with the server's next
+    /// synced write, so that neither a leader's answer to a client nor a
+    /// follower's next batch waits for a sync of the decided index alone.
+    /// After a power cut a server may come back with a lower decided index
+    /// than it had reported; the entries are still in its log, and the
+    /// leader decides them for it again, with the same values (Raft keeps its
+    /// commit index the same way). A decided stop-sign is always synced.
+    ///
     /// The driver must call [`OmniPaxos::sync_storage`] right after it has
     /// sent the messages of
     /// [`take_outgoing_messages`](OmniPaxos::take_outgoing_messages);

@@ -77,7 +77,7 @@ pub use sim::{
     network,
     network::Network,
     options::{SimOptions, SimStorage},
-    storage::SharedStorage,
+    storage::{SharedStorage, UnsyncedLoss},
     value::{Value, ValueSnapshot},
 };
 

@@ -4,8 +4,13 @@
 //! counts toward a decision only once synced, and a crash that loses the
 //! unsynced copy loses nothing that was decided.
 //!
+//! With the option, every server also writes a raised decided index lazily
+//! (synced with its next write); a crash before that takes it back to the
+//! decided index its disk holds, and the entries are decided again.
+//!
 //! The simulator's in-memory storage models the loss: a crashed server's
-//! log is cut back to what it had synced (`SharedStorage::lose_unsynced`).
+//! log is cut back to what it had synced and its decided index set back
+//! (`SharedStorage::lose_unsynced`).
 
 use omnipaxos::{OmniPaxos, OmniPaxosConfig};
 use omnipaxos_tests::{SharedStorage, SimCluster, SimOptions, Value};
@@ -58,9 +63,51 @@ fn without_a_sync_call_the_next_tick_syncs() {
     assert_eq!(node.get_decided_idx(), 0);
     node.tick();
     assert_eq!(node.get_decided_idx(), 1, "the tick synced first");
-    // A crash now loses nothing: the write was synced.
-    assert_eq!(storage.lose_unsynced(), None);
+    // A crash now loses no entry: the batch was synced. The decided index it
+    // raised was written lazily, and goes back to what the disk holds.
+    let lost = storage.lose_unsynced();
+    assert_eq!(lost.log_from, None);
+    assert_eq!(lost.decided_back_to, Some(0));
     assert_eq!(log_len(&storage), 1);
+}
+
+#[test]
+fn a_lazy_decided_index_lost_in_a_crash_is_decided_again_with_the_same_entries() {
+    let (mut node, storage) = lone_server();
+    for v in 1..=3 {
+        node.append(Value(v)).expect("room in the batch");
+    }
+    node.flush_batch();
+    node.sync_storage();
+    assert_eq!(node.get_decided_idx(), 3);
+    drop(node);
+    assert_eq!(storage.lose_unsynced().decided_back_to, Some(0));
+
+    // The restarted server holds the entries and decides them again.
+    let config = OmniPaxosConfig {
+        pid: 1,
+        defer_leader_sync: true,
+        ..Default::default()
+    };
+    let mut node: OmniPaxos<Value, SharedStorage> =
+        config.build(storage.clone()).expect("a valid config");
+    node.fail_recovery();
+    assert_eq!(node.get_decided_idx(), 0, "what the disk kept");
+    assert_eq!(log_len(&storage), 3, "the entries were synced");
+    for _ in 0..100 {
+        if node.get_decided_idx() == 3 {
+            break;
+        }
+        node.tick();
+    }
+    assert_eq!(node.get_decided_idx(), 3, "decided again within 100 ticks");
+    let decided: Vec<Value> = (0..3)
+        .map(|i| match node.read(i) {
+            Some(omnipaxos::util::LogEntry::Decided(v)) => v,
+            other => panic!("index {i}: {other:?}"),
+        })
+        .collect();
+    assert_eq!(decided, vec![Value(1), Value(2), Value(3)]);
 }
 
 #[test]
@@ -70,7 +117,7 @@ fn a_crash_before_the_sync_loses_the_unsynced_batch_but_nothing_decided() {
     // after every step that no two servers decide differently and that
     // nothing decided changes; here, that the losses happened and that the
     // cluster goes on deciding.
-    let mut losses = 0;
+    let (mut losses, mut rollbacks) = (0, 0);
     for seed in 0..20 {
         let options = SimOptions {
             seed,
@@ -105,9 +152,14 @@ fn a_crash_before_the_sync_loses_the_unsynced_batch_but_nothing_decided() {
             "seed {seed}: the cluster decides after the crashes"
         );
         losses += c.unsynced_losses();
+        rollbacks += c.decided_rollbacks();
     }
     assert!(
         losses > 0,
         "no crash found an unsynced batch, so this test did not test the loss"
+    );
+    assert!(
+        rollbacks > 0,
+        "no crash found a lazy decided index, so this test did not test its loss"
     );
 }

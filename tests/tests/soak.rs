@@ -186,6 +186,7 @@ fn run_seed(seed: u64) -> SeedStats {
     stats.snapshot_parts = cluster.snapshot_parts_sent() as u64;
     stats.whole_snapshots_that_split = cluster.whole_snapshots_that_split() as u64;
     stats.unsynced_losses = cluster.unsynced_losses();
+    stats.decided_rollbacks = cluster.decided_rollbacks();
     stats.trace_hash = cluster.trace_hash();
     stats
 }
@@ -245,6 +246,8 @@ struct SeedStats {
     whole_snapshots_that_split: u64,
     /// Crashes that cut a leader's log back to what it had synced.
     unsynced_losses: u64,
+    /// Crashes that set a server's decided index back to what it had synced.
+    decided_rollbacks: u64,
     trace_hash: u64,
 }
 
@@ -297,8 +300,9 @@ fn print_summary(seeds: u64, failed: usize, stats: &[SeedStats]) {
         sum(&|s| s.whole_snapshots_that_split),
     );
     println!(
-        "soak summary: crashes that lost a leader's unsynced batch {} (leaders sync after sending in odd seeds)",
+        "soak summary: crashes that lost a leader's unsynced batch {}, a lazily written decided index {} (leaders sync after sending in odd seeds)",
         sum(&|s| s.unsynced_losses),
+        sum(&|s| s.decided_rollbacks),
     );
     let mut recovery: Vec<u64> = stats.iter().map(|s| s.recovery_tenths).collect();
     recovery.sort_unstable();

@@ -473,7 +473,8 @@ where
 
     pub(super) fn handle_decide(&mut self, from: NodeId, dec: Decide) -> StorageResult<()> {
         if self.accept_in_order(from, dec.n, dec.seq_num) {
-            self.storage.raise_decided_idx(dec.decided_idx)?;
+            self.storage
+                .raise_decided_idx(dec.decided_idx, self.defer_leader_sync)?;
             if dec.decided_idx < self.storage.accepted_idx() {
                 // The leader has not decided all we accepted: our Accepted may
                 // have been lost, and the leader's periodic Decide is our

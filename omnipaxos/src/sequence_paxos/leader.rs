@@ -1024,7 +1024,10 @@ where
         }
         self.scratch.sort_unstable_by(|a, b| b.cmp(a));
         let candidate = self.scratch[self.quorum.write - 1];
-        if !self.storage.raise_decided_idx(candidate)? {
+        if !self
+            .storage
+            .raise_decided_idx(candidate, self.defer_leader_sync)?
+        {
             return Ok(());
         }
         for slot in 0..self.peers.len() {

@@ -434,7 +434,7 @@ where
             && self.storage.log_len() == d.stop_idx
             && self.storage.stopsign() == Some(&d.ss)
         {
-            self.storage.raise_decided_idx(d.stop_idx + 1)?;
+            self.storage.raise_decided_idx(d.stop_idx + 1, false)?;
             self.pending_stopsign = None;
             self.prune_decided_forwards();
             return Ok(());

@@ -284,12 +284,24 @@ where
     }
 
     /// Raises the decided index (never lowers it), clamped to what is accepted.
-    pub(crate) fn raise_decided_idx(&mut self, idx: u64) -> StorageResult<bool> {
+    ///
+    /// `lazy` writes it with [`Storage::write_deferred`] and asks for no sync:
+    /// it becomes durable with the next write that syncs (the next batch). A
+    /// crash before that restarts the server with the decided index it had
+    /// before, below one it reported; the entries are in its log still, and
+    /// the leader decides them for it again, with the same values. A decided
+    /// stop-sign is always written durably: it ends the configuration.
+    pub(crate) fn raise_decided_idx(&mut self, idx: u64, lazy: bool) -> StorageResult<bool> {
         let idx = idx.min(self.accepted_idx());
         if idx <= self.decided_idx {
             return Ok(false);
         }
-        self.storage.set_decided_idx(idx)?;
+        if lazy && idx <= self.log_len {
+            self.storage
+                .write_deferred(vec![StorageOp::SetDecidedIndex(idx)])?;
+        } else {
+            self.storage.set_decided_idx(idx)?;
+        }
         self.decided_idx = idx;
         Ok(true)
     }

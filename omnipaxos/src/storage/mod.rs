@@ -242,11 +242,14 @@ pub trait Storage<T: Entry> {
     /// that was not synced, but then it loses every write after it too, and
     /// what it keeps is as if those writes never happened.
     ///
-    /// The protocol defers only one write, and only when
+    /// The protocol defers two kinds of write, and only when
     /// [`OmniPaxosConfig::defer_leader_sync`](crate::OmniPaxosConfig::defer_leader_sync)
     /// is on: a leader's append of its batch, so that it can send the batch
-    /// to its followers before its own disk has it. It does not count its
-    /// own copy toward a decision until the write is synced. The default
+    /// to its followers before its own disk has it (it does not count its
+    /// own copy toward a decision until the write is synced), and a raised
+    /// decided index, which it does not sync at all: the next synced write
+    /// makes it durable, and a crash before that only sets the decided index
+    /// back to one the log still holds. The default
     /// writes durably through `write_atomically`, so a storage that leaves
     /// both methods alone is correct, only slower for a leader.
     fn write_deferred(&mut self, ops: Vec<StorageOp<T>>) -> StorageResult<bool> {

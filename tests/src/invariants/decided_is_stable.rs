@@ -6,7 +6,11 @@
 //!
 //! * its decided index never decreases, also across a crash and restart (the
 //!   server's storage survives, so a decided index it reported must have been
-//!   persisted before it was reported);
+//!   persisted before it was reported). One exception: with
+//!   `defer_leader_sync` a raised decided index is written lazily, and a
+//!   crash that lost such a write takes the server back to the decided index
+//!   its storage kept (the simulator says so); the entries above it are
+//!   checked again as the server decides them anew;
 //! * reading an index below the decided index gives a `Decided` entry;
 //! * a storage write that replaces or trims entries (the only writes that can
 //!   change existing indices) leaves every index below the server's decided
@@ -117,6 +121,16 @@ impl DecidedIsStable {
             ));
         }
         Ok(before)
+    }
+
+    /// Lowers what `pid` must report to `to`: a crash lost a decided index
+    /// written lazily (`defer_leader_sync`), and the storage holds `to`.
+    /// The entries in between are checked again when it decides them anew,
+    /// against the cluster's decided log.
+    pub fn went_back(&mut self, pid: NodeId, to: u64) {
+        if let Some(slot) = self.checked.get_mut(&pid) {
+            slot.up_to = slot.up_to.min(to);
+        }
     }
 
     /// Records that `pid` was checked up to decided index `to`.

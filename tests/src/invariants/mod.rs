@@ -252,6 +252,14 @@ impl Invariants {
         }
     }
 
+    /// Records that a crash set server `pid`'s decided index back to `to`,
+    /// the one it had made durable: with `defer_leader_sync` a raised
+    /// decided index is written lazily, and integrity holds from what the
+    /// storage kept (see [`decided_is_stable`]).
+    pub fn decided_went_back(&mut self, pid: NodeId, to: u64) {
+        self.stable.went_back(pid, to);
+    }
+
     /// Records the next configuration, `id`, once the previous one's
     /// stop-sign was decided (and seen by a check).
     pub fn add_configuration(

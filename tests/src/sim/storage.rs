@@ -43,6 +43,16 @@ pub struct SharedStorage {
     inner: Rc<RefCell<Inner>>,
 }
 
+/// What a crash lost of a server's deferred writes
+/// ([`SharedStorage::lose_unsynced`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UnsyncedLoss {
+    /// The log was cut back to this length: a leader's unsynced batch.
+    pub log_from: Option<u64>,
+    /// The decided index went back to this one: a raise written lazily.
+    pub decided_back_to: Option<u64>,
+}
+
 #[derive(Default)]
 struct Inner {
     /// What the server persisted.
@@ -56,6 +66,10 @@ struct Inner {
     /// crash now cuts the log back to it (see
     /// [`SharedStorage::lose_unsynced`]).
     unsynced_from: Option<u64>,
+    /// In memory: set while a deferred write raised the decided index and
+    /// waits for its sync, the decided index before the first of them. A
+    /// crash now sets the decided index back to it.
+    unsynced_decided_from: Option<u64>,
 }
 
 impl Inner {
@@ -147,12 +161,19 @@ impl SharedStorage {
 
     /// Fails this write if a failure is due (see [`Self::fail_next_writes`]).
     fn check_write(&self, operation: &str) -> StorageResult<()> {
+        self.check_write_of(operation, false)
+    }
+
+    /// [`check_write`](Self::check_write) of a write that is `deferred` or not.
+    fn check_write_of(&self, operation: &str, deferred: bool) -> StorageResult<()> {
         let mut inner = self.inner.borrow_mut();
         if inner.failing_writes == 0 {
-            // A write that is not deferred syncs the deferred ones before
-            // it (the trait's in-order rule); `write_deferred` sets the
-            // mark again after this.
-            inner.unsynced_from = None;
+            if !deferred {
+                // A write that is not deferred syncs the deferred ones before
+                // it (the trait's in-order rule).
+                inner.unsynced_from = None;
+                inner.unsynced_decided_from = None;
+            }
             return Ok(());
         }
         inner.failing_writes -= 1;
@@ -195,6 +216,7 @@ impl SharedStorage {
                 rewritten_from: None,
                 failing_writes: 0,
                 unsynced_from: None,
+                unsynced_decided_from: None,
             })),
         }
     }
@@ -256,21 +278,39 @@ impl SharedStorage {
     }
 
     /// What a crash does to writes that were deferred and not synced: an
-    /// in-memory log is cut back to its length before the first of them (a
-    /// `PersistentStorage` is left alone: a process crash leaves its page
-    /// cache, and with it those writes, to the kernel). Called only for a
-    /// crashed server.
-    pub fn lose_unsynced(&self) -> Option<u64> {
+    /// in-memory log is cut back to its length before the first of them, and
+    /// its decided index set back to what it was before the first deferred
+    /// raise (a `PersistentStorage` is left alone: a process crash leaves its
+    /// page cache, and with it those writes, to the kernel). Called only for
+    /// a crashed server.
+    pub fn lose_unsynced(&self) -> UnsyncedLoss {
         let mut inner = self.inner.borrow_mut();
-        let from = inner.unsynced_from.take()?;
+        let inner = &mut *inner;
+        let log_from = inner.unsynced_from.take();
+        let decided_from = inner.unsynced_decided_from.take();
         let Backend::Memory(store) = &mut inner.backend else {
-            return None;
+            return UnsyncedLoss::default();
         };
-        store
-            .append_on_prefix(from, Vec::new())
-            .expect("cutting an in-memory log above its compacted index");
-        inner.note_rewrite(from);
-        Some(from)
+        if let Some(from) = log_from {
+            store
+                .append_on_prefix(from, Vec::new())
+                .expect("cutting an in-memory log above its compacted index");
+        }
+        if let Some(before) = decided_from {
+            // What was durable at the first lazy raise; the log cut above
+            // never goes below it (a synced write in between would have
+            // cleared both marks).
+            store
+                .set_decided_idx(before)
+                .expect("setting an in-memory decided index");
+        }
+        if let Some(from) = log_from {
+            inner.note_rewrite(from);
+        }
+        UnsyncedLoss {
+            log_from,
+            decided_back_to: decided_from,
+        }
     }
 
     /// Returns the lowest index that was overwritten or trimmed since the last
@@ -463,14 +503,24 @@ impl Storage<Value> for SharedStorage {
     }
 
     fn write_deferred(&mut self, ops: Vec<StorageOp<Value>>) -> StorageResult<bool> {
-        self.check_write("write deferred")?;
+        self.check_write_of("write deferred", true)?;
         let mut inner = self.inner.borrow_mut();
         let inner = &mut *inner;
         match &mut inner.backend {
             Backend::Memory(store) => {
                 let before = store.get_log_len()?;
+                let decided_before = store.get_decided_idx()?;
+                let touches_log = ops
+                    .iter()
+                    .any(|op| !matches!(op, StorageOp::SetDecidedIndex(_)));
                 store.write_atomically(ops)?;
-                inner.unsynced_from = Some(inner.unsynced_from.map_or(before, |f| f.min(before)));
+                if touches_log {
+                    inner.unsynced_from =
+                        Some(inner.unsynced_from.map_or(before, |f| f.min(before)));
+                }
+                if store.get_decided_idx()? != decided_before {
+                    inner.unsynced_decided_from.get_or_insert(decided_before);
+                }
                 Ok(true)
             }
             Backend::Persistent(_) => inner.backend.store_mut().write_deferred(ops),

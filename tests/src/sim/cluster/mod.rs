@@ -145,6 +145,9 @@ pub struct SimCluster {
     /// Crashes that cut a server's log back to what it had synced (see
     /// [`SimCluster::unsynced_losses`]).
     unsynced_losses: u64,
+    /// Crashes that set a server's decided index back to what it had synced
+    /// (see [`SimCluster::decided_rollbacks`]).
+    decided_rollbacks: u64,
     /// Whether to print a line per delivered message and per command.
     trace: bool,
     /// Set by [`SimCluster::hold_configuration_changes`]: servers stay in
@@ -236,6 +239,7 @@ impl SimCluster {
             max_entries_sent: 0,
             whole_split_snapshots: 0,
             unsynced_losses: 0,
+            decided_rollbacks: 0,
             snapshot_parts_sent: 0,
             max_entry_bytes_sent: 0,
             configuration_changes_held: false,
@@ -517,6 +521,13 @@ impl SimCluster {
         self.unsynced_losses
     }
 
+    /// How many crashes so far found a raised decided index written lazily
+    /// and not synced (with `defer_leader_sync`), and set the server's
+    /// decided index back to what was durable.
+    pub fn decided_rollbacks(&self) -> u64 {
+        self.decided_rollbacks
+    }
+
     /// How many messages sent so far carried one part of a snapshot (to a
     /// follower or to a joining server).
     pub fn snapshot_parts_sent(&self) -> usize {
@@ -581,9 +592,14 @@ impl SimCluster {
         node.tracked.clear();
         let lost = node.storage.lose_unsynced();
         self.proposal_counts.forgotten += forgotten;
-        if let Some(from) = lost {
+        if let Some(from) = lost.log_from {
             self.unsynced_losses += 1;
             self.trace(|| format!("{pid} lost its unsynced log from {from}"));
+        }
+        if let Some(to) = lost.decided_back_to {
+            self.decided_rollbacks += 1;
+            self.invariants.decided_went_back(pid, to);
+            self.trace(|| format!("{pid} lost a lazy decided index: back to {to}"));
         }
         self.network.drop_involving(pid);
         self.reopen_storage(pid);
