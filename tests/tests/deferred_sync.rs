@@ -163,3 +163,40 @@ fn a_crash_before_the_sync_loses_the_unsynced_batch_but_nothing_decided() {
         "no crash found a lazy decided index, so this test did not test its loss"
     );
 }
+
+#[test]
+fn a_follower_writes_the_decided_index_of_a_decide_lazily_and_learns_it_again() {
+    let options = SimOptions {
+        seed: 7,
+        defer_leader_sync: true,
+        ..SimOptions::default()
+    };
+    let mut c = SimCluster::new(&[1, 2, 3], options);
+    c.run_until(|c| c.leader().is_some(), 2_000);
+    let leader = c.leader().expect("a leader within 2,000 ticks");
+    let follower = [1, 2, 3]
+        .into_iter()
+        .find(|&p| p != leader)
+        .expect("two followers");
+    for _ in 0..5 {
+        c.propose_new(leader);
+    }
+    // The follower syncs the entries with its Accepted; the Decide that
+    // follows raises its decided index lazily.
+    c.run_until(|c| [1, 2, 3].iter().all(|&p| c.decided_idx(p) >= 5), 2_000);
+    let decided = c.decided_idx(follower);
+    assert!(decided >= 5, "the follower decided the five entries");
+    let before = c.decided_rollbacks();
+    c.crash(follower);
+    assert_eq!(
+        c.decided_rollbacks(),
+        before + 1,
+        "the crash found the follower's decided index not synced"
+    );
+    c.restart(follower);
+    c.run_until(|c| c.decided_idx(follower) >= decided, 2_000);
+    assert!(
+        c.decided_idx(follower) >= decided,
+        "the restarted follower learns the decided index again"
+    );
+}
