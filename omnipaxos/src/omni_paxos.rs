@@ -594,9 +594,10 @@ where
         self.seq_paxos.sync_storage()
     }
 
-    /// Whether a deferred write waits for [`sync_storage`](Self::sync_storage):
-    /// a driver may use it to skip its own work around the sync when
-    /// nothing waits.
+    /// Whether the leader's deferred write of a batch waits for
+    /// [`sync_storage`](Self::sync_storage): a driver may use it to skip its
+    /// own work around the sync when nothing waits. (A decided index raised
+    /// lazily waits for no sync: the next synced write commits it.)
     pub fn has_unsynced_storage(&self) -> bool {
         self.seq_paxos.has_unsynced_storage()
     }

@@ -2717,14 +2717,12 @@ mod tests {
                 .write_deferred(vec![StorageOp::AppendEntries(puts(10..20))])
                 .unwrap()
         );
-        let wal = storage.wal.path().to_owned();
         // The power goes before the sync: the record never reached the
-        // disk. (Poisoned, the storage skips its checkpoint on drop.)
-        storage.poisoned = Some("power cut".to_owned());
-        drop(storage);
+        // disk. (A crashed storage skips its checkpoint on drop.)
+        crash(storage);
         fs::OpenOptions::new()
             .write(true)
-            .open(&wal)
+            .open(wal_path(dir.path()))
             .unwrap()
             .set_len(synced_len)
             .unwrap();

@@ -229,7 +229,8 @@ where
     max_message_bytes: usize,
     /// A leader's batch is written and sent once it holds this many entries.
     batch_size: usize,
-    /// A leader sends its batch before it syncs it (`OmniPaxosConfig::defer_leader_sync`).
+    /// A leader sends its batch before it syncs it, and every server raises
+    /// its decided index without a sync (`OmniPaxosConfig::defer_leader_sync`).
     defer_leader_sync: bool,
     /// Fires when unanswered messages are sent again.
     resend_timer: LogicalClock,
@@ -1139,7 +1140,7 @@ where
         if self.is_halted() || !self.storage.has_unsynced() {
             return false;
         }
-        let r = self.storage.sync().and_then(|_| {
+        let r = self.storage.sync().and_then(|()| {
             if self.phase() == Phase::Accept && self.role() == Role::Leader {
                 self.update_decided()
             } else {

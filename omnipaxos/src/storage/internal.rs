@@ -38,9 +38,10 @@ where
     origin_table: OriginTable,
     /// The incarnation the backend last stored (0 if none).
     incarnation: u64,
-    /// Set while a deferred write waits for its sync (see
+    /// Set while a deferred write of entries waits for its sync (see
     /// [`Storage::write_deferred`]): the accepted index before the first
-    /// of them, which is what a crash now would keep at least.
+    /// of them, which is what a crash now would keep at least. A lazily
+    /// raised decided index does not set it: it waits for no sync.
     unsynced_from: Option<u64>,
     _entry: PhantomData<T>,
 }
@@ -417,19 +418,20 @@ where
         Ok(self.log_len)
     }
 
-    /// Whether a deferred write waits for [`sync`](Self::sync).
+    /// Whether a deferred write of entries waits for [`sync`](Self::sync)
+    /// (a lazily raised decided index waits for no sync of its own).
     pub(crate) fn has_unsynced(&self) -> bool {
         self.unsynced_from.is_some()
     }
 
-    /// Makes the deferred writes durable; returns whether any waited.
-    pub(crate) fn sync(&mut self) -> StorageResult<bool> {
-        if self.unsynced_from.is_none() {
-            return Ok(false);
+    /// Makes the deferred writes durable; does nothing if none of entries
+    /// waits ([`has_unsynced`](Self::has_unsynced)).
+    pub(crate) fn sync(&mut self) -> StorageResult<()> {
+        if self.unsynced_from.is_some() {
+            self.storage.sync()?;
+            self.unsynced_from = None;
         }
-        self.storage.sync()?;
-        self.unsynced_from = None;
-        Ok(true)
+        Ok(())
     }
 
     /// How much of the log a crash now would leave accepted: the accepted

@@ -4,10 +4,13 @@
 //! The server hands its storage to the node, which owns it from then on, so
 //! the time a durable write takes can only be seen from inside the storage.
 //! A write returns once it is durable (the trait's contract), so the time it
-//! takes is the time its sync takes, plus the little it spends encoding; the
-//! exception is a leader's deferred write of its batch, whose sync comes as a
-//! call of its own and is observed as one. Reads are not timed: they come from memory or the page cache and
-//! would drown the syncs in the histogram.
+//! takes is the time its sync takes, plus the little it spends encoding. The
+//! exceptions are the deferred writes (`defer_leader_sync`, which the runtime
+//! turns on): a leader's batch, whose sync comes as a call of its own and is
+//! observed as one, and a raised decided index, which is never synced by
+//! itself; both are observed as the quick writes they are. Reads are not
+//! timed: they come from memory or the page cache and would drown the syncs
+//! in the histogram.
 
 use omnipaxos::{
     ballot::Ballot,
